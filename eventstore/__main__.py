@@ -1,0 +1,3 @@
+from eventstore.cli import main
+
+main()

@@ -1,0 +1,175 @@
+"""The storage interface of the event log.
+
+Backends move opaque bytes plus a few indexed columns; they never encode or decode values or
+events. Every write happens inside one `WriteTransaction`, which the backend serialises against
+every other writer (of this process and of others on the same database) and commits atomically.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import AsyncIterator, Collection, Sequence
+from contextlib import AbstractAsyncContextManager
+
+import msgspec
+
+__all__ = [
+    "CurrentRow",
+    "EventFilter",
+    "EventRow",
+    "LogBackend",
+    "LogHead",
+    "ScopeRow",
+    "WriteTransaction",
+]
+
+
+class EventRow(msgspec.Struct, array_like=True, gc=False):
+    """One event as stored. Times are integer microseconds since the epoch, UTC."""
+
+    seq: int
+    scope_id: int
+    version: int
+    kind: str
+    key: str | None
+    expires_at: int | None
+    recorded_at: int
+    try_number: int | None
+    actor: str
+    payload: bytes
+
+
+class CurrentRow(msgspec.Struct, array_like=True, gc=False):
+    """One live key of the current-values projection."""
+
+    scope_id: int
+    key: str
+    value: bytes
+    expires_at: int | None
+    version: int
+    seq: int
+    updated_at: int
+
+
+class ScopeRow(msgspec.Struct, gc=False):
+    """A scope the log has seen, with its head: the last version and the newest try that wrote."""
+
+    scope_id: int
+    scope_key: str
+    version: int = 0
+    max_try: int | None = None
+    updated_at: int = 0
+    # Task scopes carry their parts so a task's map indices can be found together.
+    dag_id: str | None = None
+    run_id: str | None = None
+    task_id: str | None = None
+    map_index: int | None = None
+
+
+class LogHead(msgspec.Struct, gc=False):
+    """The last position handed out and the newest recorded time, so both only grow."""
+
+    last_seq: int = 0
+    last_recorded_at: int = 0
+
+
+class EventFilter(msgspec.Struct, frozen=True, kw_only=True, gc=False):
+    """Which events of one scope to select; every bound is inclusive, oldest first."""
+
+    key: str | None = None
+    kinds: frozenset[str] | None = None
+    try_number: int | None = None
+    since: int | None = None  # recorded_at >= since
+    until: int | None = None  # recorded_at <= until
+    after_seq: int | None = None  # seq > after_seq
+    through_seq: int | None = None  # seq <= through_seq
+    limit: int | None = None
+    descending: bool = False
+
+
+class WriteTransaction(ABC):
+    """The primitives the log composes into one atomic append of a batch."""
+
+    @abstractmethod
+    async def select_head(self) -> LogHead: ...
+
+    @abstractmethod
+    async def select_scopes(self, scope_keys: Collection[str]) -> dict[str, ScopeRow]: ...
+
+    @abstractmethod
+    async def select_task_scopes(self, dag_id: str, run_id: str, task_id: str) -> list[ScopeRow]:
+        """Every scope of the task, all map indices."""
+
+    @abstractmethod
+    async def select_live_keys(self, scope_id: int, now: int) -> set[str]:
+        """The keys of the scope with an unexpired row in the projection."""
+
+    @abstractmethod
+    async def select_idempotent(self, scope_id: int, ids: Collection[str]) -> dict[str, bytes]:
+        """The stored results of earlier appends with these idempotency ids."""
+
+    @abstractmethod
+    async def insert_scope(self, row: ScopeRow) -> int:
+        """Insert a new scope and return its id."""
+
+    @abstractmethod
+    async def insert_events(self, rows: Sequence[EventRow]) -> None: ...
+
+    @abstractmethod
+    async def upsert_current(self, rows: Sequence[CurrentRow]) -> None: ...
+
+    @abstractmethod
+    async def delete_current(self, pairs: Sequence[tuple[int, str]]) -> None: ...
+
+    @abstractmethod
+    async def clear_current(self, scope_ids: Sequence[int]) -> None: ...
+
+    @abstractmethod
+    async def update_scopes(self, rows: Sequence[ScopeRow]) -> None: ...
+
+    @abstractmethod
+    async def insert_idempotent(self, rows: Sequence[tuple[int, str, bytes]]) -> None: ...
+
+    @abstractmethod
+    async def update_head(self, head: LogHead) -> None: ...
+
+    @abstractmethod
+    async def replace_current(self, rows: Sequence[CurrentRow]) -> None:
+        """Replace the whole projection with these rows (rebuild)."""
+
+
+class LogBackend(ABC):
+    """One database holding the event log, the projection and the scope heads."""
+
+    @abstractmethod
+    def write(self) -> AbstractAsyncContextManager[WriteTransaction]:
+        """A write transaction: exclusive among writers, committed when the block exits cleanly."""
+
+    @abstractmethod
+    async def select_scope(self, scope_key: str) -> ScopeRow | None: ...
+
+    @abstractmethod
+    async def select_current(self, scope_id: int, key: str) -> CurrentRow | None: ...
+
+    @abstractmethod
+    async def select_current_all(self, scope_id: int) -> list[CurrentRow]:
+        """Every row of the scope's projection, expired ones included, ordered by key."""
+
+    @abstractmethod
+    async def select_events(self, scope_id: int, where: EventFilter) -> list[EventRow]: ...
+
+    @abstractmethod
+    def select_all_events(
+        self, *, after_seq: int = 0, batch: int = 1000
+    ) -> AsyncIterator[EventRow]:
+        """Every event of the log after a position, in position order, streamed in batches."""
+
+    @abstractmethod
+    async def select_all_scopes(self) -> list[ScopeRow]: ...
+
+    @abstractmethod
+    async def select_all_current(self) -> list[CurrentRow]: ...
+
+    @abstractmethod
+    async def aclose(self) -> None:
+        """Close every connection; calling it again does nothing."""

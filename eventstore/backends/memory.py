@@ -1,0 +1,224 @@
+"""The in-memory backend (`memory://`): plain dicts behind the storage interface.
+
+Writes are buffered in the transaction and applied when it commits, so a failed batch leaves
+nothing behind, exactly like the database backends.
+"""
+
+from __future__ import annotations
+
+import bisect
+from collections.abc import AsyncIterator, Collection, Sequence
+from contextlib import asynccontextmanager
+
+import anyio
+
+from eventstore.backends.base import (
+    CurrentRow,
+    EventFilter,
+    EventRow,
+    LogBackend,
+    LogHead,
+    ScopeRow,
+    WriteTransaction,
+)
+from eventstore.errors import StoreClosedError
+
+__all__ = ["MemoryBackend"]
+
+
+class _Data:
+    def __init__(self) -> None:
+        self.events: list[EventRow] = []  # position order
+        self.scopes: dict[str, ScopeRow] = {}
+        self.scopes_by_id: dict[int, ScopeRow] = {}
+        self.current: dict[int, dict[str, CurrentRow]] = {}
+        self.idempotent: dict[tuple[int, str], bytes] = {}
+        self.head = LogHead()
+
+
+class _MemoryTransaction(WriteTransaction):
+    def __init__(self, data: _Data) -> None:
+        self._data = data
+        self._actions: list[tuple[str, object]] = []
+        self._new_scopes: list[ScopeRow] = []
+        self._next_scope_id = max(data.scopes_by_id, default=0) + 1
+
+    async def select_head(self) -> LogHead:
+        head = self._data.head
+        return LogHead(last_seq=head.last_seq, last_recorded_at=head.last_recorded_at)
+
+    async def select_scopes(self, scope_keys: Collection[str]) -> dict[str, ScopeRow]:
+        found = {}
+        for key in scope_keys:
+            row = self._data.scopes.get(key)
+            if row is not None:
+                found[key] = _copy_scope(row)
+        return found
+
+    async def select_task_scopes(self, dag_id: str, run_id: str, task_id: str) -> list[ScopeRow]:
+        return [
+            _copy_scope(row)
+            for row in self._data.scopes.values()
+            if (row.dag_id, row.run_id, row.task_id) == (dag_id, run_id, task_id)
+        ]
+
+    async def select_live_keys(self, scope_id: int, now: int) -> set[str]:
+        rows = self._data.current.get(scope_id, {})
+        return {k for k, r in rows.items() if r.expires_at is None or r.expires_at > now}
+
+    async def select_idempotent(self, scope_id: int, ids: Collection[str]) -> dict[str, bytes]:
+        table = self._data.idempotent
+        return {i: table[(scope_id, i)] for i in ids if (scope_id, i) in table}
+
+    async def insert_scope(self, row: ScopeRow) -> int:
+        scope_id = self._next_scope_id
+        self._next_scope_id += 1
+        self._new_scopes.append(_copy_scope(row, scope_id=scope_id))
+        return scope_id
+
+    async def insert_events(self, rows: Sequence[EventRow]) -> None:
+        self._actions.append(("events", list(rows)))
+
+    async def upsert_current(self, rows: Sequence[CurrentRow]) -> None:
+        self._actions.append(("upsert", list(rows)))
+
+    async def delete_current(self, pairs: Sequence[tuple[int, str]]) -> None:
+        self._actions.append(("delete", list(pairs)))
+
+    async def clear_current(self, scope_ids: Sequence[int]) -> None:
+        self._actions.append(("clear", list(scope_ids)))
+
+    async def update_scopes(self, rows: Sequence[ScopeRow]) -> None:
+        self._actions.append(("scopes", [_copy_scope(r) for r in rows]))
+
+    async def insert_idempotent(self, rows: Sequence[tuple[int, str, bytes]]) -> None:
+        self._actions.append(("idempotent", list(rows)))
+
+    async def update_head(self, head: LogHead) -> None:
+        self._actions.append(("head", LogHead(head.last_seq, head.last_recorded_at)))
+
+    async def replace_current(self, rows: Sequence[CurrentRow]) -> None:
+        self._actions.append(("replace", list(rows)))
+
+    def commit(self) -> None:
+        data = self._data
+        for row in self._new_scopes:
+            data.scopes[row.scope_key] = row
+            data.scopes_by_id[row.scope_id] = row
+        for action, arg in self._actions:
+            match action:
+                case "events":
+                    data.events.extend(arg)  # type: ignore[arg-type]
+                case "upsert":
+                    for current in arg:  # type: ignore[attr-defined]
+                        data.current.setdefault(current.scope_id, {})[current.key] = current
+                case "delete":
+                    for scope_id, key in arg:  # type: ignore[attr-defined]
+                        data.current.get(scope_id, {}).pop(key, None)
+                case "clear":
+                    for scope_id in arg:  # type: ignore[attr-defined]
+                        data.current.pop(scope_id, None)
+                case "scopes":
+                    for row in arg:  # type: ignore[attr-defined]
+                        data.scopes[row.scope_key] = row
+                        data.scopes_by_id[row.scope_id] = row
+                case "idempotent":
+                    for scope_id, key, result in arg:  # type: ignore[attr-defined]
+                        data.idempotent[(scope_id, key)] = result
+                case "replace":
+                    data.current = {}
+                    for current in arg:  # type: ignore[attr-defined]
+                        data.current.setdefault(current.scope_id, {})[current.key] = current
+                case "head":
+                    data.head = arg  # type: ignore[assignment]
+
+
+class MemoryBackend(LogBackend):
+    def __init__(self) -> None:
+        self._data = _Data()
+        self._lock = anyio.Lock()
+        self._closed = False
+
+    @asynccontextmanager
+    async def write(self) -> AsyncIterator[WriteTransaction]:
+        self._check_open()
+        async with self._lock:
+            tx = _MemoryTransaction(self._data)
+            yield tx
+            tx.commit()
+
+    async def select_scope(self, scope_key: str) -> ScopeRow | None:
+        self._check_open()
+        row = self._data.scopes.get(scope_key)
+        return None if row is None else _copy_scope(row)
+
+    async def select_current(self, scope_id: int, key: str) -> CurrentRow | None:
+        self._check_open()
+        return self._data.current.get(scope_id, {}).get(key)
+
+    async def select_current_all(self, scope_id: int) -> list[CurrentRow]:
+        self._check_open()
+        rows = self._data.current.get(scope_id, {})
+        return [rows[k] for k in sorted(rows)]
+
+    async def select_events(self, scope_id: int, where: EventFilter) -> list[EventRow]:
+        self._check_open()
+        events = self._data.events
+        start = 0
+        if where.after_seq is not None:
+            start = bisect.bisect_right(events, where.after_seq, key=lambda e: e.seq)
+        selected = [e for e in events[start:] if e.scope_id == scope_id and _matches(e, where)]
+        if where.descending:
+            selected.reverse()
+        if where.limit is not None:
+            selected = selected[: where.limit]
+        return selected
+
+    async def select_all_events(
+        self, *, after_seq: int = 0, batch: int = 1000
+    ) -> AsyncIterator[EventRow]:
+        self._check_open()
+        events = self._data.events
+        start = bisect.bisect_right(events, after_seq, key=lambda e: e.seq)
+        for row in events[start:]:
+            yield row
+
+    async def select_all_scopes(self) -> list[ScopeRow]:
+        self._check_open()
+        return [_copy_scope(r) for r in self._data.scopes_by_id.values()]
+
+    async def select_all_current(self) -> list[CurrentRow]:
+        self._check_open()
+        return [row for rows in self._data.current.values() for row in rows.values()]
+
+    async def aclose(self) -> None:
+        self._closed = True
+
+    def _check_open(self) -> None:
+        if self._closed:
+            raise StoreClosedError("in-memory log")
+
+
+def _matches(event: EventRow, where: EventFilter) -> bool:
+    return not (
+        (where.key is not None and event.key != where.key)
+        or (where.kinds is not None and event.kind not in where.kinds)
+        or (where.try_number is not None and event.try_number != where.try_number)
+        or (where.since is not None and event.recorded_at < where.since)
+        or (where.until is not None and event.recorded_at > where.until)
+        or (where.through_seq is not None and event.seq > where.through_seq)
+    )
+
+
+def _copy_scope(row: ScopeRow, *, scope_id: int | None = None) -> ScopeRow:
+    return ScopeRow(
+        scope_id=row.scope_id if scope_id is None else scope_id,
+        scope_key=row.scope_key,
+        version=row.version,
+        max_try=row.max_try,
+        updated_at=row.updated_at,
+        dag_id=row.dag_id,
+        run_id=row.run_id,
+        task_id=row.task_id,
+        map_index=row.map_index,
+    )

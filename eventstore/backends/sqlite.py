@@ -1,0 +1,398 @@
+"""The SQLite backend, through aiosqlite.
+
+WAL mode: readers never wait for the writer. Writes go through one connection and take SQLite's
+write lock with BEGIN IMMEDIATE, so writers in other processes on the same file queue behind it
+instead of failing halfway through a transaction. Reads have a connection of their own.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from collections.abc import AsyncIterator, Collection, Sequence
+from contextlib import asynccontextmanager
+from pathlib import Path
+from typing import Any, Final
+
+import aiosqlite
+import anyio
+from msgspec.structs import astuple
+
+from eventstore.backends.base import (
+    CurrentRow,
+    EventFilter,
+    EventRow,
+    LogBackend,
+    LogHead,
+    ScopeRow,
+    WriteTransaction,
+)
+from eventstore.errors import EventStoreError, SchemaVersionError, StoreClosedError
+
+__all__ = ["SCHEMA_VERSION", "SQLiteBackend"]
+
+SCHEMA_VERSION: Final = 1
+
+_SCHEMA: Final = (
+    """CREATE TABLE schema_version (version INTEGER NOT NULL)""",
+    """CREATE TABLE log_head (
+        id INTEGER PRIMARY KEY CHECK (id = 1),
+        last_seq INTEGER NOT NULL,
+        last_recorded_at INTEGER NOT NULL
+    )""",
+    """INSERT INTO log_head (id, last_seq, last_recorded_at) VALUES (1, 0, 0)""",
+    """CREATE TABLE scopes (
+        scope_id INTEGER PRIMARY KEY,
+        scope_key TEXT NOT NULL UNIQUE,
+        version INTEGER NOT NULL,
+        max_try INTEGER,
+        updated_at INTEGER NOT NULL,
+        dag_id TEXT,
+        run_id TEXT,
+        task_id TEXT,
+        map_index INTEGER
+    )""",
+    """CREATE INDEX scopes_by_task ON scopes (dag_id, run_id, task_id) WHERE dag_id IS NOT NULL""",
+    """CREATE TABLE events (
+        seq INTEGER PRIMARY KEY,
+        scope_id INTEGER NOT NULL,
+        version INTEGER NOT NULL,
+        kind TEXT NOT NULL,
+        key TEXT,
+        expires_at INTEGER,
+        recorded_at INTEGER NOT NULL,
+        try_number INTEGER,
+        actor TEXT NOT NULL,
+        payload BLOB NOT NULL
+    )""",
+    """CREATE UNIQUE INDEX events_by_scope_version ON events (scope_id, version)""",
+    """CREATE INDEX events_by_scope_key ON events (scope_id, key, seq)""",
+    """CREATE TABLE current (
+        scope_id INTEGER NOT NULL,
+        key TEXT NOT NULL,
+        value BLOB NOT NULL,
+        expires_at INTEGER,
+        version INTEGER NOT NULL,
+        seq INTEGER NOT NULL,
+        updated_at INTEGER NOT NULL,
+        PRIMARY KEY (scope_id, key)
+    ) WITHOUT ROWID""",
+    """CREATE INDEX current_by_expiry ON current (expires_at) WHERE expires_at IS NOT NULL""",
+    """CREATE TABLE idempotency (
+        scope_id INTEGER NOT NULL,
+        idempotency_id TEXT NOT NULL,
+        result BLOB NOT NULL,
+        PRIMARY KEY (scope_id, idempotency_id)
+    ) WITHOUT ROWID""",
+)
+
+_EVENT_COLUMNS: Final = (
+    "seq, scope_id, version, kind, key, expires_at, recorded_at, try_number, actor, payload"
+)
+_CURRENT_COLUMNS: Final = "scope_id, key, value, expires_at, version, seq, updated_at"
+_SCOPE_COLUMNS: Final = (
+    "scope_id, scope_key, version, max_try, updated_at, dag_id, run_id, task_id, map_index"
+)
+
+_INSERT_EVENT: Final = (
+    f"INSERT INTO events ({_EVENT_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+)
+_UPSERT_CURRENT: Final = (
+    f"INSERT INTO current ({_CURRENT_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?) "
+    "ON CONFLICT (scope_id, key) DO UPDATE SET value = excluded.value, "
+    "expires_at = excluded.expires_at, version = excluded.version, seq = excluded.seq, "
+    "updated_at = excluded.updated_at"
+)
+_SELECT_CURRENT: Final = f"SELECT {_CURRENT_COLUMNS} FROM current WHERE scope_id = ? AND key = ?"
+_SELECT_CURRENT_ALL: Final = (
+    f"SELECT {_CURRENT_COLUMNS} FROM current WHERE scope_id = ? ORDER BY key"
+)
+_SELECT_SCOPE: Final = f"SELECT {_SCOPE_COLUMNS} FROM scopes WHERE scope_key = ?"
+_SELECT_TASK_SCOPES: Final = (
+    f"SELECT {_SCOPE_COLUMNS} FROM scopes WHERE dag_id = ? AND run_id = ? AND task_id = ?"
+)
+_SELECT_LIVE_KEYS: Final = (
+    "SELECT key FROM current WHERE scope_id = ? AND (expires_at IS NULL OR expires_at > ?)"
+)
+_INSERT_SCOPE: Final = (
+    "INSERT INTO scopes (scope_key, version, max_try, updated_at, dag_id, run_id, task_id, "
+    "map_index) VALUES (?, ?, ?, ?, ?, ?, ?, ?) RETURNING scope_id"
+)
+_UPDATE_SCOPE: Final = (
+    "UPDATE scopes SET version = ?, max_try = ?, updated_at = ? WHERE scope_id = ?"
+)
+_SELECT_IDEMPOTENT: Final = (
+    "SELECT result FROM idempotency WHERE scope_id = ? AND idempotency_id = ?"
+)
+_INSERT_IDEMPOTENT: Final = (
+    "INSERT INTO idempotency (scope_id, idempotency_id, result) VALUES (?, ?, ?)"
+)
+_SELECT_ALL_EVENTS: Final = (
+    f"SELECT {_EVENT_COLUMNS} FROM events WHERE seq > ? ORDER BY seq LIMIT ?"
+)
+
+
+class SQLiteBackend(LogBackend):
+    """The log in one SQLite file (or in memory, for `sqlite://:memory:`)."""
+
+    def __init__(self, path: str, *, durability: str = "full") -> None:
+        self.path = path
+        self._durability = durability
+        self._write_conn: aiosqlite.Connection | None = None
+        self._read_conn: aiosqlite.Connection | None = None
+        self._write_lock = anyio.Lock()
+        self._closed = False
+
+    @property
+    def in_memory(self) -> bool:
+        return self.path == ":memory:"
+
+    async def open(self) -> None:
+        if not self.in_memory:
+            Path(self.path).parent.mkdir(parents=True, exist_ok=True)
+        self._write_conn = await self._connect()
+        await self._migrate(self._write_conn)
+        # An in-memory database lives in its one connection, so reads share it.
+        self._read_conn = self._write_conn if self.in_memory else await self._connect()
+
+    async def _connect(self) -> aiosqlite.Connection:
+        conn = await aiosqlite.connect(self.path, isolation_level=None)
+        try:
+            await conn.execute("PRAGMA busy_timeout = 10000")
+            if not self.in_memory:
+                await conn.execute("PRAGMA journal_mode = WAL")
+            synchronous = "FULL" if self._durability == "full" else "NORMAL"
+            await conn.execute(f"PRAGMA synchronous = {synchronous}")
+        except BaseException:
+            await conn.close()
+            raise
+        return conn
+
+    async def _migrate(self, conn: aiosqlite.Connection) -> None:
+        await conn.execute("BEGIN IMMEDIATE")
+        try:
+            found = await conn.execute_fetchall(
+                "SELECT name FROM sqlite_master WHERE type = 'table' AND name = 'schema_version'"
+            )
+            if not found:
+                for statement in _SCHEMA:
+                    await conn.execute(statement)
+                await conn.execute("INSERT INTO schema_version VALUES (?)", (SCHEMA_VERSION,))
+            else:
+                rows = list(await conn.execute_fetchall("SELECT version FROM schema_version"))
+                version = rows[0][0] if rows else 0
+                if version > SCHEMA_VERSION:
+                    raise SchemaVersionError(version, SCHEMA_VERSION, f"SQLite file {self.path}")
+            await conn.execute("COMMIT")
+        except BaseException:
+            await conn.execute("ROLLBACK")
+            raise
+
+    def _reader(self) -> aiosqlite.Connection:
+        if self._read_conn is None:
+            raise StoreClosedError("SQLite log")
+        return self._read_conn
+
+    @asynccontextmanager
+    async def write(self) -> AsyncIterator[WriteTransaction]:
+        async with self._write_lock:
+            conn = self._write_conn
+            if conn is None:
+                raise StoreClosedError("SQLite log")
+            try:
+                await conn.execute("BEGIN IMMEDIATE")
+            except sqlite3.Error as error:
+                raise _translate(error) from error
+            try:
+                yield _SQLiteTransaction(conn)
+            except BaseException:
+                with anyio.CancelScope(shield=True):
+                    await conn.execute("ROLLBACK")
+                raise
+            try:
+                with anyio.CancelScope(shield=True):
+                    await conn.execute("COMMIT")
+            except sqlite3.Error as error:
+                with anyio.CancelScope(shield=True):
+                    if conn.in_transaction:
+                        await conn.execute("ROLLBACK")
+                raise _translate(error) from error
+
+    async def select_scope(self, scope_key: str) -> ScopeRow | None:
+        rows = await self._reader().execute_fetchall(_SELECT_SCOPE, (scope_key,))
+        return next((_scope_row(r) for r in rows), None)
+
+    async def select_current(self, scope_id: int, key: str) -> CurrentRow | None:
+        rows = await self._reader().execute_fetchall(_SELECT_CURRENT, (scope_id, key))
+        return next((CurrentRow(*r) for r in rows), None)
+
+    async def select_current_all(self, scope_id: int) -> list[CurrentRow]:
+        rows = await self._reader().execute_fetchall(_SELECT_CURRENT_ALL, (scope_id,))
+        return [CurrentRow(*r) for r in rows]
+
+    async def select_events(self, scope_id: int, where: EventFilter) -> list[EventRow]:
+        sql, params = _events_query(scope_id, where)
+        rows = await self._reader().execute_fetchall(sql, params)
+        return [EventRow(*r) for r in rows]
+
+    async def select_all_events(
+        self, *, after_seq: int = 0, batch: int = 1000
+    ) -> AsyncIterator[EventRow]:
+        reader = self._reader()
+        while True:
+            rows = list(await reader.execute_fetchall(_SELECT_ALL_EVENTS, (after_seq, batch)))
+            for r in rows:
+                yield EventRow(*r)
+            if len(rows) < batch:
+                return
+            after_seq = rows[-1][0]
+
+    async def select_all_scopes(self) -> list[ScopeRow]:
+        rows = await self._reader().execute_fetchall(f"SELECT {_SCOPE_COLUMNS} FROM scopes")
+        return [_scope_row(r) for r in rows]
+
+    async def select_all_current(self) -> list[CurrentRow]:
+        rows = await self._reader().execute_fetchall(f"SELECT {_CURRENT_COLUMNS} FROM current")
+        return [CurrentRow(*r) for r in rows]
+
+    async def aclose(self) -> None:
+        if self._closed:
+            return
+        self._closed = True
+        conns = {id(c): c for c in (self._read_conn, self._write_conn) if c is not None}
+        self._read_conn = self._write_conn = None
+        with anyio.CancelScope(shield=True):
+            for conn in conns.values():
+                await conn.close()
+
+
+class _SQLiteTransaction(WriteTransaction):
+    def __init__(self, conn: aiosqlite.Connection) -> None:
+        self.conn = conn
+
+    async def select_head(self) -> LogHead:
+        rows = list(
+            await self.conn.execute_fetchall("SELECT last_seq, last_recorded_at FROM log_head")
+        )
+        return LogHead(last_seq=rows[0][0], last_recorded_at=rows[0][1])
+
+    async def select_scopes(self, scope_keys: Collection[str]) -> dict[str, ScopeRow]:
+        found = {}
+        for key in scope_keys:
+            for r in await self.conn.execute_fetchall(_SELECT_SCOPE, (key,)):
+                found[key] = _scope_row(r)
+        return found
+
+    async def select_task_scopes(self, dag_id: str, run_id: str, task_id: str) -> list[ScopeRow]:
+        rows = await self.conn.execute_fetchall(_SELECT_TASK_SCOPES, (dag_id, run_id, task_id))
+        return [_scope_row(r) for r in rows]
+
+    async def select_live_keys(self, scope_id: int, now: int) -> set[str]:
+        rows = await self.conn.execute_fetchall(_SELECT_LIVE_KEYS, (scope_id, now))
+        return {r[0] for r in rows}
+
+    async def select_idempotent(self, scope_id: int, ids: Collection[str]) -> dict[str, bytes]:
+        found = {}
+        for i in ids:
+            for r in await self.conn.execute_fetchall(_SELECT_IDEMPOTENT, (scope_id, i)):
+                found[i] = r[0]
+        return found
+
+    async def insert_scope(self, row: ScopeRow) -> int:
+        rows = list(
+            await self.conn.execute_fetchall(
+                _INSERT_SCOPE,
+                (
+                    row.scope_key,
+                    row.version,
+                    row.max_try,
+                    row.updated_at,
+                    row.dag_id,
+                    row.run_id,
+                    row.task_id,
+                    row.map_index,
+                ),
+            )
+        )
+        return int(rows[0][0])
+
+    async def insert_events(self, rows: Sequence[EventRow]) -> None:
+        await self.conn.executemany(_INSERT_EVENT, [astuple(r) for r in rows])
+
+    async def upsert_current(self, rows: Sequence[CurrentRow]) -> None:
+        await self.conn.executemany(_UPSERT_CURRENT, [astuple(r) for r in rows])
+
+    async def delete_current(self, pairs: Sequence[tuple[int, str]]) -> None:
+        await self.conn.executemany("DELETE FROM current WHERE scope_id = ? AND key = ?", pairs)
+
+    async def clear_current(self, scope_ids: Sequence[int]) -> None:
+        await self.conn.executemany(
+            "DELETE FROM current WHERE scope_id = ?", [(s,) for s in scope_ids]
+        )
+
+    async def update_scopes(self, rows: Sequence[ScopeRow]) -> None:
+        await self.conn.executemany(
+            _UPDATE_SCOPE, [(r.version, r.max_try, r.updated_at, r.scope_id) for r in rows]
+        )
+
+    async def insert_idempotent(self, rows: Sequence[tuple[int, str, bytes]]) -> None:
+        await self.conn.executemany(_INSERT_IDEMPOTENT, rows)
+
+    async def update_head(self, head: LogHead) -> None:
+        await self.conn.execute(
+            "UPDATE log_head SET last_seq = ?, last_recorded_at = ?",
+            (head.last_seq, head.last_recorded_at),
+        )
+
+    async def replace_current(self, rows: Sequence[CurrentRow]) -> None:
+        await self.conn.execute("DELETE FROM current")
+        await self.upsert_current(rows)
+
+
+def _scope_row(r: Any) -> ScopeRow:
+    return ScopeRow(
+        scope_id=r[0],
+        scope_key=r[1],
+        version=r[2],
+        max_try=r[3],
+        updated_at=r[4],
+        dag_id=r[5],
+        run_id=r[6],
+        task_id=r[7],
+        map_index=r[8],
+    )
+
+
+def _events_query(scope_id: int, where: EventFilter) -> tuple[str, list[Any]]:
+    clauses = ["scope_id = ?"]
+    params: list[Any] = [scope_id]
+    if where.key is not None:
+        clauses.append("key = ?")
+        params.append(where.key)
+    if where.kinds is not None:
+        clauses.append(f"kind IN ({', '.join('?' for _ in where.kinds)})")
+        params.extend(sorted(where.kinds))
+    if where.try_number is not None:
+        clauses.append("try_number = ?")
+        params.append(where.try_number)
+    if where.since is not None:
+        clauses.append("recorded_at >= ?")
+        params.append(where.since)
+    if where.until is not None:
+        clauses.append("recorded_at <= ?")
+        params.append(where.until)
+    if where.after_seq is not None:
+        clauses.append("seq > ?")
+        params.append(where.after_seq)
+    if where.through_seq is not None:
+        clauses.append("seq <= ?")
+        params.append(where.through_seq)
+    order = "DESC" if where.descending else "ASC"
+    sql = f"SELECT {_EVENT_COLUMNS} FROM events WHERE {' AND '.join(clauses)} ORDER BY seq {order}"
+    if where.limit is not None:
+        sql += " LIMIT ?"
+        params.append(where.limit)
+    return sql, params
+
+
+def _translate(error: sqlite3.Error) -> EventStoreError:
+    return EventStoreError(f"SQLite failed: {error}; check the file's permissions and free space")

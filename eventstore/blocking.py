@@ -1,0 +1,103 @@
+"""A blocking facade over the async store, for sync task code.
+
+The store runs on an event loop in a background thread (an anyio blocking portal); every call
+here waits for its coroutine there. Method names and arguments are the async API's.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from functools import partial
+from typing import Any
+
+from anyio.from_thread import BlockingPortal, start_blocking_portal
+
+from eventstore.config import Clock, StoreConfig
+from eventstore.log import AppendResult
+from eventstore.store import AssetStore, Store, TaskStore, open_store
+from projections.verify import VerifyReport
+
+__all__ = ["BlockingAccessor", "BlockingStore", "open_blocking_store"]
+
+
+@contextmanager
+def open_blocking_store(
+    url: str | None = None, config: StoreConfig | None = None, clock: Clock | None = None
+) -> Iterator[BlockingStore]:
+    """`with open_blocking_store("sqlite:///trail.db") as store:` for code without an event loop."""
+    with (
+        start_blocking_portal() as portal,
+        portal.wrap_async_context_manager(open_store(url, config, clock)) as store,
+    ):
+        yield BlockingStore(portal, store)
+
+
+class BlockingStore:
+    def __init__(self, portal: BlockingPortal, store: Store) -> None:
+        self._portal = portal
+        self.store = store
+
+    def task_store(
+        self,
+        dag_id: str,
+        run_id: str,
+        task_id: str,
+        map_index: int = -1,
+        try_number: int | None = None,
+        *,
+        actor: str = "task",
+    ) -> BlockingAccessor:
+        accessor = self.store.task_store(
+            dag_id, run_id, task_id, map_index, try_number, actor=actor
+        )
+        return BlockingAccessor(self._portal, accessor)
+
+    def asset_store(
+        self, name: str | None = None, uri: str | None = None, *, actor: str = "task"
+    ) -> BlockingAccessor:
+        return BlockingAccessor(self._portal, self.store.asset_store(name, uri, actor=actor))
+
+    def verify(self) -> VerifyReport:
+        return self._portal.call(self.store.verify)
+
+
+class BlockingAccessor:
+    """The accessor methods as plain calls: get, set, set_many, delete, clear, items."""
+
+    def __init__(self, portal: BlockingPortal, accessor: TaskStore | AssetStore) -> None:
+        self._portal = portal
+        self._accessor = accessor
+
+    def __repr__(self) -> str:
+        return f"<blocking {self._accessor!r}>"
+
+    def _call(self, method: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
+        return self._portal.call(partial(method, *args, **kwargs))
+
+    def get(self, key: str, default: Any = None) -> Any:
+        return self._call(self._accessor.get, key, default)
+
+    def set(self, key: str, value: object, **options: Any) -> AppendResult:
+        result: AppendResult = self._call(self._accessor.set, key, value, **options)
+        return result
+
+    def set_many(self, values: dict[str, object], **options: Any) -> AppendResult:
+        result: AppendResult = self._call(self._accessor.set_many, values, **options)
+        return result
+
+    def delete(self, key: str, **options: Any) -> AppendResult:
+        result: AppendResult = self._call(self._accessor.delete, key, **options)
+        return result
+
+    def clear(self, *args: Any, **options: Any) -> AppendResult:
+        result: AppendResult = self._call(self._accessor.clear, *args, **options)
+        return result
+
+    def items(self) -> dict[str, Any]:
+        result: dict[str, Any] = self._call(self._accessor.items)
+        return result
+
+    def version(self) -> int:
+        result: int = self._call(self._accessor.version)
+        return result

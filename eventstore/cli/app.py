@@ -1,0 +1,85 @@
+"""The click group, the options every command shares, and the one map of errors to exit codes."""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Awaitable, Callable
+from typing import Any, TypeVar
+
+import anyio
+import click
+import msgspec
+from rich.console import Console
+
+from eventstore.errors import (
+    ConcurrencyError,
+    ConfigError,
+    EventStoreError,
+    HistoryCompactedError,
+    InvalidKeyError,
+    InvalidValueError,
+    SchemaVersionError,
+    StaleAttemptError,
+)
+from eventstore.store import default_url
+
+__all__ = ["cli", "db_option", "emit_json", "json_option", "main", "run"]
+
+T = TypeVar("T")
+
+console = Console()
+err_console = Console(stderr=True)
+
+# Exit codes: 0 ok, 1 a check failed (verify), 2 bad usage (click's own), then one per error kind.
+EXIT_CODES: dict[type[BaseException], int] = {
+    ConfigError: 3,
+    SchemaVersionError: 3,
+    InvalidKeyError: 4,
+    InvalidValueError: 4,
+    ConcurrencyError: 5,
+    StaleAttemptError: 5,
+    HistoryCompactedError: 6,
+    EventStoreError: 7,
+}
+
+
+def exit_code_of(error: BaseException) -> int:
+    for kind in type(error).__mro__:
+        if kind in EXIT_CODES:
+            return EXIT_CODES[kind]
+    return 1
+
+
+db_option = click.option(
+    "--db",
+    "db",
+    default=default_url,
+    show_default="$TASKTRAIL_DB or sqlite:///tasktrail.db",
+    help="Store URL: sqlite:///PATH, sqlite://:memory:, postgresql://USER@HOST/DB.",
+)
+json_option = click.option("--json", "as_json", is_flag=True, help="Print JSON for machines.")
+
+_json = msgspec.json.Encoder()
+
+
+def emit_json(data: Any) -> None:
+    sys.stdout.write(msgspec.json.format(_json.encode(data)).decode() + "\n")
+
+
+def run(main: Callable[[], Awaitable[T]]) -> T:
+    """Run a command's coroutine; tasktrail's errors become a message and an exit code."""
+    try:
+        return anyio.run(main)
+    except EventStoreError as error:
+        err_console.print(f"[bold red]error:[/] {error}", highlight=False)
+        raise SystemExit(exit_code_of(error)) from None
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(package_name="tasktrail")
+def cli() -> None:
+    """tasktrail: an event-sourced checkpoint store for data-pipeline tasks."""
+
+
+def main() -> None:
+    cli()

@@ -1,0 +1,101 @@
+"""StoreConfig, retention and the clock: the settings every layer reads."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from datetime import UTC, datetime, timedelta
+from typing import Final, Literal
+
+import msgspec
+
+from eventstore.errors import ConfigError, RetentionTypeError, RetentionValueError
+
+__all__ = ["NEVER_EXPIRE", "Clock", "NeverExpire", "StoreConfig", "system_clock"]
+
+Clock = Callable[[], datetime]
+
+
+def system_clock() -> datetime:
+    return datetime.now(UTC)
+
+
+class NeverExpire:
+    """The type of NEVER_EXPIRE: a value kept until it is deleted or cleared."""
+
+    _instance: NeverExpire | None = None
+
+    def __new__(cls) -> NeverExpire:
+        if cls._instance is None:
+            cls._instance = super().__new__(cls)
+        return cls._instance
+
+    def __repr__(self) -> str:
+        return "NEVER_EXPIRE"
+
+    def __reduce__(self) -> str:
+        return "NEVER_EXPIRE"
+
+
+NEVER_EXPIRE: Final = NeverExpire()
+
+Retention = timedelta | NeverExpire | None
+
+
+class StoreConfig(msgspec.Struct, frozen=True, kw_only=True):
+    """How a store keeps its data. Every field has a safe default."""
+
+    # Retention of a set without an explicit retention; 0 means never expires.
+    default_retention_days: float = 30
+    # Largest encoded JSON value accepted; 0 disables the limit.
+    max_value_bytes: int = 65_535
+    # "full": an acknowledged write survives a machine crash; "normal": it survives a process crash.
+    durability: Literal["full", "normal"] = "full"
+    # Superseded history older than this many days may be compacted; None keeps all history.
+    history_horizon_days: float | None = None
+    # Group commit: most appends written in one transaction, and most waiting before callers block.
+    max_batch: int = 256
+    max_pending: int = 8192
+
+    def __post_init__(self) -> None:
+        if self.default_retention_days < 0:
+            raise ConfigError(
+                f"default_retention_days must be >= 0 (0 means never expire), "
+                f"got {self.default_retention_days}"
+            )
+        if self.max_value_bytes < 0:
+            raise ConfigError(
+                f"max_value_bytes must be >= 0 (0 disables the limit), got {self.max_value_bytes}"
+            )
+        if self.durability not in ("full", "normal"):
+            raise ConfigError(f"durability must be 'full' or 'normal', got {self.durability!r}")
+        if self.history_horizon_days is not None and self.history_horizon_days < 0:
+            raise ConfigError(
+                f"history_horizon_days must be >= 0 or None, got {self.history_horizon_days}"
+            )
+        if self.max_batch < 1 or self.max_pending < 1:
+            raise ConfigError("max_batch and max_pending must be at least 1")
+
+
+def expiry_of(retention: object, config: StoreConfig, now: datetime) -> datetime | None:
+    """When a value set now with this retention expires; None for never."""
+    if retention is None:
+        days = config.default_retention_days
+        return None if days == 0 else now + timedelta(days=days)
+    if retention is NEVER_EXPIRE:
+        return None
+    if isinstance(retention, timedelta):
+        if retention <= timedelta(0):
+            raise RetentionValueError(retention)
+        return now + retention
+    raise RetentionTypeError(retention)
+
+
+def check_retention(retention: object) -> None:
+    """Raise the error expiry_of would raise, before anything is queued."""
+    if retention is None or retention is NEVER_EXPIRE:
+        return
+    if isinstance(retention, timedelta):
+        if retention <= timedelta(0):
+            raise RetentionValueError(retention)
+        return
+    raise RetentionTypeError(retention)

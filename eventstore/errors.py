@@ -1,0 +1,187 @@
+"""The errors tasktrail raises, in one small tree.
+
+    EventStoreError
+    ├── InvalidKeyError            (also ValueError / TypeError via subclasses below)
+    │   ├── KeyTypeError           (TypeError)   the key is not a str
+    │   └── KeyValueError          (ValueError)  empty or longer than 512 characters
+    ├── InvalidValueError
+    │   ├── ValueTypeError         (TypeError)   not a JSON value: datetime, set, bytes, tuple, …
+    │   ├── NoneValueError         (ValueError)  a top-level None
+    │   ├── NonFiniteValueError    (ValueError)  NaN or Infinity somewhere in the value
+    │   └── ValueTooLargeError     (ValueError)  encoded value over max_value_bytes
+    ├── RetentionTypeError         (TypeError)   retention is not a timedelta / NEVER_EXPIRE / None
+    ├── RetentionValueError        (ValueError)  a zero or negative timedelta
+    ├── ConfigError                (ValueError)  a StoreConfig or URL that cannot work
+    ├── ConcurrencyError                         expected version is stale
+    ├── StaleAttemptError                        a lower try writes after a newer try wrote
+    ├── HistoryCompactedError                    the question needs events compaction removed
+    ├── SchemaVersionError                       the database was written by a newer tasktrail
+    └── StoreClosedError                         the store was closed
+
+Messages are built from the data and say what to do; the data stays on attributes.
+"""
+
+from __future__ import annotations
+
+__all__ = [
+    "ConcurrencyError",
+    "ConfigError",
+    "EventStoreError",
+    "HistoryCompactedError",
+    "InvalidKeyError",
+    "InvalidValueError",
+    "KeyTypeError",
+    "KeyValueError",
+    "NonFiniteValueError",
+    "NoneValueError",
+    "RetentionTypeError",
+    "RetentionValueError",
+    "SchemaVersionError",
+    "StaleAttemptError",
+    "StoreClosedError",
+    "ValueTooLargeError",
+    "ValueTypeError",
+]
+
+
+class EventStoreError(Exception):
+    """Base class of every error tasktrail raises on purpose."""
+
+
+class InvalidKeyError(EventStoreError):
+    """A key that the store does not accept."""
+
+
+class KeyTypeError(InvalidKeyError, TypeError):
+    def __init__(self, key: object) -> None:
+        self.key = key
+        super().__init__(
+            f"key must be a str, got {type(key).__name__} {key!r}; convert it with str() first"
+        )
+
+
+class KeyValueError(InvalidKeyError, ValueError):
+    def __init__(self, key: str, max_length: int) -> None:
+        self.key = key
+        self.max_length = max_length
+        if not key:
+            message = "key must not be empty; name the checkpoint, e.g. 'offset'"
+        else:
+            message = (
+                f"key is {len(key)} characters long, the limit is {max_length}: "
+                f"{key[:40]!r}…; use a shorter key and keep long data in the value"
+            )
+        super().__init__(message)
+
+
+class InvalidValueError(EventStoreError):
+    """A value that cannot be stored as JSON."""
+
+
+class ValueTypeError(InvalidValueError, TypeError):
+    def __init__(self, key: str, detail: str) -> None:
+        self.key = key
+        self.detail = detail
+        super().__init__(
+            f"value for key {key!r} is not JSON: {detail}; store str, int, float, bool, "
+            "list or dict with str keys (convert datetimes with .isoformat(), sets to lists)"
+        )
+
+
+class NoneValueError(InvalidValueError, ValueError):
+    def __init__(self, key: str) -> None:
+        self.key = key
+        super().__init__(
+            f"value for key {key!r} cannot be None; to remove the key call delete({key!r})"
+        )
+
+
+class NonFiniteValueError(InvalidValueError, ValueError):
+    def __init__(self, key: str) -> None:
+        self.key = key
+        super().__init__(
+            f"value for key {key!r} contains NaN or Infinity, which JSON cannot represent; "
+            "store None inside a container, a string, or a finite number instead"
+        )
+
+
+class ValueTooLargeError(InvalidValueError, ValueError):
+    def __init__(self, key: str, size: int, limit: int) -> None:
+        self.key = key
+        self.size = size
+        self.limit = limit
+        super().__init__(
+            f"value for key {key!r} is {size} bytes as JSON, over the limit of {limit}; "
+            "keep large data elsewhere and store a reference, or raise "
+            "StoreConfig(max_value_bytes=...)"
+        )
+
+
+class RetentionTypeError(EventStoreError, TypeError):
+    def __init__(self, retention: object) -> None:
+        self.retention = retention
+        super().__init__(
+            f"retention takes a timedelta, NEVER_EXPIRE or None, got "
+            f"{type(retention).__name__} {retention!r}; e.g. retention=timedelta(days=7)"
+        )
+
+
+class RetentionValueError(EventStoreError, ValueError):
+    def __init__(self, retention: object) -> None:
+        self.retention = retention
+        super().__init__(
+            f"retention must be a positive timedelta, got {retention!r}; "
+            "use NEVER_EXPIRE for values that must never expire"
+        )
+
+
+class ConfigError(EventStoreError, ValueError):
+    """A configuration or URL that cannot work; the message names the setting."""
+
+
+class ConcurrencyError(EventStoreError):
+    def __init__(self, scope: object, expected_version: int, actual_version: int) -> None:
+        self.scope = scope
+        self.expected_version = expected_version
+        self.actual_version = actual_version
+        super().__init__(
+            f"{scope} is at version {actual_version}, the write expected {expected_version}; "
+            "another writer got there first: read the scope again and retry"
+        )
+
+
+class StaleAttemptError(EventStoreError):
+    def __init__(self, scope: object, try_number: int, latest_try: int) -> None:
+        self.scope = scope
+        self.try_number = try_number
+        self.latest_try = latest_try
+        super().__init__(
+            f"try {try_number} of {scope} cannot write: try {latest_try} has already written; "
+            "this is a stale attempt (a zombie worker) and its write was not recorded"
+        )
+
+
+class HistoryCompactedError(EventStoreError):
+    def __init__(self, scope: object, question: str, earliest: int) -> None:
+        self.scope = scope
+        self.question = question
+        self.earliest_seq = earliest
+        super().__init__(
+            f"cannot answer {question} for {scope}: compaction removed the events it needs; "
+            f"the earliest point still answerable is At.seq({earliest})"
+        )
+
+
+class SchemaVersionError(EventStoreError):
+    def __init__(self, found: int, supported: int, where: str) -> None:
+        self.found = found
+        self.supported = supported
+        super().__init__(
+            f"{where} has schema version {found}, this tasktrail supports up to {supported}; "
+            "upgrade tasktrail to open it"
+        )
+
+
+class StoreClosedError(EventStoreError):
+    def __init__(self, what: str = "store") -> None:
+        super().__init__(f"the {what} is closed; open a new one with open_store(...)")

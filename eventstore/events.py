@@ -1,0 +1,104 @@
+"""The events of the log: one tagged msgspec union, and the recorded form readers get back.
+
+Stored events are never rewritten. A new need gets a new field with a default, or a new kind;
+a field never changes its type.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any, Final, Literal
+
+import msgspec
+
+from eventstore.scopes import Scope
+
+__all__ = [
+    "Compacted",
+    "Event",
+    "EventKind",
+    "KeyDeleted",
+    "KeySet",
+    "RecordedEvent",
+    "ScopeCleared",
+    "decode_event",
+    "encode_event",
+    "from_micros",
+    "to_micros",
+]
+
+EventKind = Literal["set", "delete", "clear", "compacted"]
+EVENT_KINDS: Final = ("set", "delete", "clear", "compacted")
+
+
+class Event(msgspec.Struct, frozen=True, tag_field="kind"):
+    """Base of every event kind."""
+
+
+class KeySet(Event, frozen=True, tag="set"):
+    key: str
+    value: msgspec.Raw  # the value's JSON, encoded once by the store and kept byte for byte
+    expires_at: datetime | None = None
+
+
+class KeyDeleted(Event, frozen=True, tag="delete"):
+    key: str
+
+
+class ScopeCleared(Event, frozen=True, tag="clear"):
+    # True when this clear is one of the clears of a whole task's map indices, made at once.
+    all_map_indices: bool = False
+
+
+class Compacted(Event, frozen=True, tag="compacted"):
+    """Written by compaction into each scope it removed something from."""
+
+    reason: str
+    events_removed: int = 0
+    keys_expired: list[str] = msgspec.field(default_factory=list)
+    removed_through_seq: int = 0  # history at or before this position may be gone
+    horizon: datetime | None = None
+
+
+AnyEvent = KeySet | KeyDeleted | ScopeCleared | Compacted
+
+_encoder = msgspec.json.Encoder()
+_decoder = msgspec.json.Decoder(AnyEvent)
+
+
+def encode_event(event: AnyEvent) -> bytes:
+    return _encoder.encode(event)
+
+
+def decode_event(payload: bytes) -> AnyEvent:
+    event: AnyEvent = _decoder.decode(payload)
+    return event
+
+
+class RecordedEvent(msgspec.Struct, frozen=True, kw_only=True):
+    """An event as the log recorded it, with its position and who wrote it."""
+
+    seq: int
+    version: int
+    kind: EventKind
+    scope: Scope
+    key: str | None = None
+    value: Any = None
+    expires_at: datetime | None = None
+    recorded_at: datetime
+    try_number: int | None = None
+    actor: str = "task"
+    detail: dict[str, Any] | None = None  # the marker's fields, for system events
+
+
+def to_micros(moment: datetime) -> int:
+    """A UTC instant as integer microseconds since the epoch, the form indexes compare."""
+    delta = moment - _EPOCH
+    return (delta.days * 86_400 + delta.seconds) * 1_000_000 + delta.microseconds
+
+
+def from_micros(micros: int) -> datetime:
+    return datetime.fromtimestamp(micros // 1_000_000, UTC).replace(microsecond=micros % 1_000_000)
+
+
+_EPOCH: Final = datetime(1970, 1, 1, tzinfo=UTC)

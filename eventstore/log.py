@@ -1,0 +1,378 @@
+"""The log: append batches of writes atomically, and read events back.
+
+`append_batch` is the whole write path. Inside one backend write transaction it plans every
+request against the scope heads (fencing, expected version, idempotency, no-op deletes and
+clears), hands out positions and versions, and applies the surviving requests together. A request
+that fails its checks gets its own error; the others in the batch are written all the same.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from datetime import datetime, timedelta
+
+import msgspec
+
+from eventstore.backends.base import CurrentRow, EventRow, LogBackend, ScopeRow, WriteTransaction
+from eventstore.config import NEVER_EXPIRE, NeverExpire, StoreConfig
+from eventstore.errors import ConcurrencyError, StaleAttemptError
+from eventstore.events import (
+    AnyEvent,
+    KeyDeleted,
+    KeySet,
+    RecordedEvent,
+    ScopeCleared,
+    decode_event,
+    encode_event,
+    from_micros,
+    to_micros,
+)
+from eventstore.scopes import Scope, TaskScope, scope_from_key, scope_key
+from eventstore.values import decode_value
+
+__all__ = [
+    "AppendRequest",
+    "AppendResult",
+    "ClearOp",
+    "DeleteOp",
+    "SetOp",
+    "append_batch",
+    "recorded_event",
+]
+
+
+class SetOp(msgspec.Struct, frozen=True):
+    key: str
+    value: bytes  # already checked and encoded JSON
+    retention: timedelta | NeverExpire | None = None
+    expires_at: datetime | None = None  # an absolute expiry wins over retention
+
+
+class DeleteOp(msgspec.Struct, frozen=True):
+    key: str
+
+
+class ClearOp(msgspec.Struct, frozen=True):
+    all_map_indices: bool = False
+
+
+Op = SetOp | DeleteOp | ClearOp
+
+
+class AppendRequest(msgspec.Struct, frozen=True, kw_only=True):
+    """One caller's write: its ops are appended together or not at all."""
+
+    scope: Scope
+    ops: Sequence[Op]
+    try_number: int | None = None
+    actor: str = "task"
+    expected_version: int | None = None
+    idempotency_id: str | None = None
+
+
+class AppendResult(msgspec.Struct, frozen=True, kw_only=True):
+    """What an append did: the scope's version after it and the position of its last event."""
+
+    version: int
+    seq: int | None  # None when the write changed nothing (a delete of an absent key)
+    events: int
+    recorded_at: datetime
+
+
+_encode_result = msgspec.json.Encoder().encode
+_decode_result = msgspec.json.Decoder(AppendResult).decode
+
+
+class _ScopeView:
+    """A scope's head as this batch has changed it so far."""
+
+    __slots__ = ("live", "row", "scope")
+
+    def __init__(self, scope: Scope, row: ScopeRow) -> None:
+        self.scope = scope
+        self.row = row
+        self.live: set[str] | None = None  # live keys, loaded when a delete or clear needs them
+
+
+class _Batch:
+    def __init__(self, tx: WriteTransaction, config: StoreConfig, now: int, last_seq: int) -> None:
+        self.tx = tx
+        self.config = config
+        self.now = now
+        self.seq = last_seq
+        self.views: dict[str, _ScopeView] = {}
+        self.events: list[EventRow] = []
+        self.final: dict[tuple[int, str], CurrentRow | None] = {}
+        self.cleared: set[int] = set()
+        self.touched: dict[int, _ScopeView] = {}
+        self.idempotent: dict[tuple[int, str], bytes] = {}
+        self.new_idempotent: list[tuple[int, str, bytes]] = []
+
+    async def view(self, scope: Scope) -> _ScopeView:
+        key = scope_key(scope)
+        view = self.views.get(key)
+        if view is None:
+            row = (await self.tx.select_scopes([key])).get(key)
+            view = _ScopeView(scope, row or _new_scope_row(scope, key))
+            self.views[key] = view
+        return view
+
+    async def live_keys(self, view: _ScopeView) -> set[str]:
+        if view.live is None:
+            view.live = (
+                await self.tx.select_live_keys(view.row.scope_id, self.now)
+                if view.row.scope_id
+                else set()
+            )
+        return view.live
+
+    async def plan(self, request: AppendRequest) -> AppendResult:
+        view = await self.view(request.scope)
+        row = view.row
+        if request.idempotency_id is not None and row.scope_id:
+            done = await self._idempotent_result(row.scope_id, request.idempotency_id)
+            if done is not None:
+                return done
+        if (
+            request.try_number is not None
+            and row.max_try is not None
+            and request.try_number < row.max_try
+        ):
+            raise StaleAttemptError(request.scope, request.try_number, row.max_try)
+        if request.expected_version is not None and request.expected_version != row.version:
+            raise ConcurrencyError(request.scope, request.expected_version, row.version)
+
+        appended = 0
+        last_seq: int | None = None
+        for op in request.ops:
+            match op:
+                case SetOp():
+                    await self._ensure_stored(view)
+                    last_seq = self._append_set(view, request, op)
+                    appended += 1
+                case DeleteOp(key=key):
+                    live = await self.live_keys(view)
+                    if key in live:
+                        live.discard(key)
+                        last_seq = self._append(view, request, KeyDeleted(key=key), key=key)
+                        self.final[(row.scope_id, key)] = None
+                        appended += 1
+                case ClearOp(all_map_indices=fleet):
+                    for target in await self._clear_targets(view, fleet):
+                        live = await self.live_keys(target)
+                        if not live:
+                            continue
+                        live.clear()
+                        seq = self._append(
+                            target, request, ScopeCleared(all_map_indices=fleet), key=None
+                        )
+                        self._clear_projection(target.row.scope_id)
+                        if target is view:
+                            last_seq = seq
+                        appended += 1
+        result = AppendResult(
+            version=row.version,
+            seq=last_seq,
+            events=appended,
+            recorded_at=from_micros(self.now),
+        )
+        if request.idempotency_id is not None and row.scope_id:
+            encoded = _encode_result(result)
+            self.idempotent[(row.scope_id, request.idempotency_id)] = encoded
+            self.new_idempotent.append((row.scope_id, request.idempotency_id, encoded))
+        return result
+
+    async def _idempotent_result(self, scope_id: int, idempotency_id: str) -> AppendResult | None:
+        encoded = self.idempotent.get((scope_id, idempotency_id))
+        if encoded is None:
+            found = await self.tx.select_idempotent(scope_id, [idempotency_id])
+            encoded = found.get(idempotency_id)
+        return None if encoded is None else _decode_result(encoded)
+
+    async def _ensure_stored(self, view: _ScopeView) -> None:
+        if not view.row.scope_id:
+            view.row.scope_id = await self.tx.insert_scope(view.row)
+
+    async def _clear_targets(self, view: _ScopeView, fleet: bool) -> list[_ScopeView]:
+        scope = view.scope
+        if not fleet or not isinstance(scope, TaskScope):
+            return [view]
+        rows = await self.tx.select_task_scopes(scope.dag_id, scope.run_id, scope.task_id)
+        targets = [view]
+        for row in sorted(rows, key=lambda r: r.map_index or 0):
+            if row.scope_key != view.row.scope_key:
+                sibling = self.views.get(row.scope_key)
+                if sibling is None:
+                    sibling = _ScopeView(scope_from_key(row.scope_key), row)
+                    self.views[row.scope_key] = sibling
+                targets.append(sibling)
+        return targets
+
+    def _append_set(self, view: _ScopeView, request: AppendRequest, op: SetOp) -> int:
+        expires = self._expiry(op)
+        event = KeySet(
+            key=op.key,
+            value=msgspec.Raw(op.value),
+            expires_at=None if expires is None else from_micros(expires),
+        )
+        seq = self._append(view, request, event, key=op.key, expires_at=expires)
+        self.final[(view.row.scope_id, op.key)] = CurrentRow(
+            scope_id=view.row.scope_id,
+            key=op.key,
+            value=op.value,
+            expires_at=expires,
+            version=view.row.version,
+            seq=seq,
+            updated_at=self.now,
+        )
+        if view.live is not None:
+            view.live.add(op.key)
+        return seq
+
+    def _expiry(self, op: SetOp) -> int | None:
+        if op.expires_at is not None:
+            return to_micros(op.expires_at)
+        retention = op.retention
+        if retention is NEVER_EXPIRE:
+            return None
+        if retention is None:
+            days = self.config.default_retention_days
+            return None if days == 0 else self.now + int(days * 86_400_000_000)
+        assert isinstance(retention, timedelta)
+        return self.now + to_micros_delta(retention)
+
+    def _append(
+        self,
+        view: _ScopeView,
+        request: AppendRequest,
+        event: AnyEvent,
+        *,
+        key: str | None,
+        expires_at: int | None = None,
+    ) -> int:
+        row = view.row
+        self.seq += 1
+        row.version += 1
+        row.updated_at = self.now
+        # Only the scope the request addresses is fenced and stamped with its try; the sibling
+        # map indices of a fleet clear have tries of their own.
+        own = view.scope == request.scope
+        try_number = request.try_number if own else None
+        if try_number is not None and (row.max_try is None or try_number > row.max_try):
+            row.max_try = try_number
+        self.events.append(
+            EventRow(
+                seq=self.seq,
+                scope_id=row.scope_id,
+                version=row.version,
+                kind=event.__struct_config__.tag,  # type: ignore[arg-type]
+                key=key,
+                expires_at=expires_at,
+                recorded_at=self.now,
+                try_number=try_number,
+                actor=request.actor,
+                payload=encode_event(event),
+            )
+        )
+        self.touched[row.scope_id] = view
+        return self.seq
+
+    def _clear_projection(self, scope_id: int) -> None:
+        self.cleared.add(scope_id)
+        for pair in [p for p in self.final if p[0] == scope_id]:
+            del self.final[pair]
+
+    async def apply(self) -> None:
+        tx = self.tx
+        if self.events:
+            await tx.insert_events(self.events)
+        if self.cleared:
+            await tx.clear_current(sorted(self.cleared))
+        deleted = [pair for pair, row in self.final.items() if row is None]
+        if deleted:
+            await tx.delete_current(deleted)
+        upserted = [row for row in self.final.values() if row is not None]
+        if upserted:
+            await tx.upsert_current(upserted)
+        if self.touched:
+            await tx.update_scopes([view.row for view in self.touched.values()])
+        if self.new_idempotent:
+            await tx.insert_idempotent(self.new_idempotent)
+
+
+def to_micros_delta(delta: timedelta) -> int:
+    return (delta.days * 86_400 + delta.seconds) * 1_000_000 + delta.microseconds
+
+
+def _new_scope_row(scope: Scope, key: str) -> ScopeRow:
+    if isinstance(scope, TaskScope):
+        return ScopeRow(
+            scope_id=0,
+            scope_key=key,
+            dag_id=scope.dag_id,
+            run_id=scope.run_id,
+            task_id=scope.task_id,
+            map_index=scope.map_index,
+        )
+    return ScopeRow(scope_id=0, scope_key=key)
+
+
+async def append_batch(
+    backend: LogBackend,
+    requests: Sequence[AppendRequest],
+    config: StoreConfig,
+    now: datetime,
+) -> list[AppendResult | BaseException]:
+    """Append every request in one transaction; each gets its result or its own error.
+
+    An error of the transaction itself (disk full, lost connection) is every request's error.
+    """
+    results: list[AppendResult | BaseException] = []
+    async with backend.write() as tx:
+        head = await tx.select_head()
+        # Recorded times never go backwards, so "as of a time" is a prefix of the log.
+        now_us = max(to_micros(now), head.last_recorded_at)
+        batch = _Batch(tx, config, now_us, head.last_seq)
+        for request in requests:
+            try:
+                results.append(await batch.plan(request))
+            except (ConcurrencyError, StaleAttemptError) as error:
+                results.append(error)
+        await batch.apply()
+        if batch.seq != head.last_seq:
+            head.last_seq = batch.seq
+            head.last_recorded_at = now_us
+            await tx.update_head(head)
+    return results
+
+
+def recorded_event(row: EventRow, scope: Scope) -> RecordedEvent:
+    """Decode a stored event for readers."""
+    event = decode_event(row.payload)
+    value = None
+    detail = None
+    expires_at = None
+    match event:
+        case KeySet(value=raw, expires_at=expires):
+            value = decode_value(raw)
+            expires_at = expires
+        case KeyDeleted() | ScopeCleared(all_map_indices=False):
+            pass
+        case ScopeCleared():
+            detail = {"all_map_indices": True}
+        case _:
+            detail = msgspec.to_builtins(event)
+            detail.pop("kind", None)
+    return RecordedEvent(
+        seq=row.seq,
+        version=row.version,
+        kind=row.kind,  # type: ignore[arg-type]
+        scope=scope,
+        key=row.key,
+        value=value,
+        expires_at=expires_at,
+        recorded_at=from_micros(row.recorded_at),
+        try_number=row.try_number,
+        actor=row.actor,
+        detail=detail,
+    )

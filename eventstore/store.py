@@ -1,0 +1,326 @@
+"""The store API: `open_store`, and the accessors task code awaits.
+
+Every write is checked here, before it is queued, so bad input never reaches the log. Reads go
+straight to the projection and apply expiry with the store's clock.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import AsyncIterator, Mapping
+from contextlib import asynccontextmanager
+from datetime import datetime, timedelta
+from typing import Any, Final
+
+import anyio
+
+from eventstore.backends import open_backend
+from eventstore.backends.base import CurrentRow, LogBackend
+from eventstore.config import Clock, NeverExpire, StoreConfig, check_retention, system_clock
+from eventstore.errors import StoreClosedError
+from eventstore.events import to_micros
+from eventstore.log import (
+    AppendRequest,
+    AppendResult,
+    ClearOp,
+    DeleteOp,
+    Op,
+    SetOp,
+)
+from eventstore.scopes import AssetScope, Scope, TaskScope, scope_key
+from eventstore.values import check_key, decode_value, encode_value
+from eventstore.writer import GroupCommitWriter
+from projections.verify import VerifyReport, rebuild, verify
+
+__all__ = ["DEFAULT_URL", "AssetStore", "Store", "TaskStore", "open_store"]
+
+DEFAULT_URL: Final = "sqlite:///tasktrail.db"
+
+_MISSING: Final = object()
+
+
+def default_url() -> str:
+    return os.environ.get("TASKTRAIL_DB") or DEFAULT_URL
+
+
+@asynccontextmanager
+async def open_store(
+    url: str | None = None,
+    config: StoreConfig | None = None,
+    clock: Clock | None = None,
+) -> AsyncIterator[Store]:
+    """Open the store at `url` (default: $TASKTRAIL_DB or ./tasktrail.db) for the block."""
+    config = config or StoreConfig()
+    backend = await open_backend(url or default_url(), config)
+    try:
+        async with anyio.create_task_group() as tg:
+            store = Store(backend, config, clock or system_clock)
+            await tg.start(store._writer.run)
+            try:
+                yield store
+            finally:
+                with anyio.CancelScope(shield=True):
+                    await store.aclose()
+    finally:
+        with anyio.CancelScope(shield=True):
+            await backend.aclose()
+
+
+class Store:
+    """One open store. Make accessors with `task_store` and `asset_store`."""
+
+    def __init__(self, backend: LogBackend, config: StoreConfig, clock: Clock) -> None:
+        self.backend = backend
+        self.config = config
+        self._clock = clock
+        self._writer = GroupCommitWriter(backend, config, self.now)
+        self._scope_ids: dict[str, int] = {}
+        self._closed = False
+
+    def now(self) -> datetime:
+        now = self._clock()
+        if now.tzinfo is None:
+            raise ValueError(f"the store's clock returned a naive datetime {now!r}; return UTC")
+        return now
+
+    def task_store(
+        self,
+        dag_id: str,
+        run_id: str,
+        task_id: str,
+        map_index: int = -1,
+        try_number: int | None = None,
+        *,
+        actor: str = "task",
+    ) -> TaskStore:
+        return TaskStore(self, TaskScope(dag_id, run_id, task_id, map_index), try_number, actor)
+
+    def asset_store(
+        self, name: str | None = None, uri: str | None = None, *, actor: str = "task"
+    ) -> AssetStore:
+        return AssetStore(self, AssetScope(name, uri), None, actor)
+
+    async def append(self, request: AppendRequest) -> AppendResult:
+        """Append one request through group commit; its ops land together or not at all."""
+        if self._closed:
+            raise StoreClosedError()
+        return await self._writer.append(request)
+
+    async def scope_id(self, scope: Scope) -> int | None:
+        """The backend's id of a scope, or None if nothing was ever written to it."""
+        key = scope_key(scope)
+        scope_id = self._scope_ids.get(key)
+        if scope_id is None:
+            row = await self.backend.select_scope(key)
+            if row is None:
+                return None
+            scope_id = self._scope_ids[key] = row.scope_id
+        return scope_id
+
+    async def version(self, scope: Scope) -> int:
+        """The scope's current version: the number of events ever appended to it."""
+        row = await self.backend.select_scope(scope_key(scope))
+        return 0 if row is None else row.version
+
+    async def read(self, scope: Scope, key: str) -> CurrentRow | None:
+        """The live projection row of a key, or None if absent or expired."""
+        scope_id = await self.scope_id(scope)
+        if scope_id is None:
+            return None
+        row = await self.backend.select_current(scope_id, key)
+        if row is None or _expired(row, to_micros(self.now())):
+            return None
+        return row
+
+    async def read_all(self, scope: Scope) -> list[CurrentRow]:
+        """Every live projection row of the scope, ordered by key."""
+        scope_id = await self.scope_id(scope)
+        if scope_id is None:
+            return []
+        now = to_micros(self.now())
+        return [r for r in await self.backend.select_current_all(scope_id) if not _expired(r, now)]
+
+    async def verify(self) -> VerifyReport:
+        """Fold the whole log and compare it with the projection."""
+        return await verify(self.backend)
+
+    async def rebuild(self) -> int:
+        """Recompute the projection from the log; returns the number of keys it holds."""
+        return await rebuild(self.backend)
+
+    async def aclose(self) -> None:
+        """Commit queued writes and stop taking new ones; idempotent."""
+        if not self._closed:
+            self._closed = True
+            await self._writer.aclose()
+
+
+def _expired(row: CurrentRow, now: int) -> bool:
+    return row.expires_at is not None and row.expires_at <= now
+
+
+class _Accessor:
+    """Reads and writes of one scope, stamped with one try and actor."""
+
+    def __init__(self, store: Store, scope: Scope, try_number: int | None, actor: str) -> None:
+        if try_number is not None and (type(try_number) is not int or try_number < 0):
+            raise ValueError(f"try_number must be an int >= 0 or None, got {try_number!r}")
+        self.store = store
+        self.scope = scope
+        self.try_number = try_number
+        self.actor = actor
+
+    def __repr__(self) -> str:
+        tried = "" if self.try_number is None else f", try {self.try_number}"
+        return f"<{type(self).__name__} {self.scope}{tried}>"
+
+    async def get(self, key: str, default: Any = None) -> Any:
+        """The key's current value, or `default` if it is absent or expired."""
+        row = await self.store.read(self.scope, check_key(key))
+        return default if row is None else decode_value(row.value)
+
+    async def items(self) -> dict[str, Any]:
+        """Every current {key: value} of the scope; expired keys are left out."""
+        return {r.key: decode_value(r.value) for r in await self.store.read_all(self.scope)}
+
+    async def version(self) -> int:
+        return await self.store.version(self.scope)
+
+    async def delete(
+        self,
+        key: str,
+        *,
+        expected_version: int | None = None,
+        idempotency_id: str | None = None,
+    ) -> AppendResult:
+        """Remove a key; a key that is absent already is left as it is (nothing is appended)."""
+        return await self._append([DeleteOp(check_key(key))], expected_version, idempotency_id)
+
+    async def _set_many(
+        self,
+        values: Mapping[str, object],
+        retention: timedelta | NeverExpire | None,
+        expires_at: datetime | None,
+        expected_version: int | None,
+        idempotency_id: str | None,
+    ) -> AppendResult:
+        if not isinstance(values, Mapping):
+            raise TypeError(
+                f"set_many takes a mapping of key to value, got {type(values).__name__}"
+            )
+        if expires_at is not None:
+            if retention is not None:
+                raise ValueError("pass retention or expires_at, not both")
+            if not isinstance(expires_at, datetime) or expires_at.tzinfo is None:
+                raise TypeError(f"expires_at must be an aware datetime, got {expires_at!r}")
+        check_retention(retention)
+        limit = self.store.config.max_value_bytes
+        ops: list[Op] = []
+        for key, value in values.items():
+            check_key(key)
+            ops.append(SetOp(key, encode_value(key, value, limit), retention, expires_at))
+        return await self._append(ops, expected_version, idempotency_id)
+
+    async def _append(
+        self, ops: list[Op], expected_version: int | None, idempotency_id: str | None
+    ) -> AppendResult:
+        return await self.store.append(
+            AppendRequest(
+                scope=self.scope,
+                ops=ops,
+                try_number=self.try_number,
+                actor=self.actor,
+                expected_version=expected_version,
+                idempotency_id=idempotency_id,
+            )
+        )
+
+
+class TaskStore(_Accessor):
+    """The store of one task instance, as one try of it sees it."""
+
+    scope: TaskScope
+
+    async def set(
+        self,
+        key: str,
+        value: object,
+        *,
+        retention: timedelta | NeverExpire | None = None,
+        expires_at: datetime | None = None,
+        expected_version: int | None = None,
+        idempotency_id: str | None = None,
+    ) -> AppendResult:
+        """Store a JSON value under key; retention defaults to the store's configured days."""
+        return await self._set_many(
+            {check_key(key): value}, retention, expires_at, expected_version, idempotency_id
+        )
+
+    async def set_many(
+        self,
+        values: Mapping[str, object],
+        *,
+        retention: timedelta | NeverExpire | None = None,
+        expires_at: datetime | None = None,
+        expected_version: int | None = None,
+        idempotency_id: str | None = None,
+    ) -> AppendResult:
+        """Store several keys in one atomic step, one version each."""
+        return await self._set_many(values, retention, expires_at, expected_version, idempotency_id)
+
+    async def clear(
+        self,
+        all_map_indices: bool = False,
+        *,
+        expected_version: int | None = None,
+        idempotency_id: str | None = None,
+    ) -> AppendResult:
+        """Remove every key of this map index, or of every map index of the task at once."""
+        return await self._append(
+            [ClearOp(bool(all_map_indices))], expected_version, idempotency_id
+        )
+
+    aget = _Accessor.get
+    aset = set
+    adelete = _Accessor.delete
+    aclear = clear
+
+
+class AssetStore(_Accessor):
+    """The store of one asset, across all runs. Asset entries never expire."""
+
+    scope: AssetScope
+
+    async def set(
+        self,
+        key: str,
+        value: object,
+        *,
+        expected_version: int | None = None,
+        idempotency_id: str | None = None,
+    ) -> AppendResult:
+        return await self._set_many(
+            {check_key(key): value}, _NEVER, None, expected_version, idempotency_id
+        )
+
+    async def set_many(
+        self,
+        values: Mapping[str, object],
+        *,
+        expected_version: int | None = None,
+        idempotency_id: str | None = None,
+    ) -> AppendResult:
+        return await self._set_many(values, _NEVER, None, expected_version, idempotency_id)
+
+    async def clear(
+        self, *, expected_version: int | None = None, idempotency_id: str | None = None
+    ) -> AppendResult:
+        return await self._append([ClearOp()], expected_version, idempotency_id)
+
+    aget = _Accessor.get
+    aset = set
+    adelete = _Accessor.delete
+    aclear = clear
+
+
+_NEVER: Final = NeverExpire()

@@ -1,0 +1,80 @@
+"""The rules for keys and values, and their one encoding to JSON bytes."""
+
+from __future__ import annotations
+
+import math
+from typing import Any, Final
+
+import msgspec
+
+from eventstore.errors import (
+    KeyTypeError,
+    KeyValueError,
+    NoneValueError,
+    NonFiniteValueError,
+    ValueTooLargeError,
+    ValueTypeError,
+)
+
+__all__ = ["MAX_KEY_LENGTH", "check_key", "decode_value", "encode_value"]
+
+MAX_KEY_LENGTH: Final = 512
+
+_encode = msgspec.json.Encoder().encode
+_decode = msgspec.json.Decoder().decode
+
+
+def check_key(key: object) -> str:
+    if not isinstance(key, str):
+        raise KeyTypeError(key)
+    if not key or len(key) > MAX_KEY_LENGTH:
+        raise KeyValueError(key, MAX_KEY_LENGTH)
+    return key
+
+
+def encode_value(key: str, value: object, max_bytes: int) -> bytes:
+    """Check that value is plain JSON and return its encoding; raise naming the problem."""
+    if value is None:
+        raise NoneValueError(key)
+    try:
+        _check_json(key, value)
+    except RecursionError:
+        raise ValueTypeError(key, "it is nested too deeply") from None
+    encoded = _encode(value)
+    if max_bytes and len(encoded) > max_bytes:
+        raise ValueTooLargeError(key, len(encoded), max_bytes)
+    return encoded
+
+
+def decode_value(encoded: bytes) -> Any:
+    return _decode(encoded)
+
+
+def _check_json(key: str, value: object) -> None:
+    # bool is an int, str and int cover their enum subclasses; everything else is named.
+    if isinstance(value, str | int):
+        return
+    if isinstance(value, float):
+        if not math.isfinite(value):
+            raise NonFiniteValueError(key)
+        return
+    if isinstance(value, list):
+        for item in value:
+            if item is not None:
+                _check_json(key, item)
+        return
+    if isinstance(value, dict):
+        for name, item in value.items():
+            if not isinstance(name, str):
+                raise ValueTypeError(
+                    key, f"a dict key {name!r} is a {type(name).__name__}, not a str"
+                )
+            if item is not None:
+                _check_json(key, item)
+        return
+    raise ValueTypeError(key, f"{type(value).__name__} {_short_repr(value)}")
+
+
+def _short_repr(value: object) -> str:
+    text = repr(value)
+    return text if len(text) <= 60 else text[:57] + "..."
