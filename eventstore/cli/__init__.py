@@ -1,8 +1,7 @@
 """The `tasktrail` command line: one click group, commands in one module per concern."""
 
-from eventstore.cli.app import cli, main
-
 # Importing a command module registers its commands with the group.
-from eventstore.cli import maintenance  # noqa: E402,F401,I001
+from eventstore.cli import maintenance  # noqa: F401
+from eventstore.cli.app import cli, main
 
 __all__ = ["cli", "main"]

@@ -31,7 +31,10 @@ def verify(db: str, as_json: bool) -> None:
             )
             console.print(table)
             for m in report.mismatches[:20]:
-                console.print(f"  scope {m.scope_id} key {m.key!r}: projection {m.in_projection} != log {m.from_log}")
+                console.print(
+                    f"  scope {m.scope_id} key {m.key!r}: "
+                    f"projection {m.in_projection} != log {m.from_log}"
+                )
         return report.ok
 
     if not run(main):
