@@ -15,6 +15,7 @@
     ├── ConcurrencyError                         expected version is stale
     ├── StaleAttemptError                        a lower try writes after a newer try wrote
     ├── HistoryCompactedError                    the question needs events compaction removed
+    ├── NoSuchPointError           (LookupError) a history point that never happened
     ├── SchemaVersionError                       the database was written by a newer tasktrail
     └── StoreClosedError                         the store was closed
 
@@ -32,6 +33,7 @@ __all__ = [
     "InvalidValueError",
     "KeyTypeError",
     "KeyValueError",
+    "NoSuchPointError",
     "NonFiniteValueError",
     "NoneValueError",
     "RetentionTypeError",
@@ -170,6 +172,17 @@ class HistoryCompactedError(EventStoreError):
             f"cannot answer {question} for {scope}: compaction removed the events it needs; "
             f"the earliest point still answerable is At.seq({earliest})"
         )
+
+
+class NoSuchPointError(EventStoreError, LookupError):
+    """A point of history that does not exist in the scope: a try that never wrote, a version
+    the scope has not reached."""
+
+    def __init__(self, scope: object, point: str, detail: str) -> None:
+        self.scope = scope
+        self.point = point
+        self.detail = detail
+        super().__init__(f"{point} does not exist in {scope}: {detail}")
 
 
 class SchemaVersionError(EventStoreError):

@@ -58,6 +58,10 @@ class Compacted(Event, frozen=True, tag="compacted"):
     keys_expired: list[str] = msgspec.field(default_factory=list)
     removed_through_seq: int = 0  # history at or before this position may be gone
     horizon: datetime | None = None
+    # Every state of the scope at or after this position is still exact; 0: say nothing more
+    # than removed_through_seq. The contract history holds compaction to is in
+    # projections.history.
+    answerable_from_seq: int = 0
 
 
 AnyEvent = KeySet | KeyDeleted | ScopeCleared | Compacted

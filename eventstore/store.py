@@ -30,7 +30,8 @@ from eventstore.log import (
 from eventstore.scopes import AssetScope, Scope, TaskScope, scope_key
 from eventstore.values import check_key, decode_value, encode_value
 from eventstore.writer import GroupCommitWriter
-from projections.verify import VerifyReport, rebuild, verify
+from projections.history import History
+from projections.verify import Progress, VerifyReport, rebuild, verify
 
 __all__ = ["DEFAULT_URL", "AssetStore", "Store", "TaskStore", "open_store"]
 
@@ -140,13 +141,23 @@ class Store:
         now = to_micros(self.now())
         return [r for r in await self.backend.select_current_all(scope_id) if not _expired(r, now)]
 
-    async def verify(self) -> VerifyReport:
-        """Fold the whole log and compare it with the projection."""
-        return await verify(self.backend)
+    def history(self, scope: Scope) -> History:
+        """The history of a task or asset scope: events, states as of a point, diffs, tries."""
+        if self._closed:
+            raise StoreClosedError()
+        return History(self.backend, scope)
 
-    async def rebuild(self) -> int:
+    async def appended_events(self) -> int:
+        """How many events were ever appended (compaction may have removed some since)."""
+        return sum(row.version for row in await self.backend.select_all_scopes())
+
+    async def verify(self, progress: Progress | None = None) -> VerifyReport:
+        """Fold the whole log and compare it with the projection."""
+        return await verify(self.backend, progress)
+
+    async def rebuild(self, progress: Progress | None = None) -> int:
         """Recompute the projection from the log; returns the number of keys it holds."""
-        return await rebuild(self.backend)
+        return await rebuild(self.backend, progress)
 
     async def aclose(self) -> None:
         """Commit queued writes and stop taking new ones; idempotent."""

@@ -1,6 +1,18 @@
 """What is computed from the log: current values, history and time-travel, rebuild and verify."""
 
 from projections.current import ScopeState, apply
+from projections.history import Diff, History, Position, TrySummary
+from projections.points import At
 from projections.verify import Mismatch, VerifyReport
 
-__all__ = ["Mismatch", "ScopeState", "VerifyReport", "apply"]
+__all__ = [
+    "At",
+    "Diff",
+    "History",
+    "Mismatch",
+    "Position",
+    "ScopeState",
+    "TrySummary",
+    "VerifyReport",
+    "apply",
+]

@@ -83,6 +83,7 @@ class EventFilter(msgspec.Struct, frozen=True, kw_only=True, gc=False):
     until: int | None = None  # recorded_at <= until
     after_seq: int | None = None  # seq > after_seq
     through_seq: int | None = None  # seq <= through_seq
+    through_version: int | None = None  # version <= through_version
     limit: int | None = None
     descending: bool = False
 
@@ -157,6 +158,28 @@ class LogBackend(ABC):
 
     @abstractmethod
     async def select_events(self, scope_id: int, where: EventFilter) -> list[EventRow]: ...
+
+    @abstractmethod
+    async def select_last_scope_event(
+        self, scope_id: int, kind: str, *, through_seq: int | None = None
+    ) -> EventRow | None:
+        """The scope's latest key-less event of `kind` ("clear" or "compacted") at or before
+        `through_seq` (no bound when None), or None.
+
+        History bounds every point-in-time state by the last clear, and every question by the
+        last compaction marker; this is one index seek on (scope_id, key, seq) with key NULL.
+        """
+
+    @abstractmethod
+    async def select_latest_per_key(
+        self, scope_id: int, *, after_seq: int, through_seq: int
+    ) -> list[EventRow]:
+        """For each key of the scope, its latest event (set or delete) with
+        after_seq < seq <= through_seq, in any order.
+
+        This is how a point-in-time state is read without replaying the scope: one index seek
+        per key on (scope_id, key, seq), bounded below by the last clear.
+        """
 
     @abstractmethod
     def select_all_events(

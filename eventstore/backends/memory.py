@@ -174,6 +174,32 @@ class MemoryBackend(LogBackend):
             selected = selected[: where.limit]
         return selected
 
+    async def select_last_scope_event(
+        self, scope_id: int, kind: str, *, through_seq: int | None = None
+    ) -> EventRow | None:
+        self._check_open()
+        events = self._data.events
+        end = len(events)
+        if through_seq is not None:
+            end = bisect.bisect_right(events, through_seq, key=lambda e: e.seq)
+        for row in reversed(events[:end]):
+            if row.scope_id == scope_id and row.key is None and row.kind == kind:
+                return row
+        return None
+
+    async def select_latest_per_key(
+        self, scope_id: int, *, after_seq: int, through_seq: int
+    ) -> list[EventRow]:
+        self._check_open()
+        events = self._data.events
+        start = bisect.bisect_right(events, after_seq, key=lambda e: e.seq)
+        end = bisect.bisect_right(events, through_seq, key=lambda e: e.seq)
+        latest: dict[str, EventRow] = {}
+        for row in events[start:end]:
+            if row.scope_id == scope_id and row.key is not None:
+                latest[row.key] = row
+        return [latest[k] for k in sorted(latest)]
+
     async def select_all_events(
         self, *, after_seq: int = 0, batch: int = 1000
     ) -> AsyncIterator[EventRow]:
@@ -207,6 +233,7 @@ def _matches(event: EventRow, where: EventFilter) -> bool:
         or (where.since is not None and event.recorded_at < where.since)
         or (where.until is not None and event.recorded_at > where.until)
         or (where.through_seq is not None and event.seq > where.through_seq)
+        or (where.through_version is not None and event.version > where.through_version)
     )
 
 

@@ -130,6 +130,31 @@ _SELECT_ALL_EVENTS: Final = (
     f"SELECT {_EVENT_COLUMNS} FROM events WHERE seq > ? ORDER BY seq LIMIT ?"
 )
 
+_NO_BOUND: Final = 2**63 - 1
+# A clear or a compaction marker has no key, so the (scope_id, key, seq) index finds the last one
+# with one seek.
+_SELECT_LAST_SCOPE_EVENT: Final = (
+    f"SELECT {_EVENT_COLUMNS} FROM events "
+    "WHERE scope_id = ? AND key IS NULL AND kind = ? AND seq <= ? ORDER BY seq DESC LIMIT 1"
+)
+# The latest event of every key in (after_seq, through_seq]. The recursive part walks the distinct
+# keys of the scope by skipping along the (scope_id, key, seq) index, one seek per key, instead of
+# reading every index entry of the scope; then one more seek per key finds its latest event.
+_SELECT_LATEST_PER_KEY: Final = f"""
+WITH RECURSIVE keys(key) AS (
+    SELECT MIN(key) FROM events WHERE scope_id = :scope AND key IS NOT NULL
+    UNION ALL
+    SELECT (SELECT MIN(e.key) FROM events AS e WHERE e.scope_id = :scope AND e.key > keys.key)
+    FROM keys WHERE keys.key IS NOT NULL
+)
+SELECT {_EVENT_COLUMNS} FROM events WHERE seq IN (
+    SELECT (
+        SELECT MAX(e.seq) FROM events AS e
+        WHERE e.scope_id = :scope AND e.key = keys.key AND e.seq <= :through
+    ) AS last
+    FROM keys WHERE keys.key IS NOT NULL
+) AND seq > :after"""
+
 
 class SQLiteBackend(LogBackend):
     """The log in one SQLite file (or in memory, for `sqlite://:memory:`)."""
@@ -232,6 +257,24 @@ class SQLiteBackend(LogBackend):
     async def select_events(self, scope_id: int, where: EventFilter) -> list[EventRow]:
         sql, params = _events_query(scope_id, where)
         rows = await self._reader().execute_fetchall(sql, params)
+        return [EventRow(*r) for r in rows]
+
+    async def select_last_scope_event(
+        self, scope_id: int, kind: str, *, through_seq: int | None = None
+    ) -> EventRow | None:
+        bound = _NO_BOUND if through_seq is None else through_seq
+        rows = await self._reader().execute_fetchall(
+            _SELECT_LAST_SCOPE_EVENT, (scope_id, kind, bound)
+        )
+        return next((EventRow(*r) for r in rows), None)
+
+    async def select_latest_per_key(
+        self, scope_id: int, *, after_seq: int, through_seq: int
+    ) -> list[EventRow]:
+        rows = await self._reader().execute_fetchall(
+            _SELECT_LATEST_PER_KEY,
+            {"scope": scope_id, "after": after_seq, "through": through_seq},
+        )
         return [EventRow(*r) for r in rows]
 
     async def select_all_events(
@@ -386,8 +429,17 @@ def _events_query(scope_id: int, where: EventFilter) -> tuple[str, list[Any]]:
     if where.through_seq is not None:
         clauses.append("seq <= ?")
         params.append(where.through_seq)
+    if where.through_version is not None:
+        clauses.append("version <= ?")
+        params.append(where.through_version)
     order = "DESC" if where.descending else "ASC"
-    sql = f"SELECT {_EVENT_COLUMNS} FROM events WHERE {' AND '.join(clauses)} ORDER BY seq {order}"
+    # Within one scope versions grow with positions, so ordering by version is ordering by seq,
+    # and lets the (scope_id, version) index both bound and order the scan.
+    column = "version" if where.through_version is not None else "seq"
+    sql = (
+        f"SELECT {_EVENT_COLUMNS} FROM events WHERE {' AND '.join(clauses)} "
+        f"ORDER BY {column} {order}"
+    )
     if where.limit is not None:
         sql += " LIMIT ?"
         params.append(where.limit)
