@@ -45,7 +45,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from datetime import datetime
-from typing import Any
+from typing import Any, NamedTuple
 
 import msgspec
 
@@ -171,11 +171,25 @@ class History:
         scope_id = await self._id()
         if scope_id is None:
             return await self._resolve_empty(at)
+        position, _ = await self._locate(scope_id, at)
+        return position
+
+    async def _locate(self, scope_id: int, at: At) -> tuple[Position, _Rows | None]:
+        """The position of `at`, and for At.seq the rows of the state there, found on the way."""
         row: EventRow | None
         expiry: int | None = None
+        rows: _Rows | None = None
         match at.kind:
             case "seq":
-                row = await self._last(scope_id, EventFilter(through_seq=at.number))
+                # The scope's last event at or before p is the latest of: the last clear, the
+                # last marker, and each key's latest event after that clear. Those are index
+                # seeks, and they are the rows the state needs anyway.
+                rows = await self._rows(scope_id, at.number)
+                marker = await self.backend.select_last_scope_event(
+                    scope_id, "compacted", through_seq=at.number
+                )
+                candidates = [r for r in (rows.clear, marker) if r is not None] + rows.latest
+                row = max(candidates, key=lambda r: r.seq, default=None)
             case "version":
                 row = await self._last(scope_id, EventFilter(through_version=at.number))
                 head = await self._last(scope_id, EventFilter())
@@ -200,39 +214,45 @@ class History:
                 expiry = first[0].recorded_at
                 row = await self._last(scope_id, EventFilter(through_seq=first[0].seq - 1))
         if row is None:
-            return Position(
+            position = Position(
                 seq=0,
                 version=0,
                 recorded_at=None,
                 expiry_at=None if expiry is None else from_micros(expiry),
             )
-        if expiry is None:
-            expiry = row.recorded_at
-        return Position(
-            seq=row.seq,
-            version=row.version,
-            recorded_at=from_micros(row.recorded_at),
-            expiry_at=from_micros(expiry),
+        else:
+            position = Position(
+                seq=row.seq,
+                version=row.version,
+                recorded_at=from_micros(row.recorded_at),
+                expiry_at=from_micros(row.recorded_at if expiry is None else expiry),
+            )
+        return position, rows
+
+    async def _rows(self, scope_id: int, through_seq: int) -> _Rows:
+        clear = await self.backend.select_last_scope_event(
+            scope_id, "clear", through_seq=through_seq
         )
+        latest = await self.backend.select_latest_per_key(
+            scope_id, after_seq=0 if clear is None else clear.seq, through_seq=through_seq
+        )
+        return _Rows(clear, latest)
 
     async def state(self, at: At) -> dict[str, Any]:
         """The scope's {key: value} as of `at`, expired keys left out, sorted by key."""
-        position = await self.resolve(at)
         scope_id = await self._id()
         if scope_id is None:
+            await self._resolve_empty(at)
             return {}
+        position, rows = await self._locate(scope_id, at)
         await self._check_position(scope_id, f"state({at})", position)
         if position.seq == 0:
             return {}
-        clear = await self.backend.select_last_scope_event(
-            scope_id, "clear", through_seq=position.seq
-        )
-        rows = await self.backend.select_latest_per_key(
-            scope_id, after_seq=0 if clear is None else clear.seq, through_seq=position.seq
-        )
+        if rows is None:
+            rows = await self._rows(scope_id, position.seq)
         now = None if position.expiry_at is None else to_micros(position.expiry_at)
         state: dict[str, Any] = {}
-        for row in sorted(rows, key=lambda r: r.key or ""):
+        for row in sorted(rows.latest, key=lambda r: r.key or ""):
             if row.kind != "set" or (
                 row.expires_at is not None and now is not None and row.expires_at <= now
             ):
@@ -357,6 +377,11 @@ def _same(a: Any, b: Any) -> bool:
     if isinstance(a, list):
         return len(a) == len(b) and all(_same(x, y) for x, y in zip(a, b, strict=True))
     return bool(a == b)
+
+
+class _Rows(NamedTuple):
+    clear: EventRow | None  # the last clear at or before the position
+    latest: list[EventRow]  # each key's latest event after it
 
 
 class _TryCounter:

@@ -433,9 +433,10 @@ def _events_query(scope_id: int, where: EventFilter) -> tuple[str, list[Any]]:
         clauses.append("version <= ?")
         params.append(where.through_version)
     order = "DESC" if where.descending else "ASC"
-    # Within one scope versions grow with positions, so ordering by version is ordering by seq,
-    # and lets the (scope_id, version) index both bound and order the scan.
-    column = "version" if where.through_version is not None else "seq"
+    # Within one scope versions grow with positions, so ordering by version is ordering by seq:
+    # without a key, the (scope_id, version) index then yields rows in order (no sort of the
+    # whole scope for a LIMIT 1); with a key, (scope_id, key, seq) already does.
+    column = "seq" if where.key is not None else "version"
     sql = (
         f"SELECT {_EVENT_COLUMNS} FROM events WHERE {' AND '.join(clauses)} "
         f"ORDER BY {column} {order}"
