@@ -62,6 +62,11 @@ async def open_store(
             finally:
                 with anyio.CancelScope(shield=True):
                     await store.aclose()
+    except BaseExceptionGroup as group:
+        # The task group wraps an error of the caller's block; hand it back as it was raised.
+        if len(group.exceptions) == 1:
+            raise group.exceptions[0] from group.exceptions[0].__cause__
+        raise
     finally:
         with anyio.CancelScope(shield=True):
             await backend.aclose()

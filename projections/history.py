@@ -161,9 +161,7 @@ class History:
         if scope_id is None:
             return []
         await self._check_lower_bound(scope_id, f"timeline({key!r})", after_seq, None)
-        rows = await self.backend.select_events(
-            scope_id, EventFilter(key=key, after_seq=after_seq)
-        )
+        rows = await self.backend.select_events(scope_id, EventFilter(key=key, after_seq=after_seq))
         return [recorded_event(row, self.scope) for row in rows]
 
     async def resolve(self, at: At) -> Position:
@@ -363,7 +361,9 @@ def diff_states(old: dict[str, Any], new: dict[str, Any]) -> Diff:
         added={k: v for k, v in new.items() if k not in old},
         removed={k: v for k, v in old.items() if k not in new},
         changed={
-            k: (old[k], new[k]) for k in sorted(old.keys() & new.keys()) if not _same(old[k], new[k])
+            k: (old[k], new[k])
+            for k in sorted(old.keys() & new.keys())
+            if not _same(old[k], new[k])
         },
     )
 

@@ -18,6 +18,7 @@ from eventstore.errors import (
     HistoryCompactedError,
     InvalidKeyError,
     InvalidValueError,
+    NoSuchPointError,
     SchemaVersionError,
     StaleAttemptError,
 )
@@ -30,7 +31,8 @@ T = TypeVar("T")
 console = Console()
 err_console = Console(stderr=True)
 
-# Exit codes: 0 ok, 1 a check failed (verify), 2 bad usage (click's own), then one per error kind.
+# Exit codes: 0 ok, 1 a check failed (verify), 2 bad usage (click's own), then one per error kind
+# (7: any other tasktrail error).
 EXIT_CODES: dict[type[BaseException], int] = {
     ConfigError: 3,
     SchemaVersionError: 3,
@@ -39,6 +41,7 @@ EXIT_CODES: dict[type[BaseException], int] = {
     ConcurrencyError: 5,
     StaleAttemptError: 5,
     HistoryCompactedError: 6,
+    NoSuchPointError: 8,
     EventStoreError: 7,
 }
 

@@ -1,12 +1,45 @@
-"""verify and rebuild: proving and restoring the projection."""
+"""verify and rebuild: proving and restoring the projection, with a progress bar on stderr."""
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable, Iterator
+from contextlib import contextmanager
+from typing import TypeVar
+
 import click
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from eventstore.cli.app import cli, console, db_option, emit_json, json_option, run
-from eventstore.store import open_store
+from eventstore.cli.app import cli, console, db_option, emit_json, err_console, json_option, run
+from eventstore.store import Store, open_store
+from projections.verify import Progress as ProgressCallback
+from projections.verify import VerifyReport
+
+T = TypeVar("T")
+
+
+@contextmanager
+def progress_bar(description: str, total: int) -> Iterator[ProgressCallback]:
+    """A bar on stderr counting folded events; it disappears when the work is done."""
+    bar = Progress(
+        TextColumn("{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        console=err_console,
+        transient=True,
+    )
+    with bar:
+        task = bar.add_task(description, total=total)
+        yield lambda n: bar.advance(task, n)
+
+
+async def with_progress(
+    store: Store, description: str, work: Callable[[ProgressCallback], Awaitable[T]]
+) -> T:
+    total = await store.appended_events()
+    with progress_bar(description, total) as advance:
+        return await work(advance)
 
 
 @cli.command()
@@ -15,29 +48,29 @@ from eventstore.store import open_store
 def verify(db: str, as_json: bool) -> None:
     """Fold the whole log and check that the projection agrees with it."""
 
-    async def main() -> bool:
+    async def main() -> VerifyReport:
         async with open_store(db) as store:
-            report = await store.verify()
-        if as_json:
-            emit_json(report)
-        else:
-            table = Table("events", "scopes", "keys", "mismatches", "ok")
-            table.add_row(
-                str(report.events),
-                str(report.scopes),
-                str(report.keys),
-                str(len(report.mismatches)),
-                "[green]yes[/]" if report.ok else "[red]no[/]",
-            )
-            console.print(table)
-            for m in report.mismatches[:20]:
-                console.print(
-                    f"  scope {m.scope_id} key {m.key!r}: "
-                    f"projection {m.in_projection} != log {m.from_log}"
-                )
-        return report.ok
+            return await with_progress(store, "verifying", store.verify)
 
-    if not run(main):
+    report = run(main)
+    if as_json:
+        emit_json(report)
+    else:
+        table = Table("events", "scopes", "keys", "mismatches", "ok")
+        table.add_row(
+            str(report.events),
+            str(report.scopes),
+            str(report.keys),
+            str(len(report.mismatches)),
+            "[green]yes[/]" if report.ok else "[red]no[/]",
+        )
+        console.print(table)
+        for m in report.mismatches[:20]:
+            console.print(
+                f"  scope {m.scope_id} key {m.key!r}: "
+                f"projection {m.in_projection} != log {m.from_log}"
+            )
+    if not report.ok:
         raise SystemExit(1)
 
 
@@ -49,7 +82,7 @@ def rebuild(db: str, as_json: bool) -> None:
 
     async def main() -> int:
         async with open_store(db) as store:
-            return await store.rebuild()
+            return await with_progress(store, "rebuilding", store.rebuild)
 
     keys = run(main)
     if as_json:
