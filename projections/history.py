@@ -136,10 +136,11 @@ class History:
                 raise ValueError(f"unknown event kinds {unknown}; use some of {list(EVENT_KINDS)}")
         if limit is not None and (type(limit) is not int or limit < 0):
             raise ValueError(f"limit must be an int >= 0 or None, got {limit!r}")
+        since_us = None if since is None else to_micros(_aware("since", since))
+        until_us = None if until is None else to_micros(_aware("until", until))
         scope_id = await self._id()
         if scope_id is None:
             return []
-        since_us = None if since is None else to_micros(_aware("since", since))
         await self._check_lower_bound(scope_id, "events", after_seq, since_us)
         rows = await self.backend.select_events(
             scope_id,
@@ -148,7 +149,7 @@ class History:
                 kinds=kind_set,
                 try_number=try_number,
                 since=since_us,
-                until=None if until is None else to_micros(_aware("until", until)),
+                until=until_us,
                 after_seq=after_seq,
                 limit=limit,
             ),
