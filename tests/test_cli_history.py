@@ -59,7 +59,10 @@ def as_json(result: Result) -> Any:
 def test_as_of_the_start_of_a_try_shows_what_it_saw(db: str) -> None:
     result = tasktrail(db, "as-of", *TASK, "--start-of-try", "2")
     assert result.exit_code == 0, result.output
-    assert "At.start_of_try(2) → seq 2, version 2" in result.stdout
+    assert (
+        "At.start_of_try(2) → seq 2 (version 2) recorded 2026-01-01T00:00:01+00:00" in result.stdout
+    )
+    assert "(expiry applied as of 2026-01-01T00:00:02+00:00)" in result.stdout
     assert '"spark-1"' in result.stdout
     assert "offset" in result.stdout
     data = as_json(tasktrail(db, "as-of", *TASK, "--start-of-try", "2", "--json"))
@@ -132,7 +135,9 @@ def test_tries_summarise_each_try(db: str) -> None:
         (1, 2, ["job_id", "offset"]),
         (2, 3, ["done", "job_id", "offset"]),
     ]
-    assert "job_id, offset" in tasktrail(db, "tries", *TASK).stdout
+    table = tasktrail(db, "tries", *TASK).stdout
+    assert "2026-01-01 00:00:00" in table
+    assert "job_id," in table
 
 
 def test_an_asset_scope_by_name(db: str) -> None:

@@ -12,7 +12,7 @@ from typing import Any, TypeVar
 
 import click
 import msgspec
-from rich.table import Table
+from rich.table import Column, Table
 from rich.text import Text
 
 from eventstore.cli.app import cli, console, db_option, emit_json, json_option, run
@@ -131,34 +131,54 @@ def show(value: Any) -> str:
 
 
 def when(moment: datetime | None) -> str:
-    return "-" if moment is None else moment.isoformat(timespec="microseconds")
+    return "-" if moment is None else moment.isoformat()
+
+
+def utc(moment: datetime | None) -> str:
+    """A compact UTC time for table cells, whose column header says UTC."""
+    if moment is None:
+        return "-"
+    return moment.astimezone(UTC).replace(tzinfo=None).isoformat(sep=" ")
 
 
 def events_table(events: list[RecordedEvent], title: str) -> Table:
     table = Table(
-        "seq", "version", "recorded at", "try", "actor", "kind", "key", "value", title=title
+        Column("seq", no_wrap=True),
+        Column("recorded (UTC)", min_width=10),
+        Column("try", no_wrap=True),
+        Column("actor", min_width=4),
+        Column("kind", no_wrap=True),
+        Column("key", min_width=6),
+        Column("value", min_width=8, ratio=1),
+        Column("expires (UTC)", min_width=10),
+        title=title,
     )
     for e in events:
         value = show(e.value) if e.kind == "set" else (show(e.detail) if e.detail else "")
         table.add_row(
             str(e.seq),
-            str(e.version),
-            when(e.recorded_at),
+            utc(e.recorded_at),
             "-" if e.try_number is None else str(e.try_number),
             e.actor,
             e.kind,
             Text("" if e.key is None else e.key),
             Text(value),
+            "" if e.kind != "set" else ("never" if e.expires_at is None else utc(e.expires_at)),
         )
     return table
 
 
 def position_text(at: At, position: Position) -> str:
+    """`At.end_of_try(1) → seq 3 (version 3) recorded …`, and the expiry time if it differs."""
     if position.seq == 0:
         where = "before the scope's first event"
     else:
-        where = f"seq {position.seq}, version {position.version}, {when(position.recorded_at)}"
-    expiry = "" if position.expiry_at is None else f"; expiry as of {when(position.expiry_at)}"
+        where = (
+            f"seq {position.seq} (version {position.version}) recorded {when(position.recorded_at)}"
+        )
+    expiry = ""
+    if position.expiry_at is not None and position.expiry_at != position.recorded_at:
+        expiry = f"\n     (expiry applied as of {when(position.expiry_at)})"
     return f"{at} → {where}{expiry}"
 
 
@@ -238,7 +258,7 @@ def as_of_command(db: str, as_json: bool, **options: Any) -> None:
     if as_json:
         emit_json({"scope": str(scope), "at": position_json(at, position), "state": state})
         return
-    console.print(f"{scope} as of {position_text(at, position)}", highlight=False)
+    console.print(f"{scope}\nas of {position_text(at, position)}", highlight=False)
     if not state:
         console.print("(no live keys)")
         return
@@ -337,8 +357,8 @@ def tries_command(db: str, as_json: bool, **options: Any) -> None:
         return
     table = Table(
         "try",
-        "first write",
-        "last write",
+        Column("first write (UTC)", no_wrap=True),
+        Column("last write (UTC)", no_wrap=True),
         "seqs",
         "writes",
         "keys touched",
@@ -347,8 +367,8 @@ def tries_command(db: str, as_json: bool, **options: Any) -> None:
     for t in tries:
         table.add_row(
             str(t.try_number),
-            when(t.first_write_at),
-            when(t.last_write_at),
+            utc(t.first_write_at),
+            utc(t.last_write_at),
             f"{t.first_seq}–{t.last_seq}",
             str(t.writes),
             Text(", ".join(t.keys)),
