@@ -180,15 +180,7 @@ class History:
         rows: _Rows | None = None
         match at.kind:
             case "seq":
-                # The scope's last event at or before p is the latest of: the last clear, the
-                # last marker, and each key's latest event after that clear. Those are index
-                # seeks, and they are the rows the state needs anyway.
-                rows = await self._rows(scope_id, at.number)
-                marker = await self.backend.select_last_scope_event(
-                    scope_id, "compacted", through_seq=at.number
-                )
-                candidates = [r for r in (rows.clear, marker) if r is not None] + rows.latest
-                row = max(candidates, key=lambda r: r.seq, default=None)
+                row, rows = await self._last_through(scope_id, at.number)
             case "version":
                 row = await self._last(scope_id, EventFilter(through_version=at.number))
                 head = await self._last(scope_id, EventFilter())
@@ -211,7 +203,7 @@ class History:
                 if not first:
                     raise await self._no_try(scope_id, at)
                 expiry = first[0].recorded_at
-                row = await self._last(scope_id, EventFilter(through_seq=first[0].seq - 1))
+                row, rows = await self._last_through(scope_id, first[0].seq - 1)
         if row is None:
             position = Position(
                 seq=0,
@@ -227,6 +219,17 @@ class History:
                 expiry_at=from_micros(row.recorded_at if expiry is None else expiry),
             )
         return position, rows
+
+    async def _last_through(self, scope_id: int, seq: int) -> tuple[EventRow | None, _Rows]:
+        """The scope's last event at or before `seq`, and the rows of the state there.
+
+        That event is the latest of: the last clear, the last marker, and each key's latest
+        event after that clear. Those are index seeks, and the state needs them anyway.
+        """
+        rows = await self._rows(scope_id, seq)
+        marker = await self.backend.select_last_scope_event(scope_id, "compacted", through_seq=seq)
+        candidates = [r for r in (rows.clear, marker) if r is not None] + rows.latest
+        return max(candidates, key=lambda r: r.seq, default=None), rows
 
     async def _rows(self, scope_id: int, through_seq: int) -> _Rows:
         clear = await self.backend.select_last_scope_event(

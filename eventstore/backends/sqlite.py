@@ -85,6 +85,14 @@ _SCHEMA: Final = (
     ) WITHOUT ROWID""",
 )
 
+# History finds where the end or start of a try, and where a time, lands in a scope with one
+# seek. Files made before these indexes existed get them when opened; no format changes.
+_HISTORY_INDEXES: Final = (
+    """CREATE INDEX IF NOT EXISTS events_by_scope_try ON events (scope_id, try_number)
+        WHERE try_number IS NOT NULL""",
+    """CREATE INDEX IF NOT EXISTS events_by_scope_time ON events (scope_id, recorded_at)""",
+)
+
 _EVENT_COLUMNS: Final = (
     "seq, scope_id, version, kind, key, expires_at, recorded_at, try_number, actor, payload"
 )
@@ -207,6 +215,8 @@ class SQLiteBackend(LogBackend):
                 version = rows[0][0] if rows else 0
                 if version > SCHEMA_VERSION:
                     raise SchemaVersionError(version, SCHEMA_VERSION, f"SQLite file {self.path}")
+            for statement in _HISTORY_INDEXES:
+                await conn.execute(statement)
             await conn.execute("COMMIT")
         except BaseException:
             await conn.execute("ROLLBACK")
@@ -432,15 +442,18 @@ def _events_query(scope_id: int, where: EventFilter) -> tuple[str, list[Any]]:
     if where.through_version is not None:
         clauses.append("version <= ?")
         params.append(where.through_version)
+    # Within one scope, ordering by version, or by (recorded_at, seq), is ordering by seq: both
+    # grow with positions. Each filter orders by what its index holds, so the index yields rows
+    # already in order and a LIMIT 1 (history finding where a point lands) is one seek, not a
+    # sort of the whole scope. An index on (scope_id, x) holds the rowid, seq, after x.
     order = "DESC" if where.descending else "ASC"
-    # Within one scope versions grow with positions, so ordering by version is ordering by seq:
-    # without a key, the (scope_id, version) index then yields rows in order (no sort of the
-    # whole scope for a LIMIT 1); with a key, (scope_id, key, seq) already does.
-    column = "seq" if where.key is not None else "version"
-    sql = (
-        f"SELECT {_EVENT_COLUMNS} FROM events WHERE {' AND '.join(clauses)} "
-        f"ORDER BY {column} {order}"
-    )
+    if where.key is not None or where.try_number is not None:
+        ordering = f"seq {order}"
+    elif where.since is not None or where.until is not None:
+        ordering = f"recorded_at {order}, seq {order}"
+    else:
+        ordering = f"version {order}"
+    sql = f"SELECT {_EVENT_COLUMNS} FROM events WHERE {' AND '.join(clauses)} ORDER BY {ordering}"
     if where.limit is not None:
         sql += " LIMIT ?"
         params.append(where.limit)
