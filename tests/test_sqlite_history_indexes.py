@@ -1,0 +1,56 @@
+"""SQLite reads history through indexes: the query plans say so, and older files get the indexes."""
+
+from __future__ import annotations
+
+import sqlite3
+from contextlib import closing
+from pathlib import Path
+
+from eventstore import StoreConfig, open_store
+from eventstore.backends.base import EventFilter
+from eventstore.backends.sqlite import (
+    _SELECT_LAST_SCOPE_EVENT,
+    _SELECT_LATEST_PER_KEY,
+    _events_query,
+)
+
+
+def plan(db: Path, sql: str, params: object) -> str:
+    with closing(sqlite3.connect(db)) as conn:
+        rows = conn.execute("EXPLAIN QUERY PLAN " + sql, params).fetchall()  # type: ignore[arg-type]
+    return "\n".join(row[3] for row in rows)
+
+
+async def test_history_queries_seek_indexes_instead_of_scanning(tmp_path: Path) -> None:
+    db = tmp_path / "trail.db"
+    async with open_store(f"sqlite:///{db}") as store:
+        await store.task_store("d", "r", "t", try_number=1).set("a", 1)
+    latest = plan(db, _SELECT_LATEST_PER_KEY, {"scope": 1, "after": 0, "through": 10})
+    assert "SCAN events" not in latest
+    assert "events_by_scope_key (scope_id=? AND key=? AND seq<?)" in latest
+    last_clear = plan(db, _SELECT_LAST_SCOPE_EVENT, (1, "clear", 10))
+    assert "events_by_scope_key (scope_id=? AND key=?" in last_clear
+    for where, index in [
+        (EventFilter(try_number=1, descending=True, limit=1), "events_by_scope_try"),
+        (EventFilter(until=5, descending=True, limit=1), "events_by_scope_time"),
+        (EventFilter(through_version=3, descending=True, limit=1), "events_by_scope_version"),
+    ]:
+        found = plan(db, *_events_query(1, where))
+        assert index in found, found
+        assert "TEMP B-TREE" not in found, found
+
+
+async def test_a_file_made_without_the_history_indexes_gets_them(tmp_path: Path) -> None:
+    db = tmp_path / "old.db"
+    async with open_store(f"sqlite:///{db}", config=StoreConfig()) as store:
+        await store.task_store("d", "r", "t", try_number=1).set("a", 1)
+    with closing(sqlite3.connect(db)) as conn:
+        conn.execute("DROP INDEX events_by_scope_try")
+        conn.execute("DROP INDEX events_by_scope_time")
+        conn.commit()
+    async with open_store(f"sqlite:///{db}") as store:
+        history = store.history(store.task_store("d", "r", "t").scope)
+        assert len(await history.events(try_number=1)) == 1
+    with closing(sqlite3.connect(db)) as conn:
+        names = {r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type='index'")}
+    assert {"events_by_scope_try", "events_by_scope_time"} <= names
