@@ -245,7 +245,12 @@ def history_command(
 @point_options()
 @json_option
 def as_of_command(db: str, as_json: bool, **options: Any) -> None:
-    """The state of a scope as of one point: what a reader saw there."""
+    """The state of a scope as of one point: what a reader saw there.
+
+    \b
+    What try 2 saw when it started:
+      tasktrail as-of --dag D --run R --task T --start-of-try 2
+    """
     scope = scope_from(options)
     at = point_from(options)
 
@@ -275,7 +280,14 @@ def as_of_command(db: str, as_json: bool, **options: Any) -> None:
 @point_options("to-", "To ")
 @json_option
 def diff_command(db: str, as_json: bool, **options: Any) -> None:
-    """What changed in a scope between two points: keys added, removed, changed."""
+    """What changed in a scope between two points: keys added, removed, changed.
+
+    \b
+    What try 2 changed, from its start to its end:
+      tasktrail diff --dag D --run R --task T --from-start-of-try 2 --to-end-of-try 2
+    What changed between the ends of tries 1 and 2:
+      tasktrail diff --dag D --run R --task T --from-try 1 --to-try 2
+    """
     scope = scope_from(options)
     a = point_from(options, "from-")
     b = point_from(options, "to-")
