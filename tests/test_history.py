@@ -563,7 +563,10 @@ async def test_a_closed_store_gives_no_history(make_store: StoreFactory) -> None
 async def test_a_history_error_leaves_the_store_block_as_itself(
     make_store: StoreFactory, clock: FakeClock
 ) -> None:
-    with pytest.raises(NoSuchPointError, match=r"At.end_of_try\(4\)"):
+    async def ask() -> None:
         async with make_store() as store:
             await two_tries(store, clock)
             await store.history(SCOPE).state(At.end_of_try(4))
+
+    with pytest.raises(NoSuchPointError, match=r"At.end_of_try\(4\)"):
+        await ask()
