@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import os
 from collections.abc import AsyncIterator, Callable
 from contextlib import AbstractAsyncContextManager
@@ -60,8 +61,26 @@ def make_store(backend_url: str, clock: FakeClock) -> StoreFactory:
 
 @pytest.fixture
 async def store(make_store: StoreFactory) -> AsyncIterator[Store]:
-    async with make_store() as opened:
-        yield opened
+    """An open store. It lives in a task of its own: pytest-asyncio sets a fixture up and tears
+    it down in different tasks, and the store's task group must be left in the task that entered it.
+    """
+    opened: asyncio.Future[Store] = asyncio.get_running_loop().create_future()
+    release = asyncio.Event()
+
+    async def hold() -> None:
+        try:
+            async with make_store() as held:
+                opened.set_result(held)
+                await release.wait()
+        except BaseException as error:
+            if not opened.done():
+                opened.set_exception(error)
+            raise
+
+    holder = asyncio.create_task(hold())
+    yield await opened
+    release.set()
+    await holder
 
 
 def postgres_url() -> str | None:
