@@ -119,11 +119,17 @@ class _Batch:
 
     async def live_keys(self, view: _ScopeView) -> set[str]:
         if view.live is None:
-            view.live = (
-                await self.tx.select_live_keys(view.row.scope_id, self.now)
-                if view.row.scope_id
-                else set()
-            )
+            scope_id = view.row.scope_id
+            live = await self.tx.select_live_keys(scope_id, self.now) if scope_id else set()
+            # Sets earlier in this batch are not in the table yet; only sets can come before
+            # the first load (deletes and clears load it), so the pending rows complete it.
+            for (pending_scope, key), row in self.final.items():
+                if pending_scope == scope_id and row is not None:
+                    if row.expires_at is None or row.expires_at > self.now:
+                        live.add(key)
+                    else:
+                        live.discard(key)
+            view.live = live
         return view.live
 
     async def plan(self, request: AppendRequest) -> AppendResult:
@@ -226,7 +232,10 @@ class _Batch:
             updated_at=self.now,
         )
         if view.live is not None:
-            view.live.add(op.key)
+            if expires is None or expires > self.now:
+                view.live.add(op.key)
+            else:  # an absolute expiry already past: the key reads as absent at once
+                view.live.discard(op.key)
         return seq
 
     def _expiry(self, op: SetOp) -> int | None:
@@ -237,7 +246,8 @@ class _Batch:
             return None
         if retention is None:
             days = self.config.default_retention_days
-            return None if days == 0 else self.now + int(days * 86_400_000_000)
+            # timedelta rounds fractional days to the microsecond; float arithmetic truncates.
+            return None if days == 0 else self.now + to_micros_delta(timedelta(days=days))
         assert isinstance(retention, timedelta)
         return self.now + to_micros_delta(retention)
 

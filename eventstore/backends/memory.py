@@ -56,9 +56,10 @@ class _MemoryTransaction(WriteTransaction):
         return found
 
     async def select_task_scopes(self, dag_id: str, run_id: str, task_id: str) -> list[ScopeRow]:
+        # Scopes inserted earlier in this transaction count too, as they do in SQL.
         return [
             _copy_scope(row)
-            for row in self._data.scopes.values()
+            for row in [*self._data.scopes.values(), *self._new_scopes]
             if (row.dag_id, row.run_id, row.task_id) == (dag_id, run_id, task_id)
         ]
 
