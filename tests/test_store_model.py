@@ -1,0 +1,232 @@
+"""Random sequences of writes, clock moves and tries agree with a plain dictionary model.
+
+The store runs on an event loop in a background thread (an anyio blocking portal) that lives as
+long as one hypothesis example; each step is one call through the portal. A step is a burst of
+one to four writes sent together, so they can share a group-commit batch: the writer appends
+them in the order they were sent, so the model applies them one after another.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import tempfile
+from contextlib import ExitStack
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+from anyio.from_thread import start_blocking_portal
+from hypothesis import HealthCheck, settings
+from hypothesis import strategies as st
+from hypothesis.stateful import RuleBasedStateMachine, invariant, rule
+
+from eventstore import NEVER_EXPIRE, StaleAttemptError, StoreConfig, TaskStore, open_store
+from eventstore.config import NeverExpire
+
+DAGS = ("dag_a", "dag_b")
+MAP_INDICES = (0, 1)
+SCOPES = [(dag, index) for dag in DAGS for index in MAP_INDICES]
+KEYS = ("a", "b", "c/d")
+TRIES = (None, 1, 2, 3)
+DEFAULT_RETENTION = timedelta(seconds=60)
+CONFIG = StoreConfig(
+    default_retention_days=DEFAULT_RETENTION / timedelta(days=1), durability="normal"
+)
+
+Retention = timedelta | NeverExpire | None
+# ("set", scope, try, {key: value}, retention) | ("delete", scope, try, key)
+# | ("clear", scope, try, all_map_indices)
+Op = tuple[Any, ...]
+
+json_values = st.recursive(
+    st.booleans() | st.integers(-(2**70), 2**70) | st.text(max_size=4),
+    lambda inner: (
+        st.lists(inner | st.none(), max_size=3)
+        | st.dictionaries(st.text(max_size=3), inner | st.none(), max_size=3)
+    ),
+    max_leaves=6,
+)
+scopes = st.integers(0, len(SCOPES) - 1)
+try_numbers = st.sampled_from(TRIES)
+keys = st.sampled_from(KEYS)
+retentions: st.SearchStrategy[Retention] = st.one_of(
+    st.none(),
+    st.just(NEVER_EXPIRE),
+    st.integers(1, 90).map(lambda s: timedelta(seconds=s)),
+)
+ops: st.SearchStrategy[Op] = st.one_of(
+    st.tuples(
+        st.just("set"),
+        scopes,
+        try_numbers,
+        st.dictionaries(keys, json_values, min_size=1, max_size=3),
+        retentions,
+    ),
+    st.tuples(st.just("delete"), scopes, try_numbers, keys),
+    st.tuples(st.just("clear"), scopes, try_numbers, st.booleans()),
+)
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = datetime(2026, 1, 1, tzinfo=UTC)
+
+    def __call__(self) -> datetime:
+        return self.now
+
+
+class ScopeModel:
+    def __init__(self) -> None:
+        self.values: dict[str, tuple[Any, datetime | None]] = {}
+        self.version = 0
+        self.max_try: int | None = None
+
+    def live(self, now: datetime) -> dict[str, Any]:
+        return {k: v for k, (v, exp) in self.values.items() if exp is None or exp > now}
+
+
+class StoreModelMachine(RuleBasedStateMachine):
+    url_template = "memory://"
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.clock = Clock()
+        self.model = [ScopeModel() for _ in SCOPES]
+        self.stack = ExitStack()
+        tmp = Path(self.stack.enter_context(tempfile.TemporaryDirectory()))
+        url = self.url_template.format(tmp=tmp)
+        self.portal = self.stack.enter_context(start_blocking_portal())
+        self.store = self.stack.enter_context(
+            self.portal.wrap_async_context_manager(open_store(url, CONFIG, self.clock))
+        )
+
+    def teardown(self) -> None:
+        self.stack.close()
+
+    def accessor(self, scope: int, try_number: int | None) -> TaskStore:
+        dag, index = SCOPES[scope]
+        return self.store.task_store(dag, "run", "task", index, try_number=try_number)
+
+    # --- the model ---------------------------------------------------------------------------
+
+    def expect(self, op: Op) -> str:
+        """Apply op to the model; return "ok" or "stale", what the store must answer."""
+        kind, scope, try_number = op[0], op[1], op[2]
+        state = self.model[scope]
+        now = self.clock.now
+        if try_number is not None and state.max_try is not None and try_number < state.max_try:
+            return "stale"
+        appended = 0  # events of this scope, which raise its fence
+        match kind:
+            case "set":
+                values, retention = op[3], op[4]
+                expires = _expiry(retention, now)
+                for key, value in values.items():
+                    state.values[key] = (value, expires)
+                    state.version += 1
+                    appended += 1
+            case "delete":
+                if op[3] in state.live(now):
+                    del state.values[op[3]]
+                    state.version += 1
+                    appended += 1
+            case "clear":
+                targets = [scope]
+                if op[3]:  # every map index of the same task
+                    dag = SCOPES[scope][0]
+                    targets += [i for i, (d, _) in enumerate(SCOPES) if d == dag and i != scope]
+                for target in targets:
+                    other = self.model[target]
+                    if other.live(now):
+                        other.values.clear()
+                        other.version += 1
+                        appended += target == scope
+        if appended and try_number is not None:
+            state.max_try = max(state.max_try or 0, try_number)
+        return "ok"
+
+    async def run(self, op: Op) -> str:
+        accessor = self.accessor(op[1], op[2])
+        try:
+            match op[0]:
+                case "set":
+                    await accessor.set_many(op[3], retention=op[4])
+                case "delete":
+                    await accessor.delete(op[3])
+                case "clear":
+                    await accessor.clear(all_map_indices=op[3])
+        except StaleAttemptError:
+            return "stale"
+        return "ok"
+
+    # --- rules -------------------------------------------------------------------------------
+
+    @rule(burst=st.lists(ops, min_size=1, max_size=4))
+    def write(self, burst: list[Op]) -> None:
+        expected = [self.expect(op) for op in burst]
+
+        async def together() -> list[str]:
+            return list(await asyncio.gather(*(self.run(op) for op in burst)))
+
+        assert self.portal.call(together) == expected
+
+    @rule(seconds=st.sampled_from([1, 5, 30, 59, 60]))
+    def advance(self, seconds: int) -> None:
+        self.clock.now += timedelta(seconds=seconds)
+
+    # --- what must hold after every step -----------------------------------------------------
+
+    @invariant()
+    def agrees_with_the_model(self) -> None:
+        async def read() -> list[tuple[dict[str, Any], dict[str, Any], int]]:
+            found = []
+            for scope in range(len(SCOPES)):
+                accessor = self.accessor(scope, None)
+                got = {key: await accessor.get(key, _ABSENT) for key in KEYS}
+                found.append((await accessor.items(), got, await accessor.version()))
+            return found
+
+        now = self.clock.now
+        for state, (items, got, version) in zip(self.model, self.portal.call(read), strict=True):
+            live = state.live(now)
+            assert items == live
+            assert {k: v for k, v in got.items() if v is not _ABSENT} == live
+            assert version == state.version
+
+    @invariant()
+    def verify_is_ok(self) -> None:
+        report = self.portal.call(self.store.verify)
+        assert report.ok, report.mismatches
+
+
+_ABSENT = object()
+
+
+def _expiry(retention: Retention, now: datetime) -> datetime | None:
+    if retention is None:
+        return now + DEFAULT_RETENTION
+    if isinstance(retention, NeverExpire):
+        return None
+    return now + retention
+
+
+MODEL_SETTINGS = settings(
+    max_examples=50,
+    stateful_step_count=30,
+    deadline=None,
+    suppress_health_check=[HealthCheck.too_slow],
+)
+
+
+class MemoryModel(StoreModelMachine):
+    url_template = "memory://"
+
+
+class SQLiteModel(StoreModelMachine):
+    url_template = "sqlite:///{tmp}/trail.db"
+
+
+TestMemoryStoreAgreesWithDictModel = MemoryModel.TestCase
+TestMemoryStoreAgreesWithDictModel.settings = MODEL_SETTINGS
+TestSQLiteStoreAgreesWithDictModel = SQLiteModel.TestCase
+TestSQLiteStoreAgreesWithDictModel.settings = MODEL_SETTINGS
