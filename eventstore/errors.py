@@ -3,11 +3,12 @@
     EventStoreError
     ├── InvalidKeyError            (also ValueError / TypeError via subclasses below)
     │   ├── KeyTypeError           (TypeError)   the key is not a str
-    │   └── KeyValueError          (ValueError)  empty or longer than 512 characters
+    │   └── KeyValueError          (ValueError)  empty, longer than 512 characters, or not Unicode
     ├── InvalidValueError
     │   ├── ValueTypeError         (TypeError)   not a JSON value: datetime, set, bytes, tuple, …
     │   ├── NoneValueError         (ValueError)  a top-level None
     │   ├── NonFiniteValueError    (ValueError)  NaN or Infinity somewhere in the value
+    │   ├── UnicodeValueError      (ValueError)  a str with a lone surrogate (not UTF-8)
     │   └── ValueTooLargeError     (ValueError)  encoded value over max_value_bytes
     ├── RetentionTypeError         (TypeError)   retention is not a timedelta / NEVER_EXPIRE / None
     ├── RetentionValueError        (ValueError)  a zero or negative timedelta
@@ -41,6 +42,7 @@ __all__ = [
     "SchemaVersionError",
     "StaleAttemptError",
     "StoreClosedError",
+    "UnicodeValueError",
     "ValueTooLargeError",
     "ValueTypeError",
 ]
@@ -66,7 +68,12 @@ class KeyValueError(InvalidKeyError, ValueError):
     def __init__(self, key: str, max_length: int) -> None:
         self.key = key
         self.max_length = max_length
-        if not key:
+        if key and len(key) <= max_length:
+            message = (
+                f"key {key[:40]!r} is not valid Unicode text: it holds a lone surrogate, "
+                "which UTF-8 cannot store; decode bytes with errors='replace' first"
+            )
+        elif not key:
             message = "key must not be empty; name the checkpoint, e.g. 'offset'"
         else:
             message = (
@@ -104,6 +111,15 @@ class NonFiniteValueError(InvalidValueError, ValueError):
         super().__init__(
             f"value for key {key!r} contains NaN or Infinity, which JSON cannot represent; "
             "store None inside a container, a string, or a finite number instead"
+        )
+
+
+class UnicodeValueError(InvalidValueError, ValueError):
+    def __init__(self, key: str) -> None:
+        self.key = key
+        super().__init__(
+            f"value for key {key!r} holds a str that is not valid Unicode text (a lone "
+            "surrogate), which JSON cannot carry; decode bytes with errors='replace' first"
         )
 
 

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import msgspec
 
+from eventstore.values import is_unicode
+
 __all__ = ["AssetScope", "Scope", "TaskScope", "scope_key"]
 
 
@@ -20,6 +22,8 @@ class TaskScope(msgspec.Struct, frozen=True, tag="task", tag_field="scope"):
             value = getattr(self, field)
             if not isinstance(value, str) or not value:
                 raise ValueError(f"TaskScope.{field} must be a non-empty str, got {value!r}")
+            if not is_unicode(value):
+                raise ValueError(f"TaskScope.{field} {value!r} is not valid Unicode text")
         if type(self.map_index) is not int or self.map_index < -1:
             raise ValueError(
                 "TaskScope.map_index must be an int >= -1 (-1 for unmapped), "
@@ -46,6 +50,8 @@ class AssetScope(msgspec.Struct, frozen=True, tag="asset", tag_field="scope"):
                 raise ValueError(
                     f"AssetScope.{field} must be a non-empty str or None, got {value!r}"
                 )
+            if value is not None and not is_unicode(value):
+                raise ValueError(f"AssetScope.{field} {value!r} is not valid Unicode text")
 
     def __str__(self) -> str:
         parts = [f"{f}={getattr(self, f)}" for f in ("name", "uri") if getattr(self, f) is not None]

@@ -28,7 +28,7 @@ from eventstore.log import (
     SetOp,
 )
 from eventstore.scopes import AssetScope, Scope, TaskScope, scope_key
-from eventstore.values import check_key, decode_value, encode_value
+from eventstore.values import check_key, check_label, decode_value, encode_value
 from eventstore.writer import GroupCommitWriter
 from projections.history import History
 from projections.verify import Progress, VerifyReport, rebuild, verify
@@ -184,7 +184,7 @@ class _Accessor:
         self.store = store
         self.scope = scope
         self.try_number = try_number
-        self.actor = actor
+        self.actor = check_label("actor", actor)
 
     def __repr__(self) -> str:
         tried = "" if self.try_number is None else f", try {self.try_number}"
@@ -240,6 +240,14 @@ class _Accessor:
     async def _append(
         self, ops: list[Op], expected_version: int | None, idempotency_id: str | None
     ) -> AppendResult:
+        # Checked here: a bad one inside the batch would fail every write committed with it.
+        if expected_version is not None and (
+            type(expected_version) is not int or expected_version < 0
+        ):
+            error = TypeError if type(expected_version) is not int else ValueError
+            raise error(f"expected_version must be an int >= 0 or None, got {expected_version!r}")
+        if idempotency_id is not None:
+            check_label("idempotency_id", idempotency_id)
         return await self.store.append(
             AppendRequest(
                 scope=self.scope,

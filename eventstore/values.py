@@ -12,11 +12,19 @@ from eventstore.errors import (
     KeyValueError,
     NoneValueError,
     NonFiniteValueError,
+    UnicodeValueError,
     ValueTooLargeError,
     ValueTypeError,
 )
 
-__all__ = ["MAX_KEY_LENGTH", "check_key", "decode_value", "encode_value"]
+__all__ = [
+    "MAX_KEY_LENGTH",
+    "check_key",
+    "check_label",
+    "decode_value",
+    "encode_value",
+    "is_unicode",
+]
 
 MAX_KEY_LENGTH: Final = 512
 
@@ -27,9 +35,28 @@ _decode = msgspec.json.Decoder().decode
 def check_key(key: object) -> str:
     if not isinstance(key, str):
         raise KeyTypeError(key)
-    if not key or len(key) > MAX_KEY_LENGTH:
+    if not key or len(key) > MAX_KEY_LENGTH or not is_unicode(key):
         raise KeyValueError(key, MAX_KEY_LENGTH)
     return key
+
+
+def is_unicode(text: str) -> bool:
+    """False for a str holding a lone surrogate, which no database or JSON encoder accepts."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
+def check_label(name: str, value: object) -> str:
+    """Check a short text stored beside events (actor, idempotency id) before it is queued."""
+    if not isinstance(value, str) or not value:
+        error = TypeError if not isinstance(value, str) else ValueError
+        raise error(f"{name} must be a non-empty str, got {type(value).__name__} {value!r}")
+    if not is_unicode(value):
+        raise ValueError(f"{name} {value[:40]!r} is not valid Unicode text (a lone surrogate)")
+    return value
 
 
 def encode_value(key: str, value: object, max_bytes: int) -> bytes:
@@ -40,7 +67,10 @@ def encode_value(key: str, value: object, max_bytes: int) -> bytes:
         _check_json(key, value)
     except RecursionError:
         raise ValueTypeError(key, "it is nested too deeply") from None
-    encoded = _encode(value)
+    try:
+        encoded = _encode(value)
+    except UnicodeEncodeError:
+        raise UnicodeValueError(key) from None
     if max_bytes and len(encoded) > max_bytes:
         raise ValueTooLargeError(key, len(encoded), max_bytes)
     return encoded

@@ -19,6 +19,7 @@ from eventstore import (
     ConcurrencyError,
     StaleAttemptError,
     Store,
+    StoreClosedError,
     StoreConfig,
     TaskScope,
     TaskStore,
@@ -1001,3 +1002,100 @@ async def test_data_survives_reopening_the_sqlite_file(
         clock.advance(timedelta(hours=1))
         assert set(await two.items()) == {"job_id", "p", "after"}
         assert (await store.verify()).ok
+
+
+# --- text that UTF-8 cannot carry never reaches a batch ------------------------------------
+
+LONE_SURROGATE = "bad\ud800"
+
+
+async def assert_rejected_alone(
+    store: Store, call: Callable[[], Awaitable[Any]], error: type[BaseException], match: str
+) -> None:
+    """`call` fails with its own clear error; an innocent write sent with it still lands."""
+    innocent = store.task_store("etl", "run_1", "innocent")
+    before = len(await events_of(store))
+    results = await asyncio.gather(call(), innocent.set("k", 1), return_exceptions=True)
+    assert isinstance(results[0], error), results[0]
+    with pytest.raises(error, match=match):
+        raise results[0]
+    assert not isinstance(results[1], BaseException), results[1]
+    assert await innocent.get("k") == 1
+    assert len(await events_of(store)) == before + 1
+    assert (await store.verify()).ok
+
+
+async def test_key_with_a_lone_surrogate_is_rejected(store: Store, ts: TaskStore) -> None:
+    await assert_rejected_alone(
+        store, lambda: ts.set(LONE_SURROGATE, 1), ValueError, "not valid Unicode"
+    )
+    await assert_rejected(
+        store, ts, lambda: ts.delete(LONE_SURROGATE), ValueError, "not valid Unicode"
+    )
+
+
+@pytest.mark.parametrize("value", [LONE_SURROGATE, [LONE_SURROGATE], {LONE_SURROGATE: 1}])
+async def test_value_with_a_lone_surrogate_is_rejected(
+    store: Store, ts: TaskStore, value: Any
+) -> None:
+    await assert_rejected(
+        store, ts, lambda: ts.set("k", value), ValueError, "value for key 'k' .*not valid Unicode"
+    )
+
+
+@pytest.mark.parametrize("field", ["dag_id", "run_id", "task_id"])
+def test_task_scope_with_a_lone_surrogate_is_rejected(field: str) -> None:
+    parts = {"dag_id": "d", "run_id": "r", "task_id": "t", field: LONE_SURROGATE}
+    with pytest.raises(ValueError, match=f"TaskScope.{field} .*not valid Unicode"):
+        TaskScope(**parts)
+
+
+def test_asset_scope_with_a_lone_surrogate_is_rejected() -> None:
+    with pytest.raises(ValueError, match=r"AssetScope.uri .*not valid Unicode"):
+        AssetScope(name="n", uri=LONE_SURROGATE)
+
+
+async def test_idempotency_id_must_be_valid_text(store: Store, ts: TaskStore) -> None:
+    await assert_rejected_alone(
+        store,
+        lambda: ts.set("k", 1, idempotency_id=LONE_SURROGATE),
+        ValueError,
+        "idempotency_id .*not valid Unicode",
+    )
+    await assert_rejected_alone(
+        store,
+        lambda: ts.set("k", 1, idempotency_id=7),  # type: ignore[arg-type]
+        TypeError,
+        "idempotency_id must be a non-empty str",
+    )
+
+
+async def test_actor_must_be_valid_text(store: Store) -> None:
+    with pytest.raises(ValueError, match=r"actor .*not valid Unicode"):
+        store.task_store("etl", "run_1", "ingest", actor=LONE_SURROGATE)
+    with pytest.raises(TypeError, match="actor must be a non-empty str"):
+        store.asset_store(name="orders", actor=None)  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize("expected", ["1", 1.0, -1, True], ids=repr)
+async def test_expected_version_must_be_a_non_negative_int(
+    store: Store, ts: TaskStore, expected: Any
+) -> None:
+    await ts.set("k", 1)
+    await assert_rejected(
+        store,
+        ts,
+        lambda: ts.set("k", 2, expected_version=expected),
+        (TypeError, ValueError),  # type: ignore[arg-type]
+        "expected_version must be an int >= 0",
+    )
+
+
+async def test_writes_after_the_store_closed_raise_store_closed_error(
+    make_store: StoreFactory,
+) -> None:
+    async with make_store() as store:
+        ts = store.task_store("etl", "run_1", "ingest")
+        await ts.set("k", 1)
+    with pytest.raises(StoreClosedError, match="is closed"):
+        await ts.set("k", 2)
