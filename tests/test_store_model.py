@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import tempfile
 from contextlib import ExitStack
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -20,7 +21,14 @@ from hypothesis import HealthCheck, settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, invariant, rule
 
-from eventstore import NEVER_EXPIRE, StaleAttemptError, StoreConfig, TaskStore, open_store
+from eventstore import (
+    NEVER_EXPIRE,
+    ConcurrencyError,
+    StaleAttemptError,
+    StoreConfig,
+    TaskStore,
+    open_store,
+)
 from eventstore.config import NeverExpire
 
 DAGS = ("dag_a", "dag_b")
@@ -34,9 +42,20 @@ CONFIG = StoreConfig(
 )
 
 Retention = timedelta | NeverExpire | None
-# ("set", scope, try, {key: value}, retention) | ("delete", scope, try, key)
-# | ("clear", scope, try, all_map_indices)
-Op = tuple[Any, ...]
+
+
+@dataclass(frozen=True)
+class Write:
+    kind: str  # "set", "delete" or "clear"
+    scope: int
+    try_number: int | None
+    arg: Any  # set: {key: value}; delete: the key; clear: all_map_indices
+    retention: Retention = None
+    # Send the scope's version from before the burst as expected_version: a second such write to
+    # the same scope in one burst is stale.
+    cas: bool = False
+    idempotency_id: str | None = None
+
 
 json_values = st.recursive(
     st.booleans() | st.integers(-(2**70), 2**70) | st.text(max_size=4),
@@ -54,16 +73,36 @@ retentions: st.SearchStrategy[Retention] = st.one_of(
     st.just(NEVER_EXPIRE),
     st.integers(1, 90).map(lambda s: timedelta(seconds=s)),
 )
-ops: st.SearchStrategy[Op] = st.one_of(
-    st.tuples(
+idempotency_ids = st.one_of(st.none(), st.sampled_from(["op-1", "op-2"]))
+writes: st.SearchStrategy[Write] = st.one_of(
+    st.builds(
+        Write,
         st.just("set"),
         scopes,
         try_numbers,
         st.dictionaries(keys, json_values, min_size=1, max_size=3),
         retentions,
+        st.booleans(),
+        idempotency_ids,
     ),
-    st.tuples(st.just("delete"), scopes, try_numbers, keys),
-    st.tuples(st.just("clear"), scopes, try_numbers, st.booleans()),
+    st.builds(
+        Write,
+        st.just("delete"),
+        scopes,
+        try_numbers,
+        keys,
+        cas=st.booleans(),
+        idempotency_id=idempotency_ids,
+    ),
+    st.builds(
+        Write,
+        st.just("clear"),
+        scopes,
+        try_numbers,
+        st.booleans(),
+        cas=st.booleans(),
+        idempotency_id=idempotency_ids,
+    ),
 )
 
 
@@ -80,6 +119,7 @@ class ScopeModel:
         self.values: dict[str, tuple[Any, datetime | None]] = {}
         self.version = 0
         self.max_try: int | None = None
+        self.results: dict[str, int] = {}  # idempotency id -> version of the first result
 
     def live(self, now: datetime) -> dict[str, Any]:
         return {k: v for k, (v, exp) in self.values.items() if exp is None or exp > now}
@@ -109,64 +149,85 @@ class StoreModelMachine(RuleBasedStateMachine):
 
     # --- the model ---------------------------------------------------------------------------
 
-    def expect(self, op: Op) -> str:
-        """Apply op to the model; return "ok" or "stale", what the store must answer."""
-        kind, scope, try_number = op[0], op[1], op[2]
-        state = self.model[scope]
+    def expect(self, write: Write, expected_version: int | None) -> tuple[str, int | None]:
+        """Apply a write to the model; return what the store must answer: the outcome and, for
+        "ok", the scope's version in the result."""
+        state = self.model[write.scope]
         now = self.clock.now
-        if try_number is not None and state.max_try is not None and try_number < state.max_try:
-            return "stale"
+        if write.idempotency_id is not None:
+            first = state.results.get(write.idempotency_id)
+            if first is not None:
+                return "ok", first
+        fence = state.max_try
+        if write.try_number is not None and fence is not None and write.try_number < fence:
+            return "stale", None
+        if expected_version is not None and expected_version != state.version:
+            return "conflict", None
         appended = 0  # events of this scope, which raise its fence
-        match kind:
+        match write.kind:
             case "set":
-                values, retention = op[3], op[4]
-                expires = _expiry(retention, now)
-                for key, value in values.items():
+                expires = _expiry(write.retention, now)
+                for key, value in write.arg.items():
                     state.values[key] = (value, expires)
                     state.version += 1
                     appended += 1
             case "delete":
-                if op[3] in state.live(now):
-                    del state.values[op[3]]
+                if write.arg in state.live(now):
+                    del state.values[write.arg]
                     state.version += 1
                     appended += 1
             case "clear":
-                targets = [scope]
-                if op[3]:  # every map index of the same task
-                    dag = SCOPES[scope][0]
-                    targets += [i for i, (d, _) in enumerate(SCOPES) if d == dag and i != scope]
+                targets = [write.scope]
+                if write.arg:  # every map index of the same task
+                    dag = SCOPES[write.scope][0]
+                    targets += [
+                        i for i, (d, _) in enumerate(SCOPES) if d == dag and i != write.scope
+                    ]
                 for target in targets:
                     other = self.model[target]
                     if other.live(now):
                         other.values.clear()
                         other.version += 1
-                        appended += target == scope
-        if appended and try_number is not None:
-            state.max_try = max(state.max_try or 0, try_number)
-        return "ok"
+                        appended += target == write.scope
+        if appended and write.try_number is not None:
+            state.max_try = max(state.max_try or 0, write.try_number)
+        # The log keeps the result once the scope exists, i.e. once it has had an event.
+        if write.idempotency_id is not None and state.version:
+            state.results[write.idempotency_id] = state.version
+        return "ok", state.version
 
-    async def run(self, op: Op) -> str:
-        accessor = self.accessor(op[1], op[2])
+    async def run(self, write: Write, expected_version: int | None) -> tuple[str, int | None]:
+        accessor = self.accessor(write.scope, write.try_number)
+        options: dict[str, Any] = {
+            "expected_version": expected_version,
+            "idempotency_id": write.idempotency_id,
+        }
         try:
-            match op[0]:
+            match write.kind:
                 case "set":
-                    await accessor.set_many(op[3], retention=op[4])
+                    result = await accessor.set_many(
+                        write.arg, retention=write.retention, **options
+                    )
                 case "delete":
-                    await accessor.delete(op[3])
-                case "clear":
-                    await accessor.clear(all_map_indices=op[3])
+                    result = await accessor.delete(write.arg, **options)
+                case _:
+                    result = await accessor.clear(all_map_indices=write.arg, **options)
         except StaleAttemptError:
-            return "stale"
-        return "ok"
+            return "stale", None
+        except ConcurrencyError:
+            return "conflict", None
+        return "ok", result.version
 
     # --- rules -------------------------------------------------------------------------------
 
-    @rule(burst=st.lists(ops, min_size=1, max_size=4))
-    def write(self, burst: list[Op]) -> None:
-        expected = [self.expect(op) for op in burst]
+    @rule(burst=st.lists(writes, min_size=1, max_size=4))
+    def write(self, burst: list[Write]) -> None:
+        versions = [self.model[w.scope].version if w.cas else None for w in burst]
+        expected = [self.expect(w, v) for w, v in zip(burst, versions, strict=True)]
 
-        async def together() -> list[str]:
-            return list(await asyncio.gather(*(self.run(op) for op in burst)))
+        async def together() -> list[tuple[str, int | None]]:
+            runs = (self.run(w, v) for w, v in zip(burst, versions, strict=True))
+            return list(await asyncio.gather(*runs))
 
         assert self.portal.call(together) == expected
 
