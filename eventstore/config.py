@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from typing import Final, Literal
@@ -10,7 +11,14 @@ import msgspec
 
 from eventstore.errors import ConfigError, RetentionTypeError, RetentionValueError
 
-__all__ = ["NEVER_EXPIRE", "Clock", "NeverExpire", "StoreConfig", "system_clock"]
+__all__ = [
+    "MAX_RETENTION",
+    "NEVER_EXPIRE",
+    "Clock",
+    "NeverExpire",
+    "StoreConfig",
+    "system_clock",
+]
 
 Clock = Callable[[], datetime]
 
@@ -40,6 +48,10 @@ NEVER_EXPIRE: Final = NeverExpire()
 
 Retention = timedelta | NeverExpire | None
 
+# The longest retention: an expiry must stay a datetime (before year 10000), which now + 1000 years
+# is for any clock this side of year 9000. Longer means "keep it": NEVER_EXPIRE.
+MAX_RETENTION: Final = timedelta(days=365_000)
+
 
 class StoreConfig(msgspec.Struct, frozen=True, kw_only=True):
     """How a store keeps its data. Every field has a safe default."""
@@ -57,10 +69,11 @@ class StoreConfig(msgspec.Struct, frozen=True, kw_only=True):
     max_pending: int = 8192
 
     def __post_init__(self) -> None:
-        if self.default_retention_days < 0:
+        days = self.default_retention_days
+        if not math.isfinite(days) or not 0 <= days <= MAX_RETENTION.days:
             raise ConfigError(
-                f"default_retention_days must be >= 0 (0 means never expire), "
-                f"got {self.default_retention_days}"
+                f"default_retention_days must be >= 0 (0 means never expire) and at most "
+                f"{MAX_RETENTION.days}, got {days}"
             )
         if self.max_value_bytes < 0:
             raise ConfigError(
@@ -86,6 +99,8 @@ def expiry_of(retention: object, config: StoreConfig, now: datetime) -> datetime
     if isinstance(retention, timedelta):
         if retention <= timedelta(0):
             raise RetentionValueError(retention)
+        if retention > MAX_RETENTION:
+            raise RetentionValueError(retention, MAX_RETENTION)
         return now + retention
     raise RetentionTypeError(retention)
 
@@ -97,5 +112,7 @@ def check_retention(retention: object) -> None:
     if isinstance(retention, timedelta):
         if retention <= timedelta(0):
             raise RetentionValueError(retention)
+        if retention > MAX_RETENTION:
+            raise RetentionValueError(retention, MAX_RETENTION)
         return
     raise RetentionTypeError(retention)

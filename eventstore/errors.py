@@ -145,12 +145,13 @@ class RetentionTypeError(EventStoreError, TypeError):
 
 
 class RetentionValueError(EventStoreError, ValueError):
-    def __init__(self, retention: object) -> None:
+    def __init__(self, retention: object, longest: object = None) -> None:
         self.retention = retention
-        super().__init__(
-            f"retention must be a positive timedelta, got {retention!r}; "
-            "use NEVER_EXPIRE for values that must never expire"
-        )
+        if longest is None:
+            message = f"retention must be a positive timedelta, got {retention!r}"
+        else:
+            message = f"retention {retention!r} is longer than the longest allowed, {longest!r}"
+        super().__init__(f"{message}; use NEVER_EXPIRE for values that must never expire")
 
 
 class ConfigError(EventStoreError, ValueError):

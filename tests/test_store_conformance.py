@@ -25,6 +25,7 @@ from eventstore import (
     TaskStore,
 )
 from eventstore.backends.base import CurrentRow, EventRow, ScopeRow
+from eventstore.config import MAX_RETENTION
 from eventstore.events import KeySet, ScopeCleared, decode_event, to_micros
 
 if TYPE_CHECKING:
@@ -568,6 +569,25 @@ async def test_zero_or_negative_timedelta_retention_is_a_value_error(
         ValueError,
         "retention must be a positive timedelta",
     )
+
+
+async def test_retention_beyond_the_longest_is_a_value_error(store: Store, ts: TaskStore) -> None:
+    await assert_rejected_alone(
+        store,
+        lambda: ts.set("k", 1, retention=timedelta.max),
+        ValueError,
+        "longer than the longest allowed",
+    )
+    await ts.set("k", 1, retention=MAX_RETENTION)
+    assert await ts.get("k") == 1
+
+
+@pytest.mark.parametrize("days", [365_001, 1e12, float("inf"), float("nan")])
+def test_default_retention_days_beyond_the_longest_is_rejected_by_the_config(
+    days: float,
+) -> None:
+    with pytest.raises(ValueError, match=r"default_retention_days must be >= 0 .* at most 365000"):
+        StoreConfig(default_retention_days=days)
 
 
 # --- attempt fencing -----------------------------------------------------------------------
