@@ -4,12 +4,16 @@ alone."""
 from __future__ import annotations
 
 import asyncio
+from typing import TYPE_CHECKING
 
 import pytest
 
-from eventstore import ConcurrencyError, StaleAttemptError, Store, TaskScope
+from eventstore import ConcurrencyError, StaleAttemptError, Store, TaskScope, TaskStore
 from eventstore.log import AppendRequest, AppendResult, DeleteOp, SetOp, append_batch
 from eventstore.values import encode_value
+
+if TYPE_CHECKING:
+    from conftest import StoreFactory
 
 TASKS = 100
 ROUNDS = 5
@@ -130,3 +134,26 @@ async def test_concurrent_expected_version_writers_lose_cleanly(store: Store, wr
     await asyncio.gather(*(increment() for _ in range(writers)))
     assert await ts.get("n") == writers
     assert await ts.version() == writers
+
+
+@pytest.mark.parametrize("backend_url", ["sqlite"], indirect=True)
+async def test_two_stores_on_one_sqlite_file_share_one_log(make_store: StoreFactory) -> None:
+    async with make_store() as first, make_store() as second:
+        a = first.task_store("etl", "run_1", "ingest", try_number=1)
+        b = second.task_store("etl", "run_1", "ingest", try_number=1)
+
+        async def writer(accessor: TaskStore, name: str) -> None:
+            for i in range(20):
+                await accessor.set(f"{name}-{i}", i)
+
+        await asyncio.gather(writer(a, "a"), writer(b, "b"))
+        assert await a.version() == await b.version() == 40
+        assert await a.items() == await b.items()
+        events = [row async for row in first.backend.select_all_events()]
+        assert [e.seq for e in events] == list(range(1, 41))
+        assert sorted(e.version for e in events) == list(range(1, 41))
+        # A newer try through one store fences the other store's writers too.
+        await second.task_store("etl", "run_1", "ingest", try_number=2).set("x", 1)
+        with pytest.raises(StaleAttemptError):
+            await a.set("x", 0)
+        assert (await first.verify()).ok

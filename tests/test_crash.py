@@ -70,7 +70,10 @@ async def test_acknowledged_writes_survive_sigkill(tmp_path: Path, writers: int)
         report = await store.verify()
         assert report.ok, report.mismatches
         assert report.events == len(items)
-        # The store takes writes again after the crash.
+        # Positions have no holes, and the store goes on after the last one.
+        events = [row async for row in store.backend.select_all_events()]
+        assert [e.seq for e in events] == list(range(1, len(events) + 1))
         after = store.task_store("crash", "run", "writer", try_number=2)
-        await after.set("resumed", True)
+        result = await after.set("resumed", True)
+        assert result.seq == len(events) + 1
         assert await after.get("resumed") is True

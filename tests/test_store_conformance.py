@@ -1119,3 +1119,5 @@ async def test_writes_after_the_store_closed_raise_store_closed_error(
         await ts.set("k", 1)
     with pytest.raises(StoreClosedError, match="is closed"):
         await ts.set("k", 2)
+    with pytest.raises(StoreClosedError, match="is closed"):
+        await ts.get("k")
