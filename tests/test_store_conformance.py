@@ -760,13 +760,16 @@ async def test_idempotency_id_covers_every_write(store: Store, ts: TaskStore, wr
     assert await snapshot(store) == before
 
 
+@pytest.mark.parametrize("scope_exists", [True, False])
 async def test_idempotency_id_repeated_in_one_batch_appends_once(
-    store: Store, ts: TaskStore
+    store: Store, ts: TaskStore, scope_exists: bool
 ) -> None:
-    await ts.set("seed", 0)  # the scope exists, so both requests can land in one batch
+    if scope_exists:
+        await ts.set("seed", 0)
     results = await asyncio.gather(*(ts.set("a", i, idempotency_id="op") for i in range(5)))
     assert all(r == results[0] for r in results)
-    assert len(await events_of(store)) == 2
+    assert await ts.get("a") == 0
+    assert len(await events_of(store)) == 1 + scope_exists
 
 
 async def test_idempotency_ids_are_per_scope(store: Store) -> None:
