@@ -9,7 +9,7 @@ from __future__ import annotations
 import os
 from collections.abc import AsyncIterator, Mapping
 from contextlib import asynccontextmanager
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any, Final
 
 import anyio
@@ -229,6 +229,12 @@ class _Accessor:
                 raise ValueError("pass retention or expires_at, not both")
             if not isinstance(expires_at, datetime) or expires_at.tzinfo is None:
                 raise TypeError(f"expires_at must be an aware datetime, got {expires_at!r}")
+            try:
+                expires_at = expires_at.astimezone(UTC)
+            except OverflowError:  # in the batch it would fail every write committed with it
+                raise ValueError(
+                    f"expires_at {expires_at!r} is after the last UTC datetime"
+                ) from None
         check_retention(retention)
         limit = self.store.config.max_value_bytes
         ops: list[Op] = []

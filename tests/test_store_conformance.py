@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Awaitable, Callable
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime, timedelta, timezone
 from typing import TYPE_CHECKING, Any
 
 import pytest
@@ -588,6 +588,23 @@ def test_default_retention_days_beyond_the_longest_is_rejected_by_the_config(
 ) -> None:
     with pytest.raises(ValueError, match=r"default_retention_days must be >= 0 .* at most 365000"):
         StoreConfig(default_retention_days=days)
+
+
+async def test_expires_at_sets_an_absolute_expiry(ts: TaskStore, clock: FakeClock) -> None:
+    await ts.set("k", 1, expires_at=clock.now + timedelta(seconds=3))
+    clock.advance(timedelta(seconds=3) - timedelta(microseconds=1))
+    assert await ts.get("k") == 1
+    clock.advance(timedelta(microseconds=1))
+    assert await ts.get("k") is None
+
+
+async def test_expires_at_past_the_last_utc_datetime_is_rejected(
+    store: Store, ts: TaskStore
+) -> None:
+    late = datetime.max.replace(tzinfo=timezone(timedelta(hours=-5)))
+    await assert_rejected_alone(
+        store, lambda: ts.set("k", 1, expires_at=late), ValueError, "after the last UTC datetime"
+    )
 
 
 # --- attempt fencing -----------------------------------------------------------------------
