@@ -1,0 +1,439 @@
+"""tasktrail as Apache Airflow's task state store backend.
+
+    AIRFLOW__STATE_STORE__BACKEND=eventstore.airflow.TasktrailBackend
+    TASKTRAIL_DB=sqlite:////path/to/trail.db     # default: $AIRFLOW_HOME/tasktrail.db
+
+Airflow (3.3) keeps calling `context["task_state_store"]` in tasks; its execution API hands each
+call to this class, which appends it to tasktrail's log. What Airflow gives the backend, and what
+this class makes of it:
+
+- Scopes: Airflow's `TaskScope(dag_id, run_id, task_id, map_index)` becomes tasktrail's
+  `TaskScope`; an `AssetScope` with an integer `asset_id` (on the server) is looked up in
+  Airflow's database through `session` and becomes `AssetScope(name, uri)`. The core and SDK
+  copies of Airflow's scope classes are different classes, so they are recognised by their fields.
+- The try: not passed by Airflow; looked up through `session` as the task instance's current
+  `try_number`, and stamped on every write of a task scope (attempt fencing applies). A clear of
+  every map index comes from the UI or CLI, not a try, and is not stamped.
+- Values arrive as JSON text made by `json.dumps`; they are stored as JSON values (so tasktrail's
+  history, diff and value rules see real values), and `get` gives back `json.dumps` of the value,
+  which is the same text Airflow sent.
+- Expiry arrives as an absolute UTC datetime (kept exactly) or None (never expires).
+- Airflow retries a failed call up to 5 times, so every call is safe to repeat: a delete of an
+  absent key and a clear of an empty scope append nothing, and a set identical to the scope's newest
+  event (same key, value, expiry and try) is taken as a repeat and appends nothing.
+
+The sync methods (the only ones Airflow 3.3 calls) run on one event loop per process, in a
+background thread started at the first call and stopped at exit. The async methods are native:
+each opens the store on the caller's event loop for the call.
+
+Importing `eventstore` never imports this module, nor Airflow.
+"""
+
+from __future__ import annotations
+
+import atexit
+import json
+import os
+import threading
+from collections.abc import Awaitable, Callable
+from contextlib import ExitStack
+from datetime import UTC, datetime
+from typing import TYPE_CHECKING, Any, Final, TypeVar
+
+from airflow.state import BaseStoreBackend
+from anyio.from_thread import BlockingPortal, start_blocking_portal
+
+from eventstore.backends.base import EventFilter
+from eventstore.config import NEVER_EXPIRE, StoreConfig
+from eventstore.errors import ConfigError
+from eventstore.events import to_micros
+from eventstore.scopes import AssetScope, Scope, TaskScope
+from eventstore.store import Store, open_store
+from eventstore.values import check_key, decode_value, encode_value
+
+if TYPE_CHECKING:
+    from sqlalchemy.ext.asyncio import AsyncSession
+    from sqlalchemy.orm import Session
+
+__all__ = ["ACTOR", "TasktrailBackend", "store_config"]
+
+ACTOR: Final = "airflow"
+
+T = TypeVar("T")
+
+
+def store_config() -> StoreConfig:
+    """The store settings the backend uses.
+
+    Airflow lets oversized values through with a warning (`[state_store] max_value_storage_bytes`
+    only bounds its public REST API), so the backend sets no size limit of its own.
+    """
+    return StoreConfig(max_value_bytes=0)
+
+
+class TasktrailBackend(BaseStoreBackend):
+    """Airflow's `[state_store] backend`, writing to tasktrail's event log."""
+
+    def __init__(self, url: str | None = None) -> None:
+        # Airflow makes the backend with no arguments; tests may name the store.
+        if url is None and os.environ.get("TASKTRAIL_URL"):
+            raise ConfigError(
+                "TASKTRAIL_URL is set, but this tasktrail has no HTTP client (eventstore.client) "
+                "yet; set TASKTRAIL_DB to the store's database URL instead"
+            )
+        self.url = url or os.environ.get("TASKTRAIL_DB") or _default_url()
+        self.config = store_config()
+        self._assets: dict[int, AssetScope] = {}
+
+    def __repr__(self) -> str:
+        return f"<TasktrailBackend {self.url}>"
+
+    # -- sync: what Airflow 3.3 calls, from a thread without an event loop --------------------
+
+    def get(self, scope: Any, key: str, *, session: Session | None = None) -> str | None:
+        target = self._scope(scope, session)
+        return _BRIDGE.call(self.url, self.config, _get, target, key)
+
+    def set(
+        self,
+        scope: Any,
+        key: str,
+        value: str,
+        *,
+        expires_at: datetime | None = None,
+        session: Session | None = None,
+    ) -> None:
+        target = self._scope(scope, session)
+        try_number = _try_number(target, session)
+        decoded = _decode(key, value)
+        _BRIDGE.call(
+            self.url, self.config, _set, target, key, decoded, _aware(expires_at), try_number
+        )
+
+    def delete(self, scope: Any, key: str, *, session: Session | None = None) -> None:
+        target = self._scope(scope, session)
+        _BRIDGE.call(self.url, self.config, _delete, target, key, _try_number(target, session))
+
+    def clear(
+        self, scope: Any, *, all_map_indices: bool = False, session: Session | None = None
+    ) -> None:
+        target = self._scope(scope, session)
+        try_number = None if all_map_indices else _try_number(target, session)
+        _BRIDGE.call(self.url, self.config, _clear, target, all_map_indices, try_number)
+
+    # -- async: native, on the caller's event loop ----------------------------------------------
+
+    async def aget(
+        self, scope: Any, key: str, *, session: AsyncSession | None = None
+    ) -> str | None:
+        target = await self._ascope(scope, session)
+        async with open_store(self.url, self.config) as store:
+            return await _get(store, target, key)
+
+    async def aset(
+        self,
+        scope: Any,
+        key: str,
+        value: str,
+        *,
+        expires_at: datetime | None = None,
+        session: AsyncSession | None = None,
+    ) -> None:
+        target = await self._ascope(scope, session)
+        try_number = await _atry_number(target, session)
+        decoded = _decode(key, value)
+        async with open_store(self.url, self.config) as store:
+            await _set(store, target, key, decoded, _aware(expires_at), try_number)
+
+    async def adelete(self, scope: Any, key: str, *, session: AsyncSession | None = None) -> None:
+        target = await self._ascope(scope, session)
+        try_number = await _atry_number(target, session)
+        async with open_store(self.url, self.config) as store:
+            await _delete(store, target, key, try_number)
+
+    async def aclear(
+        self, scope: Any, *, all_map_indices: bool = False, session: AsyncSession | None = None
+    ) -> None:
+        target = await self._ascope(scope, session)
+        try_number = None if all_map_indices else await _atry_number(target, session)
+        async with open_store(self.url, self.config) as store:
+            await _clear(store, target, all_map_indices, try_number)
+
+    # -- scopes ---------------------------------------------------------------------------------
+
+    def _scope(self, scope: object, session: Session | None) -> Scope:
+        asset_id = _asset_id(scope)
+        if asset_id is None:
+            return _tasktrail_scope(scope)
+        known = self._assets.get(asset_id)
+        if known is None:
+            if session is None:
+                raise _no_session(asset_id)
+            from airflow.models.asset import AssetModel
+            from sqlalchemy import select
+
+            found = session.execute(
+                select(AssetModel.name, AssetModel.uri).where(AssetModel.id == asset_id)
+            ).one_or_none()
+            known = self._remember(asset_id, found)
+        return known
+
+    async def _ascope(self, scope: object, session: AsyncSession | None) -> Scope:
+        asset_id = _asset_id(scope)
+        if asset_id is None:
+            return _tasktrail_scope(scope)
+        known = self._assets.get(asset_id)
+        if known is None:
+            if session is None:
+                raise _no_session(asset_id)
+            from airflow.models.asset import AssetModel
+            from sqlalchemy import select
+
+            result = await session.execute(
+                select(AssetModel.name, AssetModel.uri).where(AssetModel.id == asset_id)
+            )
+            known = self._remember(asset_id, result.one_or_none())
+        return known
+
+    def _remember(self, asset_id: int, found: Any) -> AssetScope:
+        if found is None:
+            raise LookupError(f"Airflow has no asset with id {asset_id}")
+        # An asset's name and uri never change under one id.
+        scope = self._assets[asset_id] = AssetScope(found[0] or None, found[1] or None)
+        return scope
+
+
+def _default_url() -> str:
+    from airflow.configuration import AIRFLOW_HOME
+
+    return f"sqlite:///{os.path.join(AIRFLOW_HOME, 'tasktrail.db')}"
+
+
+def _asset_id(scope: object) -> int | None:
+    """The asset id of a server-side asset scope, else None."""
+    if _is_task(scope):
+        return None
+    asset_id = getattr(scope, "asset_id", None)
+    if asset_id is not None and (type(asset_id) is not int or asset_id < 0):
+        raise TypeError(f"an asset scope's asset_id must be an int, got {asset_id!r}")
+    return asset_id
+
+
+def _is_task(scope: object) -> bool:
+    return all(hasattr(scope, f) for f in ("dag_id", "run_id", "task_id"))
+
+
+def _tasktrail_scope(scope: object) -> Scope:
+    """Airflow's scope (core or SDK copy, recognised by its fields) as tasktrail's."""
+    if _is_task(scope):
+        map_index = getattr(scope, "map_index", -1)
+        return TaskScope(
+            scope.dag_id,  # type: ignore[attr-defined]
+            scope.run_id,  # type: ignore[attr-defined]
+            scope.task_id,  # type: ignore[attr-defined]
+            -1 if map_index is None else map_index,
+        )
+    name = getattr(scope, "name", None)
+    uri = getattr(scope, "uri", None)
+    if name is None and uri is None:
+        raise TypeError(
+            f"not an Airflow task or asset scope: {scope!r}; a task scope has dag_id, run_id, "
+            "task_id and map_index, an asset scope asset_id, name or uri"
+        )
+    return AssetScope(name, uri)
+
+
+def _no_session(asset_id: int) -> Exception:
+    return ValueError(
+        f"asset scope with asset_id={asset_id} and no session: tasktrail needs Airflow's "
+        "database session to find the asset's name and uri"
+    )
+
+
+def _try_number(scope: Scope, session: Session | None) -> int | None:
+    """The running try of the scope's task instance, from Airflow's database."""
+    if not isinstance(scope, TaskScope) or session is None:
+        return None
+    found: int | None = session.scalar(_try_query(scope))
+    return found
+
+
+async def _atry_number(scope: Scope, session: AsyncSession | None) -> int | None:
+    if not isinstance(scope, TaskScope) or session is None:
+        return None
+    found: int | None = await session.scalar(_try_query(scope))
+    return found
+
+
+def _try_query(scope: TaskScope) -> Any:
+    from airflow.models.taskinstance import TaskInstance
+    from sqlalchemy import select
+
+    return select(TaskInstance.try_number).where(
+        TaskInstance.dag_id == scope.dag_id,
+        TaskInstance.run_id == scope.run_id,
+        TaskInstance.task_id == scope.task_id,
+        TaskInstance.map_index == scope.map_index,
+    )
+
+
+def _decode(key: str, value: str) -> Any:
+    """The JSON value of Airflow's JSON text.
+
+    Airflow makes the text with `json.dumps`, and `get` gives back `json.dumps` of the stored
+    value: the same text, byte for byte. Other spellings of the same JSON come back in that form.
+    """
+    check_key(key)
+    if not isinstance(value, str):
+        raise TypeError(
+            f"Airflow passes values as JSON text; got {type(value).__name__} for key {key!r}"
+        )
+    try:
+        return json.loads(value)
+    except json.JSONDecodeError as e:
+        raise ValueError(f"the value of key {key!r} is not JSON text: {e}") from e
+
+
+def _aware(expires_at: datetime | None) -> datetime | None:
+    if expires_at is not None and expires_at.tzinfo is None:
+        # Airflow computes expiry in UTC on the worker.
+        return expires_at.replace(tzinfo=UTC)
+    return expires_at
+
+
+# -- the operations, against an open store --------------------------------------------------------
+
+
+def _accessor(store: Store, scope: Scope, try_number: int | None) -> Any:
+    if isinstance(scope, TaskScope):
+        return store.task_store(
+            scope.dag_id,
+            scope.run_id,
+            scope.task_id,
+            scope.map_index,
+            try_number,
+            actor=ACTOR,
+        )
+    return store.asset_store(scope.name, scope.uri, actor=ACTOR)
+
+
+async def _get(store: Store, scope: Scope, key: str) -> str | None:
+    row = await store.read(scope, check_key(key))
+    return None if row is None else json.dumps(decode_value(row.value))
+
+
+async def _set(
+    store: Store,
+    scope: Scope,
+    key: str,
+    value: Any,
+    expires_at: datetime | None,
+    try_number: int | None,
+) -> None:
+    encoded = encode_value(key, value, store.config.max_value_bytes)
+    if isinstance(scope, AssetScope):
+        expires_at = None  # asset entries never expire
+    if await _is_repeat(store, scope, key, encoded, expires_at, try_number):
+        return
+    accessor = _accessor(store, scope, try_number)
+    if isinstance(scope, AssetScope):
+        await accessor.set(key, value)
+    elif expires_at is None:
+        await accessor.set(key, value, retention=NEVER_EXPIRE)
+    else:
+        await accessor.set(key, value, expires_at=expires_at)
+
+
+async def _is_repeat(
+    store: Store,
+    scope: Scope,
+    key: str,
+    encoded: bytes,
+    expires_at: datetime | None,
+    try_number: int | None,
+) -> bool:
+    """Whether the scope's newest event already sets key to this value, expiry and try."""
+    row = await store.read(scope, key)
+    if row is None or row.value != encoded:
+        return False
+    if row.expires_at != (None if expires_at is None else to_micros(expires_at)):
+        return False
+    if row.version != await store.version(scope):
+        return False
+    events = await store.backend.select_events(
+        row.scope_id, EventFilter(after_seq=row.seq - 1, through_seq=row.seq)
+    )
+    return len(events) == 1 and events[0].try_number == try_number
+
+
+async def _delete(store: Store, scope: Scope, key: str, try_number: int | None) -> None:
+    await _accessor(store, scope, try_number).delete(key)
+
+
+async def _clear(
+    store: Store, scope: Scope, all_map_indices: bool, try_number: int | None
+) -> None:
+    accessor = _accessor(store, scope, try_number)
+    if isinstance(scope, TaskScope):
+        await accessor.clear(all_map_indices)
+    else:
+        await accessor.clear()
+
+
+# -- one event loop per process for the sync methods ----------------------------------------------
+
+
+class _Bridge:
+    """A blocking portal (an event loop in a daemon thread) and the stores open on it.
+
+    Started at the first call of the process, and again in a forked child (the parent's thread
+    does not exist there); closed at interpreter exit, which commits every queued write.
+    """
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._pid: int | None = None
+        self._stack: ExitStack | None = None
+        self._portal: BlockingPortal | None = None
+        self._stores: dict[tuple[str, StoreConfig], Store] = {}
+
+    def call(
+        self,
+        url: str,
+        config: StoreConfig,
+        operation: Callable[..., Awaitable[T]],
+        *args: Any,
+    ) -> T:
+        portal, store = self._open(url, config)
+        return portal.call(operation, store, *args)
+
+    def _open(self, url: str, config: StoreConfig) -> tuple[BlockingPortal, Store]:
+        with self._lock:
+            if self._pid != os.getpid():
+                stack = ExitStack()
+                self._portal = stack.enter_context(start_blocking_portal())
+                self._stack = stack
+                self._stores = {}
+                if self._pid is None:
+                    atexit.register(self.close)
+                self._pid = os.getpid()
+            assert self._portal is not None and self._stack is not None
+            store = self._stores.get((url, config))
+            if store is None:
+                cm = self._portal.wrap_async_context_manager(open_store(url, config))
+                store = self._stores[(url, config)] = self._stack.enter_context(cm)
+            return self._portal, store
+
+    def close(self) -> None:
+        """Close every store and stop the loop; idempotent, and a no-op in a forked child."""
+        with self._lock:
+            stack, self._stack = self._stack, None
+            owned = self._pid == os.getpid()
+            self._portal = None
+            self._stores = {}
+            self._pid = None if owned else self._pid
+        if stack is not None and owned:
+            stack.close()
+
+
+_BRIDGE: Final = _Bridge()

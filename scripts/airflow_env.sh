@@ -1,0 +1,49 @@
+#!/usr/bin/env bash
+# Run the Airflow test suite (tests/airflow) against a real Apache Airflow 3.3.2.
+#
+# Airflow lives in its own virtual environment, kept at a cache path and made only once:
+#   ${TASKTRAIL_AIRFLOW_VENV:-$HOME/.cache/tasktrail/airflow-3.3.2}
+# It holds apache-airflow==3.3.2, this project's dependencies (an editable install of the
+# project, for the `airflow` extra) and the test tools. The code under test is always this
+# checkout's: it runs with PYTHONPATH set to the checkout, which comes before the editable
+# install on sys.path, so several checkouts can share one cached environment.
+#
+# Usage: bash scripts/airflow_env.sh [pytest arguments]   (default: tests/airflow)
+#        bash scripts/airflow_env.sh --setup-only
+set -euo pipefail
+cd "$(dirname "$0")/.."
+repo="$(pwd)"
+venv="${TASKTRAIL_AIRFLOW_VENV:-$HOME/.cache/tasktrail/airflow-3.3.2}"
+stamp="$venv/.tasktrail-ready"
+# Rebuild the environment when what it must hold changes.
+want="airflow=3.3.2 $(sha256sum pyproject.toml scripts/airflow_env.sh | sha256sum | cut -c1-16)"
+
+if [[ ! -f "$stamp" || "$(cat "$stamp")" != "$want" ]]; then
+    echo "airflow_env: preparing $venv (once; about a minute)" >&2
+    mkdir -p "$(dirname "$venv")"
+    # Another run may be preparing the same environment: take turns.
+    exec 9>"$venv.lock"
+    flock 9
+    if [[ ! -f "$stamp" || "$(cat "$stamp")" != "$want" ]]; then
+        rm -rf "$venv"
+        python3 -m venv "$venv"
+        "$venv/bin/python" -m pip install -qq --upgrade pip
+        "$venv/bin/python" -m pip install -qq "apache-airflow==3.3.2" \
+            "pytest>=8.3" "pytest-asyncio>=0.24" "hypothesis>=6.100" hatchling editables
+        "$venv/bin/python" -m pip install -qq --no-build-isolation -e "$repo[airflow]"
+        echo "$want" >"$stamp"
+    fi
+    exec 9>&-
+fi
+
+if [[ "${1:-}" == "--setup-only" ]]; then
+    exit 0
+fi
+
+export PYTHONPATH="$repo${PYTHONPATH:+:$PYTHONPATH}"
+export TASKTRAIL_AIRFLOW_VENV="$venv"
+if [[ $# -eq 0 ]]; then
+    set -- tests/airflow
+fi
+# The project's pytest settings leave tests/airflow out; this run is the one that takes them.
+exec "$venv/bin/python" -m pytest -o addopts="--strict-markers --strict-config -ra" -p no:cacheprovider "$@"
