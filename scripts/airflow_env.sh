@@ -15,8 +15,8 @@ cd "$(dirname "$0")/.."
 repo="$(pwd)"
 venv="${TASKTRAIL_AIRFLOW_VENV:-$HOME/.cache/tasktrail/airflow-3.3.2}"
 stamp="$venv/.tasktrail-ready"
-# Rebuild the environment when what it must hold changes.
-want="airflow=3.3.2 $(sha256sum pyproject.toml scripts/airflow_env.sh | sha256sum | cut -c1-16)"
+# Rebuild the environment when what it must hold changes: bump env= when the steps below change.
+want="airflow=3.3.2 env=1 pyproject=$(sha256sum pyproject.toml | cut -c1-16)"
 
 if [[ ! -f "$stamp" || "$(cat "$stamp")" != "$want" ]]; then
     echo "airflow_env: preparing $venv (once; about a minute)" >&2
