@@ -370,9 +370,7 @@ async def _delete(store: Store, scope: Scope, key: str, try_number: int | None) 
     await _accessor(store, scope, try_number).delete(key)
 
 
-async def _clear(
-    store: Store, scope: Scope, all_map_indices: bool, try_number: int | None
-) -> None:
+async def _clear(store: Store, scope: Scope, all_map_indices: bool, try_number: int | None) -> None:
     accessor = _accessor(store, scope, try_number)
     if isinstance(scope, TaskScope):
         await accessor.clear(all_map_indices)
@@ -417,7 +415,8 @@ class _Bridge:
                 if self._pid is None:
                     atexit.register(self.close)
                 self._pid = os.getpid()
-            assert self._portal is not None and self._stack is not None
+            assert self._portal is not None
+            assert self._stack is not None
             store = self._stores.get((url, config))
             if store is None:
                 cm = self._portal.wrap_async_context_manager(open_store(url, config))

@@ -15,6 +15,7 @@ from sqlalchemy.orm import Session
 DAG_ID = "etl"
 RUN_ID = "manual__2026-01-01"
 
+
 class AirflowDatabase:
     """The two tables of Airflow's database the backend reads: task instances and assets."""
 

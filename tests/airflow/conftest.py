@@ -19,15 +19,15 @@ os.environ["AIRFLOW__CORE__UNIT_TEST_MODE"] = "False"
 import pytest  # noqa: E402
 
 try:
-    import airflow.state  # noqa: F401, E402
+    import airflow.state  # noqa: F401
 except ImportError as e:  # pragma: no cover - a wrong environment, said loudly
     raise pytest.UsageError(
         "tests/airflow need Apache Airflow 3.3: run them with `bash scripts/airflow_env.sh`"
     ) from e
 
+from airflow_support import AirflowDatabase  # noqa: E402
 from sqlalchemy.orm import Session  # noqa: E402
 
-from airflow_support import AirflowDatabase  # noqa: E402
 from eventstore.airflow import TasktrailBackend  # noqa: E402
 
 

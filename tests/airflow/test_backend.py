@@ -15,18 +15,17 @@ import pytest
 from airflow.sdk.state import AssetScope as SdkAssetScope
 from airflow.sdk.state import TaskScope as SdkTaskScope
 from airflow.state import AssetScope, BaseStoreBackend, TaskScope, resolve_state_backend
+from airflow_support import DAG_ID, RUN_ID, AirflowDatabase
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from sqlalchemy.ext.asyncio import AsyncSession, create_async_engine
 
-from airflow_support import DAG_ID, RUN_ID, AirflowDatabase
-from eventstore import RecordedEvent, StaleAttemptError, open_store
 from eventstore import AssetScope as TrailAsset
+from eventstore import RecordedEvent, StaleAttemptError, open_store
 from eventstore import TaskScope as TrailTask
 from eventstore.airflow import TasktrailBackend
 from eventstore.log import recorded_event
 from eventstore.scopes import scope_from_key
-
 
 INGEST = TaskScope(DAG_ID, RUN_ID, "ingest")
 
@@ -116,7 +115,7 @@ def test_remote_store_without_a_client_is_refused_with_the_fix(
         [1, "two", 3.5, None, {"nested": None}],
         {"z": 1, "a": {"b": [True, 2]}},
         "üñíçødé ☃ \u2028 \x00",
-        {"quote\"d": "back\\slash", "/": "slash/key"},
+        {'quote"d': "back\\slash", "/": "slash/key"},
     ],
 )
 def test_get_returns_the_json_text_airflow_set(backend: TasktrailBackend, value: Any) -> None:
@@ -131,7 +130,9 @@ json_values = st.recursive(
     | st.integers()
     | st.floats(allow_nan=False, allow_infinity=False)
     | st.text(max_size=8),
-    lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=4), inner, max_size=4),
+    lambda inner: (
+        st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=4), inner, max_size=4)
+    ),
     max_leaves=12,
 ).filter(lambda v: v is not None)
 
@@ -250,9 +251,7 @@ def test_clear_of_all_map_indices_clears_every_index_and_no_other_task(
     assert all(e.try_number is None for e in clears)  # the UI or CLI clears, not a try
 
 
-def test_clearing_an_empty_scope_appends_nothing(
-    backend: TasktrailBackend, trail_url: str
-) -> None:
+def test_clearing_an_empty_scope_appends_nothing(backend: TasktrailBackend, trail_url: str) -> None:
     # clear_on_success clears every successful task instance, written to or not.
     backend.clear(INGEST)
     backend.clear(TaskScope(DAG_ID, RUN_ID, "load", map_index=4), all_map_indices=True)

@@ -10,7 +10,6 @@ import os
 import shutil
 import subprocess
 import sys
-from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import timedelta
 from pathlib import Path
@@ -69,7 +68,7 @@ def start_of_try(rows: list[tuple[EventRow, RecordedEvent]], try_number: int) ->
 
 
 @pytest.fixture(scope="module")
-def trail(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Trail]:
+def trail(tmp_path_factory: pytest.TempPathFactory) -> Trail:
     home = tmp_path_factory.mktemp("airflow-home")
     dags = home / "dags"
     dags.mkdir()
@@ -95,12 +94,14 @@ def trail(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Trail]:
         log.write_text(done.stdout + done.stderr)
         assert done.returncode == 0, f"{' '.join(command[1:])} failed; see {log}"
     assert "state=success" in log.read_text(), f"the DAG run did not succeed; see {log}"
-    yield anyio.run(read_trail, trail_url)
+    return anyio.run(read_trail, trail_url)
 
 
 async def read_trail(url: str) -> Trail:
     async with open_store(url) as store:
-        scopes = {r.scope_id: scope_from_key(r.scope_key) for r in await store.backend.select_all_scopes()}
+        scopes = {
+            r.scope_id: scope_from_key(r.scope_key) for r in await store.backend.select_all_scopes()
+        }
         rows = [
             (row, recorded_event(row, scopes[row.scope_id]))
             async for row in store.backend.select_all_events()
