@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from contextlib import AbstractAsyncContextManager
 from typing import Any
 
 import pytest
@@ -11,8 +9,6 @@ import pytest
 from eventstore import Store, TaskStore
 from eventstore.backends.base import EventFilter
 from eventstore.resumable import resumable_job
-
-StoreFactory = Callable[[], AbstractAsyncContextManager[Store]]
 
 
 class JobFailed(Exception):
@@ -78,99 +74,88 @@ class DiesBeforeKeeping:
         raise WorkerDied
 
 
-# Each test opens its store in its own body: the store's task group must be entered and left in
-# the same task.
-
-
 def try_of(store: Store, try_number: int) -> TaskStore:
     return store.task_store("etl", "run_1", "spark_job", try_number=try_number)
 
 
-async def test_fresh_submit_keeps_the_id_for_good_before_waiting(make_store: StoreFactory) -> None:
-    async with make_store() as store:
-        service = JobService("SUCCEEDED")
-        result = await resumable_job(try_of(store, 1), service)
-        assert result == {"job": 0, "rows": 100}
-        assert service.submitted == [0]
-        scope_id = await store.scope_id(try_of(store, 1).scope)
-        assert scope_id is not None
-        [event] = await store.backend.select_events(scope_id, EventFilter())
-        assert (event.key, event.expires_at, event.try_number) == ("remote_job_id", None, 1)
+async def test_fresh_submit_keeps_the_id_for_good_before_waiting(store: Store) -> None:
+    service = JobService("SUCCEEDED")
+    result = await resumable_job(try_of(store, 1), service)
+    assert result == {"job": 0, "rows": 100}
+    assert service.submitted == [0]
+    scope_id = await store.scope_id(try_of(store, 1).scope)
+    assert scope_id is not None
+    [event] = await store.backend.select_events(scope_id, EventFilter())
+    assert (event.key, event.expires_at, event.try_number) == ("remote_job_id", None, 1)
 
 
 async def test_a_new_try_reconnects_to_the_running_job_and_returns_its_result(
-    make_store: StoreFactory,
+    store: Store,
 ) -> None:
-    async with make_store() as store:
-        service = JobService("SUCCEEDED")
-        service.worker_dies_while_waiting = True
-        with pytest.raises(WorkerDied):
-            await resumable_job(try_of(store, 1), service)
-        assert service.jobs == {0: "RUNNING"}
+    service = JobService("SUCCEEDED")
+    service.worker_dies_while_waiting = True
+    with pytest.raises(WorkerDied):
+        await resumable_job(try_of(store, 1), service)
+    assert service.jobs == {0: "RUNNING"}
 
-        service.worker_dies_while_waiting = False
-        result = await resumable_job(try_of(store, 2), service)
-        assert result == {"job": 0, "rows": 100}  # job 0, a falsy id, is reconnected to
-        assert service.submitted == [0]
-        assert service.waited == [0]
+    service.worker_dies_while_waiting = False
+    result = await resumable_job(try_of(store, 2), service)
+    assert result == {"job": 0, "rows": 100}  # job 0, a falsy id, is reconnected to
+    assert service.submitted == [0]
+    assert service.waited == [0]
 
 
 async def test_an_already_succeeded_job_returns_its_result_without_waiting(
-    make_store: StoreFactory,
+    store: Store,
 ) -> None:
-    async with make_store() as store:
-        service = JobService("SUCCEEDED")
-        await try_of(store, 1).set("remote_job_id", 0)
-        service.jobs[0] = "SUCCEEDED"
-        result = await resumable_job(try_of(store, 2), service)
-        assert result == {"job": 0, "rows": 100}
-        assert service.submitted == []
-        assert service.waited == []
+    service = JobService("SUCCEEDED")
+    await try_of(store, 1).set("remote_job_id", 0)
+    service.jobs[0] = "SUCCEEDED"
+    result = await resumable_job(try_of(store, 2), service)
+    assert result == {"job": 0, "rows": 100}
+    assert service.submitted == []
+    assert service.waited == []
 
 
 async def test_a_failed_job_is_submitted_again_and_the_new_id_kept(
-    make_store: StoreFactory,
+    store: Store,
 ) -> None:
-    async with make_store() as store:
-        service = JobService("FAILED", "SUCCEEDED")
-        with pytest.raises(JobFailed):
-            await resumable_job(try_of(store, 1), service)
-        result = await resumable_job(try_of(store, 2), service)
-        assert result == {"job": 1, "rows": 101}
-        assert service.submitted == [0, 1]
-        assert await try_of(store, 2).get("remote_job_id") == 1
+    service = JobService("FAILED", "SUCCEEDED")
+    with pytest.raises(JobFailed):
+        await resumable_job(try_of(store, 1), service)
+    result = await resumable_job(try_of(store, 2), service)
+    assert result == {"job": 1, "rows": 101}
+    assert service.submitted == [0, 1]
+    assert await try_of(store, 2).get("remote_job_id") == 1
 
 
 async def test_a_crash_between_submit_and_keep_submits_again_on_the_next_try(
-    make_store: StoreFactory,
+    store: Store,
 ) -> None:
-    async with make_store() as store:
-        service = JobService("SUCCEEDED", "SUCCEEDED")
-        with pytest.raises(WorkerDied):
-            await resumable_job(DiesBeforeKeeping(try_of(store, 1)), service)
-        assert await try_of(store, 1).get("remote_job_id") is None
-        result = await resumable_job(try_of(store, 2), service)
-        # Job 0 runs on untracked: the gap no helper can close across a system boundary.
-        assert result == {"job": 1, "rows": 101}
-        assert service.submitted == [0, 1]
-        assert await try_of(store, 2).get("remote_job_id") == 1
+    service = JobService("SUCCEEDED", "SUCCEEDED")
+    with pytest.raises(WorkerDied):
+        await resumable_job(DiesBeforeKeeping(try_of(store, 1)), service)
+    assert await try_of(store, 1).get("remote_job_id") is None
+    result = await resumable_job(try_of(store, 2), service)
+    # Job 0 runs on untracked: the gap no helper can close across a system boundary.
+    assert result == {"job": 1, "rows": 101}
+    assert service.submitted == [0, 1]
+    assert await try_of(store, 2).get("remote_job_id") == 1
 
 
-async def test_the_key_can_be_named(make_store: StoreFactory) -> None:
-    async with make_store() as store:
-        service = JobService("SUCCEEDED")
-        await resumable_job(try_of(store, 1), service, key="spark/driver_id")
-        assert await try_of(store, 1).items() == {"spark/driver_id": 0}
+async def test_the_key_can_be_named(store: Store) -> None:
+    service = JobService("SUCCEEDED")
+    await resumable_job(try_of(store, 1), service, key="spark/driver_id")
+    assert await try_of(store, 1).items() == {"spark/driver_id": 0}
 
 
-async def test_a_submit_without_an_id_is_refused_before_waiting(make_store: StoreFactory) -> None:
-    async with make_store() as store:
+async def test_a_submit_without_an_id_is_refused_before_waiting(store: Store) -> None:
 
-        class NoId(JobService):
-            async def submit(self) -> Any:
-                return None
+    class NoId(JobService):
+        async def submit(self) -> Any:
+            return None
 
-        service = NoId("SUCCEEDED")
-        with pytest.raises(ValueError, match=r"NoId.submit\(\) returned None"):
-            await resumable_job(try_of(store, 1), service)
-        assert service.waited == []
+    service = NoId("SUCCEEDED")
+    with pytest.raises(ValueError, match=r"NoId.submit\(\) returned None"):
+        await resumable_job(try_of(store, 1), service)
+    assert service.waited == []
