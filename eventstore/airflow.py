@@ -36,12 +36,13 @@ import json
 import os
 import threading
 from collections.abc import Awaitable, Callable
-from contextlib import ExitStack
+from concurrent.futures import Future
+from contextlib import AbstractContextManager
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any, Final, TypeVar
 
-from airflow.state import BaseStoreBackend
-from anyio.from_thread import BlockingPortal, start_blocking_portal
+import anyio
+from anyio.from_thread import BlockingPortal
 
 from eventstore.backends.base import EventFilter
 from eventstore.config import NEVER_EXPIRE, StoreConfig
@@ -50,6 +51,13 @@ from eventstore.events import to_micros
 from eventstore.scopes import AssetScope, Scope, TaskScope
 from eventstore.store import Store, open_store
 from eventstore.values import check_key, decode_value, encode_value
+
+try:
+    from airflow.state import BaseStoreBackend
+except ImportError as e:
+    raise ImportError(
+        "eventstore.airflow needs Apache Airflow 3.3: pip install 'tasktrail[airflow]'"
+    ) from e
 
 if TYPE_CHECKING:
     from sqlalchemy.ext.asyncio import AsyncSession
@@ -382,18 +390,19 @@ async def _clear(store: Store, scope: Scope, all_map_indices: bool, try_number: 
 
 
 class _Bridge:
-    """A blocking portal (an event loop in a daemon thread) and the stores open on it.
+    """An event loop in a daemon thread (behind a blocking portal) and the stores open on it.
 
-    Started at the first call of the process, and again in a forked child (the parent's thread
-    does not exist there); closed at interpreter exit, which commits every queued write.
+    Started at the first call of the process, and again in a forked child, where the parent's
+    thread does not exist; closed at interpreter exit, which commits every queued write.
     """
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
         self._pid: int | None = None
-        self._stack: ExitStack | None = None
-        self._portal: BlockingPortal | None = None
-        self._stores: dict[tuple[str, StoreConfig], Store] = {}
+        self._loop: _Loop | None = None
+        # What a forked child inherited from its parent: kept, never closed (there is no thread
+        # to close it on).
+        self._inherited: list[_Loop] = []
 
     def call(
         self,
@@ -408,31 +417,67 @@ class _Bridge:
     def _open(self, url: str, config: StoreConfig) -> tuple[BlockingPortal, Store]:
         with self._lock:
             if self._pid != os.getpid():
-                stack = ExitStack()
-                self._portal = stack.enter_context(start_blocking_portal())
-                self._stack = stack
-                self._stores = {}
-                if self._pid is None:
+                if self._loop is not None:
+                    self._inherited.append(self._loop)
+                else:
                     atexit.register(self.close)
+                self._loop = _Loop()
                 self._pid = os.getpid()
-            assert self._portal is not None
-            assert self._stack is not None
-            store = self._stores.get((url, config))
-            if store is None:
-                cm = self._portal.wrap_async_context_manager(open_store(url, config))
-                store = self._stores[(url, config)] = self._stack.enter_context(cm)
-            return self._portal, store
+            assert self._loop is not None
+            return self._loop.portal, self._loop.store(url, config)
 
     def close(self) -> None:
         """Close every store and stop the loop; idempotent, and a no-op in a forked child."""
         with self._lock:
-            stack, self._stack = self._stack, None
-            owned = self._pid == os.getpid()
-            self._portal = None
-            self._stores = {}
-            self._pid = None if owned else self._pid
-        if stack is not None and owned:
-            stack.close()
+            loop, self._loop = self._loop, None
+            if loop is not None and self._pid != os.getpid():
+                self._inherited.append(loop)
+                loop = None
+            self._pid = None
+        if loop is not None:
+            loop.close()
+
+
+class _Loop:
+    """One event loop thread with a portal into it, and the stores opened on it by URL."""
+
+    def __init__(self) -> None:
+        ready: Future[BlockingPortal] = Future()
+
+        def run() -> None:
+            async def serve() -> None:
+                async with BlockingPortal() as portal:
+                    ready.set_result(portal)
+                    await portal.sleep_until_stopped()
+
+            try:
+                anyio.run(serve)
+            except BaseException as error:
+                if not ready.done():
+                    ready.set_exception(error)
+                raise
+
+        self._thread = threading.Thread(target=run, name="tasktrail-airflow", daemon=True)
+        self._thread.start()
+        self.portal = ready.result()
+        self._stores: dict[tuple[str, StoreConfig], Store] = {}
+        self._opened: list[AbstractContextManager[Store]] = []
+
+    def store(self, url: str, config: StoreConfig) -> Store:
+        store = self._stores.get((url, config))
+        if store is None:
+            opened = self.portal.wrap_async_context_manager(open_store(url, config))
+            store = self._stores[(url, config)] = opened.__enter__()
+            self._opened.append(opened)
+        return store
+
+    def close(self) -> None:
+        try:
+            while self._opened:
+                self._opened.pop().__exit__(None, None, None)
+        finally:
+            self.portal.call(self.portal.stop)
+            self._thread.join()
 
 
 _BRIDGE: Final = _Bridge()

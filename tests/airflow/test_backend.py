@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 import threading
@@ -492,6 +493,24 @@ def test_writes_are_committed_when_the_process_exits(trail_url: str) -> None:
     events = events_of(trail_url)
     assert len(events) == 20
     assert events[-1].scope == TrailTask("d", "r", "t")
+
+
+def test_a_forked_process_starts_its_own_event_loop(
+    backend: TasktrailBackend, trail_url: str
+) -> None:
+    backend.set(INGEST, "parent", "1")  # the parent's loop runs in a thread the child lacks
+    pid = os.fork()
+    if pid == 0:  # pragma: no cover - the child reports through its exit code
+        code = 1
+        try:
+            backend.set(INGEST, "child", "2")
+            code = 0 if backend.get(INGEST, "parent") == "1" else 3
+        finally:
+            os._exit(code)
+    _, status = os.waitpid(pid, 0)
+    assert os.waitstatus_to_exitcode(status) == 0
+    assert backend.get(INGEST, "child") == "2"
+    assert verify_ok(trail_url)
 
 
 # -- the async methods -----------------------------------------------------------------------------
