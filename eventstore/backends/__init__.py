@@ -33,7 +33,7 @@ async def open_backend(url: str, config: StoreConfig) -> LogBackend:
         return MemoryBackend()
     if url.startswith(("postgresql://", "postgres://")):
         try:
-            from eventstore.backends.postgres import PostgresBackend  # type: ignore[import-untyped]
+            from eventstore.backends.postgres import PostgresBackend
         except ImportError as error:
             raise ConfigError(
                 f"{url.split('@')[-1]!r} needs the PostgreSQL driver: "

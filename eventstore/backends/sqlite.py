@@ -26,14 +26,14 @@ from eventstore.backends.base import (
     ScopeRow,
     WriteTransaction,
 )
-from eventstore.errors import EventStoreError, SchemaVersionError, StoreClosedError
+from eventstore.backends.migrations import Migration, latest_version, pending_migrations
+from eventstore.errors import EventStoreError, StoreClosedError
 
-__all__ = ["SCHEMA_VERSION", "SQLiteBackend"]
+__all__ = ["MIGRATIONS", "SCHEMA_VERSION", "SQLiteBackend"]
 
-SCHEMA_VERSION: Final = 1
-
-_SCHEMA: Final = (
+_SCHEMA_V1: Final = (
     """CREATE TABLE schema_version (version INTEGER NOT NULL)""",
+    """INSERT INTO schema_version (version) VALUES (0)""",
     """CREATE TABLE log_head (
         id INTEGER PRIMARY KEY CHECK (id = 1),
         last_seq INTEGER NOT NULL,
@@ -85,13 +85,21 @@ _SCHEMA: Final = (
     ) WITHOUT ROWID""",
 )
 
-# History finds where the end or start of a try, and where a time, lands in a scope with one
-# seek. Files made before these indexes existed get them when opened; no format changes.
-_HISTORY_INDEXES: Final = (
-    """CREATE INDEX IF NOT EXISTS events_by_scope_try ON events (scope_id, try_number)
-        WHERE try_number IS NOT NULL""",
-    """CREATE INDEX IF NOT EXISTS events_by_scope_time ON events (scope_id, recorded_at)""",
+# The schema's history, oldest first; a change to the schema is a new step at the end.
+MIGRATIONS: Final = (
+    Migration(1, "log, scopes, projection and idempotency tables", _SCHEMA_V1),
+    Migration(
+        2,
+        "history indexes: where a try and where a time lands in a scope, in one seek",
+        # IF NOT EXISTS: version 1 files opened by tasktrail 0.1 may have them already.
+        (
+            """CREATE INDEX IF NOT EXISTS events_by_scope_try ON events (scope_id, try_number)
+            WHERE try_number IS NOT NULL""",
+            """CREATE INDEX IF NOT EXISTS events_by_scope_time ON events (scope_id, recorded_at)""",
+        ),
+    ),
 )
+SCHEMA_VERSION: Final = latest_version(MIGRATIONS)
 
 _EVENT_COLUMNS: Final = (
     "seq, scope_id, version, kind, key, expires_at, recorded_at, try_number, actor, payload"
@@ -201,22 +209,23 @@ class SQLiteBackend(LogBackend):
         return conn
 
     async def _migrate(self, conn: aiosqlite.Connection) -> None:
+        # BEGIN IMMEDIATE takes the write lock first, so two processes opening the same old file
+        # cannot both migrate it; the second sees the version the first stamped.
         await conn.execute("BEGIN IMMEDIATE")
         try:
             found = await conn.execute_fetchall(
                 "SELECT name FROM sqlite_master WHERE type = 'table' AND name = 'schema_version'"
             )
-            if not found:
-                for statement in _SCHEMA:
-                    await conn.execute(statement)
-                await conn.execute("INSERT INTO schema_version VALUES (?)", (SCHEMA_VERSION,))
-            else:
+            version = 0
+            if found:
                 rows = list(await conn.execute_fetchall("SELECT version FROM schema_version"))
                 version = rows[0][0] if rows else 0
-                if version > SCHEMA_VERSION:
-                    raise SchemaVersionError(version, SCHEMA_VERSION, f"SQLite file {self.path}")
-            for statement in _HISTORY_INDEXES:
-                await conn.execute(statement)
+            steps = pending_migrations(version, MIGRATIONS, f"SQLite file {self.path}")
+            for step in steps:
+                for statement in step.statements:
+                    await conn.execute(statement)
+            if steps:
+                await conn.execute("UPDATE schema_version SET version = ?", (SCHEMA_VERSION,))
             await conn.execute("COMMIT")
         except BaseException:
             await conn.execute("ROLLBACK")
