@@ -191,7 +191,11 @@ class SQLiteBackend(LogBackend):
         if not self.in_memory:
             Path(self.path).parent.mkdir(parents=True, exist_ok=True)
         self._write_conn = await self._connect()
-        await self._migrate(self._write_conn)
+        try:
+            await self._migrate(self._write_conn)
+        except BaseException:
+            await self.aclose()
+            raise
         # An in-memory database lives in its one connection, so reads share it.
         self._read_conn = self._write_conn if self.in_memory else await self._connect()
 
