@@ -108,6 +108,17 @@ class _Batch:
         self.idempotent: dict[tuple[int, str], bytes] = {}
         self.new_idempotent: list[tuple[int, str, bytes]] = []
 
+    async def load_scopes(self, scopes: Sequence[Scope]) -> None:
+        """Read the heads of every scope the batch addresses, in one query."""
+        keys = {scope_key(scope): scope for scope in scopes}
+        wanted = [key for key in keys if key not in self.views]
+        if not wanted:
+            return
+        found = await self.tx.select_scopes(wanted)
+        for key in wanted:
+            row = found.get(key)
+            self.views[key] = _ScopeView(keys[key], row or _new_scope_row(keys[key], key))
+
     async def view(self, scope: Scope) -> _ScopeView:
         key = scope_key(scope)
         view = self.views.get(key)
@@ -343,6 +354,7 @@ async def append_batch(
         # Recorded times never go backwards, so "as of a time" is a prefix of the log.
         now_us = max(to_micros(now), head.last_recorded_at)
         batch = _Batch(tx, config, now_us, head.last_seq)
+        await batch.load_scopes([request.scope for request in requests])
         for request in requests:
             try:
                 results.append(await batch.plan(request))

@@ -135,18 +135,26 @@ _SCOPE_COLUMNS: Final = (
     "scope_id, scope_key, version, max_try, updated_at, dag_id, run_id, task_id, map_index"
 )
 
-_INSERT_EVENTS: Final = (
-    f"INSERT INTO events ({_EVENT_COLUMNS}) SELECT * FROM unnest("
+# A batch's writes to the log, the projection's upserts, the scope heads, the idempotency table
+# and the head travel as arrays in this one statement (one round trip): each data-modifying WITH
+# runs exactly once, and they touch different tables, so their order does not matter.
+_APPLY: Final = (
+    f"WITH new_events AS (INSERT INTO events ({_EVENT_COLUMNS}) SELECT * FROM unnest("
     "$1::bigint[], $2::bigint[], $3::bigint[], $4::text[], $5::bytea[], $6::bigint[], "
-    "$7::bigint[], $8::bigint[], $9::text[], $10::bytea[])"
-)
-_UPSERT_CURRENT: Final = (
-    f"INSERT INTO current ({_CURRENT_COLUMNS}) SELECT * FROM unnest("
-    "$1::bigint[], $2::bytea[], $3::bytea[], $4::bigint[], $5::bigint[], $6::bigint[], "
-    "$7::bigint[]) "
+    "$7::bigint[], $8::bigint[], $9::text[], $10::bytea[])), "
+    f"new_current AS (INSERT INTO current ({_CURRENT_COLUMNS}) SELECT * FROM unnest("
+    "$11::bigint[], $12::bytea[], $13::bytea[], $14::bigint[], $15::bigint[], $16::bigint[], "
+    "$17::bigint[]) "
     "ON CONFLICT (scope_id, key) DO UPDATE SET value = excluded.value, "
     "expires_at = excluded.expires_at, version = excluded.version, seq = excluded.seq, "
-    "updated_at = excluded.updated_at"
+    "updated_at = excluded.updated_at), "
+    "scope_heads AS (UPDATE scopes AS s SET version = u.version, max_try = u.max_try, "
+    "updated_at = u.updated_at "
+    "FROM unnest($18::bigint[], $19::bigint[], $20::bigint[], $21::bigint[]) "
+    "AS u (scope_id, version, max_try, updated_at) WHERE s.scope_id = u.scope_id), "
+    "new_idempotent AS (INSERT INTO idempotency (scope_id, idempotency_id, result) "
+    "SELECT * FROM unnest($22::bigint[], $23::bytea[], $24::bytea[])) "
+    "UPDATE log_head SET last_seq = $25, last_recorded_at = $26 WHERE id = 1 AND $27::boolean"
 )
 _DELETE_CURRENT: Final = (
     "DELETE FROM current AS c USING unnest($1::bigint[], $2::bytea[]) AS d (scope_id, key) "
@@ -154,15 +162,6 @@ _DELETE_CURRENT: Final = (
 )
 _CLEAR_CURRENT: Final = "DELETE FROM current WHERE scope_id = ANY($1::bigint[])"
 _DELETE_ALL_CURRENT: Final = "DELETE FROM current"
-_UPDATE_SCOPES: Final = (
-    "UPDATE scopes AS s SET version = u.version, max_try = u.max_try, updated_at = u.updated_at "
-    "FROM unnest($1::bigint[], $2::bigint[], $3::bigint[], $4::bigint[]) "
-    "AS u (scope_id, version, max_try, updated_at) WHERE s.scope_id = u.scope_id"
-)
-_INSERT_IDEMPOTENT: Final = (
-    "INSERT INTO idempotency (scope_id, idempotency_id, result) "
-    "SELECT * FROM unnest($1::bigint[], $2::bytea[], $3::bytea[])"
-)
 _SELECT_IDEMPOTENT: Final = (
     "SELECT idempotency_id, result FROM idempotency "
     "WHERE scope_id = $1 AND idempotency_id = ANY($2::bytea[])"
@@ -171,7 +170,6 @@ _INSERT_SCOPE: Final = (
     "INSERT INTO scopes (scope_key, version, max_try, updated_at, dag_id, run_id, task_id, "
     "map_index) VALUES ($1, $2, $3, $4, $5, $6, $7, $8) RETURNING scope_id"
 )
-_UPDATE_HEAD: Final = "UPDATE log_head SET last_seq = $1, last_recorded_at = $2 WHERE id = 1"
 _SELECT_SCOPES: Final = f"SELECT {_SCOPE_COLUMNS} FROM scopes WHERE scope_key = ANY($1::text[])"
 _SELECT_SCOPE: Final = f"SELECT {_SCOPE_COLUMNS} FROM scopes WHERE scope_key = $1"
 _SELECT_TASK_SCOPES: Final = (
@@ -301,8 +299,10 @@ class PostgresBackend(LogBackend):
                     raise
                 assert row is not None, "log_head has its one row from the first migration"
                 head = LogHead(last_seq=row[0], last_recorded_at=row[1])
+                transaction = _PostgresTransaction(conn, head)
                 try:
-                    yield _PostgresTransaction(conn, head)
+                    yield transaction
+                    await transaction.flush()
                 except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as error:
                     with anyio.CancelScope(shield=True):
                         await _rollback(tx)
@@ -366,27 +366,90 @@ class PostgresBackend(LogBackend):
 
 
 class _PostgresTransaction(WriteTransaction):
+    """The write primitives; writes are kept until a read or the commit needs them applied.
+
+    Kept writes go out in one `_APPLY` statement. Deletes from the projection apply what is kept
+    first and then run at once, so every write lands in the order the log asked for it.
+    """
+
     def __init__(self, conn: PoolConnectionProxy[asyncpg.Record], head: LogHead) -> None:
         self.conn = conn
         self.head = head  # read under the lock, so it cannot change before commit
+        self._events: list[EventRow] = []
+        self._current: dict[tuple[int, str], CurrentRow] = {}
+        self._scopes: dict[int, ScopeRow] = {}
+        self._idempotent: list[tuple[int, str, bytes]] = []
+        self._new_head: LogHead | None = None
+
+    async def flush(self) -> None:
+        """Apply every kept write, in one statement."""
+        if not (
+            self._events
+            or self._current
+            or self._scopes
+            or self._idempotent
+            or self._new_head is not None
+        ):
+            return
+        events, current = self._events, list(self._current.values())
+        scopes, idempotent = list(self._scopes.values()), self._idempotent
+        head = self._new_head or self.head
+        await self.conn.execute(
+            _APPLY,
+            [r.seq for r in events],
+            [r.scope_id for r in events],
+            [r.version for r in events],
+            [r.kind for r in events],
+            [_encode(r.key) for r in events],
+            [r.expires_at for r in events],
+            [r.recorded_at for r in events],
+            [r.try_number for r in events],
+            [r.actor for r in events],
+            [r.payload for r in events],
+            [r.scope_id for r in current],
+            [r.key.encode() for r in current],
+            [r.value for r in current],
+            [r.expires_at for r in current],
+            [r.version for r in current],
+            [r.seq for r in current],
+            [r.updated_at for r in current],
+            [r.scope_id for r in scopes],
+            [r.version for r in scopes],
+            [r.max_try for r in scopes],
+            [r.updated_at for r in scopes],
+            [r[0] for r in idempotent],
+            [r[1].encode() for r in idempotent],
+            [r[2] for r in idempotent],
+            head.last_seq,
+            head.last_recorded_at,
+            self._new_head is not None,
+        )
+        self._events, self._current, self._scopes, self._idempotent = [], {}, {}, []
+        if self._new_head is not None:
+            self.head, self._new_head = self._new_head, None
 
     async def select_head(self) -> LogHead:
-        return LogHead(last_seq=self.head.last_seq, last_recorded_at=self.head.last_recorded_at)
+        head = self._new_head or self.head
+        return LogHead(last_seq=head.last_seq, last_recorded_at=head.last_recorded_at)
 
     async def select_scopes(self, scope_keys: Collection[str]) -> dict[str, ScopeRow]:
+        await self.flush()
         rows = await self.conn.fetch(_SELECT_SCOPES, list(scope_keys))
         return {r[1]: _scope_row(r) for r in rows}
 
     async def select_task_scopes(self, dag_id: str, run_id: str, task_id: str) -> list[ScopeRow]:
+        await self.flush()
         rows = await self.conn.fetch(
             _SELECT_TASK_SCOPES, dag_id.encode(), run_id.encode(), task_id.encode()
         )
         return [_scope_row(r) for r in rows]
 
     async def select_live_keys(self, scope_id: int, now: int) -> set[str]:
+        await self.flush()
         return {r[0].decode() for r in await self.conn.fetch(_SELECT_LIVE_KEYS, scope_id, now)}
 
     async def select_idempotent(self, scope_id: int, ids: Collection[str]) -> dict[str, bytes]:
+        await self.flush()
         rows = await self.conn.fetch(_SELECT_IDEMPOTENT, scope_id, [i.encode() for i in ids])
         return {r[0].decode(): r[1] for r in rows}
 
@@ -405,68 +468,42 @@ class _PostgresTransaction(WriteTransaction):
         return scope_id
 
     async def insert_events(self, rows: Sequence[EventRow]) -> None:
-        if rows:
-            await self.conn.execute(
-                _INSERT_EVENTS,
-                [r.seq for r in rows],
-                [r.scope_id for r in rows],
-                [r.version for r in rows],
-                [r.kind for r in rows],
-                [_encode(r.key) for r in rows],
-                [r.expires_at for r in rows],
-                [r.recorded_at for r in rows],
-                [r.try_number for r in rows],
-                [r.actor for r in rows],
-                [r.payload for r in rows],
-            )
+        self._events.extend(rows)
 
     async def upsert_current(self, rows: Sequence[CurrentRow]) -> None:
-        if rows:
-            await self.conn.execute(
-                _UPSERT_CURRENT,
-                [r.scope_id for r in rows],
-                [r.key.encode() for r in rows],
-                [r.value for r in rows],
-                [r.expires_at for r in rows],
-                [r.version for r in rows],
-                [r.seq for r in rows],
-                [r.updated_at for r in rows],
-            )
+        for row in rows:
+            self._current[(row.scope_id, row.key)] = row
 
     async def delete_current(self, pairs: Sequence[tuple[int, str]]) -> None:
         if pairs:
+            await self.flush()
             await self.conn.execute(
                 _DELETE_CURRENT, [p[0] for p in pairs], [p[1].encode() for p in pairs]
             )
 
     async def clear_current(self, scope_ids: Sequence[int]) -> None:
         if scope_ids:
+            await self.flush()
             await self.conn.execute(_CLEAR_CURRENT, list(scope_ids))
 
     async def update_scopes(self, rows: Sequence[ScopeRow]) -> None:
-        if rows:
-            await self.conn.execute(
-                _UPDATE_SCOPES,
-                [r.scope_id for r in rows],
-                [r.version for r in rows],
-                [r.max_try for r in rows],
-                [r.updated_at for r in rows],
+        for row in rows:
+            self._scopes[row.scope_id] = ScopeRow(
+                scope_id=row.scope_id,
+                scope_key=row.scope_key,
+                version=row.version,
+                max_try=row.max_try,
+                updated_at=row.updated_at,
             )
 
     async def insert_idempotent(self, rows: Sequence[tuple[int, str, bytes]]) -> None:
-        if rows:
-            await self.conn.execute(
-                _INSERT_IDEMPOTENT,
-                [r[0] for r in rows],
-                [r[1].encode() for r in rows],
-                [r[2] for r in rows],
-            )
+        self._idempotent.extend(rows)
 
     async def update_head(self, head: LogHead) -> None:
-        await self.conn.execute(_UPDATE_HEAD, head.last_seq, head.last_recorded_at)
-        self.head = LogHead(last_seq=head.last_seq, last_recorded_at=head.last_recorded_at)
+        self._new_head = LogHead(last_seq=head.last_seq, last_recorded_at=head.last_recorded_at)
 
     async def replace_current(self, rows: Sequence[CurrentRow]) -> None:
+        await self.flush()
         await self.conn.execute(_DELETE_ALL_CURRENT)
         await self.upsert_current(rows)
 
