@@ -47,6 +47,7 @@ async def test_a_file_made_without_the_history_indexes_gets_them(tmp_path: Path)
     with closing(sqlite3.connect(db)) as conn:
         conn.execute("DROP INDEX events_by_scope_try")
         conn.execute("DROP INDEX events_by_scope_time")
+        conn.execute("UPDATE schema_version SET version = 1")  # as schema version 1 left it
         conn.commit()
     async with open_store(f"sqlite:///{db}") as store:
         history = store.history(store.task_store("d", "r", "t").scope)

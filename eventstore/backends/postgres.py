@@ -100,8 +100,12 @@ MIGRATIONS: Final = (
     Migration(1, "log, scopes, projection and idempotency tables", _SCHEMA_V1),
     Migration(
         2,
-        "index events by try, for per-try history",
-        ("""CREATE INDEX events_by_scope_try ON events (scope_id, try_number, seq)""",),
+        "history indexes: where a try and where a time lands in a scope, in one seek",
+        (
+            """CREATE INDEX IF NOT EXISTS events_by_scope_try ON events (scope_id, try_number)
+            WHERE try_number IS NOT NULL""",
+            """CREATE INDEX IF NOT EXISTS events_by_scope_time ON events (scope_id, recorded_at)""",
+        ),
     ),
 )
 SCHEMA_VERSION: Final = latest_version(MIGRATIONS)
@@ -185,6 +189,31 @@ _SELECT_CURRENT_ALL: Final = (
 _SELECT_ALL_EVENTS: Final = (
     f"SELECT {_EVENT_COLUMNS} FROM events WHERE seq > $1 ORDER BY seq LIMIT $2"
 )
+_NO_BOUND: Final = 2**63 - 1
+# A clear or a compaction marker has no key: one seek on the (scope_id, key, seq) index.
+_SELECT_LAST_SCOPE_EVENT: Final = (
+    f"SELECT {_EVENT_COLUMNS} FROM events "
+    "WHERE scope_id = $1 AND key IS NULL AND kind = $2 AND seq <= $3 ORDER BY seq DESC LIMIT 1"
+)
+# The latest event of every key in ($2, $3]. The recursive part walks the scope's distinct keys
+# by skipping along the (scope_id, key, seq) index, one seek per key, instead of reading every
+# event of the scope; the lateral part then seeks each key's latest event at or before $3.
+_SELECT_LATEST_PER_KEY: Final = f"""
+WITH RECURSIVE keys (key) AS (
+    (SELECT key FROM events WHERE scope_id = $1 AND key IS NOT NULL ORDER BY key LIMIT 1)
+    UNION ALL
+    SELECT (
+        SELECT e.key FROM events AS e WHERE e.scope_id = $1 AND e.key > keys.key
+        ORDER BY e.key LIMIT 1
+    )
+    FROM keys WHERE keys.key IS NOT NULL
+)
+SELECT last.* FROM keys CROSS JOIN LATERAL (
+    SELECT {_EVENT_COLUMNS} FROM events AS e
+    WHERE e.scope_id = $1 AND e.key = keys.key AND e.seq <= $3
+    ORDER BY e.seq DESC LIMIT 1
+) AS last
+WHERE keys.key IS NOT NULL AND last.seq > $2"""
 _SELECT_ALL_SCOPES: Final = f"SELECT {_SCOPE_COLUMNS} FROM scopes ORDER BY scope_id"
 _SELECT_ALL_CURRENT: Final = f"SELECT {_CURRENT_COLUMNS} FROM current"
 
@@ -198,6 +227,7 @@ _EVENT_CLAUSES: Final = (
     ("until", "recorded_at <= ${}"),
     ("after_seq", "seq > ${}"),
     ("through_seq", "seq <= ${}"),
+    ("through_version", "version <= ${}"),
 )
 
 
@@ -340,6 +370,19 @@ class PostgresBackend(LogBackend):
     async def select_events(self, scope_id: int, where: EventFilter) -> list[EventRow]:
         sql, params = _events_query(scope_id, where)
         return [_event_row(r) for r in await self._fetch(sql, *params)]
+
+    async def select_last_scope_event(
+        self, scope_id: int, kind: str, *, through_seq: int | None = None
+    ) -> EventRow | None:
+        bound = _NO_BOUND if through_seq is None else through_seq
+        rows = await self._fetch(_SELECT_LAST_SCOPE_EVENT, scope_id, kind, bound)
+        return next((_event_row(r) for r in rows), None)
+
+    async def select_latest_per_key(
+        self, scope_id: int, *, after_seq: int, through_seq: int
+    ) -> list[EventRow]:
+        rows = await self._fetch(_SELECT_LATEST_PER_KEY, scope_id, after_seq, through_seq)
+        return [_event_row(r) for r in rows]
 
     async def select_all_events(
         self, *, after_seq: int = 0, batch: int = 1000
@@ -572,6 +615,7 @@ def _events_query(scope_id: int, where: EventFilter) -> tuple[str, list[Any]]:
         "until": where.until,
         "after_seq": where.after_seq,
         "through_seq": where.through_seq,
+        "through_version": where.through_version,
     }
     present = tuple(values[name] is not None for name, _ in _EVENT_CLAUSES)
     shape = (*present, where.limit is not None, where.descending)
@@ -585,10 +629,17 @@ def _events_query(scope_id: int, where: EventFilter) -> tuple[str, list[Any]]:
         for (_, clause), used in zip(_EVENT_CLAUSES, present, strict=True):
             if used:
                 clauses.append(clause.format(len(clauses) + 1))
+        # Within a scope, version and (recorded_at, seq) grow with seq: each filter orders by
+        # what its index holds, so a LIMIT 1 (where a point lands) is one seek, not a sort.
         order = "DESC" if where.descending else "ASC"
+        if where.key is not None or where.try_number is not None:
+            ordering = f"seq {order}"
+        elif where.since is not None or where.until is not None:
+            ordering = f"recorded_at {order}, seq {order}"
+        else:
+            ordering = f"version {order}"
         sql = (
-            f"SELECT {_EVENT_COLUMNS} FROM events WHERE {' AND '.join(clauses)} "
-            f"ORDER BY seq {order}"
+            f"SELECT {_EVENT_COLUMNS} FROM events WHERE {' AND '.join(clauses)} ORDER BY {ordering}"
         )
         if where.limit is not None:
             sql += f" LIMIT ${len(clauses) + 1}"
