@@ -321,12 +321,17 @@ async def test_a_stale_try_never_lands_after_a_newer_try_wrote(pg_url: str) -> N
 
 async def test_an_idempotency_id_is_appended_once_across_processes(pg_url: str) -> None:
     ids = [f"op-{i}" for i in range(25)]
-    outcomes = await run_processes(
-        pg_url, {f"writer{w}": ("write_idempotently", (pg_url, w, ids)) for w in range(3)}
-    )
     async with open_store(pg_url) as store:
+        tailer = Tailer(store.backend)
+        outcomes = await run_processes(
+            pg_url,
+            {f"writer{w}": ("write_idempotently", (pg_url, w, ids)) for w in range(3)},
+            during=tailer,
+        )
+        await tailer.catch_up()
         log = await whole_log(store.backend)
         assert (await store.verify()).ok
+    assert_tailer_saw_everything_once(tailer, log)
     assert len(log) == len(ids), "a retried idempotency id appended again"
     assert sorted(row.key for row in log if row.key) == sorted(ids)
     first, *others = outcomes.values()
@@ -344,8 +349,10 @@ async def test_clearing_every_map_index_is_one_atomic_step(pg_url: str) -> None:
         f"map{m}": ("write_map_index", (pg_url, m, writes)) for m in range(map_indices)
     }
     writers["clearer"] = ("clear_every_map_index", (pg_url, clears))
-    await run_processes(pg_url, writers)
     async with open_store(pg_url) as store:
+        tailer = Tailer(store.backend)
+        await run_processes(pg_url, writers, during=tailer)
+        await tailer.catch_up()
         log = await whole_log(store.backend)
         maps = await map_index_of(store.backend)
         assert (await store.verify()).ok
@@ -367,3 +374,4 @@ async def test_clearing_every_map_index_is_one_atomic_step(pg_url: str) -> None:
             assert not any(live.values()), f"map indices still live after seq {row.seq}: {live}"
     assert runs > 0, "the clearer should have cleared something"
     assert sum(1 for row in log if row.kind == "set") == map_indices * writes * 2
+    assert_tailer_saw_everything_once(tailer, log)

@@ -267,7 +267,7 @@ class PostgresBackend(LogBackend):
         where = _where(url) + (f" schema {schema}" if schema else "")
         settings = {"application_name": "tasktrail"}
         if schema is not None:
-            settings["search_path"] = schema
+            settings["search_path"] = _quote_ident(schema)
         if config.durability == "normal":
             # An acknowledged write survives a crash of this process, not of the server.
             settings["synchronous_commit"] = "off"
@@ -559,12 +559,18 @@ async def _create_schema(dsn: str, schema: str) -> None:
             await conn.execute(_TAKE_MIGRATION_LOCK, _MIGRATION_LOCK)
             exists = await conn.fetchval("SELECT 1 FROM pg_namespace WHERE nspname = $1", schema)
             if not exists:
-                # An identifier cannot be a parameter; quote_ident makes any name safe.
-                quoted = await conn.fetchval("SELECT quote_ident($1)", schema)
-                await conn.execute(f"CREATE SCHEMA {quoted}")
+                await conn.execute(f"CREATE SCHEMA {_quote_ident(schema)}")
     finally:
         with anyio.CancelScope(shield=True):
             await conn.close()
+
+
+def _quote_ident(name: str) -> str:
+    """A name as a quoted SQL identifier: an identifier cannot be a parameter, and quoting makes
+    any name (spaces, quotes, capitals) safe and exact."""
+    if "\x00" in name:
+        raise ConfigError(f"a PostgreSQL schema name cannot contain NUL: {name!r}")
+    return '"' + name.replace('"', '""') + '"'
 
 
 async def _rollback(tx: Any) -> None:
