@@ -142,6 +142,11 @@ async def clear_every_map_index(url: str, clears: int, *, ready: Any, start: Any
     try:
         ts = store.task_store(DAG, RUN, TASK, map_index=0, actor="api:clearer")
         for _ in range(clears):
+            # Clear when there is something to clear, unless the writers are done.
+            for _ in range(200):
+                if await ts.items():
+                    break
+                await asyncio.sleep(0.01)
             await ts.clear(all_map_indices=True)
             await asyncio.sleep(0.005)
     finally:
