@@ -1,6 +1,6 @@
 """A writer for the crash test: awaited writes in a loop, each acknowledged on stdout.
 
-Usage: python tests/crash_writer.py PATH WRITERS
+Usage: python tests/crash_writer.py PATH_OR_URL WRITERS  (a path is a SQLite file)
 
 WRITERS concurrent tasks each write `set_many({"w{n}-{i}-a": i, "w{n}-{i}-b": i})` for i = 0, 1, …
 and print "w{n}-{i} {i}" once the write is acknowledged. It stops by itself after a bounded time,
@@ -28,8 +28,9 @@ async def writer(store: Store, n: int) -> None:
 
 
 async def main(path: str, writers: int) -> None:
+    url = path if "://" in path else f"sqlite:///{path}"
     with anyio.move_on_after(TIME_LIMIT):
-        async with open_store(f"sqlite:///{path}") as store, anyio.create_task_group() as tg:
+        async with open_store(url) as store, anyio.create_task_group() as tg:
             sys.stdout.write("ready\n")
             sys.stdout.flush()
             for n in range(writers):

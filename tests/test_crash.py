@@ -5,16 +5,18 @@ from __future__ import annotations
 import signal
 import subprocess
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from conftest import postgres_schema_url
 
 from eventstore import open_store
 
 WRITER = Path(__file__).with_name("crash_writer.py")
 
 
-def run_and_kill(path: Path, writers: int, acknowledged_before_kill: int) -> dict[str, int]:
+def run_and_kill(path: Path | str, writers: int, acknowledged_before_kill: int) -> dict[str, int]:
     """Start the writer, SIGKILL it once it has acknowledged enough writes; return every ack."""
     process = subprocess.Popen(
         [sys.executable, str(WRITER), str(path), str(writers)],
@@ -50,14 +52,24 @@ def run_and_kill(path: Path, writers: int, acknowledged_before_kill: int) -> dic
     return acked
 
 
+@pytest.fixture(params=["sqlite", "postgres"])
+def crash_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
+    """The store the writer is killed over: a SQLite file, or a fresh PostgreSQL schema."""
+    if request.param == "sqlite":
+        yield f"sqlite:///{tmp_path / 'crash.db'}"
+    else:
+        with postgres_schema_url() as url:
+            yield url
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize("writers", [1, 20])
-async def test_acknowledged_writes_survive_sigkill(tmp_path: Path, writers: int) -> None:
-    path = tmp_path / "crash.db"
-    acked = run_and_kill(path, writers, acknowledged_before_kill=150)
+async def test_acknowledged_writes_survive_sigkill(crash_url: str, writers: int) -> None:
+    target = crash_url.removeprefix("sqlite:///")
+    acked = run_and_kill(target, writers, acknowledged_before_kill=150)
     assert len(acked) >= 150
 
-    async with open_store(f"sqlite:///{path}") as store:
+    async with open_store(crash_url) as store:
         items = await store.task_store("crash", "run", "writer").items()
         for name, value in acked.items():
             assert items.get(f"{name}-a") == value, name
