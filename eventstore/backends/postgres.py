@@ -315,7 +315,8 @@ class PostgresBackend(LogBackend):
         async with self._write_lock:
             pool = self._open_pool()
             async with pool.acquire() as conn:
-                tx = conn.transaction()  # READ COMMITTED, which _LOCK_HEAD relies on
+                # READ COMMITTED whatever the server default is: _LOCK_HEAD relies on it.
+                tx = conn.transaction(isolation="read_committed")
                 try:
                     await tx.start()
                     row = await conn.fetchrow(_LOCK_HEAD)
