@@ -108,16 +108,11 @@ class _Batch:
         self.idempotent: dict[tuple[int, str], bytes] = {}
         self.new_idempotent: list[tuple[int, str, bytes]] = []
 
-    async def load_scopes(self, scopes: Sequence[Scope]) -> None:
-        """Read the heads of every scope the batch addresses, in one query."""
-        keys = {scope_key(scope): scope for scope in scopes}
-        wanted = [key for key in keys if key not in self.views]
-        if not wanted:
-            return
-        found = await self.tx.select_scopes(wanted)
-        for key in wanted:
+    def add_views(self, scopes: dict[str, Scope], found: dict[str, ScopeRow]) -> None:
+        """Views of the scopes the batch addresses, from their heads read all at once."""
+        for key, scope in scopes.items():
             row = found.get(key)
-            self.views[key] = _ScopeView(keys[key], row or _new_scope_row(keys[key], key))
+            self.views[key] = _ScopeView(scope, row or _new_scope_row(scope, key))
 
     async def view(self, scope: Scope) -> _ScopeView:
         key = scope_key(scope)
@@ -349,12 +344,14 @@ async def append_batch(
     An error of the transaction itself (disk full, lost connection) is every request's error.
     """
     results: list[AppendResult | BaseException] = []
+    scopes = {scope_key(request.scope): request.scope for request in requests}
     async with backend.write() as tx:
-        head = await tx.select_head()
+        # The heads of the log and of every scope addressed, read under the write lock.
+        head, found = await tx.select_head_and_scopes(list(scopes))
         # Recorded times never go backwards, so "as of a time" is a prefix of the log.
         now_us = max(to_micros(now), head.last_recorded_at)
         batch = _Batch(tx, config, now_us, head.last_seq)
-        await batch.load_scopes([request.scope for request in requests])
+        batch.add_views(scopes, found)
         for request in requests:
             try:
                 results.append(await batch.plan(request))

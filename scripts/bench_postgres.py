@@ -7,16 +7,19 @@ For each number of concurrent writers (default 1 and 32), for the same number of
 - raw: each writer its own asyncpg connection doing one plain `INSERT ... ON CONFLICT DO UPDATE`
   per transaction on a one-table schema, the baseline a hand-written checkpoint table would get.
 
-Both run in a fresh schema of the database, dropped at the end. The ratio is tasktrail / raw.
+Both run in a fresh schema of the database, dropped at the end. The two alternate, round after
+round, and each figure is the median of its rounds, so a neighbour's load on a shared machine
+weighs on both sides alike. The ratio is tasktrail / raw.
 
 Run: python scripts/bench_postgres.py [--url postgresql://postgres@127.0.0.1:5432/test]
-                                      [--seconds 5] [--writers 1,32]
+                                      [--seconds 3] [--rounds 3] [--writers 1,32]
 """
 
 from __future__ import annotations
 
 import argparse
 import os
+import statistics
 import time
 import uuid
 from collections.abc import Awaitable, Callable
@@ -59,10 +62,10 @@ async def for_seconds(
     return sum(counts) / (time.perf_counter() - started)
 
 
-async def tasktrail_rate(url: str, writers: int, seconds: float) -> float:
+async def tasktrail_rate(url: str, writers: int, seconds: float, round_: int) -> float:
     async with open_store(url) as store:
         stores = [
-            store.task_store("bench", f"writers_{writers}", f"task_{w}", try_number=1)
+            store.task_store("bench", f"writers_{writers}_{round_}", f"task_{w}", try_number=1)
             for w in range(writers)
         ]
 
@@ -94,7 +97,7 @@ async def raw_rate(dsn: str, schema: str, writers: int, seconds: float) -> float
         await pool.close()
 
 
-async def main(url: str, seconds: float, writer_counts: list[int]) -> None:
+async def main(url: str, seconds: float, rounds: int, writer_counts: list[int]) -> None:
     dsn, _ = split_url(url)
     schema = f"bench_{uuid.uuid4().hex[:12]}"
     separator = "&" if "?" in url else "?"
@@ -107,13 +110,16 @@ async def main(url: str, seconds: float, writer_counts: list[int]) -> None:
         sync = await admin.fetchval("SHOW synchronous_commit")
         print(
             f"PostgreSQL {server} at {dsn.split('@')[-1]}, synchronous_commit={sync}, "
-            f"{seconds:g} s per measurement, {os.cpu_count()} CPUs"
+            f"{os.cpu_count()} CPUs; median of {rounds} alternating rounds of {seconds:g} s"
         )
         rows = []
         for writers in writer_counts:
-            ours = await tasktrail_rate(store_url, writers, seconds)
-            raw = await raw_rate(dsn, schema, writers, seconds)
-            rows.append((writers, ours, raw))
+            ours: list[float] = []
+            raw: list[float] = []
+            for round_ in range(rounds):
+                ours.append(await tasktrail_rate(store_url, writers, seconds, round_))
+                raw.append(await raw_rate(dsn, schema, writers, seconds))
+            rows.append((writers, statistics.median(ours), statistics.median(raw)))
     finally:
         await admin.execute(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE')
         await admin.close()
@@ -128,8 +134,9 @@ if __name__ == "__main__":
     parser.add_argument(
         "--url", default=os.environ.get("TASKTRAIL_TEST_POSTGRES_URL") or DEFAULT_URL
     )
-    parser.add_argument("--seconds", type=float, default=5.0)
+    parser.add_argument("--seconds", type=float, default=3.0, help="per round and side")
+    parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--writers", default="1,32", help="comma-separated writer counts")
     args = parser.parse_args()
     counts = [int(n) for n in args.writers.split(",")]
-    anyio.run(main, args.url, args.seconds, counts)
+    anyio.run(main, args.url, args.seconds, args.rounds, counts)

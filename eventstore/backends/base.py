@@ -97,6 +97,12 @@ class WriteTransaction(ABC):
     @abstractmethod
     async def select_scopes(self, scope_keys: Collection[str]) -> dict[str, ScopeRow]: ...
 
+    async def select_head_and_scopes(
+        self, scope_keys: Collection[str]
+    ) -> tuple[LogHead, dict[str, ScopeRow]]:
+        """The head and these scopes, as the batch starts; a backend may read both at once."""
+        return await self.select_head(), await self.select_scopes(scope_keys)
+
     @abstractmethod
     async def select_task_scopes(self, dag_id: str, run_id: str, task_id: str) -> list[ScopeRow]:
         """Every scope of the task, all map indices."""

@@ -6,7 +6,7 @@ created if missing (default: the connection's search_path, normally `public`). S
 one per test, can share a database that way.
 
 Semantics are SQLite's: one write transaction at a time across every process and replica on the
-database (see `_LOCK_HEAD`), reads from a pool of connections see committed data only.
+database (see `_BEGIN_AND_LOCK`), reads from a pool of connections see committed data only.
 Text that users choose (keys, task ids, idempotency ids) is stored as its UTF-8 bytes (BYTEA):
 PostgreSQL's text cannot hold NUL, which a key may contain, and bytes sort the way SQLite sorts
 text (by code point). All SQL is constant text, so asyncpg prepares each statement once per
@@ -118,18 +118,31 @@ _HAS_SCHEMA_VERSION: Final = "SELECT to_regclass('schema_version') IS NOT NULL"
 _SELECT_SCHEMA_VERSION: Final = "SELECT version FROM schema_version"
 
 # Global positions in commit order. The log planner hands out `seq` from the log_head row it
-# reads inside the write transaction, so that row is locked first, before anything else is read:
-# every write transaction of every process and replica on this database queues on it, and the
-# next one can only read the head once the previous one has committed (in READ COMMITTED the
-# locking read returns the newest committed row, and every later statement of the transaction
-# sees everything committed before it). So positions are handed out in exactly the order the
-# transactions commit: when a reader can see position p, every position below p is committed and
-# visible too, and a reader tailing the log from p never skips an event that commits later. A
-# sequence or identity column would not do: its values are taken before commit, so a transaction
-# holding position 5 could commit after one holding 6, and a tailer that saw 6 would move past 5.
+# reads inside the write transaction, so every write transaction starts by locking that row,
+# before anything else is read: every writer of every process and replica on this database
+# queues on it, and the next one can only read the head once the previous one has committed. At
+# READ COMMITTED (asked for explicitly, whatever the server's default) each statement after the
+# lock sees everything committed before it: the head the previous writer left, its scope heads,
+# its idempotency ids. So positions are handed out in exactly the order the transactions commit:
+# when a reader can see position p, every position below p is committed and visible too, and a
+# reader tailing the log from p never skips an event that commits later. A sequence or identity
+# column would not do: its values are taken before commit, so a transaction holding position 5
+# could commit after one holding 6, and a tailer that saw 6 would move past 5 for good.
 # The lock is also what makes version checks, fencing and idempotency hold across processes: the
 # planner reads scope heads after taking it, so no other writer can change them before commit.
-_LOCK_HEAD: Final = "SELECT last_seq, last_recorded_at FROM log_head WHERE id = 1 FOR UPDATE"
+# BEGIN and the lock travel in one simple-protocol message: one round trip.
+_BEGIN_AND_LOCK: Final = (
+    "BEGIN ISOLATION LEVEL READ COMMITTED; SELECT 1 FROM log_head WHERE id = 1 FOR UPDATE"
+)
+_COMMIT: Final = "COMMIT"
+_ROLLBACK: Final = "ROLLBACK"
+_SELECT_HEAD: Final = "SELECT last_seq, last_recorded_at FROM log_head WHERE id = 1"
+# The head and the scopes a batch addresses, in one round trip (the head repeats on every row).
+_SELECT_HEAD_AND_SCOPES: Final = (
+    "SELECT h.last_seq, h.last_recorded_at, s.scope_id, s.scope_key, s.version, s.max_try, "
+    "s.updated_at, s.dag_id, s.run_id, s.task_id, s.map_index "
+    "FROM log_head AS h LEFT JOIN scopes AS s ON s.scope_key = ANY($1::text[]) WHERE h.id = 1"
+)
 
 _EVENT_COLUMNS: Final = (
     "seq, scope_id, version, kind, key, expires_at, recorded_at, try_number, actor, payload"
@@ -275,7 +288,11 @@ class PostgresBackend(LogBackend):
             if schema is not None:
                 await _create_schema(dsn, schema)
             pool = await asyncpg.create_pool(
-                dsn, min_size=min_size, max_size=max_size, server_settings=settings
+                dsn,
+                min_size=min_size,
+                max_size=max_size,
+                server_settings=settings,
+                reset=_keep_session,
             )
         except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as error:
             raise _translate(error, where) from error
@@ -315,39 +332,34 @@ class PostgresBackend(LogBackend):
         async with self._write_lock:
             pool = self._open_pool()
             async with pool.acquire() as conn:
-                # READ COMMITTED whatever the server default is: _LOCK_HEAD relies on it.
-                tx = conn.transaction(isolation="read_committed")
                 try:
-                    await tx.start()
-                    row = await conn.fetchrow(_LOCK_HEAD)
+                    await conn.execute(_BEGIN_AND_LOCK)
                 except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as error:
                     with anyio.CancelScope(shield=True):
-                        await _rollback(tx)
+                        await _rollback(conn)
                     raise _translate(error, self._where) from error
                 except BaseException:
                     with anyio.CancelScope(shield=True):
-                        await _rollback(tx)
+                        await _rollback(conn)
                     raise
-                assert row is not None, "log_head has its one row from the first migration"
-                head = LogHead(last_seq=row[0], last_recorded_at=row[1])
-                transaction = _PostgresTransaction(conn, head)
+                transaction = _PostgresTransaction(conn)
                 try:
                     yield transaction
                     await transaction.flush()
                 except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as error:
                     with anyio.CancelScope(shield=True):
-                        await _rollback(tx)
+                        await _rollback(conn)
                     raise _translate(error, self._where) from error
                 except BaseException:
                     with anyio.CancelScope(shield=True):
-                        await _rollback(tx)
+                        await _rollback(conn)
                     raise
                 try:
                     with anyio.CancelScope(shield=True):
-                        await tx.commit()
+                        await conn.execute(_COMMIT)
                 except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as error:
                     with anyio.CancelScope(shield=True):
-                        await _rollback(tx)
+                        await _rollback(conn)
                     raise _translate(error, self._where) from error
 
     async def _fetch(self, sql: str, *args: Any) -> list[asyncpg.Record]:
@@ -416,9 +428,9 @@ class _PostgresTransaction(WriteTransaction):
     first and then run at once, so every write lands in the order the log asked for it.
     """
 
-    def __init__(self, conn: PoolConnectionProxy[asyncpg.Record], head: LogHead) -> None:
+    def __init__(self, conn: PoolConnectionProxy[asyncpg.Record]) -> None:
         self.conn = conn
-        self.head = head  # read under the lock, so it cannot change before commit
+        self.head: LogHead | None = None  # read under the lock, so it cannot change before commit
         self._events: list[EventRow] = []
         self._current: dict[tuple[int, str], CurrentRow] = {}
         self._scopes: dict[int, ScopeRow] = {}
@@ -437,7 +449,7 @@ class _PostgresTransaction(WriteTransaction):
             return
         events, current = self._events, list(self._current.values())
         scopes, idempotent = list(self._scopes.values()), self._idempotent
-        head = self._new_head or self.head
+        head = self._new_head or self.head or LogHead()
         await self.conn.execute(
             _APPLY,
             [r.seq for r in events],
@@ -474,12 +486,26 @@ class _PostgresTransaction(WriteTransaction):
 
     async def select_head(self) -> LogHead:
         head = self._new_head or self.head
+        if head is None:
+            row = await self.conn.fetchrow(_SELECT_HEAD)
+            assert row is not None, "log_head has its one row from the first migration"
+            head = self.head = LogHead(last_seq=row[0], last_recorded_at=row[1])
         return LogHead(last_seq=head.last_seq, last_recorded_at=head.last_recorded_at)
 
     async def select_scopes(self, scope_keys: Collection[str]) -> dict[str, ScopeRow]:
         await self.flush()
         rows = await self.conn.fetch(_SELECT_SCOPES, list(scope_keys))
         return {r[1]: _scope_row(r) for r in rows}
+
+    async def select_head_and_scopes(
+        self, scope_keys: Collection[str]
+    ) -> tuple[LogHead, dict[str, ScopeRow]]:
+        if self.head is not None or self._new_head is not None:
+            return await self.select_head(), await self.select_scopes(scope_keys)
+        rows = await self.conn.fetch(_SELECT_HEAD_AND_SCOPES, list(scope_keys))
+        self.head = LogHead(last_seq=rows[0][0], last_recorded_at=rows[0][1])
+        scopes = {r[3]: _scope_row(r[2:]) for r in rows if r[2] is not None}
+        return await self.select_head(), scopes
 
     async def select_task_scopes(self, dag_id: str, run_id: str, task_id: str) -> list[ScopeRow]:
         await self.flush()
@@ -566,6 +592,15 @@ async def _create_schema(dsn: str, schema: str) -> None:
             await conn.close()
 
 
+async def _keep_session(conn: asyncpg.Connection) -> None:
+    """Nothing to reset when a connection goes back to the pool, and no round trip for it.
+
+    asyncpg rolls back an open transaction itself first. Beyond that its default reset (unlock
+    advisory locks, close cursors, unlisten, RESET ALL) undoes session state this backend never
+    creates: its advisory locks are transaction-scoped, and its settings are startup parameters.
+    """
+
+
 def _quote_ident(name: str) -> str:
     """A name as a quoted SQL identifier: an identifier cannot be a parameter, and quoting makes
     any name (spaces, quotes, capitals) safe and exact."""
@@ -574,10 +609,11 @@ def _quote_ident(name: str) -> str:
     return '"' + name.replace('"', '""') + '"'
 
 
-async def _rollback(tx: Any) -> None:
+async def _rollback(conn: PoolConnectionProxy[asyncpg.Record]) -> None:
     # If the connection is gone, the server rolls the transaction back itself.
     with suppress(OSError, asyncpg.PostgresError, asyncpg.InterfaceError):
-        await tx.rollback()
+        if conn.is_in_transaction():
+            await conn.execute(_ROLLBACK)
 
 
 def _encode(text: str | None) -> bytes | None:
@@ -596,7 +632,7 @@ def _current_row(r: asyncpg.Record) -> CurrentRow:
     return CurrentRow(r[0], r[1].decode(), r[2], r[3], r[4], r[5], r[6])
 
 
-def _scope_row(r: asyncpg.Record) -> ScopeRow:
+def _scope_row(r: asyncpg.Record | tuple[Any, ...]) -> ScopeRow:
     return ScopeRow(
         scope_id=r[0],
         scope_key=r[1],
