@@ -107,15 +107,36 @@ class _Batch:
         self.touched: dict[int, _ScopeView] = {}
         self.idempotent: dict[tuple[int, str], bytes] = {}
         self.new_idempotent: list[tuple[int, str, bytes]] = []
+        self.scope_keys: dict[Scope, str] = {}
+        self.idempotent_loaded = False
+        self.recorded_at = from_micros(now)
+        self.expiry_times: dict[int, datetime] = {}
+        days = config.default_retention_days
+        # timedelta rounds fractional days to the microsecond; float arithmetic truncates.
+        self.default_retention = None if days == 0 else to_micros_delta(timedelta(days=days))
 
-    def add_views(self, scopes: dict[str, Scope], found: dict[str, ScopeRow]) -> None:
+    def add_views(self, scope_keys: dict[Scope, str], found: dict[str, ScopeRow]) -> None:
         """Views of the scopes the batch addresses, from their heads read all at once."""
-        for key, scope in scopes.items():
+        self.scope_keys = scope_keys
+        for scope, key in scope_keys.items():
             row = found.get(key)
             self.views[key] = _ScopeView(scope, row or _new_scope_row(scope, key))
 
+    async def load_idempotent(self, requests: Sequence[AppendRequest]) -> None:
+        """The stored results of the batch's idempotency ids: one statement per scope."""
+        wanted: dict[int, list[str]] = {}
+        for request in requests:
+            if request.idempotency_id is not None:
+                scope_id = self.views[self.scope_keys[request.scope]].row.scope_id
+                if scope_id:
+                    wanted.setdefault(scope_id, []).append(request.idempotency_id)
+        for scope_id, ids in wanted.items():
+            for done_id, encoded in (await self.tx.select_idempotent(scope_id, ids)).items():
+                self.idempotent[(scope_id, done_id)] = encoded
+        self.idempotent_loaded = True
+
     async def view(self, scope: Scope) -> _ScopeView:
-        key = scope_key(scope)
+        key = self.scope_keys.get(scope) or scope_key(scope)
         view = self.views.get(key)
         if view is None:
             row = (await self.tx.select_scopes([key])).get(key)
@@ -139,7 +160,8 @@ class _Batch:
         return view.live
 
     async def plan(self, request: AppendRequest) -> AppendResult:
-        view = await self.view(request.scope)
+        key = self.scope_keys.get(request.scope)
+        view = self.views[key] if key is not None else await self.view(request.scope)
         row = view.row
         if request.idempotency_id is not None and row.scope_id:
             done = await self._idempotent_result(row.scope_id, request.idempotency_id)
@@ -159,7 +181,8 @@ class _Batch:
         for op in request.ops:
             match op:
                 case SetOp():
-                    await self._ensure_stored(view)
+                    if not row.scope_id:
+                        await self._ensure_stored(view)
                     last_seq = self._append_set(view, request, op)
                     appended += 1
                 case DeleteOp(key=key):
@@ -186,7 +209,7 @@ class _Batch:
             version=row.version,
             seq=last_seq,
             events=appended,
-            recorded_at=from_micros(self.now),
+            recorded_at=self.recorded_at,
         )
         if request.idempotency_id is not None and row.scope_id:
             encoded = _encode_result(result)
@@ -196,7 +219,7 @@ class _Batch:
 
     async def _idempotent_result(self, scope_id: int, idempotency_id: str) -> AppendResult | None:
         encoded = self.idempotent.get((scope_id, idempotency_id))
-        if encoded is None:
+        if encoded is None and not self.idempotent_loaded:
             found = await self.tx.select_idempotent(scope_id, [idempotency_id])
             encoded = found.get(idempotency_id)
         return None if encoded is None else _decode_result(encoded)
@@ -225,7 +248,7 @@ class _Batch:
         event = KeySet(
             key=op.key,
             value=msgspec.Raw(op.value),
-            expires_at=None if expires is None else from_micros(expires),
+            expires_at=None if expires is None else self._expiry_time(expires),
         )
         seq = self._append(view, request, event, key=op.key, expires_at=expires)
         self.final[(view.row.scope_id, op.key)] = CurrentRow(
@@ -244,6 +267,13 @@ class _Batch:
                 view.live.discard(op.key)
         return seq
 
+    def _expiry_time(self, micros: int) -> datetime:
+        # Writes of one batch with the same retention share their expiry: convert it once.
+        moment = self.expiry_times.get(micros)
+        if moment is None:
+            moment = self.expiry_times[micros] = from_micros(micros)
+        return moment
+
     def _expiry(self, op: SetOp) -> int | None:
         if op.expires_at is not None:
             return to_micros(op.expires_at)
@@ -251,9 +281,8 @@ class _Batch:
         if retention is NEVER_EXPIRE:
             return None
         if retention is None:
-            days = self.config.default_retention_days
-            # timedelta rounds fractional days to the microsecond; float arithmetic truncates.
-            return None if days == 0 else self.now + to_micros_delta(timedelta(days=days))
+            default = self.default_retention
+            return None if default is None else self.now + default
         assert isinstance(retention, timedelta)
         return self.now + to_micros_delta(retention)
 
@@ -344,14 +373,18 @@ async def append_batch(
     An error of the transaction itself (disk full, lost connection) is every request's error.
     """
     results: list[AppendResult | BaseException] = []
-    scopes = {scope_key(request.scope): request.scope for request in requests}
+    scope_keys: dict[Scope, str] = {}
+    for request in requests:
+        if request.scope not in scope_keys:
+            scope_keys[request.scope] = scope_key(request.scope)
     async with backend.write() as tx:
         # The heads of the log and of every scope addressed, read under the write lock.
-        head, found = await tx.select_head_and_scopes(list(scopes))
+        head, found = await tx.select_head_and_scopes(list(scope_keys.values()))
         # Recorded times never go backwards, so "as of a time" is a prefix of the log.
         now_us = max(to_micros(now), head.last_recorded_at)
         batch = _Batch(tx, config, now_us, head.last_seq)
-        batch.add_views(scopes, found)
+        batch.add_views(scope_keys, found)
+        await batch.load_idempotent(requests)
         for request in requests:
             try:
                 results.append(await batch.plan(request))

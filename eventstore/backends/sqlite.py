@@ -1,20 +1,36 @@
-"""The SQLite backend, through aiosqlite.
+"""The SQLite backend.
 
 WAL mode: readers never wait for the writer. Writes go through one connection and take SQLite's
 write lock with BEGIN IMMEDIATE, so writers in other processes on the same file queue behind it
-instead of failing halfway through a transaction. Reads have a connection of their own.
+instead of failing halfway through a transaction.
+
+Where the time goes decides which thread runs what. The statements of a write transaction only
+touch SQLite's page cache and take microseconds, so they run on the event loop thread, directly on
+a stdlib connection; a hop to a worker thread for each would cost more than the statement. Only
+the two steps that may block run in a worker thread: COMMIT (the fsync), and BEGIN IMMEDIATE
+when another process holds the write lock. BEGIN is first tried on the loop thread without
+waiting (the write connection's busy timeout is 0), which succeeds unless another process is
+writing; only then is it retried in the worker thread, waiting up to the busy timeout.
+
+Point reads (`select_scope`, `select_current`, `select_current_all`) also run on the loop
+thread, on a second stdlib connection: in WAL mode they never wait for a writer, and each one is
+a new autocommit statement, so it sees every committed write, including those of other
+processes. Long reads (history, the whole log) go through aiosqlite's thread so they do not
+stall the loop.
 """
 
 from __future__ import annotations
 
 import sqlite3
-from collections.abc import AsyncIterator, Collection, Sequence
+from collections.abc import AsyncIterator, Callable, Collection, Sequence
 from contextlib import asynccontextmanager
 from pathlib import Path
-from typing import Any, Final
+from typing import Any, Final, TypeVar
 
 import aiosqlite
 import anyio
+import anyio.to_thread
+import msgspec
 from msgspec.structs import astuple
 
 from eventstore.backends.base import (
@@ -101,6 +117,13 @@ MIGRATIONS: Final = (
 )
 SCHEMA_VERSION: Final = latest_version(MIGRATIONS)
 
+T = TypeVar("T")
+
+# How long a writer waits for another process's write lock before failing.
+_BUSY_TIMEOUT_MS: Final = 10_000
+
+_encode_json = msgspec.json.Encoder().encode
+
 _EVENT_COLUMNS: Final = (
     "seq, scope_id, version, kind, key, expires_at, recorded_at, try_number, actor, payload"
 )
@@ -123,6 +146,10 @@ _SELECT_CURRENT_ALL: Final = (
     f"SELECT {_CURRENT_COLUMNS} FROM current WHERE scope_id = ? ORDER BY key"
 )
 _SELECT_SCOPE: Final = f"SELECT {_SCOPE_COLUMNS} FROM scopes WHERE scope_key = ?"
+# One statement for a whole batch of keys: the keys travel as one JSON array parameter.
+_SELECT_SCOPES: Final = (
+    f"SELECT {_SCOPE_COLUMNS} FROM scopes WHERE scope_key IN (SELECT value FROM json_each(?))"
+)
 _SELECT_TASK_SCOPES: Final = (
     f"SELECT {_SCOPE_COLUMNS} FROM scopes WHERE dag_id = ? AND run_id = ? AND task_id = ?"
 )
@@ -137,7 +164,8 @@ _UPDATE_SCOPE: Final = (
     "UPDATE scopes SET version = ?, max_try = ?, updated_at = ? WHERE scope_id = ?"
 )
 _SELECT_IDEMPOTENT: Final = (
-    "SELECT result FROM idempotency WHERE scope_id = ? AND idempotency_id = ?"
+    "SELECT idempotency_id, result FROM idempotency "
+    "WHERE scope_id = ? AND idempotency_id IN (SELECT value FROM json_each(?))"
 )
 _INSERT_IDEMPOTENT: Final = (
     "INSERT INTO idempotency (scope_id, idempotency_id, result) VALUES (?, ?, ?)"
@@ -178,9 +206,15 @@ class SQLiteBackend(LogBackend):
     def __init__(self, path: str, *, durability: str = "full") -> None:
         self.path = path
         self._durability = durability
-        self._write_conn: aiosqlite.Connection | None = None
+        # Writes: used by the loop thread and, for BEGIN and COMMIT, by one worker thread, never
+        # both at once (the write lock serialises transactions, the limiter the thread hops).
+        self._write_conn: sqlite3.Connection | None = None
+        # Point reads, on the loop thread.
+        self._point_conn: sqlite3.Connection | None = None
+        # Long reads, in aiosqlite's thread.
         self._read_conn: aiosqlite.Connection | None = None
         self._write_lock = anyio.Lock()
+        self._limiter = anyio.CapacityLimiter(1)
         self._closed = False
 
     @property
@@ -190,55 +224,105 @@ class SQLiteBackend(LogBackend):
     async def open(self) -> None:
         if not self.in_memory:
             Path(self.path).parent.mkdir(parents=True, exist_ok=True)
-        self._write_conn = await self._connect()
         try:
-            await self._migrate(self._write_conn)
+            # Opening may wait for another process's lock (WAL switch, migration): not on the loop.
+            write_conn = self._write_conn = await self._in_thread(self._connect)
+            await self._in_thread(self._migrate, write_conn)
+            write_conn.execute("PRAGMA busy_timeout = 0")  # see _begin
+            if self.in_memory:
+                # An in-memory database lives in its one connection, so reads share it.
+                self._point_conn = write_conn
+                self._read_conn = await aiosqlite.Connection(lambda: write_conn, 64)
+            else:
+                self._point_conn = await self._in_thread(self._connect)
+                self._read_conn = await aiosqlite.Connection(self._connect, 64)
         except BaseException:
-            await self.aclose()
+            with anyio.CancelScope(shield=True):
+                await self.aclose()
             raise
-        # An in-memory database lives in its one connection, so reads share it.
-        self._read_conn = self._write_conn if self.in_memory else await self._connect()
 
-    async def _connect(self) -> aiosqlite.Connection:
-        conn = await aiosqlite.connect(self.path, isolation_level=None)
+    def _connect(self) -> sqlite3.Connection:
+        conn = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
         try:
-            await conn.execute("PRAGMA busy_timeout = 10000")
+            conn.execute(f"PRAGMA busy_timeout = {_BUSY_TIMEOUT_MS}")
             if not self.in_memory:
-                await conn.execute("PRAGMA journal_mode = WAL")
+                conn.execute("PRAGMA journal_mode = WAL")
             synchronous = "FULL" if self._durability == "full" else "NORMAL"
-            await conn.execute(f"PRAGMA synchronous = {synchronous}")
+            conn.execute(f"PRAGMA synchronous = {synchronous}")
         except BaseException:
-            await conn.close()
+            conn.close()
             raise
         return conn
 
-    async def _migrate(self, conn: aiosqlite.Connection) -> None:
+    def _migrate(self, conn: sqlite3.Connection) -> None:
         # BEGIN IMMEDIATE takes the write lock first, so two processes opening the same old file
         # cannot both migrate it; the second sees the version the first stamped.
-        await conn.execute("BEGIN IMMEDIATE")
+        conn.execute("BEGIN IMMEDIATE")
         try:
-            found = await conn.execute_fetchall(
+            found = conn.execute(
                 "SELECT name FROM sqlite_master WHERE type = 'table' AND name = 'schema_version'"
-            )
+            ).fetchall()
             version = 0
             if found:
-                rows = list(await conn.execute_fetchall("SELECT version FROM schema_version"))
+                rows = conn.execute("SELECT version FROM schema_version").fetchall()
                 version = rows[0][0] if rows else 0
             steps = pending_migrations(version, MIGRATIONS, f"SQLite file {self.path}")
             for step in steps:
                 for statement in step.statements:
-                    await conn.execute(statement)
+                    conn.execute(statement)
             if steps:
-                await conn.execute("UPDATE schema_version SET version = ?", (SCHEMA_VERSION,))
-            await conn.execute("COMMIT")
+                conn.execute("UPDATE schema_version SET version = ?", (SCHEMA_VERSION,))
+            conn.execute("COMMIT")
         except BaseException:
-            await conn.execute("ROLLBACK")
+            conn.execute("ROLLBACK")
             raise
+
+    async def _in_thread(self, fn: Callable[..., T], *args: Any) -> T:
+        return await anyio.to_thread.run_sync(fn, *args, limiter=self._limiter)
+
+    async def _begin(self, conn: sqlite3.Connection) -> None:
+        try:
+            conn.execute("BEGIN IMMEDIATE")
+            return
+        except sqlite3.OperationalError as error:
+            if error.sqlite_errorcode & 0xFF != sqlite3.SQLITE_BUSY:
+                raise
+        # Another process is writing: wait for its lock, off the loop.
+        await self._in_thread(_begin_waiting, conn)
+
+    async def _run_writer(self, fn: Callable[[sqlite3.Connection], T]) -> T:
+        """Run `fn(write connection)` in the worker thread, between transactions.
+
+        For maintenance that may take long or wait for locks (VACUUM, a WAL checkpoint): it
+        holds the write lock, so no batch runs meanwhile, and waits up to the busy timeout for
+        other processes, as BEGIN does.
+        """
+        async with self._write_lock:
+            conn = self._write_conn
+            if conn is None:
+                raise StoreClosedError("SQLite log")
+
+            def run() -> T:
+                conn.execute(f"PRAGMA busy_timeout = {_BUSY_TIMEOUT_MS}")
+                try:
+                    return fn(conn)
+                finally:
+                    conn.execute("PRAGMA busy_timeout = 0")
+
+            try:
+                return await self._in_thread(run)
+            except sqlite3.Error as error:
+                raise _translate(error) from error
 
     def _reader(self) -> aiosqlite.Connection:
         if self._read_conn is None:
             raise StoreClosedError("SQLite log")
         return self._read_conn
+
+    def _points(self) -> sqlite3.Connection:
+        if self._point_conn is None:
+            raise StoreClosedError("SQLite log")
+        return self._point_conn
 
     @asynccontextmanager
     async def write(self) -> AsyncIterator[WriteTransaction]:
@@ -247,34 +331,40 @@ class SQLiteBackend(LogBackend):
             if conn is None:
                 raise StoreClosedError("SQLite log")
             try:
-                await conn.execute("BEGIN IMMEDIATE")
+                await self._begin(conn)
             except sqlite3.Error as error:
                 raise _translate(error) from error
-            try:
-                yield _SQLiteTransaction(conn)
             except BaseException:
-                with anyio.CancelScope(shield=True):
-                    await conn.execute("ROLLBACK")
+                # Cancelled while BEGIN ran in its thread: it may have begun all the same.
+                _rollback(conn)
                 raise
             try:
-                with anyio.CancelScope(shield=True):
-                    await conn.execute("COMMIT")
+                yield _SQLiteTransaction(conn)
             except sqlite3.Error as error:
+                _rollback(conn)
+                raise _translate(error) from error
+            except BaseException:
+                _rollback(conn)
+                raise
+            try:
+                # The fsync. Once it has started, it finishes: the caller must not be told a
+                # write failed when it landed.
                 with anyio.CancelScope(shield=True):
-                    if conn.in_transaction:
-                        await conn.execute("ROLLBACK")
+                    await self._in_thread(conn.execute, "COMMIT")
+            except sqlite3.Error as error:
+                _rollback(conn)
                 raise _translate(error) from error
 
     async def select_scope(self, scope_key: str) -> ScopeRow | None:
-        rows = await self._reader().execute_fetchall(_SELECT_SCOPE, (scope_key,))
-        return next((_scope_row(r) for r in rows), None)
+        row = self._points().execute(_SELECT_SCOPE, (scope_key,)).fetchone()
+        return None if row is None else _scope_row(row)
 
     async def select_current(self, scope_id: int, key: str) -> CurrentRow | None:
-        rows = await self._reader().execute_fetchall(_SELECT_CURRENT, (scope_id, key))
-        return next((CurrentRow(*r) for r in rows), None)
+        row = self._points().execute(_SELECT_CURRENT, (scope_id, key)).fetchone()
+        return None if row is None else CurrentRow(*row)
 
     async def select_current_all(self, scope_id: int) -> list[CurrentRow]:
-        rows = await self._reader().execute_fetchall(_SELECT_CURRENT_ALL, (scope_id,))
+        rows = self._points().execute(_SELECT_CURRENT_ALL, (scope_id,)).fetchall()
         return [CurrentRow(*r) for r in rows]
 
     async def select_events(self, scope_id: int, where: EventFilter) -> list[EventRow]:
@@ -324,108 +414,119 @@ class SQLiteBackend(LogBackend):
         if self._closed:
             return
         self._closed = True
-        conns = {id(c): c for c in (self._read_conn, self._write_conn) if c is not None}
-        self._read_conn = self._write_conn = None
+        reader, self._read_conn = self._read_conn, None
+        points, self._point_conn = self._point_conn, None
+        writer, self._write_conn = self._write_conn, None
         with anyio.CancelScope(shield=True):
-            for conn in conns.values():
-                await conn.close()
+            if reader is not None:
+                await reader.close()
+            # The write lock: a transaction in flight finishes before its connection closes.
+            async with self._write_lock:
+                for conn in {id(c): c for c in (points, writer) if c is not None}.values():
+                    # The last connection to close checkpoints the WAL into the file.
+                    await self._in_thread(conn.close)
 
 
 class _SQLiteTransaction(WriteTransaction):
-    def __init__(self, conn: aiosqlite.Connection) -> None:
+    """The statements of one write transaction, run on the loop thread (see the module doc)."""
+
+    __slots__ = ("conn",)
+
+    def __init__(self, conn: sqlite3.Connection) -> None:
         self.conn = conn
 
     async def select_head(self) -> LogHead:
-        rows = list(
-            await self.conn.execute_fetchall("SELECT last_seq, last_recorded_at FROM log_head")
-        )
-        return LogHead(last_seq=rows[0][0], last_recorded_at=rows[0][1])
+        row = self.conn.execute("SELECT last_seq, last_recorded_at FROM log_head").fetchone()
+        return LogHead(last_seq=row[0], last_recorded_at=row[1])
 
     async def select_scopes(self, scope_keys: Collection[str]) -> dict[str, ScopeRow]:
-        found = {}
-        for key in scope_keys:
-            for r in await self.conn.execute_fetchall(_SELECT_SCOPE, (key,)):
-                found[key] = _scope_row(r)
-        return found
+        if not scope_keys:
+            return {}
+        rows = self.conn.execute(_SELECT_SCOPES, (_json_array(scope_keys),)).fetchall()
+        return {r[1]: _scope_row(r) for r in rows}
 
     async def select_task_scopes(self, dag_id: str, run_id: str, task_id: str) -> list[ScopeRow]:
-        rows = await self.conn.execute_fetchall(_SELECT_TASK_SCOPES, (dag_id, run_id, task_id))
+        rows = self.conn.execute(_SELECT_TASK_SCOPES, (dag_id, run_id, task_id)).fetchall()
         return [_scope_row(r) for r in rows]
 
     async def select_live_keys(self, scope_id: int, now: int) -> set[str]:
-        rows = await self.conn.execute_fetchall(_SELECT_LIVE_KEYS, (scope_id, now))
-        return {r[0] for r in rows}
+        return {r[0] for r in self.conn.execute(_SELECT_LIVE_KEYS, (scope_id, now))}
 
     async def select_idempotent(self, scope_id: int, ids: Collection[str]) -> dict[str, bytes]:
-        found = {}
-        for i in ids:
-            for r in await self.conn.execute_fetchall(_SELECT_IDEMPOTENT, (scope_id, i)):
-                found[i] = r[0]
-        return found
+        if not ids:
+            return {}
+        rows = self.conn.execute(_SELECT_IDEMPOTENT, (scope_id, _json_array(ids)))
+        return {r[0]: r[1] for r in rows}
 
     async def insert_scope(self, row: ScopeRow) -> int:
-        rows = list(
-            await self.conn.execute_fetchall(
-                _INSERT_SCOPE,
-                (
-                    row.scope_key,
-                    row.version,
-                    row.max_try,
-                    row.updated_at,
-                    row.dag_id,
-                    row.run_id,
-                    row.task_id,
-                    row.map_index,
-                ),
-            )
-        )
-        return int(rows[0][0])
+        found = self.conn.execute(
+            _INSERT_SCOPE,
+            (
+                row.scope_key,
+                row.version,
+                row.max_try,
+                row.updated_at,
+                row.dag_id,
+                row.run_id,
+                row.task_id,
+                row.map_index,
+            ),
+        ).fetchone()
+        return int(found[0])
 
     async def insert_events(self, rows: Sequence[EventRow]) -> None:
-        await self.conn.executemany(_INSERT_EVENT, [astuple(r) for r in rows])
+        self.conn.executemany(_INSERT_EVENT, map(astuple, rows))
 
     async def upsert_current(self, rows: Sequence[CurrentRow]) -> None:
-        await self.conn.executemany(_UPSERT_CURRENT, [astuple(r) for r in rows])
+        self.conn.executemany(_UPSERT_CURRENT, map(astuple, rows))
 
     async def delete_current(self, pairs: Sequence[tuple[int, str]]) -> None:
-        await self.conn.executemany("DELETE FROM current WHERE scope_id = ? AND key = ?", pairs)
+        self.conn.executemany("DELETE FROM current WHERE scope_id = ? AND key = ?", pairs)
 
     async def clear_current(self, scope_ids: Sequence[int]) -> None:
-        await self.conn.executemany(
-            "DELETE FROM current WHERE scope_id = ?", [(s,) for s in scope_ids]
-        )
+        self.conn.executemany("DELETE FROM current WHERE scope_id = ?", [(s,) for s in scope_ids])
 
     async def update_scopes(self, rows: Sequence[ScopeRow]) -> None:
-        await self.conn.executemany(
+        self.conn.executemany(
             _UPDATE_SCOPE, [(r.version, r.max_try, r.updated_at, r.scope_id) for r in rows]
         )
 
     async def insert_idempotent(self, rows: Sequence[tuple[int, str, bytes]]) -> None:
-        await self.conn.executemany(_INSERT_IDEMPOTENT, rows)
+        self.conn.executemany(_INSERT_IDEMPOTENT, rows)
 
     async def update_head(self, head: LogHead) -> None:
-        await self.conn.execute(
+        self.conn.execute(
             "UPDATE log_head SET last_seq = ?, last_recorded_at = ?",
             (head.last_seq, head.last_recorded_at),
         )
 
     async def replace_current(self, rows: Sequence[CurrentRow]) -> None:
-        await self.conn.execute("DELETE FROM current")
+        self.conn.execute("DELETE FROM current")
         await self.upsert_current(rows)
 
 
+def _begin_waiting(conn: sqlite3.Connection) -> None:
+    conn.execute(f"PRAGMA busy_timeout = {_BUSY_TIMEOUT_MS}")
+    try:
+        conn.execute("BEGIN IMMEDIATE")
+    finally:
+        conn.execute("PRAGMA busy_timeout = 0")
+
+
+def _rollback(conn: sqlite3.Connection) -> None:
+    # Undoing an uncommitted WAL transaction writes nothing to disk: fine on the loop thread.
+    if conn.in_transaction:
+        conn.execute("ROLLBACK")
+
+
+def _json_array(items: Collection[str]) -> str:
+    # Text, not bytes: SQLite would read a BLOB argument of json_each as binary JSONB.
+    return _encode_json(list(items)).decode()
+
+
 def _scope_row(r: Any) -> ScopeRow:
-    return ScopeRow(
-        scope_id=r[0],
-        scope_key=r[1],
-        version=r[2],
-        max_try=r[3],
-        updated_at=r[4],
-        dag_id=r[5],
-        run_id=r[6],
-        task_id=r[7],
-        map_index=r[8],
-    )
+    # The columns are selected in the order of ScopeRow's fields (_SCOPE_COLUMNS).
+    return ScopeRow(*r)
 
 
 def _events_query(scope_id: int, where: EventFilter) -> tuple[str, list[Any]]:

@@ -1,0 +1,240 @@
+"""Group commit: batching, per-caller errors, back-pressure and shutdown, on every backend."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+import anyio
+import pytest
+
+from eventstore import StoreConfig, TaskScope
+from eventstore.backends.base import LogBackend, WriteTransaction
+from eventstore.backends.memory import MemoryBackend
+from eventstore.errors import ConcurrencyError, EventStoreError, StaleAttemptError, StoreClosedError
+from eventstore.log import AppendRequest, AppendResult, SetOp
+from eventstore.writer import GroupCommitWriter
+from tests.conftest import FakeClock, StoreFactory
+
+
+class Gate:
+    """Holds every commit of a backend at the door until opened; counts the batches it let in."""
+
+    def __init__(self, backend: LogBackend, monkeypatch: pytest.MonkeyPatch) -> None:
+        self.opened = anyio.Event()
+        self.arrived = anyio.Event()
+        self.batches = 0
+        write = backend.write
+
+        @asynccontextmanager
+        async def gated() -> AsyncIterator[WriteTransaction]:
+            self.arrived.set()
+            await self.opened.wait()
+            self.batches += 1
+            async with write() as tx:
+                yield tx
+
+        monkeypatch.setattr(backend, "write", gated)
+
+    async def until_waiting(self) -> None:
+        await self.arrived.wait()
+
+
+async def settle() -> None:
+    """Let every runnable task run until it blocks."""
+    await anyio.wait_all_tasks_blocked()
+
+
+async def test_concurrent_writes_share_one_transaction(
+    make_store: StoreFactory, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    async with make_store() as store:
+        gate = Gate(store.backend, monkeypatch)
+        plug = store.task_store("d", "r", "plug")
+        results: dict[int, AppendResult] = {}
+
+        async def write(i: int) -> None:
+            results[i] = await store.task_store("d", "r", f"t{i}").set("k", i)
+
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(plug.set, "k", 0)
+            await gate.until_waiting()
+            for i in range(50):
+                tg.start_soon(write, i)
+            await settle()
+            gate.opened.set()
+        assert gate.batches == 2  # the plug alone, then all fifty together
+        assert len({r.recorded_at for r in results.values()}) == 1
+        assert sorted(r.seq for r in results.values()) == list(range(2, 52))
+        for i in range(50):
+            assert await store.task_store("d", "r", f"t{i}").get("k") == i
+
+
+async def test_a_bad_write_in_a_batch_fails_alone(
+    make_store: StoreFactory, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    async with make_store() as store:
+        await store.task_store("d", "r", "fenced", try_number=2).set("k", "try 2")
+        await store.task_store("d", "r", "versioned").set("k", "v1")
+        gate = Gate(store.backend, monkeypatch)
+        outcomes: dict[str, object] = {}
+
+        async def attempt(name: str, call: object) -> None:
+            try:
+                outcomes[name] = await call  # type: ignore[misc]
+            except EventStoreError as error:
+                outcomes[name] = error
+
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(store.task_store("d", "r", "plug").set, "k", 0)
+            await gate.until_waiting()
+            tg.start_soon(attempt, "good 1", store.task_store("d", "r", "a").set("k", 1))
+            tg.start_soon(
+                attempt,
+                "stale",
+                store.task_store("d", "r", "fenced", try_number=1).set("k", "zombie"),
+            )
+            tg.start_soon(
+                attempt,
+                "conflict",
+                store.task_store("d", "r", "versioned").set("k", "v2", expected_version=0),
+            )
+            tg.start_soon(attempt, "good 2", store.task_store("d", "r", "b").set("k", 2))
+            await settle()
+            gate.opened.set()
+        assert gate.batches == 2
+        assert isinstance(outcomes["stale"], StaleAttemptError)
+        assert isinstance(outcomes["conflict"], ConcurrencyError)
+        assert isinstance(outcomes["good 1"], AppendResult)
+        assert isinstance(outcomes["good 2"], AppendResult)
+        assert await store.task_store("d", "r", "a").get("k") == 1
+        assert await store.task_store("d", "r", "b").get("k") == 2
+        assert await store.task_store("d", "r", "fenced").get("k") == "try 2"
+        assert await store.task_store("d", "r", "versioned").get("k") == "v1"
+
+
+async def test_a_failed_transaction_fails_every_write_in_it(
+    make_store: StoreFactory, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    async with make_store() as store:
+
+        @asynccontextmanager
+        async def broken() -> AsyncIterator[WriteTransaction]:
+            raise EventStoreError("disk on fire")
+            yield  # pragma: no cover
+
+        monkeypatch.setattr(store.backend, "write", broken)
+        errors: list[BaseException] = []
+
+        async def write(i: int) -> None:
+            with pytest.raises(EventStoreError, match="disk on fire") as caught:
+                await store.task_store("d", "r", f"t{i}").set("k", i)
+            errors.append(caught.value)
+
+        with anyio.fail_after(5):
+            async with anyio.create_task_group() as tg:
+                for i in range(10):
+                    tg.start_soon(write, i)
+        assert len(errors) == 10
+
+
+async def test_a_full_queue_makes_writers_wait(
+    make_store: StoreFactory, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    config = StoreConfig(max_pending=8, max_batch=4)
+    async with make_store(config) as store:
+        gate = Gate(store.backend, monkeypatch)
+        returned = 0
+
+        async def write(i: int) -> None:
+            nonlocal returned
+            await store.task_store("d", "r", f"t{i}").set("k", i)
+            returned += 1
+
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(write, -1)  # taken by the writer, held at the gate
+            await gate.until_waiting()
+            for i in range(40):
+                tg.start_soon(write, i)
+            await settle()
+            # The queue holds max_pending writes; the other callers wait for room, holding
+            # nothing in the queue.
+            assert store._writer.queued == 8
+            assert returned == 0
+            gate.opened.set()
+        assert returned == 41
+        assert store._writer.queued == 0
+        # Batches never exceed max_batch: 1 (the first) + 40 / 4.
+        assert gate.batches == 11
+        for i in range(40):
+            assert await store.task_store("d", "r", f"t{i}").get("k") == i
+
+
+async def test_closing_commits_queued_writes_and_fails_waiting_ones(
+    make_store: StoreFactory, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    config = StoreConfig(max_pending=5, max_batch=100)
+    outcomes: dict[int, object] = {}
+    async with make_store(config) as store:
+        gate = Gate(store.backend, monkeypatch)
+
+        async def write(i: int) -> None:
+            try:
+                outcomes[i] = await store.task_store("d", "r", f"t{i}").set("k", i)
+            except StoreClosedError as error:
+                outcomes[i] = error
+
+        with anyio.fail_after(5):
+            async with anyio.create_task_group() as tg:
+                tg.start_soon(write, -1)
+                await gate.until_waiting()
+                for i in range(20):
+                    tg.start_soon(write, i)
+                await settle()
+                await store.aclose()
+                await settle()
+                gate.opened.set()
+        with pytest.raises(StoreClosedError, match="store is closed"):
+            await store.task_store("d", "r", "late").set("k", 1)
+        committed = {i for i, o in outcomes.items() if isinstance(o, AppendResult)}
+        failed = {i for i, o in outcomes.items() if isinstance(o, StoreClosedError)}
+        # The first write and the five queued ones commit; the fifteen waiting for room fail.
+        assert len(committed) == 6
+        assert len(failed) == 15
+        assert committed | failed == set(range(-1, 20))
+        for i in committed:
+            assert await store.task_store("d", "r", f"t{i}").get("k") == i
+        for i in failed:
+            assert await store.task_store("d", "r", f"t{i}").get("k") is None
+
+
+async def test_a_cancelled_writer_fails_every_queued_write(
+    clock: FakeClock, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    backend = MemoryBackend()
+    gate = Gate(backend, monkeypatch)
+    writer = GroupCommitWriter(backend, StoreConfig(), clock)
+    outcomes: dict[int, object] = {}
+
+    async def write(i: int) -> None:
+        request = AppendRequest(scope=TaskScope("d", "r", f"t{i}"), ops=[SetOp("k", b"1")])
+        try:
+            outcomes[i] = await writer.append(request)
+        except StoreClosedError as error:
+            outcomes[i] = error
+
+    with anyio.fail_after(5):
+        async with anyio.create_task_group() as callers, anyio.create_task_group() as running:
+            await running.start(writer.run)
+            callers.start_soon(write, 0)
+            await gate.until_waiting()
+            for i in range(1, 10):
+                callers.start_soon(write, i)
+            await settle()
+            running.cancel_scope.cancel()
+            gate.opened.set()  # the commit in flight finishes, shielded from the cancel
+        with pytest.raises(StoreClosedError, match="store is closed"):
+            await writer.append(AppendRequest(scope=TaskScope("d", "r", "late"), ops=[]))
+    assert isinstance(outcomes[0], AppendResult)
+    assert all(isinstance(outcomes[i], StoreClosedError) for i in range(1, 10))
+    await backend.aclose()
