@@ -361,7 +361,11 @@ _PROFILE_PARTS: Final = (
     ("  checking and encoding values", "eventstore/values.py", "encode_value"),
     ("  joining a batch and waking up", "eventstore/writer.py", "append"),
     ("writer: append_batch, one per batch", "eventstore/log.py", "append_batch"),
-    ("  reading the batch's scope heads", "eventstore/log.py", "prefetch"),
+    (
+        "  reading the log's and the scopes' heads",
+        "eventstore/backends/base.py",
+        "select_head_and_scopes",
+    ),
     ("  planning: checks, versions, event rows", "eventstore/log.py", "plan"),
     ("  writing events, projection, heads", "eventstore/log.py", "apply"),
     ("  BEGIN and COMMIT (loop side)", "contextlib.py", "__aexit__"),
