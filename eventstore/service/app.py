@@ -1,0 +1,186 @@
+"""The ASGI app (Starlette) and the uvicorn server that runs it.
+
+The store is opened in the app's lifespan and closed after uvicorn has let the requests in
+flight finish, so a graceful shutdown (SIGINT, SIGTERM) commits every write it acknowledged.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import AsyncIterator, Iterator, Sequence
+from contextlib import asynccontextmanager, contextmanager
+from importlib.metadata import version as package_version
+from typing import Any, Final
+
+import msgspec
+import uvicorn
+from starlette.applications import Starlette
+from starlette.convertors import Convertor, register_url_convertor
+from starlette.exceptions import HTTPException
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import BaseRoute, Route
+
+from eventstore.config import Clock, StoreConfig
+from eventstore.service.auth import TokenVerifier
+from eventstore.service.errors import HTTPProblem
+from eventstore.service.models import Health
+from eventstore.service.openapi import build_openapi
+from eventstore.service.routes import (
+    OPERATIONS,
+    Call,
+    Operation,
+    ServiceState,
+    endpoint,
+    json_response,
+    problem_response,
+)
+from eventstore.store import open_store
+
+__all__ = ["ALL_OPERATIONS", "create_app", "openapi_document", "serve", "serve_in_thread"]
+
+DEFAULT_HOST: Final = "127.0.0.1"
+DEFAULT_PORT: Final = 8750
+VERSION: Final = package_version("tasktrail")
+
+
+class _MapIndex(Convertor[int]):
+    regex = "-?[0-9]+"
+
+    def convert(self, value: str) -> int:
+        return int(value)
+
+    def to_string(self, value: int) -> str:
+        return str(value)
+
+
+register_url_convertor("mapindex", _MapIndex())
+
+
+async def _healthz(call: Call) -> Response:
+    return json_response(Health(status="ok", version=VERSION))
+
+
+async def _metrics(call: Call) -> Response:
+    return Response(call.state.metrics.render(), media_type="text/plain; version=0.0.4")
+
+
+async def _openapi(call: Call) -> Response:
+    return Response(_openapi_json(), media_type="application/json")
+
+
+_SERVICE: Final = "service"
+ALL_OPERATIONS: Final[list[Operation]] = [
+    Operation(
+        "GET", "/healthz", "healthz", "Is the service up", _healthz, _SERVICE, response=Health
+    ),
+    Operation(
+        "GET",
+        "/metrics",
+        "metrics",
+        "Prometheus metrics",
+        _metrics,
+        _SERVICE,
+        media_type="text/plain",
+    ),
+    Operation("GET", "/openapi.json", "openapi", "This document", _openapi, _SERVICE),
+    *OPERATIONS,
+]
+
+_document: bytes | None = None
+
+
+def openapi_document() -> dict[str, Any]:
+    return build_openapi(ALL_OPERATIONS, VERSION)
+
+
+def _openapi_json() -> bytes:
+    global _document
+    if _document is None:
+        _document = msgspec.json.encode(openapi_document())
+    return _document
+
+
+def _state(request: Request) -> ServiceState:
+    state: ServiceState = request.app.state.tasktrail
+    return state
+
+
+async def _http_error(request: Request, error: Exception) -> Response:
+    assert isinstance(error, HTTPException)
+    reason = {404: "not_found", 405: "method_not_allowed"}.get(error.status_code, "bad_request")
+    message = {
+        404: f"no route {request.url.path!r}; see /openapi.json",
+        405: f"{request.method} is not allowed on {request.url.path!r}",
+    }.get(error.status_code, str(error.detail))
+    return problem_response(HTTPProblem(error.status_code, reason, message))
+
+
+def create_app(
+    url: str,
+    *,
+    secret: bytes,
+    config: StoreConfig | None = None,
+    clock: Clock | None = None,
+    extra_routes: Sequence[BaseRoute] = (),
+) -> Starlette:
+    """The service over the store at `url`, checking tokens signed with `secret`."""
+    verifier = TokenVerifier(secret)
+
+    @asynccontextmanager
+    async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        async with open_store(url, config, clock) as store:
+            app.state.tasktrail = ServiceState(store=store, verifier=verifier)
+            yield
+
+    routes: list[BaseRoute] = [
+        Route(op.path, endpoint(op, _state), methods=[op.method]) for op in ALL_OPERATIONS
+    ]
+    app = Starlette(
+        routes=[*routes, *extra_routes],
+        lifespan=lifespan,
+        exception_handlers={HTTPException: _http_error},
+    )
+    # A key may end in "/": never redirect it to the key without.
+    app.router.redirect_slashes = False
+    return app
+
+
+def _config(app: Any, host: str, port: int, **options: Any) -> uvicorn.Config:
+    return uvicorn.Config(
+        app,
+        host=host,
+        port=port,
+        access_log=False,
+        log_level=options.pop("log_level", "warning"),
+        timeout_graceful_shutdown=options.pop("timeout_graceful_shutdown", 30),
+        **options,
+    )
+
+
+def serve(
+    app: Starlette, host: str = DEFAULT_HOST, port: int = DEFAULT_PORT, **options: Any
+) -> None:
+    """Run the service until SIGINT or SIGTERM, then finish in-flight requests and close."""
+    uvicorn.Server(_config(app, host, port, log_level="info", **options)).run()
+
+
+@contextmanager
+def serve_in_thread(app: Starlette, host: str = DEFAULT_HOST, port: int = 0) -> Iterator[str]:
+    """Run the service in a background thread for the block; yields its base URL.
+
+    For tests and examples: port 0 picks a free port.
+    """
+    server = uvicorn.Server(_config(app, host, port))
+    thread = threading.Thread(target=server.run, name="tasktrail-service", daemon=True)
+    thread.start()
+    try:
+        while not server.started:
+            if not thread.is_alive():
+                raise RuntimeError("the service failed to start; see the log above")
+            thread.join(0.01)
+        bound = server.servers[0].sockets[0].getsockname()
+        yield f"http://{host}:{bound[1]}"
+    finally:
+        server.should_exit = True
+        thread.join()

@@ -1,0 +1,248 @@
+"""Bearer tokens: signed claims naming a role and, for a task, its task instance and try.
+
+A token is `tt1.<payload>.<signature>`: the payload is the msgspec JSON of `Claims`, base64url
+without padding, and the signature is HMAC-SHA256 of `tt1.<payload>` under the service's secret.
+The secret comes from TASKTRAIL_SECRET, a secret file, or one made and kept beside the database.
+
+What a role may do (`authorize`):
+
+    action    task token                        auditor   admin
+    read      its own task instance, any asset  anything  anything
+    history   its own task instance             anything  anything
+    write     its own task instance, any asset  no        anything
+    delete    its own task instance, any asset  no        anything
+    clear     its own task instance (and, for a no        anything
+              fleet clear, every map index of it)
+    compact   no                                no        yes
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import hmac
+import os
+import secrets
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Final, Literal
+
+import msgspec
+
+from eventstore.errors import ConfigError
+from eventstore.scopes import AssetScope, Scope, TaskScope
+
+__all__ = [
+    "Action",
+    "Claims",
+    "Role",
+    "TokenError",
+    "TokenVerifier",
+    "authorize",
+    "load_secret",
+    "make_token",
+    "parse_ttl",
+    "secret_path_for",
+]
+
+Role = Literal["task", "auditor", "admin"]
+Action = Literal["read", "history", "write", "delete", "clear", "compact"]
+
+SECRET_ENV: Final = "TASKTRAIL_SECRET"
+_PREFIX: Final = "tt1"
+
+
+class Claims(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=True):
+    """What a token says about its bearer. Task tokens name one task instance."""
+
+    role: Role
+    exp: int  # expiry, seconds since the epoch
+    name: str = ""  # who the token was made for; admin writes are recorded as "api:<name>"
+    dag: str | None = None
+    run: str | None = None
+    task: str | None = None
+    map_index: int = -1
+    try_: int | None = msgspec.field(default=None, name="try")
+
+    def task_scope(self) -> TaskScope | None:
+        if self.role != "task" or self.dag is None or self.run is None or self.task is None:
+            return None
+        return TaskScope(self.dag, self.run, self.task, self.map_index)
+
+    @property
+    def actor(self) -> str:
+        return "task" if self.role == "task" else f"api:{self.name or self.role}"
+
+    @property
+    def try_number(self) -> int | None:
+        """The try a write is stamped with: the task token's own, none for other roles."""
+        return self.try_ if self.role == "task" else None
+
+
+class TokenError(Exception):
+    """A token that is missing, malformed, badly signed or expired; the message says which."""
+
+
+_encode_claims = msgspec.json.Encoder().encode
+_decode_claims = msgspec.json.Decoder(Claims).decode
+
+
+def _b64(data: bytes) -> str:
+    return base64.urlsafe_b64encode(data).rstrip(b"=").decode()
+
+
+def _unb64(text: str) -> bytes:
+    return base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
+
+
+def make_token(
+    secret: bytes,
+    role: Role,
+    *,
+    ttl: timedelta = timedelta(hours=24),
+    name: str = "",
+    dag: str | None = None,
+    run: str | None = None,
+    task: str | None = None,
+    map_index: int = -1,
+    try_number: int | None = None,
+    now: datetime | None = None,
+) -> str:
+    """A signed token. A task token needs dag, run and task; other roles take none of them."""
+    if role not in ("task", "auditor", "admin"):
+        raise ValueError(f"role must be task, auditor or admin, got {role!r}")
+    if role == "task":
+        if not (dag and run and task):
+            raise ValueError("a task token needs --dag, --run and --task")
+        TaskScope(dag, run, task, map_index)  # the same checks a scope makes
+        if try_number is not None and try_number < 0:
+            raise ValueError(f"try must be >= 0, got {try_number}")
+    elif dag or run or task or try_number is not None or map_index != -1:
+        raise ValueError(f"a {role} token names no task instance; drop --dag/--run/--task/--try")
+    if ttl <= timedelta(0):
+        raise ValueError(f"a token's ttl must be positive, got {ttl}")
+    expires = (now or datetime.now(UTC)) + ttl
+    claims = Claims(
+        role=role,
+        exp=int(expires.timestamp()),
+        name=name,
+        dag=dag,
+        run=run,
+        task=task,
+        map_index=map_index,
+        try_=try_number,
+    )
+    body = f"{_PREFIX}.{_b64(_encode_claims(claims))}"
+    signature = hmac.new(secret, body.encode(), hashlib.sha256).digest()
+    return f"{body}.{_b64(signature)}"
+
+
+class TokenVerifier:
+    """Checks tokens, remembering the ones it has verified so a request costs one dict lookup."""
+
+    def __init__(self, secret: bytes, *, cache_size: int = 4096) -> None:
+        self._secret = secret
+        self._cache: dict[str, Claims] = {}
+        self._cache_size = cache_size
+
+    def verify(self, token: str, now: float) -> Claims:
+        claims = self._cache.get(token)
+        if claims is None:
+            claims = self._check(token)
+            if len(self._cache) >= self._cache_size:
+                self._cache.clear()
+            self._cache[token] = claims
+        if claims.exp <= now:
+            raise TokenError("the token has expired; make a new one with `tasktrail token`")
+        return claims
+
+    def _check(self, token: str) -> Claims:
+        prefix, _, rest = token.partition(".")
+        payload, _, signature = rest.partition(".")
+        if prefix != _PREFIX or not payload or not signature:
+            raise TokenError("the token is not a tasktrail token (expected tt1.<payload>.<sig>)")
+        expected = hmac.new(self._secret, f"{prefix}.{payload}".encode(), hashlib.sha256).digest()
+        try:
+            given = _unb64(signature)
+            raw = _unb64(payload)
+        except ValueError:
+            raise TokenError("the token is not valid base64url") from None
+        if not hmac.compare_digest(expected, given):
+            raise TokenError("the token's signature does not match this service's secret")
+        try:
+            return _decode_claims(raw)
+        except msgspec.DecodeError:
+            raise TokenError("the token's payload is not valid claims") from None
+
+
+def authorize(claims: Claims, action: Action, scope: Scope | None) -> str | None:
+    """None if the bearer may do `action` on `scope`, else the reason it may not."""
+    if claims.role == "admin":
+        return None
+    if claims.role == "auditor":
+        if action in ("read", "history"):
+            return None
+        return f"an auditor token reads and writes nothing; {action} needs an admin token"
+    if action == "compact":
+        return "compaction needs an admin token"
+    if isinstance(scope, AssetScope):
+        if action in ("read", "write", "delete"):
+            return None
+        return f"a task token cannot {action} an asset's store; that needs an admin token"
+    own = claims.task_scope()
+    if scope is not None and own is not None and scope == own:
+        return None
+    return f"this task token is for {own}, not {scope}"
+
+
+def parse_ttl(text: str) -> timedelta:
+    """A duration like 3600, 90s, 30m, 12h or 7d."""
+    units = {"s": 1, "m": 60, "h": 3600, "d": 86_400}
+    text = text.strip()
+    number, unit = (text[:-1], text[-1]) if text and text[-1] in units else (text, "s")
+    try:
+        seconds = float(number) * units[unit]
+    except ValueError:
+        raise ValueError(
+            f"cannot read {text!r} as a duration; use e.g. 3600, 30m, 12h or 7d"
+        ) from None
+    if not seconds > 0:
+        raise ValueError(f"a duration must be positive, got {text!r}")
+    return timedelta(seconds=seconds)
+
+
+def secret_path_for(db_url: str) -> Path:
+    """Where a made secret is kept: beside a SQLite file, else ./tasktrail.secret."""
+    if db_url.startswith("sqlite:///") and ":memory:" not in db_url:
+        return Path(db_url.removeprefix("sqlite:///") + ".secret")
+    return Path("tasktrail.secret")
+
+
+def load_secret(db_url: str, secret_file: str | os.PathLike[str] | None = None) -> bytes:
+    """The signing secret: $TASKTRAIL_SECRET, the given file, or the kept one (made if missing)."""
+    env = os.environ.get(SECRET_ENV)
+    if env:
+        return env.encode()
+    if secret_file is not None:
+        path = Path(secret_file)
+        if not path.is_file():
+            raise ConfigError(f"secret file {str(path)!r} does not exist")
+        return _read_secret(path)
+    path = secret_path_for(db_url)
+    if not path.exists():
+        path.parent.mkdir(parents=True, exist_ok=True)
+        # O_EXCL: two processes starting at once agree on one secret; 0600: only the owner reads it.
+        try:
+            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        except FileExistsError:
+            return _read_secret(path)
+        with os.fdopen(fd, "w") as file:
+            file.write(secrets.token_urlsafe(32) + "\n")
+    return _read_secret(path)
+
+
+def _read_secret(path: Path) -> bytes:
+    secret = path.read_text().strip().encode()
+    if len(secret) < 16:
+        raise ConfigError(f"the secret in {str(path)!r} is shorter than 16 characters")
+    return secret

@@ -1,0 +1,673 @@
+"""The route table: every operation of the HTTP API, its auth action, parameters and bodies.
+
+`OPERATIONS` drives both the Starlette routes (`app.py`) and the OpenAPI document
+(`openapi.py`), so the two cannot drift apart. Each operation's handler gets a `Call`: the
+request, the verified claims, and the scope the path names, already authorized.
+
+Expected versions travel in `If-Match` (`If-Match: "7"` or `If-Match: 7`: write only if the
+scope is at version 7, else 409); writes answer with the scope's new version in `ETag`.
+Idempotency ids travel in `Idempotency-Key`.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from datetime import timedelta
+from typing import Any, Final, Literal
+
+import msgspec
+from starlette.requests import Request
+from starlette.responses import Response
+
+from eventstore.backends.base import CurrentRow
+from eventstore.config import NEVER_EXPIRE, NeverExpire
+from eventstore.errors import ConcurrencyError
+from eventstore.events import from_micros
+from eventstore.log import AppendResult
+from eventstore.scopes import AssetScope, Scope, TaskScope
+from eventstore.service.auth import Action, Claims, TokenError, TokenVerifier, authorize
+from eventstore.service.errors import ErrorBody, HTTPProblem, problem_of
+from eventstore.service.metrics import Metrics
+from eventstore.service.models import (
+    AssetBatchBody,
+    AssetPutBody,
+    BatchBody,
+    KeyEntry,
+    KeyList,
+    PatchBody,
+    PutBody,
+    WriteResult,
+)
+from eventstore.store import AssetStore, Store, TaskStore
+from eventstore.values import check_key
+
+__all__ = ["OPERATIONS", "Call", "Operation", "Param", "ServiceState", "endpoint"]
+
+log = logging.getLogger("tasktrail.service")
+
+ScopeKind = Literal["task", "asset_name", "asset_uri"]
+
+MAX_RETENTION_SECONDS: Final = 100 * 365.25 * 86_400
+MAX_MAP_INDEX: Final = 2**31 - 1
+MAX_LIST_LIMIT: Final = 1000
+
+
+@dataclass
+class ServiceState:
+    """What every request reaches: the open store, the token verifier, the metrics."""
+
+    store: Store
+    verifier: TokenVerifier
+    metrics: Metrics = field(default_factory=Metrics)
+    max_body_bytes: int = 16 * 1024 * 1024
+    wall: Callable[[], float] = time.time
+
+
+@dataclass(frozen=True)
+class Param:
+    name: str
+    location: Literal["path", "query", "header"]
+    schema: dict[str, Any]
+    description: str
+    required: bool = False
+
+
+Handler = Callable[["Call"], Awaitable[Response]]
+
+
+@dataclass(frozen=True)
+class Operation:
+    method: str
+    path: str  # Starlette's form, with convertors: {key:path}, {map_index:mapindex}
+    name: str
+    summary: str
+    handler: Handler
+    tag: str
+    action: Action | None = None  # None: no token needed
+    scope: ScopeKind | None = None
+    body: type | None = None
+    response: type | None = None
+    params: tuple[Param, ...] = ()
+    statuses: tuple[int, ...] = ()
+    media_type: str = "application/json"
+
+    @property
+    def template(self) -> str:
+        """The path as OpenAPI writes it: {key}, {map_index}."""
+        return self.path.replace(":path}", "}").replace(":mapindex}", "}")
+
+
+class Call:
+    """One authorized request to one operation."""
+
+    __slots__ = ("claims", "op", "request", "scope", "state")
+
+    def __init__(
+        self,
+        request: Request,
+        state: ServiceState,
+        op: Operation,
+        claims: Claims | None,
+        scope: Scope | None,
+    ) -> None:
+        self.request = request
+        self.state = state
+        self.op = op
+        self.claims = claims
+        self.scope = scope
+
+    @property
+    def store(self) -> Store:
+        return self.state.store
+
+    def the_scope(self) -> Scope:
+        assert self.scope is not None, self.op.name
+        return self.scope
+
+    def accessor(self) -> TaskStore | AssetStore:
+        claims = self.claims
+        assert claims is not None
+        scope = self.the_scope()
+        if isinstance(scope, TaskScope):
+            return TaskStore(self.store, scope, claims.try_number, claims.actor)
+        return AssetStore(self.store, scope, None, claims.actor)
+
+    def key(self) -> str:
+        return check_key(self.request.path_params["key"])
+
+    async def body(self, kind: type[Any]) -> Any:
+        raw = await self.request.body()
+        if len(raw) > self.state.max_body_bytes:
+            raise HTTPProblem(
+                413,
+                "body_too_large",
+                f"the request body is {len(raw)} bytes, over the limit of "
+                f"{self.state.max_body_bytes}; split the write",
+            )
+        try:
+            return msgspec.json.decode(raw, type=kind)
+        except msgspec.ValidationError as error:
+            text = str(error)
+            if "$.retention" in text:
+                raise HTTPProblem(422, "bad_retention", f"bad retention: {text}") from None
+            if "Number out of range" in text:
+                raise HTTPProblem(
+                    422,
+                    "non_finite_value",
+                    f"a number in the body is out of range ({text}); JSON values must be finite",
+                ) from None
+            raise HTTPProblem(422, "bad_body", f"the request body does not fit: {text}") from None
+        except msgspec.DecodeError as error:
+            raise HTTPProblem(
+                422, "bad_body", f"the request body is not JSON: {error}; send a JSON object"
+            ) from None
+
+    def expected_version(self) -> int | None:
+        header = self.request.headers.get("if-match")
+        if header is None:
+            return None
+        text = header.strip().removeprefix("W/").strip('"')
+        if not text.isdigit() or len(text) > 18:
+            raise HTTPProblem(
+                422,
+                "bad_header",
+                f'If-Match must be a scope version like "7", got {header!r}',
+            )
+        return int(text)
+
+    def idempotency_id(self) -> str | None:
+        header = self.request.headers.get("idempotency-key")
+        if header is not None and not 0 < len(header) <= 200:
+            raise HTTPProblem(422, "bad_header", "Idempotency-Key must be 1 to 200 characters")
+        return header
+
+    def query_int(self, name: str, default: int | None, low: int, high: int) -> int | None:
+        text = self.request.query_params.get(name)
+        if text is None:
+            return default
+        try:
+            number = int(text)
+        except ValueError:
+            raise HTTPProblem(
+                422, "bad_query", f"{name} must be an integer, got {text!r}"
+            ) from None
+        if not low <= number <= high:
+            raise HTTPProblem(
+                422, "bad_query", f"{name} must be between {low} and {high}, got {number}"
+            )
+        return number
+
+    def query_bool(self, name: str) -> bool:
+        text = self.request.query_params.get(name, "false").lower()
+        if text in ("true", "1", "yes"):
+            return True
+        if text in ("false", "0", "no"):
+            return False
+        raise HTTPProblem(422, "bad_query", f"{name} must be true or false, got {text!r}")
+
+
+# ----------------------------------------------------------------------------- responses
+
+
+_encoder = msgspec.json.Encoder()
+
+
+def json_response(
+    data: object, status: int = 200, headers: dict[str, str] | None = None
+) -> Response:
+    return Response(_encoder.encode(data), status, headers, media_type="application/json")
+
+
+def problem_response(problem: HTTPProblem) -> Response:
+    body = ErrorBody(reason=problem.reason, message=problem.message, detail=problem.detail)
+    headers = {"WWW-Authenticate": "Bearer"} if problem.status == 401 else None
+    return json_response(body, problem.status, headers)
+
+
+def _write_response(call: Call, result: AppendResult) -> Response:
+    kind = "task" if isinstance(call.scope, TaskScope) else "asset"
+    call.state.metrics.append(kind, "ok", result.events)
+    body = WriteResult(
+        version=result.version,
+        seq=result.seq,
+        events=result.events,
+        recorded_at=result.recorded_at,
+    )
+    return json_response(body, headers={"ETag": f'"{result.version}"'})
+
+
+def _entry(row: CurrentRow) -> KeyEntry:
+    return KeyEntry(
+        key=row.key,
+        value=msgspec.Raw(row.value),
+        updated_at=from_micros(row.updated_at),
+        expires_at=None if row.expires_at is None else from_micros(row.expires_at),
+    )
+
+
+def _retention(value: str | float) -> timedelta | NeverExpire | None:
+    if value == "default":
+        return None
+    if value == "never":
+        return NEVER_EXPIRE
+    assert isinstance(value, float)
+    if not (math.isfinite(value) and 0 < value <= MAX_RETENTION_SECONDS):
+        raise HTTPProblem(
+            422,
+            "bad_retention",
+            f"retention must be a number of seconds > 0 and at most {MAX_RETENTION_SECONDS:.0f} "
+            f'(100 years), got {value}; use "never" for values kept until deleted',
+        )
+    return timedelta(seconds=value)
+
+
+async def _not_found(call: Call, key: str) -> HTTPProblem:
+    scope = call.the_scope()
+    if await call.store.scope_id(scope) is None:
+        return HTTPProblem(
+            404,
+            "unknown_scope",
+            f"nothing was ever written to {scope}; check the dag, run, task and map index",
+        )
+    return HTTPProblem(404, "unknown_key", f"{scope} has no live key {key!r}")
+
+
+# ----------------------------------------------------------------------------- handlers
+
+
+async def get_key(call: Call) -> Response:
+    key = call.key()
+    row = await call.store.read(call.the_scope(), key)
+    if row is None:
+        raise await _not_found(call, key)
+    return json_response(_entry(row))
+
+
+async def put_key(call: Call) -> Response:
+    key = call.key()
+    accessor = call.accessor()
+    expected, idempotency = call.expected_version(), call.idempotency_id()
+    if isinstance(accessor, TaskStore):
+        body: PutBody = await call.body(PutBody)
+        result = await accessor.set(
+            key,
+            body.value,
+            retention=_retention(body.retention),
+            expected_version=expected,
+            idempotency_id=idempotency,
+        )
+    else:
+        asset_body: AssetPutBody = await call.body(AssetPutBody)
+        result = await accessor.set(
+            key, asset_body.value, expected_version=expected, idempotency_id=idempotency
+        )
+    return _write_response(call, result)
+
+
+async def patch_key(call: Call) -> Response:
+    """Set a new value under the key's current expiry.
+
+    The expiry is read, then the write is made with the version the read saw, so a write in
+    between (which might have changed the expiry) makes this one retry with the new expiry
+    instead of overwriting it with a stale one.
+    """
+    key = call.key()
+    body: PatchBody = await call.body(PatchBody)
+    accessor = call.accessor()
+    scope = call.the_scope()
+    expected, idempotency = call.expected_version(), call.idempotency_id()
+    for _ in range(8):
+        version = await call.store.version(scope)
+        row = await call.store.read(scope, key)
+        if row is None:
+            raise await _not_found(call, key)
+        try:
+            if isinstance(accessor, TaskStore):
+                result = await accessor.set(
+                    key,
+                    body.value,
+                    retention=NEVER_EXPIRE if row.expires_at is None else None,
+                    expires_at=None if row.expires_at is None else from_micros(row.expires_at),
+                    expected_version=version if expected is None else expected,
+                    idempotency_id=idempotency,
+                )
+            else:
+                result = await accessor.set(
+                    key,
+                    body.value,
+                    expected_version=version if expected is None else expected,
+                    idempotency_id=idempotency,
+                )
+        except ConcurrencyError:
+            if expected is not None:
+                raise
+            continue
+        return _write_response(call, result)
+    raise HTTPProblem(
+        503, "busy", f"{scope} changed under every attempt to patch {key!r}; try again"
+    )
+
+
+async def delete_key(call: Call) -> Response:
+    result = await call.accessor().delete(
+        call.key(), expected_version=call.expected_version(), idempotency_id=call.idempotency_id()
+    )
+    return _write_response(call, result)
+
+
+async def list_keys(call: Call) -> Response:
+    limit = call.query_int("limit", 100, 0, MAX_LIST_LIMIT)
+    assert limit is not None
+    after = call.request.query_params.get("after")
+    scope = call.the_scope()
+    # The version first: if a write lands between the two reads, the version is the older one
+    # and a write conditioned on it fails rather than succeeding on a view it did not see.
+    version = await call.store.version(scope)
+    rows = await call.store.read_all(scope)
+    if after is not None:
+        rows = [r for r in rows if r.key > after]
+    page = rows[:limit]
+    more = len(rows) > limit and bool(page)
+    body = KeyList(
+        items=[_entry(r) for r in page], next=page[-1].key if more else None, version=version
+    )
+    return json_response(body, headers={"ETag": f'"{version}"'})
+
+
+async def clear_scope(call: Call) -> Response:
+    accessor = call.accessor()
+    expected, idempotency = call.expected_version(), call.idempotency_id()
+    if isinstance(accessor, TaskStore):
+        result = await accessor.clear(
+            call.query_bool("all_map_indices"),
+            expected_version=expected,
+            idempotency_id=idempotency,
+        )
+    else:
+        result = await accessor.clear(expected_version=expected, idempotency_id=idempotency)
+    return _write_response(call, result)
+
+
+async def set_batch(call: Call) -> Response:
+    accessor = call.accessor()
+    expected, idempotency = call.expected_version(), call.idempotency_id()
+    if isinstance(accessor, TaskStore):
+        body: BatchBody = await call.body(BatchBody)
+        result = await accessor.set_many(
+            body.values,
+            retention=_retention(body.retention),
+            expected_version=expected,
+            idempotency_id=idempotency,
+        )
+    else:
+        asset_body: AssetBatchBody = await call.body(AssetBatchBody)
+        result = await accessor.set_many(
+            asset_body.values, expected_version=expected, idempotency_id=idempotency
+        )
+    return _write_response(call, result)
+
+
+# ----------------------------------------------------------------------------- scopes
+
+
+def scope_of(kind: ScopeKind, request: Request) -> Scope:
+    params = request.path_params
+    try:
+        match kind:
+            case "task":
+                map_index = params["map_index"]
+                if map_index > MAX_MAP_INDEX:
+                    raise ValueError(f"map_index must be at most {MAX_MAP_INDEX}")
+                return TaskScope(params["dag_id"], params["run_id"], params["task_id"], map_index)
+            case "asset_name":
+                return AssetScope(name=params["name"], uri=request.query_params.get("uri"))
+            case "asset_uri":
+                uri = request.query_params.get("uri")
+                if uri is None:
+                    raise ValueError("the by-uri routes need ?uri=")
+                return AssetScope(uri=uri)
+    except ValueError as error:
+        raise HTTPProblem(422, "bad_scope", str(error)) from None
+    raise AssertionError(kind)
+
+
+# ----------------------------------------------------------------------------- the wrapper
+
+
+def endpoint(
+    op: Operation, state_of: Callable[[Request], ServiceState]
+) -> Callable[[Request], Awaitable[Response]]:
+    """The Starlette endpoint of an operation: auth, scope, handler, errors, metrics."""
+
+    async def run(request: Request) -> Response:
+        state = state_of(request)
+        started = time.perf_counter()
+        try:
+            claims = None
+            scope = None
+            if op.action is not None:
+                claims = _authenticate(request, state.verifier, state.wall())
+                if op.scope is not None:
+                    scope = scope_of(op.scope, request)
+                denial = authorize(claims, op.action, scope)
+                if denial is not None:
+                    raise HTTPProblem(403, "forbidden", denial)
+            response = await op.handler(Call(request, state, op, claims, scope))
+        except Exception as error:
+            problem = problem_of(error)
+            if problem is None:
+                log.exception("%s %s failed", op.method, request.url.path)
+                problem = HTTPProblem(
+                    500, "internal_error", f"the service failed: {type(error).__name__}"
+                )
+            if op.action in ("write", "delete", "clear"):
+                kind = "task" if op.scope == "task" else "asset"
+                state.metrics.append(kind, problem.reason)
+            response = problem_response(problem)
+        state.metrics.request(
+            op.template, op.method, response.status_code, time.perf_counter() - started
+        )
+        return response
+
+    run.__name__ = op.name
+    return run
+
+
+def _authenticate(request: Request, verifier: TokenVerifier, now: float) -> Claims:
+    header = request.headers.get("authorization")
+    if header is None:
+        raise HTTPProblem(
+            401, "unauthenticated", "send a bearer token: Authorization: Bearer <token>"
+        )
+    scheme, _, token = header.partition(" ")
+    if scheme.lower() != "bearer" or not token:
+        raise HTTPProblem(401, "unauthenticated", "the Authorization header must be Bearer <token>")
+    try:
+        return verifier.verify(token.strip(), now)
+    except TokenError as error:
+        raise HTTPProblem(401, "bad_token", str(error)) from None
+
+
+# ----------------------------------------------------------------------------- the table
+
+
+def _str_schema(**extra: Any) -> dict[str, Any]:
+    return {"type": "string", "minLength": 1, **extra}
+
+
+_TASK_PARAMS: Final = (
+    Param("dag_id", "path", _str_schema(), "the DAG id", True),
+    Param("run_id", "path", _str_schema(), "the run id", True),
+    Param("task_id", "path", _str_schema(), "the task id", True),
+    Param(
+        "map_index",
+        "path",
+        {"type": "integer", "minimum": -1, "maximum": MAX_MAP_INDEX},
+        "the map index, -1 for an unmapped task",
+        True,
+    ),
+)
+_NAME_PARAMS: Final = (
+    Param("name", "path", _str_schema(), "the asset's name", True),
+    Param("uri", "query", _str_schema(), "the asset's uri, when it has both a name and a uri"),
+)
+_URI_PARAMS: Final = (Param("uri", "query", _str_schema(), "the asset's uri", True),)
+_KEY: Final = Param(
+    "key", "path", _str_schema(maxLength=512), "the key; a / in it is sent as %2F", True
+)
+_IF_MATCH: Final = Param(
+    "If-Match",
+    "header",
+    {"type": "string", "pattern": '^"?[0-9]{1,18}"?$'},
+    'write only if the scope is at this version (e.g. "7"), else 409',
+)
+_IDEMPOTENCY: Final = Param(
+    "Idempotency-Key",
+    "header",
+    {"type": "string", "minLength": 1, "maxLength": 200},
+    "a retried write with the same key returns the first result and appends nothing",
+)
+
+_AUTH: Final = (401, 403, 404, 422)
+_WRITE: Final = (*_AUTH, 409, 410, 413, 503)
+
+
+def _store_operations(
+    prefix: str, kind: ScopeKind, scope_params: tuple[Param, ...]
+) -> list[Operation]:
+    what = "task instance" if kind == "task" else "asset"
+    tag = "task store" if kind == "task" else "asset store"
+    suffix = {"task": "task", "asset_name": "asset_by_name", "asset_uri": "asset_by_uri"}[kind]
+    store, item, batch = f"{prefix}/store", f"{prefix}/store/{{key:path}}", f"{prefix}/store:batch"
+    write_params: tuple[Param, ...] = (_IF_MATCH, _IDEMPOTENCY)
+    clear_params = write_params
+    if kind == "task":
+        clear_params = (
+            Param(
+                "all_map_indices",
+                "query",
+                {"type": "boolean"},
+                "clear every map index of the task in one atomic step",
+            ),
+            *write_params,
+        )
+
+    def op(
+        method: str,
+        path: str,
+        name: str,
+        summary: str,
+        handler: Handler,
+        action: Action,
+        params: tuple[Param, ...],
+        statuses: tuple[int, ...],
+        body: type | None = None,
+    ) -> Operation:
+        return Operation(
+            method,
+            path,
+            f"{name}_{suffix}",
+            summary,
+            handler,
+            tag,
+            action=action,
+            scope=kind,
+            body=body,
+            response=KeyList if name == "list" else KeyEntry if name == "get" else WriteResult,
+            params=params,
+            statuses=statuses,
+        )
+
+    page_params = (
+        Param(
+            "limit",
+            "query",
+            {"type": "integer", "minimum": 0, "maximum": MAX_LIST_LIMIT},
+            "most keys on a page (default 100; 0 answers only the version)",
+        ),
+        Param("after", "query", {"type": "string"}, "the `next` of the previous page"),
+    )
+    put_body = PutBody if kind == "task" else AssetPutBody
+    batch_body = BatchBody if kind == "task" else AssetBatchBody
+    one = (*scope_params, _KEY)
+    return [
+        op(
+            "GET",
+            store,
+            "list",
+            f"List the live keys of the {what}, ordered by key",
+            list_keys,
+            "read",
+            (*scope_params, *page_params),
+            _AUTH,
+        ),
+        op(
+            "DELETE",
+            store,
+            "clear",
+            f"Remove every key of the {what}",
+            clear_scope,
+            "clear",
+            (*scope_params, *clear_params),
+            _WRITE,
+        ),
+        op(
+            "POST",
+            batch,
+            "set_many",
+            f"Set several keys of the {what} in one atomic step",
+            set_batch,
+            "write",
+            (*scope_params, *write_params),
+            _WRITE,
+            batch_body,
+        ),
+        op("GET", item, "get", "Read one key", get_key, "read", one, _AUTH),
+        op(
+            "PUT",
+            item,
+            "set",
+            "Set one key",
+            put_key,
+            "write",
+            (*one, *write_params),
+            _WRITE,
+            put_body,
+        ),
+        op(
+            "PATCH",
+            item,
+            "patch",
+            "Change a key's value and keep its expiry",
+            patch_key,
+            "write",
+            (*one, *write_params),
+            _WRITE,
+            PatchBody,
+        ),
+        op(
+            "DELETE",
+            item,
+            "delete",
+            "Delete one key; deleting an absent key changes nothing",
+            delete_key,
+            "delete",
+            (*one, *write_params),
+            _WRITE,
+        ),
+    ]
+
+
+TASK_PREFIX: Final = "/api/v1/tasks/{dag_id}/{run_id}/{task_id}/{map_index:mapindex}"
+ASSET_NAME_PREFIX: Final = "/api/v1/assets/by-name/{name}"
+ASSET_URI_PREFIX: Final = "/api/v1/assets/by-uri"
+
+OPERATIONS: list[Operation] = [
+    *_store_operations(TASK_PREFIX, "task", _TASK_PARAMS),
+    *_store_operations(ASSET_NAME_PREFIX, "asset_name", _NAME_PARAMS),
+    *_store_operations(ASSET_URI_PREFIX, "asset_uri", _URI_PARAMS),
+]
