@@ -118,7 +118,7 @@ def make_token(
         if try_number is not None and try_number < 0:
             raise ValueError(f"try must be >= 0, got {try_number}")
     elif dag or run or task or try_number is not None or map_index != -1:
-        raise ValueError(f"a {role} token names no task instance; drop --dag/--run/--task/--try")
+        raise ValueError(f"an {role} token names no task instance; drop --dag/--run/--task/--try")
     if ttl <= timedelta(0):
         raise ValueError(f"a token's ttl must be positive, got {ttl}")
     expires = (now or datetime.now(UTC)) + ttl

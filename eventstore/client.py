@@ -1,0 +1,562 @@
+"""The store's accessor API over HTTP, for task code on other machines.
+
+    async with connect("http://127.0.0.1:8750", token=token) as remote:
+        ts = remote.task_store("my_dag", "run_1", "ingest")
+        await ts.set("job_id", "spark-123")
+        await ts.get("job_id")
+
+Every write carries an idempotency id (made here unless given), so a write whose response is
+lost is retried without being recorded twice. Connection errors and 5xx answers are retried
+with exponential backoff, a bounded number of times. Errors come back as the exception classes
+the embedded store raises (ConcurrencyError, StaleAttemptError, NoneValueError, …); auth and
+other service answers raise `ServiceError` subclasses. Values and keys are checked here first,
+with the same errors, so a bad value never leaves the process.
+
+`connect_blocking` gives the same API as plain calls for sync code. Needs the `service` extra.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import random
+import uuid
+from collections.abc import AsyncIterator, Callable, Iterator, Mapping
+from contextlib import asynccontextmanager, contextmanager
+from datetime import timedelta
+from functools import partial
+from typing import Any, Final
+from urllib.parse import quote, urlencode
+
+import aiohttp
+import msgspec
+from anyio.from_thread import BlockingPortal, start_blocking_portal
+from yarl import URL
+
+from eventstore.config import NEVER_EXPIRE, NeverExpire, check_retention
+from eventstore.errors import EventStoreError
+from eventstore.log import AppendResult
+from eventstore.scopes import AssetScope, Scope, TaskScope
+from eventstore.service.errors import ERRORS
+from eventstore.values import check_key, decode_value, encode_value
+
+__all__ = [
+    "AuthenticationError",
+    "BlockingRemote",
+    "PermissionDeniedError",
+    "Remote",
+    "RemoteAssetStore",
+    "RemoteTaskStore",
+    "ServiceError",
+    "ServiceUnavailableError",
+    "connect",
+    "connect_blocking",
+]
+
+_RETRY_STATUSES: Final = frozenset({500, 502, 503, 504})
+
+
+class ServiceError(EventStoreError):
+    """An answer of the service that is not one of the store's own errors."""
+
+    def __init__(self, status: int, reason: str, message: str) -> None:
+        super().__init__(f"{message} (HTTP {status} {reason})")
+        self.status = status
+        self.reason = reason
+
+
+class AuthenticationError(ServiceError):
+    """401: the token is missing, malformed, badly signed or expired."""
+
+
+class PermissionDeniedError(ServiceError):
+    """403: the token's role or task instance does not allow this."""
+
+
+class ServiceUnavailableError(ServiceError):
+    """The service could not be reached, or kept failing, after every retry."""
+
+
+class _ErrorBody(msgspec.Struct):
+    reason: str = "unknown"
+    message: str = ""
+    detail: dict[str, Any] | None = None
+
+
+# The service's error table read backwards: reason -> the most specific class with it.
+_CLASSES: Final[dict[str, type[BaseException]]] = {}
+for _kind, (_status, _reason, _fields) in ERRORS.items():
+    _CLASSES.setdefault(_reason, _kind)
+
+_decode_error = msgspec.json.Decoder(_ErrorBody).decode
+_decode_result = msgspec.json.Decoder(AppendResult).decode
+_encode = msgspec.json.Encoder().encode
+
+
+class _Entry(msgspec.Struct):
+    key: str
+    value: msgspec.Raw
+
+
+class _Page(msgspec.Struct):
+    items: list[_Entry]
+    next: str | None
+    version: int
+
+
+_decode_entry = msgspec.json.Decoder(_Entry).decode
+_decode_page = msgspec.json.Decoder(_Page).decode
+
+
+def _error_of(status: int, body: bytes, scope: Scope | None) -> BaseException:
+    try:
+        answer = _decode_error(body)
+    except msgspec.DecodeError:
+        answer = _ErrorBody("unknown", body[:200].decode(errors="replace"))
+    kind = _CLASSES.get(answer.reason)
+    if kind is not None:
+        # The store's own class, message and attributes, as the embedded store would raise it.
+        error = kind.__new__(kind)
+        Exception.__init__(error, answer.message)
+        for name, value in (answer.detail or {}).items():
+            setattr(error, name, value)
+        if scope is not None:
+            error.scope = scope  # type: ignore[attr-defined]
+        return error
+    if status == 401:
+        return AuthenticationError(status, answer.reason, answer.message)
+    if status == 403:
+        return PermissionDeniedError(status, answer.reason, answer.message)
+    if status in _RETRY_STATUSES:
+        return ServiceUnavailableError(status, answer.reason, answer.message)
+    return ServiceError(status, answer.reason, answer.message)
+
+
+def _segment(text: str) -> str:
+    # Every character but unreserved ones is escaped, "/" and "." included, so a key like
+    # "a/b" or ".." stays one path segment and no client or proxy normalizes it away.
+    return quote(text, safe="").replace(".", "%2E")
+
+
+class Remote:
+    """A connection to a tasktrail service; make accessors with task_store and asset_store."""
+
+    def __init__(
+        self,
+        session: aiohttp.ClientSession,
+        base_url: str,
+        *,
+        retries: int = 4,
+        backoff: float = 0.05,
+    ) -> None:
+        self._session = session
+        self._base = base_url.rstrip("/")
+        self.retries = retries
+        self.backoff = backoff
+
+    def task_store(
+        self,
+        dag_id: str,
+        run_id: str,
+        task_id: str,
+        map_index: int = -1,
+        try_number: int | None = None,
+    ) -> RemoteTaskStore:
+        """The store of one task instance; writes carry the try in the token, not try_number."""
+        return RemoteTaskStore(self, TaskScope(dag_id, run_id, task_id, map_index), try_number)
+
+    def asset_store(self, name: str | None = None, uri: str | None = None) -> RemoteAssetStore:
+        return RemoteAssetStore(self, AssetScope(name, uri), None)
+
+    async def health(self) -> dict[str, Any]:
+        _, body = await self.request("GET", "/healthz")
+        result: dict[str, Any] = msgspec.json.decode(body)
+        return result
+
+    async def request(
+        self,
+        method: str,
+        path: str,
+        *,
+        query: Mapping[str, str] | None = None,
+        body: bytes | None = None,
+        headers: Mapping[str, str] | None = None,
+        scope: Scope | None = None,
+        ok: frozenset[int] = frozenset({200}),
+    ) -> tuple[int, bytes]:
+        """Send a request (path already escaped), retrying connection errors and 5xx answers.
+
+        Answers with a status in `ok` are returned; every other raises its error.
+        """
+        text = self._base + path
+        if query:
+            text += "?" + urlencode(query)
+        url = URL(text, encoded=True)
+        send_headers = dict(headers or {})
+        if body is not None:
+            send_headers["Content-Type"] = "application/json"
+        attempt = 0
+        while True:
+            try:
+                async with self._session.request(
+                    method, url, data=body, headers=send_headers
+                ) as response:
+                    status = response.status
+                    content = await response.read()
+            except (aiohttp.ClientConnectionError, aiohttp.ClientPayloadError, TimeoutError) as e:
+                if attempt >= self.retries:
+                    raise ServiceUnavailableError(
+                        0,
+                        "unreachable",
+                        f"{method} {self._base} failed after {attempt + 1} attempts: {e!r}",
+                    ) from e
+            else:
+                if status in ok:
+                    return status, content
+                if status not in _RETRY_STATUSES or attempt >= self.retries:
+                    raise _error_of(status, content, scope)
+            await asyncio.sleep(min(2.0, self.backoff * 2**attempt) * (0.5 + random.random()))
+            attempt += 1
+
+
+class _RemoteAccessor:
+    """Reads and writes of one scope through the service."""
+
+    def __init__(self, remote: Remote, scope: Scope, try_number: int | None) -> None:
+        self.remote = remote
+        self.scope = scope
+        self.try_number = try_number
+        if isinstance(scope, TaskScope):
+            self._prefix = "/api/v1/tasks/" + "/".join(
+                [
+                    _segment(scope.dag_id),
+                    _segment(scope.run_id),
+                    _segment(scope.task_id),
+                    str(scope.map_index),
+                ]
+            )
+            self._query: dict[str, str] = {}
+        elif scope.name is not None:
+            self._prefix = f"/api/v1/assets/by-name/{_segment(scope.name)}"
+            self._query = {} if scope.uri is None else {"uri": scope.uri}
+        else:
+            assert scope.uri is not None
+            self._prefix = "/api/v1/assets/by-uri"
+            self._query = {"uri": scope.uri}
+
+    def __repr__(self) -> str:
+        return f"<{type(self).__name__} {self.scope}>"
+
+    async def _call(
+        self,
+        method: str,
+        path: str,
+        *,
+        query: Mapping[str, str] | None = None,
+        body: bytes | None = None,
+        headers: Mapping[str, str] | None = None,
+        ok: frozenset[int] = frozenset({200}),
+    ) -> tuple[int, bytes]:
+        merged = {**self._query, **(query or {})}
+        return await self.remote.request(
+            method,
+            self._prefix + path,
+            query=merged,
+            body=body,
+            headers=headers,
+            scope=self.scope,
+            ok=ok,
+        )
+
+    async def _write(
+        self,
+        method: str,
+        path: str,
+        body: bytes | None,
+        expected_version: int | None,
+        idempotency_id: str | None,
+        query: Mapping[str, str] | None = None,
+    ) -> AppendResult:
+        headers = {"Idempotency-Key": idempotency_id or uuid.uuid4().hex}
+        if expected_version is not None:
+            headers["If-Match"] = f'"{expected_version}"'
+        _, content = await self._call(method, path, query=query, body=body, headers=headers)
+        return _decode_result(content)
+
+    async def get(self, key: str, default: Any = None) -> Any:
+        """The key's current value, or `default` if it is absent or expired."""
+        path = "/store/" + _segment(check_key(key))
+        status, content = await self._call("GET", path, ok=frozenset({200, 404}))
+        if status == 404:
+            reason = _decode_error(content).reason
+            if reason in ("unknown_key", "unknown_scope"):
+                return default
+            raise _error_of(status, content, self.scope)
+        return decode_value(_decode_entry(content).value)
+
+    async def items(self) -> dict[str, Any]:
+        """Every current {key: value} of the scope, fetched page by page."""
+        result: dict[str, Any] = {}
+        query = {"limit": "1000"}
+        while True:
+            _, content = await self._call("GET", "/store", query=query)
+            page = _decode_page(content)
+            for entry in page.items:
+                result[entry.key] = decode_value(entry.value)
+            if page.next is None:
+                return result
+            query = {"limit": "1000", "after": page.next}
+
+    async def version(self) -> int:
+        _, content = await self._call("GET", "/store", query={"limit": "0"})
+        return _decode_page(content).version
+
+    async def delete(
+        self, key: str, *, expected_version: int | None = None, idempotency_id: str | None = None
+    ) -> AppendResult:
+        """Remove a key; a key that is absent already is left as it is."""
+        path = "/store/" + _segment(check_key(key))
+        return await self._write("DELETE", path, None, expected_version, idempotency_id)
+
+    async def patch(
+        self,
+        key: str,
+        value: object,
+        *,
+        expected_version: int | None = None,
+        idempotency_id: str | None = None,
+    ) -> AppendResult:
+        """Change a live key's value and keep its expiry."""
+        body = b'{"value":' + encode_value(check_key(key), value, 0) + b"}"
+        path = "/store/" + _segment(key)
+        return await self._write("PATCH", path, body, expected_version, idempotency_id)
+
+    async def _set_many(
+        self,
+        values: Mapping[str, object],
+        retention: bytes | None,
+        expected_version: int | None,
+        idempotency_id: str | None,
+    ) -> AppendResult:
+        if not isinstance(values, Mapping):
+            raise TypeError(
+                f"set_many takes a mapping of key to value, got {type(values).__name__}"
+            )
+        parts = [
+            _encode(check_key(key)) + b":" + encode_value(key, value, 0)
+            for key, value in values.items()
+        ]
+        body = b'{"values":{' + b",".join(parts) + b"}"
+        body += b"}" if retention is None else b',"retention":' + retention + b"}"
+        return await self._write("POST", ":batch", body, expected_version, idempotency_id)
+
+    # The embedded store's async-accessor aliases, so Airflow-style code runs unchanged.
+    async def aget(self, key: str, default: Any = None) -> Any:
+        return await self.get(key, default)
+
+    async def adelete(self, key: str, **options: Any) -> AppendResult:
+        return await self.delete(key, **options)
+
+
+def _retention(retention: timedelta | NeverExpire | None) -> bytes:
+    check_retention(retention)
+    if retention is None:
+        return b'"default"'
+    if retention is NEVER_EXPIRE:
+        return b'"never"'
+    assert isinstance(retention, timedelta)
+    return _encode(retention.total_seconds())
+
+
+class RemoteTaskStore(_RemoteAccessor):
+    """A task instance's store through the service: the embedded TaskStore's methods."""
+
+    scope: TaskScope
+
+    async def set(
+        self,
+        key: str,
+        value: object,
+        *,
+        retention: timedelta | NeverExpire | None = None,
+        expected_version: int | None = None,
+        idempotency_id: str | None = None,
+    ) -> AppendResult:
+        """Store a JSON value under key; retention defaults to the store's configured days."""
+        body = b'{"value":' + encode_value(check_key(key), value, 0)
+        body += b',"retention":' + _retention(retention) + b"}"
+        path = "/store/" + _segment(key)
+        return await self._write("PUT", path, body, expected_version, idempotency_id)
+
+    async def set_many(
+        self,
+        values: Mapping[str, object],
+        *,
+        retention: timedelta | NeverExpire | None = None,
+        expected_version: int | None = None,
+        idempotency_id: str | None = None,
+    ) -> AppendResult:
+        """Store several keys in one atomic step, one version each."""
+        return await self._set_many(values, _retention(retention), expected_version, idempotency_id)
+
+    async def clear(
+        self,
+        all_map_indices: bool = False,
+        *,
+        expected_version: int | None = None,
+        idempotency_id: str | None = None,
+    ) -> AppendResult:
+        """Remove every key of this map index, or of every map index of the task at once."""
+        query = {"all_map_indices": "true" if all_map_indices else "false"}
+        return await self._write(
+            "DELETE", "/store", None, expected_version, idempotency_id, query=query
+        )
+
+    async def aset(self, key: str, value: object, **options: Any) -> AppendResult:
+        return await self.set(key, value, **options)
+
+    async def aclear(self, all_map_indices: bool = False, **options: Any) -> AppendResult:
+        return await self.clear(all_map_indices, **options)
+
+
+class RemoteAssetStore(_RemoteAccessor):
+    """An asset's store through the service. Asset entries never expire."""
+
+    scope: AssetScope
+
+    async def set(
+        self,
+        key: str,
+        value: object,
+        *,
+        expected_version: int | None = None,
+        idempotency_id: str | None = None,
+    ) -> AppendResult:
+        body = b'{"value":' + encode_value(check_key(key), value, 0) + b"}"
+        path = "/store/" + _segment(key)
+        return await self._write("PUT", path, body, expected_version, idempotency_id)
+
+    async def set_many(
+        self,
+        values: Mapping[str, object],
+        *,
+        expected_version: int | None = None,
+        idempotency_id: str | None = None,
+    ) -> AppendResult:
+        return await self._set_many(values, None, expected_version, idempotency_id)
+
+    async def clear(
+        self, *, expected_version: int | None = None, idempotency_id: str | None = None
+    ) -> AppendResult:
+        return await self._write("DELETE", "/store", None, expected_version, idempotency_id)
+
+    async def aset(self, key: str, value: object, **options: Any) -> AppendResult:
+        return await self.set(key, value, **options)
+
+    async def aclear(self, **options: Any) -> AppendResult:
+        return await self.clear(**options)
+
+
+@asynccontextmanager
+async def connect(
+    base_url: str,
+    *,
+    token: str,
+    retries: int = 4,
+    backoff: float = 0.05,
+    request_timeout: float = 30.0,
+    connections: int = 256,
+) -> AsyncIterator[Remote]:
+    """Connect to a tasktrail service at `base_url` with a bearer `token` for the block.
+
+    `retries` bounds the retries of one call (connection errors and 5xx); `backoff` is the first
+    wait in seconds, doubled each retry up to 2 s, with jitter.
+    """
+    connector = aiohttp.TCPConnector(limit=connections)
+    async with aiohttp.ClientSession(
+        connector=connector,
+        headers={"Authorization": f"Bearer {token}"},
+        timeout=aiohttp.ClientTimeout(total=request_timeout),
+    ) as session:
+        yield Remote(session, base_url, retries=retries, backoff=backoff)
+
+
+# ----------------------------------------------------------------------------- blocking
+
+
+@contextmanager
+def connect_blocking(base_url: str, *, token: str, **options: Any) -> Iterator[BlockingRemote]:
+    """`with connect_blocking(url, token=...) as remote:` for code without an event loop."""
+    with (
+        start_blocking_portal() as portal,
+        portal.wrap_async_context_manager(connect(base_url, token=token, **options)) as remote,
+    ):
+        yield BlockingRemote(portal, remote)
+
+
+class BlockingRemote:
+    def __init__(self, portal: BlockingPortal, remote: Remote) -> None:
+        self._portal = portal
+        self.remote = remote
+
+    def task_store(
+        self,
+        dag_id: str,
+        run_id: str,
+        task_id: str,
+        map_index: int = -1,
+        try_number: int | None = None,
+    ) -> BlockingRemoteAccessor:
+        accessor = self.remote.task_store(dag_id, run_id, task_id, map_index, try_number)
+        return BlockingRemoteAccessor(self._portal, accessor)
+
+    def asset_store(
+        self, name: str | None = None, uri: str | None = None
+    ) -> BlockingRemoteAccessor:
+        return BlockingRemoteAccessor(self._portal, self.remote.asset_store(name, uri))
+
+
+class BlockingRemoteAccessor:
+    """The accessor methods as plain calls: get, set, set_many, patch, delete, clear, items."""
+
+    def __init__(
+        self, portal: BlockingPortal, accessor: RemoteTaskStore | RemoteAssetStore
+    ) -> None:
+        self._portal = portal
+        self._accessor = accessor
+
+    def __repr__(self) -> str:
+        return f"<blocking {self._accessor!r}>"
+
+    def _call(self, method: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
+        return self._portal.call(partial(method, *args, **kwargs))
+
+    def get(self, key: str, default: Any = None) -> Any:
+        return self._call(self._accessor.get, key, default)
+
+    def set(self, key: str, value: object, **options: Any) -> AppendResult:
+        result: AppendResult = self._call(self._accessor.set, key, value, **options)
+        return result
+
+    def set_many(self, values: Mapping[str, object], **options: Any) -> AppendResult:
+        result: AppendResult = self._call(self._accessor.set_many, values, **options)
+        return result
+
+    def patch(self, key: str, value: object, **options: Any) -> AppendResult:
+        result: AppendResult = self._call(self._accessor.patch, key, value, **options)
+        return result
+
+    def delete(self, key: str, **options: Any) -> AppendResult:
+        result: AppendResult = self._call(self._accessor.delete, key, **options)
+        return result
+
+    def clear(self, *args: Any, **options: Any) -> AppendResult:
+        result: AppendResult = self._call(self._accessor.clear, *args, **options)
+        return result
+
+    def items(self) -> dict[str, Any]:
+        result: dict[str, Any] = self._call(self._accessor.items)
+        return result
+
+    def version(self) -> int:
+        result: int = self._call(self._accessor.version)
+        return result
