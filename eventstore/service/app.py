@@ -7,7 +7,7 @@ flight finish, so a graceful shutdown (SIGINT, SIGTERM) commits every write it a
 from __future__ import annotations
 
 import threading
-from collections.abc import AsyncIterator, Iterator, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Sequence
 from contextlib import asynccontextmanager, contextmanager
 from importlib.metadata import version as package_version
 from typing import Any, Final
@@ -116,6 +116,43 @@ async def _http_error(request: Request, error: Exception) -> Response:
     return problem_response(HTTPProblem(error.status_code, reason, message))
 
 
+def _routes(operations: Sequence[Operation]) -> list[BaseRoute]:
+    """One route per path, dispatching on the method: Starlette tries routes in order, so the
+    busiest paths (a task's keys) come first and each request matches as few as it can."""
+    by_path: dict[str, dict[str, Callable[[Request], Awaitable[Response]]]] = {}
+    for op in operations:
+        by_path.setdefault(op.path, {})[op.method] = endpoint(op, _state)
+        if op.method == "GET":
+            by_path[op.path]["HEAD"] = by_path[op.path]["GET"]
+    order = sorted(by_path, key=lambda path: (not path.startswith("/api/"), "{key" not in path))
+    return [
+        Route(path, _dispatch(by_path[path]), methods=list(by_path[path]), name=path)
+        for path in order
+    ]
+
+
+def _dispatch(
+    methods: dict[str, Callable[[Request], Awaitable[Response]]],
+) -> Callable[[Request], Awaitable[Response]]:
+    allowed = ", ".join(sorted(methods))
+
+    async def dispatch(request: Request) -> Response:
+        handler = methods.get(request.method)
+        if handler is None:
+            response = problem_response(
+                HTTPProblem(
+                    405,
+                    "method_not_allowed",
+                    f"{request.method} is not allowed on {request.url.path!r}; use {allowed}",
+                )
+            )
+            response.headers["Allow"] = allowed
+            return response
+        return await handler(request)
+
+    return dispatch
+
+
 def create_app(
     url: str,
     *,
@@ -133,9 +170,7 @@ def create_app(
             app.state.tasktrail = ServiceState(store=store, verifier=verifier)
             yield
 
-    routes: list[BaseRoute] = [
-        Route(op.path, endpoint(op, _state), methods=[op.method]) for op in ALL_OPERATIONS
-    ]
+    routes = _routes(ALL_OPERATIONS)
     app = Starlette(
         routes=[*routes, *extra_routes],
         lifespan=lifespan,
@@ -152,6 +187,9 @@ def _config(app: Any, host: str, port: int, **options: Any) -> uvicorn.Config:
         host=host,
         port=port,
         access_log=False,
+        proxy_headers=False,
+        server_header=False,
+        date_header=False,
         log_level=options.pop("log_level", "warning"),
         timeout_graceful_shutdown=options.pop("timeout_graceful_shutdown", 30),
         **options,
@@ -162,7 +200,8 @@ def serve(
     app: Starlette, host: str = DEFAULT_HOST, port: int = DEFAULT_PORT, **options: Any
 ) -> None:
     """Run the service until SIGINT or SIGTERM, then finish in-flight requests and close."""
-    uvicorn.Server(_config(app, host, port, log_level="info", **options)).run()
+    options.setdefault("log_level", "info")
+    uvicorn.Server(_config(app, host, port, **options)).run()
 
 
 @contextmanager

@@ -1,0 +1,216 @@
+"""HTTP service benchmark: set/get through the service, beside the embedded store and a bare route.
+
+    .venv/bin/python scripts/bench_http.py [--seconds 5] [--concurrency 64]
+
+Starts the service (uvicorn, one worker, SQLite with durability "full") in a subprocess on a free
+loopback port, with one extra route that does nothing (`PUT /bench/noop`) on the same app and
+server. Then, in this process, 64 concurrent client tasks (aiohttp through `eventstore.client`)
+drive each workload for a fixed time; the embedded store runs the same set/get workload in
+process. Prints requests/s, p50 and p99 latency, and each row's ratio to the bare route.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import shutil
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+
+import aiohttp
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from eventstore import open_store  # noqa: E402
+from eventstore.client import connect  # noqa: E402
+from eventstore.service.auth import make_token  # noqa: E402
+
+SECRET = b"bench-secret-0123456789abcdef"
+
+
+def serve(db: str, port: int) -> None:
+    """The server side: the service app plus a route that does nothing."""
+    from starlette.requests import Request
+    from starlette.responses import Response
+    from starlette.routing import Route
+
+    from eventstore.service.app import create_app
+    from eventstore.service.app import serve as run
+
+    async def noop(request: Request) -> Response:
+        await request.body()
+        return Response(b"{}", media_type="application/json")
+
+    app = create_app(db, secret=SECRET, extra_routes=[Route("/bench/noop", noop, methods=["PUT"])])
+    run(app, "127.0.0.1", port, log_level="warning")
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time a process has used (Linux), or 0 where /proc is missing."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return 0.0
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+async def drive(
+    name: str,
+    concurrency: int,
+    seconds: float,
+    op: Callable[[int, int], Awaitable[object]],
+    server_pid: int | None = None,
+) -> dict[str, float | str]:
+    latencies: list[float] = []
+    stop = time.perf_counter() + seconds
+
+    async def worker(w: int) -> None:
+        n = 0
+        while time.perf_counter() < stop:
+            started = time.perf_counter()
+            await op(w, n)
+            latencies.append(time.perf_counter() - started)
+            n += 1
+
+    began = time.perf_counter()
+    cpu = (cpu_seconds(server_pid) if server_pid else 0.0, time.process_time())
+    await asyncio.gather(*(worker(w) for w in range(concurrency)))
+    elapsed = time.perf_counter() - began
+    server_cpu = (cpu_seconds(server_pid) - cpu[0]) if server_pid else 0.0
+    client_cpu = time.process_time() - cpu[1]
+    latencies.sort()
+    return {
+        "name": name,
+        "requests": len(latencies),
+        "rps": len(latencies) / elapsed,
+        "p50": statistics.median(latencies) * 1000,
+        "p99": latencies[int(len(latencies) * 0.99) - 1] * 1000,
+        # CPU per request in microseconds: the client's (this process) and the server's.
+        "client_us": client_cpu / len(latencies) * 1e6,
+        "server_us": server_cpu / len(latencies) * 1e6 if server_pid else 0.0,
+    }
+
+
+async def bench(
+    seconds: float, concurrency: int, workdir: Path, server: subprocess.Popen[bytes], base: str
+) -> None:
+    pid = server.pid
+    try:
+        async with aiohttp.ClientSession() as probe:
+            for _ in range(200):
+                try:
+                    async with probe.get(base + "/healthz") as response:
+                        if response.status == 200:
+                            break
+                except aiohttp.ClientConnectionError:
+                    await asyncio.sleep(0.05)
+        token = make_token(SECRET, "admin")
+        rows = []
+        async with connect(base, token=token) as remote:
+            stores = [remote.task_store(f"bench{w}", "run", "task") for w in range(concurrency)]
+            session = remote._session
+            body = b'{"value":{"offset":1200,"rows":5}}'
+
+            async def noop(w: int, n: int) -> None:
+                async with session.put(base + "/bench/noop", data=body) as response:
+                    await response.read()
+                    assert response.status == 200
+
+            async def service_set(w: int, n: int) -> None:
+                await stores[w].set(f"k{n % 100}", {"offset": n, "rows": 5})
+
+            async def service_get(w: int, n: int) -> None:
+                await stores[w].get(f"k{n % 100}")
+
+            warm = min(1.0, seconds)
+            await drive("warm-up", concurrency, warm, noop)
+            rows.append(await drive("bare route (PUT, no-op)", concurrency, seconds, noop, pid))
+            await drive("warm-up", concurrency, warm, service_set)
+            rows.append(await drive("service set", concurrency, seconds, service_set, pid))
+            rows.append(await drive("service get", concurrency, seconds, service_get, pid))
+    finally:
+        server.terminate()
+        await asyncio.to_thread(server.wait, 60)
+
+    async with open_store(f"sqlite:///{workdir / 'embedded.db'}") as store:
+        embedded = [store.task_store(f"bench{w}", "run", "task") for w in range(concurrency)]
+
+        async def embedded_set(w: int, n: int) -> None:
+            await embedded[w].set(f"k{n % 100}", {"offset": n, "rows": 5})
+
+        async def embedded_get(w: int, n: int) -> None:
+            await embedded[w].get(f"k{n % 100}")
+
+        rows.append(await drive("embedded set", concurrency, seconds, embedded_set))
+        rows.append(await drive("embedded get", concurrency, seconds, embedded_get))
+
+    bare = float(rows[0]["rps"])
+    print(
+        f"{concurrency} concurrent tasks, {seconds:g} s per workload, SQLite durability=full, "
+        f"uvicorn 1 worker, {os.cpu_count()} CPUs"
+    )
+    print(
+        f"{'workload':<26}{'requests':>10}{'req/s':>10}{'p50 ms':>9}{'p99 ms':>9}{'vs bare':>9}"
+        f"{'client CPU':>12}{'server CPU':>12}"
+    )
+    for row in rows:
+        server_us = f"{row['server_us']:>9.0f} us" if row["server_us"] else f"{'-':>12}"
+        print(
+            f"{row['name']:<26}{row['requests']:>10}{row['rps']:>10.0f}{row['p50']:>9.2f}"
+            f"{row['p99']:>9.2f}{float(row['rps']) / bare:>8.0%} "
+            f"{row['client_us']:>9.0f} us{server_us}"
+        )
+    service_set_row = rows[1]
+    ok = float(service_set_row["rps"]) >= 0.5 * bare and float(service_set_row["p99"]) < 25
+    print(f"target (service set >= 50% of bare req/s, p99 < 25 ms): {'met' if ok else 'NOT met'}")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--seconds", type=float, default=5.0)
+    parser.add_argument("--concurrency", type=int, default=64)
+    parser.add_argument("--keep", action="store_true", help="keep the databases")
+    parser.add_argument("--serve", metavar="DB_URL", help=argparse.SUPPRESS)
+    parser.add_argument("--port", type=int, default=0, help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.serve:
+        serve(args.serve, args.port)
+        return
+    try:
+        import uvloop
+
+        uvloop.install()
+    except ImportError:
+        pass
+    workdir = Path(tempfile.mkdtemp(prefix="tasktrail-bench-"))
+    port = free_port()
+    db = f"sqlite:///{workdir / 'service.db'}"
+    server = subprocess.Popen([sys.executable, __file__, "--serve", db, "--port", str(port)])
+    try:
+        asyncio.run(
+            bench(args.seconds, args.concurrency, workdir, server, f"http://127.0.0.1:{port}")
+        )
+    finally:
+        server.kill()
+        server.wait()
+        if not args.keep:
+            shutil.rmtree(workdir)
+
+
+if __name__ == "__main__":
+    main()
