@@ -1,0 +1,190 @@
+"""The auth matrix: who may do what to which scope, and 401 versus 403."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+
+import pytest
+from service_helpers import SECRET, Service, task_path
+
+from eventstore.service.auth import make_token
+
+# (operation, method, path suffix, body): every store operation of a task instance.
+OPERATIONS = [
+    ("read key", "GET", "/k", None),
+    ("list", "GET", "", None),
+    ("set", "PUT", "/k", {"value": 1}),
+    ("patch", "PATCH", "/k", {"value": 2}),
+    ("batch", "POST", ":batch", {"values": {"k": 3}}),
+    ("delete", "DELETE", "/k", None),
+    ("clear", "DELETE", "", None),
+    ("fleet clear", "DELETE", "?all_map_indices=true", None),
+]
+READS = {"read key", "list"}
+
+
+def _seed(service: Service, dag: str) -> None:
+    for map_index in (-1, 0):
+        path = task_path(dag, "k", map_index=map_index)
+        assert service.call("PUT", path, {"value": 0}, token=service.token("admin")).status == 200
+
+
+def _path(dag: str, suffix: str, map_index: int = -1, task: str = "t") -> str:
+    return task_path(dag, task=task, map_index=map_index) + suffix
+
+
+@pytest.mark.parametrize(("name", "method", "suffix", "body"), OPERATIONS)
+def test_task_token_may_do_everything_to_its_own_instance(
+    service: Service, dag: str, name: str, method: str, suffix: str, body: object
+) -> None:
+    _seed(service, dag)
+    got = service.call(method, _path(dag, suffix), body, token=service.task_token(dag))
+    assert got.status == 200, (name, got)
+
+
+@pytest.mark.parametrize(("name", "method", "suffix", "body"), OPERATIONS)
+@pytest.mark.parametrize(
+    "other",
+    [
+        {"task": "other"},
+        {"map_index": 0},
+        {"run": "other-run"},
+        {"dag_suffix": "-other"},
+    ],
+    ids=["other task", "other map index", "other run", "other dag"],
+)
+def test_task_token_is_forbidden_other_instances(
+    service: Service,
+    dag: str,
+    name: str,
+    method: str,
+    suffix: str,
+    body: object,
+    other: dict[str, object],
+) -> None:
+    _seed(service, dag)
+    token = service.task_token(
+        str(dag) + str(other.get("dag_suffix", "")),
+        run=str(other.get("run", "r")),
+        task=str(other.get("task", "t")),
+        map_index=int(other.get("map_index", -1)),  # type: ignore[call-overload]
+    )
+    got = service.call(method, _path(dag, suffix), body, token=token)
+    assert (got.status, got.reason) == (403, "forbidden"), (name, got)
+    assert service.call("GET", _path(dag, ""), token=service.token("admin")).json()["version"] == 1
+
+
+@pytest.mark.parametrize(("name", "method", "suffix", "body"), OPERATIONS)
+def test_auditor_reads_everything_and_writes_nothing(
+    service: Service, dag: str, name: str, method: str, suffix: str, body: object
+) -> None:
+    _seed(service, dag)
+    got = service.call(method, _path(dag, suffix), body, token=service.token("auditor"))
+    if name in READS:
+        assert got.status == 200, (name, got)
+    else:
+        assert (got.status, got.reason) == (403, "forbidden"), (name, got)
+        assert "auditor" in got.json()["message"]
+        admin = service.token("admin")
+        assert service.call("GET", _path(dag, ""), token=admin).json()["version"] == 1
+
+
+@pytest.mark.parametrize(("name", "method", "suffix", "body"), OPERATIONS)
+def test_admin_may_do_everything_anywhere(
+    service: Service, dag: str, name: str, method: str, suffix: str, body: object
+) -> None:
+    _seed(service, dag)
+    got = service.call(method, _path(dag, suffix), body, token=service.token("admin"))
+    assert got.status == 200, (name, got)
+
+
+@pytest.mark.parametrize(
+    ("header", "reason"),
+    [
+        (None, "unauthenticated"),
+        ("Basic dXNlcjpwYXNz", "unauthenticated"),
+        ("Bearer not-a-token", "bad_token"),
+        ("Bearer tt1.e30.AAAA", "bad_token"),
+    ],
+)
+@pytest.mark.parametrize(("name", "method", "suffix", "body"), OPERATIONS)
+def test_missing_or_bad_token_is_401_and_writes_nothing(
+    service: Service,
+    dag: str,
+    name: str,
+    method: str,
+    suffix: str,
+    body: object,
+    header: str | None,
+    reason: str,
+) -> None:
+    _seed(service, dag)
+    headers = {} if header is None else {"Authorization": header}
+    got = service.call(method, _path(dag, suffix), body, headers=headers)
+    assert (got.status, got.reason) == (401, reason), got
+    assert got.headers["www-authenticate"] == "Bearer"
+    assert service.call("GET", _path(dag, ""), token=service.token("admin")).json()["version"] == 1
+
+
+def test_token_signed_with_another_secret_is_401(service: Service, dag: str) -> None:
+    token = make_token(b"another-secret-entirely-000", "admin")
+    got = service.call("GET", _path(dag, ""), token=token)
+    assert (got.status, got.reason) == (401, "bad_token")
+    assert "signature" in got.json()["message"]
+
+
+def test_expired_token_is_401(service: Service, dag: str) -> None:
+    long_ago = datetime.now(UTC) - timedelta(days=2)
+    token = make_token(SECRET, "admin", ttl=timedelta(hours=1), now=long_ago)
+    got = service.call("GET", _path(dag, ""), token=token)
+    assert (got.status, got.reason) == (401, "bad_token")
+    assert "expired" in got.json()["message"]
+
+
+def test_tampered_claims_are_401(service: Service, dag: str) -> None:
+    task = service.task_token(dag)
+    prefix, _, signature = task.split(".")
+    admin_payload = service.token("admin").split(".")[1]
+    got = service.call("GET", _path(dag, ""), token=f"{prefix}.{admin_payload}.{signature}")
+    assert (got.status, got.reason) == (401, "bad_token")
+
+
+@pytest.mark.parametrize(
+    ("method", "suffix", "body", "status"),
+    [
+        ("GET", "/k", None, 200),
+        ("GET", "", None, 200),
+        ("PUT", "/k", {"value": 1}, 200),
+        ("PATCH", "/k", {"value": 1}, 200),
+        ("POST", ":batch", {"values": {"k": 1}}, 200),
+        ("DELETE", "/k", None, 200),
+        ("DELETE", "", None, 403),
+    ],
+)
+def test_task_token_on_assets_reads_and_writes_but_cannot_clear(
+    service: Service, dag: str, method: str, suffix: str, body: object, status: int
+) -> None:
+    store = f"/api/v1/assets/by-name/{dag}/store"
+    service.call("PUT", f"{store}/k", {"value": 0}, token=service.token("admin"))
+    got = service.call(method, store + suffix, body, token=service.task_token("any-dag"))
+    assert got.status == status, got
+
+
+def test_auditor_cannot_write_assets(service: Service, dag: str) -> None:
+    got = service.call(
+        "PUT", f"/api/v1/assets/by-name/{dag}/store/k", {"value": 1}, token=service.token("auditor")
+    )
+    assert (got.status, got.reason) == (403, "forbidden")
+
+
+def test_health_metrics_and_openapi_need_no_token(service: Service) -> None:
+    for path in ("/healthz", "/metrics", "/openapi.json"):
+        assert service.call("GET", path).status == 200, path
+
+
+def test_admin_writes_carry_no_try_and_do_not_fence_tasks(service: Service, dag: str) -> None:
+    # A later task try still writes: the admin's write does not fence it.
+    admin = make_token(SECRET, "admin", name="ops")
+    assert service.call("PUT", _path(dag, "/k"), {"value": 1}, token=admin).status == 200
+    task = service.task_token(dag, try_number=1)
+    assert service.call("PUT", _path(dag, "/k"), {"value": 2}, token=task).status == 200
