@@ -347,7 +347,7 @@ class _RemoteAccessor:
         ]
         body = b'{"values":{' + b",".join(parts) + b"}"
         body += b"}" if retention is None else b',"retention":' + retention + b"}"
-        return await self._write("POST", ":batch", body, expected_version, idempotency_id)
+        return await self._write("POST", "/store:batch", body, expected_version, idempotency_id)
 
     # The embedded store's async-accessor aliases, so Airflow-style code runs unchanged.
     async def aget(self, key: str, default: Any = None) -> Any:
