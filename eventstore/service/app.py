@@ -113,7 +113,10 @@ async def _http_error(request: Request, error: Exception) -> Response:
         404: f"no route {request.url.path!r}; see /openapi.json",
         405: f"{request.method} is not allowed on {request.url.path!r}",
     }.get(error.status_code, str(error.detail))
-    return problem_response(HTTPProblem(error.status_code, reason, message))
+    response = problem_response(HTTPProblem(error.status_code, reason, message))
+    if error.headers:
+        response.headers.update(error.headers)  # Allow, on a 405
+    return response
 
 
 def _routes(operations: Sequence[Operation]) -> list[BaseRoute]:

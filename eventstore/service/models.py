@@ -7,11 +7,12 @@ default. Response bodies do not, so clients keep working when a field is added.
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Final, Literal
 
 import msgspec
 
 __all__ = [
+    "MAX_RETENTION_SECONDS",
     "AssetBatchBody",
     "AssetPutBody",
     "BatchBody",
@@ -24,16 +25,28 @@ __all__ = [
     "WriteResult",
 ]
 
+# Up to 100 years; below a microsecond a retention would round to nothing.
+MAX_RETENTION_SECONDS: Final = 100 * 365.25 * 86_400
+
 Retention = (
     Literal["default", "never"]
     | Annotated[
         float,
         msgspec.Meta(
-            gt=0,
-            description="seconds the value is kept, > 0 and at most 100 years",
+            ge=1e-6,
+            le=MAX_RETENTION_SECONDS,
+            description="seconds the value is kept: at least a microsecond, at most 100 years",
         ),
     ]
 )
+Value = Annotated[
+    Any,
+    msgspec.Meta(
+        description="any JSON value except null (null inside a list or object is fine)",
+        extra_json_schema={"not": {"type": "null"}},
+    ),
+]
+Key = Annotated[str, msgspec.Meta(min_length=1, max_length=512)]
 _RETENTION_DOC = (
     '"default" (the store\'s default_retention_days), "never" (kept until deleted or cleared), '
     "or a number of seconds > 0"
@@ -43,33 +56,33 @@ _RETENTION_DOC = (
 class PutBody(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     """Set one key of a task instance."""
 
-    value: Annotated[Any, msgspec.Meta(description="any JSON value except null")]
+    value: Value
     retention: Annotated[Retention, msgspec.Meta(description=_RETENTION_DOC)] = "default"
 
 
 class AssetPutBody(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     """Set one key of an asset; asset entries never expire."""
 
-    value: Annotated[Any, msgspec.Meta(description="any JSON value except null")]
+    value: Value
 
 
 class PatchBody(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     """Change a key's value and keep its expiry."""
 
-    value: Annotated[Any, msgspec.Meta(description="any JSON value except null")]
+    value: Value
 
 
 class BatchBody(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     """Set several keys of a task instance in one atomic step."""
 
-    values: dict[str, Any]
+    values: dict[Key, Value]
     retention: Annotated[Retention, msgspec.Meta(description=_RETENTION_DOC)] = "default"
 
 
 class AssetBatchBody(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     """Set several keys of an asset in one atomic step."""
 
-    values: dict[str, Any]
+    values: dict[Key, Value]
 
 
 class KeyEntry(msgspec.Struct, kw_only=True):

@@ -33,6 +33,7 @@ from eventstore.service.auth import Action, Claims, TokenError, TokenVerifier, a
 from eventstore.service.errors import ErrorBody, HTTPProblem, problem_of
 from eventstore.service.metrics import Metrics
 from eventstore.service.models import (
+    MAX_RETENTION_SECONDS,
     AssetBatchBody,
     AssetPutBody,
     BatchBody,
@@ -51,7 +52,6 @@ log = logging.getLogger("tasktrail.service")
 
 ScopeKind = Literal["task", "asset_name", "asset_uri"]
 
-MAX_RETENTION_SECONDS: Final = 100 * 365.25 * 86_400
 MAX_MAP_INDEX: Final = 2**31 - 1
 MAX_LIST_LIMIT: Final = 1000
 
@@ -156,6 +156,10 @@ class Call:
             return msgspec.json.decode(raw, type=kind)
         except msgspec.ValidationError as error:
             text = str(error)
+            if "in `$.values`" in text and "length" in text:
+                raise HTTPProblem(
+                    422, "bad_key", f"a key must be 1 to 512 characters: {text}"
+                ) from None
             if "$.retention" in text:
                 raise HTTPProblem(422, "bad_retention", f"bad retention: {text}") from None
             if "Number out of range" in text:
@@ -259,11 +263,11 @@ def _retention(value: str | float) -> timedelta | NeverExpire | None:
     if value == "never":
         return NEVER_EXPIRE
     assert isinstance(value, float)
-    if not (math.isfinite(value) and 0 < value <= MAX_RETENTION_SECONDS):
+    if not (math.isfinite(value) and 1e-6 <= value <= MAX_RETENTION_SECONDS):
         raise HTTPProblem(
             422,
             "bad_retention",
-            f"retention must be a number of seconds > 0 and at most {MAX_RETENTION_SECONDS:.0f} "
+            f"retention must be a number of seconds from 1e-6 to {MAX_RETENTION_SECONDS:.0f} "
             f'(100 years), got {value}; use "never" for values kept until deleted',
         )
     return timedelta(seconds=value)
