@@ -20,11 +20,11 @@ from __future__ import annotations
 import asyncio
 import random
 import uuid
-from collections.abc import AsyncIterator, Callable, Iterator, Mapping
+from collections.abc import AsyncIterator, Callable, Iterable, Iterator, Mapping
 from contextlib import asynccontextmanager, contextmanager
-from datetime import timedelta
+from datetime import datetime, timedelta
 from functools import partial
-from typing import Any, Final
+from typing import Any, Final, TypeVar
 from urllib.parse import quote, urlencode
 
 import aiohttp
@@ -33,24 +33,30 @@ from anyio.from_thread import BlockingPortal, start_blocking_portal
 from yarl import URL
 
 from eventstore.config import NEVER_EXPIRE, NeverExpire, check_retention
-from eventstore.errors import EventStoreError
+from eventstore.errors import EventStoreError, NoSuchPointError
+from eventstore.events import RecordedEvent
 from eventstore.log import AppendResult
 from eventstore.scopes import AssetScope, Scope, TaskScope
 from eventstore.service.errors import ERRORS
 from eventstore.values import check_key, decode_value, encode_value
+from projections import At, Diff, TrySummary
 
 __all__ = [
     "AuthenticationError",
     "BlockingRemote",
+    "BlockingRemoteHistory",
     "PermissionDeniedError",
     "Remote",
     "RemoteAssetStore",
+    "RemoteHistory",
     "RemoteTaskStore",
     "ServiceError",
     "ServiceUnavailableError",
     "connect",
     "connect_blocking",
 ]
+
+T = TypeVar("T")
 
 _RETRY_STATUSES: Final = frozenset({500, 502, 503, 504})
 
@@ -167,6 +173,10 @@ class Remote:
     def asset_store(self, name: str | None = None, uri: str | None = None) -> RemoteAssetStore:
         return RemoteAssetStore(self, AssetScope(name, uri), None)
 
+    def history(self, scope: Scope) -> RemoteHistory:
+        """The history of a task or asset scope, read through the service."""
+        return RemoteHistory(self, scope)
+
     async def health(self) -> dict[str, Any]:
         _, body = await self.request("GET", "/healthz")
         result: dict[str, Any] = msgspec.json.decode(body)
@@ -218,6 +228,18 @@ class Remote:
             attempt += 1
 
 
+def _scope_path(scope: Scope) -> tuple[str, dict[str, str]]:
+    """The escaped path prefix of a scope's routes, and the query naming it (asset uris)."""
+    if isinstance(scope, TaskScope):
+        parts = [_segment(scope.dag_id), _segment(scope.run_id), _segment(scope.task_id)]
+        return "/api/v1/tasks/" + "/".join([*parts, str(scope.map_index)]), {}
+    if scope.name is not None:
+        query = {} if scope.uri is None else {"uri": scope.uri}
+        return f"/api/v1/assets/by-name/{_segment(scope.name)}", query
+    assert scope.uri is not None
+    return "/api/v1/assets/by-uri", {"uri": scope.uri}
+
+
 class _RemoteAccessor:
     """Reads and writes of one scope through the service."""
 
@@ -225,23 +247,7 @@ class _RemoteAccessor:
         self.remote = remote
         self.scope = scope
         self.try_number = try_number
-        if isinstance(scope, TaskScope):
-            self._prefix = "/api/v1/tasks/" + "/".join(
-                [
-                    _segment(scope.dag_id),
-                    _segment(scope.run_id),
-                    _segment(scope.task_id),
-                    str(scope.map_index),
-                ]
-            )
-            self._query: dict[str, str] = {}
-        elif scope.name is not None:
-            self._prefix = f"/api/v1/assets/by-name/{_segment(scope.name)}"
-            self._query = {} if scope.uri is None else {"uri": scope.uri}
-        else:
-            assert scope.uri is not None
-            self._prefix = "/api/v1/assets/by-uri"
-            self._query = {"uri": scope.uri}
+        self._prefix, self._query = _scope_path(scope)
 
     def __repr__(self) -> str:
         return f"<{type(self).__name__} {self.scope}>"
@@ -456,6 +462,130 @@ class RemoteAssetStore(_RemoteAccessor):
         return await self.clear(**options)
 
 
+def _point_query(at: At, prefix: str = "") -> dict[str, str]:
+    if at.kind == "time":
+        assert at.moment is not None
+        return {prefix + "at": at.moment.isoformat()}
+    return {prefix + at.kind: str(at.number)}
+
+
+class _StateAnswer(msgspec.Struct):
+    state: dict[str, Any]
+
+
+class _EventPage(msgspec.Struct):
+    events: list[RecordedEvent]
+    next_after_seq: int | None
+
+
+class _Timeline(msgspec.Struct):
+    events: list[RecordedEvent]
+
+
+class _Tries(msgspec.Struct):
+    tries: list[TrySummary]
+
+
+class RemoteHistory:
+    """`store.history(scope)` through the service: events, state, diff, timeline, tries."""
+
+    def __init__(self, remote: Remote, scope: Scope) -> None:
+        self.remote = remote
+        self.scope = scope
+        self._prefix, self._query = _scope_path(scope)
+
+    def __repr__(self) -> str:
+        return f"<RemoteHistory of {self.scope}>"
+
+    async def _get(self, path: str, query: Mapping[str, str], kind: type[T]) -> T | None:
+        """The answer, or None if nothing was ever written to the scope."""
+        status, content = await self.remote.request(
+            "GET",
+            self._prefix + path,
+            query={**self._query, **query},
+            scope=self.scope,
+            ok=frozenset({200, 404}),
+        )
+        if status == 404:
+            if _decode_error(content).reason == "unknown_scope":
+                return None
+            raise _error_of(status, content, self.scope)
+        return msgspec.json.decode(content, type=kind)
+
+    async def events(
+        self,
+        key: str | None = None,
+        kinds: Iterable[str] | None = None,
+        try_number: int | None = None,
+        since: datetime | None = None,
+        until: datetime | None = None,
+        after_seq: int | None = None,
+        limit: int | None = None,
+    ) -> list[RecordedEvent]:
+        """The scope's events, oldest first, filtered; fetched page by page up to `limit`."""
+        query: dict[str, str] = {}
+        if key is not None:
+            query["key"] = check_key(key)
+        if kinds is not None:
+            query["kinds"] = kinds if isinstance(kinds, str) else ",".join(kinds)
+        if try_number is not None:
+            query["try"] = str(try_number)
+        if since is not None:
+            query["since"] = since.isoformat()
+        if until is not None:
+            query["until"] = until.isoformat()
+        found: list[RecordedEvent] = []
+        while limit is None or len(found) < limit:
+            page_size = 1000 if limit is None else min(1000, limit - len(found))
+            if page_size == 0:
+                break
+            query["limit"] = str(page_size)
+            if after_seq is not None:
+                query["after_seq"] = str(after_seq)
+            page = await self._get("/history", query, _EventPage)
+            if page is None:
+                return []
+            found += page.events
+            if page.next_after_seq is None:
+                break
+            after_seq = page.next_after_seq
+        return found
+
+    async def state(self, at: At) -> dict[str, Any]:
+        """The scope's {key: value} as of `at`."""
+        answer = await self._get("/state", _point_query(at), _StateAnswer)
+        if answer is None:
+            return self._empty(at)
+        return answer.state
+
+    async def diff(self, a: At, b: At) -> Diff:
+        """What changed from the state as of `a` to the state as of `b`."""
+        query = {**_point_query(a, "from_"), **_point_query(b, "to_")}
+        answer = await self._get("/diff", query, Diff)
+        if answer is None:
+            self._empty(a)
+            self._empty(b)
+            return Diff(added={}, removed={}, changed={})
+        return answer
+
+    async def timeline(self, key: str, *, after_seq: int | None = None) -> list[RecordedEvent]:
+        """Every set and delete of one key, oldest first."""
+        query = {} if after_seq is None else {"after_seq": str(after_seq)}
+        answer = await self._get("/timeline/" + _segment(check_key(key)), query, _Timeline)
+        return [] if answer is None else answer.events
+
+    async def tries(self) -> list[TrySummary]:
+        """One summary per try that wrote to the scope, in try order."""
+        answer = await self._get("/tries", {}, _Tries)
+        return [] if answer is None else answer.tries
+
+    def _empty(self, at: At) -> dict[str, Any]:
+        # What the embedded history answers for a scope nothing was written to.
+        if at.kind in ("end_of_try", "start_of_try") or (at.kind == "version" and at.number):
+            raise NoSuchPointError(self.scope, str(at), "nothing was ever written to it")
+        return {}
+
+
 @asynccontextmanager
 async def connect(
     base_url: str,
@@ -513,6 +643,33 @@ class BlockingRemote:
         self, name: str | None = None, uri: str | None = None
     ) -> BlockingRemoteAccessor:
         return BlockingRemoteAccessor(self._portal, self.remote.asset_store(name, uri))
+
+    def history(self, scope: Scope) -> BlockingRemoteHistory:
+        return BlockingRemoteHistory(self._portal, self.remote.history(scope))
+
+
+class BlockingRemoteHistory:
+    """RemoteHistory as plain calls: events, state, diff, timeline, tries."""
+
+    def __init__(self, portal: BlockingPortal, history: RemoteHistory) -> None:
+        self._portal = portal
+        self._history = history
+
+    def events(self, **filters: Any) -> list[RecordedEvent]:
+        result: list[RecordedEvent] = self._portal.call(partial(self._history.events, **filters))
+        return result
+
+    def state(self, at: At) -> dict[str, Any]:
+        return self._portal.call(self._history.state, at)
+
+    def diff(self, a: At, b: At) -> Diff:
+        return self._portal.call(self._history.diff, a, b)
+
+    def timeline(self, key: str, *, after_seq: int | None = None) -> list[RecordedEvent]:
+        return self._portal.call(partial(self._history.timeline, key, after_seq=after_seq))
+
+    def tries(self) -> list[TrySummary]:
+        return self._portal.call(self._history.tries)
 
 
 class BlockingRemoteAccessor:

@@ -24,6 +24,7 @@ from starlette.routing import BaseRoute, Route
 from eventstore.config import Clock, StoreConfig
 from eventstore.service.auth import TokenVerifier
 from eventstore.service.errors import HTTPProblem
+from eventstore.service.history import HISTORY_OPERATIONS
 from eventstore.service.models import Health
 from eventstore.service.openapi import build_openapi
 from eventstore.service.routes import (
@@ -85,6 +86,7 @@ ALL_OPERATIONS: Final[list[Operation]] = [
     ),
     Operation("GET", "/openapi.json", "openapi", "This document", _openapi, _SERVICE),
     *OPERATIONS,
+    *HISTORY_OPERATIONS,
 ]
 
 _document: bytes | None = None

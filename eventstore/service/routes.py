@@ -544,12 +544,20 @@ _AUTH: Final = (401, 403, 404, 422)
 _WRITE: Final = (*_AUTH, 409, 410, 413, 503)
 
 
+def scope_params(kind: ScopeKind) -> tuple[Param, ...]:
+    return {"task": _TASK_PARAMS, "asset_name": _NAME_PARAMS, "asset_uri": _URI_PARAMS}[kind]
+
+
+def suffix_of(kind: ScopeKind) -> str:
+    return {"task": "task", "asset_name": "asset_by_name", "asset_uri": "asset_by_uri"}[kind]
+
+
 def _store_operations(
     prefix: str, kind: ScopeKind, scope_params: tuple[Param, ...]
 ) -> list[Operation]:
     what = "task instance" if kind == "task" else "asset"
     tag = "task store" if kind == "task" else "asset store"
-    suffix = {"task": "task", "asset_name": "asset_by_name", "asset_uri": "asset_by_uri"}[kind]
+    suffix = suffix_of(kind)
     store, item, batch = f"{prefix}/store", f"{prefix}/store/{{key:path}}", f"{prefix}/store:batch"
     write_params: tuple[Param, ...] = (_IF_MATCH, _IDEMPOTENCY)
     clear_params = write_params

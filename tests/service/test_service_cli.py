@@ -119,6 +119,7 @@ async def test_serve_finishes_in_flight_writes_on_sigterm(tmp_path: Path) -> Non
         token = CliRunner(env=env).invoke(cli, ["token", "--db", db, "--role", "admin"]).output
         url = f"http://127.0.0.1:{port}"
         acknowledged: list[str] = []
+        some_acknowledged = asyncio.Event()
         async with connect(url, token=token.strip(), retries=0) as remote:
             for _ in range(300):
                 try:
@@ -134,10 +135,11 @@ async def test_serve_finishes_in_flight_writes_on_sigterm(tmp_path: Path) -> Non
                 except ServiceError:
                     return
                 acknowledged.append(f"k{n}")
+                if len(acknowledged) == 20:
+                    some_acknowledged.set()
 
             writes = [asyncio.create_task(write(n)) for n in range(400)]
-            while len(acknowledged) < 20:
-                await asyncio.sleep(0.001)
+            await some_acknowledged.wait()
             server.send_signal(signal.SIGTERM)
             stopped_at = len(acknowledged)
             await asyncio.gather(*writes)

@@ -20,28 +20,31 @@ SCHEMATHESIS = shutil.which("schemathesis", path=str(Path(sys.executable).parent
 
 @pytest.fixture
 def fresh_service(tmp_path: Path) -> Iterator[str]:
+    """A service of its own: schemathesis writes a lot of odd keys."""
     app = create_app(f"sqlite:///{tmp_path / 'trail.db'}", secret=SECRET, clock=FakeClock())
     with serve_in_thread(app) as url:
         yield url
 
 
-@pytest.mark.slow
-@pytest.mark.skipif(SCHEMATHESIS is None, reason="schemathesis is not installed")
-@pytest.mark.parametrize("role", ["admin", "auditor"])
-def test_schemathesis_finds_no_5xx_and_no_schema_violations(
-    fresh_service: str, tmp_path: Path, role: str
-) -> None:
+# OpenAPI cannot say "exactly one of these query parameters", which is what a point of history
+# is (`?seq=4` or `?end_of_try=1`, ...): schemathesis sends several at once, gets the documented
+# 422, and would call it a valid request rejected. The state and diff routes run without that
+# one check; every other check, and every other route, runs in full.
+POINT_ROUTES = "/(state|diff)$"
+
+
+def _schemathesis(url: str, role: str, examples: int, *selection: str) -> None:
     assert SCHEMATHESIS is not None
     token = make_token(SECRET, role)  # type: ignore[arg-type]
     done = subprocess.run(
         [
             SCHEMATHESIS,
             "run",
-            f"{fresh_service}/openapi.json",
+            f"{url}/openapi.json",
             "--header",
             f"Authorization: Bearer {token}",
             "--max-examples",
-            "20" if role == "admin" else "5",
+            str(examples),
             "--mode",
             "all",
             "--checks",
@@ -51,8 +54,7 @@ def test_schemathesis_finds_no_5xx_and_no_schema_violations(
             "--no-color",
             "--generation-database",
             "none",
-            "--report-dir",
-            str(tmp_path / "report"),
+            *selection,
         ],
         capture_output=True,
         text=True,
@@ -61,3 +63,21 @@ def test_schemathesis_finds_no_5xx_and_no_schema_violations(
     assert done.returncode == 0, done.stdout[-6000:] + done.stderr[-2000:]
     assert "passed" in done.stdout
     assert "failures" not in done.stdout
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(SCHEMATHESIS is None, reason="schemathesis is not installed")
+@pytest.mark.parametrize(("role", "examples"), [("admin", 20), ("auditor", 5)])
+def test_schemathesis_finds_no_5xx_and_no_schema_violations(
+    fresh_service: str, role: str, examples: int
+) -> None:
+    _schemathesis(fresh_service, role, examples, "--exclude-path-regex", POINT_ROUTES)
+    _schemathesis(
+        fresh_service,
+        role,
+        examples,
+        "--include-path-regex",
+        POINT_ROUTES,
+        "--exclude-checks",
+        "positive_data_acceptance",
+    )

@@ -1,0 +1,299 @@
+"""The history routes of every scope: events, state as of a point, diff, timeline, tries.
+
+A point is one query parameter: `seq=41`, `version=7`, `at=2026-01-01T00:00:00Z` (a time),
+`end_of_try=1` or `start_of_try=2`. A diff takes two, prefixed `from_` and `to_`
+(`?from_end_of_try=1&to_end_of_try=2`). A question compaction can no longer answer is a 410
+with reason `history_compacted` naming the earliest position still answerable; a point that never
+happened (a try that never wrote) is a 404 with reason `no_such_point`.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any, Final
+
+import msgspec
+from starlette.responses import Response
+
+from eventstore.events import EVENT_KINDS, RecordedEvent
+from eventstore.service.errors import HTTPProblem
+from eventstore.service.routes import (
+    ASSET_NAME_PREFIX,
+    ASSET_URI_PREFIX,
+    MAX_LIST_LIMIT,
+    TASK_PREFIX,
+    Call,
+    Operation,
+    Param,
+    ScopeKind,
+    json_response,
+    scope_params,
+    suffix_of,
+)
+from eventstore.values import check_key
+from projections import At, History, TrySummary
+
+__all__ = ["HISTORY_OPERATIONS", "DiffAnswer", "EventPage", "StateAnswer", "Timeline", "Tries"]
+
+
+class EventPage(msgspec.Struct, kw_only=True):
+    """A page of events, oldest first; pass `next_after_seq` as `after_seq` for the next page."""
+
+    events: list[RecordedEvent]
+    next_after_seq: int | None
+
+
+class StateAnswer(msgspec.Struct, kw_only=True):
+    """The scope's {key: value} as of a point, expired keys left out."""
+
+    at: str
+    state: dict[str, Any]
+
+
+class DiffAnswer(msgspec.Struct, kw_only=True, rename={"from_": "from"}):
+    """What changed between two points: keys added, removed, and changed as [old, new]."""
+
+    from_: str
+    to: str
+    added: dict[str, Any]
+    removed: dict[str, Any]
+    changed: dict[str, tuple[Any, Any]]
+
+
+class Timeline(msgspec.Struct, kw_only=True):
+    """Every set and delete of one key, oldest first."""
+
+    key: str
+    events: list[RecordedEvent]
+
+
+class Tries(msgspec.Struct, kw_only=True):
+    """One summary per try that wrote to the scope, in try order."""
+
+    tries: list[TrySummary]
+
+
+POINTS: Final = ("seq", "version", "at", "end_of_try", "start_of_try")
+
+
+def _point(call: Call, prefix: str = "") -> At:
+    query = call.request.query_params
+    given = [name for name in POINTS if prefix + name in query]
+    if len(given) != 1:
+        names = ", ".join(prefix + name for name in POINTS)
+        raise HTTPProblem(422, "bad_query", f"name exactly one point of {names}; got {given}")
+    name = given[0]
+    if name == "at":
+        return At.time(_time(call, prefix + name))
+    number = call.query_int(prefix + name, None, 0, 2**62)
+    assert number is not None
+    match name:
+        case "seq":
+            return At.seq(number)
+        case "version":
+            return At.version(number)
+        case "end_of_try":
+            return At.end_of_try(number)
+    return At.start_of_try(number)
+
+
+def _time(call: Call, name: str) -> datetime:
+    text = call.request.query_params[name]
+    try:
+        moment = datetime.fromisoformat(text)
+    except ValueError:
+        raise HTTPProblem(
+            422, "bad_query", f"{name} must be an ISO 8601 time like 2026-01-01T00:00:00Z"
+        ) from None
+    if moment.tzinfo is None:
+        raise HTTPProblem(422, "bad_query", f"{name} must name its time zone, e.g. a final Z")
+    return moment
+
+
+async def _history(call: Call) -> History:
+    scope = call.the_scope()
+    if await call.store.scope_id(scope) is None:
+        raise HTTPProblem(
+            404,
+            "unknown_scope",
+            f"nothing was ever written to {scope}; check the dag, run, task and map index",
+        )
+    return call.store.history(scope)
+
+
+async def list_events(call: Call) -> Response:
+    query = call.request.query_params
+    limit = call.query_int("limit", 100, 1, MAX_LIST_LIMIT)
+    assert limit is not None
+    kinds = None
+    if "kinds" in query:
+        kinds = [k for k in query["kinds"].split(",") if k]
+        unknown = sorted(set(kinds) - set(EVENT_KINDS))
+        if unknown or not kinds:
+            raise HTTPProblem(
+                422, "bad_query", f"kinds takes some of {', '.join(EVENT_KINDS)}; got {unknown}"
+            )
+    history = await _history(call)
+    events = await history.events(
+        key=check_key(query["key"]) if "key" in query else None,
+        kinds=kinds,
+        try_number=call.query_int("try", None, 0, 2**62),
+        since=_time(call, "since") if "since" in query else None,
+        until=_time(call, "until") if "until" in query else None,
+        after_seq=call.query_int("after_seq", None, 0, 2**62),
+        limit=limit + 1,
+    )
+    more = len(events) > limit
+    page = events[:limit]
+    return json_response(EventPage(events=page, next_after_seq=page[-1].seq if more else None))
+
+
+async def state_at(call: Call) -> Response:
+    at = _point(call)
+    history = await _history(call)
+    return json_response(StateAnswer(at=str(at), state=await history.state(at)))
+
+
+async def diff_points(call: Call) -> Response:
+    a, b = _point(call, "from_"), _point(call, "to_")
+    history = await _history(call)
+    diff = await history.diff(a, b)
+    answer = DiffAnswer(
+        from_=str(a), to=str(b), added=diff.added, removed=diff.removed, changed=diff.changed
+    )
+    return json_response(answer)
+
+
+async def timeline(call: Call) -> Response:
+    key = check_key(call.request.path_params["key"])
+    after = call.query_int("after_seq", None, 0, 2**62)
+    history = await _history(call)
+    return json_response(Timeline(key=key, events=await history.timeline(key, after_seq=after)))
+
+
+async def tries(call: Call) -> Response:
+    history = await _history(call)
+    return json_response(Tries(tries=await history.tries()))
+
+
+_SEQ: Final[dict[str, Any]] = {"type": "integer", "minimum": 0, "maximum": 2**62}
+_TIME: Final[dict[str, Any]] = {"type": "string", "format": "date-time"}
+_POINT_DOCS: Final[dict[str, tuple[dict[str, Any], str]]] = {
+    "seq": (_SEQ, "as of this global position"),
+    "version": (_SEQ, "as of this version of the scope (0: before its first event)"),
+    "at": (_TIME, "as of this time, expiry applied as of it"),
+    "end_of_try": (_SEQ, "as try N left it"),
+    "start_of_try": (_SEQ, "as try N saw it before its first write"),
+}
+
+
+def _point_params(prefix: str, lead: str) -> tuple[Param, ...]:
+    return tuple(
+        Param(prefix + name, "query", schema, f"{lead}{doc}; give exactly one point")
+        for name, (schema, doc) in _POINT_DOCS.items()
+    )
+
+
+_STATUSES: Final = (401, 403, 404, 410, 422)
+
+
+def _operations(prefix: str, kind: ScopeKind) -> list[Operation]:
+    scope = scope_params(kind)
+    suffix = suffix_of(kind)
+    tag = "history"
+
+    def op(
+        path: str,
+        name: str,
+        summary: str,
+        handler: Any,
+        response: type,
+        params: tuple[Param, ...],
+    ) -> Operation:
+        return Operation(
+            "GET",
+            prefix + path,
+            f"{name}_{suffix}",
+            summary,
+            handler,
+            tag,
+            action="history",
+            scope=kind,
+            response=response,
+            params=(*scope, *params),
+            statuses=_STATUSES,
+        )
+
+    seq_param = Param("after_seq", "query", _SEQ, "only events after this position")
+    return [
+        op(
+            "/history",
+            "history",
+            "The scope's events, oldest first, filtered and paginated",
+            list_events,
+            EventPage,
+            (
+                Param("key", "query", {"type": "string", "minLength": 1}, "only this key"),
+                Param(
+                    "kinds",
+                    "query",
+                    {
+                        "type": "string",
+                        "pattern": "^(set|delete|clear|compacted)(,(set|delete|clear|compacted))*$",
+                    },
+                    "comma-separated kinds: set, delete, clear, compacted",
+                ),
+                Param("try", "query", _SEQ, "only events of this try"),
+                Param("since", "query", _TIME, "recorded at or after this time"),
+                Param("until", "query", _TIME, "recorded at or before this time"),
+                seq_param,
+                Param(
+                    "limit",
+                    "query",
+                    {"type": "integer", "minimum": 1, "maximum": MAX_LIST_LIMIT},
+                    "most events on a page (default 100)",
+                ),
+            ),
+        ),
+        op(
+            "/state",
+            "state",
+            "The scope's state as of one point",
+            state_at,
+            StateAnswer,
+            _point_params("", ""),
+        ),
+        op(
+            "/diff",
+            "diff",
+            "What changed between two points",
+            diff_points,
+            DiffAnswer,
+            (*_point_params("from_", "from: "), *_point_params("to_", "to: ")),
+        ),
+        op(
+            "/timeline/{key:path}",
+            "timeline",
+            "Every set and delete of one key, oldest first",
+            timeline,
+            Timeline,
+            (
+                Param(
+                    "key",
+                    "path",
+                    {"type": "string", "minLength": 1, "maxLength": 512},
+                    "the key; a / in it is sent as %2F",
+                    True,
+                ),
+                seq_param,
+            ),
+        ),
+        op("/tries", "tries", "One summary per try that wrote to the scope", tries, Tries, ()),
+    ]
+
+
+HISTORY_OPERATIONS: Final[list[Operation]] = [
+    *_operations(TASK_PREFIX, "task"),
+    *_operations(ASSET_NAME_PREFIX, "asset_name"),
+    *_operations(ASSET_URI_PREFIX, "asset_uri"),
+]
