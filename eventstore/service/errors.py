@@ -29,7 +29,7 @@ from eventstore.errors import (
     ValueTypeError,
 )
 
-__all__ = ["ERRORS", "ErrorBody", "HTTPProblem", "problem_of"]
+__all__ = ["ERRORS", "SERVICE_REASONS", "ErrorBody", "HTTPProblem", "problem_of"]
 
 
 class ErrorBody(msgspec.Struct, kw_only=True, omit_defaults=True):
@@ -69,6 +69,26 @@ ERRORS: Final[dict[type[BaseException], tuple[int, str, tuple[str, ...]]]] = {
     StoreClosedError: (503, "store_closed", ()),
     ConfigError: (500, "config_error", ()),
     EventStoreError: (500, "store_error", ()),
+}
+
+
+# The reasons the service answers with itself, beside the store's errors above (for the docs).
+SERVICE_REASONS: Final[dict[str, tuple[int, str]]] = {
+    "unauthenticated": (401, "no bearer token, or not a Bearer Authorization header"),
+    "bad_token": (401, "the token is malformed, badly signed or expired"),
+    "forbidden": (403, "the token's role or task instance does not allow this"),
+    "unknown_scope": (404, "nothing was ever written to the scope the path names"),
+    "unknown_key": (404, "the scope has no live key by that name (absent or expired)"),
+    "no_such_point": (404, "a history point that never happened (a try that never wrote)"),
+    "not_found": (404, "no such route"),
+    "method_not_allowed": (405, "the route does not take this method; see the Allow header"),
+    "body_too_large": (413, "the request body is over the service's limit (16 MiB)"),
+    "bad_body": (422, "the body is not JSON, not the documented shape, or has unknown fields"),
+    "bad_query": (422, "a query parameter is malformed or out of range"),
+    "bad_header": (422, "If-Match or Idempotency-Key is malformed"),
+    "bad_scope": (422, "the path or ?uri= does not name a valid scope"),
+    "busy": (503, "a PATCH lost the race to concurrent writers every time it retried"),
+    "internal_error": (500, "a bug; the service's log has the traceback"),
 }
 
 

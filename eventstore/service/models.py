@@ -49,7 +49,7 @@ Value = Annotated[
 Key = Annotated[str, msgspec.Meta(min_length=1, max_length=512)]
 _RETENTION_DOC = (
     '"default" (the store\'s default_retention_days), "never" (kept until deleted or cleared), '
-    "or a number of seconds > 0"
+    "or a number of seconds from 1e-6 to 3155760000 (100 years)"
 )
 
 
