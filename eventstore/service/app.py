@@ -20,6 +20,7 @@ from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import BaseRoute, Route
+from starlette.types import Receive, Scope, Send
 
 from eventstore.config import Clock, StoreConfig
 from eventstore.service.auth import TokenVerifier
@@ -131,31 +132,26 @@ def _routes(operations: Sequence[Operation]) -> list[BaseRoute]:
             by_path[op.path]["HEAD"] = by_path[op.path]["GET"]
     order = sorted(by_path, key=lambda path: (not path.startswith("/api/"), "{key" not in path))
     return [
-        Route(path, _dispatch(by_path[path]), methods=list(by_path[path]), name=path)
+        Route(path, _Dispatch(by_path[path]), methods=list(by_path[path]), name=path)
         for path in order
     ]
 
 
-def _dispatch(
-    methods: dict[str, Callable[[Request], Awaitable[Response]]],
-) -> Callable[[Request], Awaitable[Response]]:
-    allowed = ", ".join(sorted(methods))
+class _Dispatch:
+    """The ASGI app of one path: picks the operation by method.
 
-    async def dispatch(request: Request) -> Response:
-        handler = methods.get(request.method)
-        if handler is None:
-            response = problem_response(
-                HTTPProblem(
-                    405,
-                    "method_not_allowed",
-                    f"{request.method} is not allowed on {request.url.path!r}; use {allowed}",
-                )
-            )
-            response.headers["Allow"] = allowed
-            return response
-        return await handler(request)
+    An ASGI app rather than a request function, so Starlette does not wrap it in its
+    exception-handling layer: every operation answers its own errors (`routes.endpoint`).
+    """
 
-    return dispatch
+    def __init__(self, methods: dict[str, Callable[[Request], Awaitable[Response]]]) -> None:
+        self.methods = methods
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        request = Request(scope, receive)
+        # Starlette's Route answers 405 itself before this for a method it was not given.
+        response = await self.methods[request.method](request)
+        await response(scope, receive, send)
 
 
 def create_app(

@@ -23,6 +23,7 @@ import hashlib
 import hmac
 import os
 import secrets
+import time
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Final, Literal
@@ -243,6 +244,12 @@ def load_secret(db_url: str, secret_file: str | os.PathLike[str] | None = None) 
 
 def _read_secret(path: Path) -> bytes:
     secret = path.read_text().strip().encode()
+    for _ in range(50):
+        if secret:
+            break
+        # Another process made the file an instant ago and is still writing it.
+        time.sleep(0.02)
+        secret = path.read_text().strip().encode()
     if len(secret) < 16:
         raise ConfigError(f"the secret in {str(path)!r} is shorter than 16 characters")
     return secret

@@ -29,6 +29,7 @@ from eventstore.service.routes import (
     json_response,
     scope_params,
     suffix_of,
+    unknown_scope,
 )
 from eventstore.values import check_key
 from projections import At, History, TrySummary
@@ -113,11 +114,7 @@ def _time(call: Call, name: str) -> datetime:
 async def _history(call: Call) -> History:
     scope = call.the_scope()
     if await call.store.scope_id(scope) is None:
-        raise HTTPProblem(
-            404,
-            "unknown_scope",
-            f"nothing was ever written to {scope}; check the dag, run, task and map index",
-        )
+        raise unknown_scope(scope)
     return call.store.history(scope)
 
 

@@ -273,14 +273,17 @@ def _retention(value: str | float) -> timedelta | NeverExpire | None:
     return timedelta(seconds=value)
 
 
+def unknown_scope(scope: Scope) -> HTTPProblem:
+    what = "dag, run, task and map index" if isinstance(scope, TaskScope) else "asset name and uri"
+    return HTTPProblem(
+        404, "unknown_scope", f"nothing was ever written to {scope}; check the {what}"
+    )
+
+
 async def _not_found(call: Call, key: str) -> HTTPProblem:
     scope = call.the_scope()
     if await call.store.scope_id(scope) is None:
-        return HTTPProblem(
-            404,
-            "unknown_scope",
-            f"nothing was ever written to {scope}; check the dag, run, task and map index",
-        )
+        return unknown_scope(scope)
     return HTTPProblem(404, "unknown_key", f"{scope} has no live key {key!r}")
 
 

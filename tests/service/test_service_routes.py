@@ -304,3 +304,9 @@ def test_unknown_route_and_method_answer_json(service: Service) -> None:
     assert (missing.status, missing.reason) == (404, "not_found")
     wrong = service.call("POST", "/healthz")
     assert (wrong.status, wrong.reason) == (405, "method_not_allowed")
+
+
+def test_unknown_asset_scope_names_the_asset(service: Service, dag: str) -> None:
+    got = service.call("GET", f"/api/v1/assets/by-name/{dag}/store/k", token=service.token())
+    assert (got.status, got.reason) == (404, "unknown_scope")
+    assert "check the asset name and uri" in got.json()["message"]
