@@ -69,15 +69,40 @@ def cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
+class Sample:
+    """What one workload did in one or more timed runs."""
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+        self.latencies: list[float] = []
+        self.elapsed = 0.0
+        self.client_cpu = 0.0
+        self.server_cpu = 0.0
+
+    def row(self) -> dict[str, float | str]:
+        latencies = sorted(self.latencies)
+        n = len(latencies)
+        return {
+            "name": self.name,
+            "requests": n,
+            "rps": n / self.elapsed,
+            "p50": statistics.median(latencies) * 1000,
+            "p99": latencies[int(n * 0.99) - 1] * 1000,
+            # CPU per request in microseconds: the client's (this process) and the server's.
+            "client_us": self.client_cpu / n * 1e6,
+            "server_us": self.server_cpu / n * 1e6,
+        }
+
+
 async def drive(
-    name: str,
+    sample: Sample,
     concurrency: int,
     seconds: float,
     op: Callable[[int, int], Awaitable[object]],
     server_pid: int | None = None,
-) -> dict[str, float | str]:
-    latencies: list[float] = []
+) -> None:
     stop = time.perf_counter() + seconds
+    latencies = sample.latencies
 
     async def worker(w: int) -> None:
         n = 0
@@ -90,24 +115,32 @@ async def drive(
     began = time.perf_counter()
     cpu = (cpu_seconds(server_pid) if server_pid else 0.0, time.process_time())
     await asyncio.gather(*(worker(w) for w in range(concurrency)))
-    elapsed = time.perf_counter() - began
-    server_cpu = (cpu_seconds(server_pid) - cpu[0]) if server_pid else 0.0
-    client_cpu = time.process_time() - cpu[1]
-    latencies.sort()
-    return {
-        "name": name,
-        "requests": len(latencies),
-        "rps": len(latencies) / elapsed,
-        "p50": statistics.median(latencies) * 1000,
-        "p99": latencies[int(len(latencies) * 0.99) - 1] * 1000,
-        # CPU per request in microseconds: the client's (this process) and the server's.
-        "client_us": client_cpu / len(latencies) * 1e6,
-        "server_us": server_cpu / len(latencies) * 1e6 if server_pid else 0.0,
-    }
+    sample.elapsed += time.perf_counter() - began
+    sample.server_cpu += (cpu_seconds(server_pid) - cpu[0]) if server_pid else 0.0
+    sample.client_cpu += time.process_time() - cpu[1]
+
+
+async def rounds(
+    workloads: list[tuple[Sample, Callable[[int, int], Awaitable[object]]]],
+    concurrency: int,
+    seconds: float,
+    count: int,
+    server_pid: int | None = None,
+) -> None:
+    """Run the workloads in turn, `count` times each, so a change in the machine's load
+    (it is shared) falls on all of them alike rather than on whichever ran at the time."""
+    for _ in range(count):
+        for sample, op in workloads:
+            await drive(sample, concurrency, seconds / count, op, server_pid)
 
 
 async def bench(
-    seconds: float, concurrency: int, workdir: Path, server: subprocess.Popen[bytes], base: str
+    seconds: float,
+    concurrency: int,
+    count: int,
+    workdir: Path,
+    server: subprocess.Popen[bytes],
+    base: str,
 ) -> None:
     pid = server.pid
     try:
@@ -138,11 +171,15 @@ async def bench(
                 await stores[w].get(f"k{n % 100}")
 
             warm = min(1.0, seconds)
-            await drive("warm-up", concurrency, warm, noop)
-            rows.append(await drive("bare route (PUT, no-op)", concurrency, seconds, noop, pid))
-            await drive("warm-up", concurrency, warm, service_set)
-            rows.append(await drive("service set", concurrency, seconds, service_set, pid))
-            rows.append(await drive("service get", concurrency, seconds, service_get, pid))
+            await drive(Sample("warm-up"), concurrency, warm, noop)
+            await drive(Sample("warm-up"), concurrency, warm, service_set)
+            http = [
+                (Sample("bare route (PUT, no-op)"), noop),
+                (Sample("service set"), service_set),
+                (Sample("service get"), service_get),
+            ]
+            await rounds(http, concurrency, seconds, count, pid)
+            rows += [sample.row() for sample, _ in http]
     finally:
         server.terminate()
         await asyncio.to_thread(server.wait, 60)
@@ -156,8 +193,12 @@ async def bench(
         async def embedded_get(w: int, n: int) -> None:
             await embedded[w].get(f"k{n % 100}")
 
-        rows.append(await drive("embedded set", concurrency, seconds, embedded_set))
-        rows.append(await drive("embedded get", concurrency, seconds, embedded_get))
+        embedded_rows = [
+            (Sample("embedded set"), embedded_set),
+            (Sample("embedded get"), embedded_get),
+        ]
+        await rounds(embedded_rows, concurrency, seconds, count)
+        rows += [sample.row() for sample, _ in embedded_rows]
 
     bare = float(rows[0]["rps"])
     print(
@@ -175,6 +216,11 @@ async def bench(
             f"{row['p99']:>9.2f}{float(row['rps']) / bare:>8.0%} "
             f"{row['client_us']:>9.0f} us{server_us}"
         )
+    cpu = [float(r["client_us"]) + float(r["server_us"]) for r in rows[:2]]
+    print(
+        f"CPU per request, client + server: bare {cpu[0]:.0f} us, service set {cpu[1]:.0f} us: "
+        f"where CPU is the limit, set runs at {cpu[0] / cpu[1]:.0%} of the bare route"
+    )
     service_set_row = rows[1]
     ok = float(service_set_row["rps"]) >= 0.5 * bare and float(service_set_row["p99"]) < 25
     print(f"target (service set >= 50% of bare req/s, p99 < 25 ms): {'met' if ok else 'NOT met'}")
@@ -184,6 +230,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seconds", type=float, default=5.0)
     parser.add_argument("--concurrency", type=int, default=64)
+    parser.add_argument("--rounds", type=int, default=5, help="interleaved runs per workload")
     parser.add_argument("--keep", action="store_true", help="keep the databases")
     parser.add_argument("--serve", metavar="DB_URL", help=argparse.SUPPRESS)
     parser.add_argument("--port", type=int, default=0, help=argparse.SUPPRESS)
@@ -203,7 +250,14 @@ def main() -> None:
     server = subprocess.Popen([sys.executable, __file__, "--serve", db, "--port", str(port)])
     try:
         asyncio.run(
-            bench(args.seconds, args.concurrency, workdir, server, f"http://127.0.0.1:{port}")
+            bench(
+                args.seconds,
+                args.concurrency,
+                args.rounds,
+                workdir,
+                server,
+                f"http://127.0.0.1:{port}",
+            )
         )
     finally:
         server.kill()
