@@ -21,7 +21,7 @@ def test_put_then_get_answers_key_value_and_times(service: Service, dag: str) ->
     assert set(body) == {"key", "value", "updated_at", "expires_at"}
     assert body["key"] == "job_id"
     assert body["value"] == "spark-123"
-    assert body["updated_at"] == "2026-01-01T00:00:00Z" or body["updated_at"].startswith("2026-")
+    assert body["updated_at"].startswith("2026-01-01T")
     assert body["expires_at"].startswith("2026-01-31")  # the default 30 days
 
 
