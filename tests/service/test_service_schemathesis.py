@@ -33,7 +33,7 @@ def fresh_service(tmp_path: Path) -> Iterator[str]:
 POINT_ROUTES = "/(state|diff)$"
 
 
-def _schemathesis(url: str, role: str, examples: int, *selection: str) -> None:
+def _schemathesis(url: str, workdir: Path, role: str, examples: int, *selection: str) -> None:
     assert SCHEMATHESIS is not None
     token = make_token(SECRET, role)  # type: ignore[arg-type]
     done = subprocess.run(
@@ -59,6 +59,7 @@ def _schemathesis(url: str, role: str, examples: int, *selection: str) -> None:
         capture_output=True,
         text=True,
         timeout=300,
+        cwd=workdir,  # schemathesis keeps a cache in its working directory
     )
     assert done.returncode == 0, done.stdout[-6000:] + done.stderr[-2000:]
     assert "passed" in done.stdout
@@ -69,11 +70,12 @@ def _schemathesis(url: str, role: str, examples: int, *selection: str) -> None:
 @pytest.mark.skipif(SCHEMATHESIS is None, reason="schemathesis is not installed")
 @pytest.mark.parametrize(("role", "examples"), [("admin", 20), ("auditor", 5)])
 def test_schemathesis_finds_no_5xx_and_no_schema_violations(
-    fresh_service: str, role: str, examples: int
+    fresh_service: str, tmp_path: Path, role: str, examples: int
 ) -> None:
-    _schemathesis(fresh_service, role, examples, "--exclude-path-regex", POINT_ROUTES)
+    _schemathesis(fresh_service, tmp_path, role, examples, "--exclude-path-regex", POINT_ROUTES)
     _schemathesis(
         fresh_service,
+        tmp_path,
         role,
         examples,
         "--include-path-regex",
