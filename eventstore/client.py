@@ -167,7 +167,11 @@ class Remote:
         map_index: int = -1,
         try_number: int | None = None,
     ) -> RemoteTaskStore:
-        """The store of one task instance; writes carry the try in the token, not try_number."""
+        """The store of one task instance.
+
+        Writes are stamped with the token's try. Given a `try_number`, the client says it with
+        every write, and the service refuses writes whose token is for another try.
+        """
         return RemoteTaskStore(self, TaskScope(dag_id, run_id, task_id, map_index), try_number)
 
     def asset_store(self, name: str | None = None, uri: str | None = None) -> RemoteAssetStore:
@@ -283,6 +287,8 @@ class _RemoteAccessor:
         query: Mapping[str, str] | None = None,
     ) -> AppendResult:
         headers = {"Idempotency-Key": idempotency_id or uuid.uuid4().hex}
+        if self.try_number is not None:
+            headers["Tasktrail-Try"] = str(self.try_number)
         if expected_version is not None:
             headers["If-Match"] = f'"{expected_version}"'
         _, content = await self._call(method, path, query=query, body=body, headers=headers)

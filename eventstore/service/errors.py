@@ -77,6 +77,7 @@ SERVICE_REASONS: Final[dict[str, tuple[int, str]]] = {
     "unauthenticated": (401, "no bearer token, or not a Bearer Authorization header"),
     "bad_token": (401, "the token is malformed, badly signed or expired"),
     "forbidden": (403, "the token's role or task instance does not allow this"),
+    "try_mismatch": (403, "the Tasktrail-Try header names another try than the task token"),
     "unknown_scope": (404, "nothing was ever written to the scope the path names"),
     "unknown_key": (404, "the scope has no live key by that name (absent or expired)"),
     "no_such_point": (404, "a history point that never happened (a try that never wrote)"),

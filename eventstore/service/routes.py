@@ -467,6 +467,8 @@ def endpoint(
                 denial = authorize(claims, op.action, scope)
                 if denial is not None:
                     raise HTTPProblem(403, "forbidden", denial)
+                if op.action in _WRITES:
+                    _check_try(request, claims)
             response = await op.handler(Call(request, state, op, claims, scope))
         except Exception as error:
             problem = problem_of(error)
@@ -486,6 +488,27 @@ def endpoint(
 
     run.__name__ = op.name
     return run
+
+
+_WRITES: Final = frozenset({"write", "delete", "clear"})
+
+
+def _check_try(request: Request, claims: Claims) -> None:
+    """A task that says which try it is (`Tasktrail-Try`) must hold that try's token.
+
+    Writes are stamped with the token's try; a task running try 2 with try 1's token would
+    write as try 1, unfenced against its own zombie. Saying the try turns that into a 403.
+    """
+    said = request.headers.get("tasktrail-try")
+    if said is None or claims.role != "task":
+        return
+    if said != str(claims.try_number):
+        raise HTTPProblem(
+            403,
+            "try_mismatch",
+            f"the request says try {said}, the token is for try {claims.try_number}; "
+            "make a token for this try with `tasktrail token --try`",
+        )
 
 
 def _authenticate(request: Request, verifier: TokenVerifier, now: float) -> Claims:
@@ -536,6 +559,12 @@ _IF_MATCH: Final = Param(
     {"type": "string", "pattern": '^"?[0-9]{1,18}"?$'},
     'write only if the scope is at this version (e.g. "7"), else 409',
 )
+_TRY: Final = Param(
+    "Tasktrail-Try",
+    "header",
+    {"type": "string", "pattern": "^[0-9]{1,9}$"},
+    "the try the caller runs; with a task token for another try the write is refused (403)",
+)
 _IDEMPOTENCY: Final = Param(
     "Idempotency-Key",
     "header",
@@ -562,7 +591,7 @@ def _store_operations(
     tag = "task store" if kind == "task" else "asset store"
     suffix = suffix_of(kind)
     store, item, batch = f"{prefix}/store", f"{prefix}/store/{{key:path}}", f"{prefix}/store:batch"
-    write_params: tuple[Param, ...] = (_IF_MATCH, _IDEMPOTENCY)
+    write_params: tuple[Param, ...] = (_IF_MATCH, _IDEMPOTENCY, _TRY)
     clear_params = write_params
     if kind == "task":
         clear_params = (

@@ -298,3 +298,14 @@ async def test_write_answered_with_500_after_commit_is_recorded_once(
         assert await ts.version() == 1
     answer = service.call("GET", task_path(dag, "job_id"), token=service.task_token(dag))
     assert answer.json()["value"] == "spark-1"
+
+
+async def test_client_that_says_another_try_than_its_token_is_refused(
+    service: Service, dag: str
+) -> None:
+    async with connect(service.base_url, token=service.task_token(dag, try_number=1)) as remote:
+        ts = remote.task_store(dag, "r", "t", try_number=2)
+        with pytest.raises(PermissionDeniedError, match="403 try_mismatch"):
+            await ts.set("k", 1)
+        assert await ts.version() == 0
+        assert (await remote.task_store(dag, "r", "t", try_number=1).set("k", 1)).version == 1

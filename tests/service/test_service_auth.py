@@ -188,3 +188,19 @@ def test_admin_writes_carry_no_try_and_do_not_fence_tasks(service: Service, dag:
     assert service.call("PUT", _path(dag, "/k"), {"value": 1}, token=admin).status == 200
     task = service.task_token(dag, try_number=1)
     assert service.call("PUT", _path(dag, "/k"), {"value": 2}, token=task).status == 200
+
+
+def test_tasktrail_try_header_must_match_a_task_tokens_try(service: Service, dag: str) -> None:
+    token = service.task_token(dag, try_number=1)
+    wrong = service.call(
+        "PUT", _path(dag, "/k"), {"value": 1}, token=token, headers={"Tasktrail-Try": "2"}
+    )
+    assert (wrong.status, wrong.reason) == (403, "try_mismatch")
+    right = service.call(
+        "PUT", _path(dag, "/k"), {"value": 1}, token=token, headers={"Tasktrail-Try": "1"}
+    )
+    assert right.status == 200
+    admin = service.call(
+        "PUT", _path(dag, "/k"), {"value": 2}, token=service.token(), headers={"Tasktrail-Try": "7"}
+    )
+    assert admin.status == 200
