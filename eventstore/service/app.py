@@ -17,6 +17,7 @@ import uvicorn
 from starlette.applications import Starlette
 from starlette.convertors import Convertor, register_url_convertor
 from starlette.exceptions import HTTPException
+from starlette.middleware import Middleware
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import BaseRoute, Route
@@ -32,6 +33,7 @@ from eventstore.service.routes import (
     OPERATIONS,
     Call,
     Operation,
+    RawScopeSegments,
     ServiceState,
     endpoint,
     json_response,
@@ -176,6 +178,7 @@ def create_app(
         routes=[*routes, *extra_routes],
         lifespan=lifespan,
         exception_handlers={HTTPException: _http_error},
+        middleware=[Middleware(RawScopeSegments)],
     )
     # A key may end in "/": never redirect it to the key without.
     app.router.redirect_slashes = False

@@ -18,10 +18,13 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from datetime import timedelta
 from typing import Any, Final, Literal
+from urllib.parse import unquote
 
 import msgspec
 from starlette.requests import Request
 from starlette.responses import Response
+from starlette.types import ASGIApp, Receive, Send
+from starlette.types import Scope as ASGIScope
 
 from eventstore.backends.base import CurrentRow
 from eventstore.config import NEVER_EXPIRE, NeverExpire
@@ -426,6 +429,7 @@ async def set_batch(call: Call) -> Response:
 
 
 def scope_of(kind: ScopeKind, request: Request) -> Scope:
+    # The scope's own segments arrive still escaped (see `RawScopeSegments`).
     params = request.path_params
     try:
         match kind:
@@ -433,9 +437,11 @@ def scope_of(kind: ScopeKind, request: Request) -> Scope:
                 map_index = params["map_index"]
                 if map_index > MAX_MAP_INDEX:
                     raise ValueError(f"map_index must be at most {MAX_MAP_INDEX}")
-                return TaskScope(params["dag_id"], params["run_id"], params["task_id"], map_index)
+                dag, run, task = (unquote(params[n]) for n in ("dag_id", "run_id", "task_id"))
+                return TaskScope(dag, run, task, map_index)
             case "asset_name":
-                return AssetScope(name=params["name"], uri=request.query_params.get("uri"))
+                name = unquote(params["name"])
+                return AssetScope(name=name, uri=request.query_params.get("uri"))
             case "asset_uri":
                 uri = request.query_params.get("uri")
                 if uri is None:
@@ -444,6 +450,44 @@ def scope_of(kind: ScopeKind, request: Request) -> Scope:
     except ValueError as error:
         raise HTTPProblem(422, "bad_scope", str(error)) from None
     raise AssertionError(kind)
+
+
+class RawScopeSegments:
+    """ASGI middleware: the path segments that name a scope are matched still escaped.
+
+    The server decodes `%2F` before routing, so an asset named `s3://bucket/orders` (Airflow
+    names an asset by its uri unless told otherwise) would no longer be one path segment. For
+    the scope's own segments (dag, run and task ids; an asset's name) this puts the escaped text
+    from `raw_path` back into the path the router sees, and `scope_of` unescapes them. The rest
+    of the path, a key with its `/`, is routed decoded as before.
+    """
+
+    PREFIXES: Final = (("/api/v1/tasks/", 3), ("/api/v1/assets/by-name/", 1))
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: ASGIScope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http" and scope.get("raw_path"):
+            path: str = scope["path"]
+            for prefix, count in self.PREFIXES:
+                if path.startswith(prefix):
+                    scope = self._rewrite(scope, prefix, count)
+                    break
+        await self.app(scope, receive, send)
+
+    @staticmethod
+    def _rewrite(scope: ASGIScope, prefix: str, count: int) -> ASGIScope:
+        raw = scope["raw_path"].decode("latin-1").partition("?")[0]
+        if not raw.startswith(prefix):
+            return scope
+        segments = raw[len(prefix) :].split("/", count)
+        if len(segments) <= count:
+            tail = ""
+            segments += [""] * (count - len(segments))
+        else:
+            tail = unquote("/" + segments[count])
+        return {**scope, "path": prefix + "/".join(segments[:count]) + tail}
 
 
 # ----------------------------------------------------------------------------- the wrapper
@@ -534,9 +578,9 @@ def _str_schema(**extra: Any) -> dict[str, Any]:
 
 
 _TASK_PARAMS: Final = (
-    Param("dag_id", "path", _str_schema(), "the DAG id", True),
-    Param("run_id", "path", _str_schema(), "the run id", True),
-    Param("task_id", "path", _str_schema(), "the task id", True),
+    Param("dag_id", "path", _str_schema(), "the DAG id (escaped: / as %2F)", True),
+    Param("run_id", "path", _str_schema(), "the run id (escaped: / as %2F)", True),
+    Param("task_id", "path", _str_schema(), "the task id (escaped: / as %2F)", True),
     Param(
         "map_index",
         "path",
@@ -546,7 +590,7 @@ _TASK_PARAMS: Final = (
     ),
 )
 _NAME_PARAMS: Final = (
-    Param("name", "path", _str_schema(), "the asset's name", True),
+    Param("name", "path", _str_schema(), "the asset's name (escaped: / as %2F)", True),
     Param("uri", "query", _str_schema(), "the asset's uri, when it has both a name and a uri"),
 )
 _URI_PARAMS: Final = (Param("uri", "query", _str_schema(), "the asset's uri", True),)

@@ -309,3 +309,26 @@ async def test_client_that_says_another_try_than_its_token_is_refused(
             await ts.set("k", 1)
         assert await ts.version() == 0
         assert (await remote.task_store(dag, "r", "t", try_number=1).set("k", 1)).version == 1
+
+
+@pytest.mark.parametrize(
+    "name", ["s3://bucket/orders", "a/b", "/lead", "trail/", "50%", "%2F", "sp ace+plus"]
+)
+async def test_asset_names_with_slashes_and_escapes(service: Service, dag: str, name: str) -> None:
+    async with connect(service.base_url, token=service.token("admin")) as remote:
+        assets = remote.asset_store(name=f"{dag}{name}", uri=f"{dag}{name}")
+        await assets.set("k/ey", name)
+        assert await assets.get("k/ey") == name
+        assert await assets.items() == {"k/ey": name}
+        events = await remote.history(assets.scope).events()
+        assert events[0].scope == assets.scope
+
+
+async def test_task_ids_with_slashes(service: Service, dag: str) -> None:
+    run, task = "run/with/slashes", "group/task"
+    token = service.task_token(dag + "/x", run=run, task=task)
+    async with connect(service.base_url, token=token) as remote:
+        ts = remote.task_store(dag + "/x", run, task)
+        await ts.set("/k/", 1)
+        assert await ts.items() == {"/k/": 1}
+        assert [e.key for e in await remote.history(ts.scope).events()] == ["/k/"]
