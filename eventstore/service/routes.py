@@ -544,9 +544,13 @@ def _check_try(request: Request, claims: Claims) -> None:
     write as try 1, unfenced against its own zombie. Saying the try turns that into a 403.
     """
     said = request.headers.get("tasktrail-try")
-    if said is None or claims.role != "task":
+    if said is None:
         return
-    if said != str(claims.try_number):
+    if not (said.isascii() and said.isdigit() and len(said) <= 9):
+        raise HTTPProblem(422, "bad_header", f"Tasktrail-Try must be a try number, got {said!r}")
+    if claims.role != "task":
+        return
+    if int(said) != claims.try_number:
         raise HTTPProblem(
             403,
             "try_mismatch",

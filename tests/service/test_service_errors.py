@@ -97,7 +97,13 @@ def test_stale_attempt_is_410_and_writes_nothing(service: Service, dag: str) -> 
 
 @pytest.mark.parametrize(
     ("header", "value"),
-    [("If-Match", "seven"), ("If-Match", '"-1"'), ("Idempotency-Key", "x" * 201)],
+    [
+        ("If-Match", "seven"),
+        ("If-Match", '"-1"'),
+        ("Idempotency-Key", "x" * 201),
+        ("Tasktrail-Try", ""),
+        ("Tasktrail-Try", "two"),
+    ],
 )
 def test_bad_headers_are_422(service: Service, dag: str, header: str, value: str) -> None:
     token = service.task_token(dag)
