@@ -7,9 +7,9 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from service_helpers import SECRET, FakeClock, Service
 
 from eventstore.service import create_app, serve_in_thread
+from service.service_helpers import SECRET, FakeClock, Service
 
 
 @pytest.fixture(scope="module")

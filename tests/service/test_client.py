@@ -8,7 +8,6 @@ from datetime import timedelta
 from typing import Any
 
 import pytest
-from service_helpers import SECRET, FakeClock, Service, task_path
 
 from eventstore import NEVER_EXPIRE, ConcurrencyError, StaleAttemptError
 from eventstore.client import (
@@ -26,6 +25,7 @@ from eventstore.errors import (
     ValueTypeError,
 )
 from eventstore.service import create_app, serve_in_thread
+from service.service_helpers import SECRET, FakeClock, Service, task_path
 
 
 async def test_task_store_round_trip(service: Service, dag: str) -> None:

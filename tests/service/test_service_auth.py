@@ -5,9 +5,9 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta
 
 import pytest
-from service_helpers import SECRET, Service, task_path
 
 from eventstore.service.auth import make_token
+from service.service_helpers import SECRET, Service, task_path
 
 # (operation, method, path suffix, body): every store operation of a task instance.
 OPERATIONS = [

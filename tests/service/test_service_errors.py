@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import pytest
-from service_helpers import Service, task_path
+
+from service.service_helpers import Service, task_path
 
 BIG = "x" * 70_000
 

@@ -7,13 +7,14 @@ from typing import Any
 from urllib.parse import quote
 
 import pytest
-from service_helpers import Service, task_path
 
 from eventstore import HistoryCompactedError, TaskScope
 from eventstore.client import _error_of, connect, connect_blocking
 from eventstore.errors import NoSuchPointError
+from eventstore.service.auth import make_token
 from eventstore.service.errors import problem_of
 from projections import At
+from service.service_helpers import SECRET, Service, task_path
 
 
 def history_path(dag: str, route: str, **where: Any) -> str:
@@ -208,10 +209,6 @@ def test_history_auth(service: Service, dag: str, story: dict[str, Any]) -> None
 
 
 def test_admin_writes_are_recorded_as_api_actor(service: Service, dag: str) -> None:
-    from service_helpers import SECRET
-
-    from eventstore.service.auth import make_token
-
     admin = make_token(SECRET, "admin", name="ops")
     service.call("PUT", task_path(dag, "k"), {"value": 1}, token=admin)
     event = service.call("GET", history_path(dag, "/history"), token=admin).json()["events"][0]

@@ -6,7 +6,8 @@ from datetime import timedelta
 from urllib.parse import quote
 
 import pytest
-from service_helpers import Service, task_path
+
+from service.service_helpers import Service, task_path
 
 
 def test_put_then_get_answers_key_value_and_times(service: Service, dag: str) -> None:

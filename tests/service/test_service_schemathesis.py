@@ -10,10 +10,10 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from service_helpers import SECRET, FakeClock
 
 from eventstore.service import create_app, serve_in_thread
 from eventstore.service.auth import make_token
+from service.service_helpers import SECRET, FakeClock
 
 SCHEMATHESIS = shutil.which("schemathesis", path=str(Path(sys.executable).parent))
 
