@@ -1,24 +1,32 @@
-"""A real service on a loopback port, with a clock the tests move."""
+"""A real service on a loopback port, over SQLite and (when configured) PostgreSQL, with a clock
+the tests move."""
 
 from __future__ import annotations
 
 import uuid
 from collections.abc import Iterator
-from pathlib import Path
+from contextlib import ExitStack
 
 import pytest
+from conftest import postgres_schema_url
 
 from eventstore.service import create_app, serve_in_thread
 from service.service_helpers import SECRET, FakeClock, Service
 
 
-@pytest.fixture(scope="module")
-def service(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Service]:
-    """One service per test module over a SQLite file; tests keep apart by their own dag ids."""
+@pytest.fixture(scope="module", params=["sqlite", "postgresql"])
+def service(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[Service]:
+    """One service per test module and backend; tests keep apart by their own dag ids."""
     clock = FakeClock()
-    db: Path = tmp_path_factory.mktemp("service") / "trail.db"
-    app = create_app(f"sqlite:///{db}", secret=SECRET, clock=clock)
-    with serve_in_thread(app) as base_url:
+    with ExitStack() as stack:
+        if request.param == "sqlite":
+            url = f"sqlite:///{tmp_path_factory.mktemp('service') / 'trail.db'}"
+        else:
+            url = stack.enter_context(postgres_schema_url())
+        app = create_app(url, secret=SECRET, clock=clock)
+        base_url = stack.enter_context(serve_in_thread(app))
         yield Service(base_url, clock)
 
 
