@@ -10,7 +10,7 @@ _secret_option = click.option(
     "--secret-file",
     type=click.Path(dir_okay=False),
     default=None,
-    help="File holding the token-signing secret. Default: $TASKTRAIL_SECRET, else a secret "
+    help="File holding the token-signing secret. Without it: $TASKTRAIL_SECRET, else a secret "
     "made and kept beside the database (PATH.secret, mode 0600).",
 )
 

@@ -220,15 +220,16 @@ def secret_path_for(db_url: str) -> Path:
 
 
 def load_secret(db_url: str, secret_file: str | os.PathLike[str] | None = None) -> bytes:
-    """The signing secret: $TASKTRAIL_SECRET, the given file, or the kept one (made if missing)."""
-    env = os.environ.get(SECRET_ENV)
-    if env:
-        return env.encode()
+    """The signing secret: the given file, else $TASKTRAIL_SECRET, else the kept one (made if
+    missing)."""
     if secret_file is not None:
         path = Path(secret_file)
         if not path.is_file():
             raise ConfigError(f"secret file {str(path)!r} does not exist")
         return _read_secret(path)
+    env = os.environ.get(SECRET_ENV)
+    if env:
+        return env.encode()
     path = secret_path_for(db_url)
     if not path.exists():
         path.parent.mkdir(parents=True, exist_ok=True)

@@ -72,7 +72,8 @@ def test_secret_from_environment_and_from_file(tmp_path: Path) -> None:
     assert not (tmp_path / "trail.db.secret").exists()
     secret_file = tmp_path / "kept.secret"
     secret_file.write_text("from-a-file-of-my-own-456\n")
-    file_token = CliRunner(env={"TASKTRAIL_SECRET": ""}).invoke(
+    # The file given on the command line wins over the environment.
+    file_token = CliRunner(env={"TASKTRAIL_SECRET": "from-the-environment-123"}).invoke(
         cli, ["token", "--db", db, "--role", "admin", "--secret-file", str(secret_file)]
     )
     assert TokenVerifier(b"from-a-file-of-my-own-456").verify(
