@@ -24,6 +24,7 @@ from starlette.routing import BaseRoute, Route
 from starlette.types import Receive, Scope, Send
 
 from eventstore.config import Clock, StoreConfig
+from eventstore.scopes import AssetScope
 from eventstore.service.auth import TokenVerifier
 from eventstore.service.errors import HTTPProblem
 from eventstore.service.history import HISTORY_OPERATIONS
@@ -61,7 +62,17 @@ class _MapIndex(Convertor[int]):
 register_url_convertor("mapindex", _MapIndex())
 
 
+_PROBE: Final = AssetScope(name="tasktrail.healthz")
+
+
 async def _healthz(call: Call) -> Response:
+    # One read of the database, so a lost database connection shows here as a 503.
+    try:
+        await call.store.version(_PROBE)
+    except Exception as error:
+        raise HTTPProblem(
+            503, "unhealthy", f"the store does not answer: {type(error).__name__}: {error}"
+        ) from error
     return json_response(Health(status="ok", version=VERSION))
 
 
@@ -76,7 +87,14 @@ async def _openapi(call: Call) -> Response:
 _SERVICE: Final = "service"
 ALL_OPERATIONS: Final[list[Operation]] = [
     Operation(
-        "GET", "/healthz", "healthz", "Is the service up", _healthz, _SERVICE, response=Health
+        "GET",
+        "/healthz",
+        "healthz",
+        "Is the service up and its store answering",
+        _healthz,
+        _SERVICE,
+        response=Health,
+        statuses=(503,),
     ),
     Operation(
         "GET",

@@ -88,6 +88,7 @@ SERVICE_REASONS: Final[dict[str, tuple[int, str]]] = {
     "bad_query": (422, "a query parameter is malformed or out of range"),
     "bad_header": (422, "If-Match or Idempotency-Key is malformed"),
     "bad_scope": (422, "the path or ?uri= does not name a valid scope"),
+    "unhealthy": (503, "/healthz: the store does not answer"),
     "busy": (503, "a PATCH lost the race to concurrent writers every time it retried"),
     "internal_error": (500, "a bug; the service's log has the traceback"),
 }

@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 from datetime import timedelta
+from pathlib import Path
 from urllib.parse import quote
 
 import pytest
 
-from service.service_helpers import Service, task_path
+from eventstore.service import create_app, serve_in_thread
+from service.service_helpers import SECRET, FakeClock, Service, task_path
 
 
 def test_put_then_get_answers_key_value_and_times(service: Service, dag: str) -> None:
@@ -311,3 +313,18 @@ def test_unknown_asset_scope_names_the_asset(service: Service, dag: str) -> None
     got = service.call("GET", f"/api/v1/assets/by-name/{dag}/store/k", token=service.token())
     assert (got.status, got.reason) == (404, "unknown_scope")
     assert "check the asset name and uri" in got.json()["message"]
+
+
+def test_healthz_is_503_when_the_store_does_not_answer(tmp_path: Path) -> None:
+    app = create_app(f"sqlite:///{tmp_path / 'trail.db'}", secret=SECRET)
+    with serve_in_thread(app) as url:
+        service = Service(url, FakeClock())
+        assert service.call("GET", "/healthz").status == 200
+
+        async def lost(scope: object) -> int:
+            raise ConnectionError("the database went away")
+
+        app.state.tasktrail.store.version = lost
+        got = service.call("GET", "/healthz")
+        assert (got.status, got.reason) == (503, "unhealthy")
+        assert "the database went away" in got.json()["message"]
