@@ -21,6 +21,7 @@ import subprocess
 import sys
 import tempfile
 import time
+import uuid
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 
@@ -138,11 +139,12 @@ async def bench(
     seconds: float,
     concurrency: int,
     count: int,
-    workdir: Path,
+    embedded_url: str,
     server: subprocess.Popen[bytes],
     base: str,
 ) -> None:
     pid = server.pid
+    backend = "SQLite durability=full" if embedded_url.startswith("sqlite") else "PostgreSQL"
     try:
         async with aiohttp.ClientSession() as probe:
             for _ in range(200):
@@ -184,7 +186,7 @@ async def bench(
         server.terminate()
         await asyncio.to_thread(server.wait, 60)
 
-    async with open_store(f"sqlite:///{workdir / 'embedded.db'}") as store:
+    async with open_store(embedded_url) as store:
         embedded = [store.task_store(f"bench{w}", "run", "task") for w in range(concurrency)]
 
         async def embedded_set(w: int, n: int) -> None:
@@ -202,7 +204,7 @@ async def bench(
 
     bare = float(rows[0]["rps"])
     print(
-        f"{concurrency} concurrent tasks, {seconds:g} s per workload, SQLite durability=full, "
+        f"{concurrency} concurrent tasks, {seconds:g} s per workload, {backend}, "
         f"uvicorn 1 worker, {os.cpu_count()} CPUs"
     )
     print(
@@ -226,12 +228,28 @@ async def bench(
     print(f"target (service set >= 50% of bare req/s, p99 < 25 ms): {'met' if ok else 'NOT met'}")
 
 
+async def drop_schemas(url: str, schemas: list[str]) -> None:
+    import asyncpg
+
+    conn = await asyncpg.connect(url)
+    try:
+        for schema in schemas:
+            await conn.execute(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE')
+    finally:
+        await conn.close()
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seconds", type=float, default=5.0)
     parser.add_argument("--concurrency", type=int, default=64)
     parser.add_argument("--rounds", type=int, default=5, help="interleaved runs per workload")
     parser.add_argument("--keep", action="store_true", help="keep the databases")
+    parser.add_argument(
+        "--db",
+        metavar="POSTGRESQL_URL",
+        help="run on PostgreSQL (fresh schemas in this database) instead of SQLite files",
+    )
     parser.add_argument("--serve", metavar="DB_URL", help=argparse.SUPPRESS)
     parser.add_argument("--port", type=int, default=0, help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -245,8 +263,17 @@ def main() -> None:
     except ImportError:
         pass
     workdir = Path(tempfile.mkdtemp(prefix="tasktrail-bench-"))
+    schemas: list[str] = []
     port = free_port()
-    db = f"sqlite:///{workdir / 'service.db'}"
+    if args.db:
+        # Two fresh schemas on the given PostgreSQL database, dropped afterwards.
+        run = uuid.uuid4().hex[:8]
+        schemas = [f"tasktrail_bench_{run}_service", f"tasktrail_bench_{run}_embedded"]
+        separator = "&" if "?" in args.db else "?"
+        db, embedded_url = (f"{args.db}{separator}schema={schema}" for schema in schemas)
+    else:
+        db = f"sqlite:///{workdir / 'service.db'}"
+        embedded_url = f"sqlite:///{workdir / 'embedded.db'}"
     server = subprocess.Popen([sys.executable, __file__, "--serve", db, "--port", str(port)])
     try:
         asyncio.run(
@@ -254,7 +281,7 @@ def main() -> None:
                 args.seconds,
                 args.concurrency,
                 args.rounds,
-                workdir,
+                embedded_url,
                 server,
                 f"http://127.0.0.1:{port}",
             )
@@ -264,6 +291,8 @@ def main() -> None:
         server.wait()
         if not args.keep:
             shutil.rmtree(workdir)
+            if schemas:
+                asyncio.run(drop_schemas(args.db, schemas))
 
 
 if __name__ == "__main__":
