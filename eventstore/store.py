@@ -15,7 +15,7 @@ from typing import Any, Final
 import anyio
 
 from eventstore.backends import open_backend
-from eventstore.backends.base import CurrentRow, LogBackend
+from eventstore.backends.base import CurrentRow, LogBackend, ScopeFilter, ScopeRow
 from eventstore.config import Clock, NeverExpire, StoreConfig, check_retention, system_clock
 from eventstore.errors import StoreClosedError
 from eventstore.events import to_micros
@@ -151,6 +151,12 @@ class Store:
         if self._closed:
             raise StoreClosedError()
         return History(self.backend, scope)
+
+    async def recent_scopes(self, where: ScopeFilter) -> list[ScopeRow]:
+        """Scopes most recently written first, filtered by dag, run, task and time, paged."""
+        if self._closed:
+            raise StoreClosedError()
+        return await self.backend.select_scopes_page(where)
 
     async def appended_events(self) -> int:
         """How many events were ever appended (compaction may have removed some since)."""

@@ -19,6 +19,7 @@ __all__ = [
     "EventRow",
     "LogBackend",
     "LogHead",
+    "ScopeFilter",
     "ScopeRow",
     "WriteTransaction",
 ]
@@ -86,6 +87,24 @@ class EventFilter(msgspec.Struct, frozen=True, kw_only=True, gc=False):
     through_version: int | None = None  # version <= through_version
     limit: int | None = None
     descending: bool = False
+
+
+class ScopeFilter(msgspec.Struct, frozen=True, kw_only=True, gc=False):
+    """Which scopes to list, newest first; every given field must match.
+
+    `kind` "task" keeps task scopes (those with a dag_id), "asset" the others. Times are bounds
+    on `updated_at`, inclusive. `before` is the cursor of the previous page: the
+    (updated_at, scope_id) of its last row; only rows strictly after it in the order are kept.
+    """
+
+    kind: str | None = None  # "task" | "asset"
+    dag_id: str | None = None
+    run_id: str | None = None
+    task_id: str | None = None
+    since: int | None = None  # updated_at >= since
+    until: int | None = None  # updated_at <= until
+    before: tuple[int, int] | None = None
+    limit: int = 100
 
 
 class WriteTransaction(ABC):
@@ -195,6 +214,14 @@ class LogBackend(ABC):
 
     @abstractmethod
     async def select_all_scopes(self) -> list[ScopeRow]: ...
+
+    @abstractmethod
+    async def select_scopes_page(self, where: ScopeFilter) -> list[ScopeRow]:
+        """Scopes most recently written first (updated_at, then scope_id, both descending),
+        filtered by `where`, at most `where.limit` of them.
+
+        The listing of the web page's start page; one index walk on (updated_at, scope_id).
+        """
 
     @abstractmethod
     async def select_all_current(self) -> list[CurrentRow]: ...

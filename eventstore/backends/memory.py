@@ -18,6 +18,7 @@ from eventstore.backends.base import (
     EventRow,
     LogBackend,
     LogHead,
+    ScopeFilter,
     ScopeRow,
     WriteTransaction,
 )
@@ -214,6 +215,16 @@ class MemoryBackend(LogBackend):
         self._check_open()
         return [_copy_scope(r) for r in self._data.scopes_by_id.values()]
 
+    async def select_scopes_page(self, where: ScopeFilter) -> list[ScopeRow]:
+        self._check_open()
+        found = [
+            _copy_scope(r)
+            for r in self._data.scopes_by_id.values()
+            if _scope_matches(r, where)
+        ]
+        found.sort(key=lambda r: (r.updated_at, r.scope_id), reverse=True)
+        return found[: where.limit]
+
     async def select_all_current(self) -> list[CurrentRow]:
         self._check_open()
         return [row for rows in self._data.current.values() for row in rows.values()]
@@ -236,6 +247,23 @@ def _matches(event: EventRow, where: EventFilter) -> bool:
         or (where.through_seq is not None and event.seq > where.through_seq)
         or (where.through_version is not None and event.version > where.through_version)
     )
+
+
+def _scope_matches(row: ScopeRow, where: ScopeFilter) -> bool:
+    if where.kind is not None and (where.kind == "task") != (row.dag_id is not None):
+        return False
+    for wanted, have in (
+        (where.dag_id, row.dag_id),
+        (where.run_id, row.run_id),
+        (where.task_id, row.task_id),
+    ):
+        if wanted is not None and wanted != have:
+            return False
+    if where.since is not None and row.updated_at < where.since:
+        return False
+    if where.until is not None and row.updated_at > where.until:
+        return False
+    return where.before is None or (row.updated_at, row.scope_id) < where.before
 
 
 def _copy_scope(row: ScopeRow, *, scope_id: int | None = None) -> ScopeRow:

@@ -39,6 +39,7 @@ from eventstore.backends.base import (
     EventRow,
     LogBackend,
     LogHead,
+    ScopeFilter,
     ScopeRow,
     WriteTransaction,
 )
@@ -114,6 +115,11 @@ MIGRATIONS: Final = (
             """CREATE INDEX IF NOT EXISTS events_by_scope_time ON events (scope_id, recorded_at)""",
         ),
     ),
+    Migration(
+        3,
+        "scopes index: the web page lists scopes most recently written first",
+        ("""CREATE INDEX IF NOT EXISTS scopes_by_updated ON scopes (updated_at, scope_id)""",),
+    ),
 )
 SCHEMA_VERSION: Final = latest_version(MIGRATIONS)
 
@@ -155,6 +161,20 @@ _SELECT_TASK_SCOPES: Final = (
 )
 _SELECT_LIVE_KEYS: Final = (
     "SELECT key FROM current WHERE scope_id = ? AND (expires_at IS NULL OR expires_at > ?)"
+)
+# Each filter is a parameter that is either NULL (no filter) or the value to match, so one
+# statement serves every combination; the cursor is (updated_at, scope_id) of the last row seen.
+_SELECT_SCOPES_PAGE: Final = (
+    f"SELECT {_SCOPE_COLUMNS} FROM scopes "
+    "WHERE (:kind IS NULL OR (:kind = 'task') = (dag_id IS NOT NULL)) "
+    "AND (:dag_id IS NULL OR dag_id = :dag_id) "
+    "AND (:run_id IS NULL OR run_id = :run_id) "
+    "AND (:task_id IS NULL OR task_id = :task_id) "
+    "AND (:since IS NULL OR updated_at >= :since) "
+    "AND (:until IS NULL OR updated_at <= :until) "
+    "AND (:before_at IS NULL OR updated_at < :before_at "
+    "OR (updated_at = :before_at AND scope_id < :before_id)) "
+    "ORDER BY updated_at DESC, scope_id DESC LIMIT :limit"
 )
 _INSERT_SCOPE: Final = (
     "INSERT INTO scopes (scope_key, version, max_try, updated_at, dag_id, run_id, task_id, "
@@ -404,6 +424,22 @@ class SQLiteBackend(LogBackend):
 
     async def select_all_scopes(self) -> list[ScopeRow]:
         rows = await self._reader().execute_fetchall(f"SELECT {_SCOPE_COLUMNS} FROM scopes")
+        return [_scope_row(r) for r in rows]
+
+    async def select_scopes_page(self, where: ScopeFilter) -> list[ScopeRow]:
+        before_at, before_id = where.before if where.before is not None else (None, None)
+        params = {
+            "kind": where.kind,
+            "dag_id": where.dag_id,
+            "run_id": where.run_id,
+            "task_id": where.task_id,
+            "since": where.since,
+            "until": where.until,
+            "before_at": before_at,
+            "before_id": before_id,
+            "limit": where.limit,
+        }
+        rows = await self._reader().execute_fetchall(_SELECT_SCOPES_PAGE, params)
         return [_scope_row(r) for r in rows]
 
     async def select_all_current(self) -> list[CurrentRow]:

@@ -40,6 +40,8 @@ from eventstore.service.routes import (
     json_response,
     problem_response,
 )
+from eventstore.service.scopes_route import SCOPE_OPERATIONS
+from eventstore.service.ui import ui_routes
 from eventstore.store import open_store
 
 __all__ = ["ALL_OPERATIONS", "create_app", "openapi_document", "serve", "serve_in_thread"]
@@ -108,6 +110,7 @@ ALL_OPERATIONS: Final[list[Operation]] = [
     Operation("GET", "/openapi.json", "openapi", "This document", _openapi, _SERVICE),
     *OPERATIONS,
     *HISTORY_OPERATIONS,
+    *SCOPE_OPERATIONS,
 ]
 
 _document: bytes | None = None
@@ -193,7 +196,7 @@ def create_app(
 
     routes = _routes(ALL_OPERATIONS)
     app = Starlette(
-        routes=[*routes, *extra_routes],
+        routes=[*routes, *ui_routes(), *extra_routes],
         lifespan=lifespan,
         exception_handlers={HTTPException: _http_error},
         middleware=[Middleware(RawScopeSegments)],

@@ -1,0 +1,109 @@
+// The service's read-only routes, as the page uses them. Every request goes to the page's own
+// origin with the bearer token; nothing else is ever fetched.
+
+const TOKEN_KEY = "tasktrail.token";
+
+export class ApiError extends Error {
+  constructor(status, body) {
+    super(body?.message ?? `the service answered ${status}`);
+    this.status = status;
+    this.reason = body?.reason ?? "error";
+    this.detail = body?.detail ?? null;
+  }
+}
+
+export const token = {
+  get: () => sessionStorage.getItem(TOKEN_KEY),
+  set: (value) => sessionStorage.setItem(TOKEN_KEY, value),
+  forget: () => sessionStorage.removeItem(TOKEN_KEY),
+};
+
+/** The path of a scope's routes: /api/v1/tasks/D/R/T/M, /api/v1/assets/by-name/N or by-uri. */
+export function scopePath(scope, sub = "") {
+  const e = encodeURIComponent;
+  if (scope.scope === "task") {
+    return {
+      path: `/api/v1/tasks/${e(scope.dag_id)}/${e(scope.run_id)}/${e(scope.task_id)}/${scope.map_index ?? -1}${sub}`,
+      params: {},
+    };
+  }
+  if (scope.name) {
+    return {
+      path: `/api/v1/assets/by-name/${e(scope.name)}${sub}`,
+      params: scope.uri ? { uri: scope.uri } : {},
+    };
+  }
+  return { path: `/api/v1/assets/by-uri${sub}`, params: { uri: scope.uri } };
+}
+
+export function urlOf(path, params = {}) {
+  const query = new URLSearchParams();
+  for (const [name, value] of Object.entries(params)) {
+    if (value !== undefined && value !== null && value !== "") query.set(name, String(value));
+  }
+  const text = query.toString();
+  return text ? `${path}?${text}` : path;
+}
+
+export async function getJSON(path, params = {}, bearer = token.get()) {
+  const response = await fetch(urlOf(path, params), {
+    headers: { Authorization: `Bearer ${bearer ?? ""}`, Accept: "application/json" },
+    credentials: "omit",
+    cache: "no-store",
+  });
+  let body = null;
+  try {
+    body = await response.json();
+  } catch {
+    body = null;
+  }
+  if (!response.ok) throw new ApiError(response.status, body);
+  return body;
+}
+
+/** A list body as a list, whether the route answers a bare list or a page {items, next}. */
+function items(body) {
+  if (Array.isArray(body)) return { items: body, next: null };
+  return { items: body.items ?? body.events ?? [], next: body.next ?? null };
+}
+
+export async function listScopes(filters, after, bearer = token.get()) {
+  return getJSON("/api/v1/scopes", { ...filters, after }, bearer);
+}
+
+/** Every event of a scope, oldest first, read page by page. `progress(n)` after each page. */
+export async function allEvents(scope, progress = () => {}, pageSize = 1000) {
+  const { path, params } = scopePath(scope, "/history");
+  const out = [];
+  let after = null;
+  for (;;) {
+    const body = await getJSON(path, { ...params, limit: pageSize, after_seq: after });
+    const page = items(body);
+    out.push(...page.items);
+    progress(out.length);
+    if (page.items.length < pageSize) break;
+    after = page.items[page.items.length - 1].seq;
+  }
+  return out;
+}
+
+export async function tries(scope) {
+  const { path, params } = scopePath(scope, "/tries");
+  return items(await getJSON(path, params)).items;
+}
+
+/** The state as of a point ({seq: N}, {at: ISO}, {end_of_try: N}, ...): {state, at}. */
+export async function stateAt(scope, point) {
+  const { path, params } = scopePath(scope, "/state");
+  const body = await getJSON(path, { ...params, ...point });
+  return { state: body.state ?? body, at: body.at ?? null };
+}
+
+/** The diff between two points; the body as the service sends it. */
+export async function diff(scope, from, to) {
+  const { path, params } = scopePath(scope, "/diff");
+  const query = { ...params };
+  for (const [name, value] of Object.entries(from)) query[`from_${name}`] = value;
+  for (const [name, value] of Object.entries(to)) query[`to_${name}`] = value;
+  return getJSON(path, query);
+}
