@@ -61,11 +61,6 @@ export async function getJSON(path, params = {}, bearer = token.get()) {
   return body;
 }
 
-/** A list body as a list, whether the route answers a bare list or a page {items, next}. */
-function items(body) {
-  if (Array.isArray(body)) return { items: body, next: null };
-  return { items: body.items ?? body.events ?? [], next: body.next ?? null };
-}
 
 export async function listScopes(filters, after, bearer = token.get()) {
   return getJSON("/api/v1/scopes", { ...filters, after }, bearer);
@@ -78,28 +73,26 @@ export async function allEvents(scope, progress = () => {}, pageSize = 1000) {
   let after = null;
   for (;;) {
     const body = await getJSON(path, { ...params, limit: pageSize, after_seq: after });
-    const page = items(body);
-    out.push(...page.items);
+    out.push(...body.events);
     progress(out.length);
-    if (page.items.length < pageSize) break;
-    after = page.items[page.items.length - 1].seq;
+    if (body.next_after_seq === null || body.next_after_seq === undefined) break;
+    after = body.next_after_seq;
   }
   return out;
 }
 
 export async function tries(scope) {
   const { path, params } = scopePath(scope, "/tries");
-  return items(await getJSON(path, params)).items;
+  return (await getJSON(path, params)).tries;
 }
 
-/** The state as of a point ({seq: N}, {at: ISO}, {end_of_try: N}, ...): {state, at}. */
+/** The state as of a point ({seq: N}, {at: ISO}, {end_of_try: N}, ...): {at, state}. */
 export async function stateAt(scope, point) {
   const { path, params } = scopePath(scope, "/state");
-  const body = await getJSON(path, { ...params, ...point });
-  return { state: body.state ?? body, at: body.at ?? null };
+  return getJSON(path, { ...params, ...point });
 }
 
-/** The diff between two points; the body as the service sends it. */
+/** The diff between two points: {from, to, added, removed, changed: {key: [old, new]}}. */
 export async function diff(scope, from, to) {
   const { path, params } = scopePath(scope, "/diff");
   const query = { ...params };

@@ -32,7 +32,7 @@ import {
 const TOP = 34; // try labels
 const AXIS = 22;
 const MARK_ROW = 24;
-const SERIES_ROW = 34;
+const SERIES_ROW = 44;
 const MAX_SERIES = 4;
 const SCRUB_STEPS = 10000;
 
@@ -351,7 +351,7 @@ export function renderScopePage(main, crumb, scope, onAuthError) {
       const { state, at } = await api.stateAt(scope, point);
       if (mine !== stateRequest || page.disposed) return;
       const entries = Object.entries(state);
-      const where = at && at.seq !== undefined ? `after seq ${at.seq}, version ${at.version}` : "";
+      const where = at ?? "";
       stateBody.replaceChildren(
         h("p", { class: "muted", id: "state-where" }, where),
         entries.length
