@@ -218,9 +218,7 @@ class MemoryBackend(LogBackend):
     async def select_scopes_page(self, where: ScopeFilter) -> list[ScopeRow]:
         self._check_open()
         found = [
-            _copy_scope(r)
-            for r in self._data.scopes_by_id.values()
-            if _scope_matches(r, where)
+            _copy_scope(r) for r in self._data.scopes_by_id.values() if _scope_matches(r, where)
         ]
         found.sort(key=lambda r: (r.updated_at, r.scope_id), reverse=True)
         return found[: where.limit]

@@ -127,6 +127,7 @@ test("bucketize only counts events inside the window", () => {
 test("bucketKind of a single-kind bucket is that kind", () => {
   assert.equal(bucketKind({ kinds: { set: 40 } }), "set");
   assert.equal(bucketKind({ kinds: { set: 40, clear: 1, delete: 2 } }), "clear");
+  assert.equal(bucketKind({ kinds: { set: 1, delete: 1 } }), "delete");
 });
 
 test("lineSeries keeps one point per column with the column's min, max and last value", () => {

@@ -203,7 +203,12 @@ export function renderScopePage(main, crumb, scope, onAuthError) {
       for (const bucket of bucketize(lane.events, events, win, plot, 4)) {
         const kind = bucketKind(bucket);
         const bx = gutter + bucket.x;
-        const attrs = { "data-index": bucket.last, "data-kind": kind, "data-count": bucket.count };
+        const attrs = {
+          "data-index": bucket.last,
+          "data-kind": kind,
+          "data-count": bucket.count,
+          "data-kinds": Object.entries(bucket.kinds).map(([k, n]) => `${k}:${n}`).join(","),
+        };
         const title = s("title", {}, bucketTitle(bucket, events));
         if (bucket.count > 1) {
           const tall = Math.min(MARK_ROW - 4, 6 + 3 * Math.log2(bucket.count));

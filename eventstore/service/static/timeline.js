@@ -138,12 +138,12 @@ export function bucketize(indices, events, window, width, columnPx = 4) {
   return buckets;
 }
 
-/** The kind a bucket is drawn as: the only kind, else the rarest one (a lone delete among
- *  many sets stays visible). */
+/** The kind a bucket is drawn as: the only kind, else the rarest one, so a lone delete among
+ *  many sets stays visible (on a tie, the rarer kind of event: compacted, clear, delete, set). */
 export function bucketKind(bucket) {
   const kinds = Object.keys(bucket.kinds);
   if (kinds.length === 1) return kinds[0];
-  return kinds.sort((a, b) => bucket.kinds[a] - bucket.kinds[b] || KINDS.indexOf(a) - KINDS.indexOf(b))[0];
+  return kinds.sort((a, b) => bucket.kinds[a] - bucket.kinds[b] || KINDS.indexOf(b) - KINDS.indexOf(a))[0];
 }
 
 /**
