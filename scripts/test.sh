@@ -9,6 +9,7 @@ python3 -m venv .venv
 .venv/bin/ruff check eventstore projections tests scripts docs
 .venv/bin/ruff format --check eventstore projections tests scripts docs
 .venv/bin/mypy
+node --test tests/js/
 .venv/bin/pytest "$@"
 # The Airflow suite (tests/airflow) runs against a real Airflow 3.3.2 in its own environment,
 # made once at a cache path: see scripts/airflow_env.sh. A targeted run (pytest arguments) skips

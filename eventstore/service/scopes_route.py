@@ -52,7 +52,7 @@ def _entry(row: ScopeRow) -> ScopeEntry:
 
 def _time(call: Call, name: str) -> int | None:
     text = call.request.query_params.get(name)
-    if not text:
+    if text is None:
         return None
     try:
         moment = datetime.fromisoformat(text)
@@ -64,7 +64,7 @@ def _time(call: Call, name: str) -> int | None:
 
 
 def _cursor(text: str | None) -> tuple[int, int] | None:
-    if not text:
+    if text is None:
         return None
     at, _, scope_id = text.partition(".")
     if not (at.isdigit() and scope_id.isdigit()):
@@ -74,18 +74,19 @@ def _cursor(text: str | None) -> tuple[int, int] | None:
 
 async def list_scopes(call: Call) -> Response:
     query = call.request.query_params
-    kind = query.get("kind") or None
+    kind = query.get("kind")
     if kind not in (None, "task", "asset"):
         raise HTTPProblem(422, "bad_query", f"kind must be task or asset, got {kind!r}")
     limit = call.query_int("limit", 50, 1, MAX_SCOPES_LIMIT)
     assert limit is not None
-    names: dict[str, Any] = {
-        name: query.get(param) or None for name, param in _FILTERS.items() if param in query
-    }
-    if any(names.values()):
-        if kind == "asset":
-            raise HTTPProblem(422, "bad_query", "assets have no dag, run or task; drop kind=asset")
-        kind = "task"
+    names: dict[str, Any] = {}
+    for name, param in _FILTERS.items():
+        if param in query:
+            if not query[param]:
+                raise HTTPProblem(422, "bad_query", f"{param} must not be empty; leave it out")
+            names[name] = query[param]
+    if names and kind is None:
+        kind = "task"  # assets have no dag, run or task: asking for one lists task instances
     where = ScopeFilter(
         kind=kind,
         since=_time(call, "since"),
@@ -115,9 +116,24 @@ SCOPE_OPERATIONS: Final = [
         response=ScopePage,
         params=(
             Param("kind", "query", {"enum": ["task", "asset"]}, "only task instances or assets"),
-            Param("dag", "query", {"type": "string"}, "only task instances of this DAG"),
-            Param("run", "query", {"type": "string"}, "only task instances of this run"),
-            Param("task", "query", {"type": "string"}, "only task instances of this task"),
+            Param(
+                "dag",
+                "query",
+                {"type": "string", "minLength": 1},
+                "only task instances of this DAG",
+            ),
+            Param(
+                "run",
+                "query",
+                {"type": "string", "minLength": 1},
+                "only task instances of this run",
+            ),
+            Param(
+                "task",
+                "query",
+                {"type": "string", "minLength": 1},
+                "only task instances of this task",
+            ),
             Param(
                 "since",
                 "query",
@@ -136,7 +152,12 @@ SCOPE_OPERATIONS: Final = [
                 {"type": "integer", "minimum": 1, "maximum": MAX_SCOPES_LIMIT},
                 "most scopes on a page (default 50)",
             ),
-            Param("after", "query", {"type": "string"}, "the `next` of the previous page"),
+            Param(
+                "after",
+                "query",
+                {"type": "string", "pattern": "^[0-9]+[.][0-9]+$"},
+                "the `next` of the previous page",
+            ),
         ),
         statuses=(401, 403, 422),
     )

@@ -29,7 +29,7 @@ import {
   zoomWindow,
 } from "./timeline.js";
 
-const TOP = 34; // try labels
+const TOP = 42; // try labels
 const AXIS = 22;
 const MARK_ROW = 24;
 const SERIES_ROW = 44;
@@ -182,7 +182,12 @@ export function renderScopePage(main, crumb, scope, onAuthError) {
         }, s("title", {}, `try ${band.tryNumber}: ${band.writes} writes`)),
         s("line", { class: "boundary", x1: x0, x2: x0, y1: 14, y2: height - AXIS }),
         s("text", { class: "boundary-label", x: x0 + 3, y: 12, "data-try-label": band.tryNumber }, `try ${band.tryNumber}`),
-        s("line", { class: "boundary", x1: x1, x2: x1, y1: TOP - 6, y2: height - AXIS }),
+        s("line", { class: "boundary", x1: x1, x2: x1, y1: 18, y2: height - AXIS }),
+        s(
+          "text",
+          { class: "boundary-end", x: x1 - 3, y: 27, "text-anchor": "end", "data-try-end": band.tryNumber },
+          `end ${band.tryNumber}`,
+        ),
       );
     });
     plotLayer.append(bands);
@@ -410,7 +415,7 @@ export function renderScopePage(main, crumb, scope, onAuthError) {
           (change.beforeEvent.try_number != null ? `, try ${change.beforeEvent.try_number}` : "")),
       );
     }
-    if (change.fields.length) {
+    if (change.fields.length && !(change.fields.length === 1 && change.fields[0].path === "")) {
       changeView.append(fieldTable(change.fields));
     } else if (change.before !== undefined || event.kind === "delete") {
       changeView.append(
