@@ -213,3 +213,10 @@ test("fullWindow covers the events and the tries with a margin", () => {
   const win = fullWindow(model, TRIES);
   assert.ok(win.from < T0 && win.to > T0 + 775_000);
 });
+
+test("fullWindow of a single event is a minute wide around it", () => {
+  const model = buildModel([event(1, "set", "k", 1, 0)]);
+  const win = fullWindow(model);
+  assert.ok(win.to - win.from >= 60_000);
+  assert.equal((win.from + win.to) / 2, T0);
+});

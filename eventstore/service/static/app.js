@@ -3,6 +3,7 @@
 
 import { ApiError, listScopes, token } from "./api.js";
 import { clear, h } from "./dom.js";
+import { parseHash } from "./links.js";
 import { renderScopePage } from "./scopepage.js";
 import { renderStart } from "./startpage.js";
 
@@ -51,26 +52,6 @@ function tokenProblem(error) {
   }
   if (error instanceof ApiError && error.status === 401) return `The service refused it: ${error.message}`;
   return `Could not reach the service: ${error.message}`;
-}
-
-/** #/task/D/R/T/M -> a task scope; #/asset?name=..&uri=.. -> an asset scope; else the start. */
-export function parseHash(hash) {
-  const [path, query = ""] = hash.replace(/^#/, "").split("?");
-  const parts = path.split("/").filter(Boolean).map(decodeURIComponent);
-  const params = Object.fromEntries(new URLSearchParams(query));
-  if (parts[0] === "task" && parts.length === 5) {
-    return {
-      page: "scope",
-      scope: { scope: "task", dag_id: parts[1], run_id: parts[2], task_id: parts[3], map_index: Number(parts[4]) },
-    };
-  }
-  if (parts[0] === "asset" && (params.name || params.uri)) {
-    const scope = { scope: "asset" };
-    if (params.name) scope.name = params.name;
-    if (params.uri) scope.uri = params.uri;
-    return { page: "scope", scope };
-  }
-  return { page: "start", filters: params };
 }
 
 function route() {

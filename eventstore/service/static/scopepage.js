@@ -11,7 +11,7 @@ import {
   tryComparisons,
 } from "./diff.js";
 import { clear, h, s, timeText } from "./dom.js";
-import { scopeTitle } from "./startpage.js";
+import { scopeTitle } from "./links.js";
 import {
   SCOPE_LANE,
   bucketKind,
@@ -453,9 +453,13 @@ export function renderScopePage(main, crumb, scope, onAuthError) {
       return { kind, value, read: () => ({ [kind.value]: value.value.trim() }) };
     };
     const numbers = page.tries.map((t) => t.try_number);
-    const first = numbers[0] ?? 1;
-    const from = pointInputs("from", numbers.length > 1 ? { end_of_try: numbers[numbers.length - 2] } : { start_of_try: first });
-    const to = pointInputs("to", { end_of_try: numbers[numbers.length - 1] ?? first });
+    const events = page.model.events;
+    let initial;
+    if (numbers.length > 1) initial = [{ end_of_try: numbers.at(-2) }, { end_of_try: numbers.at(-1) }];
+    else if (numbers.length === 1) initial = [{ start_of_try: numbers[0] }, { end_of_try: numbers[0] }];
+    else initial = [{ version: 0 }, { version: events.length ? events.at(-1).version : 0 }];
+    const from = pointInputs("from", initial[0]);
+    const to = pointInputs("to", initial[1]);
     const result = h("div", { id: "diff-result" });
     const run = async (a, b) => {
       result.replaceChildren(h("p", { class: "muted" }, "Comparing…"));

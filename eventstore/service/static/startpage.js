@@ -3,6 +3,7 @@
 
 import { listScopes } from "./api.js";
 import { h, timeText } from "./dom.js";
+import { scopeHash, scopeTitle } from "./links.js";
 import { parseTime } from "./timeline.js";
 
 const FIELDS = [
@@ -10,26 +11,6 @@ const FIELDS = [
   ["run", "Run id"],
   ["task", "Task id"],
 ];
-
-/** The hash of a scope's page. */
-export function scopeHash(scope) {
-  const e = encodeURIComponent;
-  if (scope.scope === "task") {
-    return `#/task/${e(scope.dag_id)}/${e(scope.run_id)}/${e(scope.task_id)}/${scope.map_index}`;
-  }
-  const params = new URLSearchParams();
-  if (scope.name) params.set("name", scope.name);
-  if (scope.uri) params.set("uri", scope.uri);
-  return `#/asset?${params}`;
-}
-
-export function scopeTitle(scope) {
-  if (scope.scope === "task") {
-    const index = scope.map_index === -1 ? "" : ` [${scope.map_index}]`;
-    return `${scope.dag_id} / ${scope.run_id} / ${scope.task_id}${index}`;
-  }
-  return `asset ${[scope.name, scope.uri].filter(Boolean).join(" ")}`;
-}
 
 function toIso(local) {
   // <input type=datetime-local> gives local wall time without a zone; the service wants UTC.

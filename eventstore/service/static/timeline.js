@@ -81,7 +81,9 @@ export function buildModel(events) {
   return { events: items, lanes: ordered, t0, t1 };
 }
 
-/** The full time range of a model with a margin on each side, never empty. */
+export const MIN_SPAN_MS = 60_000;
+
+/** The full time range of a model with a margin on each side, at least a minute wide. */
 export function fullWindow(model, tries = []) {
   let from = model.t0;
   let to = model.t1;
@@ -89,8 +91,12 @@ export function fullWindow(model, tries = []) {
     from = Math.min(from, parseTime(t.first_write_at));
     to = Math.max(to, parseTime(t.last_write_at));
   }
-  const span = Math.max(to - from, 1000);
-  const margin = span * 0.03;
+  if (to - from < MIN_SPAN_MS) {
+    const middle = (from + to) / 2;
+    from = middle - MIN_SPAN_MS / 2;
+    to = middle + MIN_SPAN_MS / 2;
+  }
+  const margin = (to - from) * 0.03;
   return { from: from - margin, to: to + margin };
 }
 
