@@ -26,6 +26,7 @@ WHO = {
     ("read", "asset"): "any task token, auditor, admin",
     ("history", "task"): f"{OWN}, auditor, admin",
     ("history", "asset"): "auditor, admin",
+    ("history", None): "auditor, admin",
     ("write", "task"): f"{OWN}, admin",
     ("write", "asset"): "any task token, admin",
     ("delete", "task"): f"{OWN}, admin",
