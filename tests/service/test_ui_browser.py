@@ -220,6 +220,17 @@ def test_a_scope_with_a_clear_draws_it_as_its_own_mark(page: Page) -> None:
     assert tab.locator("#timeline line.clear-line").count() == 1
 
 
+def test_an_asset_page_shows_its_history(page: Page) -> None:
+    page.open()
+    tab = page.tab
+    tab.click("#scopes a:has-text('asset warehouse.orders')")
+    tab.wait_for_selector("#timeline svg")
+    page.wait_state("Z")
+    assert page.state() == {"watermark": "100000"}
+    assert tab.locator("#timeline [data-lane]").get_attribute("data-lane") == "watermark"
+    assert any("/api/v1/assets/by-name/warehouse.orders/history" in url for url in page.requests)
+
+
 def test_scrubber_shows_the_state_at_a_try_boundary(page: Page) -> None:
     page.open_task()
     tab = page.tab
