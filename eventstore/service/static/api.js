@@ -66,19 +66,35 @@ export async function listScopes(filters, after, bearer = token.get()) {
   return getJSON("/api/v1/scopes", { ...filters, after }, bearer);
 }
 
-/** Every event of a scope, oldest first, read page by page. `progress(n)` after each page. */
+/**
+ * Every event of a scope the log still holds, oldest first, read page by page; `progress(n)`
+ * after each page. When compaction removed the oldest events, reading starts at the earliest
+ * position still answerable, which is returned as `compactedBefore` (else null).
+ */
 export async function allEvents(scope, progress = () => {}, pageSize = 1000) {
   const { path, params } = scopePath(scope, "/history");
-  const out = [];
+  const events = [];
   let after = null;
+  let compactedBefore = null;
   for (;;) {
-    const body = await getJSON(path, { ...params, limit: pageSize, after_seq: after });
-    out.push(...body.events);
-    progress(out.length);
+    let body;
+    try {
+      body = await getJSON(path, { ...params, limit: pageSize, after_seq: after });
+    } catch (error) {
+      const earliest = error?.detail?.earliest_seq;
+      if (error instanceof ApiError && error.reason === "history_compacted" && earliest > 0 && after === null) {
+        compactedBefore = earliest;
+        after = earliest - 1;
+        continue;
+      }
+      throw error;
+    }
+    events.push(...body.events);
+    progress(events.length);
     if (body.next_after_seq === null || body.next_after_seq === undefined) break;
     after = body.next_after_seq;
   }
-  return out;
+  return { events, compactedBefore };
 }
 
 export async function tries(scope) {

@@ -114,7 +114,7 @@ export function renderScopePage(main, crumb, scope, onAuthError) {
     api.allEvents(scope, (n) => {
       status.textContent = `Loading history… ${n} events`;
     }),
-  ]).then(([tries, events]) => {
+  ]).then(([tries, { events, compactedBefore }]) => {
     if (page.disposed) return;
     page.tries = tries;
     page.model = buildModel(events);
@@ -125,7 +125,8 @@ export function renderScopePage(main, crumb, scope, onAuthError) {
     const keys = page.model.lanes.filter((l) => l.id !== SCOPE_LANE).length;
     summary.textContent =
       `${events.length} events · ${keys} keys · ` +
-      (tries.length ? `tries ${tries.map((t) => t.try_number).join(", ")}` : "no tries recorded");
+      (tries.length ? `tries ${tries.map((t) => t.try_number).join(", ")}` : "no tries recorded") +
+      (compactedBefore ? ` · compaction removed the history before seq ${compactedBefore}` : "");
     renderSnaps();
     renderDiffPanel();
     draw();
