@@ -315,6 +315,20 @@ def test_selecting_an_event_shows_its_value_try_actor_and_change(page: Page) -> 
     tab.wait_for_function("document.querySelector('#event-value')?.textContent.includes('15000')")
 
 
+def test_arrow_keys_step_through_the_events(page: Page) -> None:
+    page.open_task()
+    tab = page.tab
+    tab.focus("#timeline")
+    tab.keyboard.press("ArrowRight")
+    tab.wait_for_selector("#event h2:has-text('Event seq 1')")
+    assert tab.inner_text("#event dd[data-field=key]") == "job_id"
+    tab.keyboard.press("ArrowRight")
+    tab.wait_for_selector("#event h2:has-text('Event seq 2')")
+    tab.keyboard.press("End")
+    tab.wait_for_selector("#event h2:has-text('Event seq 50')")
+    assert tab.inner_text("#event dd[data-field=key]") == "done"
+
+
 def test_narrow_window_fits_without_scrolling_sideways(browser: Any, site: Site) -> None:
     context = _context(browser, viewport={"width": 400, "height": 800})
     page = Page(context.new_page(), site)

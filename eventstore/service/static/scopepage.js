@@ -40,7 +40,12 @@ export function renderScopePage(main, crumb, scope, onAuthError) {
   crumb.textContent = scopeTitle(scope);
   const status = h("p", { class: "muted", role: "status", id: "status" }, "Loading history…");
   const summary = h("p", { class: "muted", id: "summary" });
-  const box = h("div", { class: "timeline-box", id: "timeline" });
+  const box = h("div", {
+    class: "timeline-box",
+    id: "timeline",
+    tabindex: 0,
+    "aria-label": "timeline: click a mark, or step through the events with the arrow keys",
+  });
   const scrub = h("input", {
     type: "range",
     id: "scrubber",
@@ -297,6 +302,21 @@ export function renderScopePage(main, crumb, scope, onAuthError) {
     page.window = { from, to: from + span };
     draw();
   }
+
+  box.addEventListener("keydown", (event) => {
+    const count = page.model?.events.length ?? 0;
+    if (!count) return;
+    const at = page.selected;
+    const moves = {
+      ArrowRight: at === null ? 0 : Math.min(count - 1, at + 1),
+      ArrowLeft: at === null ? count - 1 : Math.max(0, at - 1),
+      Home: 0,
+      End: count - 1,
+    };
+    if (!(event.key in moves)) return;
+    event.preventDefault();
+    select(moves[event.key]);
+  });
 
   let resizeFrame = 0;
   const observer = new ResizeObserver(() => {
