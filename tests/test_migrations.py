@@ -171,8 +171,11 @@ async def test_a_version_1_database_is_migrated_and_keeps_its_data(db: Database)
         assert (result.version, result.seq) == (2, 2)
         assert (await store.verify()).ok
 
-    assert await db.fetch("SELECT version FROM schema_version") == [(2,)]
+    assert await db.fetch("SELECT version FROM schema_version") == [
+        (latest_version(db.migrations),)
+    ]
     assert "events_by_scope_try" in await db.indexes()
+    assert "scopes_by_updated" in await db.indexes()
     # Opening it again finds nothing to do.
     async with open_store(db.url, clock=FakeClock()) as store:
         assert await store.task_store("etl", "run_1", "load").get("offset") == 1300
@@ -200,10 +203,14 @@ async def test_a_failing_step_leaves_the_old_version_intact(
     module = sqlite if isinstance(db, SQLiteDatabase) else postgres
     broken = (
         *db.migrations,
-        Migration(3, "a step that fails halfway", ("CREATE TABLE later (x INTEGER)", "BOGUS")),
+        Migration(
+            len(db.migrations) + 1,
+            "a step that fails halfway",
+            ("CREATE TABLE later (x INTEGER)", "BOGUS"),
+        ),
     )
     monkeypatch.setattr(module, "MIGRATIONS", broken)
-    monkeypatch.setattr(module, "SCHEMA_VERSION", 3)
+    monkeypatch.setattr(module, "SCHEMA_VERSION", len(broken))
     with pytest.raises(Exception, match=r"(?i)syntax"):
         async with open_store(db.url):
             pass
@@ -226,5 +233,5 @@ def test_steps_must_be_numbered_without_gaps() -> None:
 
 
 def test_both_backends_are_at_the_same_schema_version() -> None:
-    assert sqlite.SCHEMA_VERSION == postgres.SCHEMA_VERSION == 2
+    assert sqlite.SCHEMA_VERSION == postgres.SCHEMA_VERSION == 3
     assert [m.summary for m in sqlite.MIGRATIONS] == [m.summary for m in postgres.MIGRATIONS]

@@ -31,6 +31,7 @@ from eventstore.backends.base import (
     EventRow,
     LogBackend,
     LogHead,
+    ScopeFilter,
     ScopeRow,
     WriteTransaction,
 )
@@ -106,6 +107,11 @@ MIGRATIONS: Final = (
             WHERE try_number IS NOT NULL""",
             """CREATE INDEX IF NOT EXISTS events_by_scope_time ON events (scope_id, recorded_at)""",
         ),
+    ),
+    Migration(
+        3,
+        "scopes index: the web page lists scopes most recently written first",
+        ("""CREATE INDEX IF NOT EXISTS scopes_by_updated ON scopes (updated_at, scope_id)""",),
     ),
 )
 SCHEMA_VERSION: Final = latest_version(MIGRATIONS)
@@ -228,6 +234,20 @@ SELECT last.* FROM keys CROSS JOIN LATERAL (
 ) AS last
 WHERE keys.key IS NOT NULL AND last.seq > $2"""
 _SELECT_ALL_SCOPES: Final = f"SELECT {_SCOPE_COLUMNS} FROM scopes ORDER BY scope_id"
+# Each filter is a parameter that is either NULL (no filter) or the value to match, so one
+# statement serves every combination; the cursor is (updated_at, scope_id) of the last row seen,
+# compared as a row so the walk down scopes_by_updated resumes right after it.
+_SELECT_SCOPES_PAGE: Final = (
+    f"SELECT {_SCOPE_COLUMNS} FROM scopes "
+    "WHERE ($1::text IS NULL OR ($1::text = 'task') = (dag_id IS NOT NULL)) "
+    "AND ($2::bytea IS NULL OR dag_id = $2::bytea) "
+    "AND ($3::bytea IS NULL OR run_id = $3::bytea) "
+    "AND ($4::bytea IS NULL OR task_id = $4::bytea) "
+    "AND ($5::bigint IS NULL OR updated_at >= $5::bigint) "
+    "AND ($6::bigint IS NULL OR updated_at <= $6::bigint) "
+    "AND ($7::bigint IS NULL OR (updated_at, scope_id) < ($7::bigint, $8::bigint)) "
+    "ORDER BY updated_at DESC, scope_id DESC LIMIT $9"
+)
 _SELECT_ALL_CURRENT: Final = f"SELECT {_CURRENT_COLUMNS} FROM current"
 
 # The event filters: each present bound adds its clause, so there are finitely many query texts,
@@ -410,6 +430,22 @@ class PostgresBackend(LogBackend):
 
     async def select_all_scopes(self) -> list[ScopeRow]:
         return [_scope_row(r) for r in await self._fetch(_SELECT_ALL_SCOPES)]
+
+    async def select_scopes_page(self, where: ScopeFilter) -> list[ScopeRow]:
+        before_at, before_id = where.before if where.before is not None else (None, None)
+        rows = await self._fetch(
+            _SELECT_SCOPES_PAGE,
+            where.kind,
+            _encode(where.dag_id),
+            _encode(where.run_id),
+            _encode(where.task_id),
+            where.since,
+            where.until,
+            before_at,
+            before_id,
+            where.limit,
+        )
+        return [_scope_row(r) for r in rows]
 
     async def select_all_current(self) -> list[CurrentRow]:
         return [_current_row(r) for r in await self._fetch(_SELECT_ALL_CURRENT)]
