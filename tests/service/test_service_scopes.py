@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from urllib.parse import quote
 
-from service_helpers import Service, task_path
+from service.service_helpers import Service, task_path
 
 
 def _put(service: Service, dag: str, run: str, task: str, key: str = "k") -> None:

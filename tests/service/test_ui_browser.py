@@ -17,12 +17,12 @@ from typing import Any
 
 import anyio
 import pytest
-from browser import launch, require_browser, ui_demo
-from service_helpers import SECRET
 
 from eventstore import open_store
 from eventstore.service import create_app, serve_in_thread
 from eventstore.service.auth import make_token
+from service.browser import launch, require_browser, ui_demo
+from service.service_helpers import SECRET
 
 pytestmark = pytest.mark.slow
 
