@@ -329,6 +329,21 @@ def test_arrow_keys_step_through_the_events(page: Page) -> None:
     assert tab.inner_text("#event dd[data-field=key]") == "done"
 
 
+def test_the_page_runs_under_its_own_content_security_policy(browser: Any, site: Site) -> None:
+    # No bypass here: a script, style or request the policy blocks is a console error.
+    context = browser.new_context(viewport={"width": 1280, "height": 900})
+    page = Page(context.new_page(), site)
+    page.tab.goto(f"{site.base_url}/ui/{TASK_HASH}")
+    page.tab.fill("#token-input", site.token())
+    page.tab.click("#token-form button[type=submit]")
+    page.tab.wait_for_selector("#state-title:has-text('end of try 2')")
+    page.tab.wait_for_selector("#state table")
+    page.tab.click("#quick-diffs button >> nth=0")
+    page.tab.wait_for_selector("#diff-title")
+    page.check_requests()
+    context.close()
+
+
 def test_narrow_window_fits_without_scrolling_sideways(browser: Any, site: Site) -> None:
     context = _context(browser, viewport={"width": 400, "height": 800})
     page = Page(context.new_page(), site)
