@@ -12,7 +12,8 @@ import anyio
 from rich.console import Console
 from rich.table import Table
 
-from eventstore import NEVER_EXPIRE, open_store
+from eventstore import NEVER_EXPIRE, TaskScope, open_store
+from projections import At
 
 console = Console()
 
@@ -49,8 +50,21 @@ async def main(url: str) -> None:
             table.add_row(key, repr(value))
         console.print(table)
 
+        # The log kept everything: what try 1 left, what try 2 saw, and what try 2 changed.
+        history = store.history(TaskScope(*scope))
+        console.print(f"try 1 left:        {await history.state(At.end_of_try(1))}")
+        console.print(f"try 2 saw at start: {await history.state(At.start_of_try(2))}")
+        diff = await history.diff(At.end_of_try(1), At.end_of_try(2))
+        console.print(f"try 2 changed:      {diff.changed}, removed {sorted(diff.removed)}")
+        for summary in await history.tries():
+            console.print(f"  try {summary.try_number}: {summary.writes} writes")
+
         report = await store.verify()
         console.print(f"log verified: {report.ok} ({report.events} events in the whole log)")
+        console.print(
+            f"see it from the shell: tasktrail history --dag etl --run {scope[1]} --task ingest; "
+            f"tasktrail diff --dag etl --run {scope[1]} --task ingest --from-try 1 --to-try 2"
+        )
 
 
 if __name__ == "__main__":
