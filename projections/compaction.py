@@ -420,8 +420,8 @@ class SupportsCompact(Protocol):
 async def run_compaction_schedule(
     store: SupportsCompact,
     interval: float,
-    *,
     on_report: Callable[[CompactionReport], None] | None = None,
+    *,
     task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED,
 ) -> None:
     """Compact every `interval` seconds until cancelled; start it with `tg.start`.
