@@ -303,8 +303,8 @@ async def compact(
     *,
     dry_run: bool = False,
     progress: Progress | None = None,
-    delete_batch: int = DELETE_BATCH,
-    reclaim_pages: int = RECLAIM_PAGES,
+    delete_batch: int | None = None,
+    reclaim_pages: int | None = None,
 ) -> CompactionReport:
     """Plan and run one compaction of the whole log; `append` is the store's write path.
 
@@ -334,8 +334,8 @@ async def compact(
     bytes_after: int | None = None
     if not dry_run:
         await _append_markers(plans, append, horizon)
-        await _remove(backend, plans, delete_batch, report)
-        await _reclaim(backend, reclaim_pages, report)
+        await _remove(backend, plans, delete_batch or DELETE_BATCH, report)
+        await _reclaim(backend, reclaim_pages or RECLAIM_PAGES, report)
         bytes_after = await backend.select_storage_bytes()
 
     return CompactionReport(

@@ -15,6 +15,7 @@ from eventstore.backends.base import EventFilter, EventRow
 from eventstore.cli import cli
 from eventstore.events import Compacted, decode_event
 from eventstore.scopes import Scope, TaskScope
+from projections import compaction
 from projections.compaction import CompactionReport, plan_scope, run_compaction_schedule
 
 HOUR = timedelta(hours=1)
@@ -375,3 +376,47 @@ def test_cli_compact_dry_run_prints_the_report(tmp_path: Path) -> None:
     assert "events removed" in table.output
     assert as_json.exit_code == 0, as_json.output
     assert '"dry_run": true' in as_json.output
+
+
+async def test_writers_keep_writing_while_a_large_compaction_runs(
+    make_store: StoreFactory, clock: FakeClock, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(compaction, "DELETE_BATCH", 100)  # many short transactions
+    tasks, keys, writers = 50, 40, 10
+    async with make_store() as store:
+        for task in range(tasks):
+            ts = store.task_store("dag", "run", f"t{task}")
+            for round_ in range(5):
+                await ts.set_many({f"k{i}": round_ for i in range(keys)}, retention=HOUR)
+            await ts.set("job_id", task, retention=NEVER_EXPIRE)
+        clock.advance(2 * HOUR)
+        acknowledged: dict[tuple[str, str], list[int]] = {}
+        during = 0
+        compacting = True
+
+        async def write(writer: int) -> None:
+            nonlocal during
+            # Each writer has a scope of its own, full of keys compaction is removing as
+            # expired, and sets them again: the new values must survive the removal.
+            ts = store.task_store("dag", "run", f"t{writer}")
+            i = 0
+            while compacting:
+                key = f"k{i % keys}"
+                await ts.set(key, [writer, i], retention=NEVER_EXPIRE)
+                acknowledged[(ts.scope.task_id, key)] = [writer, i]
+                during += 1
+                i += 1
+
+        async with anyio.create_task_group() as tg:
+            for writer in range(writers):
+                tg.start_soon(write, writer)
+            report = await store.compact()
+            compacting = False
+
+        assert report.keys_expired >= (tasks - writers) * keys
+        assert during > writers
+        for (task_id, key), value in acknowledged.items():
+            assert await store.task_store("dag", "run", task_id).get(key) == value
+        assert (await store.verify()).ok
+        for task in range(tasks):
+            assert await store.task_store("dag", "run", f"t{task}").get("job_id") == task
