@@ -35,6 +35,8 @@ When no kept event qualifies, A is the marker itself.
 from __future__ import annotations
 
 import bisect
+import heapq
+import itertools
 import logging
 import time
 from collections.abc import Awaitable, Callable, Sequence
@@ -64,13 +66,14 @@ logger = logging.getLogger("tasktrail.compaction")
 
 # Events removed per write transaction, and free pages given back per step: both small enough
 # that a concurrent append waits milliseconds, not seconds.
-DELETE_BATCH: Final = 1000
-RECLAIM_PAGES: Final = 512
+DELETE_BATCH: Final = 500
+RECLAIM_PAGES: Final = 256
 # Markers handed to the group-commit writer at once.
-_MARKER_BATCH: Final = 256
+_MARKER_BATCH: Final = 32
 
 Append = Callable[[AppendRequest], Awaitable[AppendResult]]
-# progress(phase, done, total): phase is "plan" (scopes), "remove" (events) or "reclaim" (pages).
+# progress(phase, done, total): phase is "plan" (scopes), "mark" (markers appended), "remove"
+# (events) or "reclaim" (pages).
 Progress = Callable[[str, int, int], None]
 
 
@@ -333,7 +336,7 @@ async def compact(
 
     bytes_after: int | None = None
     if not dry_run:
-        await _append_markers(plans, append, horizon)
+        await _append_markers(plans, append, horizon, report)
         await _remove(backend, plans, delete_batch or DELETE_BATCH, report)
         await _reclaim(backend, reclaim_pages or RECLAIM_PAGES, report)
         bytes_after = await backend.select_storage_bytes()
@@ -364,7 +367,7 @@ class _Progress:
 
 
 async def _append_markers(
-    plans: Sequence[ScopePlan], append: Append, horizon: datetime | None
+    plans: Sequence[ScopePlan], append: Append, horizon: datetime | None, report: _Progress
 ) -> None:
     """One marker per scope, before any of its events goes, through group commit."""
 
@@ -381,6 +384,7 @@ async def _append_markers(
         async with anyio.create_task_group() as tg:
             for plan in plans[start : start + _MARKER_BATCH]:
                 tg.start_soon(one, plan)
+        report("mark", min(start + _MARKER_BATCH, len(plans)), len(plans))
 
 
 async def _remove(
@@ -389,16 +393,19 @@ async def _remove(
     # Ascending positions: at every commit in between, the log still folds to the projection
     # (a key's last event, the one its projection row comes from, goes in the same batch as
     # the row).
-    seqs = sorted(seq for plan in plans for seq in plan.seqs)
+    # Merged lazily, so no long stretch of CPU work keeps the event loop from the writers.
+    total = sum(len(plan.seqs) for plan in plans)
+    seqs = heapq.merge(*(plan.seqs for plan in plans))
     rows_at = {row[2]: row for plan in plans for row in plan.current}
-    for start in range(0, len(seqs), batch):
-        chunk = seqs[start : start + batch]
+    done = 0
+    while chunk := list(itertools.islice(seqs, batch)):
         current = [rows_at[s] for s in chunk if s in rows_at]
         async with backend.write() as tx:
             await tx.delete_events(chunk)
             if current:
                 await tx.delete_current_at(current)
-        report("remove", start + len(chunk), len(seqs))
+        done += len(chunk)
+        report("remove", done, total)
 
 
 async def _reclaim(backend: LogBackend, pages: int, report: _Progress) -> None:

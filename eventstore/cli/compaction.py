@@ -13,6 +13,7 @@ from projections.compaction import CompactionReport
 
 _PHASES = {
     "plan": "planning (scopes)",
+    "mark": "appending markers (scopes)",
     "remove": "removing (events)",
     "reclaim": "giving space back (pages)",
 }
