@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+import sqlite3
 from datetime import timedelta
 from pathlib import Path
 
@@ -345,8 +347,7 @@ async def test_schedule_rejects_a_non_positive_interval(make_store: StoreFactory
 async def test_new_sqlite_files_give_space_back(tmp_path: Path, clock: FakeClock) -> None:
     url = f"sqlite:///{tmp_path / 'big.db'}"
     async with open_store(url, clock=clock) as store:
-        mode = await store.backend._reader().execute_fetchall("PRAGMA auto_vacuum")  # type: ignore[attr-defined]
-        assert next(iter(mode))[0] == 2  # INCREMENTAL
+        assert auto_vacuum(tmp_path / "big.db") == 2  # INCREMENTAL
         for task in range(40):
             ts = store.task_store("dag", "run", f"t{task}")
             await ts.set_many({f"k{i}": "x" * 500 for i in range(50)}, retention=HOUR)
@@ -357,6 +358,32 @@ async def test_new_sqlite_files_give_space_back(tmp_path: Path, clock: FakeClock
     assert report.events_removed == 2000
     assert report.bytes_after is not None
     assert report.bytes_after < report.bytes_before / 4
+
+
+async def test_an_older_sqlite_file_is_converted_once_and_shrinks(
+    tmp_path: Path, clock: FakeClock
+) -> None:
+    path = tmp_path / "old.db"
+    with contextlib.closing(sqlite3.connect(path)) as conn:  # made before incremental vacuum
+        conn.execute("CREATE TABLE made_elsewhere (x)")
+    async with open_store(f"sqlite:///{path}", clock=clock) as store:
+        assert auto_vacuum(path) == 0
+        for task in range(40):
+            ts = store.task_store("dag", "run", f"t{task}")
+            await ts.set_many({f"k{i}": "x" * 500 for i in range(50)}, retention=HOUR)
+        clock.advance(2 * HOUR)
+
+        report = await store.compact()
+
+        assert auto_vacuum(path) == 2
+        assert (await store.verify()).ok
+    assert report.bytes_after is not None
+    assert report.bytes_after < report.bytes_before / 4
+
+
+def auto_vacuum(path: Path) -> int:
+    with contextlib.closing(sqlite3.connect(path)) as conn:
+        return int(conn.execute("PRAGMA auto_vacuum").fetchone()[0])
 
 
 def test_cli_compact_dry_run_prints_the_report(tmp_path: Path) -> None:
