@@ -246,16 +246,15 @@ class LogBackend(ABC):
         """The bytes the log takes where it is stored: database files with their write-ahead
         log on SQLite, the relations on PostgreSQL, an estimate of the rows in memory."""
 
-    @abstractmethod
     async def reclaim_space(self, max_pages: int) -> int:
         """Give up to `max_pages` free pages back to the file system, in one short write
         transaction; returns the free pages still left to give back (0: done, or nothing to
-        do on this backend). Compaction calls it in a loop after removing events."""
+        do on this backend, the default). Compaction calls it in a loop after removing events."""
+        return 0
 
-    @abstractmethod
-    async def checkpoint(self) -> None:
+    async def checkpoint(self) -> None:  # noqa: B027 (nothing to do is the default)
         """Fold the write-ahead log back into the database and shrink it (SQLite's
-        wal_checkpoint(TRUNCATE)); nothing on backends without one."""
+        wal_checkpoint(TRUNCATE)); by default nothing, for backends without one."""
 
     @abstractmethod
     async def aclose(self) -> None:

@@ -253,13 +253,6 @@ class MemoryBackend(LogBackend):
         )
         return events + current
 
-    async def reclaim_space(self, max_pages: int) -> int:
-        self._check_open()
-        return 0  # removed rows are gone from memory already
-
-    async def checkpoint(self) -> None:
-        self._check_open()
-
     async def aclose(self) -> None:
         self._closed = True
 
