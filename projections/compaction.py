@@ -35,11 +35,12 @@ When no kept event qualifies, A is the marker itself.
 from __future__ import annotations
 
 import bisect
+import contextlib
 import heapq
 import itertools
 import logging
 import time
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Iterator, Sequence
 from datetime import datetime, timedelta
 from typing import Final, Protocol
 
@@ -64,12 +65,14 @@ __all__ = [
 
 logger = logging.getLogger("tasktrail.compaction")
 
-# Events removed per write transaction, and free pages given back per step: both small enough
-# that a concurrent append waits milliseconds, not seconds.
+# Events removed per write transaction, and free pages given back per step, to start with:
+# each adapts so that one transaction takes about _BUDGET_SECONDS, and a concurrent append
+# waits milliseconds, not seconds.
 DELETE_BATCH: Final = 500
 RECLAIM_PAGES: Final = 256
-# Markers handed to the group-commit writer at once.
-_MARKER_BATCH: Final = 32
+_BUDGET_SECONDS: Final = 0.02
+# Markers handed to the group-commit writer at once: a write queued behind them waits for them.
+_MARKER_BATCH: Final = 8
 
 Append = Callable[[AppendRequest], Awaitable[AppendResult]]
 # progress(phase, done, total): phase is "plan" (scopes), "mark" (markers appended), "remove"
@@ -392,32 +395,58 @@ async def _remove(
 ) -> None:
     # Ascending positions: at every commit in between, the log still folds to the projection
     # (a key's last event, the one its projection row comes from, goes in the same batch as
-    # the row).
-    # Merged lazily, so no long stretch of CPU work keeps the event loop from the writers.
+    # the row). Merged lazily, so no long stretch of CPU work keeps the loop from the writers.
     total = sum(len(plan.seqs) for plan in plans)
     seqs = heapq.merge(*(plan.seqs for plan in plans))
     rows_at = {row[2]: row for plan in plans for row in plan.current}
+    size = _BatchSize(batch)
     done = 0
-    while chunk := list(itertools.islice(seqs, batch)):
+    while chunk := list(itertools.islice(seqs, size.next)):
         current = [rows_at[s] for s in chunk if s in rows_at]
-        async with backend.write() as tx:
-            await tx.delete_events(chunk)
-            if current:
-                await tx.delete_current_at(current)
+        with size.timed():
+            async with backend.write() as tx:
+                await tx.delete_events(chunk)
+                if current:
+                    await tx.delete_current_at(current)
         done += len(chunk)
         report("remove", done, total)
 
 
 async def _reclaim(backend: LogBackend, pages: int, report: _Progress) -> None:
+    size = _BatchSize(pages)
     total = None
+    given = 0
     while True:
-        left = await backend.reclaim_space(pages)
+        step = size.next
+        with size.timed():
+            left = await backend.reclaim_space(step)
+        given += step
         if total is None:
-            total = left + pages
-        report("reclaim", max(total - left, 0), total)
+            total = left + step
+        report("reclaim", min(given, total), total)
         if left == 0:
             break
     await backend.checkpoint()
+
+
+class _BatchSize:
+    """A batch size that keeps each write transaction near a time budget: halved after a slow
+    batch, grown after a quick one, within [start / 8, start * 4]."""
+
+    def __init__(self, start: int) -> None:
+        self.next = start
+        self._low = max(1, start // 8)
+        self._high = start * 4
+
+    @contextlib.contextmanager
+    def timed(self) -> Iterator[None]:
+        started = time.perf_counter()
+        yield
+        took = time.perf_counter() - started
+        if took > _BUDGET_SECONDS:
+            self.next = max(self._low, self.next // 2)
+        elif took < _BUDGET_SECONDS / 3:
+            self.next = min(self._high, self.next + self.next // 4 + 1)
 
 
 class SupportsCompact(Protocol):

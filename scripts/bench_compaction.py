@@ -18,14 +18,18 @@ acknowledged write during compaction (target: under 100 ms).
 from __future__ import annotations
 
 import argparse
+import os
 import tempfile
 import time
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import anyio
 
 from eventstore import NEVER_EXPIRE, Store, StoreConfig, open_store
+from eventstore.backends.base import WriteTransaction
 from eventstore.config import NeverExpire
 from eventstore.log import AppendRequest, SetOp, append_batch
 from eventstore.scopes import TaskScope
@@ -112,6 +116,19 @@ async def main(events: int, path: Path) -> None:
         before = await disk_bytes(path)
         print(f"store: {total:,} events in {built:.1f} s, {before / 2**20:,.1f} MiB (db + WAL)")
 
+        # How long each write transaction holds the write lock, compaction's and the writer's.
+        holds: list[float] = []
+        write = store.backend.write
+
+        @asynccontextmanager
+        async def timed_write() -> AsyncIterator[WriteTransaction]:
+            async with write() as tx:
+                t0 = time.perf_counter()
+                yield tx
+                holds.append(time.perf_counter() - t0)
+
+        store.backend.write = timed_write  # type: ignore[method-assign]
+
         phase = ["baseline"]
         waits: dict[str, list[float]] = {}
         writing = True
@@ -134,6 +151,7 @@ async def main(events: int, path: Path) -> None:
             tg.start_soon(writer)
             await anyio.sleep(2)  # the writer alone, for comparison
             phase.append("plan")
+            holds.clear()
             t0 = time.monotonic()
             report = await store.compact(progress=progress)
             elapsed = time.monotonic() - t0
@@ -165,7 +183,13 @@ async def main(events: int, path: Path) -> None:
             f"  {name:>8}: {len(ws):5,} writes, longest wait {max(ws) * 1000:6.1f} ms, "
             f"median {sorted(ws)[len(ws) // 2] * 1000:.1f} ms"
         )
-    print(f"verify after compaction: {'ok' if verified.ok else 'MISMATCH'}")
+    holds.sort()
+    print(
+        f"write transactions during compaction (writer's and compaction's): {len(holds):,}, "
+        f"p99 {holds[int(len(holds) * 0.99)] * 1000:.1f} ms, longest {holds[-1] * 1000:.1f} ms"
+    )
+    load = ", ".join(f"{x:.1f}" for x in os.getloadavg())
+    print(f"verify after compaction: {'ok' if verified.ok else 'MISMATCH'}; load average {load}")
 
 
 if __name__ == "__main__":
