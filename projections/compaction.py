@@ -94,7 +94,7 @@ class CompactionReport(msgspec.Struct, frozen=True, kw_only=True):
     bytes_before: int
     bytes_after: int | None  # None on a dry run
     duration_seconds: float
-    horizon: datetime | None  # superseded history recorded before this went; None: kept
+    horizon: datetime | None  # history superseded before this went; None: all of it was kept
 
 
 class ScopePlan(msgspec.Struct, kw_only=True):
