@@ -3,7 +3,14 @@
 from __future__ import annotations
 
 import click
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    TaskID,
+    TextColumn,
+    TimeElapsedColumn,
+)
 from rich.table import Table
 
 from eventstore.cli.app import cli, console, db_option, emit_json, err_console, json_option, run
@@ -43,13 +50,13 @@ def compact(db: str, as_json: bool, dry_run: bool, horizon_days: float | None) -
             transient=True,
             disable=as_json,
         )
-        tasks: dict[str, object] = {}
+        tasks: dict[str, TaskID] = {}
 
         def progress(phase: str, done: int, total: int) -> None:
             task = tasks.get(phase)
             if task is None:
                 task = tasks[phase] = bar.add_task(_PHASES.get(phase, phase), total=total)
-            bar.update(task, completed=done, total=total)  # type: ignore[arg-type]
+            bar.update(task, completed=done, total=total)
 
         async with open_store(db, config=config) as store:
             with bar:
