@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import re
 import sqlite3
 from datetime import timedelta
 from pathlib import Path
@@ -447,3 +448,25 @@ async def test_writers_keep_writing_while_a_large_compaction_runs(
         assert (await store.verify()).ok
         for task in range(tasks):
             assert await store.task_store("dag", "run", f"t{task}").get("job_id") == task
+
+
+def test_cli_compact_removes_expired_keys_and_prints_a_table(tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path / 'cli.db'}"
+
+    async def seed() -> None:
+        async with open_store(url) as store:
+            ts = store.task_store("dag", "run", "task")
+            await ts.set("lease", 1, retention=timedelta(microseconds=1))
+            await ts.set("job_id", "spark-1", retention=NEVER_EXPIRE)
+
+    anyio.run(seed)
+    runner = CliRunner()
+
+    table = runner.invoke(cli, ["compact", "--db", url])
+    again = runner.invoke(cli, ["compact", "--db", url, "--json"])
+
+    assert table.exit_code == 0, table.output
+    assert "keys expired" in table.output
+    assert re.search(r"keys expired\s*│\s*1 │", table.output)
+    assert again.exit_code == 0, again.output
+    assert '"events_removed": 0' in again.output
