@@ -13,7 +13,7 @@ import pytest
 from click.testing import CliRunner
 from conftest import FakeClock, StoreFactory
 
-from eventstore import NEVER_EXPIRE, Store, StoreConfig, open_store
+from eventstore import NEVER_EXPIRE, Store, StoreConfig, open_blocking_store, open_store
 from eventstore.backends.base import EventFilter, EventRow
 from eventstore.cli import cli
 from eventstore.events import Compacted, decode_event
@@ -470,3 +470,15 @@ def test_cli_compact_removes_expired_keys_and_prints_a_table(tmp_path: Path) -> 
     assert re.search(r"keys expired\s*│\s*1 │", table.output)
     assert again.exit_code == 0, again.output
     assert '"events_removed": 0' in again.output
+
+
+def test_the_blocking_facade_compacts(tmp_path: Path, clock: FakeClock) -> None:
+    with open_blocking_store(f"sqlite:///{tmp_path / 'sync.db'}", clock=clock) as store:
+        store.task_store("dag", "run", "task").set("k", 1, retention=HOUR)
+        clock.advance(2 * HOUR)
+
+        dry = store.compact(dry_run=True)
+        report = store.compact()
+
+    assert (dry.dry_run, dry.events_removed) == (True, 1)
+    assert (report.dry_run, report.events_removed) == (False, 1)
