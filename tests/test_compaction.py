@@ -13,12 +13,19 @@ import pytest
 from click.testing import CliRunner
 from conftest import FakeClock, StoreFactory
 
-from eventstore import NEVER_EXPIRE, Store, StoreConfig, open_blocking_store, open_store
+from eventstore import (
+    NEVER_EXPIRE,
+    HistoryCompactedError,
+    Store,
+    StoreConfig,
+    open_blocking_store,
+    open_store,
+)
 from eventstore.backends.base import EventFilter, EventRow
 from eventstore.cli import cli
 from eventstore.events import Compacted, decode_event
 from eventstore.scopes import Scope, TaskScope
-from projections import compaction
+from projections import At, compaction
 from projections.compaction import CompactionReport, plan_scope, run_compaction_schedule
 
 HOUR = timedelta(hours=1)
@@ -482,3 +489,34 @@ def test_the_blocking_facade_compacts(tmp_path: Path, clock: FakeClock) -> None:
 
     assert (dry.dry_run, dry.events_removed) == (True, 1)
     assert (report.dry_run, report.events_removed) == (False, 1)
+
+
+async def test_history_answers_from_the_marker_on_and_raises_before_it(
+    make_store: StoreFactory, clock: FakeClock
+) -> None:
+    async with make_store() as store:
+        try_1 = store.task_store("dag", "run", "task", try_number=1)
+        await try_1.set("lease", "w1", retention=HOUR)  # seq 1: try 1's first write
+        await try_1.set("job_id", "spark-1", retention=NEVER_EXPIRE)  # seq 2
+        clock.advance(2 * HOUR)
+        try_2 = store.task_store("dag", "run", "task", try_number=2)
+        await try_2.set("offset", 10, retention=NEVER_EXPIRE)  # seq 3
+        history = store.history(try_1.scope)
+        before = await history.state(At.seq(3))
+
+        await store.compact()
+
+        earliest = await history.answerable_from()
+        assert earliest == 3
+        assert await history.state(At.seq(3)) == before
+        assert await history.state(At.end_of_try(2)) == {"job_id": "spark-1", "offset": 10}
+        with pytest.raises(HistoryCompactedError, match=r"earliest point .* At\.seq\(3\)"):
+            await history.state(At.seq(2))
+        with pytest.raises(HistoryCompactedError, match="start_of_try"):
+            await history.state(At.start_of_try(1))
+        with pytest.raises(HistoryCompactedError):
+            await history.events()
+        assert [e.kind for e in await history.events(after_seq=earliest - 1)] == [
+            "set",
+            "compacted",
+        ]
