@@ -31,7 +31,7 @@ from eventstore import (
     open_store,
 )
 from projections import At, History
-from tests.conftest import FakeClock
+from tests.conftest import FakeClock, postgres_schema_url, require_postgres_url
 
 SCOPES = [TaskScope("prop", "run", "task"), TaskScope("prop", "run", "other")]
 KEYS = ["a", "b", "c/d"]
@@ -223,4 +223,22 @@ def test_compaction_never_changes_an_answer_it_still_gives(
 ) -> None:
     with tempfile.TemporaryDirectory() as tmp:
         url = "memory://" if backend == "memory" else f"sqlite:///{Path(tmp) / 'trail.db'}"
+        anyio.run(play, url, config, history)
+
+
+@pytest.fixture
+def postgres_base() -> str:
+    return require_postgres_url()
+
+
+@settings(
+    max_examples=30,
+    deadline=None,
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture],
+)
+@given(config=configs, history=histories)
+def test_compaction_never_changes_an_answer_it_still_gives_on_postgres(
+    postgres_base: str, config: StoreConfig, history: list[Any]
+) -> None:
+    with postgres_schema_url() as url:
         anyio.run(play, url, config, history)
