@@ -67,10 +67,11 @@ logger = logging.getLogger("tasktrail.compaction")
 
 # Events removed per write transaction, and free pages given back per step, to start with:
 # each adapts so that one transaction takes about _BUDGET_SECONDS, and a concurrent append
-# waits milliseconds, not seconds.
+# waits milliseconds, not seconds. (On SQLite a transaction's statements run on the event loop
+# thread, so the budget also bounds how long one batch keeps the loop busy.)
 DELETE_BATCH: Final = 500
 RECLAIM_PAGES: Final = 256
-_BUDGET_SECONDS: Final = 0.02
+_BUDGET_SECONDS: Final = 0.01
 # Markers handed to the group-commit writer at once: a write queued behind them waits for them.
 _MARKER_BATCH: Final = 8
 
