@@ -16,6 +16,7 @@ from anyio.from_thread import BlockingPortal, start_blocking_portal
 from eventstore.config import Clock, StoreConfig
 from eventstore.log import AppendResult
 from eventstore.store import AssetStore, Store, TaskStore, open_store
+from projections.compaction import CompactionReport
 from projections.verify import VerifyReport
 
 __all__ = ["BlockingAccessor", "BlockingStore", "open_blocking_store"]
@@ -60,6 +61,9 @@ class BlockingStore:
 
     def verify(self) -> VerifyReport:
         return self._portal.call(self.store.verify)
+
+    def compact(self, dry_run: bool = False) -> CompactionReport:
+        return self._portal.call(partial(self.store.compact, dry_run))
 
 
 class BlockingAccessor:

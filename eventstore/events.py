@@ -62,6 +62,12 @@ class Compacted(Event, frozen=True, tag="compacted"):
     # than removed_through_seq. The contract history holds compaction to is in
     # projections.history.
     answerable_from_seq: int = 0
+    # reason, events_removed and keys_expired describe this compaction; removed_through_seq,
+    # answerable_from_seq and the fields below hold for the scope's whole compacted past, so the
+    # scope's latest marker alone describes what is gone.
+    removed_from_seq: int = 0  # the lowest position removed; states before it are exact
+    # Tries whose first write in this scope was removed: their start can no longer be found.
+    first_writes_removed: list[int] = msgspec.field(default_factory=list)
 
 
 AnyEvent = KeySet | KeyDeleted | ScopeCleared | Compacted

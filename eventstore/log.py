@@ -8,7 +8,7 @@ that fails its checks gets its own error; the others in the batch are written al
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from datetime import datetime, timedelta
 
 import msgspec
@@ -35,6 +35,7 @@ __all__ = [
     "AppendResult",
     "ClearOp",
     "DeleteOp",
+    "MarkOp",
     "SetOp",
     "append_batch",
     "recorded_event",
@@ -56,7 +57,13 @@ class ClearOp(msgspec.Struct, frozen=True):
     all_map_indices: bool = False
 
 
-Op = SetOp | DeleteOp | ClearOp
+class MarkOp(msgspec.Struct, frozen=True):
+    """A system marker (e.g. `Compacted`), made once its position is known so it can name it."""
+
+    make: Callable[[int], AnyEvent]
+
+
+Op = SetOp | DeleteOp | ClearOp | MarkOp
 
 
 class AppendRequest(msgspec.Struct, frozen=True, kw_only=True):
@@ -205,6 +212,10 @@ class _Batch:
                         if target is view:
                             last_seq = seq
                         appended += 1
+                case MarkOp(make=make):
+                    await self._ensure_stored(view)
+                    last_seq = self._append(view, request, make(self.seq + 1), key=None)
+                    appended += 1
         result = AppendResult(
             version=row.version,
             seq=last_seq,

@@ -30,6 +30,8 @@ from eventstore.log import (
 from eventstore.scopes import AssetScope, Scope, TaskScope, scope_key
 from eventstore.values import check_key, check_label, decode_value, encode_value
 from eventstore.writer import GroupCommitWriter
+from projections.compaction import CompactionReport, compact
+from projections.compaction import Progress as CompactionProgress
 from projections.history import History
 from projections.verify import Progress, VerifyReport, rebuild, verify
 
@@ -81,6 +83,7 @@ class Store:
         self._clock = clock
         self._writer = GroupCommitWriter(backend, config, self.now)
         self._scope_ids: dict[str, int] = {}
+        self._compacting = anyio.Lock()
         self._closed = False
 
     def now(self) -> datetime:
@@ -169,6 +172,26 @@ class Store:
     async def rebuild(self, progress: Progress | None = None) -> int:
         """Recompute the projection from the log; returns the number of keys it holds."""
         return await rebuild(self.backend, progress)
+
+    async def compact(
+        self, dry_run: bool = False, *, progress: CompactionProgress | None = None
+    ) -> CompactionReport:
+        """Remove expired keys and superseded history beyond the horizon; see
+        `projections.compaction`. A dry run plans and reports the same, and changes nothing.
+
+        Writes keep being served while it runs. Compactions of one store take turns.
+        """
+        if self._closed:
+            raise StoreClosedError()
+        async with self._compacting:
+            return await compact(
+                self.backend,
+                self.config,
+                self.now(),
+                self.append,
+                dry_run=dry_run,
+                progress=progress,
+            )
 
     async def aclose(self) -> None:
         """Commit queued writes and stop taking new ones; idempotent."""

@@ -1,5 +1,6 @@
 """What is computed from the log: current values, history and time-travel, rebuild and verify."""
 
+from projections.compaction import CompactionReport, run_compaction_schedule
 from projections.current import ScopeState, apply
 from projections.history import Diff, History, Position, TrySummary
 from projections.points import At
@@ -7,6 +8,7 @@ from projections.verify import Mismatch, VerifyReport
 
 __all__ = [
     "At",
+    "CompactionReport",
     "Diff",
     "History",
     "Mismatch",
@@ -15,4 +17,5 @@ __all__ = [
     "TrySummary",
     "VerifyReport",
     "apply",
+    "run_compaction_schedule",
 ]

@@ -23,11 +23,15 @@ Compaction appends a `Compacted` marker to every scope it removed events from. I
 
 1. every event of the scope with seq >= A is kept, and the event at A itself is an event of the
    scope that is kept;
-2. every event a state at a position >= A needs is kept: for each key, its latest event at or
-   before the position after the last clear at or before it, and that clear;
+2. every state at a position >= A is what it was: each key's latest event at or before the
+   position (after the last clear) is kept, or was one that would not show in that state
+   anyway (a value expired as of the state's expiry time, a delete or clear with nothing left
+   to hide);
 3. no removed event was recorded at the same time as the event at A (A starts a commit), so a
    time at or after the event at A's time sees only kept events;
-4. the first write of a try with writes at or after A is kept.
+4. the first write of a try with writes at or after A is kept; a try whose first write was
+   removed is listed in `first_writes_removed` (it may still be running and write after A), and
+   its start, or its end once none of its writes is left, raise `HistoryCompactedError`.
 
 A marker without `answerable_from_seq` (0) falls back to `removed_through_seq + 1`. The latest
 marker of the scope decides. History then answers a question only if it reaches no position
@@ -195,8 +199,12 @@ class History:
             case "end_of_try":
                 row = await self._last(scope_id, EventFilter(try_number=at.number))
                 if row is None:
+                    await self._check_try_start(scope_id, at)
                     raise await self._no_try(scope_id, at)
             case "start_of_try":
+                # Compaction lists the tries whose first write it removed: where they started
+                # cannot be found any more, even if they wrote again after.
+                await self._check_try_start(scope_id, at)
                 first = await self.backend.select_events(
                     scope_id, EventFilter(try_number=at.number, limit=1)
                 )
@@ -327,15 +335,22 @@ class History:
             detail = f"try {at.number} never wrote to it; no write of it carries a try number"
         return NoSuchPointError(self.scope, str(at), detail)
 
-    async def _answerable(self, scope_id: int) -> int:
+    async def _marker(self, scope_id: int) -> Compacted | None:
         marker = await self.backend.select_last_scope_event(scope_id, "compacted")
         if marker is None:
-            return 0
+            return None
         event = decode_event(marker.payload)
         assert isinstance(event, Compacted)
-        if event.answerable_from_seq:
-            return event.answerable_from_seq
-        return event.removed_through_seq + 1 if event.removed_through_seq else 0
+        return event
+
+    async def _check_try_start(self, scope_id: int, at: At) -> None:
+        event = await self._marker(scope_id)
+        if event is not None and at.number in event.first_writes_removed:
+            raise HistoryCompactedError(self.scope, f"state({at})", _answerable_from(event))
+
+    async def _answerable(self, scope_id: int) -> int:
+        event = await self._marker(scope_id)
+        return 0 if event is None else _answerable_from(event)
 
     async def _check_position(self, scope_id: int, question: str, at: Position) -> None:
         earliest = await self._answerable(scope_id)
@@ -357,6 +372,12 @@ class History:
             if first and since >= first[0].recorded_at:
                 return
         raise HistoryCompactedError(self.scope, question, earliest)
+
+
+def _answerable_from(event: Compacted) -> int:
+    if event.answerable_from_seq:
+        return event.answerable_from_seq
+    return event.removed_through_seq + 1 if event.removed_through_seq else 0
 
 
 def diff_states(old: dict[str, Any], new: dict[str, Any]) -> Diff:

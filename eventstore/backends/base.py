@@ -163,6 +163,21 @@ class WriteTransaction(ABC):
     async def replace_current(self, rows: Sequence[CurrentRow]) -> None:
         """Replace the whole projection with these rows (rebuild)."""
 
+    # Compaction primitives. Compaction removes events in small batches, each in a write
+    # transaction of its own, so appends keep being served between them.
+
+    @abstractmethod
+    async def delete_events(self, seqs: Sequence[int]) -> int:
+        """Remove the events at these positions; returns how many were there.
+
+        Positions and versions of the events that stay are never changed.
+        """
+
+    @abstractmethod
+    async def delete_current_at(self, rows: Sequence[tuple[int, str, int]]) -> None:
+        """Remove projection rows given as (scope_id, key, seq), each only if the row still
+        comes from the event at that seq (a concurrent write may have replaced it)."""
+
 
 class LogBackend(ABC):
     """One database holding the event log, the projection and the scope heads."""
@@ -225,6 +240,21 @@ class LogBackend(ABC):
 
     @abstractmethod
     async def select_all_current(self) -> list[CurrentRow]: ...
+
+    @abstractmethod
+    async def select_storage_bytes(self) -> int:
+        """The bytes the log takes where it is stored: database files with their write-ahead
+        log on SQLite, the relations on PostgreSQL, an estimate of the rows in memory."""
+
+    async def reclaim_space(self, max_pages: int) -> int:
+        """Give up to `max_pages` free pages back to the file system, in one short write
+        transaction; returns the free pages still left to give back (0: done, or nothing to
+        do on this backend, the default). Compaction calls it in a loop after removing events."""
+        return 0
+
+    async def checkpoint(self) -> None:  # noqa: B027 (nothing to do is the default)
+        """Fold the write-ahead log back into the database and shrink it (SQLite's
+        wal_checkpoint(TRUNCATE)); by default nothing, for backends without one."""
 
     @abstractmethod
     async def aclose(self) -> None:

@@ -102,6 +102,14 @@ class _MemoryTransaction(WriteTransaction):
     async def replace_current(self, rows: Sequence[CurrentRow]) -> None:
         self._actions.append(("replace", list(rows)))
 
+    async def delete_events(self, seqs: Sequence[int]) -> int:
+        gone = set(seqs)
+        self._actions.append(("delete_events", gone))
+        return sum(1 for e in self._data.events if e.seq in gone)
+
+    async def delete_current_at(self, rows: Sequence[tuple[int, str, int]]) -> None:
+        self._actions.append(("delete_current_at", list(rows)))
+
     def commit(self) -> None:
         data = self._data
         for row in self._new_scopes:
@@ -133,6 +141,14 @@ class _MemoryTransaction(WriteTransaction):
                         data.current.setdefault(current.scope_id, {})[current.key] = current
                 case "head":
                     data.head = arg  # type: ignore[assignment]
+                case "delete_events":
+                    data.events = [e for e in data.events if e.seq not in arg]  # type: ignore[operator]
+                case "delete_current_at":
+                    for scope_id, key, seq in arg:  # type: ignore[attr-defined]
+                        rows = data.current.get(scope_id, {})
+                        found = rows.get(key)
+                        if found is not None and found.seq == seq:
+                            del rows[key]
 
 
 class MemoryBackend(LogBackend):
@@ -227,12 +243,25 @@ class MemoryBackend(LogBackend):
         self._check_open()
         return [row for rows in self._data.current.values() for row in rows.values()]
 
+    async def select_storage_bytes(self) -> int:
+        self._check_open()
+        # An estimate: the stored bytes of every row plus a fixed overhead for its columns.
+        data = self._data
+        events = sum(len(e.payload) + _ROW_OVERHEAD for e in data.events)
+        current = sum(
+            len(r.value) + _ROW_OVERHEAD for rows in data.current.values() for r in rows.values()
+        )
+        return events + current
+
     async def aclose(self) -> None:
         self._closed = True
 
     def _check_open(self) -> None:
         if self._closed:
             raise StoreClosedError("in-memory log")
+
+
+_ROW_OVERHEAD = 64
 
 
 def _matches(event: EventRow, where: EventFilter) -> bool:

@@ -184,6 +184,21 @@ _DELETE_CURRENT: Final = (
     "WHERE c.scope_id = d.scope_id AND c.key = d.key"
 )
 _CLEAR_CURRENT: Final = "DELETE FROM current WHERE scope_id = ANY($1::bigint[])"
+# Compaction: events by position, and projection rows only while they still come from the event
+# compaction removes (a concurrent write may have replaced one).
+_DELETE_EVENTS: Final = "DELETE FROM events WHERE seq = ANY($1::bigint[])"
+_DELETE_CURRENT_AT: Final = (
+    "DELETE FROM current AS c "
+    "USING unnest($1::bigint[], $2::bytea[], $3::bigint[]) AS d (scope_id, key, seq) "
+    "WHERE c.scope_id = d.scope_id AND c.key = d.key AND c.seq = d.seq"
+)
+# The tables of the store's schema, with their indexes and TOAST. PostgreSQL does not give the
+# space of removed rows back to the file system (only VACUUM FULL would, under an exclusive
+# lock); autovacuum makes it reusable for new rows, so the size stops growing instead.
+_SELECT_STORAGE_BYTES: Final = (
+    "SELECT COALESCE(sum(pg_total_relation_size(c.oid)), 0)::bigint FROM pg_class AS c "
+    "WHERE c.relkind = 'r' AND c.relnamespace = current_schema()::regnamespace"
+)
 _DELETE_ALL_CURRENT: Final = "DELETE FROM current"
 _SELECT_IDEMPOTENT: Final = (
     "SELECT idempotency_id, result FROM idempotency "
@@ -450,6 +465,10 @@ class PostgresBackend(LogBackend):
     async def select_all_current(self) -> list[CurrentRow]:
         return [_current_row(r) for r in await self._fetch(_SELECT_ALL_CURRENT)]
 
+    async def select_storage_bytes(self) -> int:
+        rows = await self._fetch(_SELECT_STORAGE_BYTES)
+        return int(rows[0][0])
+
     async def aclose(self) -> None:
         pool, self._pool = self._pool, None
         if pool is not None:
@@ -612,6 +631,21 @@ class _PostgresTransaction(WriteTransaction):
         await self.flush()
         await self.conn.execute(_DELETE_ALL_CURRENT)
         await self.upsert_current(rows)
+
+    async def delete_events(self, seqs: Sequence[int]) -> int:
+        await self.flush()
+        status = await self.conn.execute(_DELETE_EVENTS, list(seqs))
+        return int(status.split()[-1])  # "DELETE <count>"
+
+    async def delete_current_at(self, rows: Sequence[tuple[int, str, int]]) -> None:
+        if rows:
+            await self.flush()
+            await self.conn.execute(
+                _DELETE_CURRENT_AT,
+                [r[0] for r in rows],
+                [r[1].encode() for r in rows],
+                [r[2] for r in rows],
+            )
 
 
 async def _create_schema(dsn: str, schema: str) -> None:

@@ -24,6 +24,7 @@ from __future__ import annotations
 import sqlite3
 from collections.abc import AsyncIterator, Callable, Collection, Sequence
 from contextlib import asynccontextmanager
+from functools import partial
 from pathlib import Path
 from typing import Any, Final, TypeVar
 
@@ -265,6 +266,10 @@ class SQLiteBackend(LogBackend):
         conn = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
         try:
             conn.execute(f"PRAGMA busy_timeout = {_BUSY_TIMEOUT_MS}")
+            # Compaction gives space back in small steps (PRAGMA incremental_vacuum). This only
+            # takes effect on a new file; an older file is converted by one full VACUUM, at
+            # its first compaction that frees pages (see reclaim_space).
+            conn.execute("PRAGMA auto_vacuum = INCREMENTAL")
             if not self.in_memory:
                 conn.execute("PRAGMA journal_mode = WAL")
             synchronous = "FULL" if self._durability == "full" else "NORMAL"
@@ -446,6 +451,25 @@ class SQLiteBackend(LogBackend):
         rows = await self._reader().execute_fetchall(f"SELECT {_CURRENT_COLUMNS} FROM current")
         return [CurrentRow(*r) for r in rows]
 
+    async def select_storage_bytes(self) -> int:
+        if self.in_memory:
+            return int(self._points().execute(_SELECT_PAGE_BYTES).fetchone()[0])
+        total = 0
+        for suffix in ("", "-wal"):
+            path = anyio.Path(self.path + suffix)
+            if await path.exists():
+                total += (await path.stat()).st_size
+        return total
+
+    async def reclaim_space(self, max_pages: int) -> int:
+        return await self._run_writer(partial(_reclaim_step, max_pages=max_pages))
+
+    async def checkpoint(self) -> None:
+        if not self.in_memory:
+            # TRUNCATE waits for no reader: pages a reader still needs stay in the WAL, and
+            # the next checkpoint takes them.
+            await self._run_writer(_checkpoint)
+
     async def aclose(self) -> None:
         if self._closed:
             return
@@ -539,6 +563,55 @@ class _SQLiteTransaction(WriteTransaction):
     async def replace_current(self, rows: Sequence[CurrentRow]) -> None:
         self.conn.execute("DELETE FROM current")
         await self.upsert_current(rows)
+
+    async def delete_events(self, seqs: Sequence[int]) -> int:
+        before = self.conn.total_changes
+        self.conn.executemany("DELETE FROM events WHERE seq = ?", [(s,) for s in seqs])
+        return self.conn.total_changes - before
+
+    async def delete_current_at(self, rows: Sequence[tuple[int, str, int]]) -> None:
+        self.conn.executemany(
+            "DELETE FROM current WHERE scope_id = ? AND key = ? AND seq = ?", rows
+        )
+
+
+_AUTO_VACUUM_NONE: Final = 0
+_AUTO_VACUUM_INCREMENTAL: Final = 2
+_SELECT_PAGE_BYTES: Final = (
+    "SELECT page_count * page_size FROM pragma_page_count(), pragma_page_size()"
+)
+
+
+def _reclaim_step(conn: sqlite3.Connection, *, max_pages: int) -> int:
+    """One step of giving free pages back; returns the free pages left (0 when done)."""
+    free = _pragma_int(conn, "freelist_count")
+    if free == 0:
+        return 0
+    mode = _pragma_int(conn, "auto_vacuum")
+    if mode == _AUTO_VACUUM_NONE:
+        # A file made before incremental vacuum was switched on: one full VACUUM converts it.
+        # It holds the write lock for as long as it takes, once.
+        conn.execute("PRAGMA auto_vacuum = INCREMENTAL")
+        conn.execute("VACUUM")
+        return 0
+    if mode != _AUTO_VACUUM_INCREMENTAL:
+        return 0  # FULL gives pages back at every commit already
+    # executescript steps the pragma to completion (a plain execute frees one page), and the
+    # pragma takes no bound parameters: the count is an int we made.
+    try:
+        conn.executescript(f"BEGIN IMMEDIATE; PRAGMA incremental_vacuum({int(max_pages)}); COMMIT;")
+    except BaseException:
+        _rollback(conn)
+        raise
+    return _pragma_int(conn, "freelist_count")
+
+
+def _checkpoint(conn: sqlite3.Connection) -> None:
+    conn.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchall()
+
+
+def _pragma_int(conn: sqlite3.Connection, name: str) -> int:
+    return int(conn.execute(f"PRAGMA {name}").fetchone()[0])  # name: one of our constants
 
 
 def _begin_waiting(conn: sqlite3.Connection) -> None:

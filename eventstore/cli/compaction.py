@@ -1,0 +1,97 @@
+"""compact: retention GC of the log, with a progress bar on stderr and a table of what went."""
+
+from __future__ import annotations
+
+import click
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    TaskID,
+    TextColumn,
+    TimeElapsedColumn,
+)
+from rich.table import Table
+
+from eventstore.cli.app import cli, console, db_option, emit_json, err_console, json_option, run
+from eventstore.config import StoreConfig
+from eventstore.store import open_store
+from projections.compaction import CompactionReport
+
+_PHASES = {
+    "plan": "planning (scopes)",
+    "mark": "appending markers (scopes)",
+    "remove": "removing (events)",
+    "reclaim": "giving space back (pages)",
+}
+
+
+@cli.command()
+@db_option
+@json_option
+@click.option("--dry-run", is_flag=True, help="Show what would go, change nothing.")
+@click.option(
+    "--horizon-days",
+    type=click.FloatRange(min=0),
+    default=None,
+    help="Also remove superseded history older than this many days (default: keep it).",
+)
+def compact(db: str, as_json: bool, dry_run: bool, horizon_days: float | None) -> None:
+    """Remove expired keys (and superseded history beyond the horizon) from the log."""
+
+    async def main() -> CompactionReport:
+        config = StoreConfig(history_horizon_days=horizon_days)
+        bar = Progress(
+            TextColumn("{task.description}"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TimeElapsedColumn(),
+            console=err_console,
+            transient=True,
+            disable=as_json,
+        )
+        tasks: dict[str, TaskID] = {}
+
+        def progress(phase: str, done: int, total: int) -> None:
+            task = tasks.get(phase)
+            if task is None:
+                task = tasks[phase] = bar.add_task(_PHASES.get(phase, phase), total=total)
+            bar.update(task, completed=done, total=total)
+
+        async with open_store(db, config=config) as store:
+            with bar:
+                return await store.compact(dry_run=dry_run, progress=progress)
+
+    report = run(main)
+    if as_json:
+        emit_json(report)
+        return
+    title = "compaction (dry run: nothing changed)" if dry_run else "compaction"
+    table = Table(title=title, show_header=False)
+    table.add_column("")
+    table.add_column("", justify="right")
+    rows = [
+        ("keys expired", f"{report.keys_expired:,}"),
+        ("events removed", f"{report.events_removed:,}"),
+        ("  of expired keys", f"{report.expired_events:,}"),
+        ("  superseded, beyond the horizon", f"{report.superseded_events:,}"),
+        ("  deletes/clears hiding nothing", f"{report.tombstones:,}"),
+        ("scopes touched", f"{report.scopes_touched:,}"),
+        ("markers appended", f"{report.markers_appended:,}"),
+        ("horizon", "none" if report.horizon is None else report.horizon.isoformat()),
+        ("size before", _size(report.bytes_before)),
+        ("size after", "-" if report.bytes_after is None else _size(report.bytes_after)),
+        ("duration", f"{report.duration_seconds:.2f} s"),
+    ]
+    for name, value in rows:
+        table.add_row(name, value)
+    console.print(table)
+
+
+def _size(n: int) -> str:
+    size = float(n)
+    for unit in ("B", "KiB", "MiB", "GiB"):
+        if size < 1024 or unit == "GiB":
+            return f"{size:,.0f} {unit}" if unit == "B" else f"{size:,.1f} {unit}"
+        size /= 1024
+    raise AssertionError

@@ -1,0 +1,487 @@
+"""Compaction: the retention GC of the log.
+
+What goes, per scope (`plan_scope`):
+
+- every event of a key whose expiry has passed: the key's last `set` expired, whether the key is
+  still in the projection (an expired row) or was deleted or cleared after it; its projection row
+  goes with it;
+- superseded events older than the history horizon (`StoreConfig.history_horizon_days`): a `set`
+  whose key was set, deleted or cleared again before `now - horizon` (None: never);
+- tombstones with nothing left to hide: a `delete` of a key none of whose earlier `set`s is
+  kept, and a `clear` none of whose earlier events is kept. Removing them changes no state.
+
+What never goes: the current value of a live key (so `NEVER_EXPIRE` values and asset entries
+stay until they are deleted or cleared), `compacted` markers, and anything recorded at or after
+the moment compaction starts. Positions and versions are never renumbered.
+
+Every scope that loses events first gets one `Compacted` marker, appended through the log's write
+path, and only then are the events removed, in short batches of their own write transactions, so
+a history reader never sees a gap the scope's latest marker does not describe. The marker's
+fields hold for the scope's whole compacted past; see `projections.history` for the contract
+history holds them to. In short, `answerable_from_seq` (A) is the first kept event of the scope
+such that:
+
+1. every event at or after A is kept;
+2. every state at or after A is exact. A removed `set` changed the states from its own position
+   until the key was next set, deleted or cleared, or until its value expired (the scope's first
+   event recorded at or after its expiry); a removed tombstone changed none;
+3. no removed event was recorded at the same time as A;
+4. no try whose first write was removed wrote at or after A (such tries are also listed in
+   `first_writes_removed`, as a try still running may write again after compaction).
+
+When no kept event qualifies, A is the marker itself.
+"""
+
+from __future__ import annotations
+
+import bisect
+import contextlib
+import heapq
+import itertools
+import logging
+import time
+from collections.abc import Awaitable, Callable, Iterator, Sequence
+from datetime import datetime, timedelta
+from typing import Final, Protocol
+
+import anyio
+import msgspec
+from anyio.abc import TaskStatus
+
+from eventstore.backends.base import EventFilter, EventRow, LogBackend
+from eventstore.config import StoreConfig
+from eventstore.events import AnyEvent, Compacted, decode_event, to_micros
+from eventstore.log import AppendRequest, AppendResult, MarkOp
+from eventstore.scopes import scope_from_key
+
+__all__ = [
+    "CompactionReport",
+    "ScopePlan",
+    "SupportsCompact",
+    "compact",
+    "plan_scope",
+    "run_compaction_schedule",
+]
+
+logger = logging.getLogger("tasktrail.compaction")
+
+# Events removed per write transaction, and free pages given back per step, to start with:
+# each adapts so that one transaction takes about _BUDGET_SECONDS, and a concurrent append
+# waits milliseconds, not seconds. (On SQLite a transaction's statements run on the event loop
+# thread, so the budget also bounds how long one batch keeps the loop busy.)
+DELETE_BATCH: Final = 500
+RECLAIM_PAGES: Final = 256
+_BUDGET_SECONDS: Final = 0.01
+# Markers handed to the group-commit writer at once: a write queued behind them waits for them.
+_MARKER_BATCH: Final = 8
+
+Append = Callable[[AppendRequest], Awaitable[AppendResult]]
+# progress(phase, done, total): phase is "plan" (scopes), "mark" (markers appended), "remove"
+# (events) or "reclaim" (pages).
+Progress = Callable[[str, int, int], None]
+
+
+class CompactionReport(msgspec.Struct, frozen=True, kw_only=True):
+    """What a compaction removed (or, on a dry run, would remove) and what it gave back."""
+
+    dry_run: bool
+    keys_expired: int  # keys whose every event went because their expiry passed
+    events_removed: int
+    expired_events: int  # ... of which: events of expired keys
+    superseded_events: int  # superseded history older than the horizon
+    tombstones: int  # deletes and clears with nothing left to hide
+    scopes_touched: int
+    markers_appended: int
+    bytes_before: int
+    bytes_after: int | None  # None on a dry run
+    duration_seconds: float
+    horizon: datetime | None  # history superseded before this went; None: all of it was kept
+
+
+class ScopePlan(msgspec.Struct, kw_only=True):
+    """What compaction removes from one scope, and the marker it leaves there."""
+
+    scope_id: int
+    scope_key: str = ""
+    seqs: list[int]  # the positions to remove, ascending
+    current: list[tuple[int, str, int]]  # projection rows to remove: (scope_id, key, seq)
+    keys_expired: list[str]
+    expired_events: int
+    superseded_events: int
+    tombstones: int
+    # The marker's cumulative fields; answerable_from_seq 0 means "the marker itself".
+    answerable_from_seq: int
+    removed_from_seq: int
+    removed_through_seq: int
+    first_writes_removed: list[int]
+
+    def marker(self, reason: str, horizon: datetime | None) -> Callable[[int], AnyEvent]:
+        def make(seq: int) -> AnyEvent:
+            return Compacted(
+                reason=reason,
+                events_removed=len(self.seqs),
+                keys_expired=self.keys_expired,
+                removed_through_seq=self.removed_through_seq,
+                horizon=horizon,
+                answerable_from_seq=self.answerable_from_seq or seq,
+                removed_from_seq=self.removed_from_seq,
+                first_writes_removed=self.first_writes_removed,
+            )
+
+        return make
+
+
+_EXPIRED: Final = 1
+_SUPERSEDED: Final = 2
+_TOMBSTONE: Final = 3
+
+
+def plan_scope(rows: Sequence[EventRow], *, now: int, cutoff: int | None) -> ScopePlan | None:
+    """Decide what goes from one scope, given all its events in position order.
+
+    `now` and `cutoff` (now - horizon, None for no horizon) are microseconds since the epoch.
+    Returns None when nothing goes.
+    """
+    n = len(rows)
+    if n == 0:
+        return None
+    # Where each set or delete is superseded: the key's next event, or the next clear.
+    superseded_by: list[int | None] = [None] * n
+    next_of_key: dict[str, int] = {}
+    next_clear: int | None = None
+    for i in range(n - 1, -1, -1):
+        row = rows[i]
+        if row.kind in ("set", "delete"):
+            assert row.key is not None
+            after = next_of_key.get(row.key)
+            if after is None or (next_clear is not None and next_clear < after):
+                after = next_clear
+            superseded_by[i] = after
+            next_of_key[row.key] = i
+        elif row.kind == "clear":
+            next_clear = i
+
+    last_set: dict[str, int] = {}
+    newest_of_key: dict[str, int] = {}
+    for i, row in enumerate(rows):
+        if row.key is not None:
+            newest_of_key[row.key] = max(newest_of_key.get(row.key, 0), row.recorded_at)
+            if row.kind == "set":
+                last_set[row.key] = i
+    expired = {
+        key
+        for key, i in last_set.items()
+        if rows[i].expires_at is not None
+        and rows[i].expires_at <= now  # type: ignore[operator]
+        and newest_of_key[key] < now
+    }
+
+    why = [0] * n
+    for i, row in enumerate(rows):
+        if row.key in expired and row.kind in ("set", "delete"):
+            why[i] = _EXPIRED
+        elif row.kind == "set" and cutoff is not None:
+            after = superseded_by[i]
+            if after is not None and rows[after].recorded_at < cutoff:
+                why[i] = _SUPERSEDED
+    kept_set_keys: set[str] = set()
+    kept_any = False
+    for i, row in enumerate(rows):
+        if row.kind == "compacted":
+            continue
+        hides_nothing = (row.kind == "delete" and row.key not in kept_set_keys) or (
+            row.kind == "clear" and not kept_any
+        )
+        if not why[i] and row.recorded_at < now and hides_nothing:
+            why[i] = _TOMBSTONE
+        if not why[i]:
+            kept_any = True
+            if row.kind == "set":
+                assert row.key is not None
+                kept_set_keys.add(row.key)
+
+    removed = [i for i in range(n) if why[i]]
+    if not removed:
+        return None
+
+    # The earliest position from which every state is exact again (rule 2).
+    times = [row.recorded_at for row in rows]
+    marker_needed = False
+    lower = 0
+    for i in removed:
+        row = rows[i]
+        if row.kind != "set":
+            continue
+        end = superseded_by[i]
+        if row.expires_at is not None and row.expires_at <= now:
+            expired_at = bisect.bisect_left(times, row.expires_at, lo=i + 1)
+            if expired_at < n and (end is None or expired_at < end):
+                end = expired_at
+            elif end is None:
+                marker_needed = True
+                continue
+        assert end is not None, "a removed set is superseded or expired"
+        lower = max(lower, rows[end].seq)
+    # Rule 1: everything after A is kept.
+    lower = max(lower, rows[removed[-1]].seq + 1)
+    # Rule 4: a try whose first write went has no writes at or after A.
+    first_of_try: dict[int, int] = {}
+    last_of_try: dict[int, int] = {}
+    for i, row in enumerate(rows):
+        if row.try_number is not None and row.kind != "compacted":
+            first_of_try.setdefault(row.try_number, i)
+            last_of_try[row.try_number] = i
+    tries_cut = sorted(t for t, i in first_of_try.items() if why[i])
+    for t in tries_cut:
+        lower = max(lower, rows[last_of_try[t]].seq + 1)
+    # Rule 3: A was recorded after every removed event.
+    newest_removed = max(times[i] for i in removed)
+    answerable = 0
+    if not marker_needed:
+        answerable = next(
+            (
+                row.seq
+                for i, row in enumerate(rows)
+                if not why[i] and row.seq >= lower and row.recorded_at > newest_removed
+            ),
+            0,
+        )
+
+    removed_from = rows[removed[0]].seq
+    removed_through = rows[removed[-1]].seq
+    tries = set(tries_cut)
+    previous = _last_marker(rows)
+    if previous is not None:
+        if answerable:
+            answerable = max(answerable, _answerable_from(previous))
+        if previous.removed_from_seq:
+            removed_from = min(removed_from, previous.removed_from_seq)
+        removed_through = max(removed_through, previous.removed_through_seq)
+        tries.update(previous.first_writes_removed)
+
+    # A key's projection row comes from its last set, if nothing deleted or cleared it since.
+    current = [(rows[i].scope_id, key, rows[i].seq) for key, i in last_set.items() if why[i]]
+    return ScopePlan(
+        scope_id=rows[0].scope_id,
+        seqs=[rows[i].seq for i in removed],
+        current=current,
+        keys_expired=sorted(expired),
+        expired_events=sum(1 for i in removed if why[i] == _EXPIRED),
+        superseded_events=sum(1 for i in removed if why[i] == _SUPERSEDED),
+        tombstones=sum(1 for i in removed if why[i] == _TOMBSTONE),
+        answerable_from_seq=answerable,
+        removed_from_seq=removed_from,
+        removed_through_seq=removed_through,
+        first_writes_removed=sorted(tries),
+    )
+
+
+def _last_marker(rows: Sequence[EventRow]) -> Compacted | None:
+    for row in reversed(rows):
+        if row.kind == "compacted":
+            event = decode_event(row.payload)
+            assert isinstance(event, Compacted)
+            return event
+    return None
+
+
+def _answerable_from(marker: Compacted) -> int:
+    if marker.answerable_from_seq:
+        return marker.answerable_from_seq
+    return marker.removed_through_seq + 1 if marker.removed_through_seq else 0
+
+
+def _reason(plan: ScopePlan) -> str:
+    parts = []
+    if plan.expired_events:
+        parts.append(f"{len(plan.keys_expired)} expired keys ({plan.expired_events} events)")
+    if plan.superseded_events:
+        parts.append(f"{plan.superseded_events} superseded events older than the horizon")
+    if plan.tombstones:
+        parts.append(f"{plan.tombstones} deletes and clears with nothing left to hide")
+    return "; ".join(parts)
+
+
+async def compact(
+    backend: LogBackend,
+    config: StoreConfig,
+    now: datetime,
+    append: Append,
+    *,
+    dry_run: bool = False,
+    progress: Progress | None = None,
+    delete_batch: int | None = None,
+    reclaim_pages: int | None = None,
+) -> CompactionReport:
+    """Plan and run one compaction of the whole log; `append` is the store's write path.
+
+    Safe while writes go on: events are only ever removed by position, projection rows only if
+    they still come from the removed event, and each batch is one short write transaction.
+    """
+    started = time.monotonic()
+    report = _Progress(progress)
+    now_us = to_micros(now)
+    horizon: datetime | None = None
+    cutoff: int | None = None
+    if config.history_horizon_days is not None:
+        horizon = now - timedelta(days=config.history_horizon_days)
+        cutoff = to_micros(horizon)
+    bytes_before = await backend.select_storage_bytes()
+
+    scopes = await backend.select_all_scopes()
+    plans: list[ScopePlan] = []
+    for done, scope in enumerate(scopes, 1):
+        rows = await backend.select_events(scope.scope_id, EventFilter())
+        plan = plan_scope(rows, now=now_us, cutoff=cutoff)
+        if plan is not None:
+            plan.scope_key = scope.scope_key
+            plans.append(plan)
+        report("plan", done, len(scopes))
+
+    bytes_after: int | None = None
+    if not dry_run:
+        await _append_markers(plans, append, horizon, report)
+        await _remove(backend, plans, delete_batch or DELETE_BATCH, report)
+        await _reclaim(backend, reclaim_pages or RECLAIM_PAGES, report)
+        bytes_after = await backend.select_storage_bytes()
+
+    return CompactionReport(
+        dry_run=dry_run,
+        keys_expired=sum(len(p.keys_expired) for p in plans),
+        events_removed=sum(len(p.seqs) for p in plans),
+        expired_events=sum(p.expired_events for p in plans),
+        superseded_events=sum(p.superseded_events for p in plans),
+        tombstones=sum(p.tombstones for p in plans),
+        scopes_touched=len(plans),
+        markers_appended=0 if dry_run else len(plans),
+        bytes_before=bytes_before,
+        bytes_after=bytes_after,
+        duration_seconds=time.monotonic() - started,
+        horizon=horizon,
+    )
+
+
+class _Progress:
+    def __init__(self, progress: Progress | None) -> None:
+        self._progress = progress
+
+    def __call__(self, phase: str, done: int, total: int) -> None:
+        if self._progress is not None:
+            self._progress(phase, done, total)
+
+
+async def _append_markers(
+    plans: Sequence[ScopePlan], append: Append, horizon: datetime | None, report: _Progress
+) -> None:
+    """One marker per scope, before any of its events goes, through group commit."""
+
+    async def one(plan: ScopePlan) -> None:
+        await append(
+            AppendRequest(
+                scope=scope_from_key(plan.scope_key),
+                ops=[MarkOp(plan.marker(_reason(plan), horizon))],
+                actor="system",
+            )
+        )
+
+    for start in range(0, len(plans), _MARKER_BATCH):
+        async with anyio.create_task_group() as tg:
+            for plan in plans[start : start + _MARKER_BATCH]:
+                tg.start_soon(one, plan)
+        report("mark", min(start + _MARKER_BATCH, len(plans)), len(plans))
+
+
+async def _remove(
+    backend: LogBackend, plans: Sequence[ScopePlan], batch: int, report: _Progress
+) -> None:
+    # Ascending positions: at every commit in between, the log still folds to the projection
+    # (a key's last event, the one its projection row comes from, goes in the same batch as
+    # the row). Merged lazily, so no long stretch of CPU work keeps the loop from the writers.
+    total = sum(len(plan.seqs) for plan in plans)
+    seqs = heapq.merge(*(plan.seqs for plan in plans))
+    rows_at = {row[2]: row for plan in plans for row in plan.current}
+    size = _BatchSize(batch)
+    done = 0
+    while chunk := list(itertools.islice(seqs, size.next)):
+        current = [rows_at[s] for s in chunk if s in rows_at]
+        with size.timed():
+            async with backend.write() as tx:
+                await tx.delete_events(chunk)
+                if current:
+                    await tx.delete_current_at(current)
+        done += len(chunk)
+        report("remove", done, total)
+
+
+async def _reclaim(backend: LogBackend, pages: int, report: _Progress) -> None:
+    size = _BatchSize(pages)
+    total = None
+    given = 0
+    while True:
+        step = size.next
+        with size.timed():
+            left = await backend.reclaim_space(step)
+        given += step
+        if total is None:
+            total = left + step
+        report("reclaim", min(given, total), total)
+        if left == 0:
+            break
+    await backend.checkpoint()
+
+
+class _BatchSize:
+    """A batch size that keeps each write transaction near a time budget: halved after a slow
+    batch, grown after a quick one, within [start / 8, start * 4]."""
+
+    def __init__(self, start: int) -> None:
+        self.next = start
+        self._low = max(1, start // 8)
+        self._high = start * 4
+
+    @contextlib.contextmanager
+    def timed(self) -> Iterator[None]:
+        started = time.perf_counter()
+        yield
+        took = time.perf_counter() - started
+        if took > _BUDGET_SECONDS:
+            self.next = max(self._low, self.next // 2)
+        elif took < _BUDGET_SECONDS / 3:
+            self.next = min(self._high, self.next + self.next // 4 + 1)
+
+
+class SupportsCompact(Protocol):
+    async def compact(self, dry_run: bool = False) -> CompactionReport: ...
+
+
+async def run_compaction_schedule(
+    store: SupportsCompact,
+    interval: float,
+    on_report: Callable[[CompactionReport], None] | None = None,
+    *,
+    task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED,
+) -> None:
+    """Compact every `interval` seconds until cancelled; start it with `tg.start`.
+
+    A failed compaction is logged and retried at the next tick; what it removed stays removed
+    and the markers it left keep history honest.
+    """
+    if interval <= 0:
+        raise ValueError(f"the compaction interval must be > 0 seconds, got {interval}")
+    task_status.started()
+    while True:
+        await anyio.sleep(interval)
+        try:
+            result = await store.compact()
+        except Exception:
+            logger.exception("scheduled compaction failed; retrying in %s s", interval)
+            continue
+        logger.info(
+            "compaction removed %d events (%d expired keys) from %d scopes in %.2f s",
+            result.events_removed,
+            result.keys_expired,
+            result.scopes_touched,
+            result.duration_seconds,
+        )
+        if on_report is not None:
+            on_report(result)

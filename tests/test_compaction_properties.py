@@ -1,0 +1,244 @@
+"""Compaction never changes an answer it still gives.
+
+Random histories of sets, deletes, clears, tries and clock moves, with random retention and a
+random history horizon, are compacted at random moments. Right before each compaction every
+history question whose answer can no longer change is asked and remembered; after it, and again
+at the end, each one gets the same answer or raises HistoryCompactedError. verify() stays ok and
+the live values read the same before and after every compaction.
+"""
+
+from __future__ import annotations
+
+import json
+import tempfile
+from collections.abc import Awaitable, Callable
+from datetime import timedelta
+from pathlib import Path
+from typing import Any
+
+import anyio
+import pytest
+from hypothesis import HealthCheck, event, given, settings
+from hypothesis import strategies as st
+
+from eventstore import (
+    NEVER_EXPIRE,
+    HistoryCompactedError,
+    RecordedEvent,
+    Store,
+    StoreConfig,
+    TaskScope,
+    open_store,
+)
+from projections import At, History
+from tests.conftest import FakeClock, postgres_schema_url, require_postgres_url
+
+SCOPES = [TaskScope("prop", "run", "task"), TaskScope("prop", "run", "other")]
+KEYS = ["a", "b", "c/d"]
+
+values = st.one_of(st.integers(-3, 3), st.text(max_size=2), st.lists(st.booleans(), max_size=2))
+retentions = st.one_of(
+    st.none(),
+    st.just(NEVER_EXPIRE),
+    st.integers(1, 30).map(lambda s: timedelta(seconds=s)),
+)
+ops = st.one_of(
+    st.tuples(st.just("set"), st.integers(0, 1), st.sampled_from(KEYS), values, retentions),
+    st.tuples(
+        st.just("set_many"),
+        st.integers(0, 1),
+        st.dictionaries(st.sampled_from(KEYS), values, min_size=1, max_size=3),
+        retentions,
+    ),
+    st.tuples(st.just("delete"), st.integers(0, 1), st.sampled_from(KEYS)),
+    st.tuples(st.just("clear"), st.integers(0, 1)),
+    st.tuples(st.just("advance"), st.integers(1, 20)),
+    st.tuples(st.just("next_try")),
+    st.tuples(st.just("compact")),
+    st.tuples(st.just("advance"), st.integers(1, 20)),
+    st.tuples(st.just("compact")),
+)
+histories = st.lists(ops, min_size=1, max_size=30)
+configs = st.builds(
+    lambda retention, horizon: StoreConfig(
+        default_retention_days=retention / 86_400,
+        history_horizon_days=None if horizon is None else horizon / 86_400,
+    ),
+    st.sampled_from([0, 5, 25]),
+    st.none() | st.integers(0, 40),
+)
+
+Question = tuple[int, str, Callable[[History], Awaitable[Any]]]
+
+
+def canonical(answer: Any) -> str:
+    def plain(x: Any) -> Any:
+        if isinstance(x, RecordedEvent):
+            return (x.seq, x.version, x.kind, x.key, x.value, str(x.expires_at), str(x.recorded_at))
+        if isinstance(x, list):
+            return [plain(i) for i in x]
+        return x
+
+    return json.dumps(plain(answer), sort_keys=True, default=str)
+
+
+async def stable_questions(store: Store, clock: FakeClock, current_try: int) -> list[Question]:
+    """Questions about the past whose answer later writes cannot change."""
+    questions: list[Question] = []
+    for index, scope in enumerate(SCOPES):
+        h = store.history(scope)
+        try:
+            events = await h.events()
+        except HistoryCompactedError:
+            events = await h.events(after_seq=await h.answerable_from() - 1)
+        if not events:
+            continue
+        last = events[-1].seq
+        versions = events[-1].version
+
+        def within(
+            query: Callable[[History], Awaitable[list[RecordedEvent]]], bound: int = last
+        ) -> Callable[[History], Awaitable[Any]]:
+            async def run(history: History) -> Any:
+                return [e for e in await query(history) if e.seq <= bound]
+
+            return run
+
+        for p in range(last + 1):
+            questions.append((index, f"state(seq {p})", lambda h, p=p: h.state(At.seq(p))))
+        for v in range(versions + 1):
+            questions.append((index, f"state(version {v})", lambda h, v=v: h.state(At.version(v))))
+        times = sorted({e.recorded_at for e in events})
+        expiries = {e.expires_at for e in events if e.expires_at is not None}
+        probes = {t for t in {*times, *expiries} if t < clock.now}
+        probes |= {t - timedelta(microseconds=1) for t in expiries if t <= clock.now}
+        for t in sorted(probes):
+            questions.append((index, f"state(time {t})", lambda h, t=t: h.state(At.time(t))))
+        tries = sorted({e.try_number for e in events if e.try_number is not None})
+        for n in tries:
+            questions.append(
+                (index, f"start_of_try({n})", lambda h, n=n: h.state(At.start_of_try(n)))
+            )
+            if n < current_try:
+                questions.append(
+                    (index, f"end_of_try({n})", lambda h, n=n: h.state(At.end_of_try(n)))
+                )
+        for after in sorted({0, *(e.seq for e in events[::3])}):
+            questions.append(
+                (index, f"events(after {after})", within(lambda h, a=after: h.events(after_seq=a)))
+            )
+        for key in KEYS:
+            questions.append((index, f"timeline({key})", within(lambda h, k=key: h.timeline(k))))
+            questions.append(
+                (index, f"events(key {key})", within(lambda h, k=key: h.events(key=k)))
+            )
+        questions.append(
+            (index, "events(kinds clear)", within(lambda h: h.events(kinds=["clear"])))
+        )
+    return questions
+
+
+async def ask(store: Store, questions: list[Question]) -> dict[tuple[int, str], str | None]:
+    answers: dict[tuple[int, str], str | None] = {}
+    for index, name, question in questions:
+        h = store.history(SCOPES[index])
+        try:
+            answers[(index, name)] = canonical(await question(h))
+        except HistoryCompactedError as error:
+            # The point it names can be answered.
+            await h.state(At.seq(error.earliest_seq))
+            answers[(index, name)] = None
+    return answers
+
+
+async def live(store: Store) -> list[dict[str, Any]]:
+    return [await store.task_store(s.dag_id, s.run_id, s.task_id).items() for s in SCOPES]
+
+
+async def play(url: str, config: StoreConfig, history: list[tuple[Any, ...]]) -> int:
+    clock = FakeClock()
+    remembered: dict[tuple[int, str], str] = {}
+    questions: dict[tuple[int, str], Question] = {}
+    removed = 0
+    outcomes: dict[str, bool] = {}
+    async with open_store(url, config=config, clock=clock) as store:
+        try_number = 1
+
+        async def check_remembered() -> None:
+            after = await ask(store, list(questions.values()))
+            for name, answer in after.items():
+                if answer is not None:
+                    assert answer == remembered[name], f"{SCOPES[name[0]]} {name[1]}"
+                    outcomes["same answer"] = True
+                else:
+                    outcomes["HistoryCompactedError"] = True
+
+        for op in history:
+            match op:
+                case ("set", s, key, value, retention):
+                    accessor = store.task_store("prop", "run", SCOPES[s].task_id, -1, try_number)
+                    await accessor.set(key, value, retention=retention)
+                case ("set_many", s, mapping, retention):
+                    accessor = store.task_store("prop", "run", SCOPES[s].task_id, -1, try_number)
+                    await accessor.set_many(mapping, retention=retention)
+                case ("delete", s, key):
+                    accessor = store.task_store("prop", "run", SCOPES[s].task_id, -1, try_number)
+                    await accessor.delete(key)
+                case ("clear", s):
+                    accessor = store.task_store("prop", "run", SCOPES[s].task_id, -1, try_number)
+                    await accessor.clear()
+                case ("advance", seconds):
+                    clock.advance(timedelta(seconds=seconds))
+                case ("next_try",):
+                    try_number += 1
+                case ("compact",):
+                    asked = await stable_questions(store, clock, try_number)
+                    before = await ask(store, asked)
+                    for index, name, question in asked:
+                        answer = before[(index, name)]
+                        if answer is not None and (index, name) not in remembered:
+                            remembered[(index, name)] = answer
+                            questions[(index, name)] = (index, name, question)
+                    values_before = await live(store)
+                    report = await store.compact()
+                    removed += report.events_removed
+                    assert await live(store) == values_before
+                    assert (await store.verify()).ok
+                    await check_remembered()
+        clock.advance(timedelta(seconds=60))
+        removed += (await store.compact()).events_removed
+        assert (await store.verify()).ok
+        await check_remembered()
+    for outcome in outcomes:
+        event(outcome)
+    event("events removed" if removed else "nothing removed")
+    return removed
+
+
+@pytest.mark.parametrize("backend", ["memory", "sqlite"])
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(config=configs, history=histories)
+def test_compaction_never_changes_an_answer_it_still_gives(
+    backend: str, config: StoreConfig, history: list[Any]
+) -> None:
+    with tempfile.TemporaryDirectory() as tmp:
+        url = "memory://" if backend == "memory" else f"sqlite:///{Path(tmp) / 'trail.db'}"
+        anyio.run(play, url, config, history)
+
+
+@pytest.fixture
+def postgres_base() -> str:
+    return require_postgres_url()
+
+
+@settings(
+    max_examples=30,
+    deadline=None,
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture],
+)
+@given(config=configs, history=histories)
+def test_compaction_never_changes_an_answer_it_still_gives_on_postgres(
+    postgres_base: str, config: StoreConfig, history: list[Any]
+) -> None:
+    with postgres_schema_url() as url:
+        anyio.run(play, url, config, history)
