@@ -2,16 +2,18 @@
 
 Each replica is a process of its own (`python -m eventstore serve`) with its own store, pool and
 group-commit writer, on one fresh schema. Clients write to the same task instances through both
-replicas, alternating between them, while the tries of those instances advance: try 2 starts
-while try 1 is still writing, try 3 while try 2 is. Some acknowledged writes are sent again,
-with the same idempotency id, through the other replica. A reader tails the log all along.
+replicas, alternating between them (every other write conditional on the version read through
+the other replica), while the tries of those instances advance: try 2 starts while try 1 is
+still writing, try 3 while try 2 is. Some acknowledged writes are sent again, with the same
+idempotency id, through the other replica. A reader tails the log all along.
 
 Afterwards the log must show what replicas promise: every acknowledged write is in history with
 its value, version and position, and nothing else is, and the other replica reads it at once;
 versions per task instance run 1..N; no event of a lower try follows one of a higher try, and a
 stale try's write sent after the client saw the newer try acknowledged was refused (410,
-StaleAttemptError); a write sent again through the other replica got the first answer; verify()
-is ok; the tailer saw every position once, in order; recorded_at never went backwards.
+StaleAttemptError); a conditional write was acknowledged only at the version it expected; a
+write sent again through the other replica got the first answer; verify() is ok; the tailer saw
+every position once, in order; recorded_at never went backwards.
 """
 
 from __future__ import annotations
@@ -37,7 +39,7 @@ import anyio
 import pytest
 from conftest import postgres_schema_url
 
-from eventstore import StaleAttemptError, TaskScope, open_store
+from eventstore import ConcurrencyError, StaleAttemptError, TaskScope, open_store
 from eventstore.backends.base import EventRow, LogBackend
 from eventstore.client import Remote, RemoteTaskStore, connect
 from eventstore.log import AppendResult
@@ -171,6 +173,7 @@ class Outcome:
     acks: list[Ack] = field(default_factory=list)
     stale: dict[tuple[int, int], int] = field(default_factory=lambda: defaultdict(int))
     resent: int = 0
+    conflicts: int = 0
     # Writes acknowledged against what the client knew when it sent them, or answered
     # differently when sent again.
     violations: list[str] = field(default_factory=list)
@@ -204,9 +207,18 @@ async def client(
         key = f"k{attempt % 5}"
         value = {"try": try_number, "client": number, "attempt": attempt}
         idempotency_id = uuid.uuid4().hex
+        # Every other write is conditional, on the version read through the other replica.
+        expected = await stores[1 - through].version() if attempt % 2 else None
         fenced_when_sent = instance.newer_try_acknowledged(try_number)
         try:
-            result = await stores[through].set(key, value, idempotency_id=idempotency_id)
+            result = await stores[through].set(
+                key, value, idempotency_id=idempotency_id, expected_version=expected
+            )
+        except ConcurrencyError as error:
+            if expected is None or error.actual_version <= expected:
+                outcome.violations.append(f"a conflict with no newer version: {error}")
+            outcome.conflicts += 1
+            continue
         except StaleAttemptError as error:
             if (error.try_number, error.latest_try <= try_number) != (try_number, False):
                 outcome.violations.append(f"try {try_number} refused as {error}")
@@ -214,6 +226,8 @@ async def client(
             if outcome.stale[(instance.map_index, try_number)] >= STALE_REFUSALS:
                 return
             continue
+        if expected is not None and result.version != expected + 1:
+            outcome.violations.append(f"expected version {expected} acknowledged as {result}")
         if fenced_when_sent:
             outcome.violations.append(
                 f"try {try_number} of map index {instance.map_index} was acknowledged "
