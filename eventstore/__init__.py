@@ -2,10 +2,13 @@
 
 from eventstore.blocking import BlockingStore, open_blocking_store
 from eventstore.config import NEVER_EXPIRE, StoreConfig
+from eventstore.crypto import ERASED, generate_master_key
 from eventstore.errors import (
     ConcurrencyError,
+    DecryptionError,
     EventStoreError,
     HistoryCompactedError,
+    MasterKeyError,
     StaleAttemptError,
     StoreClosedError,
 )
@@ -15,14 +18,17 @@ from eventstore.scopes import AssetScope, Scope, TaskScope
 from eventstore.store import AssetStore, Store, TaskStore, open_store
 
 __all__ = [
+    "ERASED",
     "NEVER_EXPIRE",
     "AppendResult",
     "AssetScope",
     "AssetStore",
     "BlockingStore",
     "ConcurrencyError",
+    "DecryptionError",
     "EventStoreError",
     "HistoryCompactedError",
+    "MasterKeyError",
     "RecordedEvent",
     "Scope",
     "StaleAttemptError",
@@ -31,6 +37,7 @@ __all__ = [
     "StoreConfig",
     "TaskScope",
     "TaskStore",
+    "generate_master_key",
     "open_blocking_store",
     "open_store",
 ]

@@ -67,6 +67,22 @@ class StoreConfig(msgspec.Struct, frozen=True, kw_only=True):
     # Group commit: most appends written in one transaction, and most waiting before callers block.
     max_batch: int = 256
     max_pending: int = 8192
+    # Encryption at rest (eventstore.crypto): master keys made by `tasktrail keygen`; the first
+    # wraps new data keys, all of them unwrap. Empty: $TASKTRAIL_MASTER_KEYS, else no encryption.
+    master_keys: tuple[str, ...] = ()
+    # Where the wrapped data keys live, apart from the log: sqlite:///PATH or memory://.
+    # None: the file PATH.keys beside a SQLite store PATH (in memory for an in-memory store).
+    key_store: str | None = None
+
+    def __repr__(self) -> str:
+        # The master keys are secrets: never in a repr, a log line or a traceback.
+        fields = [
+            f"{name}={getattr(self, name)!r}"
+            for name in self.__struct_fields__
+            if name != "master_keys"
+        ]
+        fields.append(f"master_keys=<{len(self.master_keys)} hidden>")
+        return f"StoreConfig({', '.join(fields)})"
 
     def __post_init__(self) -> None:
         days = self.default_retention_days
@@ -87,6 +103,12 @@ class StoreConfig(msgspec.Struct, frozen=True, kw_only=True):
             )
         if self.max_batch < 1 or self.max_pending < 1:
             raise ConfigError("max_batch and max_pending must be at least 1")
+        if isinstance(self.master_keys, str):  # type: ignore[unreachable]
+            raise ConfigError("master_keys takes a list of keys, not one str")
+        if self.master_keys:
+            from eventstore.crypto import parse_master_keys
+
+            parse_master_keys(self.master_keys)
 
 
 def expiry_of(retention: object, config: StoreConfig, now: datetime) -> datetime | None:

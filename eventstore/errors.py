@@ -18,6 +18,8 @@
     ├── HistoryCompactedError                    the question needs events compaction removed
     ├── NoSuchPointError           (LookupError) a history point that never happened
     ├── SchemaVersionError                       the database was written by a newer tasktrail
+    ├── MasterKeyError             (ConfigError) master keys missing, wrong, or not all given
+    ├── DecryptionError                          a sealed value or data key does not open
     └── StoreClosedError                         the store was closed
 
 Messages are built from the data and say what to do; the data stays on attributes.
@@ -28,12 +30,14 @@ from __future__ import annotations
 __all__ = [
     "ConcurrencyError",
     "ConfigError",
+    "DecryptionError",
     "EventStoreError",
     "HistoryCompactedError",
     "InvalidKeyError",
     "InvalidValueError",
     "KeyTypeError",
     "KeyValueError",
+    "MasterKeyError",
     "NoSuchPointError",
     "NonFiniteValueError",
     "NoneValueError",
@@ -215,3 +219,14 @@ class SchemaVersionError(EventStoreError):
 class StoreClosedError(EventStoreError):
     def __init__(self, what: str = "store") -> None:
         super().__init__(f"the {what} is closed; open a new one with open_store(...)")
+
+
+class MasterKeyError(ConfigError):
+    """The master keys given cannot open this store's key store: missing, wrong, or retired."""
+
+
+class DecryptionError(EventStoreError):
+    """A sealed value or a wrapped data key does not open: altered, moved, or its key lost.
+
+    Never a wrong value: a ciphertext is bound to its scope, key and version.
+    """

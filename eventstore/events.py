@@ -21,14 +21,15 @@ __all__ = [
     "KeySet",
     "RecordedEvent",
     "ScopeCleared",
+    "ScopeErased",
     "decode_event",
     "encode_event",
     "from_micros",
     "to_micros",
 ]
 
-EventKind = Literal["set", "delete", "clear", "compacted"]
-EVENT_KINDS: Final = ("set", "delete", "clear", "compacted")
+EventKind = Literal["set", "delete", "clear", "compacted", "erased"]
+EVENT_KINDS: Final = ("set", "delete", "clear", "compacted", "erased")
 
 
 class Event(msgspec.Struct, frozen=True, tag_field="kind"):
@@ -37,8 +38,12 @@ class Event(msgspec.Struct, frozen=True, tag_field="kind"):
 
 class KeySet(Event, frozen=True, tag="set"):
     key: str
-    value: msgspec.Raw  # the value's JSON, encoded once by the store and kept byte for byte
+    # The value's JSON, encoded once by the store and kept byte for byte; null when the value is
+    # sealed (then in `sealed`) or was scrubbed by an erasure. See eventstore.crypto.
+    value: msgspec.Raw
     expires_at: datetime | None = None
+    sealed: bytes | None = None  # the encrypted value, with its header (eventstore.crypto)
+    sensitive: bool = False  # set(..., sensitive=True): faces mask the value
 
 
 class KeyDeleted(Event, frozen=True, tag="delete"):
@@ -70,7 +75,17 @@ class Compacted(Event, frozen=True, tag="compacted"):
     first_writes_removed: list[int] = msgspec.field(default_factory=list)
 
 
-AnyEvent = KeySet | KeyDeleted | ScopeCleared | Compacted
+class ScopeErased(Event, frozen=True, tag="erased"):
+    """Written by `Store.erase` after a clear: every value of the scope before it is erased.
+
+    Its data keys were destroyed (values sealed with them never open again, in any copy of the
+    log), and plain values left from before encryption were scrubbed from the stored events.
+    """
+
+    data_keys_through: int = 0  # the scope's data key generations destroyed (0: none)
+
+
+AnyEvent = KeySet | KeyDeleted | ScopeCleared | Compacted | ScopeErased
 
 _encoder = msgspec.json.Encoder()
 _decoder = msgspec.json.Decoder(AnyEvent)
@@ -99,6 +114,8 @@ class RecordedEvent(msgspec.Struct, frozen=True, kw_only=True):
     try_number: int | None = None
     actor: str = "task"
     detail: dict[str, Any] | None = None  # the marker's fields, for system events
+    sensitive: bool = False  # written with sensitive=True: faces mask the value
+    erased: bool = False  # the scope was erased: `value` is None, the metadata is kept
 
 
 def to_micros(moment: datetime) -> int:

@@ -10,11 +10,14 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from datetime import datetime, timedelta
+from typing import Any
 
+import anyio.to_thread
 import msgspec
 
 from eventstore.backends.base import CurrentRow, EventRow, LogBackend, ScopeRow, WriteTransaction
 from eventstore.config import NEVER_EXPIRE, NeverExpire, StoreConfig
+from eventstore.crypto import ERASED, DataKey, Vault, stored_value
 from eventstore.errors import ConcurrencyError, StaleAttemptError
 from eventstore.events import (
     AnyEvent,
@@ -22,19 +25,20 @@ from eventstore.events import (
     KeySet,
     RecordedEvent,
     ScopeCleared,
+    ScopeErased,
     decode_event,
     encode_event,
     from_micros,
     to_micros,
 )
 from eventstore.scopes import Scope, TaskScope, scope_from_key, scope_key
-from eventstore.values import decode_value
 
 __all__ = [
     "AppendRequest",
     "AppendResult",
     "ClearOp",
     "DeleteOp",
+    "EraseOp",
     "MarkOp",
     "SetOp",
     "append_batch",
@@ -47,6 +51,7 @@ class SetOp(msgspec.Struct, frozen=True):
     value: bytes  # already checked and encoded JSON
     retention: timedelta | NeverExpire | None = None
     expires_at: datetime | None = None  # an absolute expiry wins over retention
+    sensitive: bool = False
 
 
 class DeleteOp(msgspec.Struct, frozen=True):
@@ -63,7 +68,11 @@ class MarkOp(msgspec.Struct, frozen=True):
     make: Callable[[int], AnyEvent]
 
 
-Op = SetOp | DeleteOp | ClearOp | MarkOp
+class EraseOp(msgspec.Struct, frozen=True):
+    """Clear the scope and mark it erased; its data keys are destroyed before the batch."""
+
+
+Op = SetOp | DeleteOp | ClearOp | MarkOp | EraseOp
 
 
 class AppendRequest(msgspec.Struct, frozen=True, kw_only=True):
@@ -102,8 +111,18 @@ class _ScopeView:
 
 
 class _Batch:
-    def __init__(self, tx: WriteTransaction, config: StoreConfig, now: int, last_seq: int) -> None:
+    def __init__(
+        self,
+        tx: WriteTransaction,
+        config: StoreConfig,
+        now: int,
+        last_seq: int,
+        vault: Vault | None = None,
+        keys: _Keys | None = None,
+    ) -> None:
         self.tx = tx
+        self.vault = vault
+        self.keys = keys or _Keys()
         self.config = config
         self.now = now
         self.seq = last_seq
@@ -216,6 +235,17 @@ class _Batch:
                     await self._ensure_stored(view)
                     last_seq = self._append(view, request, make(self.seq + 1), key=None)
                     appended += 1
+                case EraseOp():
+                    # Always a clear, so the fold of the log drops expired rows too, as the
+                    # projection does; then the marker.
+                    await self._ensure_stored(view)
+                    if view.live is not None:
+                        view.live.clear()
+                    self._append(view, request, ScopeCleared(), key=None)
+                    self._clear_projection(row.scope_id)
+                    erased = ScopeErased(data_keys_through=self.keys.erased.get(id(request), 0))
+                    last_seq = self._append(view, request, erased, key=None)
+                    appended += 2
         result = AppendResult(
             version=row.version,
             seq=last_seq,
@@ -256,16 +286,24 @@ class _Batch:
 
     def _append_set(self, view: _ScopeView, request: AppendRequest, op: SetOp) -> int:
         expires = self._expiry(op)
+        data_key = self.keys.sealing.get(id(request))
         event = KeySet(
             key=op.key,
             value=msgspec.Raw(op.value),
             expires_at=None if expires is None else self._expiry_time(expires),
+            sensitive=op.sensitive,
         )
+        if data_key is not None:
+            assert self.vault is not None
+            # Sealed for the version this event is about to get (see _append).
+            event = self.vault.seal(
+                data_key, view.row.scope_key, op.key, view.row.version + 1, event
+            )
         seq = self._append(view, request, event, key=op.key, expires_at=expires)
         self.final[(view.row.scope_id, op.key)] = CurrentRow(
             scope_id=view.row.scope_id,
             key=op.key,
-            value=op.value,
+            value=stored_value(event),
             expires_at=expires,
             version=view.row.version,
             seq=seq,
@@ -373,27 +411,72 @@ def _new_scope_row(scope: Scope, key: str) -> ScopeRow:
     return ScopeRow(scope_id=0, scope_key=key)
 
 
+class _Keys:
+    """What `prepare_keys` did for a batch, by id of the request."""
+
+    __slots__ = ("erased", "sealing")
+
+    def __init__(self) -> None:
+        self.sealing: dict[int, DataKey] = {}  # the data key a request seals its values with
+        self.erased: dict[int, int] = {}  # the data key generations an erasure destroyed
+
+
+async def prepare_keys(vault: Vault | None, requests: Sequence[AppendRequest]) -> _Keys:
+    """Find the data key each request seals with, and destroy the keys of erased scopes.
+
+    Runs before the log's transaction: a new data key is committed to the key store before any
+    value sealed with it, and an erased scope's keys are destroyed before its marker is written.
+    Requests are taken in order, so a set queued after an erasure gets a new data key.
+    """
+    prepared = _Keys()
+    if vault is None or vault.store is None:
+        return prepared
+    erasing = any(isinstance(op, EraseOp) for r in requests for op in r.ops)
+    sealing = [
+        r for r in requests if vault.encrypting and any(isinstance(op, SetOp) for op in r.ops)
+    ]
+    if not erasing:
+        missing = vault.missing([scope_key(r.scope) for r in sealing])
+        if missing:
+            await anyio.to_thread.run_sync(vault.ensure_keys, missing)
+        for r in sealing:
+            prepared.sealing[id(r)] = vault.data_key(scope_key(r.scope))
+        return prepared
+    for r in requests:
+        key = scope_key(r.scope)
+        if any(isinstance(op, EraseOp) for op in r.ops):
+            prepared.erased[id(r)] = await anyio.to_thread.run_sync(vault.destroy, key)
+        if vault.encrypting and any(isinstance(op, SetOp) for op in r.ops):
+            if vault.missing([key]):
+                await anyio.to_thread.run_sync(vault.ensure_keys, [key])
+            prepared.sealing[id(r)] = vault.data_key(key)
+    return prepared
+
+
 async def append_batch(
     backend: LogBackend,
     requests: Sequence[AppendRequest],
     config: StoreConfig,
     now: datetime,
+    vault: Vault | None = None,
 ) -> list[AppendResult | BaseException]:
     """Append every request in one transaction; each gets its result or its own error.
 
     An error of the transaction itself (disk full, lost connection) is every request's error.
+    With a vault, values are sealed (eventstore.crypto) with the data keys `prepare_keys` found.
     """
     results: list[AppendResult | BaseException] = []
     scope_keys: dict[Scope, str] = {}
     for request in requests:
         if request.scope not in scope_keys:
             scope_keys[request.scope] = scope_key(request.scope)
+    keys = await prepare_keys(vault, requests)
     async with backend.write() as tx:
         # The heads of the log and of every scope addressed, read under the write lock.
         head, found = await tx.select_head_and_scopes(list(scope_keys.values()))
         # Recorded times never go backwards, so "as of a time" is a prefix of the log.
         now_us = max(to_micros(now), head.last_recorded_at)
-        batch = _Batch(tx, config, now_us, head.last_seq)
+        batch = _Batch(tx, config, now_us, head.last_seq, vault, keys)
         batch.add_views(scope_keys, found)
         await batch.load_idempotent(requests)
         for request in requests:
@@ -409,16 +492,35 @@ async def append_batch(
     return results
 
 
-def recorded_event(row: EventRow, scope: Scope) -> RecordedEvent:
-    """Decode a stored event for readers."""
+def recorded_event(
+    row: EventRow,
+    scope: Scope,
+    vault: Vault | None = None,
+    *,
+    erased_before: int = 0,
+    scope_key_: str | None = None,
+) -> RecordedEvent:
+    """Decode a stored event for readers; values open through the vault.
+
+    `erased_before`: the position of the scope's last `erased` marker; a value before it reads
+    as erased (value None, erased=True) whatever copy of it is left.
+    """
     event = decode_event(row.payload)
-    value = None
+    value: Any = None
     detail = None
     expires_at = None
+    sensitive = erased = False
     match event:
-        case KeySet(value=raw, expires_at=expires):
-            value = decode_value(raw)
+        case KeySet(expires_at=expires, sensitive=sensitive):
             expires_at = expires
+            if row.seq < erased_before:
+                erased = True
+            else:
+                value = (vault or _PLAIN).open_event(
+                    scope_key_ or scope_key(scope), row.version, event
+                )
+                if value is ERASED:
+                    value, erased = None, True
         case KeyDeleted() | ScopeCleared(all_map_indices=False):
             pass
         case ScopeCleared():
@@ -438,4 +540,9 @@ def recorded_event(row: EventRow, scope: Scope) -> RecordedEvent:
         try_number=row.try_number,
         actor=row.actor,
         detail=detail,
+        sensitive=sensitive,
+        erased=erased,
     )
+
+
+_PLAIN = Vault()

@@ -17,6 +17,9 @@ import anyio
 from eventstore.backends import open_backend
 from eventstore.backends.base import CurrentRow, LogBackend, ScopeFilter, ScopeRow
 from eventstore.config import Clock, NeverExpire, StoreConfig, check_retention, system_clock
+from eventstore.crypto import ReencryptReport, RotationReport, Vault, master_keys_from_env
+from eventstore.crypto import reencrypt as reencrypt_log
+from eventstore.crypto import scrub as scrub_log
 from eventstore.errors import StoreClosedError
 from eventstore.events import to_micros
 from eventstore.log import (
@@ -24,11 +27,12 @@ from eventstore.log import (
     AppendResult,
     ClearOp,
     DeleteOp,
+    EraseOp,
     Op,
     SetOp,
 )
 from eventstore.scopes import AssetScope, Scope, TaskScope, scope_key
-from eventstore.values import check_key, check_label, decode_value, encode_value
+from eventstore.values import check_key, check_label, encode_value
 from eventstore.writer import GroupCommitWriter
 from projections.compaction import CompactionReport, compact
 from projections.compaction import Progress as CompactionProgress
@@ -52,12 +56,23 @@ async def open_store(
     config: StoreConfig | None = None,
     clock: Clock | None = None,
 ) -> AsyncIterator[Store]:
-    """Open the store at `url` (default: $TASKTRAIL_DB or ./tasktrail.db) for the block."""
+    """Open the store at `url` (default: $TASKTRAIL_DB or ./tasktrail.db) for the block.
+
+    With master keys (`StoreConfig.master_keys`, else $TASKTRAIL_MASTER_KEYS) values are
+    encrypted at rest; the keys are checked against the store's key store before anything else.
+    """
     config = config or StoreConfig()
-    backend = await open_backend(url or default_url(), config)
+    url = url or default_url()
+    master_keys = tuple(config.master_keys) or master_keys_from_env()
+    vault = await anyio.to_thread.run_sync(Vault.open, url, master_keys, config.key_store)
+    try:
+        backend = await open_backend(url, config)
+    except BaseException:
+        vault.close()
+        raise
     try:
         async with anyio.create_task_group() as tg:
-            store = Store(backend, config, clock or system_clock)
+            store = Store(backend, config, clock or system_clock, vault)
             await tg.start(store._writer.run)
             try:
                 yield store
@@ -72,16 +87,20 @@ async def open_store(
     finally:
         with anyio.CancelScope(shield=True):
             await backend.aclose()
+            vault.close()
 
 
 class Store:
     """One open store. Make accessors with `task_store` and `asset_store`."""
 
-    def __init__(self, backend: LogBackend, config: StoreConfig, clock: Clock) -> None:
+    def __init__(
+        self, backend: LogBackend, config: StoreConfig, clock: Clock, vault: Vault | None = None
+    ) -> None:
         self.backend = backend
         self.config = config
+        self.vault = vault or Vault()
         self._clock = clock
-        self._writer = GroupCommitWriter(backend, config, self.now)
+        self._writer = GroupCommitWriter(backend, config, self.now, self.vault)
         self._scope_ids: dict[str, int] = {}
         self._compacting = anyio.Lock()
         self._closed = False
@@ -149,11 +168,44 @@ class Store:
         now = to_micros(self.now())
         return [r for r in await self.backend.select_current_all(scope_id) if not _expired(r, now)]
 
+    def open_value(self, scope: Scope, row: CurrentRow) -> Any:
+        """The value a projection row holds, opened if it is sealed."""
+        return self.vault.open_stored(scope_key(scope), row.key, row.version, row.value)
+
+    async def erase(self, scope: Scope) -> AppendResult:
+        """Erase a scope: destroy its data keys and its current values at once (crypto-shredding).
+
+        The scope is cleared and an `erased` event appended; its history keeps every event's
+        metadata, but every value before the erasure reads as erased, also from an old backup of
+        the log when the store is encrypted. Plain values written before encryption was turned on
+        are scrubbed from the stored events (their backups keep them). Irreversible: the keys are
+        destroyed before the events are written. Writes after it start afresh with a new key.
+        """
+        if self._closed:
+            raise StoreClosedError()
+        result = await self.append(AppendRequest(scope=scope, ops=[EraseOp()], actor="system"))
+        scope_id = await self.scope_id(scope)
+        if scope_id is not None and result.seq is not None:
+            await scrub_log(self.backend, scope_id, result.seq)
+        return result
+
+    async def reencrypt(self, progress: Progress | None = None) -> ReencryptReport:
+        """Seal every plain value left from before encryption was turned on (resumable)."""
+        if self._closed:
+            raise StoreClosedError()
+        return await reencrypt_log(self.backend, self.vault, progress)
+
+    async def rotate_keys(self) -> RotationReport:
+        """Re-wrap every data key with the first master key; retire master keys no longer used."""
+        if self._closed:
+            raise StoreClosedError()
+        return await anyio.to_thread.run_sync(self.vault.rotate)
+
     def history(self, scope: Scope) -> History:
         """The history of a task or asset scope: events, states as of a point, diffs, tries."""
         if self._closed:
             raise StoreClosedError()
-        return History(self.backend, scope)
+        return History(self.backend, scope, self.vault)
 
     async def recent_scopes(self, where: ScopeFilter) -> list[ScopeRow]:
         """Scopes most recently written first, filtered by dag, run, task and time, paged."""
@@ -222,11 +274,12 @@ class _Accessor:
     async def get(self, key: str, default: Any = None) -> Any:
         """The key's current value, or `default` if it is absent or expired."""
         row = await self.store.read(self.scope, check_key(key))
-        return default if row is None else decode_value(row.value)
+        return default if row is None else self.store.open_value(self.scope, row)
 
     async def items(self) -> dict[str, Any]:
         """Every current {key: value} of the scope; expired keys are left out."""
-        return {r.key: decode_value(r.value) for r in await self.store.read_all(self.scope)}
+        store = self.store
+        return {r.key: store.open_value(self.scope, r) for r in await store.read_all(self.scope)}
 
     async def version(self) -> int:
         return await self.store.version(self.scope)
@@ -248,6 +301,7 @@ class _Accessor:
         expires_at: datetime | None,
         expected_version: int | None,
         idempotency_id: str | None,
+        sensitive: bool = False,
     ) -> AppendResult:
         if not isinstance(values, Mapping):
             raise TypeError(
@@ -269,7 +323,8 @@ class _Accessor:
         ops: list[Op] = []
         for key, value in values.items():
             check_key(key)
-            ops.append(SetOp(key, encode_value(key, value, limit), retention, expires_at))
+            encoded = encode_value(key, value, limit)
+            ops.append(SetOp(key, encoded, retention, expires_at, bool(sensitive)))
         return await self._append(ops, expected_version, idempotency_id)
 
     async def _append(
@@ -309,10 +364,20 @@ class TaskStore(_Accessor):
         expires_at: datetime | None = None,
         expected_version: int | None = None,
         idempotency_id: str | None = None,
+        sensitive: bool = False,
     ) -> AppendResult:
-        """Store a JSON value under key; retention defaults to the store's configured days."""
+        """Store a JSON value under key; retention defaults to the store's configured days.
+
+        `sensitive=True` marks the value: the service masks it for everyone but the writing
+        task's token and admins (the library returns it as it is).
+        """
         return await self._set_many(
-            {check_key(key): value}, retention, expires_at, expected_version, idempotency_id
+            {check_key(key): value},
+            retention,
+            expires_at,
+            expected_version,
+            idempotency_id,
+            sensitive,
         )
 
     async def set_many(
@@ -323,9 +388,12 @@ class TaskStore(_Accessor):
         expires_at: datetime | None = None,
         expected_version: int | None = None,
         idempotency_id: str | None = None,
+        sensitive: bool = False,
     ) -> AppendResult:
         """Store several keys in one atomic step, one version each."""
-        return await self._set_many(values, retention, expires_at, expected_version, idempotency_id)
+        return await self._set_many(
+            values, retention, expires_at, expected_version, idempotency_id, sensitive
+        )
 
     async def clear(
         self,
@@ -357,9 +425,10 @@ class AssetStore(_Accessor):
         *,
         expected_version: int | None = None,
         idempotency_id: str | None = None,
+        sensitive: bool = False,
     ) -> AppendResult:
         return await self._set_many(
-            {check_key(key): value}, _NEVER, None, expected_version, idempotency_id
+            {check_key(key): value}, _NEVER, None, expected_version, idempotency_id, sensitive
         )
 
     async def set_many(
@@ -368,8 +437,11 @@ class AssetStore(_Accessor):
         *,
         expected_version: int | None = None,
         idempotency_id: str | None = None,
+        sensitive: bool = False,
     ) -> AppendResult:
-        return await self._set_many(values, _NEVER, None, expected_version, idempotency_id)
+        return await self._set_many(
+            values, _NEVER, None, expected_version, idempotency_id, sensitive
+        )
 
     async def clear(
         self, *, expected_version: int | None = None, idempotency_id: str | None = None

@@ -25,6 +25,7 @@ from anyio.abc import TaskStatus
 
 from eventstore.backends.base import LogBackend
 from eventstore.config import StoreConfig
+from eventstore.crypto import Vault
 from eventstore.errors import StoreClosedError
 from eventstore.log import AppendRequest, AppendResult, append_batch
 
@@ -48,9 +49,14 @@ class _Batch:
 
 class GroupCommitWriter:
     def __init__(
-        self, backend: LogBackend, config: StoreConfig, clock: Callable[[], datetime]
+        self,
+        backend: LogBackend,
+        config: StoreConfig,
+        clock: Callable[[], datetime],
+        vault: Vault | None = None,
     ) -> None:
         self._backend = backend
+        self._vault = vault
         self._config = config
         self._clock = clock
         self._batches: deque[_Batch] = deque()
@@ -115,7 +121,9 @@ class GroupCommitWriter:
     async def _commit(self, batch: _Batch) -> None:
         results: list[AppendResult | BaseException]
         try:
-            results = await append_batch(self._backend, batch.requests, self._config, self._clock())
+            results = await append_batch(
+                self._backend, batch.requests, self._config, self._clock(), self._vault
+            )
         except Exception as error:  # the transaction failed: every caller in it hears why
             results = [error] * len(batch.requests)
         batch.finish(results)

@@ -7,6 +7,7 @@ this fold is the definition that `verify` and `rebuild` hold the table to.
 from __future__ import annotations
 
 from eventstore.backends.base import CurrentRow, EventRow
+from eventstore.crypto import stored_value
 from eventstore.events import KeySet, decode_event
 
 __all__ = ["ScopeState", "apply"]
@@ -24,7 +25,7 @@ def apply(state: ScopeState, row: EventRow) -> None:
             state[event.key] = CurrentRow(
                 scope_id=row.scope_id,
                 key=event.key,
-                value=bytes(event.value),
+                value=stored_value(event),  # sealed bytes stay sealed: verify compares them
                 expires_at=row.expires_at,
                 version=row.version,
                 seq=row.seq,
@@ -33,7 +34,7 @@ def apply(state: ScopeState, row: EventRow) -> None:
         case "delete":
             assert row.key is not None
             state.pop(row.key, None)
-        case "clear":
+        case "clear":  # an erasure is a clear, then its `erased` marker
             state.clear()
         case _:
             pass  # system markers do not change values

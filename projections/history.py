@@ -54,6 +54,7 @@ from typing import Any, NamedTuple
 import msgspec
 
 from eventstore.backends.base import EventFilter, EventRow, LogBackend
+from eventstore.crypto import ERASED, Vault
 from eventstore.errors import HistoryCompactedError, NoSuchPointError
 from eventstore.events import (
     EVENT_KINDS,
@@ -66,7 +67,6 @@ from eventstore.events import (
 )
 from eventstore.log import recorded_event
 from eventstore.scopes import Scope, scope_key
-from eventstore.values import decode_value
 from projections.points import At
 
 __all__ = ["Diff", "History", "Position", "TrySummary"]
@@ -113,13 +113,18 @@ class TrySummary(msgspec.Struct, frozen=True, kw_only=True):
 class History:
     """The history of one scope, read from the log. Get one with `store.history(scope)`."""
 
-    def __init__(self, backend: LogBackend, scope: Scope) -> None:
+    def __init__(self, backend: LogBackend, scope: Scope, vault: Vault | None = None) -> None:
         self.backend = backend
         self.scope = scope
+        self.vault = vault or Vault()
+        self._scope_key = scope_key(scope)
         self._scope_id: int | None = None
 
     def __repr__(self) -> str:
         return f"<History of {self.scope}>"
+
+    # States and diffs hold ERASED (eventstore.ERASED) for a value erased with its scope;
+    # events and timelines carry value None and erased=True.
 
     async def events(
         self,
@@ -158,7 +163,21 @@ class History:
                 limit=limit,
             ),
         )
-        return [recorded_event(row, self.scope) for row in rows]
+        return await self._recorded(scope_id, rows)
+
+    async def _recorded(self, scope_id: int, rows: list[EventRow]) -> list[RecordedEvent]:
+        erased = await self._erased_through(scope_id) if rows else 0
+        return [
+            recorded_event(
+                row, self.scope, self.vault, erased_before=erased, scope_key_=self._scope_key
+            )
+            for row in rows
+        ]
+
+    async def _erased_through(self, scope_id: int) -> int:
+        """The position of the scope's last erasure; every value before it reads as erased."""
+        marker = await self.backend.select_last_scope_event(scope_id, "erased")
+        return 0 if marker is None else marker.seq
 
     async def timeline(self, key: str, *, after_seq: int | None = None) -> list[RecordedEvent]:
         """Every event of one key, oldest first (sets and deletes; clears are in `events`)."""
@@ -167,7 +186,7 @@ class History:
             return []
         await self._check_lower_bound(scope_id, f"timeline({key!r})", after_seq, None)
         rows = await self.backend.select_events(scope_id, EventFilter(key=key, after_seq=after_seq))
-        return [recorded_event(row, self.scope) for row in rows]
+        return await self._recorded(scope_id, rows)
 
     async def resolve(self, at: At) -> Position:
         """Where `at` lands in this scope; raises NoSuchPointError for a point that never was."""
@@ -261,6 +280,7 @@ class History:
         if rows is None:
             rows = await self._rows(scope_id, position.seq)
         now = None if position.expiry_at is None else to_micros(position.expiry_at)
+        erased = await self._erased_through(scope_id)
         state: dict[str, Any] = {}
         for row in sorted(rows.latest, key=lambda r: r.key or ""):
             if row.kind != "set" or (
@@ -269,7 +289,10 @@ class History:
                 continue
             event = decode_event(row.payload)
             assert isinstance(event, KeySet)
-            state[event.key] = decode_value(event.value)
+            if row.seq < erased:
+                state[event.key] = ERASED
+            else:
+                state[event.key] = self.vault.open_event(self._scope_key, row.version, event)
         return state
 
     async def diff(self, a: At, b: At) -> Diff:

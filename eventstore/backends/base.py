@@ -178,6 +178,19 @@ class WriteTransaction(ABC):
         """Remove projection rows given as (scope_id, key, seq), each only if the row still
         comes from the event at that seq (a concurrent write may have replaced it)."""
 
+    @abstractmethod
+    async def update_event_payloads(self, rows: Sequence[tuple[int, bytes]]) -> None:
+        """Rewrite the payloads of events, by (seq, payload); a missing seq is skipped.
+
+        Only for a value's stored form changing and its meaning not: sealing a plain value
+        (reencrypt) or scrubbing an erased one (eventstore.crypto).
+        """
+
+    @abstractmethod
+    async def update_current_values(self, rows: Sequence[tuple[bytes, int, str, int]]) -> None:
+        """Set the projection's value by (value, scope_id, key, seq) where the row is still
+        the one written at that seq."""
+
 
 class LogBackend(ABC):
     """One database holding the event log, the projection and the scope heads."""

@@ -11,6 +11,7 @@ from collections.abc import AsyncIterator, Collection, Sequence
 from contextlib import asynccontextmanager
 
 import anyio
+from msgspec.structs import replace
 
 from eventstore.backends.base import (
     CurrentRow,
@@ -110,6 +111,12 @@ class _MemoryTransaction(WriteTransaction):
     async def delete_current_at(self, rows: Sequence[tuple[int, str, int]]) -> None:
         self._actions.append(("delete_current_at", list(rows)))
 
+    async def update_event_payloads(self, rows: Sequence[tuple[int, bytes]]) -> None:
+        self._actions.append(("payloads", list(rows)))
+
+    async def update_current_values(self, rows: Sequence[tuple[bytes, int, str, int]]) -> None:
+        self._actions.append(("values", list(rows)))
+
     def commit(self) -> None:
         data = self._data
         for row in self._new_scopes:
@@ -149,6 +156,18 @@ class _MemoryTransaction(WriteTransaction):
                         found = rows.get(key)
                         if found is not None and found.seq == seq:
                             del rows[key]
+                case "payloads":
+                    where = {e.seq: i for i, e in enumerate(data.events)}
+                    for seq, payload in arg:  # type: ignore[attr-defined]
+                        if seq in where:
+                            i = where[seq]
+                            data.events[i] = replace(data.events[i], payload=payload)
+                case "values":
+                    for value, scope_id, key, seq in arg:  # type: ignore[attr-defined]
+                        rows = data.current.get(scope_id, {})
+                        found = rows.get(key)
+                        if found is not None and found.seq == seq:
+                            rows[key] = replace(found, value=value)
 
 
 class MemoryBackend(LogBackend):

@@ -1,0 +1,712 @@
+"""Encryption at rest: envelope encryption of stored values, with one data key per scope.
+
+The master keys come from `StoreConfig.master_keys` (or `TASKTRAIL_MASTER_KEYS`): the first one
+wraps new data keys, every one of them unwraps. Each scope has its own random 256-bit data key,
+kept wrapped (AES-GCM under a master key) in a key store that lives apart from the log: for a
+SQLite file `PATH`, the SQLite file `PATH.keys`; `StoreConfig.key_store` names another place.
+Destroying a scope's data keys (`Store.erase`) makes every value of the scope unreadable, in the
+live database and in every backup of the log (crypto-shredding).
+
+How a value is stored, in the projection's `value` column and in a `set` event:
+
+- plain: the value's JSON, as before encryption existed (the first byte of JSON is never 0x01
+  or 0x02). In the event, `KeySet.value`.
+- flagged: 0x02, a flags byte, then the JSON: a plain value with flags (sensitive) in the
+  projection. In the event, `KeySet.value` and `KeySet.sensitive`.
+- sealed: 0x01, a flags byte, the data key's generation (4 bytes), a 12-byte nonce, then the
+  AES-GCM ciphertext of the JSON. In the event, `KeySet.sealed` (and `KeySet.value` is null).
+  The associated data binds it to the scope, the key and the version it was written at, and to
+  its own header, so a ciphertext moved to another row fails to open.
+
+A `set` event whose `value` is null and `sealed` is absent had its value scrubbed by an erasure.
+`Vault` is the one seam every reader and the write path go through.
+"""
+
+from __future__ import annotations
+
+import base64
+import os
+import re
+import secrets
+import sqlite3
+import struct
+import threading
+from collections.abc import Callable, Iterable, Sequence
+from pathlib import Path
+from typing import Any, Final
+
+import anyio.to_thread
+import msgspec
+from cryptography.exceptions import InvalidTag
+from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+
+from eventstore.backends.base import EventFilter, EventRow, LogBackend
+from eventstore.errors import ConfigError, DecryptionError, MasterKeyError
+from eventstore.events import KeySet, decode_event, encode_event
+from eventstore.values import decode_value
+
+__all__ = [
+    "ERASED",
+    "MASTER_KEYS_ENV",
+    "DataKey",
+    "Erased",
+    "MasterKey",
+    "ReencryptReport",
+    "RotationReport",
+    "Vault",
+    "generate_master_key",
+    "key_store_location",
+    "parse_master_keys",
+    "reencrypt",
+    "scrub",
+    "stored_value",
+]
+
+MASTER_KEYS_ENV: Final = "TASKTRAIL_MASTER_KEYS"
+
+SEALED: Final = 0x01
+FLAGGED: Final = 0x02
+SENSITIVE: Final = 0x01
+
+_HEADER: Final = struct.Struct(">BBI")  # kind, flags, data key generation
+_NONCE: Final = 12
+_CHECK_TEXT: Final = b"tasktrail master key check"
+_KEY_ID: Final = re.compile(r"^[A-Za-z0-9_-]{1,32}$")
+_NULL: Final = b"null"
+
+DataKey = tuple[int, AESGCM]  # a scope's data key and its generation
+
+
+class Erased:
+    """The type of ERASED: what an erased value reads as in a state of history."""
+
+    _instance: Erased | None = None
+
+    def __new__(cls) -> Erased:
+        if cls._instance is None:
+            cls._instance = super().__new__(cls)
+        return cls._instance
+
+    def __repr__(self) -> str:
+        return "ERASED"
+
+    def __bool__(self) -> bool:
+        return False
+
+    def __reduce__(self) -> str:
+        return "ERASED"
+
+
+ERASED: Final = Erased()
+
+
+class MasterKey:
+    """A master key: an id (named in each data key it wraps) and 32 secret bytes."""
+
+    __slots__ = ("aead", "key_id")
+
+    def __init__(self, key_id: str, secret: bytes) -> None:
+        self.key_id = key_id
+        self.aead = AESGCM(secret)
+
+    def __repr__(self) -> str:
+        return f"<MasterKey {self.key_id}>"
+
+
+def generate_master_key() -> str:
+    """A new master key in the form `<id>.<urlsafe base64 of 32 random bytes>`."""
+    secret = base64.urlsafe_b64encode(secrets.token_bytes(32)).decode().rstrip("=")
+    return f"k{secrets.token_hex(4)}.{secret}"
+
+
+def parse_master_keys(keys: Iterable[str]) -> list[MasterKey]:
+    """Parse master keys; the error names the key's position and id, never its secret."""
+    parsed: list[MasterKey] = []
+    for index, text in enumerate(keys):
+        key_id, dot, encoded = text.strip().partition(".")
+        if not dot or not _KEY_ID.match(key_id):
+            raise ConfigError(
+                f"master key {index + 1} is not of the form <id>.<base64 secret>; "
+                "make one with `tasktrail keygen`"
+            )
+        try:
+            secret = base64.urlsafe_b64decode(encoded + "=" * (-len(encoded) % 4))
+        except ValueError:
+            secret = b""
+        if len(secret) != 32:
+            raise ConfigError(
+                f"master key {index + 1} ({key_id}) must hold 32 bytes of urlsafe base64; "
+                "make one with `tasktrail keygen`"
+            )
+        if any(k.key_id == key_id for k in parsed):
+            raise ConfigError(f"master key id {key_id} is given twice")
+        parsed.append(MasterKey(key_id, secret))
+    return parsed
+
+
+def master_keys_from_env() -> tuple[str, ...]:
+    text = os.environ.get(MASTER_KEYS_ENV, "")
+    return tuple(part for part in (p.strip() for p in text.split(",")) if part)
+
+
+def key_store_location(url: str, configured: str | None) -> str | None:
+    """Where a store's key store lives: a file path, ":memory:", or None if it cannot be told."""
+    if configured is not None:
+        if configured in ("memory://", "sqlite://:memory:"):
+            return ":memory:"
+        if configured.startswith("sqlite:///") and len(configured) > len("sqlite:///"):
+            return configured.removeprefix("sqlite:///")
+        raise ConfigError(
+            f"cannot read the key store URL {configured!r}: use sqlite:///PATH or memory://"
+        )
+    if url == "memory://" or url.removeprefix("sqlite://") in (":memory:", "/:memory:"):
+        return ":memory:"
+    if url.startswith("sqlite:///"):
+        return url.removeprefix("sqlite:///") + ".keys"
+    return None
+
+
+# -- the stored forms ---------------------------------------------------------------------------
+
+
+def stored_value(event: KeySet) -> bytes:
+    """The projection bytes a set event stands for (what the fold and the write path store)."""
+    if event.sealed is not None:
+        return event.sealed
+    if event.sensitive:
+        return bytes((FLAGGED, SENSITIVE)) + bytes(event.value)
+    return bytes(event.value)
+
+
+def is_sensitive(stored: bytes) -> bool:
+    """Whether a stored projection value was written with sensitive=True."""
+    return bool(stored) and stored[0] in (SEALED, FLAGGED) and bool(stored[1] & SENSITIVE)
+
+
+def _value_aad(scope_key: str, key: str, version: int, header: bytes) -> bytes:
+    scope = scope_key.encode()
+    name = key.encode()
+    return b"".join(
+        (
+            b"tasktrail/value/1",
+            len(scope).to_bytes(4, "big"),
+            scope,
+            len(name).to_bytes(4, "big"),
+            name,
+            version.to_bytes(8, "big"),
+            header,
+        )
+    )
+
+
+def _wrap_aad(scope_key: str, generation: int, master_id: str) -> bytes:
+    scope = scope_key.encode()
+    return b"".join(
+        (
+            b"tasktrail/data-key/1",
+            len(scope).to_bytes(4, "big"),
+            scope,
+            generation.to_bytes(4, "big"),
+            master_id.encode(),
+        )
+    )
+
+
+# -- the key store ------------------------------------------------------------------------------
+
+_KEY_SCHEMA: Final = (
+    """CREATE TABLE IF NOT EXISTS master_checks (
+        key_id TEXT PRIMARY KEY,
+        sealed BLOB NOT NULL
+    )""",
+    """CREATE TABLE IF NOT EXISTS data_keys (
+        scope_key TEXT NOT NULL,
+        generation INTEGER NOT NULL,
+        master_id TEXT NOT NULL,
+        wrapped BLOB NOT NULL,
+        PRIMARY KEY (scope_key, generation)
+    )""",
+    """CREATE TABLE IF NOT EXISTS erased (
+        scope_key TEXT PRIMARY KEY,
+        through_generation INTEGER NOT NULL
+    )""",
+)
+
+
+class KeyStore:
+    """The wrapped data keys, the master key checks and the erasure tombstones, in SQLite.
+
+    Small and rarely written (a new scope, an erasure, a rotation), so it is plain sqlite3 under
+    a lock; each change commits (and syncs) before the log is written with it.
+    """
+
+    def __init__(self, path: str) -> None:
+        self.path = path
+        if path != ":memory:":
+            Path(path).parent.mkdir(parents=True, exist_ok=True)
+        self._conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+        self._lock = threading.Lock()
+        with self._lock:
+            self._conn.execute("PRAGMA busy_timeout = 10000")
+            if path != ":memory:":
+                self._conn.execute("PRAGMA journal_mode = WAL")
+                self._conn.execute("PRAGMA synchronous = FULL")
+            self._conn.execute("BEGIN IMMEDIATE")
+            for statement in _KEY_SCHEMA:
+                self._conn.execute(statement)
+            self._conn.execute("COMMIT")
+
+    def query(self, sql: str, params: Sequence[Any] = ()) -> list[Any]:
+        with self._lock:
+            return self._conn.execute(sql, params).fetchall()
+
+    def change(self, statements: Sequence[tuple[str, Sequence[Any]]]) -> None:
+        """Run the statements in one transaction."""
+        with self._lock:
+            self._conn.execute("BEGIN IMMEDIATE")
+            try:
+                for sql, params in statements:
+                    self._conn.execute(sql, params)
+                self._conn.execute("COMMIT")
+            except BaseException:
+                self._conn.execute("ROLLBACK")
+                raise
+
+    def close(self) -> None:
+        with self._lock:
+            self._conn.close()
+
+
+class RotationReport(msgspec.Struct, frozen=True, kw_only=True):
+    rewrapped: int
+    data_keys: int
+    retired: list[str]  # master key ids no data key needs any more
+
+
+class Vault:
+    """Seals and opens stored values; holds the master keys and the scopes' data keys.
+
+    A vault without master keys is the plaintext store: it writes plain values and refuses
+    sealed ones with a clear error.
+    """
+
+    def __init__(self, master_keys: Sequence[MasterKey] = (), store: KeyStore | None = None):
+        self.masters = {k.key_id: k for k in master_keys}
+        self.primary = master_keys[0] if master_keys else None
+        self.store = store
+        self._keys: dict[tuple[str, int], AESGCM] = {}
+        self._current: dict[str, int] = {}  # scope key -> generation new values are sealed with
+
+    @property
+    def encrypting(self) -> bool:
+        return self.primary is not None
+
+    @classmethod
+    def open(cls, url: str, master_keys: Sequence[str], key_store: str | None) -> Vault:
+        """The vault of the store at `url`; checks the master keys against its key store."""
+        location = key_store_location(url, key_store)
+        keys = parse_master_keys(master_keys)
+        if not keys:
+            if location not in (None, ":memory:") and _has_keys(location):
+                raise MasterKeyError(
+                    f"the store {url} is encrypted (its key store {location} holds data keys); "
+                    f"pass its master keys in StoreConfig(master_keys=[...]) or {MASTER_KEYS_ENV}"
+                )
+            return cls()
+        if location is None:
+            raise ConfigError(
+                f"encryption needs a key store apart from the log for {url.split('@')[-1]!r}: "
+                "set StoreConfig(key_store='sqlite:///PATH') (a file kept and backed up apart "
+                "from the database)"
+            )
+        store = KeyStore(location)
+        try:
+            vault = cls(keys, store)
+            vault._check_masters(url)
+        except BaseException:
+            store.close()
+            raise
+        return vault
+
+    def _check_masters(self, url: str) -> None:
+        assert self.store is not None
+        assert self.primary is not None
+        checks = dict(self.store.query("SELECT key_id, sealed FROM master_checks"))
+        for key_id, sealed in checks.items():
+            master = self.masters.get(key_id)
+            if master is None:
+                raise MasterKeyError(
+                    f"the key store of {url} was written with master key {key_id}, which is not "
+                    "among the master keys given; pass it too (after the new key, to rotate to "
+                    "the new one with `tasktrail rotate-keys`)"
+                )
+            try:
+                master.aead.decrypt(sealed[:_NONCE], sealed[_NONCE:], key_id.encode())
+            except InvalidTag:
+                raise MasterKeyError(
+                    f"master key {key_id} is not the key the key store of {url} was written "
+                    "with (its check does not open): the key is wrong"
+                ) from None
+        needed = {row[0] for row in self.store.query("SELECT DISTINCT master_id FROM data_keys")}
+        missing = sorted(needed - self.masters.keys())
+        if missing:
+            raise MasterKeyError(
+                f"data keys of {url} are wrapped by master keys {missing}, not given"
+            )
+        primary = self.primary
+        if primary.key_id not in checks:
+            nonce = secrets.token_bytes(_NONCE)
+            sealed = nonce + primary.aead.encrypt(nonce, _CHECK_TEXT, primary.key_id.encode())
+            self.store.change(
+                [
+                    (
+                        "INSERT INTO master_checks (key_id, sealed) VALUES (?, ?)",
+                        (primary.key_id, sealed),
+                    )
+                ]
+            )
+
+    def close(self) -> None:
+        if self.store is not None:
+            self.store.close()
+            self.store = None
+
+    # -- data keys --
+
+    def missing(self, scope_keys: Iterable[str]) -> list[str]:
+        """The scopes without a data key at hand (ensure_keys loads or makes them)."""
+        if self.primary is None:
+            return []
+        return [s for s in dict.fromkeys(scope_keys) if s not in self._current]
+
+    def data_key(self, scope_key: str) -> DataKey:
+        generation = self._current[scope_key]
+        return generation, self._keys[(scope_key, generation)]
+
+    def ensure_keys(self, scope_keys: Iterable[str]) -> None:
+        """Make sure each scope has a data key to seal new values with (one commit for all)."""
+        if self.primary is None:
+            return
+        wanted = [s for s in dict.fromkeys(scope_keys) if s not in self._current]
+        if not wanted:
+            return
+        store = self._store()
+        new: list[tuple[str, Sequence[Any]]] = []
+        for scope_key in wanted:
+            rows = store.query(
+                "SELECT generation, master_id, wrapped FROM data_keys WHERE scope_key = ? "
+                "ORDER BY generation DESC LIMIT 1",
+                (scope_key,),
+            )
+            if rows:
+                generation, master_id, wrapped = rows[0]
+                self._keys[(scope_key, generation)] = self._unwrap(
+                    scope_key, generation, master_id, wrapped
+                )
+                self._current[scope_key] = generation
+                continue
+            erased = store.query(
+                "SELECT through_generation FROM erased WHERE scope_key = ?", (scope_key,)
+            )
+            generation = (erased[0][0] if erased else 0) + 1
+            secret = AESGCM.generate_key(256)
+            nonce = secrets.token_bytes(_NONCE)
+            wrapped = nonce + self.primary.aead.encrypt(
+                nonce, secret, _wrap_aad(scope_key, generation, self.primary.key_id)
+            )
+            new.append(
+                (
+                    "INSERT INTO data_keys (scope_key, generation, master_id, wrapped) "
+                    "VALUES (?, ?, ?, ?)",
+                    (scope_key, generation, self.primary.key_id, wrapped),
+                )
+            )
+            self._keys[(scope_key, generation)] = AESGCM(secret)
+            self._current[scope_key] = generation
+        if new:
+            try:
+                store.change(new)
+            except BaseException:
+                for _, params in new:
+                    self._keys.pop((params[0], params[1]), None)
+                    self._current.pop(params[0], None)
+                raise
+
+    def destroy(self, scope_key: str) -> int:
+        """Erase the scope's data keys; values sealed with them never open again.
+
+        Returns the last generation destroyed (0 when the scope had none)."""
+        self._current.pop(scope_key, None)
+        for pair in [p for p in self._keys if p[0] == scope_key]:
+            del self._keys[pair]
+        if self.store is None:
+            return 0
+        rows = self.store.query(
+            "SELECT MAX(generation) FROM data_keys WHERE scope_key = ?", (scope_key,)
+        )
+        through = rows[0][0] or 0
+        self.store.change(
+            [
+                ("DELETE FROM data_keys WHERE scope_key = ?", (scope_key,)),
+                (
+                    "INSERT INTO erased (scope_key, through_generation) VALUES (?, ?) "
+                    "ON CONFLICT (scope_key) DO UPDATE SET through_generation = "
+                    "MAX(through_generation, excluded.through_generation)",
+                    (scope_key, through),
+                ),
+            ]
+        )
+        return int(through)
+
+    def _key(self, scope_key: str, generation: int) -> AESGCM | None:
+        """The data key, or None if it was erased; raises if it is missing otherwise."""
+        aead = self._keys.get((scope_key, generation))
+        if aead is not None:
+            return aead
+        store = self._store()
+        rows = store.query(
+            "SELECT master_id, wrapped FROM data_keys WHERE scope_key = ? AND generation = ?",
+            (scope_key, generation),
+        )
+        if rows:
+            aead = self._unwrap(scope_key, generation, rows[0][0], rows[0][1])
+            self._keys[(scope_key, generation)] = aead
+            return aead
+        erased = store.query(
+            "SELECT through_generation FROM erased WHERE scope_key = ?", (scope_key,)
+        )
+        if erased and erased[0][0] >= generation:
+            return None
+        raise DecryptionError(
+            f"the data key {generation} of scope {scope_key!r} is not in the key store "
+            f"{store.path}: was the key store lost, or restored from another backup than the log?"
+        )
+
+    def _unwrap(self, scope_key: str, generation: int, master_id: str, wrapped: bytes) -> AESGCM:
+        master = self.masters.get(master_id)
+        if master is None:
+            raise MasterKeyError(
+                f"the data key of scope {scope_key!r} is wrapped by master key {master_id}, "
+                "which is not given"
+            )
+        try:
+            secret = master.aead.decrypt(
+                wrapped[:_NONCE], wrapped[_NONCE:], _wrap_aad(scope_key, generation, master_id)
+            )
+        except InvalidTag:
+            raise DecryptionError(
+                f"the wrapped data key {generation} of scope {scope_key!r} does not open with "
+                f"master key {master_id}: it was altered or moved"
+            ) from None
+        return AESGCM(secret)
+
+    def _store(self) -> KeyStore:
+        if self.store is None:
+            raise MasterKeyError(
+                f"this value is encrypted; open the store with its master keys "
+                f"(StoreConfig(master_keys=[...]) or {MASTER_KEYS_ENV})"
+            )
+        return self.store
+
+    # -- values --
+
+    def seal(
+        self, data_key: DataKey, scope_key: str, key: str, version: int, event: KeySet
+    ) -> KeySet:
+        """The set event with its plain value sealed for the row at (scope, key, version)."""
+        generation, aead = data_key
+        header = _HEADER.pack(SEALED, SENSITIVE if event.sensitive else 0, generation)
+        nonce = secrets.token_bytes(_NONCE)
+        aad = _value_aad(scope_key, key, version, header)
+        sealed = header + nonce + aead.encrypt(nonce, bytes(event.value), aad)
+        return msgspec.structs.replace(event, value=msgspec.Raw(_NULL), sealed=sealed)
+
+    def open_stored(self, scope_key: str, key: str, version: int, stored: bytes) -> Any:
+        """The value of stored bytes (projection or `stored_value` of an event), or ERASED."""
+        if not stored:
+            raise DecryptionError(f"the stored value of key {key!r} is empty")
+        kind = stored[0]
+        if kind == FLAGGED:
+            return decode_value(stored[2:])
+        if kind != SEALED:
+            return decode_value(stored)
+        if len(stored) < _HEADER.size + _NONCE + 16:
+            raise DecryptionError(f"the sealed value of key {key!r} in {scope_key!r} is truncated")
+        header = stored[: _HEADER.size]
+        _, _, generation = _HEADER.unpack(header)
+        aead = self._key(scope_key, generation)
+        if aead is None:
+            return ERASED
+        body = stored[_HEADER.size :]
+        try:
+            plain = aead.decrypt(
+                body[:_NONCE], body[_NONCE:], _value_aad(scope_key, key, version, header)
+            )
+        except InvalidTag:
+            raise DecryptionError(
+                f"the sealed value of key {key!r} in scope {scope_key!r} at version {version} "
+                "does not open: it was altered, or moved from another row"
+            ) from None
+        return decode_value(plain)
+
+    def open_event(self, scope_key: str, version: int, event: KeySet) -> Any:
+        """The value of a set event, or ERASED (sealed with an erased key, or scrubbed)."""
+        if event.sealed is None and bytes(event.value) == _NULL:
+            return ERASED
+        return self.open_stored(scope_key, event.key, version, stored_value(event))
+
+    def rotate(self) -> RotationReport:
+        """Re-wrap every data key with the first master key, one commit per key (resumable),
+        then retire the checks of master keys no data key needs any more."""
+        primary = self.primary
+        if primary is None:
+            raise MasterKeyError("rotate-keys needs master keys: the new one first")
+        store = self._store()
+        rows = store.query(
+            "SELECT scope_key, generation, master_id, wrapped FROM data_keys WHERE master_id != ?",
+            (primary.key_id,),
+        )
+        for scope_key, generation, master_id, wrapped in rows:
+            master = self.masters.get(master_id)
+            if master is None:
+                raise MasterKeyError(f"master key {master_id} is needed to rotate; pass it too")
+            secret = master.aead.decrypt(
+                wrapped[:_NONCE], wrapped[_NONCE:], _wrap_aad(scope_key, generation, master_id)
+            )
+            nonce = secrets.token_bytes(_NONCE)
+            rewrapped = nonce + primary.aead.encrypt(
+                nonce, secret, _wrap_aad(scope_key, generation, primary.key_id)
+            )
+            store.change(
+                [
+                    (
+                        "UPDATE data_keys SET master_id = ?, wrapped = ? "
+                        "WHERE scope_key = ? AND generation = ? AND master_id = ?",
+                        (primary.key_id, rewrapped, scope_key, generation, master_id),
+                    )
+                ]
+            )
+        used = {r[0] for r in store.query("SELECT DISTINCT master_id FROM data_keys")}
+        retired = sorted(
+            r[0]
+            for r in store.query("SELECT key_id FROM master_checks")
+            if r[0] != primary.key_id and r[0] not in used
+        )
+        store.change([("DELETE FROM master_checks WHERE key_id = ?", (k,)) for k in retired])
+        total = store.query("SELECT COUNT(*) FROM data_keys")[0][0]
+        return RotationReport(rewrapped=len(rows), data_keys=total, retired=retired)
+
+
+class ReencryptReport(msgspec.Struct, frozen=True, kw_only=True):
+    events: int  # set events read
+    sealed: int  # plain values sealed by this run
+
+
+async def reencrypt(
+    backend: LogBackend,
+    vault: Vault,
+    progress: Callable[[int], None] | None = None,
+    *,
+    batch: int = 500,
+) -> ReencryptReport:
+    """Seal every plain value of the log and the projection, in place, batch by batch.
+
+    For a store that held plain values before encryption was turned on. Each batch commits on
+    its own, and sealed values are skipped, so an interrupted run continues where it stopped.
+    Values of erased scopes are left to the erasure (they read as erased and were scrubbed).
+    The log stays the same sequence of facts: each rewritten event holds the same value, now
+    sealed for its own row, and its position, version, time, try and actor are untouched.
+    """
+    if not vault.encrypting:
+        raise MasterKeyError(
+            f"reencrypt needs master keys (StoreConfig(master_keys=[...]) or {MASTER_KEYS_ENV})"
+        )
+    scope_keys = {row.scope_id: row.scope_key for row in await backend.select_all_scopes()}
+    read = sealed = 0
+    pending: list[tuple[EventRow, KeySet]] = []
+
+    async def flush() -> None:
+        nonlocal sealed
+        needed = [scope_keys[row.scope_id] for row, _ in pending]
+        missing = vault.missing(needed)
+        if missing:
+            await anyio.to_thread.run_sync(vault.ensure_keys, missing)
+        async with backend.write() as tx:
+            # Under the write lock: a scope erased since the rows were read stays erased.
+            erased = {
+                scope_id: await _erased_through(backend, scope_id)
+                for scope_id in {row.scope_id for row, _ in pending}
+            }
+            payloads: list[tuple[int, bytes]] = []
+            values: list[tuple[bytes, int, str, int]] = []
+            for row, event in pending:
+                if row.seq < erased[row.scope_id]:
+                    continue
+                key = scope_keys[row.scope_id]
+                new = vault.seal(vault.data_key(key), key, event.key, row.version, event)
+                payloads.append((row.seq, encode_event(new)))
+                values.append((stored_value(new), row.scope_id, event.key, row.seq))
+            await tx.update_event_payloads(payloads)
+            await tx.update_current_values(values)
+        sealed += len(payloads)
+        pending.clear()
+
+    async for row in backend.select_all_events():
+        if row.kind != "set":
+            continue
+        read += 1
+        if progress is not None:
+            progress(1)
+        event = decode_event(row.payload)
+        assert isinstance(event, KeySet)
+        if event.sealed is not None or bytes(event.value) == _NULL:
+            continue
+        if row.scope_id not in scope_keys:  # a scope made after the run started
+            scope_keys.update((r.scope_id, r.scope_key) for r in await backend.select_all_scopes())
+        pending.append((row, event))
+        if len(pending) >= batch:
+            await flush()
+    if pending:
+        await flush()
+    return ReencryptReport(events=read, sealed=sealed)
+
+
+async def scrub(backend: LogBackend, scope_id: int, through_seq: int) -> int:
+    """Remove the plain values of a scope's set events before `through_seq` (an erasure).
+
+    Sealed values are left as they are: their data key is gone. Returns the events rewritten.
+    """
+    rows = await backend.select_events(
+        scope_id, EventFilter(kinds=frozenset({"set"}), through_seq=through_seq)
+    )
+    payloads: list[tuple[int, bytes]] = []
+    for row in rows:
+        event = decode_event(row.payload)
+        assert isinstance(event, KeySet)
+        if event.sealed is None and bytes(event.value) != _NULL:
+            scrubbed = msgspec.structs.replace(event, value=msgspec.Raw(_NULL))
+            payloads.append((row.seq, encode_event(scrubbed)))
+    if payloads:
+        async with backend.write() as tx:
+            await tx.update_event_payloads(payloads)
+    return len(payloads)
+
+
+async def _erased_through(backend: LogBackend, scope_id: int) -> int:
+    marker = await backend.select_last_scope_event(scope_id, "erased")
+    return 0 if marker is None else marker.seq
+
+
+def _has_keys(path: str) -> bool:
+    if not Path(path).exists():
+        return False
+    conn = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
+    try:
+        found = conn.execute(
+            "SELECT COUNT(*) FROM sqlite_master WHERE type = 'table' AND name = 'master_checks'"
+        ).fetchone()[0]
+        return bool(found) and bool(
+            conn.execute("SELECT COUNT(*) FROM master_checks").fetchone()[0]
+        )
+    finally:
+        conn.close()
