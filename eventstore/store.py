@@ -17,7 +17,7 @@ import anyio
 from eventstore.backends import open_backend
 from eventstore.backends.base import CurrentRow, LogBackend, ScopeFilter, ScopeRow
 from eventstore.config import Clock, NeverExpire, StoreConfig, check_retention, system_clock
-from eventstore.crypto import ReencryptReport, RotationReport, Vault, master_keys_from_env
+from eventstore.crypto import ERASED, ReencryptReport, RotationReport, Vault, master_keys_from_env
 from eventstore.crypto import reencrypt as reencrypt_log
 from eventstore.crypto import scrub as scrub_log
 from eventstore.errors import StoreClosedError
@@ -274,12 +274,17 @@ class _Accessor:
     async def get(self, key: str, default: Any = None) -> Any:
         """The key's current value, or `default` if it is absent or expired."""
         row = await self.store.read(self.scope, check_key(key))
-        return default if row is None else self.store.open_value(self.scope, row)
+        if row is None:
+            return default
+        value = self.store.open_value(self.scope, row)
+        # An erased key reads as absent (a projection restored from before an erasure).
+        return default if value is ERASED else value
 
     async def items(self) -> dict[str, Any]:
-        """Every current {key: value} of the scope; expired keys are left out."""
+        """Every current {key: value} of the scope; expired and erased keys are left out."""
         store = self.store
-        return {r.key: store.open_value(self.scope, r) for r in await store.read_all(self.scope)}
+        values = {r.key: store.open_value(self.scope, r) for r in await store.read_all(self.scope)}
+        return {k: v for k, v in values.items() if v is not ERASED}
 
     async def version(self) -> int:
         return await self.store.version(self.scope)

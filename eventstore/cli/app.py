@@ -11,6 +11,7 @@ import click
 import msgspec
 from rich.console import Console
 
+from eventstore.crypto import ERASED
 from eventstore.errors import (
     ConcurrencyError,
     ConfigError,
@@ -24,7 +25,7 @@ from eventstore.errors import (
 )
 from eventstore.store import default_url
 
-__all__ = ["cli", "db_option", "emit_json", "json_option", "main", "run"]
+__all__ = ["cli", "db_option", "emit_json", "encode_json", "json_option", "main", "run"]
 
 T = TypeVar("T")
 
@@ -62,7 +63,19 @@ db_option = click.option(
 )
 json_option = click.option("--json", "as_json", is_flag=True, help="Print JSON for machines.")
 
-_json = msgspec.json.Encoder()
+
+def _enc_hook(value: Any) -> Any:
+    if value is ERASED:
+        return "<erased>"
+    raise NotImplementedError(f"cannot encode {type(value).__name__}")
+
+
+_json = msgspec.json.Encoder(enc_hook=_enc_hook)
+
+
+def encode_json(data: Any) -> bytes:
+    """JSON of data, with an erased value (ERASED) as "<erased>"."""
+    return _json.encode(data)
 
 
 def emit_json(data: Any) -> None:

@@ -15,7 +15,7 @@ import msgspec
 from rich.table import Column, Table
 from rich.text import Text
 
-from eventstore.cli.app import cli, console, db_option, emit_json, json_option, run
+from eventstore.cli.app import cli, console, db_option, emit_json, encode_json, json_option, run
 from eventstore.events import RecordedEvent
 from eventstore.scopes import AssetScope, Scope, TaskScope
 from eventstore.store import open_store
@@ -126,7 +126,7 @@ def point_from(options: dict[str, Any], prefix: str = "") -> At:
 
 
 def show(value: Any) -> str:
-    text = msgspec.json.encode(value).decode()
+    text = encode_json(value).decode()
     return text if len(text) <= _VALUE_WIDTH else text[: _VALUE_WIDTH - 1] + "…"
 
 
@@ -154,7 +154,10 @@ def events_table(events: list[RecordedEvent], title: str) -> Table:
         title=title,
     )
     for e in events:
-        value = show(e.value) if e.kind == "set" else (show(e.detail) if e.detail else "")
+        if e.erased:
+            value = "<erased>"
+        else:
+            value = show(e.value) if e.kind == "set" else (show(e.detail) if e.detail else "")
         table.add_row(
             str(e.seq),
             utc(e.recorded_at),

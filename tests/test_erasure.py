@@ -1,0 +1,188 @@
+"""Erasure (crypto-shredding): an erased scope's values are unreadable through every path,
+its metadata stays."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+
+from eventstore import ERASED, StoreConfig, TaskScope, generate_master_key, open_store
+from eventstore.cli import cli
+from projections import At
+from tests.conftest import FakeClock, StoreFactory
+
+SCOPE = TaskScope("etl", "run_1", "ingest")
+OTHER = TaskScope("etl", "run_1", "other")
+MARKER = "okapi-lantern-9120"
+
+
+async def fill(store, clock: FakeClock) -> None:  # type: ignore[no-untyped-def]
+    ts = store.task_store("etl", "run_1", "ingest", try_number=1)
+    await ts.set("token", f"{MARKER}-1")
+    await ts.set("progress", {"rows": 5})
+    clock.advance()
+    ts2 = store.task_store("etl", "run_1", "ingest", try_number=2)
+    await ts2.set("token", f"{MARKER}-2", sensitive=True)
+    await ts2.delete("progress")
+    await store.task_store("etl", "run_1", "other").set("kept", f"{MARKER}-other")
+
+
+@pytest.fixture(params=["encrypted", "plain"])
+def config(request: pytest.FixtureRequest) -> StoreConfig:
+    if request.param == "plain":
+        return StoreConfig()
+    return StoreConfig(master_keys=(generate_master_key(),))
+
+
+async def test_erased_scope_reads_as_erased_through_every_path(
+    make_store: StoreFactory, config: StoreConfig, clock: FakeClock
+) -> None:
+    async with make_store(config) as store:
+        await fill(store, clock)
+        history = store.history(SCOPE)
+        before = await history.events()
+        clock.advance()
+        result = await store.erase(SCOPE)
+        assert result.events == 2
+
+        ts = store.task_store("etl", "run_1", "ingest", try_number=2)
+        assert await ts.get("token") is None
+        assert await ts.items() == {}
+
+        events = await history.events()
+        assert [e.kind for e in events] == [*(e.kind for e in before), "clear", "erased"]
+        for old, now in zip(before, events, strict=False):
+            # The metadata stays: kind, key, time, try, actor, position.
+            assert (old.seq, old.kind, old.key, old.recorded_at, old.try_number, old.actor) == (
+                now.seq,
+                now.kind,
+                now.key,
+                now.recorded_at,
+                now.try_number,
+                now.actor,
+            )
+            if now.kind == "set":
+                assert now.value is None
+                assert now.erased
+        assert events[-1].actor == "system"
+        assert events[-1].detail is not None
+        assert all(e.value is None for e in await history.timeline("token"))
+        assert all(e.erased for e in await history.timeline("token"))
+
+        assert await history.state(At.end_of_try(1)) == {"progress": ERASED, "token": ERASED}
+        assert await history.state(At.end_of_try(2)) == {"token": ERASED}
+        assert await history.state(At.version(result.version)) == {}
+        diff = await history.diff(At.end_of_try(1), At.end_of_try(2))
+        assert diff.removed == {"progress": ERASED}
+        assert diff.changed == {}
+        assert [t.try_number for t in await history.tries()] == [1, 2]
+
+        # Other scopes are untouched; verify still holds.
+        assert await store.task_store("etl", "run_1", "other").get("kept") == f"{MARKER}-other"
+        assert (await store.verify()).ok
+
+        # The scope can be written again, with a new data key.
+        await ts.set("token", "after")
+        assert await ts.get("token") == "after"
+        assert (await history.events())[-1].value == "after"
+        assert await history.state(At.end_of_try(1)) == {"progress": ERASED, "token": ERASED}
+
+
+async def test_erasure_leaves_no_value_in_the_files(
+    tmp_path: Path, config: StoreConfig, clock: FakeClock
+) -> None:
+    db = tmp_path / "trail.db"
+    url = f"sqlite:///{db}"
+    async with open_store(url, config=config, clock=clock) as store:
+        await fill(store, clock)
+        await store.erase(SCOPE)
+    found = [p.name for p in tmp_path.iterdir() if f"{MARKER}-1".encode() in p.read_bytes()]
+    assert found == []
+
+
+async def test_an_old_backup_of_the_log_reads_as_erased(tmp_path: Path, clock: FakeClock) -> None:
+    key = generate_master_key()
+    db = tmp_path / "trail.db"
+    keys = tmp_path / "trail.db.keys"
+    url = f"sqlite:///{db}"
+    config = StoreConfig(master_keys=(key,))
+    async with open_store(url, config=config, clock=clock) as store:
+        await fill(store, clock)
+    backup = tmp_path / "backup.db"
+    shutil.copy(db, backup)  # the log backed up before the erasure, without its keys file
+    async with open_store(url, config=config, clock=clock) as store:
+        await store.erase(SCOPE)
+    # The backup restored beside the live key store: every value of the erased scope is gone.
+    restored = StoreConfig(master_keys=(key,), key_store=f"sqlite:///{keys}")
+    async with open_store(f"sqlite:///{backup}", config=restored, clock=clock) as store:
+        ts = store.task_store("etl", "run_1", "ingest")
+        assert await ts.get("token") is None
+        assert await ts.items() == {}
+        events = await store.history(SCOPE).events()
+        assert [e.kind for e in events] == ["set", "set", "set", "delete"]
+        assert all(e.erased for e in events if e.kind == "set")
+        assert await store.history(SCOPE).state(At.end_of_try(1)) == {
+            "progress": ERASED,
+            "token": ERASED,
+        }
+        assert await store.task_store("etl", "run_1", "other").get("kept") == f"{MARKER}-other"
+
+
+async def test_sets_queued_around_an_erasure_in_one_batch(
+    make_store: StoreFactory, clock: FakeClock
+) -> None:
+    import anyio
+
+    config = StoreConfig(master_keys=(generate_master_key(),))
+    async with make_store(config) as store:
+        ts = store.task_store("etl", "run_1", "ingest")
+        await ts.set("seed", 0)
+        order: list[str] = []
+
+        async def write(key: str) -> None:
+            await ts.set(key, key)
+            order.append(key)
+
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(write, "before")
+            tg.start_soon(store.erase, SCOPE)
+            tg.start_soon(write, "after")
+        events = await store.history(SCOPE).events()
+        kinds = [(e.kind, e.key, e.erased) for e in events]
+        erased_at = kinds.index(("erased", None, False))
+        assert all(erased for kind, _, erased in kinds[:erased_at] if kind == "set")
+        assert await ts.items() == {k: k for _, k, _ in kinds[erased_at:] if k}
+        assert (await store.verify()).ok
+
+
+def test_cli_erase(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    key = generate_master_key()
+    monkeypatch.setenv("TASKTRAIL_MASTER_KEYS", key)
+    url = f"sqlite:///{tmp_path / 'trail.db'}"
+    runner = CliRunner()
+    from eventstore import open_blocking_store
+
+    with open_blocking_store(url) as store:
+        store.task_store("etl", "run_1", "ingest").set("token", MARKER)
+    args = ["erase", "--db", url, "--dag", "etl", "--run", "run_1", "--task", "ingest"]
+    refused = runner.invoke(cli, args, input="n\n")
+    assert refused.exit_code == 1
+    result = runner.invoke(cli, [*args, "--yes"])
+    assert result.exit_code == 0, result.output
+    assert "erased" in result.output
+    shown = runner.invoke(
+        cli, ["history", "--db", url, "--dag", "etl", "--run", "run_1", "--task", "ingest"]
+    )
+    assert shown.exit_code == 0, shown.output
+    assert "<erased>" in shown.output
+    assert MARKER not in shown.output
+    state = runner.invoke(
+        cli,
+        ["as-of", "--db", url, "--dag", "etl", "--run", "run_1", "--task", "ingest"]
+        + ["--version", "1", "--json"],
+    )
+    assert state.exit_code == 0, state.output
+    assert '"token": "<erased>"' in state.output
