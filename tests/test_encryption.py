@@ -132,7 +132,7 @@ async def test_swapped_ciphertext_fails_to_open(tmp_path: Path, key: str) -> Non
     async with open_store(url, config=config) as store:
         await store.task_store("etl", "run_1", "ingest").set_many({"a": "A", "b": "B"})
     with sqlite3.connect(db) as conn:
-        a, b = (
+        _, b = (
             conn.execute("SELECT value FROM current WHERE key = ?", (k,)).fetchone()[0]
             for k in "ab"
         )
@@ -144,7 +144,7 @@ async def test_swapped_ciphertext_fails_to_open(tmp_path: Path, key: str) -> Non
     async with open_store(url, config=config) as store:
         ts = store.task_store("etl", "run_1", "ingest")
         assert await ts.get("b") == "B"
-        with pytest.raises(DecryptionError, match="'a'.*does not open"):
+        with pytest.raises(DecryptionError, match=r"'a'.*does not open"):
             await ts.get("a")
         with pytest.raises(DecryptionError, match="moved from another row"):
             await store.history(SCOPE).events(key="a")
@@ -208,7 +208,7 @@ async def test_rotation_keeps_every_value_readable_and_retires_the_old_key(
         ts = store.task_store("etl", "run_1", "ingest")
         assert await ts.items() == {"token": f"{MARKER}-2", "url": {"signed": f"{MARKER}-url"}}
         events = await store.history(SCOPE).events()
-        assert [e.value for e in events if e.kind == "set"][0] == f"{MARKER}-1"
+        assert next(e.value for e in events if e.kind == "set") == f"{MARKER}-1"
         assert await store.asset_store(name="orders").get("watermark") == f"{MARKER}-asset"
         assert (await store.verify()).ok
     with pytest.raises(MasterKeyError, match="written with master key"):

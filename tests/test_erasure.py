@@ -99,8 +99,11 @@ async def test_erasure_leaves_no_value_in_the_files(
     async with open_store(url, config=config, clock=clock) as store:
         await fill(store, clock)
         await store.erase(SCOPE)
-    found = [p.name for p in tmp_path.iterdir() if f"{MARKER}-1".encode() in p.read_bytes()]
-    assert found == []
+    assert leaked(tmp_path, f"{MARKER}-1") == []
+
+
+def leaked(folder: Path, needle: str) -> list[str]:
+    return [p.name for p in folder.iterdir() if needle.encode() in p.read_bytes()]
 
 
 async def test_an_old_backup_of_the_log_reads_as_erased(tmp_path: Path, clock: FakeClock) -> None:
@@ -179,10 +182,10 @@ def test_cli_erase(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     assert shown.exit_code == 0, shown.output
     assert "<erased>" in shown.output
     assert MARKER not in shown.output
+    args = ["as-of", "--db", url, "--dag", "etl", "--run", "run_1", "--task", "ingest"]
     state = runner.invoke(
         cli,
-        ["as-of", "--db", url, "--dag", "etl", "--run", "run_1", "--task", "ingest"]
-        + ["--version", "1", "--json"],
+        [*args, "--version", "1", "--json"],
     )
     assert state.exit_code == 0, state.output
     assert '"token": "<erased>"' in state.output
