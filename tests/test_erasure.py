@@ -31,10 +31,16 @@ async def fill(store, clock: FakeClock) -> None:  # type: ignore[no-untyped-def]
 
 
 @pytest.fixture(params=["encrypted", "plain"])
-def config(request: pytest.FixtureRequest) -> StoreConfig:
+def config(request: pytest.FixtureRequest, backend_url: str, tmp_path: Path) -> StoreConfig:
     if request.param == "plain":
         return StoreConfig()
-    return StoreConfig(master_keys=(generate_master_key(),))
+    return encrypted(backend_url, tmp_path)
+
+
+def encrypted(url: str, folder: Path) -> StoreConfig:
+    """An encrypting config; a PostgreSQL store keeps its keys in a file of its own."""
+    key_store = f"sqlite:///{folder / 'pg.keys'}" if url.startswith("postgresql") else None
+    return StoreConfig(master_keys=(generate_master_key(),), key_store=key_store)
 
 
 async def test_erased_scope_reads_as_erased_through_every_path(
@@ -91,9 +97,11 @@ async def test_erased_scope_reads_as_erased_through_every_path(
         assert await history.state(At.end_of_try(1)) == {"progress": ERASED, "token": ERASED}
 
 
+@pytest.mark.parametrize("keys", ["encrypted", "plain"])
 async def test_erasure_leaves_no_value_in_the_files(
-    tmp_path: Path, config: StoreConfig, clock: FakeClock
+    tmp_path: Path, keys: str, clock: FakeClock
 ) -> None:
+    config = StoreConfig() if keys == "plain" else encrypted("sqlite:", tmp_path)
     db = tmp_path / "trail.db"
     url = f"sqlite:///{db}"
     async with open_store(url, config=config, clock=clock) as store:
@@ -135,11 +143,11 @@ async def test_an_old_backup_of_the_log_reads_as_erased(tmp_path: Path, clock: F
 
 
 async def test_sets_queued_around_an_erasure_in_one_batch(
-    make_store: StoreFactory, clock: FakeClock
+    make_store: StoreFactory, backend_url: str, tmp_path: Path
 ) -> None:
     import anyio
 
-    config = StoreConfig(master_keys=(generate_master_key(),))
+    config = encrypted(backend_url, tmp_path)
     async with make_store(config) as store:
         ts = store.task_store("etl", "run_1", "ingest")
         await ts.set("seed", 0)

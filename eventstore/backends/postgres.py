@@ -200,6 +200,16 @@ _SELECT_STORAGE_BYTES: Final = (
     "WHERE c.relkind = 'r' AND c.relnamespace = current_schema()::regnamespace"
 )
 _DELETE_ALL_CURRENT: Final = "DELETE FROM current"
+_UPDATE_PAYLOADS: Final = (
+    "UPDATE events AS e SET payload = u.payload "
+    "FROM unnest($1::bigint[], $2::bytea[]) AS u (seq, payload) WHERE e.seq = u.seq"
+)
+_UPDATE_CURRENT_VALUES: Final = (
+    "UPDATE current AS c SET value = u.value "
+    "FROM unnest($1::bytea[], $2::bigint[], $3::bytea[], $4::bigint[]) "
+    "AS u (value, scope_id, key, seq) "
+    "WHERE c.scope_id = u.scope_id AND c.key = u.key AND c.seq = u.seq"
+)
 _SELECT_IDEMPOTENT: Final = (
     "SELECT idempotency_id, result FROM idempotency "
     "WHERE scope_id = $1 AND idempotency_id = ANY($2::bytea[])"
@@ -645,6 +655,22 @@ class _PostgresTransaction(WriteTransaction):
                 [r[0] for r in rows],
                 [r[1].encode() for r in rows],
                 [r[2] for r in rows],
+            )
+
+    async def update_event_payloads(self, rows: Sequence[tuple[int, bytes]]) -> None:
+        if rows:
+            await self.flush()
+            await self.conn.execute(_UPDATE_PAYLOADS, [r[0] for r in rows], [r[1] for r in rows])
+
+    async def update_current_values(self, rows: Sequence[tuple[bytes, int, str, int]]) -> None:
+        if rows:
+            await self.flush()
+            await self.conn.execute(
+                _UPDATE_CURRENT_VALUES,
+                [r[0] for r in rows],
+                [r[1] for r in rows],
+                [r[2].encode() for r in rows],
+                [r[3] for r in rows],
             )
 
 
