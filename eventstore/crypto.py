@@ -33,7 +33,7 @@ import struct
 import threading
 from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
-from typing import Any, Final
+from typing import Any, Final, TypeVar
 
 import anyio.to_thread
 import msgspec
@@ -73,6 +73,8 @@ _NONCE: Final = 12
 _CHECK_TEXT: Final = b"tasktrail master key check"
 _KEY_ID: Final = re.compile(r"^[A-Za-z0-9_-]{1,32}$")
 _NULL: Final = b"null"
+
+T = TypeVar("T")
 
 DataKey = tuple[int, AESGCM]  # a scope's data key and its generation
 
@@ -255,6 +257,7 @@ class KeyStore:
             for statement in _KEY_SCHEMA:
                 self._conn.execute(statement)
             self._conn.execute("COMMIT")
+            self._seen = self._data_version()
 
     def query(self, sql: str, params: Sequence[Any] = ()) -> list[Any]:
         with self._lock:
@@ -262,15 +265,37 @@ class KeyStore:
 
     def change(self, statements: Sequence[tuple[str, Sequence[Any]]]) -> None:
         """Run the statements in one transaction."""
+
+        def run(conn: sqlite3.Connection) -> None:
+            for sql, params in statements:
+                conn.execute(sql, params)
+
+        self.transaction(run)
+
+    def transaction(self, work: Callable[[sqlite3.Connection], T]) -> T:
+        """Run work(connection) in one write transaction (other processes wait for it)."""
         with self._lock:
             self._conn.execute("BEGIN IMMEDIATE")
             try:
-                for sql, params in statements:
-                    self._conn.execute(sql, params)
+                result = work(self._conn)
                 self._conn.execute("COMMIT")
             except BaseException:
                 self._conn.execute("ROLLBACK")
                 raise
+            self._seen = self._data_version()
+            return result
+
+    def changed(self) -> bool:
+        """Whether another connection committed to the key store since this one last looked."""
+        with self._lock:
+            version = self._data_version()
+            if version == self._seen:
+                return False
+            self._seen = version
+            return True
+
+    def _data_version(self) -> int:
+        return int(self._conn.execute("PRAGMA data_version").fetchone()[0])
 
     def close(self) -> None:
         with self._lock:
@@ -384,53 +409,58 @@ class Vault:
         return generation, self._keys[(scope_key, generation)]
 
     def ensure_keys(self, scope_keys: Iterable[str]) -> None:
-        """Make sure each scope has a data key to seal new values with (one commit for all)."""
-        if self.primary is None:
+        """Make sure each scope has a data key to seal new values with (one commit for all).
+
+        In one transaction of the key store, so two processes making the first key of a scope
+        at once agree on one.
+        """
+        primary = self.primary
+        if primary is None:
             return
         wanted = [s for s in dict.fromkeys(scope_keys) if s not in self._current]
         if not wanted:
             return
-        store = self._store()
-        new: list[tuple[str, Sequence[Any]]] = []
-        for scope_key in wanted:
-            rows = store.query(
-                "SELECT generation, master_id, wrapped FROM data_keys WHERE scope_key = ? "
-                "ORDER BY generation DESC LIMIT 1",
-                (scope_key,),
+
+        def make(conn: sqlite3.Connection) -> list[tuple[str, int, str, bytes]]:
+            found = []
+            for scope_key in wanted:
+                row = conn.execute(
+                    "SELECT generation, master_id, wrapped FROM data_keys WHERE scope_key = ? "
+                    "ORDER BY generation DESC LIMIT 1",
+                    (scope_key,),
+                ).fetchone()
+                if row is None:
+                    erased = conn.execute(
+                        "SELECT through_generation FROM erased WHERE scope_key = ?", (scope_key,)
+                    ).fetchone()
+                    generation = (erased[0] if erased else 0) + 1
+                    nonce = secrets.token_bytes(_NONCE)
+                    wrapped = nonce + primary.aead.encrypt(
+                        nonce,
+                        AESGCM.generate_key(256),
+                        _wrap_aad(scope_key, generation, primary.key_id),
+                    )
+                    conn.execute(
+                        "INSERT INTO data_keys (scope_key, generation, master_id, wrapped) "
+                        "VALUES (?, ?, ?, ?)",
+                        (scope_key, generation, primary.key_id, wrapped),
+                    )
+                    row = (generation, primary.key_id, wrapped)
+                found.append((scope_key, *row))
+            return found
+
+        for scope_key, generation, master_id, wrapped in self._store().transaction(make):
+            self._keys[(scope_key, generation)] = self._unwrap(
+                scope_key, generation, master_id, wrapped
             )
-            if rows:
-                generation, master_id, wrapped = rows[0]
-                self._keys[(scope_key, generation)] = self._unwrap(
-                    scope_key, generation, master_id, wrapped
-                )
-                self._current[scope_key] = generation
-                continue
-            erased = store.query(
-                "SELECT through_generation FROM erased WHERE scope_key = ?", (scope_key,)
-            )
-            generation = (erased[0][0] if erased else 0) + 1
-            secret = AESGCM.generate_key(256)
-            nonce = secrets.token_bytes(_NONCE)
-            wrapped = nonce + self.primary.aead.encrypt(
-                nonce, secret, _wrap_aad(scope_key, generation, self.primary.key_id)
-            )
-            new.append(
-                (
-                    "INSERT INTO data_keys (scope_key, generation, master_id, wrapped) "
-                    "VALUES (?, ?, ?, ?)",
-                    (scope_key, generation, self.primary.key_id, wrapped),
-                )
-            )
-            self._keys[(scope_key, generation)] = AESGCM(secret)
             self._current[scope_key] = generation
-        if new:
-            try:
-                store.change(new)
-            except BaseException:
-                for _, params in new:
-                    self._keys.pop((params[0], params[1]), None)
-                    self._current.pop(params[0], None)
-                raise
+
+    def refresh(self) -> None:
+        """Forget cached data keys if another connection changed the key store (an erasure, a
+        new generation), so this process never seals with, or opens with, a destroyed key."""
+        if self.store is not None and self.store.changed():
+            self._current.clear()
+            self._keys.clear()
 
     def destroy(self, scope_key: str) -> int:
         """Erase the scope's data keys; values sealed with them never open again.

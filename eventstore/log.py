@@ -431,6 +431,7 @@ async def prepare_keys(vault: Vault | None, requests: Sequence[AppendRequest]) -
     prepared = _Keys()
     if vault is None or vault.store is None:
         return prepared
+    vault.refresh()
     erasing = any(isinstance(op, EraseOp) for r in requests for op in r.ops)
     sealing = [
         r for r in requests if vault.encrypting and any(isinstance(op, SetOp) for op in r.ops)

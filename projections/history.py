@@ -176,6 +176,7 @@ class History:
 
     async def _erased_through(self, scope_id: int) -> int:
         """The position of the scope's last erasure; every value before it reads as erased."""
+        self.vault.refresh()  # an erasure by another process destroyed keys this one holds
         marker = await self.backend.select_last_scope_event(scope_id, "erased")
         return 0 if marker is None else marker.seq
 

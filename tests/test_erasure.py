@@ -197,3 +197,26 @@ def test_cli_erase(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     )
     assert state.exit_code == 0, state.output
     assert '"token": "<erased>"' in state.output
+
+
+async def test_two_stores_on_one_file_share_data_keys_and_see_an_erasure(
+    tmp_path: Path, clock: FakeClock
+) -> None:
+    url = f"sqlite:///{tmp_path / 'trail.db'}"
+    config = encrypted(url, tmp_path)
+    async with (
+        open_store(url, config=config, clock=clock) as a,
+        open_store(url, config=config, clock=clock) as b,
+    ):
+        ta = a.task_store("etl", "run_1", "ingest")
+        tb = b.task_store("etl", "run_1", "ingest")
+        await ta.set("from_a", 1)
+        await tb.set("from_b", 2)  # b finds a's data key rather than making its own
+        assert await ta.items() == {"from_a": 1, "from_b": 2}
+        assert await tb.items() == {"from_a": 1, "from_b": 2}
+        await b.erase(SCOPE)
+        # a held the old key in memory: it neither opens old values nor seals new ones with it.
+        assert all(e.erased for e in await a.history(SCOPE).events(kinds=["set"]))
+        await ta.set("after", 3)
+        assert await tb.items() == {"after": 3}
+        assert await b.history(SCOPE).state(At.seq(1)) == {"from_a": ERASED}
