@@ -553,23 +553,28 @@ class Vault:
 
     def open_stored(self, scope_key: str, key: str, version: int, stored: bytes) -> Any:
         """The value of stored bytes (projection or `stored_value` of an event), or ERASED."""
+        encoded = self.open_json(scope_key, key, version, stored)
+        return ERASED if encoded is None else decode_value(encoded)
+
+    def open_json(self, scope_key: str, key: str, version: int, stored: bytes) -> bytes | None:
+        """The JSON of a stored value, or None if it was erased (for faces that pass JSON on)."""
         if not stored:
             raise DecryptionError(f"the stored value of key {key!r} is empty")
         kind = stored[0]
         if kind == FLAGGED:
-            return decode_value(stored[2:])
+            return stored[2:]
         if kind != SEALED:
-            return decode_value(stored)
+            return stored
         if len(stored) < _HEADER.size + _NONCE + 16:
             raise DecryptionError(f"the sealed value of key {key!r} in {scope_key!r} is truncated")
         header = stored[: _HEADER.size]
         _, _, generation = _HEADER.unpack(header)
         aead = self._key(scope_key, generation)
         if aead is None:
-            return ERASED
+            return None
         body = stored[_HEADER.size :]
         try:
-            plain = aead.decrypt(
+            return aead.decrypt(
                 body[:_NONCE], body[_NONCE:], _value_aad(scope_key, key, version, header)
             )
         except InvalidTag:
@@ -577,7 +582,6 @@ class Vault:
                 f"the sealed value of key {key!r} in scope {scope_key!r} at version {version} "
                 "does not open: it was altered, or moved from another row"
             ) from None
-        return decode_value(plain)
 
     def open_event(self, scope_key: str, version: int, event: KeySet) -> Any:
         """The value of a set event, or ERASED (sealed with an erased key, or scrubbed)."""
