@@ -46,11 +46,12 @@ from anyio.from_thread import BlockingPortal
 
 from eventstore.backends.base import EventFilter
 from eventstore.config import NEVER_EXPIRE, StoreConfig
+from eventstore.crypto import ERASED
 from eventstore.errors import ConfigError
 from eventstore.events import to_micros
 from eventstore.scopes import AssetScope, Scope, TaskScope
 from eventstore.store import Store, open_store
-from eventstore.values import check_key, decode_value, encode_value
+from eventstore.values import check_key, encode_value
 
 try:
     from airflow.state import BaseStoreBackend
@@ -327,7 +328,10 @@ def _accessor(store: Store, scope: Scope, try_number: int | None) -> Any:
 
 async def _get(store: Store, scope: Scope, key: str) -> str | None:
     row = await store.read(scope, check_key(key))
-    return None if row is None else json.dumps(decode_value(row.value))
+    if row is None:
+        return None
+    value = store.open_value(scope, row)
+    return None if value is ERASED else json.dumps(value)
 
 
 async def _set(
@@ -362,7 +366,7 @@ async def _is_repeat(
 ) -> bool:
     """Whether the scope's newest event already sets key to this value, expiry and try."""
     row = await store.read(scope, key)
-    if row is None or row.value != encoded:
+    if row is None or store.open_json(scope, row) != encoded:
         return False
     if row.expires_at != (None if expires_at is None else to_micros(expires_at)):
         return False

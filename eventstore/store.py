@@ -169,8 +169,12 @@ class Store:
         return [r for r in await self.backend.select_current_all(scope_id) if not _expired(r, now)]
 
     def open_value(self, scope: Scope, row: CurrentRow) -> Any:
-        """The value a projection row holds, opened if it is sealed."""
+        """The value a projection row holds, opened if it is sealed; ERASED if it was erased."""
         return self.vault.open_stored(scope_key(scope), row.key, row.version, row.value)
+
+    def open_json(self, scope: Scope, row: CurrentRow) -> bytes | None:
+        """The JSON of the value a projection row holds; None if it was erased."""
+        return self.vault.open_json(scope_key(scope), row.key, row.version, row.value)
 
     async def erase(self, scope: Scope) -> AppendResult:
         """Erase a scope: destroy its data keys and its current values at once (crypto-shredding).
