@@ -336,3 +336,38 @@ async def test_postgres_dump_holds_no_plaintext_value(
     # BYTEA columns are dumped as hex.
     found = MARKER.encode() in dump.stdout or MARKER.encode().hex().encode() in dump.stdout
     assert found is (keys == "plain")
+
+
+def test_cli_keygen_rotate_keys_and_reencrypt(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from click.testing import CliRunner
+
+    from eventstore import open_blocking_store
+    from eventstore.cli import cli
+
+    runner = CliRunner()
+    old = runner.invoke(cli, ["keygen"]).output.strip()
+    new = runner.invoke(cli, ["keygen"]).output.strip()
+    assert parse_master_keys([old, new])
+    db = tmp_path / "trail.db"
+    url = f"sqlite:///{db}"
+    with open_blocking_store(url) as store:  # plaintext to begin with
+        store.task_store("etl", "run_1", "ingest").set("a", MARKER)
+    monkeypatch.setenv("TASKTRAIL_MASTER_KEYS", old)
+    sealed = runner.invoke(cli, ["reencrypt", "--db", url, "--json"])
+    assert sealed.exit_code == 0, sealed.output
+    assert '"sealed": 1' in sealed.output
+    monkeypatch.setenv("TASKTRAIL_MASTER_KEYS", f"{new},{old}")
+    rotated = runner.invoke(cli, ["rotate-keys", "--db", url])
+    assert rotated.exit_code == 0, rotated.output
+    assert "re-wrapped 1 of 1 data keys" in rotated.output
+    assert f"retired master keys: {old.split('.')[0]}" in rotated.output
+    monkeypatch.setenv("TASKTRAIL_MASTER_KEYS", old)
+    refused = runner.invoke(cli, ["verify", "--db", url])
+    assert refused.exit_code == 3
+    assert "written with master key" in refused.output
+    monkeypatch.setenv("TASKTRAIL_MASTER_KEYS", new)
+    with open_blocking_store(url) as store:
+        assert store.task_store("etl", "run_1", "ingest").get("a") == MARKER
+    assert leaks(db) == []
