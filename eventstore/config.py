@@ -70,7 +70,8 @@ class StoreConfig(msgspec.Struct, frozen=True, kw_only=True):
     # Encryption at rest (eventstore.crypto): master keys made by `tasktrail keygen`; the first
     # wraps new data keys, all of them unwrap. Empty: $TASKTRAIL_MASTER_KEYS, else no encryption.
     master_keys: tuple[str, ...] = ()
-    # Where the wrapped data keys live, apart from the log: sqlite:///PATH or memory://.
+    # Where the wrapped data keys live, apart from the log: sqlite:///PATH, memory://, or
+    # postgresql://USER@HOST/DB?schema=NAME (another schema or database than the log's).
     # None: the file PATH.keys beside a SQLite store PATH (in memory for an in-memory store).
     key_store: str | None = None
 

@@ -28,12 +28,9 @@ import base64
 import os
 import re
 import secrets
-import sqlite3
 import struct
-import threading
 from collections.abc import Callable, Iterable, Sequence
-from pathlib import Path
-from typing import Any, Final, TypeVar
+from typing import Any, Final
 
 import anyio.to_thread
 import msgspec
@@ -43,6 +40,7 @@ from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from eventstore.backends.base import EventFilter, EventRow, LogBackend
 from eventstore.errors import ConfigError, DecryptionError, MasterKeyError
 from eventstore.events import KeySet, decode_event, encode_event
+from eventstore.keystore import KeyStore, open_key_store
 from eventstore.values import decode_value
 
 __all__ = [
@@ -74,7 +72,6 @@ _CHECK_TEXT: Final = b"tasktrail master key check"
 _KEY_ID: Final = re.compile(r"^[A-Za-z0-9_-]{1,32}$")
 _NULL: Final = b"null"
 
-T = TypeVar("T")
 
 DataKey = tuple[int, AESGCM]  # a scope's data key and its generation
 
@@ -158,8 +155,11 @@ def key_store_location(url: str, configured: str | None) -> str | None:
             return ":memory:"
         if configured.startswith("sqlite:///") and len(configured) > len("sqlite:///"):
             return configured.removeprefix("sqlite:///")
+        if configured.startswith(("postgresql://", "postgres://")):
+            return configured
         raise ConfigError(
-            f"cannot read the key store URL {configured!r}: use sqlite:///PATH or memory://"
+            f"cannot read the key store URL {configured!r}: use sqlite:///PATH, "
+            "postgresql://USER@HOST/DB?schema=NAME or memory://"
         )
     if url == "memory://" or url.removeprefix("sqlite://") in (":memory:", "/:memory:"):
         return ":memory:"
@@ -214,94 +214,6 @@ def _wrap_aad(scope_key: str, generation: int, master_id: str) -> bytes:
     )
 
 
-# -- the key store ------------------------------------------------------------------------------
-
-_KEY_SCHEMA: Final = (
-    """CREATE TABLE IF NOT EXISTS master_checks (
-        key_id TEXT PRIMARY KEY,
-        sealed BLOB NOT NULL
-    )""",
-    """CREATE TABLE IF NOT EXISTS data_keys (
-        scope_key TEXT NOT NULL,
-        generation INTEGER NOT NULL,
-        master_id TEXT NOT NULL,
-        wrapped BLOB NOT NULL,
-        PRIMARY KEY (scope_key, generation)
-    )""",
-    """CREATE TABLE IF NOT EXISTS erased (
-        scope_key TEXT PRIMARY KEY,
-        through_generation INTEGER NOT NULL
-    )""",
-)
-
-
-class KeyStore:
-    """The wrapped data keys, the master key checks and the erasure tombstones, in SQLite.
-
-    Small and rarely written (a new scope, an erasure, a rotation), so it is plain sqlite3 under
-    a lock; each change commits (and syncs) before the log is written with it.
-    """
-
-    def __init__(self, path: str) -> None:
-        self.path = path
-        if path != ":memory:":
-            Path(path).parent.mkdir(parents=True, exist_ok=True)
-        self._conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
-        self._lock = threading.Lock()
-        with self._lock:
-            self._conn.execute("PRAGMA busy_timeout = 10000")
-            if path != ":memory:":
-                self._conn.execute("PRAGMA journal_mode = WAL")
-                self._conn.execute("PRAGMA synchronous = FULL")
-            self._conn.execute("BEGIN IMMEDIATE")
-            for statement in _KEY_SCHEMA:
-                self._conn.execute(statement)
-            self._conn.execute("COMMIT")
-            self._seen = self._data_version()
-
-    def query(self, sql: str, params: Sequence[Any] = ()) -> list[Any]:
-        with self._lock:
-            return self._conn.execute(sql, params).fetchall()
-
-    def change(self, statements: Sequence[tuple[str, Sequence[Any]]]) -> None:
-        """Run the statements in one transaction."""
-
-        def run(conn: sqlite3.Connection) -> None:
-            for sql, params in statements:
-                conn.execute(sql, params)
-
-        self.transaction(run)
-
-    def transaction(self, work: Callable[[sqlite3.Connection], T]) -> T:
-        """Run work(connection) in one write transaction (other processes wait for it)."""
-        with self._lock:
-            self._conn.execute("BEGIN IMMEDIATE")
-            try:
-                result = work(self._conn)
-                self._conn.execute("COMMIT")
-            except BaseException:
-                self._conn.execute("ROLLBACK")
-                raise
-            self._seen = self._data_version()
-            return result
-
-    def changed(self) -> bool:
-        """Whether another connection committed to the key store since this one last looked."""
-        with self._lock:
-            version = self._data_version()
-            if version == self._seen:
-                return False
-            self._seen = version
-            return True
-
-    def _data_version(self) -> int:
-        return int(self._conn.execute("PRAGMA data_version").fetchone()[0])
-
-    def close(self) -> None:
-        with self._lock:
-            self._conn.close()
-
-
 class RotationReport(msgspec.Struct, frozen=True, kw_only=True):
     rewrapped: int
     data_keys: int
@@ -332,22 +244,31 @@ class Vault:
         location = key_store_location(url, key_store)
         keys = parse_master_keys(master_keys)
         if not keys:
-            if location not in (None, ":memory:") and _has_keys(location):
+            found = (
+                None if location is None else open_key_store(location, create=False, log_url=url)
+            )
+            if found is not None:
+                found.close()
                 raise MasterKeyError(
-                    f"the store {url} is encrypted (its key store {location} holds data keys); "
-                    f"pass its master keys in StoreConfig(master_keys=[...]) or {MASTER_KEYS_ENV}"
+                    f"the store {_shown(url)} is encrypted (its key store {found.location} holds "
+                    f"data keys); pass its master keys in StoreConfig(master_keys=[...]) or "
+                    f"{MASTER_KEYS_ENV}"
                 )
             return cls()
         if location is None:
             raise ConfigError(
-                f"encryption needs a key store apart from the log for {url.split('@')[-1]!r}: "
-                "set StoreConfig(key_store='sqlite:///PATH') (a file kept and backed up apart "
-                "from the database)"
+                f"encryption needs a key store apart from the log for {_shown(url)!r}: set "
+                "StoreConfig(key_store=...) to sqlite:///PATH (a file kept and backed up apart "
+                "from the database) or postgresql://USER@HOST/DB?schema=NAME (another schema "
+                "or database than the log's)"
             )
-        store = KeyStore(location)
+        if location == url:
+            raise ConfigError("the key store must live apart from the log, not in its database")
+        store = open_key_store(location, create=True, log_url=url)
+        assert store is not None
         try:
             vault = cls(keys, store)
-            vault._check_masters(url)
+            vault._check_masters(_shown(url))
         except BaseException:
             store.close()
             raise
@@ -356,7 +277,7 @@ class Vault:
     def _check_masters(self, url: str) -> None:
         assert self.store is not None
         assert self.primary is not None
-        checks = dict(self.store.query("SELECT key_id, sealed FROM master_checks"))
+        checks = self.store.checks()
         for key_id, sealed in checks.items():
             master = self.masters.get(key_id)
             if master is None:
@@ -372,8 +293,7 @@ class Vault:
                     f"master key {key_id} is not the key the key store of {url} was written "
                     "with (its check does not open): the key is wrong"
                 ) from None
-        needed = {row[0] for row in self.store.query("SELECT DISTINCT master_id FROM data_keys")}
-        missing = sorted(needed - self.masters.keys())
+        missing = sorted(self.store.master_ids() - self.masters.keys())
         if missing:
             raise MasterKeyError(
                 f"data keys of {url} are wrapped by master keys {missing}, not given"
@@ -382,14 +302,7 @@ class Vault:
         if primary.key_id not in checks:
             nonce = secrets.token_bytes(_NONCE)
             sealed = nonce + primary.aead.encrypt(nonce, _CHECK_TEXT, primary.key_id.encode())
-            self.store.change(
-                [
-                    (
-                        "INSERT INTO master_checks (key_id, sealed) VALUES (?, ?)",
-                        (primary.key_id, sealed),
-                    )
-                ]
-            )
+            self.store.add_check(primary.key_id, sealed)
 
     def close(self) -> None:
         if self.store is not None:
@@ -409,11 +322,7 @@ class Vault:
         return generation, self._keys[(scope_key, generation)]
 
     def ensure_keys(self, scope_keys: Iterable[str]) -> None:
-        """Make sure each scope has a data key to seal new values with (one commit for all).
-
-        In one transaction of the key store, so two processes making the first key of a scope
-        at once agree on one.
-        """
+        """Make sure each scope has a data key to seal new values with (one commit for all)."""
         primary = self.primary
         if primary is None:
             return
@@ -421,35 +330,14 @@ class Vault:
         if not wanted:
             return
 
-        def make(conn: sqlite3.Connection) -> list[tuple[str, int, str, bytes]]:
-            found = []
-            for scope_key in wanted:
-                row = conn.execute(
-                    "SELECT generation, master_id, wrapped FROM data_keys WHERE scope_key = ? "
-                    "ORDER BY generation DESC LIMIT 1",
-                    (scope_key,),
-                ).fetchone()
-                if row is None:
-                    erased = conn.execute(
-                        "SELECT through_generation FROM erased WHERE scope_key = ?", (scope_key,)
-                    ).fetchone()
-                    generation = (erased[0] if erased else 0) + 1
-                    nonce = secrets.token_bytes(_NONCE)
-                    wrapped = nonce + primary.aead.encrypt(
-                        nonce,
-                        AESGCM.generate_key(256),
-                        _wrap_aad(scope_key, generation, primary.key_id),
-                    )
-                    conn.execute(
-                        "INSERT INTO data_keys (scope_key, generation, master_id, wrapped) "
-                        "VALUES (?, ?, ?, ?)",
-                        (scope_key, generation, primary.key_id, wrapped),
-                    )
-                    row = (generation, primary.key_id, wrapped)
-                found.append((scope_key, *row))
-            return found
+        def make(scope_key: str, generation: int) -> tuple[str, bytes]:
+            nonce = secrets.token_bytes(_NONCE)
+            aad = _wrap_aad(scope_key, generation, primary.key_id)
+            return primary.key_id, nonce + primary.aead.encrypt(
+                nonce, AESGCM.generate_key(256), aad
+            )
 
-        for scope_key, generation, master_id, wrapped in self._store().transaction(make):
+        for scope_key, generation, master_id, wrapped in self._store().current_keys(wanted, make):
             self._keys[(scope_key, generation)] = self._unwrap(
                 scope_key, generation, master_id, wrapped
             )
@@ -469,24 +357,7 @@ class Vault:
         self._current.pop(scope_key, None)
         for pair in [p for p in self._keys if p[0] == scope_key]:
             del self._keys[pair]
-        if self.store is None:
-            return 0
-        rows = self.store.query(
-            "SELECT MAX(generation) FROM data_keys WHERE scope_key = ?", (scope_key,)
-        )
-        through = rows[0][0] or 0
-        self.store.change(
-            [
-                ("DELETE FROM data_keys WHERE scope_key = ?", (scope_key,)),
-                (
-                    "INSERT INTO erased (scope_key, through_generation) VALUES (?, ?) "
-                    "ON CONFLICT (scope_key) DO UPDATE SET through_generation = "
-                    "MAX(through_generation, excluded.through_generation)",
-                    (scope_key, through),
-                ),
-            ]
-        )
-        return int(through)
+        return 0 if self.store is None else self.store.destroy(scope_key)
 
     def _key(self, scope_key: str, generation: int) -> AESGCM | None:
         """The data key, or None if it was erased; raises if it is missing otherwise."""
@@ -494,22 +365,19 @@ class Vault:
         if aead is not None:
             return aead
         store = self._store()
-        rows = store.query(
-            "SELECT master_id, wrapped FROM data_keys WHERE scope_key = ? AND generation = ?",
-            (scope_key, generation),
-        )
-        if rows:
-            aead = self._unwrap(scope_key, generation, rows[0][0], rows[0][1])
-            self._keys[(scope_key, generation)] = aead
+        rows, erased = store.data_keys(scope_key)
+        for _, found, master_id, wrapped in rows:
+            if (scope_key, found) not in self._keys:
+                self._keys[(scope_key, found)] = self._unwrap(scope_key, found, master_id, wrapped)
+        aead = self._keys.get((scope_key, generation))
+        if aead is not None:
             return aead
-        erased = store.query(
-            "SELECT through_generation FROM erased WHERE scope_key = ?", (scope_key,)
-        )
-        if erased and erased[0][0] >= generation:
+        if erased >= generation:
             return None
         raise DecryptionError(
             f"the data key {generation} of scope {scope_key!r} is not in the key store "
-            f"{store.path}: was the key store lost, or restored from another backup than the log?"
+            f"{_shown(store.location)}: was the key store lost, or restored from another backup "
+            "than the log?"
         )
 
     def _unwrap(self, scope_key: str, generation: int, master_id: str, wrapped: bytes) -> AESGCM:
@@ -596,11 +464,9 @@ class Vault:
         if primary is None:
             raise MasterKeyError("rotate-keys needs master keys: the new one first")
         store = self._store()
-        rows = store.query(
-            "SELECT scope_key, generation, master_id, wrapped FROM data_keys WHERE master_id != ?",
-            (primary.key_id,),
-        )
-        for scope_key, generation, master_id, wrapped in rows:
+        rows = store.wrapped_by_others(primary.key_id)
+        for row in rows:
+            scope_key, generation, master_id, wrapped = row
             master = self.masters.get(master_id)
             if master is None:
                 raise MasterKeyError(f"master key {master_id} is needed to rotate; pass it too")
@@ -608,27 +474,10 @@ class Vault:
                 wrapped[:_NONCE], wrapped[_NONCE:], _wrap_aad(scope_key, generation, master_id)
             )
             nonce = secrets.token_bytes(_NONCE)
-            rewrapped = nonce + primary.aead.encrypt(
-                nonce, secret, _wrap_aad(scope_key, generation, primary.key_id)
-            )
-            store.change(
-                [
-                    (
-                        "UPDATE data_keys SET master_id = ?, wrapped = ? "
-                        "WHERE scope_key = ? AND generation = ? AND master_id = ?",
-                        (primary.key_id, rewrapped, scope_key, generation, master_id),
-                    )
-                ]
-            )
-        used = {r[0] for r in store.query("SELECT DISTINCT master_id FROM data_keys")}
-        retired = sorted(
-            r[0]
-            for r in store.query("SELECT key_id FROM master_checks")
-            if r[0] != primary.key_id and r[0] not in used
-        )
-        store.change([("DELETE FROM master_checks WHERE key_id = ?", (k,)) for k in retired])
-        total = store.query("SELECT COUNT(*) FROM data_keys")[0][0]
-        return RotationReport(rewrapped=len(rows), data_keys=total, retired=retired)
+            aad = _wrap_aad(scope_key, generation, primary.key_id)
+            store.rewrap(row, primary.key_id, nonce + primary.aead.encrypt(nonce, secret, aad))
+        retired = store.retire(primary.key_id)
+        return RotationReport(rewrapped=len(rows), data_keys=store.count(), retired=retired)
 
 
 class ReencryptReport(msgspec.Struct, frozen=True, kw_only=True):
@@ -731,16 +580,6 @@ async def _erased_through(backend: LogBackend, scope_id: int) -> int:
     return 0 if marker is None else marker.seq
 
 
-def _has_keys(path: str) -> bool:
-    if not Path(path).exists():
-        return False
-    conn = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
-    try:
-        found = conn.execute(
-            "SELECT COUNT(*) FROM sqlite_master WHERE type = 'table' AND name = 'master_checks'"
-        ).fetchone()[0]
-        return bool(found) and bool(
-            conn.execute("SELECT COUNT(*) FROM master_checks").fetchone()[0]
-        )
-    finally:
-        conn.close()
+def _shown(url: str) -> str:
+    """A URL or path for a message: no password."""
+    return re.sub(r"//([^/@:]*):[^/@]*@", r"//\1:***@", url)

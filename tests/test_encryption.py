@@ -228,20 +228,20 @@ async def test_rotation_resumes_after_an_interruption(
             await store.task_store("etl", f"run_{n}", "t").set("v", n)
     async with open_store(url, config=StoreConfig(master_keys=(new, old))) as store:
         assert store.vault.store is not None
-        change = store.vault.store.change
+        rewrap = store.vault.store.rewrap
         calls = 0
 
-        def failing(statements):  # type: ignore[no-untyped-def]
+        def failing(*args):  # type: ignore[no-untyped-def]
             nonlocal calls
             calls += 1
             if calls == 3:
                 raise OSError("interrupted")
-            change(statements)
+            rewrap(*args)
 
-        monkeypatch.setattr(store.vault.store, "change", failing)
+        monkeypatch.setattr(store.vault.store, "rewrap", failing)
         with pytest.raises(OSError, match="interrupted"):
             await store.rotate_keys()
-        monkeypatch.setattr(store.vault.store, "change", change)
+        monkeypatch.setattr(store.vault.store, "rewrap", rewrap)
         report = await store.rotate_keys()
         assert report.rewrapped == 3  # two were done before the interruption
     async with open_store(url, config=StoreConfig(master_keys=(new,))) as store:

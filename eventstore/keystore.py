@@ -1,0 +1,294 @@
+"""Key stores: where the wrapped data keys live, apart from the log.
+
+A key store holds, per scope, its data keys (wrapped by a master key, one row per generation), a
+tombstone per erased scope, and one check per master key (a known text sealed under it). It knows
+nothing of cryptography: `eventstore.crypto.Vault` wraps and unwraps, the key store keeps bytes.
+
+The calls are plain (blocking) and small; the vault makes the ones that commit from a worker
+thread. `SQLiteKeyStore` is a SQLite file (or memory); `PostgresKeyStore`
+(eventstore.backends.postgres_keys) is a PostgreSQL schema, for stores whose replicas share it.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+import threading
+from abc import ABC, abstractmethod
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any, Final, TypeVar
+
+T = TypeVar("T")
+
+__all__ = ["DataKeyRow", "KeyStore", "MakeKey", "SQLiteKeyStore", "open_key_store"]
+
+# (scope key, generation, id of the master key that wrapped it, wrapped key)
+DataKeyRow = tuple[str, int, str, bytes]
+# Wraps a new data key for (scope key, generation): returns (master key id, wrapped key).
+MakeKey = Callable[[str, int], tuple[str, bytes]]
+
+
+class KeyStore(ABC):
+    """The storage interface of the wrapped data keys (see the module doc)."""
+
+    location: str  # for messages: a path, or a URL without its password
+
+    @abstractmethod
+    def checks(self) -> dict[str, bytes]:
+        """The master key checks, by master key id."""
+
+    @abstractmethod
+    def add_check(self, key_id: str, sealed: bytes) -> None: ...
+
+    @abstractmethod
+    def master_ids(self) -> set[str]:
+        """The master keys that wrap at least one data key."""
+
+    @abstractmethod
+    def current_keys(self, scope_keys: Sequence[str], make: MakeKey) -> list[DataKeyRow]:
+        """Each scope's newest data key, made (by `make`) for scopes without one, in one
+        transaction: two processes making the first key of a scope at once agree on one. A new
+        key's generation follows the scope's erased ones."""
+
+    @abstractmethod
+    def data_keys(self, scope_key: str) -> tuple[list[DataKeyRow], int]:
+        """Every data key of the scope, and the last generation erased (0: none)."""
+
+    @abstractmethod
+    def destroy(self, scope_key: str) -> int:
+        """Delete the scope's data keys and record its tombstone; returns the last generation
+        destroyed (0 when it had none)."""
+
+    @abstractmethod
+    def wrapped_by_others(self, key_id: str) -> list[DataKeyRow]:
+        """The data keys wrapped by a master key other than `key_id`."""
+
+    @abstractmethod
+    def rewrap(self, row: DataKeyRow, key_id: str, wrapped: bytes) -> None:
+        """Replace one data key's wrapping, if it is still wrapped as `row` says (one commit)."""
+
+    @abstractmethod
+    def retire(self, keep: str) -> list[str]:
+        """Remove the checks of master keys, other than `keep`, that wrap no data key."""
+
+    @abstractmethod
+    def count(self) -> int:
+        """How many data keys there are."""
+
+    @abstractmethod
+    def changed(self) -> bool:
+        """Whether another connection changed the key store since this one last looked."""
+
+    @abstractmethod
+    def close(self) -> None: ...
+
+
+_SCHEMA: Final = (
+    """CREATE TABLE IF NOT EXISTS master_checks (
+        key_id TEXT PRIMARY KEY,
+        sealed BLOB NOT NULL
+    )""",
+    """CREATE TABLE IF NOT EXISTS data_keys (
+        scope_key TEXT NOT NULL,
+        generation INTEGER NOT NULL,
+        master_id TEXT NOT NULL,
+        wrapped BLOB NOT NULL,
+        PRIMARY KEY (scope_key, generation)
+    )""",
+    """CREATE TABLE IF NOT EXISTS erased (
+        scope_key TEXT PRIMARY KEY,
+        through_generation INTEGER NOT NULL
+    )""",
+)
+
+
+class SQLiteKeyStore(KeyStore):
+    """The key store in a SQLite file of its own (or in memory), in WAL mode, synced on commit.
+
+    One connection under a lock; writers of other processes wait for SQLite's write lock.
+    """
+
+    def __init__(self, path: str) -> None:
+        self.location = path
+        if path != ":memory:":
+            Path(path).parent.mkdir(parents=True, exist_ok=True)
+        self._conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+        self._lock = threading.Lock()
+        self._seen = 0
+        try:
+            self._conn.execute("PRAGMA busy_timeout = 10000")
+            if path != ":memory:":
+                self._conn.execute("PRAGMA journal_mode = WAL")
+                self._conn.execute("PRAGMA synchronous = FULL")
+            self._write(lambda conn: [conn.execute(statement) for statement in _SCHEMA])
+        except BaseException:
+            self._conn.close()
+            raise
+
+    def _write(self, work: Callable[[sqlite3.Connection], T]) -> T:
+        with self._lock:
+            self._conn.execute("BEGIN IMMEDIATE")
+            try:
+                result = work(self._conn)
+                self._conn.execute("COMMIT")
+            except BaseException:
+                self._conn.execute("ROLLBACK")
+                raise
+            self._seen = self._data_version()
+            return result
+
+    def _read(self, sql: str, params: Sequence[object] = ()) -> list[Any]:
+        with self._lock:
+            return self._conn.execute(sql, params).fetchall()
+
+    def checks(self) -> dict[str, bytes]:
+        return {str(k): bytes(s) for k, s in self._read("SELECT key_id, sealed FROM master_checks")}
+
+    def add_check(self, key_id: str, sealed: bytes) -> None:
+        self._write(
+            lambda conn: conn.execute(
+                "INSERT INTO master_checks (key_id, sealed) VALUES (?, ?) "
+                "ON CONFLICT (key_id) DO NOTHING",
+                (key_id, sealed),
+            )
+        )
+
+    def master_ids(self) -> set[str]:
+        return {str(r[0]) for r in self._read("SELECT DISTINCT master_id FROM data_keys")}
+
+    def current_keys(self, scope_keys: Sequence[str], make: MakeKey) -> list[DataKeyRow]:
+        def work(conn: sqlite3.Connection) -> list[DataKeyRow]:
+            found: list[DataKeyRow] = []
+            for scope_key in scope_keys:
+                row = conn.execute(
+                    "SELECT generation, master_id, wrapped FROM data_keys WHERE scope_key = ? "
+                    "ORDER BY generation DESC LIMIT 1",
+                    (scope_key,),
+                ).fetchone()
+                if row is None:
+                    erased = conn.execute(
+                        "SELECT through_generation FROM erased WHERE scope_key = ?", (scope_key,)
+                    ).fetchone()
+                    generation = (erased[0] if erased else 0) + 1
+                    master_id, wrapped = make(scope_key, generation)
+                    conn.execute(
+                        "INSERT INTO data_keys (scope_key, generation, master_id, wrapped) "
+                        "VALUES (?, ?, ?, ?)",
+                        (scope_key, generation, master_id, wrapped),
+                    )
+                    row = (generation, master_id, wrapped)
+                found.append((scope_key, int(row[0]), str(row[1]), bytes(row[2])))
+            return found
+
+        return self._write(work)
+
+    def data_keys(self, scope_key: str) -> tuple[list[DataKeyRow], int]:
+        rows = self._read(
+            "SELECT generation, master_id, wrapped FROM data_keys WHERE scope_key = ?",
+            (scope_key,),
+        )
+        erased = self._read(
+            "SELECT through_generation FROM erased WHERE scope_key = ?", (scope_key,)
+        )
+        keys = [(scope_key, int(g), str(m), bytes(w)) for g, m, w in rows]
+        return keys, int(erased[0][0]) if erased else 0
+
+    def destroy(self, scope_key: str) -> int:
+        def work(conn: sqlite3.Connection) -> int:
+            row = conn.execute(
+                "SELECT MAX(generation) FROM data_keys WHERE scope_key = ?", (scope_key,)
+            ).fetchone()
+            through = int(row[0] or 0)
+            conn.execute("DELETE FROM data_keys WHERE scope_key = ?", (scope_key,))
+            conn.execute(
+                "INSERT INTO erased (scope_key, through_generation) VALUES (?, ?) "
+                "ON CONFLICT (scope_key) DO UPDATE SET through_generation = "
+                "MAX(through_generation, excluded.through_generation)",
+                (scope_key, through),
+            )
+            return through
+
+        return self._write(work)
+
+    def wrapped_by_others(self, key_id: str) -> list[DataKeyRow]:
+        rows = self._read(
+            "SELECT scope_key, generation, master_id, wrapped FROM data_keys WHERE master_id != ?",
+            (key_id,),
+        )
+        return [(str(s), int(g), str(m), bytes(w)) for s, g, m, w in rows]
+
+    def rewrap(self, row: DataKeyRow, key_id: str, wrapped: bytes) -> None:
+        scope_key, generation, old_id, _ = row
+        self._write(
+            lambda conn: conn.execute(
+                "UPDATE data_keys SET master_id = ?, wrapped = ? "
+                "WHERE scope_key = ? AND generation = ? AND master_id = ?",
+                (key_id, wrapped, scope_key, generation, old_id),
+            )
+        )
+
+    def retire(self, keep: str) -> list[str]:
+        def work(conn: sqlite3.Connection) -> list[str]:
+            rows = conn.execute(
+                "SELECT key_id FROM master_checks WHERE key_id != ? "
+                "AND key_id NOT IN (SELECT master_id FROM data_keys) ORDER BY key_id",
+                (keep,),
+            ).fetchall()
+            retired = [str(r[0]) for r in rows]
+            conn.executemany("DELETE FROM master_checks WHERE key_id = ?", [(k,) for k in retired])
+            return retired
+
+        return self._write(work)
+
+    def count(self) -> int:
+        return int(self._read("SELECT COUNT(*) FROM data_keys")[0][0])
+
+    def changed(self) -> bool:
+        with self._lock:
+            version = self._data_version()
+            if version == self._seen:
+                return False
+            self._seen = version
+            return True
+
+    def _data_version(self) -> int:
+        return int(self._conn.execute("PRAGMA data_version").fetchone()[0])
+
+    def close(self) -> None:
+        with self._lock:
+            self._conn.close()
+
+
+def has_checks(path: str) -> bool:
+    """Whether a SQLite key store file exists and holds master key checks (read-only look)."""
+    if not Path(path).exists():
+        return False
+    conn = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
+    try:
+        found = conn.execute(
+            "SELECT COUNT(*) FROM sqlite_master WHERE type = 'table' AND name = 'master_checks'"
+        ).fetchone()[0]
+        if not found:
+            return False
+        return bool(conn.execute("SELECT COUNT(*) FROM master_checks").fetchone()[0])
+    finally:
+        conn.close()
+
+
+def open_key_store(location: str, *, create: bool, log_url: str = "") -> KeyStore | None:
+    """The key store at a location (a SQLite path, ":memory:", or a postgresql:// URL).
+
+    Without `create`, None when there is none holding master key checks (an unencrypted store).
+    """
+    if location.startswith(("postgresql://", "postgres://")):
+        from eventstore.backends.postgres_keys import PostgresKeyStore, check_apart
+
+        check_apart(log_url, location)
+        store = PostgresKeyStore(location)
+        if not create and not store.checks():
+            store.close()
+            return None
+        return store
+    if not create and (location == ":memory:" or not has_checks(location)):
+        return None
+    return SQLiteKeyStore(location)

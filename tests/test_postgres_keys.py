@@ -1,0 +1,84 @@
+"""The key store in PostgreSQL: data keys shared by replicas, apart from the log's schema."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import anyio
+import pytest
+
+from eventstore import (
+    ERASED,
+    MasterKeyError,
+    StoreConfig,
+    TaskScope,
+    generate_master_key,
+    open_store,
+)
+from eventstore.errors import ConfigError
+from projections import At
+from tests.conftest import postgres_schema_url
+
+SCOPE = TaskScope("etl", "run_1", "ingest")
+
+
+@pytest.fixture
+def urls() -> Iterator[tuple[str, str]]:
+    """The log's URL and the key store's: two schemas of the test database."""
+    with postgres_schema_url() as log, postgres_schema_url() as keys:
+        yield log, keys
+
+
+async def test_replicas_share_data_keys_and_hear_of_an_erasure(urls: tuple[str, str]) -> None:
+    log, keys = urls
+    config = StoreConfig(master_keys=(generate_master_key(),), key_store=keys)
+    async with open_store(log, config=config) as a, open_store(log, config=config) as b:
+        ta = a.task_store("etl", "run_1", "ingest")
+        tb = b.task_store("etl", "run_1", "ingest")
+        await ta.set("from_a", 1)
+        await tb.set("from_b", 2)
+        assert await ta.items() == {"from_a": 1, "from_b": 2}
+        assert await tb.items() == {"from_a": 1, "from_b": 2}
+        await b.erase(SCOPE)
+        for _ in range(500):  # the notification arrives on a's own connection
+            if a.vault.store.changed_pending():  # type: ignore[union-attr]
+                break
+            await anyio.sleep(0.01)
+        else:
+            pytest.fail("the erasure was never heard of")
+        await ta.set("after", 3)
+        assert await tb.items() == {"after": 3}
+        assert await a.history(SCOPE).state(At.seq(1)) == {"from_a": ERASED}
+        assert (await a.verify()).ok
+    async with open_store(log, config=config) as store:
+        assert await store.task_store("etl", "run_1", "ingest").items() == {"after": 3}
+    with pytest.raises(MasterKeyError, match="is encrypted"):
+        async with open_store(log, config=StoreConfig(key_store=keys)):
+            pass
+
+
+async def test_rotation_in_a_postgres_key_store(urls: tuple[str, str]) -> None:
+    log, keys = urls
+    old, new = generate_master_key(), generate_master_key()
+    async with open_store(log, config=StoreConfig(master_keys=(old,), key_store=keys)) as store:
+        for n in range(3):
+            await store.task_store("etl", f"run_{n}", "t").set("v", n)
+    both = StoreConfig(master_keys=(new, old), key_store=keys)
+    async with open_store(log, config=both) as store:
+        report = await store.rotate_keys()
+        assert (report.rewrapped, report.data_keys, report.retired) == (3, 3, [old.split(".")[0]])
+    async with open_store(log, config=StoreConfig(master_keys=(new,), key_store=keys)) as store:
+        assert [await store.task_store("etl", f"run_{n}", "t").get("v") for n in range(3)] == [
+            0,
+            1,
+            2,
+        ]
+
+
+async def test_key_store_in_the_log_schema_is_refused(urls: tuple[str, str]) -> None:
+    log, _ = urls
+    with pytest.raises(ConfigError, match="apart from the log"):
+        async with open_store(
+            log, config=StoreConfig(master_keys=(generate_master_key(),), key_store=log)
+        ):
+            pass
