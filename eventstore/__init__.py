@@ -2,7 +2,7 @@
 
 from eventstore.blocking import BlockingStore, open_blocking_store
 from eventstore.config import NEVER_EXPIRE, StoreConfig
-from eventstore.crypto import ERASED, generate_master_key
+from eventstore.crypto import ERASED, MASKED, generate_master_key
 from eventstore.errors import (
     ConcurrencyError,
     DecryptionError,
@@ -19,6 +19,7 @@ from eventstore.store import AssetStore, Store, TaskStore, open_store
 
 __all__ = [
     "ERASED",
+    "MASKED",
     "NEVER_EXPIRE",
     "AppendResult",
     "AssetScope",

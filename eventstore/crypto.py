@@ -45,9 +45,11 @@ from eventstore.values import decode_value
 
 __all__ = [
     "ERASED",
+    "MASKED",
     "MASTER_KEYS_ENV",
     "DataKey",
     "Erased",
+    "Masked",
     "MasterKey",
     "ReencryptReport",
     "RotationReport",
@@ -97,6 +99,27 @@ class Erased:
 
 
 ERASED: Final = Erased()
+
+
+class Masked:
+    """The type of MASKED: a sensitive value in a state or diff shown to a reader who may not see
+    it (History.state(at, mask=True)); faces render it as "<masked>"."""
+
+    _instance: Masked | None = None
+
+    def __new__(cls) -> Masked:
+        if cls._instance is None:
+            cls._instance = super().__new__(cls)
+        return cls._instance
+
+    def __repr__(self) -> str:
+        return "MASKED"
+
+    def __reduce__(self) -> str:
+        return "MASKED"
+
+
+MASKED: Final = Masked()
 
 
 class MasterKey:

@@ -54,7 +54,7 @@ from typing import Any, NamedTuple
 import msgspec
 
 from eventstore.backends.base import EventFilter, EventRow, LogBackend
-from eventstore.crypto import ERASED, Vault
+from eventstore.crypto import ERASED, MASKED, Vault
 from eventstore.errors import HistoryCompactedError, NoSuchPointError
 from eventstore.events import (
     EVENT_KINDS,
@@ -135,8 +135,14 @@ class History:
         until: datetime | None = None,
         after_seq: int | None = None,
         limit: int | None = None,
+        *,
+        mask: bool = False,
     ) -> list[RecordedEvent]:
-        """The scope's events, oldest first, filtered; page with `after_seq` and `limit`."""
+        """The scope's events, oldest first, filtered; page with `after_seq` and `limit`.
+
+        mask: a value written with sensitive=True reads as None (the event says sensitive=True),
+        for faces showing history to readers who may not see it.
+        """
         kind_set = None
         if kinds is not None:
             kind_set = frozenset([kinds] if isinstance(kinds, str) else kinds)
@@ -163,16 +169,21 @@ class History:
                 limit=limit,
             ),
         )
-        return await self._recorded(scope_id, rows)
+        return await self._recorded(scope_id, rows, mask)
 
-    async def _recorded(self, scope_id: int, rows: list[EventRow]) -> list[RecordedEvent]:
+    async def _recorded(
+        self, scope_id: int, rows: list[EventRow], mask: bool = False
+    ) -> list[RecordedEvent]:
         erased = await self._erased_through(scope_id) if rows else 0
-        return [
+        events = [
             recorded_event(
                 row, self.scope, self.vault, erased_before=erased, scope_key_=self._scope_key
             )
             for row in rows
         ]
+        if mask:
+            events = [msgspec.structs.replace(e, value=None) if e.sensitive else e for e in events]
+        return events
 
     async def _erased_through(self, scope_id: int) -> int:
         """The position of the scope's last erasure; every value before it reads as erased."""
@@ -180,14 +191,16 @@ class History:
         marker = await self.backend.select_last_scope_event(scope_id, "erased")
         return 0 if marker is None else marker.seq
 
-    async def timeline(self, key: str, *, after_seq: int | None = None) -> list[RecordedEvent]:
+    async def timeline(
+        self, key: str, *, after_seq: int | None = None, mask: bool = False
+    ) -> list[RecordedEvent]:
         """Every event of one key, oldest first (sets and deletes; clears are in `events`)."""
         scope_id = await self._id()
         if scope_id is None:
             return []
         await self._check_lower_bound(scope_id, f"timeline({key!r})", after_seq, None)
         rows = await self.backend.select_events(scope_id, EventFilter(key=key, after_seq=after_seq))
-        return await self._recorded(scope_id, rows)
+        return await self._recorded(scope_id, rows, mask)
 
     async def resolve(self, at: At) -> Position:
         """Where `at` lands in this scope; raises NoSuchPointError for a point that never was."""
@@ -268,16 +281,25 @@ class History:
         )
         return _Rows(clear, latest)
 
-    async def state(self, at: At) -> dict[str, Any]:
-        """The scope's {key: value} as of `at`, expired keys left out, sorted by key."""
+    async def state(self, at: At, *, mask: bool = False) -> dict[str, Any]:
+        """The scope's {key: value} as of `at`, expired keys left out, sorted by key.
+
+        mask: a value written with sensitive=True reads as MASKED (for faces; see `events`).
+        """
+        state, sensitive = await self._state(at)
+        return _masked(state, sensitive) if mask else state
+
+    async def _state(self, at: At) -> tuple[dict[str, Any], set[str]]:
+        """The state as of `at`, and its keys whose values were written sensitive."""
+        sensitive: set[str] = set()
         scope_id = await self._id()
         if scope_id is None:
             await self._resolve_empty(at)
-            return {}
+            return {}, sensitive
         position, rows = await self._locate(scope_id, at)
         await self._check_position(scope_id, f"state({at})", position)
         if position.seq == 0:
-            return {}
+            return {}, sensitive
         if rows is None:
             rows = await self._rows(scope_id, position.seq)
         now = None if position.expiry_at is None else to_micros(position.expiry_at)
@@ -290,17 +312,35 @@ class History:
                 continue
             event = decode_event(row.payload)
             assert isinstance(event, KeySet)
+            if event.sensitive:
+                sensitive.add(event.key)
             if row.seq < erased:
                 state[event.key] = ERASED
             else:
                 state[event.key] = self.vault.open_event(self._scope_key, row.version, event)
-        return state
+        return state, sensitive
 
-    async def diff(self, a: At, b: At) -> Diff:
-        """What changed from the state as of `a` to the state as of `b`."""
-        old = await self.state(a)
-        new = await self.state(b)
-        return diff_states(old, new)
+    async def diff(self, a: At, b: At, *, mask: bool = False) -> Diff:
+        """What changed from the state as of `a` to the state as of `b`.
+
+        mask: compared on the real values, then each sensitive one reads as MASKED.
+        """
+        old, old_sensitive = await self._state(a)
+        new, new_sensitive = await self._state(b)
+        diff = diff_states(old, new)
+        if not mask:
+            return diff
+        return Diff(
+            added=_masked(diff.added, new_sensitive),
+            removed=_masked(diff.removed, old_sensitive),
+            changed={
+                k: (
+                    MASKED if k in old_sensitive else old_value,
+                    MASKED if k in new_sensitive else new_value,
+                )
+                for k, (old_value, new_value) in diff.changed.items()
+            },
+        )
 
     async def tries(self) -> list[TrySummary]:
         """One summary per try that wrote to the scope, in try order."""
@@ -402,6 +442,10 @@ def _answerable_from(event: Compacted) -> int:
     if event.answerable_from_seq:
         return event.answerable_from_seq
     return event.removed_through_seq + 1 if event.removed_through_seq else 0
+
+
+def _masked(state: dict[str, Any], sensitive: set[str]) -> dict[str, Any]:
+    return {k: MASKED if k in sensitive else v for k, v in state.items()}
 
 
 def diff_states(old: dict[str, Any], new: dict[str, Any]) -> Diff:

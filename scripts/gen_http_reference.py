@@ -33,6 +33,8 @@ WHO = {
     ("delete", "asset"): "any task token, admin",
     ("clear", "task"): f"{OWN} (a fleet clear reaches all its map indices), admin",
     ("clear", "asset"): "admin",
+    ("erase", "task"): "admin",
+    ("erase", "asset"): "admin",
     (None, None): "no token needed",
 }
 
@@ -57,6 +59,11 @@ The service (`tasktrail serve`) answers JSON and serves this document as OpenAPI
 - **The try** of a write is the task token's try; the service fences older tries (410).
 - **Expected versions**: `If-Match: "7"` writes only if the scope is at version 7, else 409
   `version_conflict`. Writes answer the scope's new version in `ETag` and the body.
+- **Sensitive values**: a write may say `"sensitive": true`. Such a value is shown to admins and
+  to the task token of its own task instance; for everyone else it reads as `null` (with
+  `"sensitive": true`) in keys and events, and as `"<masked>"` in states and diffs. A value erased
+  with its scope (`store:erase`) reads as `null` with `"erased": true` in events, and as
+  `"<erased>"` in states and diffs.
 - **Idempotency**: `Idempotency-Key: <id>` on a write; a retry with the same id (in the same
   scope) returns the first answer and appends nothing. The client sends one with every write.
 - **Retention** on a task write: `"default"` (the store's `default_retention_days`), `"never"`,

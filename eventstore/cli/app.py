@@ -11,7 +11,7 @@ import click
 import msgspec
 from rich.console import Console
 
-from eventstore.crypto import ERASED
+from eventstore.crypto import ERASED, MASKED
 from eventstore.errors import (
     ConcurrencyError,
     ConfigError,
@@ -67,6 +67,8 @@ json_option = click.option("--json", "as_json", is_flag=True, help="Print JSON f
 def _enc_hook(value: Any) -> Any:
     if value is ERASED:
         return "<erased>"
+    if value is MASKED:
+        return "<masked>"
     raise NotImplementedError(f"cannot encode {type(value).__name__}")
 
 

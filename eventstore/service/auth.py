@@ -14,6 +14,10 @@ What a role may do (`authorize`):
     clear     its own task instance (and, for a no        anything
               fleet clear, every map index of it)
     compact   no                                no        yes
+    erase     no                                no        yes
+
+A value written with sensitive=True is shown (`sees_sensitive`) to admins and to the task token
+of the task instance that holds it; everyone else gets it masked.
 """
 
 from __future__ import annotations
@@ -44,10 +48,11 @@ __all__ = [
     "make_token",
     "parse_ttl",
     "secret_path_for",
+    "sees_sensitive",
 ]
 
 Role = Literal["task", "auditor", "admin"]
-Action = Literal["read", "history", "write", "delete", "clear", "compact"]
+Action = Literal["read", "history", "write", "delete", "clear", "compact", "erase"]
 
 SECRET_ENV: Final = "TASKTRAIL_SECRET"
 _PREFIX: Final = "tt1"
@@ -186,6 +191,8 @@ def authorize(claims: Claims, action: Action, scope: Scope | None) -> str | None
         return f"an auditor token reads and writes nothing; {action} needs an admin token"
     if action == "compact":
         return "compaction needs an admin token"
+    if action == "erase":
+        return "erasing a scope needs an admin token"
     if isinstance(scope, AssetScope):
         if action in ("read", "write", "delete"):
             return None
@@ -194,6 +201,15 @@ def authorize(claims: Claims, action: Action, scope: Scope | None) -> str | None
     if scope is not None and own is not None and scope == own:
         return None
     return f"this task token is for {own}, not {scope}"
+
+
+def sees_sensitive(claims: Claims | None, scope: Scope) -> bool:
+    """Whether the bearer sees values written with sensitive=True in `scope` unmasked."""
+    if claims is None:
+        return False
+    if claims.role == "admin":
+        return True
+    return claims.role == "task" and claims.task_scope() == scope
 
 
 def parse_ttl(text: str) -> timedelta:

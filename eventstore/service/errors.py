@@ -14,6 +14,7 @@ import msgspec
 from eventstore.errors import (
     ConcurrencyError,
     ConfigError,
+    DecryptionError,
     EventStoreError,
     HistoryCompactedError,
     KeyTypeError,
@@ -68,6 +69,7 @@ ERRORS: Final[dict[type[BaseException], tuple[int, str, tuple[str, ...]]]] = {
     NoSuchPointError: (404, "no_such_point", ("point", "detail")),
     StoreClosedError: (503, "store_closed", ()),
     ConfigError: (500, "config_error", ()),
+    DecryptionError: (500, "undecryptable_value", ()),
     EventStoreError: (500, "store_error", ()),
 }
 

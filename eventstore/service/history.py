@@ -16,6 +16,7 @@ import msgspec
 from starlette.responses import Response
 
 from eventstore.events import EVENT_KINDS, RecordedEvent
+from eventstore.service.auth import sees_sensitive
 from eventstore.service.errors import HTTPProblem
 from eventstore.service.routes import (
     ASSET_NAME_PREFIX,
@@ -38,21 +39,33 @@ __all__ = ["HISTORY_OPERATIONS", "DiffAnswer", "EventPage", "StateAnswer", "Time
 
 
 class EventPage(msgspec.Struct, kw_only=True):
-    """A page of events, oldest first; pass `next_after_seq` as `after_seq` for the next page."""
+    """A page of events, oldest first; pass `next_after_seq` as `after_seq` for the next page.
+
+    A value written sensitive is null (the event says sensitive: true) for everyone but the task
+    instance's own token and admins; an erased value is null with erased: true.
+    """
 
     events: list[RecordedEvent]
     next_after_seq: int | None
 
 
 class StateAnswer(msgspec.Struct, kw_only=True):
-    """The scope's {key: value} as of a point, expired keys left out."""
+    """The scope's {key: value} as of a point, expired keys left out.
+
+    "<masked>" stands for a sensitive value the bearer may not see, "<erased>" for a value erased
+    with its scope.
+    """
 
     at: str
     state: dict[str, Any]
 
 
 class DiffAnswer(msgspec.Struct, kw_only=True, rename={"from_": "from"}):
-    """What changed between two points: keys added, removed, and changed as [old, new]."""
+    """What changed between two points: keys added, removed, and changed as [old, new].
+
+    Compared on the real values; then "<masked>" stands for a sensitive value the bearer may not
+    see, "<erased>" for a value erased with its scope.
+    """
 
     from_: str
     to: str
@@ -111,6 +124,10 @@ def _time(call: Call, name: str) -> datetime:
     return moment
 
 
+def _mask(call: Call) -> bool:
+    return not sees_sensitive(call.claims, call.the_scope())
+
+
 async def _history(call: Call) -> History:
     scope = call.the_scope()
     if await call.store.scope_id(scope) is None:
@@ -139,6 +156,7 @@ async def list_events(call: Call) -> Response:
         until=_time(call, "until") if "until" in query else None,
         after_seq=call.query_int("after_seq", None, 0, 2**62),
         limit=limit + 1,
+        mask=_mask(call),
     )
     more = len(events) > limit
     page = events[:limit]
@@ -148,13 +166,14 @@ async def list_events(call: Call) -> Response:
 async def state_at(call: Call) -> Response:
     at = _point(call)
     history = await _history(call)
-    return json_response(StateAnswer(at=str(at), state=await history.state(at)))
+    state = await history.state(at, mask=_mask(call))
+    return json_response(StateAnswer(at=str(at), state=state))
 
 
 async def diff_points(call: Call) -> Response:
     a, b = _point(call, "from_"), _point(call, "to_")
     history = await _history(call)
-    diff = await history.diff(a, b)
+    diff = await history.diff(a, b, mask=_mask(call))
     answer = DiffAnswer(
         from_=str(a), to=str(b), added=diff.added, removed=diff.removed, changed=diff.changed
     )
@@ -165,7 +184,8 @@ async def timeline(call: Call) -> Response:
     key = check_key(call.request.path_params["key"])
     after = call.query_int("after_seq", None, 0, 2**62)
     history = await _history(call)
-    return json_response(Timeline(key=key, events=await history.timeline(key, after_seq=after)))
+    events = await history.timeline(key, after_seq=after, mask=_mask(call))
+    return json_response(Timeline(key=key, events=events))
 
 
 async def tries(call: Call) -> Response:
@@ -192,6 +212,7 @@ def _point_params(prefix: str, lead: str) -> tuple[Param, ...]:
 
 
 _STATUSES: Final = (401, 403, 404, 410, 422)
+_KINDS: Final = "|".join(EVENT_KINDS)
 
 
 def _operations(prefix: str, kind: ScopeKind) -> list[Operation]:
@@ -236,9 +257,9 @@ def _operations(prefix: str, kind: ScopeKind) -> list[Operation]:
                     "query",
                     {
                         "type": "string",
-                        "pattern": "^(set|delete|clear|compacted)(,(set|delete|clear|compacted))*$",
+                        "pattern": f"^({_KINDS})(,({_KINDS}))*$",
                     },
-                    "comma-separated kinds: set, delete, clear, compacted",
+                    f"comma-separated kinds: {', '.join(EVENT_KINDS)}",
                 ),
                 Param("try", "query", _SEQ, "only events of this try"),
                 Param("since", "query", _TIME, "recorded at or after this time"),

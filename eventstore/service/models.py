@@ -53,17 +53,25 @@ _RETENTION_DOC = (
 )
 
 
+_SENSITIVE_DOC = (
+    "mark the value sensitive: masked for everyone but the task instance's own token and admins"
+)
+Sensitive = Annotated[bool, msgspec.Meta(description=_SENSITIVE_DOC)]
+
+
 class PutBody(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     """Set one key of a task instance."""
 
     value: Value
     retention: Annotated[Retention, msgspec.Meta(description=_RETENTION_DOC)] = "default"
+    sensitive: Sensitive = False
 
 
 class AssetPutBody(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     """Set one key of an asset; asset entries never expire."""
 
     value: Value
+    sensitive: Sensitive = False
 
 
 class PatchBody(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
@@ -77,21 +85,28 @@ class BatchBody(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
 
     values: dict[Key, Value]
     retention: Annotated[Retention, msgspec.Meta(description=_RETENTION_DOC)] = "default"
+    sensitive: Sensitive = False
 
 
 class AssetBatchBody(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     """Set several keys of an asset in one atomic step."""
 
     values: dict[Key, Value]
+    sensitive: Sensitive = False
 
 
-class KeyEntry(msgspec.Struct, kw_only=True):
-    """One live key: its value, when it was last set and when it expires (null: never)."""
+class KeyEntry(msgspec.Struct, kw_only=True, omit_defaults=True):
+    """One live key: its value, when it was last set and when it expires (null: never).
+
+    A value written sensitive reads as null (with sensitive: true) for everyone but the task
+    instance's own token and admins.
+    """
 
     key: str
     value: Any
     updated_at: datetime
     expires_at: datetime | None
+    sensitive: bool = False
 
 
 class KeyList(msgspec.Struct, kw_only=True):

@@ -28,11 +28,19 @@ from starlette.types import Scope as ASGIScope
 
 from eventstore.backends.base import CurrentRow
 from eventstore.config import NEVER_EXPIRE, NeverExpire
+from eventstore.crypto import ERASED, MASKED, is_sensitive
 from eventstore.errors import ConcurrencyError
 from eventstore.events import from_micros
 from eventstore.log import AppendResult
 from eventstore.scopes import AssetScope, Scope, TaskScope
-from eventstore.service.auth import Action, Claims, TokenError, TokenVerifier, authorize
+from eventstore.service.auth import (
+    Action,
+    Claims,
+    TokenError,
+    TokenVerifier,
+    authorize,
+    sees_sensitive,
+)
 from eventstore.service.errors import ErrorBody, HTTPProblem, problem_of
 from eventstore.service.metrics import Metrics
 from eventstore.service.models import (
@@ -224,7 +232,15 @@ class Call:
 # ----------------------------------------------------------------------------- responses
 
 
-_encoder = msgspec.json.Encoder()
+def _enc_hook(value: object) -> object:
+    if value is ERASED:
+        return "<erased>"  # a value erased with its scope, in a state or diff
+    if value is MASKED:
+        return "<masked>"  # a sensitive value the bearer may not see, in a state or diff
+    raise NotImplementedError(f"cannot encode {type(value).__name__}")
+
+
+_encoder = msgspec.json.Encoder(enc_hook=_enc_hook)
 
 
 def json_response(
@@ -251,12 +267,23 @@ def _write_response(call: Call, result: AppendResult) -> Response:
     return json_response(body, headers={"ETag": f'"{result.version}"'})
 
 
-def _entry(row: CurrentRow) -> KeyEntry:
+def _entry(call: Call, row: CurrentRow) -> KeyEntry | None:
+    """The entry of a projection row as the bearer may see it; None if it was erased."""
+    scope = call.the_scope()
+    sensitive = is_sensitive(row.value)
+    if sensitive and not sees_sensitive(call.claims, scope):
+        value: msgspec.Raw | None = msgspec.Raw(b"null")
+    else:
+        encoded = call.store.open_json(scope, row)
+        value = None if encoded is None else msgspec.Raw(encoded)
+    if value is None:
+        return None
     return KeyEntry(
         key=row.key,
-        value=msgspec.Raw(row.value),
+        value=value,
         updated_at=from_micros(row.updated_at),
         expires_at=None if row.expires_at is None else from_micros(row.expires_at),
+        sensitive=sensitive,
     )
 
 
@@ -296,9 +323,10 @@ async def _not_found(call: Call, key: str) -> HTTPProblem:
 async def get_key(call: Call) -> Response:
     key = call.key()
     row = await call.store.read(call.the_scope(), key)
-    if row is None:
+    entry = None if row is None else _entry(call, row)
+    if entry is None:
         raise await _not_found(call, key)
-    return json_response(_entry(row))
+    return json_response(entry)
 
 
 async def put_key(call: Call) -> Response:
@@ -313,11 +341,16 @@ async def put_key(call: Call) -> Response:
             retention=_retention(body.retention),
             expected_version=expected,
             idempotency_id=idempotency,
+            sensitive=body.sensitive,
         )
     else:
         asset_body: AssetPutBody = await call.body(AssetPutBody)
         result = await accessor.set(
-            key, asset_body.value, expected_version=expected, idempotency_id=idempotency
+            key,
+            asset_body.value,
+            expected_version=expected,
+            idempotency_id=idempotency,
+            sensitive=asset_body.sensitive,
         )
     return _write_response(call, result)
 
@@ -386,8 +419,11 @@ async def list_keys(call: Call) -> Response:
         rows = [r for r in rows if r.key > after]
     page = rows[:limit]
     more = len(rows) > limit and bool(page)
+    entries = [_entry(call, r) for r in page]
     body = KeyList(
-        items=[_entry(r) for r in page], next=page[-1].key if more else None, version=version
+        items=[e for e in entries if e is not None],
+        next=page[-1].key if more else None,
+        version=version,
     )
     return json_response(body, headers={"ETag": f'"{version}"'})
 
@@ -416,13 +452,25 @@ async def set_batch(call: Call) -> Response:
             retention=_retention(body.retention),
             expected_version=expected,
             idempotency_id=idempotency,
+            sensitive=body.sensitive,
         )
     else:
         asset_body: AssetBatchBody = await call.body(AssetBatchBody)
         result = await accessor.set_many(
-            asset_body.values, expected_version=expected, idempotency_id=idempotency
+            asset_body.values,
+            expected_version=expected,
+            idempotency_id=idempotency,
+            sensitive=asset_body.sensitive,
         )
     return _write_response(call, result)
+
+
+async def erase_scope(call: Call) -> Response:
+    """Crypto-shredding: destroy the scope's data keys and its values; admins only."""
+    scope = call.the_scope()
+    if await call.store.scope_id(scope) is None:
+        raise unknown_scope(scope)
+    return _write_response(call, await call.store.erase(scope))
 
 
 # ----------------------------------------------------------------------------- scopes
@@ -721,6 +769,17 @@ def _store_operations(
             (*scope_params, *write_params),
             _WRITE,
             batch_body,
+        ),
+        op(
+            "POST",
+            f"{prefix}/store:erase",
+            "erase",
+            f"Erase the {what} (admins): destroy its data keys and its values at once; its "
+            "history keeps the metadata, every earlier value reads as erased",
+            erase_scope,
+            "erase",
+            scope_params,
+            _AUTH,
         ),
         op("GET", item, "get", "Read one key", get_key, "read", one, _AUTH),
         op(
