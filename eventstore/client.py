@@ -348,6 +348,7 @@ class _RemoteAccessor:
         retention: bytes | None,
         expected_version: int | None,
         idempotency_id: str | None,
+        sensitive: bool = False,
     ) -> AppendResult:
         if not isinstance(values, Mapping):
             raise TypeError(
@@ -358,7 +359,8 @@ class _RemoteAccessor:
             for key, value in values.items()
         ]
         body = b'{"values":{' + b",".join(parts) + b"}"
-        body += b"}" if retention is None else b',"retention":' + retention + b"}"
+        body += b"" if retention is None else b',"retention":' + retention
+        body += _SENSITIVE if sensitive else b"}"
         return await self._write("POST", "/store:batch", body, expected_version, idempotency_id)
 
     # The embedded store's async-accessor aliases, so Airflow-style code runs unchanged.
@@ -367,6 +369,9 @@ class _RemoteAccessor:
 
     async def adelete(self, key: str, **options: Any) -> AppendResult:
         return await self.delete(key, **options)
+
+
+_SENSITIVE: Final = b',"sensitive":true}'  # closes the body
 
 
 def _retention(retention: timedelta | NeverExpire | None) -> bytes:
@@ -392,10 +397,12 @@ class RemoteTaskStore(_RemoteAccessor):
         retention: timedelta | NeverExpire | None = None,
         expected_version: int | None = None,
         idempotency_id: str | None = None,
+        sensitive: bool = False,
     ) -> AppendResult:
         """Store a JSON value under key; retention defaults to the store's configured days."""
         body = b'{"value":' + encode_value(check_key(key), value, 0)
-        body += b',"retention":' + _retention(retention) + b"}"
+        body += b',"retention":' + _retention(retention)
+        body += _SENSITIVE if sensitive else b"}"
         path = "/store/" + _segment(key)
         return await self._write("PUT", path, body, expected_version, idempotency_id)
 
@@ -406,9 +413,12 @@ class RemoteTaskStore(_RemoteAccessor):
         retention: timedelta | NeverExpire | None = None,
         expected_version: int | None = None,
         idempotency_id: str | None = None,
+        sensitive: bool = False,
     ) -> AppendResult:
         """Store several keys in one atomic step, one version each."""
-        return await self._set_many(values, _retention(retention), expected_version, idempotency_id)
+        return await self._set_many(
+            values, _retention(retention), expected_version, idempotency_id, sensitive
+        )
 
     async def clear(
         self,
@@ -442,8 +452,10 @@ class RemoteAssetStore(_RemoteAccessor):
         *,
         expected_version: int | None = None,
         idempotency_id: str | None = None,
+        sensitive: bool = False,
     ) -> AppendResult:
-        body = b'{"value":' + encode_value(check_key(key), value, 0) + b"}"
+        body = b'{"value":' + encode_value(check_key(key), value, 0)
+        body += _SENSITIVE if sensitive else b"}"
         path = "/store/" + _segment(key)
         return await self._write("PUT", path, body, expected_version, idempotency_id)
 
@@ -453,8 +465,9 @@ class RemoteAssetStore(_RemoteAccessor):
         *,
         expected_version: int | None = None,
         idempotency_id: str | None = None,
+        sensitive: bool = False,
     ) -> AppendResult:
-        return await self._set_many(values, None, expected_version, idempotency_id)
+        return await self._set_many(values, None, expected_version, idempotency_id, sensitive)
 
     async def clear(
         self, *, expected_version: int | None = None, idempotency_id: str | None = None

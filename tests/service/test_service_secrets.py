@@ -154,3 +154,22 @@ def test_erase_route_is_in_the_openapi_document(service: Service) -> None:
     document = service.call("GET", "/openapi.json").json()
     erase = [p for p in document["paths"] if p.endswith("/store:erase")]
     assert len(erase) == 3  # task instance, asset by name, asset by uri
+
+
+async def test_client_marks_values_sensitive(service: Service, dag: str) -> None:
+    from eventstore.client import connect
+
+    async with connect(service.base_url, token=service.task_token(dag, try_number=1)) as remote:
+        ts = remote.task_store(dag, "r", "t", try_number=1)
+        await ts.set("token", SECRET_VALUE, sensitive=True)
+        await ts.set_many({"a": SECRET_VALUE, "b": 2}, sensitive=True)
+        assert await ts.get("token") == SECRET_VALUE  # its own token sees it
+        assert await ts.items() == {"a": SECRET_VALUE, "b": 2, "token": SECRET_VALUE}
+        assets = remote.asset_store(name=f"asset-{dag}")
+        await assets.set("key", SECRET_VALUE, sensitive=True)
+    listed = service.call("GET", task_path(dag), token=service.token("auditor")).json()
+    assert [(i["key"], i["value"]) for i in listed["items"]] == [
+        ("a", None),
+        ("b", None),
+        ("token", None),
+    ]
