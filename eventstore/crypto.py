@@ -574,6 +574,8 @@ async def reencrypt(
             await flush()
     if pending:
         await flush()
+    if sealed:
+        await backend.checkpoint()  # the old pages leave the write-ahead log too
     return ReencryptReport(events=read, sealed=sealed)
 
 
@@ -595,6 +597,7 @@ async def scrub(backend: LogBackend, scope_id: int, through_seq: int) -> int:
     if payloads:
         async with backend.write() as tx:
             await tx.update_event_payloads(payloads)
+        await backend.checkpoint()  # the old pages leave the write-ahead log too
     return len(payloads)
 
 

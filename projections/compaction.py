@@ -114,6 +114,7 @@ class ScopePlan(msgspec.Struct, kw_only=True):
     removed_from_seq: int
     removed_through_seq: int
     first_writes_removed: list[int]
+    erased_events: int = 0  # values of an erased scope (counted in superseded_events too)
 
     def marker(self, reason: str, horizon: datetime | None) -> Callable[[int], AnyEvent]:
         def make(seq: int) -> AnyEvent:
@@ -134,6 +135,7 @@ class ScopePlan(msgspec.Struct, kw_only=True):
 _EXPIRED: Final = 1
 _SUPERSEDED: Final = 2
 _TOMBSTONE: Final = 3
+_ERASED: Final = 4
 
 
 def plan_scope(rows: Sequence[EventRow], *, now: int, cutoff: int | None) -> ScopePlan | None:
@@ -176,10 +178,15 @@ def plan_scope(rows: Sequence[EventRow], *, now: int, cutoff: int | None) -> Sco
         and newest_of_key[key] < now
     }
 
+    # An erasure (eventstore.crypto) left its values unreadable: their sets go whatever the
+    # horizon, superseded by the erasure's clear.
+    erased_at = max((row.seq for row in rows if row.kind == "erased"), default=0)
     why = [0] * n
     for i, row in enumerate(rows):
         if row.key in expired and row.kind in ("set", "delete"):
             why[i] = _EXPIRED
+        elif row.kind == "set" and row.seq < erased_at and superseded_by[i] is not None:
+            why[i] = _ERASED
         elif row.kind == "set" and cutoff is not None:
             after = superseded_by[i]
             if after is not None and rows[after].recorded_at < cutoff:
@@ -267,7 +274,8 @@ def plan_scope(rows: Sequence[EventRow], *, now: int, cutoff: int | None) -> Sco
         current=current,
         keys_expired=sorted(expired),
         expired_events=sum(1 for i in removed if why[i] == _EXPIRED),
-        superseded_events=sum(1 for i in removed if why[i] == _SUPERSEDED),
+        superseded_events=sum(1 for i in removed if why[i] in (_SUPERSEDED, _ERASED)),
+        erased_events=sum(1 for i in removed if why[i] == _ERASED),
         tombstones=sum(1 for i in removed if why[i] == _TOMBSTONE),
         answerable_from_seq=answerable,
         removed_from_seq=removed_from,
@@ -295,8 +303,11 @@ def _reason(plan: ScopePlan) -> str:
     parts = []
     if plan.expired_events:
         parts.append(f"{len(plan.keys_expired)} expired keys ({plan.expired_events} events)")
-    if plan.superseded_events:
-        parts.append(f"{plan.superseded_events} superseded events older than the horizon")
+    if plan.erased_events:
+        parts.append(f"{plan.erased_events} values of an erased scope")
+    if plan.superseded_events > plan.erased_events:
+        older = plan.superseded_events - plan.erased_events
+        parts.append(f"{older} superseded events older than the horizon")
     if plan.tombstones:
         parts.append(f"{plan.tombstones} deletes and clears with nothing left to hide")
     return "; ".join(parts)

@@ -10,6 +10,7 @@ import pytest
 from click.testing import CliRunner
 
 from eventstore import ERASED, StoreConfig, TaskScope, generate_master_key, open_store
+from eventstore.backends.base import EventFilter
 from eventstore.cli import cli
 from projections import At
 from tests.conftest import FakeClock, StoreFactory
@@ -224,3 +225,35 @@ async def test_two_stores_on_one_file_share_data_keys_and_see_an_erasure(
             False,
         ]
         assert await b.history(SCOPE).state(At.seq(1)) == {"from_a": ERASED}
+
+
+async def test_compaction_removes_an_erased_scopes_values(
+    make_store: StoreFactory, backend_url: str, tmp_path: Path, clock: FakeClock
+) -> None:
+    async with make_store(encrypted(backend_url, tmp_path)) as store:
+        await fill(store, clock)
+        erased = await store.erase(SCOPE)
+        report = await store.compact()  # no horizon: only the erased values go
+        assert report.superseded_events == 3
+        scope_id = await store.scope_id(SCOPE)
+        assert scope_id is not None
+        rows = await store.backend.select_events(scope_id, EventFilter())
+        # The erased sets are gone; the erasure stays.
+        kinds = [r.kind for r in rows]
+        assert "set" not in kinds
+        assert kinds[-2:] == ["erased", "compacted"]
+        assert rows[-2].seq == erased.seq
+        marker = (await store.history(SCOPE).events(after_seq=rows[-1].seq - 1))[0]
+        assert "values of an erased scope" in marker.detail["reason"]  # type: ignore[index]
+        assert await store.task_store("etl", "run_1", "other").get("kept") == f"{MARKER}-other"
+        assert (await store.verify()).ok
+
+
+async def test_erasure_leaves_no_value_in_the_wal_of_an_open_store(
+    tmp_path: Path, clock: FakeClock
+) -> None:
+    db = tmp_path / "trail.db"
+    async with open_store(f"sqlite:///{db}", clock=clock) as store:  # a plaintext store
+        await fill(store, clock)
+        await store.erase(SCOPE)
+        assert leaked(tmp_path, f"{MARKER}-1") == []
