@@ -421,7 +421,7 @@ export function renderScopePage(main, crumb, scope, onAuthError) {
     const details = [
       ["kind", h("span", { class: `pill ${event.kind}` }, event.kind)],
       ["key", event.key ?? "(the whole scope)"],
-      ["value", event.kind === "set" ? h("pre", { class: "value", id: "event-value" }, JSON.stringify(event.value, null, 2)) : "—"],
+      ["value", event.kind === "set" ? h("pre", { class: "value", id: "event-value" }, shownValue(event)) : "—"],
       ["try", event.try_number ?? "—"],
       ["actor", event.actor],
       ["recorded", timeText(event.t)],
@@ -527,6 +527,13 @@ export function renderScopePage(main, crumb, scope, onAuthError) {
 }
 
 // -------------------------------------------------------------------- drawing helpers
+
+/** An event's value as text; a masked (sensitive) or erased value says so instead of "null". */
+function shownValue(event) {
+  if (event.erased) return "(erased with its scope)";
+  if (event.sensitive && event.value === null) return "(sensitive: masked for this token)";
+  return JSON.stringify(event.value, null, 2);
+}
 
 function markShape(kind, x, y, attrs, title) {
   const cls = `mark mark-${kind}`;
