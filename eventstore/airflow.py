@@ -2,6 +2,9 @@
 
     AIRFLOW__STATE_STORE__BACKEND=eventstore.airflow.TasktrailBackend
     TASKTRAIL_DB=sqlite:////path/to/trail.db     # default: $AIRFLOW_HOME/tasktrail.db
+    # or, through a tasktrail service (`tasktrail serve`), with an admin token:
+    TASKTRAIL_URL=http://tasktrail.internal:8750
+    TASKTRAIL_TOKEN=tt1....                      # tasktrail token --role admin --name airflow
 
 Airflow (3.3) keeps calling `context["task_state_store"]` in tasks; its execution API hands each
 call to this class, which appends it to tasktrail's log. What Airflow gives the backend, and what
@@ -21,10 +24,14 @@ this class makes of it:
 - Airflow retries a failed call up to 5 times, so every call is safe to repeat: a delete of an
   absent key and a clear of an empty scope append nothing, and a set identical to the scope's newest
   event (same key, value, expiry and try) is taken as a repeat and appends nothing.
+- Through a service, one admin token serves every task instance: each write names its try
+  (`Tasktrail-Try`), which the service stamps on an admin's write and fences as it would a task's.
+  Writes are recorded with the actor `api:<the token's name>`. The client retries a lost answer
+  with the same idempotency id; the repeat rule above covers Airflow's own retries.
 
 The sync methods (the only ones Airflow 3.3 calls) run on one event loop per process, in a
 background thread started at the first call and stopped at exit. The async methods are native:
-each opens the store on the caller's event loop for the call.
+each opens the store (or connects to the service) on the caller's event loop for the call.
 
 Importing `eventstore` never imports this module, nor Airflow.
 """
@@ -32,14 +39,15 @@ Importing `eventstore` never imports this module, nor Airflow.
 from __future__ import annotations
 
 import atexit
+import base64
 import json
 import os
 import threading
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Hashable
 from concurrent.futures import Future
-from contextlib import AbstractContextManager
+from contextlib import AbstractAsyncContextManager, AbstractContextManager
 from datetime import UTC, datetime
-from typing import TYPE_CHECKING, Any, Final, TypeVar
+from typing import TYPE_CHECKING, Any, Final, TypeAlias, TypeVar
 
 import anyio
 from anyio.from_thread import BlockingPortal
@@ -51,7 +59,7 @@ from eventstore.errors import ConfigError
 from eventstore.events import to_micros
 from eventstore.scopes import AssetScope, Scope, TaskScope
 from eventstore.store import Store, open_store
-from eventstore.values import check_key, encode_value
+from eventstore.values import check_key, decode_value, encode_value
 
 try:
     from airflow.state import BaseStoreBackend
@@ -63,6 +71,11 @@ except ImportError as e:
 if TYPE_CHECKING:
     from sqlalchemy.ext.asyncio import AsyncSession
     from sqlalchemy.orm import Session
+
+    from eventstore.client import Remote, RemoteAssetStore, RemoteTaskStore
+
+    # Where the backend writes: an open store (embedded) or a connection to a service (remote).
+    Target: TypeAlias = Store | Remote
 
 __all__ = ["ACTOR", "TasktrailBackend", "store_config"]
 
@@ -83,25 +96,41 @@ def store_config() -> StoreConfig:
 class TasktrailBackend(BaseStoreBackend):
     """Airflow's `[state_store] backend`, writing to tasktrail's event log."""
 
-    def __init__(self, url: str | None = None) -> None:
-        # Airflow makes the backend with no arguments; tests may name the store.
-        if url is None and os.environ.get("TASKTRAIL_URL"):
-            raise ConfigError(
-                "TASKTRAIL_URL is set, but this tasktrail has no HTTP client (eventstore.client) "
-                "yet; set TASKTRAIL_DB to the store's database URL instead"
-            )
-        self.url = url or os.environ.get("TASKTRAIL_DB") or _default_url()
+    def __init__(self, url: str | None = None, *, token: str | None = None) -> None:
+        """Airflow makes the backend with no arguments: the environment names the store.
+
+        Tests may name it: a database URL (embedded), or a service's http(s) URL with a token.
+        """
+        if url is None:
+            url, token = _configured()
+        self.url = url
         self.config = store_config()
+        self.token: str | None = None
+        if _is_service(url):
+            self.token = token or os.environ.get("TASKTRAIL_TOKEN") or None
+            _check_token(self.token)
+        self._key = (url, self.config, self.token)
         self._assets: dict[int, AssetScope] = {}
 
     def __repr__(self) -> str:
         return f"<TasktrailBackend {self.url}>"
 
+    def _open(self) -> AbstractAsyncContextManager[Target]:
+        """The store, or a connection to the service, for a block on the current event loop."""
+        if self.token is None:
+            return open_store(self.url, self.config)
+        from eventstore.client import connect
+
+        return connect(self.url, token=self.token)
+
+    def _call(self, operation: Callable[..., Awaitable[T]], *args: Any) -> T:
+        return _BRIDGE.call(self._key, self._open, operation, *args)
+
     # -- sync: what Airflow 3.3 calls, from a thread without an event loop --------------------
 
     def get(self, scope: Any, key: str, *, session: Session | None = None) -> str | None:
         target = self._scope(scope, session)
-        return _BRIDGE.call(self.url, self.config, _get, target, key)
+        return self._call(_get, target, key)
 
     def set(
         self,
@@ -115,20 +144,18 @@ class TasktrailBackend(BaseStoreBackend):
         target = self._scope(scope, session)
         try_number = _try_number(target, session)
         decoded = _decode(key, value)
-        _BRIDGE.call(
-            self.url, self.config, _set, target, key, decoded, _aware(expires_at), try_number
-        )
+        self._call(_set, target, key, decoded, _aware(expires_at), try_number)
 
     def delete(self, scope: Any, key: str, *, session: Session | None = None) -> None:
         target = self._scope(scope, session)
-        _BRIDGE.call(self.url, self.config, _delete, target, key, _try_number(target, session))
+        self._call(_delete, target, key, _try_number(target, session))
 
     def clear(
         self, scope: Any, *, all_map_indices: bool = False, session: Session | None = None
     ) -> None:
         target = self._scope(scope, session)
         try_number = None if all_map_indices else _try_number(target, session)
-        _BRIDGE.call(self.url, self.config, _clear, target, all_map_indices, try_number)
+        self._call(_clear, target, all_map_indices, try_number)
 
     # -- async: native, on the caller's event loop ----------------------------------------------
 
@@ -136,8 +163,8 @@ class TasktrailBackend(BaseStoreBackend):
         self, scope: Any, key: str, *, session: AsyncSession | None = None
     ) -> str | None:
         target = await self._ascope(scope, session)
-        async with open_store(self.url, self.config) as store:
-            return await _get(store, target, key)
+        async with self._open() as opened:
+            return await _get(opened, target, key)
 
     async def aset(
         self,
@@ -151,22 +178,22 @@ class TasktrailBackend(BaseStoreBackend):
         target = await self._ascope(scope, session)
         try_number = await _atry_number(target, session)
         decoded = _decode(key, value)
-        async with open_store(self.url, self.config) as store:
-            await _set(store, target, key, decoded, _aware(expires_at), try_number)
+        async with self._open() as opened:
+            await _set(opened, target, key, decoded, _aware(expires_at), try_number)
 
     async def adelete(self, scope: Any, key: str, *, session: AsyncSession | None = None) -> None:
         target = await self._ascope(scope, session)
         try_number = await _atry_number(target, session)
-        async with open_store(self.url, self.config) as store:
-            await _delete(store, target, key, try_number)
+        async with self._open() as opened:
+            await _delete(opened, target, key, try_number)
 
     async def aclear(
         self, scope: Any, *, all_map_indices: bool = False, session: AsyncSession | None = None
     ) -> None:
         target = await self._ascope(scope, session)
         try_number = None if all_map_indices else await _atry_number(target, session)
-        async with open_store(self.url, self.config) as store:
-            await _clear(store, target, all_map_indices, try_number)
+        async with self._open() as opened:
+            await _clear(opened, target, all_map_indices, try_number)
 
     # -- scopes ---------------------------------------------------------------------------------
 
@@ -210,6 +237,51 @@ class TasktrailBackend(BaseStoreBackend):
         # An asset's name and uri never change under one id.
         scope = self._assets[asset_id] = AssetScope(found[0] or None, found[1] or None)
         return scope
+
+
+def _configured() -> tuple[str, str | None]:
+    """The store the environment names: TASKTRAIL_URL and TASKTRAIL_TOKEN, or TASKTRAIL_DB."""
+    service = os.environ.get("TASKTRAIL_URL")
+    database = os.environ.get("TASKTRAIL_DB")
+    if service and database:
+        raise ConfigError(
+            "both TASKTRAIL_URL (a tasktrail service) and TASKTRAIL_DB (a database) are set; "
+            "unset one of them"
+        )
+    if service:
+        if not _is_service(service):
+            raise ConfigError(
+                f"TASKTRAIL_URL must be the service's http:// or https:// URL, got {service!r}; "
+                "a database URL goes in TASKTRAIL_DB"
+            )
+        return service, os.environ.get("TASKTRAIL_TOKEN")
+    return database or _default_url(), None
+
+
+def _is_service(url: str) -> bool:
+    return url.startswith(("http://", "https://"))
+
+
+def _check_token(token: str | None) -> None:
+    """Refuse a missing token, or one whose role cannot write for every task instance.
+
+    The role is read from the token's payload, unverified: the service checks the signature.
+    """
+    if not token:
+        raise ConfigError(
+            "TASKTRAIL_URL is set but TASKTRAIL_TOKEN is not; make an admin token on the "
+            "service's host: tasktrail token --role admin --name airflow --ttl 365d"
+        )
+    try:
+        payload = token.split(".")[1]
+        role = json.loads(base64.urlsafe_b64decode(payload + "=" * (-len(payload) % 4)))["role"]
+    except (IndexError, ValueError, KeyError, TypeError):
+        return  # not readable here: the service answers 401 and says why
+    if role != "admin":
+        raise ConfigError(
+            f"TASKTRAIL_TOKEN is a {role} token; Airflow writes for every task instance and "
+            "needs an admin token: tasktrail token --role admin --name airflow --ttl 365d"
+        )
 
 
 def _default_url() -> str:
@@ -310,7 +382,7 @@ def _aware(expires_at: datetime | None) -> datetime | None:
     return expires_at
 
 
-# -- the operations, against an open store --------------------------------------------------------
+# -- the operations, against an open store or a service ------------------------------------------
 
 
 def _accessor(store: Store, scope: Scope, try_number: int | None) -> Any:
@@ -326,28 +398,46 @@ def _accessor(store: Store, scope: Scope, try_number: int | None) -> Any:
     return store.asset_store(scope.name, scope.uri, actor=ACTOR)
 
 
-async def _get(store: Store, scope: Scope, key: str) -> str | None:
-    row = await store.read(scope, check_key(key))
+def _remote_accessor(
+    remote: Remote, scope: Scope, try_number: int | None
+) -> RemoteTaskStore | RemoteAssetStore:
+    if isinstance(scope, TaskScope):
+        return remote.task_store(
+            scope.dag_id, scope.run_id, scope.task_id, scope.map_index, try_number
+        )
+    return remote.asset_store(scope.name, scope.uri)
+
+
+async def _get(target: Target, scope: Scope, key: str) -> str | None:
+    if not isinstance(target, Store):
+        value = await _remote_accessor(target, scope, None).get(check_key(key))
+        return None if value is None else json.dumps(value)
+    row = await target.read(scope, check_key(key))
     if row is None:
         return None
-    value = store.open_value(scope, row)
+    value = target.open_value(scope, row)
     return None if value is ERASED else json.dumps(value)
 
 
 async def _set(
-    store: Store,
+    target: Target,
     scope: Scope,
     key: str,
     value: Any,
     expires_at: datetime | None,
     try_number: int | None,
 ) -> None:
-    encoded = encode_value(key, value, store.config.max_value_bytes)
+    encoded = encode_value(key, value, 0)
     if isinstance(scope, AssetScope):
         expires_at = None  # asset entries never expire
-    if await _is_repeat(store, scope, key, encoded, expires_at, try_number):
-        return
-    accessor = _accessor(store, scope, try_number)
+    if isinstance(target, Store):
+        if await _is_repeat(target, scope, key, encoded, expires_at, try_number):
+            return
+        accessor = _accessor(target, scope, try_number)
+    else:
+        if await _is_remote_repeat(target, scope, key, encoded, expires_at, try_number):
+            return
+        accessor = _remote_accessor(target, scope, try_number)
     if isinstance(scope, AssetScope):
         await accessor.set(key, value)
     elif expires_at is None:
@@ -378,12 +468,43 @@ async def _is_repeat(
     return len(events) == 1 and events[0].try_number == try_number
 
 
-async def _delete(store: Store, scope: Scope, key: str, try_number: int | None) -> None:
-    await _accessor(store, scope, try_number).delete(key)
+async def _is_remote_repeat(
+    remote: Remote,
+    scope: Scope,
+    key: str,
+    encoded: bytes,
+    expires_at: datetime | None,
+    try_number: int | None,
+) -> bool:
+    """`_is_repeat` through the service: the key's entry, then its newest events and the
+    scope's version only when the value and expiry match (as they do on a repeat)."""
+    accessor = _remote_accessor(remote, scope, None)
+    entry = await accessor.entry(key)
+    if entry is None or encode_value(key, decode_value(entry.value), 0) != encoded:
+        return False
+    if entry.expires_at != expires_at:
+        return False
+    # The key's events recorded since its entry was set: the newest is the set that made it.
+    events = await remote.history(scope).events(key=key, since=entry.updated_at)
+    if not events or events[-1].kind != "set" or events[-1].try_number != try_number:
+        return False
+    return events[-1].version == await accessor.version()
 
 
-async def _clear(store: Store, scope: Scope, all_map_indices: bool, try_number: int | None) -> None:
-    accessor = _accessor(store, scope, try_number)
+async def _delete(target: Target, scope: Scope, key: str, try_number: int | None) -> None:
+    if isinstance(target, Store):
+        await _accessor(target, scope, try_number).delete(key)
+    else:
+        await _remote_accessor(target, scope, try_number).delete(key)
+
+
+async def _clear(
+    target: Target, scope: Scope, all_map_indices: bool, try_number: int | None
+) -> None:
+    if isinstance(target, Store):
+        accessor = _accessor(target, scope, try_number)
+    else:
+        accessor = _remote_accessor(target, scope, try_number)
     if isinstance(scope, TaskScope):
         await accessor.clear(all_map_indices)
     else:
@@ -410,15 +531,19 @@ class _Bridge:
 
     def call(
         self,
-        url: str,
-        config: StoreConfig,
+        key: Hashable,
+        opener: Callable[[], AbstractAsyncContextManager[Target]],
         operation: Callable[..., Awaitable[T]],
         *args: Any,
     ) -> T:
-        portal, store = self._open(url, config)
-        return portal.call(operation, store, *args)
+        """Run operation(target, *args) on the loop, with the target `opener` opens (once per
+        key and process)."""
+        portal, target = self._open(key, opener)
+        return portal.call(operation, target, *args)
 
-    def _open(self, url: str, config: StoreConfig) -> tuple[BlockingPortal, Store]:
+    def _open(
+        self, key: Hashable, opener: Callable[[], AbstractAsyncContextManager[Target]]
+    ) -> tuple[BlockingPortal, Target]:
         with self._lock:
             if self._pid != os.getpid():
                 if self._loop is not None:
@@ -428,10 +553,11 @@ class _Bridge:
                 self._loop = _Loop()
                 self._pid = os.getpid()
             assert self._loop is not None
-            return self._loop.portal, self._loop.store(url, config)
+            return self._loop.portal, self._loop.target(key, opener)
 
     def close(self) -> None:
-        """Close every store and stop the loop; idempotent, and a no-op in a forked child."""
+        """Close every store and connection and stop the loop; idempotent, and a no-op in a
+        forked child."""
         with self._lock:
             loop, self._loop = self._loop, None
             if loop is not None and self._pid != os.getpid():
@@ -443,7 +569,8 @@ class _Bridge:
 
 
 class _Loop:
-    """One event loop thread with a portal into it, and the stores opened on it by URL."""
+    """One event loop thread with a portal into it, and the stores (or service connections)
+    opened on it, by the backend's key."""
 
     def __init__(self) -> None:
         ready: Future[BlockingPortal] = Future()
@@ -464,16 +591,18 @@ class _Loop:
         self._thread = threading.Thread(target=run, name="tasktrail-airflow", daemon=True)
         self._thread.start()
         self.portal = ready.result()
-        self._stores: dict[tuple[str, StoreConfig], Store] = {}
-        self._opened: list[AbstractContextManager[Store]] = []
+        self._targets: dict[Hashable, Target] = {}
+        self._opened: list[AbstractContextManager[Target]] = []
 
-    def store(self, url: str, config: StoreConfig) -> Store:
-        store = self._stores.get((url, config))
-        if store is None:
-            opened = self.portal.wrap_async_context_manager(open_store(url, config))
-            store = self._stores[(url, config)] = opened.__enter__()
+    def target(
+        self, key: Hashable, opener: Callable[[], AbstractAsyncContextManager[Target]]
+    ) -> Target:
+        target = self._targets.get(key)
+        if target is None:
+            opened = self.portal.wrap_async_context_manager(opener())
+            target = self._targets[key] = opened.__enter__()
             self._opened.append(opened)
-        return store
+        return target
 
     def close(self) -> None:
         try:

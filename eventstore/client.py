@@ -48,6 +48,7 @@ __all__ = [
     "PermissionDeniedError",
     "Remote",
     "RemoteAssetStore",
+    "RemoteEntry",
     "RemoteHistory",
     "RemoteTaskStore",
     "ServiceError",
@@ -98,18 +99,23 @@ _decode_result = msgspec.json.Decoder(AppendResult).decode
 _encode = msgspec.json.Encoder().encode
 
 
-class _Entry(msgspec.Struct):
+class RemoteEntry(msgspec.Struct):
+    """One live key as the service sends it: its JSON value undecoded, when it was set, when it
+    expires (None: never)."""
+
     key: str
     value: msgspec.Raw
+    updated_at: datetime
+    expires_at: datetime | None = None
 
 
 class _Page(msgspec.Struct):
-    items: list[_Entry]
+    items: list[RemoteEntry]
     next: str | None
     version: int
 
 
-_decode_entry = msgspec.json.Decoder(_Entry).decode
+_decode_entry = msgspec.json.Decoder(RemoteEntry).decode
 _decode_page = msgspec.json.Decoder(_Page).decode
 
 
@@ -170,7 +176,8 @@ class Remote:
         """The store of one task instance.
 
         Writes are stamped with the token's try. Given a `try_number`, the client says it with
-        every write, and the service refuses writes whose token is for another try.
+        every write: the service refuses writes whose task token is for another try, and stamps
+        an admin token's writes with it.
         """
         return RemoteTaskStore(self, TaskScope(dag_id, run_id, task_id, map_index), try_number)
 
@@ -296,14 +303,20 @@ class _RemoteAccessor:
 
     async def get(self, key: str, default: Any = None) -> Any:
         """The key's current value, or `default` if it is absent or expired."""
+        entry = await self.entry(key)
+        return default if entry is None else decode_value(entry.value)
+
+    async def entry(self, key: str) -> RemoteEntry | None:
+        """The key's live entry (its JSON value as sent back, when it was set, when it expires),
+        or None if it is absent or expired."""
         path = "/store/" + _segment(check_key(key))
         status, content = await self._call("GET", path, ok=frozenset({200, 404}))
         if status == 404:
             reason = _decode_error(content).reason
             if reason in ("unknown_key", "unknown_scope"):
-                return default
+                return None
             raise _error_of(status, content, self.scope)
-        return decode_value(_decode_entry(content).value)
+        return _decode_entry(content)
 
     async def items(self) -> dict[str, Any]:
         """Every current {key: value} of the scope, fetched page by page."""
@@ -395,13 +408,24 @@ class RemoteTaskStore(_RemoteAccessor):
         value: object,
         *,
         retention: timedelta | NeverExpire | None = None,
+        expires_at: datetime | None = None,
         expected_version: int | None = None,
         idempotency_id: str | None = None,
         sensitive: bool = False,
     ) -> AppendResult:
-        """Store a JSON value under key; retention defaults to the store's configured days."""
+        """Store a JSON value under key; retention defaults to the store's configured days.
+
+        `expires_at` (an aware datetime, kept exactly) sets the expiry instead of a retention.
+        """
         body = b'{"value":' + encode_value(check_key(key), value, 0)
-        body += b',"retention":' + _retention(retention)
+        if expires_at is None:
+            body += b',"retention":' + _retention(retention)
+        elif retention is not None:
+            raise ValueError("pass retention or expires_at, not both")
+        elif not isinstance(expires_at, datetime) or expires_at.tzinfo is None:
+            raise TypeError(f"expires_at must be an aware datetime, got {expires_at!r}")
+        else:
+            body += b',"expires_at":' + _encode(expires_at)
         body += _SENSITIVE if sensitive else b"}"
         path = "/store/" + _segment(key)
         return await self._write("PUT", path, body, expected_version, idempotency_id)

@@ -4,7 +4,7 @@
 # Airflow lives in its own virtual environment, kept at a cache path and made only once:
 #   ${TASKTRAIL_AIRFLOW_VENV:-$HOME/.cache/tasktrail/airflow-3.3.2}
 # It holds apache-airflow==3.3.2 and the test tools, installed once, and this project (editable,
-# with the `airflow` extra), brought up to date with this checkout's dependencies on every run.
+# with the `airflow` and `service` extras), brought up to date with this checkout's dependencies on every run.
 # The code under test is always this checkout's: it runs with PYTHONPATH set to the checkout,
 # which comes before the editable install on sys.path, so checkouts can share the environment.
 #
@@ -33,7 +33,8 @@ if [[ ! -f "$stamp" || "$(cat "$stamp")" != "$want" ]]; then
 fi
 # This checkout's dependencies (they change as the project grows); a few seconds when they are
 # installed already. The editable install may point at another checkout: PYTHONPATH below wins.
-"$venv/bin/python" -m pip install -qq --no-build-isolation -e "$repo[airflow]"
+# The service extra: the remote-mode tests run `tasktrail serve` in this environment.
+"$venv/bin/python" -m pip install -qq --no-build-isolation -e "$repo[airflow,service]"
 exec 9>&-
 
 if [[ "${1:-}" == "--setup-only" ]]; then

@@ -18,6 +18,11 @@ What a role may do (`authorize`):
 
 A value written with sensitive=True is shown (`sees_sensitive`) to admins and to the task token
 of the task instance that holds it; everyone else gets it masked.
+
+A task token's writes are stamped with its own try. An admin token's task writes are stamped with
+the try the request names in `Tasktrail-Try`, or no try without it: one admin token can so write
+for every task instance as the right try (Airflow's API server holds one; see
+docs/how-to/airflow.md).
 """
 
 from __future__ import annotations

@@ -10,6 +10,7 @@ from datetime import datetime
 from typing import Annotated, Any, Final, Literal
 
 import msgspec
+from msgspec import UNSET, UnsetType
 
 __all__ = [
     "MAX_RETENTION_SECONDS",
@@ -22,6 +23,7 @@ __all__ = [
     "PatchBody",
     "PutBody",
     "Retention",
+    "TaskPutBody",
     "WriteResult",
 ]
 
@@ -63,8 +65,25 @@ class PutBody(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     """Set one key of a task instance."""
 
     value: Value
-    retention: Annotated[Retention, msgspec.Meta(description=_RETENTION_DOC)] = "default"
+    retention: Annotated[Retention, msgspec.Meta(description=_RETENTION_DOC)] | UnsetType = UNSET
+    expires_at: (
+        Annotated[
+            datetime,
+            msgspec.Meta(
+                tz=True,
+                description="when the value expires (RFC 3339 with an offset), kept exactly; "
+                "instead of retention (a body with both is refused)",
+            ),
+        ]
+        | UnsetType
+    ) = UNSET
     sensitive: Sensitive = False
+
+
+# The body as the route takes it: retention or expires_at, not both (neither: "default").
+TaskPutBody: Final = Annotated[
+    PutBody, msgspec.Meta(extra_json_schema={"not": {"required": ["retention", "expires_at"]}})
+]
 
 
 class AssetPutBody(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):

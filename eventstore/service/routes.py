@@ -21,6 +21,7 @@ from typing import Any, Final, Literal
 from urllib.parse import unquote
 
 import msgspec
+from msgspec import UNSET
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.types import ASGIApp, Receive, Send
@@ -52,6 +53,7 @@ from eventstore.service.models import (
     KeyList,
     PatchBody,
     PutBody,
+    TaskPutBody,
     WriteResult,
 )
 from eventstore.store import AssetStore, Store, TaskStore
@@ -144,8 +146,21 @@ class Call:
         assert claims is not None
         scope = self.the_scope()
         if isinstance(scope, TaskScope):
-            return TaskStore(self.store, scope, claims.try_number, claims.actor)
+            return TaskStore(self.store, scope, self.try_number(), claims.actor)
         return AssetStore(self.store, scope, None, claims.actor)
+
+    def try_number(self) -> int | None:
+        """The try a task write is stamped with: a task token's own; an admin's says it.
+
+        An admin token serves many task instances (Airflow's API server holds one), so it
+        names the try of each write in `Tasktrail-Try`; without the header it writes no try.
+        """
+        claims = self.claims
+        assert claims is not None
+        said = self.request.headers.get("tasktrail-try")
+        if claims.role == "admin" and said is not None and said.isascii() and said.isdigit():
+            return int(said)
+        return claims.try_number
 
     def key(self) -> str:
         return check_key(self.request.path_params["key"])
@@ -335,10 +350,18 @@ async def put_key(call: Call) -> Response:
     expected, idempotency = call.expected_version(), call.idempotency_id()
     if isinstance(accessor, TaskStore):
         body: PutBody = await call.body(PutBody)
+        expires_at = None if body.expires_at is UNSET else body.expires_at
+        if body.retention is UNSET:
+            retention = None
+        elif expires_at is not None:
+            raise HTTPProblem(422, "bad_retention", "pass retention or expires_at, not both")
+        else:
+            retention = _retention(body.retention)
         result = await accessor.set(
             key,
             body.value,
-            retention=_retention(body.retention),
+            retention=retention,
+            expires_at=expires_at,
             expected_version=expected,
             idempotency_id=idempotency,
             sensitive=body.sensitive,
@@ -659,7 +682,8 @@ _TRY: Final = Param(
     "Tasktrail-Try",
     "header",
     {"type": "string", "pattern": "^[0-9]{1,9}$"},
-    "the try the caller runs; with a task token for another try the write is refused (403)",
+    "the try the caller runs; with a task token for another try the write is refused (403); "
+    "an admin token's write is stamped with this try",
 )
 _IDEMPOTENCY: Final = Param(
     "Idempotency-Key",
@@ -735,7 +759,8 @@ def _store_operations(
         ),
         Param("after", "query", {"type": "string"}, "the `next` of the previous page"),
     )
-    put_body = PutBody if kind == "task" else AssetPutBody
+    # TaskPutBody is PutBody annotated with what its schema adds (retention or expires_at).
+    put_body: Any = TaskPutBody if kind == "task" else AssetPutBody
     batch_body = BatchBody if kind == "task" else AssetBatchBody
     one = (*scope_params, _KEY)
     return [

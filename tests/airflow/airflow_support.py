@@ -1,8 +1,17 @@
-"""The part of Airflow's database the backend reads, made small for the tests."""
+"""The part of Airflow's database the backend reads, made small for the tests; a tasktrail
+service to write through."""
 
 from __future__ import annotations
 
+import os
 import shutil
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 from airflow.models import import_all_models
@@ -59,3 +68,38 @@ class AirflowDatabase:
 
     def session(self) -> Session:
         return Session(self.engine)
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+@contextmanager
+def tasktrail_service(db_url: str, secret: str, log: Path) -> Iterator[str]:
+    """`tasktrail serve` on db_url at a free loopback port, for the block; yields its URL."""
+    port = free_port()
+    with log.open("w") as output:
+        process = subprocess.Popen(
+            [sys.executable, "-m", "eventstore", "serve", "--db", db_url, "--port", str(port)],
+            env={**os.environ, "TASKTRAIL_SECRET": secret},
+            stdout=output,
+            stderr=subprocess.STDOUT,
+        )
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                with urllib.request.urlopen(url + "/healthz", timeout=1):
+                    break
+            except OSError:
+                if process.poll() is not None or time.monotonic() > deadline:
+                    raise RuntimeError(f"tasktrail serve did not start; see {log}") from None
+                time.sleep(0.05)
+        yield url
+    finally:
+        process.terminate()
+        process.wait(timeout=30)

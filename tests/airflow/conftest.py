@@ -7,8 +7,11 @@ directory before anything imports Airflow.
 from __future__ import annotations
 
 import os
+import secrets
+import subprocess
+import sys
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 _HOME = tempfile.mkdtemp(prefix="tasktrail-airflow-home-")
@@ -25,7 +28,7 @@ except ImportError as e:  # pragma: no cover - a wrong environment, said loudly
         "tests/airflow need Apache Airflow 3.3: run them with `bash scripts/airflow_env.sh`"
     ) from e
 
-from airflow_support import AirflowDatabase  # noqa: E402
+from airflow_support import AirflowDatabase, tasktrail_service  # noqa: E402
 from sqlalchemy.orm import Session  # noqa: E402
 
 from eventstore.airflow import TasktrailBackend  # noqa: E402
@@ -56,6 +59,51 @@ def trail_url(tmp_path: Path) -> str:
     return f"sqlite:///{tmp_path / 'trail.db'}"
 
 
+@pytest.fixture(scope="session")
+def service_secret() -> str:
+    """The signing secret of every `tasktrail serve` the suite starts."""
+    return secrets.token_urlsafe(32)
+
+
+@pytest.fixture(scope="session")
+def admin_token(service_secret: str) -> str:
+    """The token the how-to tells operators to make for Airflow."""
+    done = subprocess.run(
+        [sys.executable, "-m", "eventstore", "token", "--role", "admin", "--name", "airflow"],
+        env={**os.environ, "TASKTRAIL_SECRET": service_secret},
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=True,
+    )
+    return done.stdout.strip()
+
+
+@pytest.fixture(params=["embedded", "remote"])
+def mode(request: pytest.FixtureRequest) -> str:
+    """How the backend reaches the store: in process, or through `tasktrail serve`."""
+    mode: str = request.param
+    return mode
+
+
 @pytest.fixture
-def backend(trail_url: str) -> TasktrailBackend:
-    return TasktrailBackend(trail_url)
+def make_backend(
+    mode: str, trail_url: str, tmp_path: Path, service_secret: str, admin_token: str
+) -> Iterator[Callable[[], TasktrailBackend]]:
+    """Makes backends writing to trail_url: directly, or through a service on it."""
+    if mode == "embedded":
+        yield lambda: TasktrailBackend(trail_url)
+        return
+    with tasktrail_service(trail_url, service_secret, tmp_path / "serve.log") as url:
+        yield lambda: TasktrailBackend(url, token=admin_token)
+
+
+@pytest.fixture
+def backend(make_backend: Callable[[], TasktrailBackend]) -> TasktrailBackend:
+    return make_backend()
+
+
+@pytest.fixture
+def actor(mode: str) -> str:
+    """The actor the backend's writes are recorded with: an admin token's writes are its name's."""
+    return "airflow" if mode == "embedded" else "api:airflow"

@@ -7,6 +7,7 @@ import os
 import subprocess
 import sys
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -25,8 +26,10 @@ from eventstore import AssetScope as TrailAsset
 from eventstore import RecordedEvent, StaleAttemptError, open_store
 from eventstore import TaskScope as TrailTask
 from eventstore.airflow import TasktrailBackend
+from eventstore.errors import ConfigError, ValueTooLargeError
 from eventstore.log import recorded_event
 from eventstore.scopes import scope_from_key
+from eventstore.service.auth import make_token
 
 INGEST = TaskScope(DAG_ID, RUN_ID, "ingest")
 
@@ -86,12 +89,47 @@ def test_store_defaults_to_a_file_in_airflow_home(monkeypatch: pytest.MonkeyPatc
     assert TasktrailBackend().url == f"sqlite:///{AIRFLOW_HOME}/tasktrail.db"
 
 
-def test_remote_store_without_a_client_is_refused_with_the_fix(
-    monkeypatch: pytest.MonkeyPatch,
+def test_a_service_comes_from_tasktrail_url_and_tasktrail_token(
+    monkeypatch: pytest.MonkeyPatch, admin_token: str
 ) -> None:
+    monkeypatch.delenv("TASKTRAIL_DB", raising=False)
     monkeypatch.setenv("TASKTRAIL_URL", "http://127.0.0.1:8750")
-    with pytest.raises(ValueError, match="set TASKTRAIL_DB"):
+    monkeypatch.setenv("TASKTRAIL_TOKEN", admin_token)
+    backend = TasktrailBackend()
+    assert (backend.url, backend.token) == ("http://127.0.0.1:8750", admin_token)
+    assert admin_token not in repr(backend)
+
+
+@pytest.mark.parametrize(
+    ("env", "error"),
+    [
+        ({"TASKTRAIL_URL": "http://127.0.0.1:8750"}, "TASKTRAIL_TOKEN is not"),
+        (
+            {"TASKTRAIL_URL": "http://127.0.0.1:8750", "TASKTRAIL_DB": "sqlite:///x.db"},
+            "unset one of them",
+        ),
+        ({"TASKTRAIL_URL": "sqlite:///x.db", "TASKTRAIL_TOKEN": "t"}, "goes in TASKTRAIL_DB"),
+    ],
+)
+def test_a_service_misconfigured_is_refused_with_the_fix(
+    monkeypatch: pytest.MonkeyPatch, env: dict[str, str], error: str
+) -> None:
+    for name in ("TASKTRAIL_URL", "TASKTRAIL_TOKEN", "TASKTRAIL_DB"):
+        monkeypatch.delenv(name, raising=False)
+    for name, value in env.items():
+        monkeypatch.setenv(name, value)
+    with pytest.raises(ConfigError, match=error):
         TasktrailBackend()
+
+
+@pytest.mark.parametrize("role", ["task", "auditor"])
+def test_a_token_that_cannot_write_every_task_is_refused(
+    role: str, service_secret: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    task = {"dag": DAG_ID, "run": RUN_ID, "task": "ingest"} if role == "task" else {}
+    token = make_token(service_secret.encode(), role, **task)  # type: ignore[arg-type]
+    with pytest.raises(ConfigError, match=f"is a {role} token.*--role admin"):
+        TasktrailBackend("http://127.0.0.1:8750", token=token)
 
 
 # -- values ------------------------------------------------------------------------------------
@@ -176,8 +214,15 @@ def test_keys_with_slashes_work(backend: TasktrailBackend) -> None:
     assert backend.get(INGEST, "s3://bucket/key") == '"x"'
 
 
-def test_large_values_are_kept_as_airflow_lets_them_through(backend: TasktrailBackend) -> None:
+def test_large_values_are_kept_as_airflow_lets_them_through(
+    backend: TasktrailBackend, mode: str
+) -> None:
     text = json.dumps("x" * 100_000)
+    if mode == "remote":
+        # The service keeps its own value limit (64 KiB by default) for every client.
+        with pytest.raises(ValueTooLargeError, match="over the limit of 65535"):
+            backend.set(INGEST, "big", text)
+        return
     backend.set(INGEST, "big", text)
     assert backend.get(INGEST, "big") == text
 
@@ -267,7 +312,7 @@ def test_clearing_an_empty_scope_appends_nothing(backend: TasktrailBackend, trai
 
 
 def test_every_write_carries_the_running_try_and_the_airflow_actor(
-    backend: TasktrailBackend, trail_url: str, airflow_db: AirflowDatabase
+    backend: TasktrailBackend, trail_url: str, airflow_db: AirflowDatabase, actor: str
 ) -> None:
     airflow_db.add_task_instance("ingest", try_number=1)
     with airflow_db.session() as session:
@@ -287,7 +332,7 @@ def test_every_write_carries_the_running_try_and_the_airflow_actor(
         ("delete", 2),
         ("clear", 2),
     ]
-    assert {e.actor for e in events} == {"airflow"}
+    assert {e.actor for e in events} == {actor}
 
 
 def test_a_write_of_an_older_try_is_refused_once_a_newer_try_wrote(
@@ -517,9 +562,9 @@ def test_a_forked_process_starts_its_own_event_loop(
 
 
 async def test_async_methods_do_what_the_sync_ones_do(
-    trail_url: str, airflow_db: AirflowDatabase
+    make_backend: Callable[[], TasktrailBackend], trail_url: str, airflow_db: AirflowDatabase
 ) -> None:
-    backend = TasktrailBackend(trail_url)
+    backend = make_backend()
     airflow_db.add_task_instance("ingest", try_number=2)
     airflow_db.add_task_instance("load", map_index=0)
     airflow_db.add_task_instance("load", map_index=1)

@@ -1,7 +1,9 @@
 """End to end: a real Airflow 3.3.2 runs docs/airflow/example_dag.py with tasktrail as its store.
 
 `airflow db migrate` then `airflow dags test`, in subprocesses of Airflow's own environment, with
-`[state_store] clear_on_success` on; then this process reads what tasktrail recorded.
+`[state_store] clear_on_success` on; then this process reads what tasktrail recorded. Once with
+the store embedded in Airflow (TASKTRAIL_DB), once through `tasktrail serve` (TASKTRAIL_URL and
+an admin TASKTRAIL_TOKEN).
 """
 
 from __future__ import annotations
@@ -12,12 +14,13 @@ import shutil
 import subprocess
 import sys
 from collections.abc import Callable
-from contextlib import AbstractAsyncContextManager
+from contextlib import AbstractAsyncContextManager, ExitStack
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
 import pytest
+from airflow_support import tasktrail_service
 
 from eventstore import AssetScope, RecordedEvent, Store, TaskScope, open_store
 from projections import At
@@ -30,10 +33,11 @@ DAG_ID = "tasktrail_example"
 class Run:
     """The finished `airflow dags test` run: its tasktrail database and its Airflow environment."""
 
-    def __init__(self, url: str, env: dict[str, str], run_id: str) -> None:
+    def __init__(self, url: str, env: dict[str, str], run_id: str, actor: str) -> None:
         self.url = url
         self.env = env
         self.run_id = run_id
+        self.actor = actor
 
     def task(self, task_id: str, map_index: int = -1) -> TaskScope:
         return TaskScope(DAG_ID, self.run_id, task_id, map_index)
@@ -51,8 +55,13 @@ class Run:
         return json.loads(done.stdout)
 
 
-@pytest.fixture(scope="module")
-def run(tmp_path_factory: pytest.TempPathFactory) -> Run:
+@pytest.fixture(scope="module", params=["embedded", "remote"])
+def run(
+    request: pytest.FixtureRequest,
+    tmp_path_factory: pytest.TempPathFactory,
+    service_secret: str,
+    admin_token: str,
+) -> Run:
     home = tmp_path_factory.mktemp("airflow-home")
     dags = home / "dags"
     dags.mkdir()
@@ -65,22 +74,37 @@ def run(tmp_path_factory: pytest.TempPathFactory) -> Run:
         "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
         "AIRFLOW__STATE_STORE__BACKEND": "eventstore.airflow.TasktrailBackend",
         "AIRFLOW__STATE_STORE__CLEAR_ON_SUCCESS": "True",
-        "TASKTRAIL_DB": url,
         "PYTHONPATH": os.pathsep.join([str(REPO), os.environ.get("PYTHONPATH", "")]),
     }
-    env.pop("TASKTRAIL_URL", None)
-    airflow = str(Path(sys.executable).with_name("airflow"))
-    for command in ([airflow, "db", "migrate"], [airflow, "dags", "test", DAG_ID, "2026-01-01"]):
-        done = subprocess.run(
-            command, env=env, cwd=home, capture_output=True, text=True, timeout=300
-        )
-        log = home / f"{command[1]}.log"
-        log.write_text(done.stdout + done.stderr)
-        assert done.returncode == 0, f"{' '.join(command[1:])} failed; see {log}"
+    for name in ("TASKTRAIL_DB", "TASKTRAIL_URL", "TASKTRAIL_TOKEN"):
+        env.pop(name, None)
+    with ExitStack() as stack:
+        if request.param == "embedded":
+            airflow_env = {**env, "TASKTRAIL_DB": url}
+        else:
+            service = tasktrail_service(url, service_secret, home / "serve.log")
+            airflow_env = {
+                **env,
+                "TASKTRAIL_URL": stack.enter_context(service),
+                "TASKTRAIL_TOKEN": admin_token,
+            }
+        airflow = str(Path(sys.executable).with_name("airflow"))
+        for command in (
+            [airflow, "db", "migrate"],
+            [airflow, "dags", "test", DAG_ID, "2026-01-01"],
+        ):
+            done = subprocess.run(
+                command, env=airflow_env, cwd=home, capture_output=True, text=True, timeout=300
+            )
+            log = home / f"{command[1]}.log"
+            log.write_text(done.stdout + done.stderr)
+            assert done.returncode == 0, f"{' '.join(command[1:])} failed; see {log}"
+    # The service has stopped: from here on the tests read the database it wrote.
     output = log.read_text()
     assert "state=success" in output, f"the DAG run did not succeed; see {log}"
     run_id = output.split("DagRun Finished: ", 1)[1].split("run_id=", 1)[1].split(",", 1)[0]
-    return Run(url, env, run_id)
+    actor = "airflow" if request.param == "embedded" else "api:airflow"
+    return Run(url, {**env, "TASKTRAIL_DB": url}, run_id, actor)
 
 
 @pytest.fixture
@@ -99,7 +123,7 @@ async def test_history_holds_both_tries_of_the_retried_task(store: Store, run: R
     assert [t.try_number for t in await h.tries()] == [1, 2]
     tries = [e.try_number for e in events]
     assert tries == sorted(tries)  # try 1's writes, then try 2's
-    assert {e.actor for e in events} == {"airflow"}
+    assert {e.actor for e in events} == {run.actor}
 
 
 async def test_the_state_at_the_end_of_try_1_is_what_try_1_left(store: Store, run: Run) -> None:

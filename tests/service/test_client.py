@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator, Iterator
-from datetime import timedelta
+from datetime import datetime, timedelta, timezone
 from typing import Any
 
 import pytest
 
-from eventstore import NEVER_EXPIRE, ConcurrencyError, StaleAttemptError
+from eventstore import NEVER_EXPIRE, ConcurrencyError, StaleAttemptError, TaskScope
 from eventstore.client import (
     AuthenticationError,
     PermissionDeniedError,
@@ -309,6 +309,34 @@ async def test_client_that_says_another_try_than_its_token_is_refused(
             await ts.set("k", 1)
         assert await ts.version() == 0
         assert (await remote.task_store(dag, "r", "t", try_number=1).set("k", 1)).version == 1
+
+
+async def test_an_admin_client_writes_as_the_try_it_names(service: Service, dag: str) -> None:
+    async with connect(service.base_url, token=service.token("admin", name="airflow")) as remote:
+        await remote.task_store(dag, "r", "t", try_number=1).set("k", 1)
+        await remote.task_store(dag, "r", "t", try_number=2).set("k", 2)
+        with pytest.raises(StaleAttemptError):
+            await remote.task_store(dag, "r", "t", try_number=1).set("k", 3)
+        events = await remote.history(TaskScope(dag, "r", "t")).events()
+    assert [(e.value, e.try_number, e.actor) for e in events] == [
+        (1, 1, "api:airflow"),
+        (2, 2, "api:airflow"),
+    ]
+
+
+async def test_expires_at_is_sent_exactly(service: Service, dag: str) -> None:
+    expires = service.clock.now.astimezone(timezone(timedelta(hours=-5))) + timedelta(
+        days=3, microseconds=7
+    )
+    async with connect(service.base_url, token=service.task_token(dag)) as remote:
+        ts = remote.task_store(dag, "r", "t")
+        await ts.set("k", 1, expires_at=expires)
+        [event] = await remote.history(ts.scope).events()
+        with pytest.raises(ValueError, match="not both"):
+            await ts.set("k", 1, expires_at=expires, retention=NEVER_EXPIRE)
+        with pytest.raises(TypeError, match="aware datetime"):
+            await ts.set("k", 1, expires_at=datetime(2099, 1, 1))
+    assert event.expires_at == expires
 
 
 @pytest.mark.parametrize(

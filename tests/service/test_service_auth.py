@@ -204,3 +204,63 @@ def test_tasktrail_try_header_must_match_a_task_tokens_try(service: Service, dag
         "PUT", _path(dag, "/k"), {"value": 2}, token=service.token(), headers={"Tasktrail-Try": "7"}
     )
     assert admin.status == 200
+
+
+def _tries(service: Service, dag: str, map_index: int = -1) -> list[tuple[str, int | None]]:
+    path = _path(dag, "", map_index).removesuffix("/store") + "/history"
+    events = service.call("GET", path, token=service.token("auditor")).json()["events"]
+    return [(e["kind"], e["try_number"]) for e in events]
+
+
+def test_admin_writes_are_stamped_with_the_try_they_name(service: Service, dag: str) -> None:
+    # One admin token writes for many task instances, each as its own try (Airflow's API server).
+    admin = service.token(name="airflow")
+    for method, suffix, body, said in [
+        ("PUT", "/k", {"value": 1}, "1"),
+        ("PATCH", "/k", {"value": 2}, "1"),
+        ("POST", ":batch", {"values": {"j": 1}}, "2"),
+        ("DELETE", "/j", None, "2"),
+        ("DELETE", "", None, "3"),
+    ]:
+        got = service.call(
+            method, _path(dag, suffix), body, token=admin, headers={"Tasktrail-Try": said}
+        )
+        assert got.status == 200, got
+    put = service.call(
+        "PUT", _path(dag, "/k", 0), {"value": 1}, token=admin, headers={"Tasktrail-Try": "4"}
+    )
+    assert put.status == 200
+    assert _tries(service, dag) == [
+        ("set", 1),
+        ("set", 1),
+        ("set", 2),
+        ("delete", 2),
+        ("clear", 3),
+    ]
+    assert _tries(service, dag, 0) == [("set", 4)]
+
+
+def test_an_admin_write_with_a_try_is_fenced_by_a_newer_try(service: Service, dag: str) -> None:
+    admin = service.token()
+    newer = service.call(
+        "PUT", _path(dag, "/k"), {"value": 2}, token=admin, headers={"Tasktrail-Try": "2"}
+    )
+    assert newer.status == 200
+    older = service.call(
+        "PUT", _path(dag, "/k"), {"value": 1}, token=admin, headers={"Tasktrail-Try": "1"}
+    )
+    assert (older.status, older.reason) == (410, "stale_attempt")
+    unsaid = service.call("PUT", _path(dag, "/k"), {"value": 3}, token=admin)
+    assert unsaid.status == 200  # an operator's fix names no try and is not fenced
+    assert _tries(service, dag) == [("set", 2), ("set", None)]
+
+
+def test_the_try_header_of_an_auditor_gives_no_write(service: Service, dag: str) -> None:
+    got = service.call(
+        "PUT",
+        _path(dag, "/k"),
+        {"value": 1},
+        token=service.token("auditor"),
+        headers={"Tasktrail-Try": "1"},
+    )
+    assert got.status == 403

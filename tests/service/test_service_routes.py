@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import timedelta
+from datetime import timedelta, timezone
 from pathlib import Path
 from urllib.parse import quote
 
@@ -43,6 +43,37 @@ def test_put_retention_sets_expiry(
         assert got["expires_at"] is None
     else:
         assert expires in got["expires_at"]
+
+
+def test_put_expires_at_is_kept_exactly(service: Service, dag: str) -> None:
+    token = service.task_token(dag)
+    expires = (service.clock.now + timedelta(hours=1, microseconds=123456)).replace(second=7)
+    east = expires.astimezone(timezone(timedelta(hours=2)))
+    body = {"value": 1, "expires_at": east.isoformat()}
+    assert service.call("PUT", task_path(dag, "k"), body, token=token).status == 200
+    got = service.call("GET", task_path(dag, "k"), token=token).json()
+    assert got["expires_at"] == expires.isoformat().replace("+00:00", "Z")
+    service.clock.advance(expires - service.clock.now - timedelta(microseconds=1))
+    assert service.call("GET", task_path(dag, "k"), token=token).status == 200
+    service.clock.advance(timedelta(microseconds=1))
+    assert service.call("GET", task_path(dag, "k"), token=token).reason == "unknown_key"
+
+
+@pytest.mark.parametrize(
+    ("body", "reason"),
+    [
+        ({"value": 1, "expires_at": "2026-03-04T05:06:07Z", "retention": "never"}, "bad_retention"),
+        ({"value": 1, "expires_at": "2026-03-04T05:06:07Z", "retention": 60}, "bad_retention"),
+        ({"value": 1, "expires_at": "2026-03-04T05:06:07"}, "bad_body"),  # no offset
+        ({"value": 1, "expires_at": "soon"}, "bad_body"),
+    ],
+)
+def test_put_expires_at_needs_an_offset_and_no_retention(
+    service: Service, dag: str, body: object, reason: str
+) -> None:
+    got = service.call("PUT", task_path(dag, "k"), body, token=service.task_token(dag))
+    assert (got.status, got.reason) == (422, reason)
+    assert service.call("GET", task_path(dag, "k"), token=service.token()).status == 404
 
 
 def test_expired_key_reads_as_unknown_key(service: Service, dag: str) -> None:
