@@ -4,6 +4,7 @@ from eventstore.blocking import BlockingStore, open_blocking_store
 from eventstore.config import NEVER_EXPIRE, StoreConfig
 from eventstore.crypto import ERASED, MASKED, generate_master_key
 from eventstore.errors import (
+    CompactionRunningError,
     ConcurrencyError,
     DecryptionError,
     EventStoreError,
@@ -25,6 +26,7 @@ __all__ = [
     "AssetScope",
     "AssetStore",
     "BlockingStore",
+    "CompactionRunningError",
     "ConcurrencyError",
     "DecryptionError",
     "EventStoreError",

@@ -16,6 +16,7 @@
     ├── ConcurrencyError                         expected version is stale
     ├── StaleAttemptError                        a lower try writes after a newer try wrote
     ├── HistoryCompactedError                    the question needs events compaction removed
+    ├── CompactionRunningError                   another process or replica is compacting
     ├── NoSuchPointError           (LookupError) a history point that never happened
     ├── SchemaVersionError                       the database was written by a newer tasktrail
     ├── MasterKeyError             (ConfigError) master keys missing, wrong, or not all given
@@ -28,6 +29,7 @@ Messages are built from the data and say what to do; the data stays on attribute
 from __future__ import annotations
 
 __all__ = [
+    "CompactionRunningError",
     "ConcurrencyError",
     "ConfigError",
     "DecryptionError",
@@ -192,6 +194,18 @@ class HistoryCompactedError(EventStoreError):
         super().__init__(
             f"cannot answer {question} for {scope}: compaction removed the events it needs; "
             f"the earliest point still answerable is At.seq({earliest})"
+        )
+
+
+class CompactionRunningError(EventStoreError):
+    """Another process or replica holds the database's compaction lock: one compactor at a
+    time. Nothing was changed; compact again later (a schedule just waits for its next tick)."""
+
+    def __init__(self, where: str) -> None:
+        self.where = where
+        super().__init__(
+            f"another compaction of {where} is running (another process or replica holds its "
+            "compaction lock); nothing was changed, try again when it has finished"
         )
 
 

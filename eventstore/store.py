@@ -235,19 +235,24 @@ class Store:
         """Remove expired keys and superseded history beyond the horizon; see
         `projections.compaction`. A dry run plans and reports the same, and changes nothing.
 
-        Writes keep being served while it runs. Compactions of one store take turns.
+        Writes keep being served while it runs. Compactions of one store take turns; a
+        compaction (not a dry run) while another process or replica compacts the same database
+        raises `CompactionRunningError` and changes nothing.
         """
         if self._closed:
             raise StoreClosedError()
         async with self._compacting:
-            return await compact(
-                self.backend,
-                self.config,
-                self.now(),
-                self.append,
-                dry_run=dry_run,
-                progress=progress,
-            )
+            if dry_run:
+                return await self._compact(dry_run=True, progress=progress)
+            async with self.backend.compaction_lock():
+                return await self._compact(dry_run=False, progress=progress)
+
+    async def _compact(
+        self, *, dry_run: bool, progress: CompactionProgress | None
+    ) -> CompactionReport:
+        return await compact(
+            self.backend, self.config, self.now(), self.append, dry_run=dry_run, progress=progress
+        )
 
     async def aclose(self) -> None:
         """Commit queued writes and stop taking new ones; idempotent."""

@@ -9,9 +9,12 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from collections.abc import AsyncIterator, Collection, Sequence
-from contextlib import AbstractAsyncContextManager
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
 
+import anyio
 import msgspec
+
+from eventstore.errors import CompactionRunningError
 
 __all__ = [
     "CurrentRow",
@@ -195,6 +198,8 @@ class WriteTransaction(ABC):
 class LogBackend(ABC):
     """One database holding the event log, the projection and the scope heads."""
 
+    _compaction_held: anyio.Lock | None = None
+
     @abstractmethod
     def write(self) -> AbstractAsyncContextManager[WriteTransaction]:
         """A write transaction: exclusive among writers, committed when the block exits cleanly."""
@@ -268,6 +273,23 @@ class LogBackend(ABC):
     async def checkpoint(self) -> None:  # noqa: B027 (nothing to do is the default)
         """Fold the write-ahead log back into the database and shrink it (SQLite's
         wal_checkpoint(TRUNCATE)); by default nothing, for backends without one."""
+
+    @asynccontextmanager
+    async def compaction_lock(self) -> AsyncIterator[None]:
+        """Held for a whole compaction, so one compactor at a time runs on the database.
+
+        Never waits: raises `CompactionRunningError` when another compaction holds it. This
+        default only knows this backend object (enough for a database only it can open, as in
+        memory); backends a second process or replica can open override it with a lock the
+        database's other users see too.
+        """
+        if self._compaction_held is None:
+            self._compaction_held = anyio.Lock()
+        lock = self._compaction_held
+        if lock.locked():
+            raise CompactionRunningError("this log")
+        async with lock:
+            yield
 
     @abstractmethod
     async def aclose(self) -> None:

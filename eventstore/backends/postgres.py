@@ -37,7 +37,12 @@ from eventstore.backends.base import (
 )
 from eventstore.backends.migrations import Migration, latest_version, pending_migrations
 from eventstore.config import StoreConfig
-from eventstore.errors import ConfigError, EventStoreError, StoreClosedError
+from eventstore.errors import (
+    CompactionRunningError,
+    ConfigError,
+    EventStoreError,
+    StoreClosedError,
+)
 
 __all__ = ["MIGRATIONS", "SCHEMA_VERSION", "PostgresBackend", "split_url"]
 
@@ -120,6 +125,16 @@ SCHEMA_VERSION: Final = latest_version(MIGRATIONS)
 # starting together migrate once, one after the other. (Any fixed 64-bit number; "tasktrail".)
 _MIGRATION_LOCK: Final = 0x7461736B747261
 _TAKE_MIGRATION_LOCK: Final = "SELECT pg_advisory_xact_lock($1)"
+# One compactor at a time on a database's log, across processes and replicas: compaction holds
+# this session-level advisory lock for its whole run, on a pooled connection set aside for it
+# (its reads and its short delete transactions use other connections, so writers never wait on
+# it). Two 32-bit keys: a fixed class ("trlc") and the schema the tables live in, so the logs of
+# different schemas of one database compact independently (two schemas whose names hash alike
+# would only take turns). `try`: a second compactor is told at once rather than queueing. The
+# server drops the lock with the session if the compactor's connection dies.
+_COMPACTION_LOCK: Final = 0x74726C63
+_TRY_COMPACTION_LOCK: Final = "SELECT pg_try_advisory_lock($1, hashtext(current_schema()))"
+_UNLOCK_COMPACTION: Final = "SELECT pg_advisory_unlock($1, hashtext(current_schema()))"
 _HAS_SCHEMA_VERSION: Final = "SELECT to_regclass('schema_version') IS NOT NULL"
 _SELECT_SCHEMA_VERSION: Final = "SELECT version FROM schema_version"
 
@@ -407,6 +422,29 @@ class PostgresBackend(LogBackend):
                         await _rollback(conn)
                     raise _translate(error, self._where) from error
 
+    @asynccontextmanager
+    async def compaction_lock(self) -> AsyncIterator[None]:
+        pool = self._open_pool()
+        try:
+            conn = await pool.acquire()
+        except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as error:
+            raise _translate(error, self._where) from error
+        try:
+            try:
+                held = await conn.fetchval(_TRY_COMPACTION_LOCK, _COMPACTION_LOCK)
+            except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as error:
+                raise _translate(error, self._where) from error
+            if not held:
+                raise CompactionRunningError(self._where)
+            try:
+                yield
+            finally:
+                with anyio.CancelScope(shield=True):
+                    await _unlock_compaction(conn)
+        finally:
+            with anyio.CancelScope(shield=True):
+                await pool.release(conn)
+
     async def _fetch(self, sql: str, *args: Any) -> list[asyncpg.Record]:
         try:
             rows: list[asyncpg.Record] = await self._open_pool().fetch(sql, *args)
@@ -693,8 +731,18 @@ async def _keep_session(conn: asyncpg.Connection) -> None:
 
     asyncpg rolls back an open transaction itself first. Beyond that its default reset (unlock
     advisory locks, close cursors, unlisten, RESET ALL) undoes session state this backend never
-    creates: its advisory locks are transaction-scoped, and its settings are startup parameters.
+    leaves behind: its advisory locks are transaction-scoped, but for the compaction lock, which
+    `compaction_lock` releases itself (or closes the connection); its settings are startup
+    parameters.
     """
+
+
+async def _unlock_compaction(conn: PoolConnectionProxy[asyncpg.Record]) -> None:
+    try:
+        await conn.fetchval(_UNLOCK_COMPACTION, _COMPACTION_LOCK)
+    except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError):
+        # The session may still hold the lock: end it, and the server releases the lock.
+        conn.terminate()
 
 
 def _quote_ident(name: str) -> str:

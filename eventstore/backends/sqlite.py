@@ -21,6 +21,8 @@ stall the loop.
 
 from __future__ import annotations
 
+import fcntl
+import os
 import sqlite3
 from collections.abc import AsyncIterator, Callable, Collection, Sequence
 from contextlib import asynccontextmanager
@@ -45,7 +47,7 @@ from eventstore.backends.base import (
     WriteTransaction,
 )
 from eventstore.backends.migrations import Migration, latest_version, pending_migrations
-from eventstore.errors import EventStoreError, StoreClosedError
+from eventstore.errors import CompactionRunningError, EventStoreError, StoreClosedError
 
 __all__ = ["MIGRATIONS", "SCHEMA_VERSION", "SQLiteBackend"]
 
@@ -341,6 +343,32 @@ class SQLiteBackend(LogBackend):
                 return await self._in_thread(run)
             except sqlite3.Error as error:
                 raise _translate(error) from error
+
+    @asynccontextmanager
+    async def compaction_lock(self) -> AsyncIterator[None]:
+        """An exclusive `flock` on PATH.compact.lock beside the database, held for the whole
+        compaction, so processes compacting the same file take turns without ever blocking a
+        writer (SQLite's own lock is only held for each short transaction).
+
+        flock, not fcntl's record locks: those belong to the process, so a second backend of
+        the same process would take them too; a flock belongs to the open file. The kernel
+        drops it when the process dies, so a crashed compactor leaves nothing to clean up.
+        The file itself stays: removing it would race a process that has just opened it.
+        """
+        if self.in_memory:
+            async with super().compaction_lock():
+                yield
+            return
+        path = f"{self.path}.compact.lock"
+        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
+        try:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                raise CompactionRunningError(f"SQLite file {self.path}") from None
+            yield
+        finally:
+            os.close(fd)  # closing the last descriptor of the file releases the flock
 
     def _reader(self) -> aiosqlite.Connection:
         if self._read_conn is None:
