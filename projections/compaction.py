@@ -50,6 +50,7 @@ from anyio.abc import TaskStatus
 
 from eventstore.backends.base import EventFilter, EventRow, LogBackend
 from eventstore.config import StoreConfig
+from eventstore.errors import CompactionRunningError
 from eventstore.events import AnyEvent, Compacted, decode_event, to_micros
 from eventstore.log import AppendRequest, AppendResult, MarkOp
 from eventstore.scopes import scope_from_key
@@ -470,12 +471,17 @@ async def run_compaction_schedule(
     interval: float,
     on_report: Callable[[CompactionReport], None] | None = None,
     *,
+    on_error: Callable[[Exception], None] | None = None,
     task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED,
 ) -> None:
     """Compact every `interval` seconds until cancelled; start it with `tg.start`.
 
-    A failed compaction is logged and retried at the next tick; what it removed stays removed
-    and the markers it left keep history honest.
+    A failed compaction is logged, handed to `on_error`, and retried at the next tick; what it
+    removed stays removed and the markers it left keep history honest. When another process
+    or replica is compacting the same database (`CompactionRunningError`), this tick is
+    skipped: that compaction does the work. Cancelling the schedule mid-compaction is safe:
+    compaction removes events in short transactions of their own, each committed or rolled
+    back whole.
     """
     if interval <= 0:
         raise ValueError(f"the compaction interval must be > 0 seconds, got {interval}")
@@ -484,8 +490,15 @@ async def run_compaction_schedule(
         await anyio.sleep(interval)
         try:
             result = await store.compact()
-        except Exception:
+        except CompactionRunningError as error:
+            logger.info("scheduled compaction skipped: %s", error)
+            if on_error is not None:
+                on_error(error)
+            continue
+        except Exception as error:
             logger.exception("scheduled compaction failed; retrying in %s s", interval)
+            if on_error is not None:
+                on_error(error)
             continue
         logger.info(
             "compaction removed %d events (%d expired keys) from %d scopes in %.2f s",

@@ -20,7 +20,17 @@ _secret_option = click.option(
 @click.option("--host", default="127.0.0.1", show_default=True, help="Address to listen on.")
 @click.option("--port", default=8750, show_default=True, type=int, help="Port to listen on.")
 @_secret_option
-def serve(db: str, host: str, port: int, secret_file: str | None) -> None:
+@click.option(
+    "--compact-every",
+    type=click.FloatRange(min=0),
+    default=3600,
+    show_default=True,
+    envvar="TASKTRAIL_COMPACT_EVERY",
+    show_envvar=True,
+    metavar="SECONDS",
+    help="Compact the store every SECONDS (expired keys leave the log); 0: never by itself.",
+)
+def serve(db: str, host: str, port: int, secret_file: str | None, compact_every: float) -> None:
     """Run the HTTP service until SIGINT/SIGTERM, then finish in-flight writes and stop."""
     try:
         from eventstore.service.app import create_app
@@ -35,7 +45,7 @@ def serve(db: str, host: str, port: int, secret_file: str | None) -> None:
             f"[yellow]warning:[/] listening on {host}: anyone who can reach it and holds a "
             "token can use the store; put TLS in front of it"
         )
-    run_server(create_app(db, secret=secret), host, port)
+    run_server(create_app(db, secret=secret, compact_every=compact_every), host, port)
 
 
 @cli.command()

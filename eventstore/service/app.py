@@ -9,9 +9,11 @@ from __future__ import annotations
 import threading
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Sequence
 from contextlib import asynccontextmanager, contextmanager
+from functools import partial
 from importlib.metadata import version as package_version
 from typing import Any, Final
 
+import anyio
 import msgspec
 import uvicorn
 from starlette.applications import Starlette
@@ -26,6 +28,7 @@ from starlette.types import Receive, Scope, Send
 from eventstore.config import Clock, StoreConfig
 from eventstore.scopes import AssetScope
 from eventstore.service.auth import TokenVerifier
+from eventstore.service.compaction_route import COMPACTION_OPERATIONS
 from eventstore.service.errors import HTTPProblem
 from eventstore.service.history import HISTORY_OPERATIONS
 from eventstore.service.models import Health
@@ -43,6 +46,7 @@ from eventstore.service.routes import (
 from eventstore.service.scopes_route import SCOPE_OPERATIONS
 from eventstore.service.ui import ui_routes
 from eventstore.store import open_store
+from projections.compaction import run_compaction_schedule
 
 __all__ = ["ALL_OPERATIONS", "create_app", "openapi_document", "serve", "serve_in_thread"]
 
@@ -111,6 +115,7 @@ ALL_OPERATIONS: Final[list[Operation]] = [
     *OPERATIONS,
     *HISTORY_OPERATIONS,
     *SCOPE_OPERATIONS,
+    *COMPACTION_OPERATIONS,
 ]
 
 _document: bytes | None = None
@@ -184,15 +189,39 @@ def create_app(
     config: StoreConfig | None = None,
     clock: Clock | None = None,
     extra_routes: Sequence[BaseRoute] = (),
+    compact_every: float | None = None,
 ) -> Starlette:
-    """The service over the store at `url`, checking tokens signed with `secret`."""
+    """The service over the store at `url`, checking tokens signed with `secret`.
+
+    With `compact_every` (seconds), the service compacts its store on that interval, from
+    startup to shutdown; None or 0: never by itself (`POST /api/v1/compact` still does).
+    """
     verifier = TokenVerifier(secret)
+    if compact_every is not None and compact_every < 0:
+        raise ValueError(f"compact_every must be >= 0 seconds (0: never), got {compact_every}")
 
     @asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         async with open_store(url, config, clock) as store:
-            app.state.tasktrail = ServiceState(store=store, verifier=verifier)
-            yield
+            state = ServiceState(store=store, verifier=verifier)
+            app.state.tasktrail = state
+            # The schedule stops before the store closes: at shutdown its task group is
+            # cancelled, and a compaction in progress stops between its short transactions.
+            async with anyio.create_task_group() as tg:
+                if compact_every:
+                    await tg.start(
+                        partial(
+                            run_compaction_schedule,
+                            store,
+                            compact_every,
+                            lambda report: state.metrics.compacted(report, state.wall()),
+                            on_error=state.metrics.compaction_error,
+                        )
+                    )
+                try:
+                    yield
+                finally:
+                    tg.cancel_scope.cancel()
 
     routes = _routes(ALL_OPERATIONS)
     app = Starlette(

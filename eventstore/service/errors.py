@@ -12,6 +12,7 @@ from typing import Any, Final
 import msgspec
 
 from eventstore.errors import (
+    CompactionRunningError,
     ConcurrencyError,
     ConfigError,
     DecryptionError,
@@ -67,6 +68,7 @@ ERRORS: Final[dict[type[BaseException], tuple[int, str, tuple[str, ...]]]] = {
     StaleAttemptError: (410, "stale_attempt", ("try_number", "latest_try")),
     HistoryCompactedError: (410, "history_compacted", ("question", "earliest_seq")),
     NoSuchPointError: (404, "no_such_point", ("point", "detail")),
+    CompactionRunningError: (409, "compaction_running", ()),
     StoreClosedError: (503, "store_closed", ()),
     ConfigError: (500, "config_error", ()),
     DecryptionError: (500, "undecryptable_value", ()),

@@ -9,6 +9,9 @@ from __future__ import annotations
 from bisect import bisect_left
 from typing import Final
 
+from eventstore.errors import CompactionRunningError
+from projections.compaction import CompactionReport
+
 __all__ = ["Metrics"]
 
 # Request latency buckets in seconds, from a cached read to a slow fsync.
@@ -30,15 +33,22 @@ class _Histogram:
 
 
 class Metrics:
-    """Requests by route/method/status, their latencies, appends by outcome, compactions."""
+    """Requests by route/method/status, their latencies, appends by outcome, compactions (runs,
+    what they removed, the last one's duration and time, skips and failures)."""
 
     def __init__(self) -> None:
         self.requests: dict[tuple[str, str, int], int] = {}
         self.latency: dict[tuple[str, str], _Histogram] = {}
         self.appends: dict[tuple[str, str], int] = {}  # (scope kind, outcome) -> count
         self.events_appended = 0
+        # Compactions (not dry runs) the service ran, from the route and from its schedule.
         self.compactions = 0
         self.compaction_events_removed = 0
+        self.compaction_keys_expired = 0
+        self.compaction_last_duration = 0.0
+        self.compaction_last_run = 0.0  # Unix time the last one finished; 0: none yet
+        self.compactions_skipped = 0  # another process or replica was compacting
+        self.compaction_failures = 0
 
     def request(self, route: str, method: str, status: int, seconds: float) -> None:
         key = (route, method, status)
@@ -52,6 +62,21 @@ class Metrics:
         key = (scope_kind, outcome)
         self.appends[key] = self.appends.get(key, 0) + 1
         self.events_appended += events
+
+    def compacted(self, report: CompactionReport, finished_at: float) -> None:
+        if report.dry_run:
+            return
+        self.compactions += 1
+        self.compaction_events_removed += report.events_removed
+        self.compaction_keys_expired += report.keys_expired
+        self.compaction_last_duration = report.duration_seconds
+        self.compaction_last_run = finished_at
+
+    def compaction_error(self, error: Exception) -> None:
+        if isinstance(error, CompactionRunningError):
+            self.compactions_skipped += 1
+        else:
+            self.compaction_failures += 1
 
     def render(self) -> str:
         lines = [
@@ -93,6 +118,23 @@ class Metrics:
             "# HELP tasktrail_compaction_events_removed_total Events removed by compaction.",
             "# TYPE tasktrail_compaction_events_removed_total counter",
             f"tasktrail_compaction_events_removed_total {self.compaction_events_removed}",
+            "# HELP tasktrail_compaction_keys_expired_total Expired keys compaction removed.",
+            "# TYPE tasktrail_compaction_keys_expired_total counter",
+            f"tasktrail_compaction_keys_expired_total {self.compaction_keys_expired}",
+            "# HELP tasktrail_compaction_last_duration_seconds How long the last compaction took.",
+            "# TYPE tasktrail_compaction_last_duration_seconds gauge",
+            f"tasktrail_compaction_last_duration_seconds {self.compaction_last_duration}",
+            "# HELP tasktrail_compaction_last_run_timestamp_seconds When the last compaction "
+            "finished (Unix time; 0: none yet).",
+            "# TYPE tasktrail_compaction_last_run_timestamp_seconds gauge",
+            f"tasktrail_compaction_last_run_timestamp_seconds {self.compaction_last_run}",
+            "# HELP tasktrail_compactions_skipped_total Compactions not run because another "
+            "process or replica was compacting.",
+            "# TYPE tasktrail_compactions_skipped_total counter",
+            f"tasktrail_compactions_skipped_total {self.compactions_skipped}",
+            "# HELP tasktrail_compaction_failures_total Compactions that failed with an error.",
+            "# TYPE tasktrail_compaction_failures_total counter",
+            f"tasktrail_compaction_failures_total {self.compaction_failures}",
         ]
         return "\n".join(lines) + "\n"
 
