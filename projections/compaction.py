@@ -42,7 +42,7 @@ import logging
 import time
 from collections.abc import Awaitable, Callable, Iterator, Sequence
 from datetime import datetime, timedelta
-from typing import Final, Protocol
+from typing import Annotated, Final, Protocol
 
 import anyio
 import msgspec
@@ -86,17 +86,26 @@ class CompactionReport(msgspec.Struct, frozen=True, kw_only=True):
     """What a compaction removed (or, on a dry run, would remove) and what it gave back."""
 
     dry_run: bool
-    keys_expired: int  # keys whose every event went because their expiry passed
+    keys_expired: Annotated[
+        int, msgspec.Meta(description="keys whose every event went because their expiry passed")
+    ]
     events_removed: int
-    expired_events: int  # ... of which: events of expired keys
-    superseded_events: int  # superseded history older than the horizon
-    tombstones: int  # deletes and clears with nothing left to hide
+    expired_events: Annotated[int, msgspec.Meta(description="... of which: events of expired keys")]
+    superseded_events: Annotated[
+        int, msgspec.Meta(description="... superseded history older than the horizon")
+    ]
+    tombstones: Annotated[
+        int, msgspec.Meta(description="... deletes and clears with nothing left to hide")
+    ]
     scopes_touched: int
     markers_appended: int
     bytes_before: int
-    bytes_after: int | None  # None on a dry run
+    bytes_after: Annotated[int | None, msgspec.Meta(description="null on a dry run")]
     duration_seconds: float
-    horizon: datetime | None  # history superseded before this went; None: all of it was kept
+    horizon: Annotated[
+        datetime | None,
+        msgspec.Meta(description="history superseded before this went; null: all was kept"),
+    ]
 
 
 class ScopePlan(msgspec.Struct, kw_only=True):

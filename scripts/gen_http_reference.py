@@ -35,6 +35,7 @@ WHO = {
     ("clear", "asset"): "admin",
     ("erase", "task"): "admin",
     ("erase", "asset"): "admin",
+    ("compact", None): "admin",
     (None, None): "no token needed",
 }
 
