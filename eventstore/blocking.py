@@ -6,10 +6,10 @@ here waits for its coroutine there. Method names and arguments are the async API
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Awaitable, Callable, Iterator
 from contextlib import contextmanager
 from functools import partial
-from typing import Any
+from typing import Any, Generic, Protocol, TypeVar
 
 from anyio.from_thread import BlockingPortal, start_blocking_portal
 
@@ -48,7 +48,7 @@ class BlockingStore:
         try_number: int | None = None,
         *,
         actor: str = "task",
-    ) -> BlockingAccessor:
+    ) -> BlockingAccessor[TaskStore]:
         accessor = self.store.task_store(
             dag_id, run_id, task_id, map_index, try_number, actor=actor
         )
@@ -56,7 +56,7 @@ class BlockingStore:
 
     def asset_store(
         self, name: str | None = None, uri: str | None = None, *, actor: str = "task"
-    ) -> BlockingAccessor:
+    ) -> BlockingAccessor[AssetStore]:
         return BlockingAccessor(self._portal, self.store.asset_store(name, uri, actor=actor))
 
     def verify(self) -> VerifyReport:
@@ -66,10 +66,32 @@ class BlockingStore:
         return self._portal.call(partial(self.store.compact, dry_run))
 
 
-class BlockingAccessor:
+class AsyncAccessor(Protocol):
+    """What the blocking facade wraps: an embedded accessor or a remote one (eventstore.client)."""
+
+    @property
+    def get(self) -> Callable[..., Awaitable[Any]]: ...
+    @property
+    def set(self) -> Callable[..., Awaitable[AppendResult]]: ...
+    @property
+    def set_many(self) -> Callable[..., Awaitable[AppendResult]]: ...
+    @property
+    def delete(self) -> Callable[..., Awaitable[AppendResult]]: ...
+    @property
+    def clear(self) -> Callable[..., Awaitable[AppendResult]]: ...
+    @property
+    def items(self) -> Callable[[], Awaitable[dict[str, Any]]]: ...
+    @property
+    def version(self) -> Callable[[], Awaitable[int]]: ...
+
+
+A = TypeVar("A", bound=AsyncAccessor)
+
+
+class BlockingAccessor(Generic[A]):
     """The accessor methods as plain calls: get, set, set_many, delete, clear, items."""
 
-    def __init__(self, portal: BlockingPortal, accessor: TaskStore | AssetStore) -> None:
+    def __init__(self, portal: BlockingPortal, accessor: A) -> None:
         self._portal = portal
         self._accessor = accessor
 

@@ -20,7 +20,7 @@ from __future__ import annotations
 import asyncio
 import random
 import uuid
-from collections.abc import AsyncIterator, Callable, Iterable, Iterator, Mapping
+from collections.abc import AsyncIterator, Iterable, Iterator, Mapping
 from contextlib import asynccontextmanager, contextmanager
 from datetime import datetime, timedelta
 from functools import partial
@@ -32,6 +32,7 @@ import msgspec
 from anyio.from_thread import BlockingPortal, start_blocking_portal
 from yarl import URL
 
+from eventstore.blocking import BlockingAccessor
 from eventstore.config import NEVER_EXPIRE, NeverExpire, check_retention
 from eventstore.errors import EventStoreError, NoSuchPointError
 from eventstore.events import RecordedEvent
@@ -715,48 +716,9 @@ class BlockingRemoteHistory:
         return self._portal.call(self._history.tries)
 
 
-class BlockingRemoteAccessor:
-    """The accessor methods as plain calls: get, set, set_many, patch, delete, clear, items."""
-
-    def __init__(
-        self, portal: BlockingPortal, accessor: RemoteTaskStore | RemoteAssetStore
-    ) -> None:
-        self._portal = portal
-        self._accessor = accessor
-
-    def __repr__(self) -> str:
-        return f"<blocking {self._accessor!r}>"
-
-    def _call(self, method: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
-        return self._portal.call(partial(method, *args, **kwargs))
-
-    def get(self, key: str, default: Any = None) -> Any:
-        return self._call(self._accessor.get, key, default)
-
-    def set(self, key: str, value: object, **options: Any) -> AppendResult:
-        result: AppendResult = self._call(self._accessor.set, key, value, **options)
-        return result
-
-    def set_many(self, values: Mapping[str, object], **options: Any) -> AppendResult:
-        result: AppendResult = self._call(self._accessor.set_many, values, **options)
-        return result
+class BlockingRemoteAccessor(BlockingAccessor[RemoteTaskStore | RemoteAssetStore]):
+    """The remote accessor methods as plain calls: the embedded facade's, plus patch."""
 
     def patch(self, key: str, value: object, **options: Any) -> AppendResult:
         result: AppendResult = self._call(self._accessor.patch, key, value, **options)
-        return result
-
-    def delete(self, key: str, **options: Any) -> AppendResult:
-        result: AppendResult = self._call(self._accessor.delete, key, **options)
-        return result
-
-    def clear(self, *args: Any, **options: Any) -> AppendResult:
-        result: AppendResult = self._call(self._accessor.clear, *args, **options)
-        return result
-
-    def items(self) -> dict[str, Any]:
-        result: dict[str, Any] = self._call(self._accessor.items)
-        return result
-
-    def version(self) -> int:
-        result: int = self._call(self._accessor.version)
         return result
