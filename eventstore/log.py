@@ -149,16 +149,15 @@ class _Batch:
             self.views[key] = _ScopeView(scope, row or _new_scope_row(scope, key))
 
     async def load_idempotent(self, requests: Sequence[AppendRequest]) -> None:
-        """The stored results of the batch's idempotency ids: one statement per scope."""
-        wanted: dict[int, list[str]] = {}
+        """The stored results of the batch's idempotency ids, every scope in one statement."""
+        wanted: list[tuple[int, str]] = []
         for request in requests:
             if request.idempotency_id is not None:
                 scope_id = self.views[self.scope_keys[request.scope]].row.scope_id
                 if scope_id:
-                    wanted.setdefault(scope_id, []).append(request.idempotency_id)
-        for scope_id, ids in wanted.items():
-            for done_id, encoded in (await self.tx.select_idempotent(scope_id, ids)).items():
-                self.idempotent[(scope_id, done_id)] = encoded
+                    wanted.append((scope_id, request.idempotency_id))
+        if wanted:
+            self.idempotent.update(await self.tx.select_idempotent(wanted))
         self.idempotent_loaded = True
 
     async def view(self, scope: Scope) -> _ScopeView:
@@ -261,8 +260,8 @@ class _Batch:
     async def _idempotent_result(self, scope_id: int, idempotency_id: str) -> AppendResult | None:
         encoded = self.idempotent.get((scope_id, idempotency_id))
         if encoded is None and not self.idempotent_loaded:
-            found = await self.tx.select_idempotent(scope_id, [idempotency_id])
-            encoded = found.get(idempotency_id)
+            pair = (scope_id, idempotency_id)
+            encoded = (await self.tx.select_idempotent([pair])).get(pair)
         return None if encoded is None else _decode_result(encoded)
 
     async def _ensure_stored(self, view: _ScopeView) -> None:

@@ -134,8 +134,11 @@ class WriteTransaction(ABC):
         """The keys of the scope with an unexpired row in the projection."""
 
     @abstractmethod
-    async def select_idempotent(self, scope_id: int, ids: Collection[str]) -> dict[str, bytes]:
-        """The stored results of earlier appends with these idempotency ids."""
+    async def select_idempotent(
+        self, keys: Collection[tuple[int, str]]
+    ) -> dict[tuple[int, str], bytes]:
+        """The stored results of earlier appends, by (scope_id, idempotency id), for these
+        pairs: one statement for a whole batch, whatever the number of scopes."""
 
     @abstractmethod
     async def insert_scope(self, row: ScopeRow) -> int:

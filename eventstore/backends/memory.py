@@ -69,9 +69,11 @@ class _MemoryTransaction(WriteTransaction):
         rows = self._data.current.get(scope_id, {})
         return {k for k, r in rows.items() if r.expires_at is None or r.expires_at > now}
 
-    async def select_idempotent(self, scope_id: int, ids: Collection[str]) -> dict[str, bytes]:
+    async def select_idempotent(
+        self, keys: Collection[tuple[int, str]]
+    ) -> dict[tuple[int, str], bytes]:
         table = self._data.idempotent
-        return {i: table[(scope_id, i)] for i in ids if (scope_id, i) in table}
+        return {key: table[key] for key in keys if key in table}
 
     async def insert_scope(self, row: ScopeRow) -> int:
         scope_id = self._next_scope_id

@@ -225,9 +225,11 @@ _UPDATE_CURRENT_VALUES: Final = (
     "AS u (value, scope_id, key, seq) "
     "WHERE c.scope_id = u.scope_id AND c.key = u.key AND c.seq = u.seq"
 )
+# Every (scope_id, id) pair of a batch in one statement: two parallel arrays, unnested.
 _SELECT_IDEMPOTENT: Final = (
-    "SELECT idempotency_id, result FROM idempotency "
-    "WHERE scope_id = $1 AND idempotency_id = ANY($2::bytea[])"
+    "SELECT i.scope_id, i.idempotency_id, i.result FROM idempotency AS i "
+    "JOIN unnest($1::bigint[], $2::bytea[]) AS w (scope_id, idempotency_id) "
+    "ON i.scope_id = w.scope_id AND i.idempotency_id = w.idempotency_id"
 )
 _INSERT_SCOPE: Final = (
     "INSERT INTO scopes (scope_key, version, max_try, updated_at, dag_id, run_id, task_id, "
@@ -621,10 +623,16 @@ class _PostgresTransaction(WriteTransaction):
         await self.flush()
         return {r[0].decode() for r in await self.conn.fetch(_SELECT_LIVE_KEYS, scope_id, now)}
 
-    async def select_idempotent(self, scope_id: int, ids: Collection[str]) -> dict[str, bytes]:
+    async def select_idempotent(
+        self, keys: Collection[tuple[int, str]]
+    ) -> dict[tuple[int, str], bytes]:
+        if not keys:
+            return {}
         await self.flush()
-        rows = await self.conn.fetch(_SELECT_IDEMPOTENT, scope_id, [i.encode() for i in ids])
-        return {r[0].decode(): r[1] for r in rows}
+        rows = await self.conn.fetch(
+            _SELECT_IDEMPOTENT, [k[0] for k in keys], [k[1].encode() for k in keys]
+        )
+        return {(r[0], r[1].decode()): r[2] for r in rows}
 
     async def insert_scope(self, row: ScopeRow) -> int:
         scope_id: int = await self.conn.fetchval(

@@ -186,9 +186,11 @@ _INSERT_SCOPE: Final = (
 _UPDATE_SCOPE: Final = (
     "UPDATE scopes SET version = ?, max_try = ?, updated_at = ? WHERE scope_id = ?"
 )
+# The pairs travel as one JSON array of [scope_id, id]; each is one seek of the primary key.
 _SELECT_IDEMPOTENT: Final = (
-    "SELECT idempotency_id, result FROM idempotency "
-    "WHERE scope_id = ? AND idempotency_id IN (SELECT value FROM json_each(?))"
+    "SELECT i.scope_id, i.idempotency_id, i.result FROM json_each(?) AS w "
+    "JOIN idempotency AS i ON i.scope_id = json_extract(w.value, '$[0]') "
+    "AND i.idempotency_id = json_extract(w.value, '$[1]')"
 )
 _INSERT_IDEMPOTENT: Final = (
     "INSERT INTO idempotency (scope_id, idempotency_id, result) VALUES (?, ?, ?)"
@@ -543,11 +545,13 @@ class _SQLiteTransaction(WriteTransaction):
     async def select_live_keys(self, scope_id: int, now: int) -> set[str]:
         return {r[0] for r in self.conn.execute(_SELECT_LIVE_KEYS, (scope_id, now))}
 
-    async def select_idempotent(self, scope_id: int, ids: Collection[str]) -> dict[str, bytes]:
-        if not ids:
+    async def select_idempotent(
+        self, keys: Collection[tuple[int, str]]
+    ) -> dict[tuple[int, str], bytes]:
+        if not keys:
             return {}
-        rows = self.conn.execute(_SELECT_IDEMPOTENT, (scope_id, _json_array(ids)))
-        return {r[0]: r[1] for r in rows}
+        rows = self.conn.execute(_SELECT_IDEMPOTENT, (_encode_json(list(keys)).decode(),))
+        return {(r[0], r[1]): r[2] for r in rows}
 
     async def insert_scope(self, row: ScopeRow) -> int:
         found = self.conn.execute(
