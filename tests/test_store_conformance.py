@@ -797,6 +797,21 @@ async def test_idempotency_ids_are_per_scope(store: Store) -> None:
     assert (await a.get("k"), await b.get("k")) == (1, 2)
 
 
+async def test_idempotent_retries_of_many_scopes_in_one_batch_each_return_their_own_result(
+    store: Store,
+) -> None:
+    stores = [store.task_store("etl", "run_1", f"t{i}") for i in range(6)]
+    first = [await s.set("k", i, idempotency_id=f"op{i % 2}") for i, s in enumerate(stores)]
+    before = await events_of(store)
+    # The retries land in one batch: their stored results are loaded together.
+    again = await asyncio.gather(
+        *(s.set("k", -1, idempotency_id=f"op{i % 2}") for i, s in enumerate(stores))
+    )
+    assert again == first
+    assert [await s.get("k") for s in stores] == list(range(6))
+    assert await events_of(store) == before
+
+
 async def test_idempotent_repeat_is_not_checked_against_expected_version(ts: TaskStore) -> None:
     first = await ts.set("a", 1, expected_version=0, idempotency_id="op")
     await ts.set("b", 1)
