@@ -35,6 +35,7 @@ from typing import Final
 import anyio
 import msgspec
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from eventstore.backends import sqlite as sqlite_backend
@@ -525,7 +526,7 @@ def print_report(result: BenchResult, console: Console | None = None) -> bool:
     targets.add_row("get p50 / raw point select p50", f"{ratio:.2f}", "≤ 3", _verdict(ratio <= 3))
     console.print(targets)
     for note in result.notes:
-        console.print(f"[yellow]note:[/] {note}")
+        console.print(f"[yellow]note:[/] {escape(note)}")
     return every
 
 
