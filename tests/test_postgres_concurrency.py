@@ -21,6 +21,7 @@ from typing import Any
 import anyio
 import pytest
 from conftest import postgres_schema_url
+from tailing import Tailer, assert_tailer_saw_everything_once
 
 from eventstore import ConcurrencyError, StaleAttemptError, TaskScope, open_store
 from eventstore.backends.base import EventRow, LogBackend
@@ -208,26 +209,6 @@ async def run_processes(
     return collected
 
 
-class Tailer:
-    """Reads the log after the last position it saw, over and over, while writers run."""
-
-    def __init__(self, backend: LogBackend) -> None:
-        self.backend = backend
-        self.seen: list[EventRow] = []
-        self.reads = 0
-
-    async def catch_up(self) -> None:
-        after = self.seen[-1].seq if self.seen else 0
-        async for row in self.backend.select_all_events(after_seq=after, batch=50):
-            self.seen.append(row)
-        self.reads += 1
-
-    async def __call__(self, finished: anyio.Event) -> None:
-        while not finished.is_set():
-            await self.catch_up()
-            await anyio.sleep(0.002)
-
-
 async def whole_log(backend: LogBackend) -> list[EventRow]:
     return [row async for row in backend.select_all_events()]
 
@@ -239,15 +220,6 @@ async def map_index_of(backend: LogBackend) -> dict[int, int]:
         assert isinstance(scope, TaskScope)
         found[row.scope_id] = scope.map_index
     return found
-
-
-def assert_tailer_saw_everything_once(tailer: Tailer, log: list[EventRow]) -> None:
-    seqs = [row.seq for row in tailer.seen]
-    assert tailer.reads > 3, "the tailer should have read while the writers ran"
-    assert seqs == sorted(set(seqs)), "the tailer saw an event twice or out of order"
-    # Positions are handed out without gaps, so anything skipped would be missing here.
-    assert seqs == list(range(1, len(log) + 1))
-    assert tailer.seen == log
 
 
 # --- the tests ---------------------------------------------------------------------------------

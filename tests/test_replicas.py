@@ -38,9 +38,9 @@ import aiohttp
 import anyio
 import pytest
 from conftest import postgres_schema_url
+from tailing import Tailer, assert_tailer_saw_everything_once
 
 from eventstore import ConcurrencyError, StaleAttemptError, TaskScope, open_store
-from eventstore.backends.base import EventRow, LogBackend
 from eventstore.client import Remote, RemoteTaskStore, connect
 from eventstore.log import AppendResult
 from eventstore.scopes import scope_key
@@ -266,29 +266,6 @@ async def _send_again(
         outcome.violations.append(f"read version {seen} after version {first.version} was acked")
 
 
-# --- the tailer --------------------------------------------------------------------------------
-
-
-class Tailer:
-    """Reads the log after the last position it saw, over and over, while the clients run."""
-
-    def __init__(self, backend: LogBackend) -> None:
-        self.backend = backend
-        self.seen: list[EventRow] = []
-        self.reads = 0
-
-    async def catch_up(self) -> None:
-        after = self.seen[-1].seq if self.seen else 0
-        async for row in self.backend.select_all_events(after_seq=after, batch=50):
-            self.seen.append(row)
-        self.reads += 1
-
-    async def run(self, finished: anyio.Event) -> None:
-        while not finished.is_set():
-            await self.catch_up()
-            await anyio.sleep(0.005)
-
-
 # --- the test ----------------------------------------------------------------------------------
 
 
@@ -313,10 +290,10 @@ async def test_two_replicas_keep_every_guarantee_under_concurrent_tries(
                 remotes[(m, t)] = [
                     await stack.enter_async_context(connect(url, token=token)) for url in urls
                 ]
-            tailer = Tailer(store.backend)
+            tailer = Tailer(store.backend, pause=0.005)
             finished = anyio.Event()
             async with anyio.create_task_group() as tg:
-                tg.start_soon(tailer.run, finished)
+                tg.start_soon(tailer, finished)
                 async with anyio.create_task_group() as clients:
                     for m, t, c in itertools.product(MAP_INDICES, TRIES, range(CLIENTS_PER_TRY)):
                         clients.start_soon(client, remotes[(m, t)], instances[m], t, c, outcome)
@@ -363,10 +340,7 @@ async def test_two_replicas_keep_every_guarantee_under_concurrent_tries(
     assert not acked, f"acknowledged writes missing from history: {list(acked.values())[:5]}"
 
     # The tailer saw every position once, in order, and the same events the log holds.
-    seqs = [row.seq for row in tailer.seen]
-    assert tailer.reads > 3, "the tailer should have read while the clients wrote"
-    assert seqs == list(range(1, len(log) + 1)), "the tailer skipped, repeated or reordered"
-    assert tailer.seen == log
+    assert_tailer_saw_everything_once(tailer, log)
     recorded = [row.recorded_at for row in log]
     assert recorded == sorted(recorded), "recorded_at went backwards between replicas' writes"
     assert len(log) == len(outcome.acks)
