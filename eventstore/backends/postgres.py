@@ -396,33 +396,19 @@ class PostgresBackend(LogBackend):
             async with pool.acquire() as conn:
                 try:
                     await conn.execute(_BEGIN_AND_LOCK)
-                except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as error:
-                    with anyio.CancelScope(shield=True):
-                        await _rollback(conn)
-                    raise _translate(error, self._where) from error
-                except BaseException:
-                    with anyio.CancelScope(shield=True):
-                        await _rollback(conn)
-                    raise
-                transaction = _PostgresTransaction(conn)
-                try:
+                    transaction = _PostgresTransaction(conn)
                     yield transaction
                     await transaction.flush()
-                except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as error:
-                    with anyio.CancelScope(shield=True):
-                        await _rollback(conn)
-                    raise _translate(error, self._where) from error
-                except BaseException:
-                    with anyio.CancelScope(shield=True):
-                        await _rollback(conn)
-                    raise
-                try:
                     with anyio.CancelScope(shield=True):
                         await conn.execute(_COMMIT)
                 except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as error:
                     with anyio.CancelScope(shield=True):
                         await _rollback(conn)
                     raise _translate(error, self._where) from error
+                except BaseException:
+                    with anyio.CancelScope(shield=True):
+                        await _rollback(conn)
+                    raise
 
     @asynccontextmanager
     async def compaction_lock(self) -> AsyncIterator[None]:
