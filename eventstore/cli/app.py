@@ -10,6 +10,7 @@ import anyio
 import click
 import msgspec
 from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 from eventstore.crypto import ERASED, MASKED
 from eventstore.errors import (
@@ -73,6 +74,20 @@ def _enc_hook(value: Any) -> Any:
 
 
 _json = msgspec.json.Encoder(enc_hook=_enc_hook)
+
+
+def stderr_progress(*, disable: bool = False) -> Progress:
+    """The progress bar of a long command: on stderr, so --json output stays clean, and gone
+    once the work is done."""
+    return Progress(
+        TextColumn("{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        console=err_console,
+        transient=True,
+        disable=disable,
+    )
 
 
 def encode_json(data: Any) -> bytes:

@@ -3,17 +3,18 @@
 from __future__ import annotations
 
 import click
-from rich.progress import (
-    BarColumn,
-    MofNCompleteColumn,
-    Progress,
-    TaskID,
-    TextColumn,
-    TimeElapsedColumn,
-)
+from rich.progress import TaskID
 from rich.table import Table
 
-from eventstore.cli.app import cli, console, db_option, emit_json, err_console, json_option, run
+from eventstore.cli.app import (
+    cli,
+    console,
+    db_option,
+    emit_json,
+    json_option,
+    run,
+    stderr_progress,
+)
 from eventstore.config import StoreConfig
 from eventstore.store import open_store
 from projections.compaction import CompactionReport
@@ -41,15 +42,7 @@ def compact(db: str, as_json: bool, dry_run: bool, horizon_days: float | None) -
 
     async def main() -> CompactionReport:
         config = StoreConfig(history_horizon_days=horizon_days)
-        bar = Progress(
-            TextColumn("{task.description}"),
-            BarColumn(),
-            MofNCompleteColumn(),
-            TimeElapsedColumn(),
-            console=err_console,
-            transient=True,
-            disable=as_json,
-        )
+        bar = stderr_progress(disable=as_json)
         tasks: dict[str, TaskID] = {}
 
         def progress(phase: str, done: int, total: int) -> None:

@@ -7,10 +7,17 @@ from contextlib import contextmanager
 from typing import TypeVar
 
 import click
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from eventstore.cli.app import cli, console, db_option, emit_json, err_console, json_option, run
+from eventstore.cli.app import (
+    cli,
+    console,
+    db_option,
+    emit_json,
+    json_option,
+    run,
+    stderr_progress,
+)
 from eventstore.store import Store, open_store
 from projections.verify import Progress as ProgressCallback
 from projections.verify import VerifyReport
@@ -21,14 +28,7 @@ T = TypeVar("T")
 @contextmanager
 def progress_bar(description: str, total: int) -> Iterator[ProgressCallback]:
     """A bar on stderr counting folded events; it disappears when the work is done."""
-    bar = Progress(
-        TextColumn("{task.description}"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        TimeElapsedColumn(),
-        console=err_console,
-        transient=True,
-    )
+    bar = stderr_progress()
     with bar:
         task = bar.add_task(description, total=total)
         yield lambda n: bar.advance(task, n)
