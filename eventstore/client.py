@@ -18,8 +18,10 @@ with the same errors, so a bad value never leaves the process.
 from __future__ import annotations
 
 import asyncio
+import itertools
+import os
 import random
-import uuid
+import time
 from collections.abc import AsyncIterator, Iterable, Iterator, Mapping
 from contextlib import asynccontextmanager, contextmanager
 from datetime import datetime, timedelta
@@ -56,6 +58,7 @@ __all__ = [
     "ServiceUnavailableError",
     "connect",
     "connect_blocking",
+    "new_idempotency_id",
 ]
 
 T = TypeVar("T")
@@ -142,6 +145,26 @@ def _error_of(status: int, body: bytes, scope: Scope | None) -> BaseException:
     if status in _RETRY_STATUSES:
         return ServiceUnavailableError(status, answer.reason, answer.message)
     return ServiceError(status, answer.reason, answer.message)
+
+
+def new_idempotency_id() -> str:
+    """A fresh id for one write: the time in nanoseconds, this process's nonce, a counter.
+
+    Ids that grow with time land at the end of the service's idempotency index, so the ids of
+    one batch share a page there instead of dirtying a random page each. The nonce (random,
+    made anew in a forked child) and the counter keep ids unique without a syscall per id.
+    """
+    return f"{time.time_ns():016x}{_id_nonce}{next(_id_counter):08x}"
+
+
+def _new_id_nonce() -> None:
+    global _id_nonce, _id_counter
+    _id_nonce, _id_counter = os.urandom(8).hex(), itertools.count()
+
+
+_id_nonce, _id_counter = "", itertools.count()
+_new_id_nonce()
+os.register_at_fork(after_in_child=_new_id_nonce)
 
 
 def _segment(text: str) -> str:
@@ -294,7 +317,7 @@ class _RemoteAccessor:
         idempotency_id: str | None,
         query: Mapping[str, str] | None = None,
     ) -> AppendResult:
-        headers = {"Idempotency-Key": idempotency_id or uuid.uuid4().hex}
+        headers = {"Idempotency-Key": idempotency_id or new_idempotency_id()}
         if self.try_number is not None:
             headers["Tasktrail-Try"] = str(self.try_number)
         if expected_version is not None:

@@ -64,6 +64,9 @@ class StoreConfig(msgspec.Struct, frozen=True, kw_only=True):
     durability: Literal["full", "normal"] = "full"
     # Superseded history older than this many days may be compacted; None keeps all history.
     history_horizon_days: float | None = None
+    # A write's idempotency id is remembered this many days: a retry within them gets the first
+    # result back and appends nothing; compaction forgets older ones. None remembers them all.
+    idempotency_days: float | None = 1
     # Group commit: most appends written in one transaction, and most waiting before callers block.
     max_batch: int = 256
     max_pending: int = 8192
@@ -101,6 +104,11 @@ class StoreConfig(msgspec.Struct, frozen=True, kw_only=True):
         if self.history_horizon_days is not None and self.history_horizon_days < 0:
             raise ConfigError(
                 f"history_horizon_days must be >= 0 or None, got {self.history_horizon_days}"
+            )
+        remember = self.idempotency_days
+        if remember is not None and not (math.isfinite(remember) and remember > 0):
+            raise ConfigError(
+                f"idempotency_days must be > 0 or None (remember every id), got {remember}"
             )
         if self.max_batch < 1 or self.max_pending < 1:
             raise ConfigError("max_batch and max_pending must be at least 1")

@@ -15,7 +15,14 @@ from typing import Any
 import anyio.to_thread
 import msgspec
 
-from eventstore.backends.base import CurrentRow, EventRow, LogBackend, ScopeRow, WriteTransaction
+from eventstore.backends.base import (
+    CurrentRow,
+    EventRow,
+    IdempotentRow,
+    LogBackend,
+    ScopeRow,
+    WriteTransaction,
+)
 from eventstore.config import NEVER_EXPIRE, NeverExpire, StoreConfig
 from eventstore.crypto import ERASED, DataKey, Vault, stored_value
 from eventstore.errors import ConcurrencyError, StaleAttemptError
@@ -132,7 +139,7 @@ class _Batch:
         self.cleared: set[int] = set()
         self.touched: dict[int, _ScopeView] = {}
         self.idempotent: dict[tuple[int, str], bytes] = {}
-        self.new_idempotent: list[tuple[int, str, bytes]] = []
+        self.new_idempotent: list[IdempotentRow] = []
         self.scope_keys: dict[Scope, str] = {}
         self.idempotent_loaded = False
         self.recorded_at = from_micros(now)
@@ -254,7 +261,9 @@ class _Batch:
         if request.idempotency_id is not None and row.scope_id:
             encoded = _encode_result(result)
             self.idempotent[(row.scope_id, request.idempotency_id)] = encoded
-            self.new_idempotent.append((row.scope_id, request.idempotency_id, encoded))
+            self.new_idempotent.append(
+                IdempotentRow(row.scope_id, request.idempotency_id, encoded, self.now)
+            )
         return result
 
     async def _idempotent_result(self, scope_id: int, idempotency_id: str) -> AppendResult | None:

@@ -10,6 +10,9 @@ What goes, per scope (`plan_scope`):
 - tombstones with nothing left to hide: a `delete` of a key none of whose earlier `set`s is
   kept, and a `clear` none of whose earlier events is kept. Removing them changes no state.
 
+Beside the events, compaction forgets the results kept for idempotency ids recorded more than
+`StoreConfig.idempotency_days` ago: a retry that late is a new write.
+
 What never goes: the current value of a live key (so `NEVER_EXPIRE` values and asset entries
 stay until they are deleted or cleared), `compacted` markers, and anything recorded at or after
 the moment compaction starts. Positions and versions are never renumbered.
@@ -78,7 +81,7 @@ _MARKER_BATCH: Final = 8
 
 Append = Callable[[AppendRequest], Awaitable[AppendResult]]
 # progress(phase, done, total): phase is "plan" (scopes), "mark" (markers appended), "remove"
-# (events) or "reclaim" (pages).
+# (events), "forget" (idempotency results) or "reclaim" (pages).
 Progress = Callable[[str, int, int], None]
 
 
@@ -106,6 +109,12 @@ class CompactionReport(msgspec.Struct, frozen=True, kw_only=True):
         datetime | None,
         msgspec.Meta(description="history superseded before this went; null: all was kept"),
     ]
+    idempotency_ids_forgotten: Annotated[
+        int,
+        msgspec.Meta(
+            description="results of idempotency ids older than idempotency_days, forgotten"
+        ),
+    ] = 0
 
 
 class ScopePlan(msgspec.Struct, kw_only=True):
@@ -347,6 +356,9 @@ async def compact(
     if config.history_horizon_days is not None:
         horizon = now - timedelta(days=config.history_horizon_days)
         cutoff = to_micros(horizon)
+    forget_before: int | None = None
+    if config.idempotency_days is not None:
+        forget_before = to_micros(now - timedelta(days=config.idempotency_days))
     bytes_before = await backend.select_storage_bytes()
 
     scopes = await backend.select_all_scopes()
@@ -360,9 +372,15 @@ async def compact(
         report("plan", done, len(scopes))
 
     bytes_after: int | None = None
-    if not dry_run:
+    forgotten = 0
+    if dry_run:
+        if forget_before is not None:
+            forgotten = await backend.count_idempotent(recorded_before=forget_before)
+    else:
         await _append_markers(plans, append, horizon, report)
         await _remove(backend, plans, delete_batch or DELETE_BATCH, report)
+        if forget_before is not None:
+            forgotten = await _forget(backend, forget_before, delete_batch or DELETE_BATCH, report)
         await _reclaim(backend, reclaim_pages or RECLAIM_PAGES, report)
         bytes_after = await backend.select_storage_bytes()
 
@@ -379,6 +397,7 @@ async def compact(
         bytes_after=bytes_after,
         duration_seconds=time.monotonic() - started,
         horizon=horizon,
+        idempotency_ids_forgotten=forgotten,
     )
 
 
@@ -432,6 +451,23 @@ async def _remove(
                     await tx.delete_current_at(current)
         done += len(chunk)
         report("remove", done, total)
+
+
+async def _forget(backend: LogBackend, before: int, batch: int, report: _Progress) -> int:
+    """Forget the idempotency results recorded before `before`, in short transactions."""
+    total = await backend.count_idempotent(recorded_before=before)
+    size = _BatchSize(batch)
+    done = 0
+    while done < total:
+        limit = size.next
+        with size.timed():
+            async with backend.write() as tx:
+                gone = await tx.delete_idempotent(recorded_before=before, limit=limit)
+        done += gone
+        report("forget", min(done, total), total)
+        if gone < limit:
+            break
+    return done
 
 
 async def _reclaim(backend: LogBackend, pages: int, report: _Progress) -> None:

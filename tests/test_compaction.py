@@ -23,6 +23,7 @@ from eventstore import (
 )
 from eventstore.backends.base import EventFilter, EventRow
 from eventstore.cli import cli
+from eventstore.errors import ConfigError
 from eventstore.events import Compacted, decode_event
 from eventstore.scopes import Scope, TaskScope
 from projections import At, compaction
@@ -317,6 +318,49 @@ async def test_projection_rows_go_only_if_they_still_come_from_the_removed_event
             await tx.delete_current_at([(scope_id, "k", 1)])
 
         assert await ts.get("k") == 2
+
+
+async def test_idempotency_ids_older_than_the_window_are_forgotten(
+    make_store: StoreFactory, clock: FakeClock
+) -> None:
+    async with make_store(StoreConfig(idempotency_days=1)) as store:
+        ts = store.task_store("dag", "run", "task")
+        first = await ts.set("offset", 1, idempotency_id="old", retention=NEVER_EXPIRE)
+        clock.advance(2 * DAY)
+        recent = await ts.set("offset", 2, idempotency_id="recent", retention=NEVER_EXPIRE)
+        clock.advance(HOUR)
+
+        dry = await store.compact(dry_run=True)
+        assert dry.idempotency_ids_forgotten == 1
+        assert await ts.set("offset", 1, idempotency_id="old") == first, "a dry run forgot"
+
+        report = await store.compact()
+
+        assert report.idempotency_ids_forgotten == 1
+        assert report.events_removed == 0, "forgetting ids removes no event"
+        # Within the window a retry still gets its first result; past it, it is a new write.
+        assert await ts.set("offset", 2, idempotency_id="recent") == recent
+        again = await ts.set("offset", 1, idempotency_id="old")
+        assert again.version == first.version + 2
+        assert await ts.get("offset") == 1
+        assert (await store.compact()).idempotency_ids_forgotten == 0
+
+
+async def test_idempotency_ids_are_kept_forever_without_a_window(
+    make_store: StoreFactory, clock: FakeClock
+) -> None:
+    async with make_store(StoreConfig(idempotency_days=None)) as store:
+        ts = store.task_store("dag", "run", "task")
+        first = await ts.set("offset", 1, idempotency_id="old")
+        clock.advance(400 * DAY)
+
+        assert (await store.compact()).idempotency_ids_forgotten == 0
+        assert await ts.set("offset", 1, idempotency_id="old") == first
+
+
+def test_idempotency_window_must_be_positive() -> None:
+    with pytest.raises(ConfigError, match=r"idempotency_days must be > 0 or None .*got 0"):
+        StoreConfig(idempotency_days=0)
 
 
 def test_plan_of_an_untouched_scope_is_none() -> None:

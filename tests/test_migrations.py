@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import sqlite3
 from collections.abc import Iterator
+from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, Final
 
 import msgspec
 import pytest
@@ -16,6 +17,7 @@ from eventstore.backends import postgres, sqlite
 from eventstore.backends.migrations import Migration, latest_version, pending_migrations
 from eventstore.errors import SchemaVersionError
 from eventstore.events import KeySet, encode_event
+from eventstore.log import AppendResult
 from eventstore.scopes import scope_key
 
 KINDS = ["sqlite", "postgres"]
@@ -113,6 +115,11 @@ def text(db: Database, value: str) -> Any:
     return value.encode() if isinstance(db, PostgresDatabase) else value
 
 
+FIRST_WRITE: Final = AppendResult(
+    version=1, seq=1, events=1, recorded_at=datetime(2026, 1, 1, tzinfo=UTC)
+)
+
+
 async def make_version_1(db: Database) -> None:
     """A database exactly as the first schema left it, with one task's checkpoint in it."""
     step_1 = db.migrations[0]
@@ -145,6 +152,10 @@ async def make_version_1(db: Database) -> None:
                 "VALUES (1, $1, $2, NULL, 1, 1, $3)",
                 (text(db, "offset"), b"1200", micros),
             ),
+            (
+                "INSERT INTO idempotency (scope_id, idempotency_id, result) VALUES (1, $1, $2)",
+                (text(db, "write-1"), msgspec.json.encode(FIRST_WRITE)),
+            ),
             ("UPDATE log_head SET last_seq = 1, last_recorded_at = $1", (micros,)),
         ]
     )
@@ -167,6 +178,8 @@ async def test_a_version_1_database_is_migrated_and_keeps_its_data(db: Database)
         ts = store.task_store("etl", "run_1", "load", try_number=2)
         assert await ts.get("offset") == 1200
         assert await ts.version() == 1
+        # The write's idempotency id survived the new idempotency table: a retry appends nothing.
+        assert await ts.set("offset", 1200, idempotency_id="write-1") == FIRST_WRITE
         result = await ts.set("offset", 1300)
         assert (result.version, result.seq) == (2, 2)
         assert (await store.verify()).ok
@@ -176,6 +189,8 @@ async def test_a_version_1_database_is_migrated_and_keeps_its_data(db: Database)
     ]
     assert "events_by_scope_try" in await db.indexes()
     assert "scopes_by_updated" in await db.indexes()
+    # Kept from before the migration, the result counts as recorded at the log's newest time.
+    assert await db.fetch("SELECT recorded_at FROM idempotency") == [(1_767_225_600_000_000,)]
     # Opening it again finds nothing to do.
     async with open_store(db.url, clock=FakeClock()) as store:
         assert await store.task_store("etl", "run_1", "load").get("offset") == 1300
@@ -233,5 +248,5 @@ def test_steps_must_be_numbered_without_gaps() -> None:
 
 
 def test_both_backends_are_at_the_same_schema_version() -> None:
-    assert sqlite.SCHEMA_VERSION == postgres.SCHEMA_VERSION == 3
+    assert sqlite.SCHEMA_VERSION == postgres.SCHEMA_VERSION == 4
     assert [m.summary for m in sqlite.MIGRATIONS] == [m.summary for m in postgres.MIGRATIONS]

@@ -20,6 +20,7 @@ __all__ = [
     "CurrentRow",
     "EventFilter",
     "EventRow",
+    "IdempotentRow",
     "LogBackend",
     "LogHead",
     "ScopeFilter",
@@ -53,6 +54,15 @@ class CurrentRow(msgspec.Struct, array_like=True, gc=False):
     version: int
     seq: int
     updated_at: int
+
+
+class IdempotentRow(msgspec.Struct, array_like=True, gc=False):
+    """The result of an append made with an idempotency id, kept so a retry gets it back."""
+
+    scope_id: int
+    idempotency_id: str
+    result: bytes
+    recorded_at: int
 
 
 class ScopeRow(msgspec.Struct, gc=False):
@@ -160,7 +170,7 @@ class WriteTransaction(ABC):
     async def update_scopes(self, rows: Sequence[ScopeRow]) -> None: ...
 
     @abstractmethod
-    async def insert_idempotent(self, rows: Sequence[tuple[int, str, bytes]]) -> None: ...
+    async def insert_idempotent(self, rows: Sequence[IdempotentRow]) -> None: ...
 
     @abstractmethod
     async def update_head(self, head: LogHead) -> None: ...
@@ -178,6 +188,11 @@ class WriteTransaction(ABC):
 
         Positions and versions of the events that stay are never changed.
         """
+
+    @abstractmethod
+    async def delete_idempotent(self, *, recorded_before: int, limit: int) -> int:
+        """Forget up to `limit` idempotency results recorded before this time; returns how many
+        went (fewer than `limit`: none is left)."""
 
     @abstractmethod
     async def delete_current_at(self, rows: Sequence[tuple[int, str, int]]) -> None:
@@ -261,6 +276,10 @@ class LogBackend(ABC):
 
     @abstractmethod
     async def select_all_current(self) -> list[CurrentRow]: ...
+
+    @abstractmethod
+    async def count_idempotent(self, *, recorded_before: int) -> int:
+        """How many idempotency results were recorded before this time."""
 
     @abstractmethod
     async def select_storage_bytes(self) -> int:

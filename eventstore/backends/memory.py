@@ -17,6 +17,7 @@ from eventstore.backends.base import (
     CurrentRow,
     EventFilter,
     EventRow,
+    IdempotentRow,
     LogBackend,
     LogHead,
     ScopeFilter,
@@ -34,7 +35,7 @@ class _Data:
         self.scopes: dict[str, ScopeRow] = {}
         self.scopes_by_id: dict[int, ScopeRow] = {}
         self.current: dict[int, dict[str, CurrentRow]] = {}
-        self.idempotent: dict[tuple[int, str], bytes] = {}
+        self.idempotent: dict[tuple[int, str], IdempotentRow] = {}
         self.head = LogHead()
 
 
@@ -73,7 +74,7 @@ class _MemoryTransaction(WriteTransaction):
         self, keys: Collection[tuple[int, str]]
     ) -> dict[tuple[int, str], bytes]:
         table = self._data.idempotent
-        return {key: table[key] for key in keys if key in table}
+        return {key: table[key].result for key in keys if key in table}
 
     async def insert_scope(self, row: ScopeRow) -> int:
         scope_id = self._next_scope_id
@@ -96,8 +97,14 @@ class _MemoryTransaction(WriteTransaction):
     async def update_scopes(self, rows: Sequence[ScopeRow]) -> None:
         self._actions.append(("scopes", [_copy_scope(r) for r in rows]))
 
-    async def insert_idempotent(self, rows: Sequence[tuple[int, str, bytes]]) -> None:
+    async def insert_idempotent(self, rows: Sequence[IdempotentRow]) -> None:
         self._actions.append(("idempotent", list(rows)))
+
+    async def delete_idempotent(self, *, recorded_before: int, limit: int) -> int:
+        table = self._data.idempotent
+        old = [key for key, row in table.items() if row.recorded_at < recorded_before][:limit]
+        self._actions.append(("forget", old))
+        return len(old)
 
     async def update_head(self, head: LogHead) -> None:
         self._actions.append(("head", LogHead(head.last_seq, head.last_recorded_at)))
@@ -142,8 +149,11 @@ class _MemoryTransaction(WriteTransaction):
                         data.scopes[row.scope_key] = row
                         data.scopes_by_id[row.scope_id] = row
                 case "idempotent":
-                    for scope_id, key, result in arg:  # type: ignore[attr-defined]
-                        data.idempotent[(scope_id, key)] = result
+                    for row in arg:  # type: ignore[attr-defined]
+                        data.idempotent[(row.scope_id, row.idempotency_id)] = row
+                case "forget":
+                    for key in arg:  # type: ignore[attr-defined]
+                        data.idempotent.pop(key, None)
                 case "replace":
                     data.current = {}
                     for current in arg:  # type: ignore[attr-defined]
@@ -264,6 +274,11 @@ class MemoryBackend(LogBackend):
         self._check_open()
         return [row for rows in self._data.current.values() for row in rows.values()]
 
+    async def count_idempotent(self, *, recorded_before: int) -> int:
+        self._check_open()
+        rows = self._data.idempotent.values()
+        return sum(1 for row in rows if row.recorded_at < recorded_before)
+
     async def select_storage_bytes(self) -> int:
         self._check_open()
         # An estimate: the stored bytes of every row plus a fixed overhead for its columns.
@@ -272,7 +287,8 @@ class MemoryBackend(LogBackend):
         current = sum(
             len(r.value) + _ROW_OVERHEAD for rows in data.current.values() for r in rows.values()
         )
-        return events + current
+        idempotent = sum(len(r.result) + _ROW_OVERHEAD for r in data.idempotent.values())
+        return events + current + idempotent
 
     async def aclose(self) -> None:
         self._closed = True

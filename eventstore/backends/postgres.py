@@ -29,6 +29,7 @@ from eventstore.backends.base import (
     CurrentRow,
     EventFilter,
     EventRow,
+    IdempotentRow,
     LogBackend,
     LogHead,
     ScopeFilter,
@@ -118,6 +119,21 @@ MIGRATIONS: Final = (
         "scopes index: the web page lists scopes most recently written first",
         ("""CREATE INDEX IF NOT EXISTS scopes_by_updated ON scopes (updated_at, scope_id)""",),
     ),
+    Migration(
+        4,
+        "idempotency: keyed by id, then scope, so ids made in time order append to the index; "
+        "with the time each result was recorded, so compaction can forget old ones",
+        # Ids that grow with time (the client's do) then go to the right edge of the primary
+        # key's B-tree, a page or two for a whole batch. Results kept from before have no time
+        # of their own: they count as recorded at the log's newest time.
+        (
+            """ALTER TABLE idempotency ADD COLUMN recorded_at BIGINT""",
+            """UPDATE idempotency SET recorded_at = (SELECT last_recorded_at FROM log_head)""",
+            """ALTER TABLE idempotency ALTER COLUMN recorded_at SET NOT NULL""",
+            """ALTER TABLE idempotency DROP CONSTRAINT idempotency_pkey""",
+            """ALTER TABLE idempotency ADD PRIMARY KEY (idempotency_id, scope_id)""",
+        ),
+    ),
 )
 SCHEMA_VERSION: Final = latest_version(MIGRATIONS)
 
@@ -190,9 +206,9 @@ _APPLY: Final = (
     "updated_at = u.updated_at "
     "FROM unnest($18::bigint[], $19::bigint[], $20::bigint[], $21::bigint[]) "
     "AS u (scope_id, version, max_try, updated_at) WHERE s.scope_id = u.scope_id), "
-    "new_idempotent AS (INSERT INTO idempotency (scope_id, idempotency_id, result) "
-    "SELECT * FROM unnest($22::bigint[], $23::bytea[], $24::bytea[])) "
-    "UPDATE log_head SET last_seq = $25, last_recorded_at = $26 WHERE id = 1 AND $27::boolean"
+    "new_idempotent AS (INSERT INTO idempotency (scope_id, idempotency_id, result, recorded_at) "
+    "SELECT * FROM unnest($22::bigint[], $23::bytea[], $24::bytea[], $25::bigint[])) "
+    "UPDATE log_head SET last_seq = $26, last_recorded_at = $27 WHERE id = 1 AND $28::boolean"
 )
 _DELETE_CURRENT: Final = (
     "DELETE FROM current AS c USING unnest($1::bigint[], $2::bytea[]) AS d (scope_id, key) "
@@ -202,6 +218,12 @@ _CLEAR_CURRENT: Final = "DELETE FROM current WHERE scope_id = ANY($1::bigint[])"
 # Compaction: events by position, and projection rows only while they still come from the event
 # compaction removes (a concurrent write may have replaced one).
 _DELETE_EVENTS: Final = "DELETE FROM events WHERE seq = ANY($1::bigint[])"
+# Old idempotency results, a few hundred at a time (each batch its own short transaction).
+_DELETE_IDEMPOTENT: Final = (
+    "DELETE FROM idempotency WHERE ctid = ANY(ARRAY("
+    "SELECT ctid FROM idempotency WHERE recorded_at < $1 LIMIT $2))"
+)
+_COUNT_IDEMPOTENT: Final = "SELECT count(*) FROM idempotency WHERE recorded_at < $1"
 _DELETE_CURRENT_AT: Final = (
     "DELETE FROM current AS c "
     "USING unnest($1::bigint[], $2::bytea[], $3::bigint[]) AS d (scope_id, key, seq) "
@@ -501,6 +523,10 @@ class PostgresBackend(LogBackend):
     async def select_all_current(self) -> list[CurrentRow]:
         return [_current_row(r) for r in await self._fetch(_SELECT_ALL_CURRENT)]
 
+    async def count_idempotent(self, *, recorded_before: int) -> int:
+        rows = await self._fetch(_COUNT_IDEMPOTENT, recorded_before)
+        return int(rows[0][0])
+
     async def select_storage_bytes(self) -> int:
         rows = await self._fetch(_SELECT_STORAGE_BYTES)
         return int(rows[0][0])
@@ -525,7 +551,7 @@ class _PostgresTransaction(WriteTransaction):
         self._events: list[EventRow] = []
         self._current: dict[tuple[int, str], CurrentRow] = {}
         self._scopes: dict[int, ScopeRow] = {}
-        self._idempotent: list[tuple[int, str, bytes]] = []
+        self._idempotent: list[IdempotentRow] = []
         self._new_head: LogHead | None = None
 
     async def flush(self) -> None:
@@ -564,9 +590,10 @@ class _PostgresTransaction(WriteTransaction):
             [r.version for r in scopes],
             [r.max_try for r in scopes],
             [r.updated_at for r in scopes],
-            [r[0] for r in idempotent],
-            [r[1].encode() for r in idempotent],
-            [r[2] for r in idempotent],
+            [r.scope_id for r in idempotent],
+            [r.idempotency_id.encode() for r in idempotent],
+            [r.result for r in idempotent],
+            [r.recorded_at for r in idempotent],
             head.last_seq,
             head.last_recorded_at,
             self._new_head is not None,
@@ -663,8 +690,13 @@ class _PostgresTransaction(WriteTransaction):
                 updated_at=row.updated_at,
             )
 
-    async def insert_idempotent(self, rows: Sequence[tuple[int, str, bytes]]) -> None:
+    async def insert_idempotent(self, rows: Sequence[IdempotentRow]) -> None:
         self._idempotent.extend(rows)
+
+    async def delete_idempotent(self, *, recorded_before: int, limit: int) -> int:
+        await self.flush()
+        status = await self.conn.execute(_DELETE_IDEMPOTENT, recorded_before, limit)
+        return int(status.split()[-1])  # "DELETE <count>"
 
     async def update_head(self, head: LogHead) -> None:
         self._new_head = LogHead(last_seq=head.last_seq, last_recorded_at=head.last_recorded_at)

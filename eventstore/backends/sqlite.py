@@ -41,6 +41,7 @@ from eventstore.backends.base import (
     CurrentRow,
     EventFilter,
     EventRow,
+    IdempotentRow,
     LogBackend,
     LogHead,
     ScopeFilter,
@@ -124,6 +125,30 @@ MIGRATIONS: Final = (
         "scopes index: the web page lists scopes most recently written first",
         ("""CREATE INDEX IF NOT EXISTS scopes_by_updated ON scopes (updated_at, scope_id)""",),
     ),
+    Migration(
+        4,
+        "idempotency: keyed by id, then scope, so ids made in time order append to the index; "
+        "with the time each result was recorded, so compaction can forget old ones",
+        # Keyed by the id first, ids that grow with time (the client's do) are appended at the
+        # end of the index, and a batch's results share a page or two instead of dirtying one
+        # page each. SQLite cannot change a primary key in place: the table is made anew.
+        # Results kept from before have no time of their own: they count as recorded at the
+        # log's newest time.
+        (
+            """CREATE TABLE idempotency_v4 (
+                scope_id INTEGER NOT NULL,
+                idempotency_id TEXT NOT NULL,
+                result BLOB NOT NULL,
+                recorded_at INTEGER NOT NULL,
+                PRIMARY KEY (idempotency_id, scope_id)
+            ) WITHOUT ROWID""",
+            """INSERT INTO idempotency_v4 (scope_id, idempotency_id, result, recorded_at)
+            SELECT scope_id, idempotency_id, result, (SELECT last_recorded_at FROM log_head)
+            FROM idempotency""",
+            """DROP TABLE idempotency""",
+            """ALTER TABLE idempotency_v4 RENAME TO idempotency""",
+        ),
+    ),
 )
 SCHEMA_VERSION: Final = latest_version(MIGRATIONS)
 
@@ -194,8 +219,14 @@ _SELECT_IDEMPOTENT: Final = (
     "AND i.idempotency_id = json_extract(w.value, '$[1]')"
 )
 _INSERT_IDEMPOTENT: Final = (
-    "INSERT INTO idempotency (scope_id, idempotency_id, result) VALUES (?, ?, ?)"
+    "INSERT INTO idempotency (scope_id, idempotency_id, result, recorded_at) VALUES (?, ?, ?, ?)"
 )
+# Compaction forgets old results a few hundred at a time, each batch its own short transaction.
+_DELETE_IDEMPOTENT: Final = (
+    "DELETE FROM idempotency WHERE (idempotency_id, scope_id) IN ("
+    "SELECT idempotency_id, scope_id FROM idempotency WHERE recorded_at < ? LIMIT ?)"
+)
+_COUNT_IDEMPOTENT: Final = "SELECT count(*) FROM idempotency WHERE recorded_at < ?"
 _UPDATE_CURRENT_VALUE: Final = (
     "UPDATE current SET value = ? WHERE scope_id = ? AND key = ? AND seq = ?"
 )
@@ -495,6 +526,10 @@ class SQLiteBackend(LogBackend):
         rows = await self._reader().execute_fetchall(f"SELECT {_CURRENT_COLUMNS} FROM current")
         return [CurrentRow(*r) for r in rows]
 
+    async def count_idempotent(self, *, recorded_before: int) -> int:
+        rows = await self._reader().execute_fetchall(_COUNT_IDEMPOTENT, (recorded_before,))
+        return int(next(iter(rows))[0])
+
     async def select_storage_bytes(self) -> int:
         if self.in_memory:
             return int(self._points().execute(_SELECT_PAGE_BYTES).fetchone()[0])
@@ -598,8 +633,11 @@ class _SQLiteTransaction(WriteTransaction):
             _UPDATE_SCOPE, [(r.version, r.max_try, r.updated_at, r.scope_id) for r in rows]
         )
 
-    async def insert_idempotent(self, rows: Sequence[tuple[int, str, bytes]]) -> None:
-        self.conn.executemany(_INSERT_IDEMPOTENT, rows)
+    async def insert_idempotent(self, rows: Sequence[IdempotentRow]) -> None:
+        self.conn.executemany(_INSERT_IDEMPOTENT, map(astuple, rows))
+
+    async def delete_idempotent(self, *, recorded_before: int, limit: int) -> int:
+        return self.conn.execute(_DELETE_IDEMPOTENT, (recorded_before, limit)).rowcount
 
     async def update_head(self, head: LogHead) -> None:
         self.conn.execute(

@@ -23,6 +23,7 @@ _PHASES = {
     "plan": "planning (scopes)",
     "mark": "appending markers (scopes)",
     "remove": "removing (events)",
+    "forget": "forgetting old idempotency ids",
     "reclaim": "giving space back (pages)",
 }
 
@@ -37,11 +38,20 @@ _PHASES = {
     default=None,
     help="Also remove superseded history older than this many days (default: keep it).",
 )
-def compact(db: str, as_json: bool, dry_run: bool, horizon_days: float | None) -> None:
+@click.option(
+    "--idempotency-days",
+    type=click.FloatRange(min=0, min_open=True),
+    default=StoreConfig().idempotency_days,
+    show_default=True,
+    help="Forget the idempotency ids of writes older than this many days.",
+)
+def compact(
+    db: str, as_json: bool, dry_run: bool, horizon_days: float | None, idempotency_days: float
+) -> None:
     """Remove expired keys (and superseded history beyond the horizon) from the log."""
 
     async def main() -> CompactionReport:
-        config = StoreConfig(history_horizon_days=horizon_days)
+        config = StoreConfig(history_horizon_days=horizon_days, idempotency_days=idempotency_days)
         bar = stderr_progress(disable=as_json)
         tasks: dict[str, TaskID] = {}
 
@@ -72,6 +82,7 @@ def compact(db: str, as_json: bool, dry_run: bool, horizon_days: float | None) -
         ("scopes touched", f"{report.scopes_touched:,}"),
         ("markers appended", f"{report.markers_appended:,}"),
         ("horizon", "none" if report.horizon is None else report.horizon.isoformat()),
+        ("idempotency ids forgotten", f"{report.idempotency_ids_forgotten:,}"),
         ("size before", _size(report.bytes_before)),
         ("size after", "-" if report.bytes_after is None else _size(report.bytes_after)),
         ("duration", f"{report.duration_seconds:.2f} s"),

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import os
 from collections.abc import AsyncIterator, Iterator
 from datetime import datetime, timedelta, timezone
 from typing import Any
@@ -16,6 +17,7 @@ from eventstore.client import (
     ServiceUnavailableError,
     connect,
     connect_blocking,
+    new_idempotency_id,
 )
 from eventstore.errors import (
     NoneValueError,
@@ -360,3 +362,20 @@ async def test_task_ids_with_slashes(service: Service, dag: str) -> None:
         await ts.set("/k/", 1)
         assert await ts.items() == {"/k/": 1}
         assert [e.key for e in await remote.history(ts.scope).events()] == ["/k/"]
+
+
+def test_idempotency_ids_grow_with_time_and_differ_in_a_forked_child() -> None:
+    ids = [new_idempotency_id() for _ in range(1000)]
+    assert ids == sorted(ids), "ids made one after another must sort in that order"
+    assert len(set(ids)) == len(ids)
+    read, write = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # the child: send one id and leave at once
+        os.write(write, new_idempotency_id().encode())
+        os._exit(0)
+    os.close(write)
+    os.waitpid(pid, 0)
+    child = os.read(read, 100).decode()
+    os.close(read)
+    # The nonce sits after the 16 hex digits of the time: a child never repeats its parent's.
+    assert child[16:32] != ids[-1][16:32]
