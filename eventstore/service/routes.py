@@ -69,6 +69,37 @@ MAX_MAP_INDEX: Final = 2**31 - 1
 MAX_LIST_LIMIT: Final = 1000
 
 
+class ScopeCache:
+    """Scopes as `scope_of` parses them, by the path segments and query that name them.
+
+    A task writes to its own scope over and over; unescaping and checking each part again on
+    every request costs more than the rest of its routing.
+    """
+
+    def __init__(self, size: int = 4096) -> None:
+        self._scopes: dict[tuple[object, ...], Scope] = {}
+        self._size = size
+
+    def scope(self, kind: ScopeKind, request: Request) -> Scope:
+        params = request.path_params
+        if kind == "task":
+            named: tuple[object, ...] = (
+                params["dag_id"],
+                params["run_id"],
+                params["task_id"],
+                params["map_index"],
+            )
+        else:
+            named = (kind, params.get("name"), request.scope["query_string"])
+        scope = self._scopes.get(named)
+        if scope is None:
+            scope = scope_of(kind, request)
+            if len(self._scopes) >= self._size:
+                self._scopes.clear()
+            self._scopes[named] = scope
+        return scope
+
+
 @dataclass
 class ServiceState:
     """What every request reaches: the open store, the token verifier, the metrics."""
@@ -76,6 +107,7 @@ class ServiceState:
     store: Store
     verifier: TokenVerifier
     metrics: Metrics = field(default_factory=Metrics)
+    scopes: ScopeCache = field(default_factory=ScopeCache)
     max_body_bytes: int = 16 * 1024 * 1024
     wall: Callable[[], float] = time.time
 
@@ -117,17 +149,19 @@ class Operation:
 class Call:
     """One authorized request to one operation."""
 
-    __slots__ = ("claims", "op", "request", "scope", "state")
+    __slots__ = ("claims", "headers", "op", "request", "scope", "state")
 
     def __init__(
         self,
         request: Request,
+        headers: dict[str, str],
         state: ServiceState,
         op: Operation,
         claims: Claims | None,
         scope: Scope | None,
     ) -> None:
         self.request = request
+        self.headers = headers
         self.state = state
         self.op = op
         self.claims = claims
@@ -157,7 +191,7 @@ class Call:
         """
         claims = self.claims
         assert claims is not None
-        said = self.request.headers.get("tasktrail-try")
+        said = self.headers.get("tasktrail-try")
         if claims.role == "admin" and said is not None and said.isascii() and said.isdigit():
             return int(said)
         return claims.try_number
@@ -167,7 +201,7 @@ class Call:
 
     async def body(self, kind: type[Any]) -> Any:
         limit = self.state.max_body_bytes
-        declared = self.request.headers.get("content-length", "")
+        declared = self.headers.get("content-length", "")
         # A declared length over the limit is refused before reading; a lying one after.
         raw = b"" if declared.isdigit() and int(declared) > limit else await self.request.body()
         size = max(len(raw), int(declared) if declared.isdigit() else 0)
@@ -201,7 +235,7 @@ class Call:
             ) from None
 
     def expected_version(self) -> int | None:
-        header = self.request.headers.get("if-match")
+        header = self.headers.get("if-match")
         if header is None:
             return None
         text = header.strip().removeprefix("W/").strip('"')
@@ -214,7 +248,7 @@ class Call:
         return int(text)
 
     def idempotency_id(self) -> str | None:
-        header = self.request.headers.get("idempotency-key")
+        header = self.headers.get("idempotency-key")
         if header is not None and not 0 < len(header) <= 200:
             raise HTTPProblem(422, "bad_header", "Idempotency-Key must be 1 to 200 characters")
         return header
@@ -572,19 +606,20 @@ def endpoint(
     async def run(request: Request) -> Response:
         state = state_of(request)
         started = time.perf_counter()
+        headers = headers_of(request)
         try:
             claims = None
             scope = None
             if op.action is not None:
-                claims = _authenticate(request, state.verifier, state.wall())
+                claims = _authenticate(headers.get("authorization"), state.verifier, state.wall())
                 if op.scope is not None:
-                    scope = scope_of(op.scope, request)
+                    scope = state.scopes.scope(op.scope, request)
                 denial = authorize(claims, op.action, scope)
                 if denial is not None:
                     raise HTTPProblem(403, "forbidden", denial)
                 if op.action in _WRITES:
-                    _check_try(request, claims)
-            response = await op.handler(Call(request, state, op, claims, scope))
+                    _check_try(headers.get("tasktrail-try"), claims)
+            response = await op.handler(Call(request, headers, state, op, claims, scope))
         except Exception as error:
             problem = problem_of(error)
             if problem is None:
@@ -608,13 +643,21 @@ def endpoint(
 _WRITES: Final = frozenset({"write", "delete", "clear"})
 
 
-def _check_try(request: Request, claims: Claims) -> None:
+def headers_of(request: Request) -> dict[str, str]:
+    """The request's headers by (lower-case) name, the first of a repeated one, in one pass:
+    Starlette's `Headers` scans the whole list again on every lookup."""
+    headers: dict[str, str] = {}
+    for name, value in request.scope["headers"]:
+        headers.setdefault(name.decode("latin-1"), value.decode("latin-1"))
+    return headers
+
+
+def _check_try(said: str | None, claims: Claims) -> None:
     """A task that says which try it is (`Tasktrail-Try`) must hold that try's token.
 
     Writes are stamped with the token's try; a task running try 2 with try 1's token would
     write as try 1, unfenced against its own zombie. Saying the try turns that into a 403.
     """
-    said = request.headers.get("tasktrail-try")
     if said is None:
         return
     if not (said.isascii() and said.isdigit() and len(said) <= 9):
@@ -630,8 +673,7 @@ def _check_try(request: Request, claims: Claims) -> None:
         )
 
 
-def _authenticate(request: Request, verifier: TokenVerifier, now: float) -> Claims:
-    header = request.headers.get("authorization")
+def _authenticate(header: str | None, verifier: TokenVerifier, now: float) -> Claims:
     if header is None:
         raise HTTPProblem(
             401, "unauthenticated", "send a bearer token: Authorization: Bearer <token>"
