@@ -6,11 +6,16 @@ instead of failing halfway through a transaction.
 
 Where the time goes decides which thread runs what. The statements of a write transaction only
 touch SQLite's page cache and take microseconds, so they run on the event loop thread, directly on
-a stdlib connection; a hop to a worker thread for each would cost more than the statement. Only
-the two steps that may block run in a worker thread: COMMIT (the fsync), and BEGIN IMMEDIATE
-when another process holds the write lock. BEGIN is first tried on the loop thread without
-waiting (the write connection's busy timeout is 0), which succeeds unless another process is
-writing; only then is it retried in the worker thread, waiting up to the busy timeout.
+a stdlib connection; a hop to a worker thread for each would cost more than the statement. BEGIN
+IMMEDIATE is first tried on the loop thread without waiting (the write connection's busy timeout
+is 0), which succeeds unless another process is writing; only then is it retried in the worker
+thread, waiting up to the busy timeout.
+
+COMMIT (the fsync) runs on the loop thread too while commits are quick, and in the worker
+thread once they are not (`_commit`): on a busy machine, waking a thread for the commit and
+waking the loop again afterwards took longer than a quick fsync, and a batch's writers waited for
+both; a slow disk must not stop the loop, so commits slower than `_INLINE_COMMIT_SECONDS` on
+average go to the thread.
 
 Point reads (`select_scope`, `select_current`, `select_current_all`) also run on the loop
 thread, on a second stdlib connection: in WAL mode they never wait for a writer, and each one is
@@ -25,6 +30,7 @@ import asyncio
 import fcntl
 import os
 import sqlite3
+import time
 from collections.abc import AsyncIterator, Callable, Collection, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import asynccontextmanager
@@ -154,6 +160,16 @@ SCHEMA_VERSION: Final = latest_version(MIGRATIONS)
 
 T = TypeVar("T")
 
+# The COMMIT that finds the WAL past this many pages also checkpoints it into the database file,
+# with an fsync of that file, and its writers wait for that. SQLite's default, 1000 pages (4 MiB),
+# made every 15th or so batch of a service under a write load take several times as long; at
+# 4000 a checkpoint comes a quarter as often, and costs less than four of those, since a page
+# written many times in between (the ends of the indexes) is copied once.
+_CHECKPOINT_PAGES: Final = 4000
+
+# COMMITs quicker than this on average run on the loop thread; slower ones in the worker thread.
+_INLINE_COMMIT_SECONDS: Final = 0.005
+
 # How long a writer waits for another process's write lock before failing.
 _BUSY_TIMEOUT_MS: Final = 10_000
 
@@ -278,6 +294,7 @@ class SQLiteBackend(LogBackend):
         self._write_lock = anyio.Lock(fast_acquire=True)
         # The one worker thread: it runs one step at a time, so steps never overlap.
         self._worker = ThreadPoolExecutor(1, thread_name_prefix="tasktrail-sqlite")
+        self._commit_seconds = 0.0  # how long COMMIT takes, on average (see _commit)
         self._closed = False
 
     @property
@@ -292,6 +309,7 @@ class SQLiteBackend(LogBackend):
             write_conn = self._write_conn = await self._in_thread(self._connect)
             await self._in_thread(self._migrate, write_conn)
             write_conn.execute("PRAGMA busy_timeout = 0")  # see _begin
+            write_conn.execute(f"PRAGMA wal_autocheckpoint = {_CHECKPOINT_PAGES}")
             if self.in_memory:
                 # An in-memory database lives in its one connection, so reads share it.
                 self._point_conn = write_conn
@@ -450,10 +468,18 @@ class SQLiteBackend(LogBackend):
                 # The fsync. Once it has started, it finishes: the caller must not be told a
                 # write failed when it landed.
                 with anyio.CancelScope(shield=True):
-                    await self._in_thread(conn.execute, "COMMIT")
+                    await self._commit(conn)
             except sqlite3.Error as error:
                 _rollback(conn)
                 raise _translate(error) from error
+
+    async def _commit(self, conn: sqlite3.Connection) -> None:
+        if self._commit_seconds < _INLINE_COMMIT_SECONDS:
+            took = _timed_commit(conn)
+        else:
+            took = await self._in_thread(_timed_commit, conn)
+        # A moving average over about the last eight commits.
+        self._commit_seconds += (took - self._commit_seconds) / 8
 
     async def select_scope(self, scope_key: str) -> ScopeRow | None:
         row = self._points().execute(_SELECT_SCOPE, (scope_key,)).fetchone()
@@ -712,6 +738,12 @@ def _checkpoint(conn: sqlite3.Connection) -> None:
 
 def _pragma_int(conn: sqlite3.Connection, name: str) -> int:
     return int(conn.execute(f"PRAGMA {name}").fetchone()[0])  # name: one of our constants
+
+
+def _timed_commit(conn: sqlite3.Connection) -> float:
+    started = time.perf_counter()
+    conn.execute("COMMIT")
+    return time.perf_counter() - started
 
 
 def _begin_waiting(conn: sqlite3.Connection) -> None:
