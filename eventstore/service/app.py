@@ -6,6 +6,7 @@ flight finish, so a graceful shutdown (SIGINT, SIGTERM) commits every write it a
 
 from __future__ import annotations
 
+import gc
 import threading
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Sequence
 from contextlib import asynccontextmanager, contextmanager
@@ -132,9 +133,18 @@ def _openapi_json() -> bytes:
     return _document
 
 
-def _state(request: Request) -> ServiceState:
-    state: ServiceState = request.app.state.tasktrail
-    return state
+class _StateSlot:
+    """Where the routes find the service's state once the lifespan has made it: one attribute,
+    where `request.app.state` is three lookups and a `__getattr__` on every request."""
+
+    __slots__ = ("state",)
+
+    def __init__(self) -> None:
+        self.state: ServiceState | None = None
+
+    def get(self, request: Request) -> ServiceState:
+        assert self.state is not None, "a request before the lifespan started"
+        return self.state
 
 
 async def _http_error(request: Request, error: Exception) -> Response:
@@ -150,12 +160,14 @@ async def _http_error(request: Request, error: Exception) -> Response:
     return response
 
 
-def _routes(operations: Sequence[Operation]) -> list[BaseRoute]:
+def _routes(
+    operations: Sequence[Operation], state_of: Callable[[Request], ServiceState]
+) -> list[BaseRoute]:
     """One route per path, dispatching on the method: Starlette tries routes in order, so the
     busiest paths (a task's keys) come first and each request matches as few as it can."""
     by_path: dict[str, dict[str, Callable[[Request], Awaitable[Response]]]] = {}
     for op in operations:
-        by_path.setdefault(op.path, {})[op.method] = endpoint(op, _state)
+        by_path.setdefault(op.path, {})[op.method] = endpoint(op, state_of)
         if op.method == "GET":
             by_path[op.path]["HEAD"] = by_path[op.path]["GET"]
     order = sorted(by_path, key=lambda path: (not path.startswith("/api/"), "{key" not in path))
@@ -197,6 +209,7 @@ def create_app(
     startup to shutdown; None or 0: never by itself (`POST /api/v1/compact` still does).
     """
     verifier = TokenVerifier(secret)
+    slot = _StateSlot()
     if compact_every is not None and compact_every < 0:
         raise ValueError(f"compact_every must be >= 0 seconds (0: never), got {compact_every}")
 
@@ -204,7 +217,7 @@ def create_app(
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         async with open_store(url, config, clock) as store:
             state = ServiceState(store=store, verifier=verifier)
-            app.state.tasktrail = state
+            app.state.tasktrail = slot.state = state
             # The schedule stops before the store closes: at shutdown its task group is
             # cancelled, and a compaction in progress stops between its short transactions.
             async with anyio.create_task_group() as tg:
@@ -223,7 +236,7 @@ def create_app(
                 finally:
                     tg.cancel_scope.cancel()
 
-    routes = _routes(ALL_OPERATIONS)
+    routes = _routes(ALL_OPERATIONS, slot.get)
     app = Starlette(
         routes=[*routes, *ui_routes(), *extra_routes],
         lifespan=lifespan,
@@ -255,7 +268,25 @@ def serve(
 ) -> None:
     """Run the service until SIGINT or SIGTERM, then finish in-flight requests and close."""
     options.setdefault("log_level", "info")
+    _tune_gc()
     uvicorn.Server(_config(app, host, port, **options)).run()
+
+
+def _tune_gc() -> None:
+    """The service owns its process, so it sets the cyclic garbage collector for its load.
+
+    A request allocates hundreds of short-lived objects, nearly all freed by reference counting
+    alone; at the default threshold (700) the young generation was collected every few requests,
+    about 8% of the service's CPU under a write load. What is loaded by now (modules, the route
+    table) lives as long as the process: frozen, no collection walks it again.
+    """
+    gc.collect()
+    gc.freeze()
+    _, middle, old = gc.get_threshold()
+    gc.set_threshold(_YOUNG_GC_THRESHOLD, middle, old)
+
+
+_YOUNG_GC_THRESHOLD: Final = 50_000
 
 
 @contextmanager

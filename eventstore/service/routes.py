@@ -22,7 +22,7 @@ from urllib.parse import unquote
 
 import msgspec
 from msgspec import UNSET
-from starlette.requests import Request
+from starlette.requests import ClientDisconnect, Request
 from starlette.responses import Response
 from starlette.types import ASGIApp, Receive, Send
 from starlette.types import Scope as ASGIScope
@@ -154,7 +154,7 @@ class Call:
     def __init__(
         self,
         request: Request,
-        headers: dict[str, str],
+        headers: dict[bytes, bytes],
         state: ServiceState,
         op: Operation,
         claims: Claims | None,
@@ -191,7 +191,7 @@ class Call:
         """
         claims = self.claims
         assert claims is not None
-        said = self.headers.get("tasktrail-try")
+        said = self.header("tasktrail-try")
         if claims.role == "admin" and said is not None and said.isascii() and said.isdigit():
             return int(said)
         return claims.try_number
@@ -199,19 +199,19 @@ class Call:
     def key(self) -> str:
         return check_key(self.request.path_params["key"])
 
+    def header(self, name: str) -> str | None:
+        """A request header by its lower-case name."""
+        value = self.headers.get(name.encode("latin-1"))
+        return None if value is None else value.decode("latin-1")
+
     async def body(self, kind: type[Any]) -> Any:
         limit = self.state.max_body_bytes
-        declared = self.headers.get("content-length", "")
-        # A declared length over the limit is refused before reading; a lying one after.
-        raw = b"" if declared.isdigit() and int(declared) > limit else await self.request.body()
-        size = max(len(raw), int(declared) if declared.isdigit() else 0)
-        if size > limit:
-            raise HTTPProblem(
-                413,
-                "body_too_large",
-                f"the request body is {size} bytes, over the limit of "
-                f"{self.state.max_body_bytes}; split the write",
-            )
+        declared = self.header("content-length") or ""
+        # A declared length over the limit is refused before reading; a lying one once the
+        # body read passes the limit.
+        if declared.isdigit() and int(declared) > limit:
+            raise _too_large(f"{int(declared)} bytes", limit)
+        raw = await _read_body(self.request.receive, limit)
         try:
             return msgspec.json.decode(raw, type=kind)
         except msgspec.ValidationError as error:
@@ -235,7 +235,7 @@ class Call:
             ) from None
 
     def expected_version(self) -> int | None:
-        header = self.headers.get("if-match")
+        header = self.header("if-match")
         if header is None:
             return None
         text = header.strip().removeprefix("W/").strip('"')
@@ -248,7 +248,7 @@ class Call:
         return int(text)
 
     def idempotency_id(self) -> str | None:
-        header = self.headers.get("idempotency-key")
+        header = self.header("idempotency-key")
         if header is not None and not 0 < len(header) <= 200:
             raise HTTPProblem(422, "bad_header", "Idempotency-Key must be 1 to 200 characters")
         return header
@@ -611,14 +611,16 @@ def endpoint(
             claims = None
             scope = None
             if op.action is not None:
-                claims = _authenticate(headers.get("authorization"), state.verifier, state.wall())
+                claims = _authenticate(
+                    _header(headers, b"authorization"), state.verifier, state.wall()
+                )
                 if op.scope is not None:
                     scope = state.scopes.scope(op.scope, request)
                 denial = authorize(claims, op.action, scope)
                 if denial is not None:
                     raise HTTPProblem(403, "forbidden", denial)
                 if op.action in _WRITES:
-                    _check_try(headers.get("tasktrail-try"), claims)
+                    _check_try(_header(headers, b"tasktrail-try"), claims)
             response = await op.handler(Call(request, headers, state, op, claims, scope))
         except Exception as error:
             problem = problem_of(error)
@@ -643,13 +645,42 @@ def endpoint(
 _WRITES: Final = frozenset({"write", "delete", "clear"})
 
 
-def headers_of(request: Request) -> dict[str, str]:
-    """The request's headers by (lower-case) name, the first of a repeated one, in one pass:
-    Starlette's `Headers` scans the whole list again on every lookup."""
-    headers: dict[str, str] = {}
-    for name, value in request.scope["headers"]:
-        headers.setdefault(name.decode("latin-1"), value.decode("latin-1"))
-    return headers
+def headers_of(request: Request) -> dict[bytes, bytes]:
+    """The request's raw headers by (lower-case) name, the last of a repeated one: made once,
+    where Starlette's `Headers` scans the whole list again on every lookup."""
+    return dict(request.scope["headers"])
+
+
+def _header(headers: dict[bytes, bytes], name: bytes) -> str | None:
+    value = headers.get(name)
+    return None if value is None else value.decode("latin-1")
+
+
+async def _read_body(receive: Receive, limit: int) -> bytes:
+    """The request body, straight from the ASGI messages (Starlette's `Request.body` runs an
+    async generator for it); 413 as soon as it is over `limit` bytes."""
+    chunks: list[bytes] = []
+    size = 0
+    while True:
+        message = await receive()
+        if message["type"] == "http.disconnect":
+            raise ClientDisconnect()
+        chunk = message.get("body", b"")
+        if chunk:
+            size += len(chunk)
+            if size > limit:
+                raise _too_large(f"over {limit} bytes", limit)
+            chunks.append(chunk)
+        if not message.get("more_body", False):
+            return chunks[0] if len(chunks) == 1 else b"".join(chunks)
+
+
+def _too_large(size: str, limit: int) -> HTTPProblem:
+    return HTTPProblem(
+        413,
+        "body_too_large",
+        f"the request body is {size}, over the limit of {limit}; split the write",
+    )
 
 
 def _check_try(said: str | None, claims: Claims) -> None:

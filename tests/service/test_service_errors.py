@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import http.client
+import json
+from typing import Any
+
 import pytest
 
 from service.service_helpers import Service, task_path
@@ -133,3 +137,36 @@ def test_oversized_body_is_413(service: Service, dag: str) -> None:
     body = b'{"values": {"k": "' + b"x" * (17 * 1024 * 1024) + b'"}}'
     got = service.call("POST", task_path(dag) + ":batch", raw=body, token=service.token("admin"))
     assert (got.status, got.reason) == (413, "body_too_large")
+
+
+def _send_chunked(service: Service, path: str, chunks: list[bytes]) -> tuple[int, Any]:
+    """A PUT/POST whose body is sent in chunks, with no Content-Length to refuse it by."""
+    connection = http.client.HTTPConnection(service.host, service.port, timeout=60)
+    try:
+        headers = {
+            "Authorization": f"Bearer {service.token('admin')}",
+            "Content-Type": "application/json",
+        }
+        connection.request("POST", path, body=iter(chunks), headers=headers)
+        response = connection.getresponse()
+        return response.status, json.loads(response.read())
+    finally:
+        connection.close()
+
+
+def test_a_body_sent_in_chunks_is_read_whole(service: Service, dag: str) -> None:
+    status, _ = _send_chunked(service, task_path(dag) + ":batch", [b'{"values": {"k"', b": 1}}"])
+    assert status == 200
+    got = service.call("GET", task_path(dag, "k"), token=service.token("admin"))
+    assert got.json()["value"] == 1
+
+
+def test_a_chunked_body_over_the_limit_is_413_and_writes_nothing(
+    service: Service, dag: str
+) -> None:
+    chunks = [b'{"values": {"k": "'] + [b"x" * (1 << 20)] * 17 + [b'"}}']
+    status, body = _send_chunked(service, task_path(dag) + ":batch", chunks)
+    assert (status, body["reason"]) == (413, "body_too_large")
+    assert "over the limit of 16777216" in body["message"]
+    version = service.call("GET", task_path(dag), token=service.token("admin")).json()["version"]
+    assert version == 0
