@@ -26,13 +26,11 @@ stall the loop.
 
 from __future__ import annotations
 
-import asyncio
 import fcntl
 import os
 import sqlite3
 import time
 from collections.abc import AsyncIterator, Callable, Collection, Sequence
-from concurrent.futures import ThreadPoolExecutor
 from contextlib import asynccontextmanager
 from functools import partial
 from pathlib import Path
@@ -40,6 +38,7 @@ from typing import Any, Final, TypeVar
 
 import aiosqlite
 import anyio
+import anyio.to_thread
 import msgspec
 from msgspec.structs import astuple
 
@@ -292,8 +291,8 @@ class SQLiteBackend(LogBackend):
         # fast_acquire: an uncontended lock is taken without a trip through the event loop,
         # which under load costs a whole loop iteration of every batch.
         self._write_lock = anyio.Lock(fast_acquire=True)
-        # The one worker thread: it runs one step at a time, so steps never overlap.
-        self._worker = ThreadPoolExecutor(1, thread_name_prefix="tasktrail-sqlite")
+        # One step in a worker thread at a time, so steps never share the connection.
+        self._limiter = anyio.CapacityLimiter(1)
         self._commit_seconds = 0.0  # how long COMMIT takes, on average (see _commit)
         self._closed = False
 
@@ -363,14 +362,10 @@ class SQLiteBackend(LogBackend):
             raise
 
     async def _in_thread(self, fn: Callable[..., T], *args: Any) -> T:
-        # Straight to the worker, not through anyio.to_thread: that yields to the event loop
-        # before handing the call over, and on a loaded loop a yield waits behind every
-        # request in flight, on each COMMIT. Shielded, as anyio's is: a step that has started
-        # finishes before its caller may go on (or away), so no two steps share the connection.
-        future = asyncio.get_running_loop().run_in_executor(self._worker, fn, *args)
-        with anyio.CancelScope(shield=True):
-            result = await future
-        return result  # noqa: RET504 (returned inside, mypy takes the scope for one that swallows)
+        # anyio's worker threads, not a concurrent.futures executor: those refuse work once the
+        # interpreter starts shutting down, and a store closed from an atexit handler (as the
+        # Airflow backend's is) must still close its connections then.
+        return await anyio.to_thread.run_sync(fn, *args, limiter=self._limiter)
 
     async def _begin(self, conn: sqlite3.Connection) -> None:
         try:
@@ -590,7 +585,6 @@ class SQLiteBackend(LogBackend):
                 for conn in {id(c): c for c in (points, writer) if c is not None}.values():
                     # The last connection to close checkpoints the WAL into the file.
                     await self._in_thread(conn.close)
-            self._worker.shutdown(wait=False)
 
 
 class _SQLiteTransaction(WriteTransaction):

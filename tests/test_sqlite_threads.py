@@ -1,7 +1,11 @@
-"""Where SQLite's COMMIT runs: on the loop thread while commits are quick, else in the worker."""
+"""Which thread runs SQLite's steps: COMMIT on the loop thread while commits are quick, else in
+the worker; and the worker still serves a store closed as the interpreter exits."""
 
 from __future__ import annotations
 
+import subprocess
+import sys
+import textwrap
 import threading
 from pathlib import Path
 
@@ -54,3 +58,36 @@ async def test_slow_commits_go_to_the_worker_thread_until_they_are_quick_again(
         assert threads[-1] == threading.get_ident()
         assert await ts.get("k") == 29
         assert (await store.verify()).ok
+
+
+def test_a_store_closed_from_an_atexit_handler_closes_its_file(tmp_path: Path) -> None:
+    # As the Airflow backend does: the store lives on an event loop in a thread of its own, and
+    # an atexit handler closes it, when Python has already shut down concurrent.futures.
+    path = tmp_path / "trail.db"
+    child = textwrap.dedent(
+        f"""
+        import atexit
+        from anyio.from_thread import start_blocking_portal
+        from eventstore import open_store
+
+        portal_cm = start_blocking_portal()
+        portal = portal_cm.__enter__()
+        store_cm = portal.wrap_async_context_manager(open_store({f"sqlite:///{path}"!r}))
+        store = store_cm.__enter__()
+        portal.call(store.task_store("d", "r", "t").set, "k", 1)
+
+        @atexit.register
+        def close():
+            store_cm.__exit__(None, None, None)
+            portal_cm.__exit__(None, None, None)
+            print("closed", flush=True)
+        """
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", child], capture_output=True, text=True, timeout=60, check=False
+    )
+    assert done.returncode == 0, done.stderr
+    assert "closed" in done.stdout, done.stderr
+    assert "Traceback" not in done.stderr, done.stderr
+    # The last connection to close folded the WAL back into the file.
+    assert not Path(f"{path}-wal").exists()
