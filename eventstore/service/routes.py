@@ -201,8 +201,7 @@ class Call:
 
     def header(self, name: str) -> str | None:
         """A request header by its lower-case name."""
-        value = self.headers.get(name.encode("latin-1"))
-        return None if value is None else value.decode("latin-1")
+        return _header(self.headers, name.encode("latin-1"))
 
     async def body(self, kind: type[Any]) -> Any:
         limit = self.state.max_body_bytes
