@@ -70,7 +70,7 @@ MAX_LIST_LIMIT: Final = 1000
 
 
 class ScopeCache:
-    """Scopes as `scope_of` parses them, by the path segments and query that name them.
+    """Scopes as `scope_of` parses them, by the path segments and query parameter that name them.
 
     A task writes to its own scope over and over; unescaping and checking each part again on
     every request costs more than the rest of its routing.
@@ -90,7 +90,8 @@ class ScopeCache:
                 params["map_index"],
             )
         else:
-            named = (kind, params.get("name"), request.scope["query_string"])
+            # By the uri alone, not the whole query: history's filters and pages vary with it.
+            named = (kind, params.get("name"), request.query_params.get("uri"))
         scope = self._scopes.get(named)
         if scope is None:
             scope = scope_of(kind, request)
