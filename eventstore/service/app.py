@@ -272,6 +272,9 @@ def serve(
     uvicorn.Server(_config(app, host, port, **options)).run()
 
 
+_YOUNG_GC_THRESHOLD: Final = 50_000
+
+
 def _tune_gc() -> None:
     """The service owns its process, so it sets the cyclic garbage collector for its load.
 
@@ -284,9 +287,6 @@ def _tune_gc() -> None:
     gc.freeze()
     _, middle, old = gc.get_threshold()
     gc.set_threshold(_YOUNG_GC_THRESHOLD, middle, old)
-
-
-_YOUNG_GC_THRESHOLD: Final = 50_000
 
 
 @contextmanager
