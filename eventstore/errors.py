@@ -187,13 +187,14 @@ class StaleAttemptError(EventStoreError):
 
 
 class HistoryCompactedError(EventStoreError):
-    def __init__(self, scope: object, question: str, earliest: int) -> None:
+    def __init__(self, scope: object, question: str, earliest: int, fix: str = "") -> None:
         self.scope = scope
         self.question = question
         self.earliest_seq = earliest
         super().__init__(
             f"cannot answer {question} for {scope}: compaction removed the events it needs; "
             f"the earliest point still answerable is At.seq({earliest})"
+            + (f"; {fix}" if fix else "")
         )
 
 

@@ -18,10 +18,13 @@ __all__ = [
     "Event",
     "EventKind",
     "KeyDeleted",
+    "KeyHorizon",
     "KeySet",
     "RecordedEvent",
     "ScopeCleared",
     "ScopeErased",
+    "Shown",
+    "TryHorizon",
     "decode_event",
     "encode_event",
     "from_micros",
@@ -55,6 +58,43 @@ class ScopeCleared(Event, frozen=True, tag="clear"):
     all_map_indices: bool = False
 
 
+class Shown(msgspec.Struct, frozen=True, kw_only=True):
+    """Where removed `set`s of one key were the key's latest event: from the set at `from_seq`
+    (recorded `from_at`) until the event that superseded them at `until_seq` (recorded
+    `until_at`; 0 and None: none did, the value expired). A state in that stretch would show
+    the removed value unless it had expired by the state's expiry time: `expired_at` is when it
+    stopped showing by expiry; None: it showed until superseded.
+    """
+
+    from_seq: int
+    from_at: datetime
+    until_seq: int = 0
+    until_at: datetime | None = None
+    expired_at: datetime | None = None
+
+
+class KeyHorizon(msgspec.Struct, frozen=True, kw_only=True):
+    """What one compaction removed of one key: its events at or before `through_seq` (every
+    one of them removed, or kept), and where the removed values would have shown in a state."""
+
+    key: str
+    through_seq: int
+    events: int = 0
+    shown: list[Shown] = msgspec.field(default_factory=list)
+
+
+class TryHorizon(msgspec.Struct, frozen=True, kw_only=True):
+    """What one compaction removed of one try's writes: its last removed write (`last_seq`,
+    recorded `last_at`) and, when the try's first write went, that one (`first_seq`, `first_at`),
+    so where the try started and ended can still be found."""
+
+    try_number: int
+    last_seq: int
+    last_at: datetime
+    first_seq: int = 0
+    first_at: datetime | None = None
+
+
 class Compacted(Event, frozen=True, tag="compacted"):
     """Written by compaction into each scope it removed something from."""
 
@@ -73,6 +113,15 @@ class Compacted(Event, frozen=True, tag="compacted"):
     removed_from_seq: int = 0  # the lowest position removed; states before it are exact
     # Tries whose first write in this scope was removed: their start can no longer be found.
     first_writes_removed: list[int] = msgspec.field(default_factory=list)
+    # Per key (tasktrail >= 0.2): what this compaction removed, key by key, with the scope's
+    # clears and the tries whose writes went. A marker with `per_key` False (written before)
+    # says only "every state before answerable_from_seq, of every key, may be gone".
+    per_key: bool = False
+    keys: list[KeyHorizon] = msgspec.field(default_factory=list)
+    clears_through_seq: int = 0  # the highest position of a removed clear (0: none went)
+    tries: list[TryHorizon] = msgspec.field(default_factory=list)
+    # The archive file holding every event this compaction removed (None: not archived).
+    archive: str | None = None
 
 
 class ScopeErased(Event, frozen=True, tag="erased"):

@@ -54,7 +54,16 @@ from anyio.abc import TaskStatus
 from eventstore.backends.base import EventFilter, EventRow, LogBackend
 from eventstore.config import StoreConfig
 from eventstore.errors import CompactionRunningError
-from eventstore.events import AnyEvent, Compacted, decode_event, to_micros
+from eventstore.events import (
+    AnyEvent,
+    Compacted,
+    KeyHorizon,
+    Shown,
+    TryHorizon,
+    decode_event,
+    from_micros,
+    to_micros,
+)
 from eventstore.log import AppendRequest, AppendResult, MarkOp
 from eventstore.scopes import scope_from_key
 
@@ -134,8 +143,15 @@ class ScopePlan(msgspec.Struct, kw_only=True):
     removed_through_seq: int
     first_writes_removed: list[int]
     erased_events: int = 0  # values of an erased scope (counted in superseded_events too)
+    # What went, key by key, with the clears and the tries (this compaction's only).
+    keys: list[KeyHorizon] = msgspec.field(default_factory=list)
+    clears_through_seq: int = 0
+    tries: list[TryHorizon] = msgspec.field(default_factory=list)
+    rows: list[EventRow] = msgspec.field(default_factory=list)  # the events to remove
 
-    def marker(self, reason: str, horizon: datetime | None) -> Callable[[int], AnyEvent]:
+    def marker(
+        self, reason: str, horizon: datetime | None, archive: str | None = None
+    ) -> Callable[[int], AnyEvent]:
         def make(seq: int) -> AnyEvent:
             return Compacted(
                 reason=reason,
@@ -146,6 +162,11 @@ class ScopePlan(msgspec.Struct, kw_only=True):
                 answerable_from_seq=self.answerable_from_seq or seq,
                 removed_from_seq=self.removed_from_seq,
                 first_writes_removed=self.first_writes_removed,
+                per_key=True,
+                keys=self.keys,
+                clears_through_seq=self.clears_through_seq,
+                tries=self.tries,
+                archive=archive,
             )
 
         return make
@@ -288,6 +309,12 @@ def plan_scope(rows: Sequence[EventRow], *, now: int, cutoff: int | None) -> Sco
     # A key's projection row comes from its last set, if nothing deleted or cleared it since.
     current = [(rows[i].scope_id, key, rows[i].seq) for key, i in last_set.items() if why[i]]
     return ScopePlan(
+        keys=_key_horizons(rows, removed, superseded_by),
+        clears_through_seq=max(
+            (rows[i].seq for i in removed if rows[i].kind == "clear"), default=0
+        ),
+        tries=_try_horizons(rows, removed, first_of_try),
+        rows=[rows[i] for i in removed],
         scope_id=rows[0].scope_id,
         seqs=[rows[i].seq for i in removed],
         current=current,
@@ -301,6 +328,102 @@ def plan_scope(rows: Sequence[EventRow], *, now: int, cutoff: int | None) -> Sco
         removed_through_seq=removed_through,
         first_writes_removed=sorted(tries),
     )
+
+
+# A key's stretches where removed values showed, kept in a marker: beyond this many, the oldest
+# are merged into one that says "may have shown throughout" (history refuses a little more).
+MAX_SHOWN: Final = 32
+
+
+def _key_horizons(
+    rows: Sequence[EventRow], removed: Sequence[int], superseded_by: Sequence[int | None]
+) -> list[KeyHorizon]:
+    """Per key: the highest removed position, and where its removed sets were the key's latest
+    event (from the set until its key's next event or the next clear), with their expiry."""
+    through: dict[str, int] = {}
+    count: dict[str, int] = {}
+    shown: dict[str, list[Shown]] = {}
+    for i in removed:
+        row = rows[i]
+        if row.key is None:
+            continue
+        through[row.key] = row.seq
+        count[row.key] = count.get(row.key, 0) + 1
+        if row.kind != "set":
+            continue
+        end = superseded_by[i]
+        until_at = None if end is None else rows[end].recorded_at
+        # A state within the stretch has its expiry applied as of a time no later than the
+        # superseding event's: a value expiring after that showed throughout.
+        expired_at = row.expires_at
+        if expired_at is not None and until_at is not None and expired_at > until_at:
+            expired_at = None
+        span = Shown(
+            from_seq=row.seq,
+            from_at=from_micros(row.recorded_at),
+            until_seq=0 if end is None else rows[end].seq,
+            until_at=None if until_at is None else from_micros(until_at),
+            expired_at=None if expired_at is None else from_micros(expired_at),
+        )
+        spans = shown.setdefault(row.key, [])
+        last = spans[-1] if spans else None
+        if (
+            last is not None
+            and last.until_seq == span.from_seq
+            and last.expired_at is None
+            and (span.expired_at is None or span.expired_at > span.from_at)
+        ):
+            # The earlier stretch showed throughout and this one starts where it ended: one.
+            spans[-1] = msgspec.structs.replace(span, from_seq=last.from_seq, from_at=last.from_at)
+        else:
+            spans.append(span)
+    horizons = []
+    for key in sorted(through):
+        spans = shown.get(key, [])
+        if len(spans) > MAX_SHOWN:
+            spans = [_merged(spans[: -MAX_SHOWN + 1]), *spans[-MAX_SHOWN + 1 :]]
+        horizons.append(
+            KeyHorizon(key=key, through_seq=through[key], events=count[key], shown=spans)
+        )
+    return horizons
+
+
+def _merged(spans: Sequence[Shown]) -> Shown:
+    """One stretch covering these, showing wherever any of them did (so never less)."""
+    expiries = [s.expired_at for s in spans]
+    last = spans[-1]
+    return Shown(
+        from_seq=spans[0].from_seq,
+        from_at=spans[0].from_at,
+        until_seq=last.until_seq,
+        until_at=last.until_at,
+        expired_at=None if None in expiries else max(e for e in expiries if e is not None),
+    )
+
+
+def _try_horizons(
+    rows: Sequence[EventRow], removed: Sequence[int], first_of_try: dict[int, int]
+) -> list[TryHorizon]:
+    gone = set(removed)
+    last: dict[int, int] = {}
+    for i in removed:
+        number = rows[i].try_number
+        if number is not None and rows[i].kind != "compacted":
+            last[number] = i
+    horizons = []
+    for number in sorted(last):
+        first = first_of_try[number]
+        first_gone = first in gone
+        horizons.append(
+            TryHorizon(
+                try_number=number,
+                last_seq=rows[last[number]].seq,
+                last_at=from_micros(rows[last[number]].recorded_at),
+                first_seq=rows[first].seq if first_gone else 0,
+                first_at=from_micros(rows[first].recorded_at) if first_gone else None,
+            )
+        )
+    return horizons
 
 
 def _last_marker(rows: Sequence[EventRow]) -> Compacted | None:

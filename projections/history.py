@@ -61,6 +61,8 @@ from eventstore.events import (
     Compacted,
     KeySet,
     RecordedEvent,
+    Shown,
+    TryHorizon,
     decode_event,
     from_micros,
     to_micros,
@@ -113,8 +115,16 @@ class TrySummary(msgspec.Struct, frozen=True, kw_only=True):
 class History:
     """The history of one scope, read from the log. Get one with `store.history(scope)`."""
 
-    def __init__(self, backend: LogBackend, scope: Scope, vault: Vault | None = None) -> None:
+    def __init__(
+        self,
+        backend: LogBackend,
+        scope: Scope,
+        vault: Vault | None = None,
+        archived_runs: frozenset[str] = frozenset(),
+    ) -> None:
         self.backend = backend
+        # Compaction runs whose removed events the archive holds (and `backend` reads back).
+        self.archived_runs = archived_runs
         self.scope = scope
         self.vault = vault or Vault()
         self._scope_key = scope_key(scope)
@@ -156,7 +166,6 @@ class History:
         scope_id = await self._id()
         if scope_id is None:
             return []
-        await self._check_lower_bound(scope_id, "events", after_seq, since_us)
         rows = await self.backend.select_events(
             scope_id,
             EventFilter(
@@ -198,7 +207,14 @@ class History:
         scope_id = await self._id()
         if scope_id is None:
             return []
-        await self._check_lower_bound(scope_id, f"timeline({key!r})", after_seq, None)
+        through = (await self._horizon(scope_id)).through(key)
+        if through and (after_seq is None or after_seq < through):
+            raise HistoryCompactedError(
+                self.scope,
+                f"timeline({key!r})",
+                through + 1,
+                f"ask for timeline({key!r}, after_seq={through}) or later",
+            )
         rows = await self.backend.select_events(scope_id, EventFilter(key=key, after_seq=after_seq))
         return await self._recorded(scope_id, rows, mask)
 
@@ -232,12 +248,8 @@ class History:
             case "end_of_try":
                 row = await self._last(scope_id, EventFilter(try_number=at.number))
                 if row is None:
-                    await self._check_try_start(scope_id, at)
                     raise await self._no_try(scope_id, at)
             case "start_of_try":
-                # Compaction lists the tries whose first write it removed: where they started
-                # cannot be found any more, even if they wrote again after.
-                await self._check_try_start(scope_id, at)
                 first = await self.backend.select_events(
                     scope_id, EventFilter(try_number=at.number, limit=1)
                 )
@@ -296,13 +308,24 @@ class History:
         if scope_id is None:
             await self._resolve_empty(at)
             return {}, sensitive
-        position, rows = await self._locate(scope_id, at)
-        await self._check_position(scope_id, f"state({at})", position)
-        if position.seq == 0:
-            return {}, sensitive
-        if rows is None:
-            rows = await self._rows(scope_id, position.seq)
-        now = None if position.expiry_at is None else to_micros(position.expiry_at)
+        horizon = await self._horizon(scope_id)
+        if horizon.empty:
+            position, rows = await self._locate(scope_id, at)
+            if position.seq == 0:
+                return {}, sensitive
+            if rows is None:
+                rows = await self._rows(scope_id, position.seq)
+            now = None if position.expiry_at is None else to_micros(position.expiry_at)
+        else:
+            point = await self._point(scope_id, at, horizon)
+            rows = await self._rows(scope_id, point.through)
+            blocked = await self._blocked(scope_id, point, rows, horizon)
+            if blocked is not None:
+                earliest = await self._earliest(scope_id, blocked, horizon)
+                raise HistoryCompactedError(self.scope, f"state({at})", earliest)
+            if not rows.latest:
+                return {}, sensitive
+            now = point.expiry_low
         erased = await self._erased_through(scope_id)
         state: dict[str, Any] = {}
         for row in sorted(rows.latest, key=lambda r: r.key or ""):
@@ -364,11 +387,6 @@ class History:
             after = rows[-1].seq
         return [found[n].summary(n) for n in sorted(found)]
 
-    async def answerable_from(self) -> int:
-        """The earliest position every question can reach back to (0: nothing was compacted)."""
-        scope_id = await self._id()
-        return 0 if scope_id is None else await self._answerable(scope_id)
-
     async def _id(self) -> int | None:
         if self._scope_id is None:
             row = await self.backend.select_scope(scope_key(self.scope))
@@ -399,43 +417,173 @@ class History:
             detail = f"try {at.number} never wrote to it; no write of it carries a try number"
         return NoSuchPointError(self.scope, str(at), detail)
 
-    async def _marker(self, scope_id: int) -> Compacted | None:
-        marker = await self.backend.select_last_scope_event(scope_id, "compacted")
-        if marker is None:
-            return None
-        event = decode_event(marker.payload)
-        assert isinstance(event, Compacted)
-        return event
+    async def _horizon(self, scope_id: int) -> _Horizon:
+        """What compaction removed from the scope, from every marker it left (markers whose
+        events the archive holds left nothing out)."""
+        horizon = _Horizon()
+        if await self.backend.select_last_scope_event(scope_id, "compacted") is None:
+            return horizon  # one seek: the usual case, never compacted
+        rows = await self.backend.select_events(
+            scope_id, EventFilter(kinds=frozenset({"compacted"}))
+        )
+        for row in rows:
+            event = decode_event(row.payload)
+            assert isinstance(event, Compacted)
+            if event.archive is not None and event.archive in self.archived_runs:
+                continue
+            horizon.add(event)
+        return horizon
 
-    async def _check_try_start(self, scope_id: int, at: At) -> None:
-        event = await self._marker(scope_id)
-        if event is not None and at.number in event.first_writes_removed:
-            raise HistoryCompactedError(self.scope, f"state({at})", _answerable_from(event))
+    async def _point(self, scope_id: int, at: At, horizon: _Horizon) -> _Point:
+        """Where `at` lands, as far as the kept events and the markers tell: a range of
+        positions and of expiry times (one each when it is known exactly)."""
+        match at.kind:
+            case "time":
+                assert at.moment is not None
+                t = to_micros(at.moment)
+                row = await self._last(scope_id, EventFilter(until=t))
+                return _Point(at, 0 if row is None else row.seq, t, t, by_time=t)
+            case "seq":
+                p = at.number
+                row, _ = await self._last_through(scope_id, p)
+                low, high = await self._expiry_range(scope_id, row, p)
+                return _Point(at, p, low, high)
+            case "version":
+                row = await self._last(scope_id, EventFilter(through_version=at.number))
+                head = await self._last(scope_id, EventFilter())
+                if head is not None and at.number > head.version:
+                    raise NoSuchPointError(
+                        self.scope, str(at), f"the scope is at version {head.version}"
+                    )
+                if row is None or row.version == at.number:
+                    seq = 0 if row is None else row.seq
+                    at_ = 0 if row is None else row.recorded_at
+                    return _Point(at, seq, at_, at_)
+                # The event of that version was removed: it lies before the next kept one.
+                after = await self.backend.select_events(
+                    scope_id, EventFilter(after_seq=row.seq, limit=1)
+                )
+                if not after:
+                    return _Point(at, row.seq, row.recorded_at, row.recorded_at)
+                return _Point(
+                    at, after[0].seq - 1, row.recorded_at, after[0].recorded_at, low=row.seq + 1
+                )
+            case "end_of_try":
+                row = await self._last(scope_id, EventFilter(try_number=at.number))
+                gone = horizon.tries.get(at.number)
+                if gone is not None and (row is None or gone.last_seq > row.seq):
+                    t = to_micros(gone.last_at)
+                    return _Point(at, gone.last_seq, t, t)
+                if row is None:
+                    if at.number in horizon.old_tries:
+                        raise HistoryCompactedError(self.scope, f"state({at})", horizon.old_from)
+                    raise await self._no_try(scope_id, at)
+                return _Point(at, row.seq, row.recorded_at, row.recorded_at)
+            case "start_of_try":
+                if at.number in horizon.old_tries:
+                    raise HistoryCompactedError(self.scope, f"state({at})", horizon.old_from)
+                first = await self.backend.select_events(
+                    scope_id, EventFilter(try_number=at.number, limit=1)
+                )
+                found = [(r.seq, r.recorded_at) for r in first]
+                gone = horizon.tries.get(at.number)
+                if gone is not None and gone.first_at is not None:
+                    found.append((gone.first_seq, to_micros(gone.first_at)))
+                if not found:
+                    raise await self._no_try(scope_id, at)
+                seq, t = min(found)
+                return _Point(at, seq - 1, t, t)
+        raise AssertionError(at.kind)
 
-    async def _answerable(self, scope_id: int) -> int:
-        event = await self._marker(scope_id)
-        return 0 if event is None else _answerable_from(event)
+    async def _expiry_range(
+        self, scope_id: int, row: EventRow | None, through: int
+    ) -> tuple[int, int]:
+        """The times a state at `through` may apply expiry as of: that of the scope's last
+        event at or before it, which may be a removed one after `row`, the last kept one."""
+        low = 0 if row is None else row.recorded_at
+        if row is not None and row.seq == through:
+            return low, low
+        after = await self.backend.select_events(
+            scope_id, EventFilter(after_seq=0 if row is None else row.seq, limit=1)
+        )
+        # Versions have no gaps: when the next kept event follows at once, nothing was removed.
+        if not after or after[0].version == (0 if row is None else row.version) + 1:
+            return low, low
+        return low, after[0].recorded_at
 
-    async def _check_position(self, scope_id: int, question: str, at: Position) -> None:
-        earliest = await self._answerable(scope_id)
-        if earliest > 1 and at.seq < earliest:
-            raise HistoryCompactedError(self.scope, question, earliest)
+    async def _blocked(
+        self, scope_id: int, point: _Point, rows: _Rows, horizon: _Horizon
+    ) -> int | None:
+        """None when the state at `point` needs no removed event; else a position at or after
+        which to look for the earliest answerable point."""
+        if horizon.old_from > 1 and point.through < horizon.old_from:
+            return horizon.old_from
+        needed: list[int] = []
+        for span in horizon.shown:
+            expired = None if span.expired_at is None else to_micros(span.expired_at)
+            if point.by_time is not None:
+                t = point.by_time
+                shows = to_micros(span.from_at) <= t and (
+                    span.until_at is None or to_micros(span.until_at) > t
+                )
+            else:
+                shows = span.from_seq <= point.through and (
+                    span.until_seq == 0 or span.until_seq > point.first
+                )
+            if shows and (expired is None or point.expiry_low < expired):
+                needed.append(await self._shown_until(scope_id, span))
+        low, high = point.expiry_low, point.expiry_high
+        if low < high:
+            # Where the point lands among removed events, and so the expiry time, is unsure.
+            for row in rows.latest:
+                expires = row.expires_at
+                if row.kind == "set" and expires is not None and low < expires <= high:
+                    needed.append(point.through + 1)
+                    break
+        return max(needed) if needed else None
 
-    async def _check_lower_bound(
-        self, scope_id: int, question: str, after_seq: int | None, since: int | None
-    ) -> None:
-        earliest = await self._answerable(scope_id)
-        if earliest <= 1:
-            return
-        if after_seq is not None and after_seq >= earliest - 1:
-            return
-        if since is not None:
-            first = await self.backend.select_events(
-                scope_id, EventFilter(after_seq=earliest - 1, limit=1)
+    async def _shown_until(self, scope_id: int, span: Shown) -> int:
+        if span.until_seq:
+            return span.until_seq
+        assert span.expired_at is not None, "a removed value nothing superseded had expired"
+        after = await self.backend.select_events(
+            scope_id, EventFilter(since=to_micros(span.expired_at), limit=1)
+        )
+        return after[0].seq if after else span.from_seq + 1
+
+    async def _earliest(self, scope_id: int, start: int, horizon: _Horizon) -> int:
+        """The earliest kept position at or after `start` whose state is answerable."""
+        candidate = start
+        for _ in range(64):
+            after = await self.backend.select_events(
+                scope_id, EventFilter(after_seq=candidate - 1, limit=1)
             )
-            if first and since >= first[0].recorded_at:
-                return
-        raise HistoryCompactedError(self.scope, question, earliest)
+            if not after:
+                return candidate
+            candidate = after[0].seq
+            point = await self._point(scope_id, At.seq(candidate), horizon)
+            rows = await self._rows(scope_id, point.through)
+            blocked = await self._blocked(scope_id, point, rows, horizon)
+            if blocked is None:
+                return candidate
+            candidate = max(blocked, candidate + 1)
+        return candidate
+
+    async def answerable_from(self) -> int:
+        """The earliest position from which every state of the scope is answered (0: none
+        was removed that any state would show). Questions about earlier points may be
+        answered too: only those needing a removed event are refused."""
+        scope_id = await self._id()
+        if scope_id is None:
+            return 0
+        horizon = await self._horizon(scope_id)
+        if horizon.empty:
+            return 0
+        ends = [await self._shown_until(scope_id, span) for span in horizon.shown]
+        start = max([horizon.old_from, *ends])
+        if start <= 1:
+            return 0
+        return await self._earliest(scope_id, start, horizon)
 
 
 def _answerable_from(event: Compacted) -> int:
@@ -470,6 +618,66 @@ def _same(a: Any, b: Any) -> bool:
     if isinstance(a, list):
         return len(a) == len(b) and all(_same(x, y) for x, y in zip(a, b, strict=True))
     return bool(a == b)
+
+
+class _Point(msgspec.Struct, frozen=True):
+    """Where a point lands: positions `low`..`through` (the state is that of `through`, the
+    kept events telling no more), expiry applied as of a time in `expiry_low`..`expiry_high`
+    (microseconds), or, for At.time, positions by their recorded time up to `by_time`."""
+
+    at: At
+    through: int
+    expiry_low: int
+    expiry_high: int
+    by_time: int | None = None
+    low: int | None = None  # None: `through`
+
+    @property
+    def first(self) -> int:
+        return self.through if self.low is None else self.low
+
+
+class _Horizon:
+    """What compaction removed from one scope, gathered from its markers."""
+
+    def __init__(self) -> None:
+        self.old_from = 0  # markers from before the per-key horizon: every key before this
+        self.old_tries: set[int] = set()
+        self.keys: dict[str, int] = {}  # key: its highest removed position
+        self.shown: list[Shown] = []
+        self.tries: dict[int, TryHorizon] = {}
+        self.empty = True
+
+    def add(self, marker: Compacted) -> None:
+        self.empty = False
+        if not marker.per_key:
+            self.old_from = max(self.old_from, _answerable_from(marker))
+            self.old_tries.update(marker.first_writes_removed)
+            return
+        for key in marker.keys:
+            self.keys[key.key] = max(self.keys.get(key.key, 0), key.through_seq)
+            self.shown.extend(key.shown)
+        for gone in marker.tries:
+            known = self.tries.get(gone.try_number)
+            if known is not None:
+                first = min(
+                    [(g.first_seq, g.first_at) for g in (known, gone) if g.first_at is not None],
+                    default=(0, None),
+                )
+                last = max((known.last_seq, known.last_at), (gone.last_seq, gone.last_at))
+                gone = TryHorizon(
+                    try_number=gone.try_number,
+                    last_seq=last[0],
+                    last_at=last[1],
+                    first_seq=first[0],
+                    first_at=first[1],
+                )
+            self.tries[gone.try_number] = gone
+
+    def through(self, key: str) -> int:
+        """The highest removed position of the key's events (0: none went)."""
+        old = self.old_from - 1 if self.old_from > 1 else 0
+        return max(self.keys.get(key, 0), old)
 
 
 class _Rows(NamedTuple):

@@ -535,7 +535,7 @@ def test_the_blocking_facade_compacts(tmp_path: Path, clock: FakeClock) -> None:
     assert (report.dry_run, report.events_removed) == (False, 1)
 
 
-async def test_history_answers_from_the_marker_on_and_raises_before_it(
+async def test_history_refuses_only_states_the_removed_value_would_show_in(
     make_store: StoreFactory, clock: FakeClock
 ) -> None:
     async with make_store() as store:
@@ -556,11 +556,12 @@ async def test_history_answers_from_the_marker_on_and_raises_before_it(
         assert await history.state(At.end_of_try(2)) == {"job_id": "spark-1", "offset": 10}
         with pytest.raises(HistoryCompactedError, match=r"earliest point .* At\.seq\(3\)"):
             await history.state(At.seq(2))
-        with pytest.raises(HistoryCompactedError, match="start_of_try"):
-            await history.state(At.start_of_try(1))
-        with pytest.raises(HistoryCompactedError):
-            await history.events()
-        assert [e.kind for e in await history.events(after_seq=earliest - 1)] == [
-            "set",
-            "compacted",
-        ]
+        # Try 1's first write went, but the marker says where it was: its start is known.
+        assert await history.state(At.start_of_try(1)) == {}
+        with pytest.raises(HistoryCompactedError, match=r"end_of_try\(1\).*At\.seq\(3\)"):
+            await history.state(At.end_of_try(1))  # try 1 left lease behind: it would show
+        assert [e.kind for e in await history.events()] == ["set", "set", "compacted"]
+        assert [e.key for e in await history.timeline("job_id")] == ["job_id"]
+        with pytest.raises(HistoryCompactedError, match=r"timeline\('lease', after_seq=1\)"):
+            await history.timeline("lease")
+        assert await history.timeline("lease", after_seq=1) == []

@@ -449,9 +449,10 @@ async def test_asset_scopes_have_history(make_store: StoreFactory, clock: FakeCl
 # --- compaction ---------------------------------------------------------------------------------
 
 
-async def test_questions_before_the_compacted_point_raise_naming_it(
+async def test_an_older_marker_refuses_every_key_before_its_point_naming_it(
     make_store: StoreFactory, clock: FakeClock
 ) -> None:
+    # A marker written before the per-key horizon says only "every key before A may be gone".
     async with make_store() as store:
         await two_tries(store, clock)  # seq 1..5
         clock.advance()
@@ -464,9 +465,6 @@ async def test_questions_before_the_compacted_point_raise_naming_it(
             h.state(At.start_of_try(2)),
             h.state(At.version(0)),
             h.diff(At.end_of_try(1), At.end_of_try(2)),
-            h.events(),
-            h.events(after_seq=2),
-            h.events(since=clock.now - timedelta(days=1)),
             h.timeline("offset"),
         ):
             with pytest.raises(
@@ -474,6 +472,22 @@ async def test_questions_before_the_compacted_point_raise_naming_it(
             ) as caught:
                 await question
             assert caught.value.earliest_seq == 4
+
+
+async def test_events_list_what_the_log_holds_and_never_raise_for_compaction(
+    make_store: StoreFactory, clock: FakeClock
+) -> None:
+    async with make_store() as store:
+        await two_tries(store, clock)  # seq 1..5
+        clock.advance()
+        marker = await append_marker(
+            store, SCOPE, Compacted(reason="expired", answerable_from_seq=4)
+        )
+        h = store.history(SCOPE)
+        assert [e.seq for e in await h.events()] == [1, 2, 3, 4, 5, marker]
+        assert [e.seq for e in await h.events(after_seq=2)] == [3, 4, 5, marker]
+        since = clock.now - timedelta(days=1)
+        assert [e.seq for e in await h.events(since=since)] == [1, 2, 3, 4, 5, marker]
 
 
 async def test_questions_from_the_compacted_point_on_are_answered(
