@@ -455,19 +455,18 @@ class History:
                     raise NoSuchPointError(
                         self.scope, str(at), f"the scope is at version {head.version}"
                     )
-                if row is None or row.version == at.number:
-                    seq = 0 if row is None else row.seq
-                    at_ = 0 if row is None else row.recorded_at
-                    return _Point(at, seq, at_, at_)
+                if at.number == 0:
+                    return _Point(at, 0, 0, 0)
+                if row is not None and row.version == at.number:
+                    return _Point(at, row.seq, row.recorded_at, row.recorded_at)
                 # The event of that version was removed: it lies before the next kept one.
+                seq, t = (0, 0) if row is None else (row.seq, row.recorded_at)
                 after = await self.backend.select_events(
-                    scope_id, EventFilter(after_seq=row.seq, limit=1)
+                    scope_id, EventFilter(after_seq=seq, limit=1)
                 )
                 if not after:
-                    return _Point(at, row.seq, row.recorded_at, row.recorded_at)
-                return _Point(
-                    at, after[0].seq - 1, row.recorded_at, after[0].recorded_at, low=row.seq + 1
-                )
+                    return _Point(at, seq, t, t)
+                return _Point(at, after[0].seq - 1, t, after[0].recorded_at, low=seq + 1)
             case "end_of_try":
                 row = await self._last(scope_id, EventFilter(try_number=at.number))
                 gone = horizon.tries.get(at.number)
