@@ -200,9 +200,7 @@ class Model:
             elif e.key is not None:
                 latest[e.key] = e
         return any(
-            e.seq in gone
-            and e.kind == "set"
-            and (e.expires_at is None or e.expires_at > expiry)
+            e.seq in gone and e.kind == "set" and (e.expires_at is None or e.expires_at > expiry)
             for e in latest.values()
         )
 
