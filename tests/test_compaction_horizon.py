@@ -176,7 +176,8 @@ async def test_a_store_compacted_before_the_per_key_horizon_opens_and_reads(
             (4, "compacted"),
             (5, "set"),
         ]
-        assert events[2].detail is not None and events[2].detail["per_key"] is False
+        assert events[2].detail is not None
+        assert events[2].detail["per_key"] is False
         current = await store.task_store("d", "r", "t").items()
         assert current == {"job": "spark-1", "progress": 20}
 
