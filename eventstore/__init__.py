@@ -4,6 +4,7 @@ from eventstore.blocking import BlockingStore, open_blocking_store
 from eventstore.config import NEVER_EXPIRE, StoreConfig
 from eventstore.crypto import ERASED, MASKED, generate_master_key
 from eventstore.errors import (
+    ArchiveError,
     CompactionRunningError,
     ConcurrencyError,
     DecryptionError,
@@ -23,6 +24,7 @@ __all__ = [
     "MASKED",
     "NEVER_EXPIRE",
     "AppendResult",
+    "ArchiveError",
     "AssetScope",
     "AssetStore",
     "BlockingStore",

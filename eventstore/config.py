@@ -77,6 +77,10 @@ class StoreConfig(msgspec.Struct, frozen=True, kw_only=True):
     # postgresql://USER@HOST/DB?schema=NAME (another schema or database than the log's).
     # None: the file PATH.keys beside a SQLite store PATH (in memory for an in-memory store).
     key_store: str | None = None
+    # The audit archive (eventstore.archive): a directory path or a file:// URL. Compaction
+    # writes every event it removes there first, and history reads log + archive. None:
+    # $TASKTRAIL_ARCHIVE, else no archive.
+    archive_url: str | None = None
 
     def __repr__(self) -> str:
         # The master keys are secrets: never in a repr, a log line or a traceback.
@@ -114,6 +118,10 @@ class StoreConfig(msgspec.Struct, frozen=True, kw_only=True):
             raise ConfigError("max_batch and max_pending must be at least 1")
         if isinstance(self.master_keys, str):  # type: ignore[unreachable]
             raise ConfigError("master_keys takes a list of keys, not one str")
+        if self.archive_url:
+            from eventstore.archive import open_archive
+
+            open_archive(self.archive_url)  # a URL it cannot use is refused here
         if self.master_keys:
             from eventstore.crypto import parse_master_keys
 

@@ -17,6 +17,7 @@
     ├── StaleAttemptError                        a lower try writes after a newer try wrote
     ├── HistoryCompactedError                    the question needs events compaction removed
     ├── CompactionRunningError                   another process or replica is compacting
+    ├── ArchiveError                             an archive file is missing or damaged
     ├── NoSuchPointError           (LookupError) a history point that never happened
     ├── SchemaVersionError                       the database was written by a newer tasktrail
     ├── MasterKeyError             (ConfigError) master keys missing, wrong, or not all given
@@ -29,6 +30,7 @@ Messages are built from the data and say what to do; the data stays on attribute
 from __future__ import annotations
 
 __all__ = [
+    "ArchiveError",
     "CompactionRunningError",
     "ConcurrencyError",
     "ConfigError",
@@ -208,6 +210,10 @@ class CompactionRunningError(EventStoreError):
             f"another compaction of {where} is running (another process or replica holds its "
             "compaction lock); nothing was changed, try again when it has finished"
         )
+
+
+class ArchiveError(EventStoreError):
+    """An archive file a manifest names is missing, or does not match its checksum."""
 
 
 class NoSuchPointError(EventStoreError, LookupError):

@@ -13,7 +13,9 @@ from datetime import UTC, datetime, timedelta
 from typing import Any, Final
 
 import anyio
+import msgspec
 
+from eventstore.archive import open_archive
 from eventstore.backends import open_backend
 from eventstore.backends.base import CurrentRow, LogBackend, ScopeFilter, ScopeRow
 from eventstore.config import Clock, NeverExpire, StoreConfig, check_retention, system_clock
@@ -101,6 +103,8 @@ class Store:
         self.vault = vault or Vault()
         self._clock = clock
         self._writer = GroupCommitWriter(backend, config, self.now, self.vault)
+        # The audit archive compaction writes to and history reads from (None: none).
+        self.archive = open_archive(config.archive_url or os.environ.get("TASKTRAIL_ARCHIVE"))
         self._scope_ids: dict[str, int] = {}
         self._compacting = anyio.Lock()
         self._closed = False
@@ -191,6 +195,10 @@ class Store:
         scope_id = await self.scope_id(scope)
         if scope_id is not None and result.seq is not None:
             await scrub_log(self.backend, scope_id, result.seq)
+        if self.archive is not None:
+            # Sealed values there are unreadable now that the keys are gone; plain ones are
+            # rewritten out of the archive's files.
+            await self.archive.ascrub(scope_key(scope))
         return result
 
     async def reencrypt(self, progress: Progress | None = None) -> ReencryptReport:
@@ -209,7 +217,7 @@ class Store:
         """The history of a task or asset scope: events, states as of a point, diffs, tries."""
         if self._closed:
             raise StoreClosedError()
-        return History(self.backend, scope, self.vault)
+        return History(self.backend, scope, self.vault, self.archive)
 
     async def recent_scopes(self, where: ScopeFilter) -> list[ScopeRow]:
         """Scopes most recently written first, filtered by dag, run, task and time, paged."""
@@ -222,8 +230,15 @@ class Store:
         return sum(row.version for row in await self.backend.select_all_scopes())
 
     async def verify(self, progress: Progress | None = None) -> VerifyReport:
-        """Fold the whole log and compare it with the projection."""
-        return await verify(self.backend, progress)
+        """Fold the whole log and compare it with the projection; with an archive, check
+        every archive file against its manifest's checksum too."""
+        report = await verify(self.backend, progress)
+        if self.archive is None:
+            return report
+        problems = await self.archive.acheck()
+        return msgspec.structs.replace(
+            report, ok=report.ok and not problems, archive_problems=problems
+        )
 
     async def rebuild(self, progress: Progress | None = None) -> int:
         """Recompute the projection from the log; returns the number of keys it holds."""
@@ -251,7 +266,13 @@ class Store:
         self, *, dry_run: bool, progress: CompactionProgress | None
     ) -> CompactionReport:
         return await compact(
-            self.backend, self.config, self.now(), self.append, dry_run=dry_run, progress=progress
+            self.backend,
+            self.config,
+            self.now(),
+            self.append,
+            dry_run=dry_run,
+            progress=progress,
+            archive=self.archive,
         )
 
     async def aclose(self) -> None:

@@ -51,6 +51,7 @@ import anyio
 import msgspec
 from anyio.abc import TaskStatus
 
+from eventstore.archive import Archive, ArchivedEvent
 from eventstore.backends.base import EventFilter, EventRow, LogBackend
 from eventstore.config import StoreConfig
 from eventstore.errors import CompactionRunningError
@@ -89,7 +90,8 @@ _BUDGET_SECONDS: Final = 0.01
 _MARKER_BATCH: Final = 8
 
 Append = Callable[[AppendRequest], Awaitable[AppendResult]]
-# progress(phase, done, total): phase is "plan" (scopes), "mark" (markers appended), "remove"
+# progress(phase, done, total): phase is "plan" (scopes), "archive" (0, then 1 once the run's
+# file is written), "mark" (markers appended), "remove"
 # (events), "forget" (idempotency results) or "reclaim" (pages).
 Progress = Callable[[str, int, int], None]
 
@@ -124,6 +126,14 @@ class CompactionReport(msgspec.Struct, frozen=True, kw_only=True):
             description="results of idempotency ids older than idempotency_days, forgotten"
         ),
     ] = 0
+    archive_file: Annotated[
+        str | None,
+        msgspec.Meta(
+            description="the archive file holding every event removed; null: no archive "
+            "configured, nothing removed, or a dry run"
+        ),
+    ] = None
+    archive_bytes: Annotated[int, msgspec.Meta(description="the archive file's size")] = 0
 
 
 class ScopePlan(msgspec.Struct, kw_only=True):
@@ -465,11 +475,15 @@ async def compact(
     progress: Progress | None = None,
     delete_batch: int | None = None,
     reclaim_pages: int | None = None,
+    archive: Archive | None = None,
 ) -> CompactionReport:
     """Plan and run one compaction of the whole log; `append` is the store's write path.
 
     Safe while writes go on: events are only ever removed by position, projection rows only if
     they still come from the removed event, and each batch is one short write transaction.
+
+    With an archive, every event to remove is written there first, durably, in one file for
+    the run; the markers name that file, and only then does anything leave the log.
     """
     started = time.monotonic()
     report = _Progress(progress)
@@ -496,11 +510,21 @@ async def compact(
 
     bytes_after: int | None = None
     forgotten = 0
+    archive_file: str | None = None
+    archive_bytes = 0
     if dry_run:
         if forget_before is not None:
             forgotten = await backend.count_idempotent(recorded_before=forget_before)
     else:
-        await _append_markers(plans, append, horizon, report)
+        manifest = None
+        if archive is not None and plans:
+            report("archive", 0, 1)
+            manifest = await archive.awrite_run(_archived(plans), now)
+            report("archive", 1, 1)
+        if manifest is not None:
+            archive_file, archive_bytes = manifest.file, manifest.bytes
+        run = None if manifest is None else manifest.run
+        await _append_markers(plans, append, horizon, report, run)
         await _remove(backend, plans, delete_batch or DELETE_BATCH, report)
         if forget_before is not None:
             forgotten = await _forget(backend, forget_before, delete_batch or DELETE_BATCH, report)
@@ -521,7 +545,28 @@ async def compact(
         duration_seconds=time.monotonic() - started,
         horizon=horizon,
         idempotency_ids_forgotten=forgotten,
+        archive_file=archive_file,
+        archive_bytes=archive_bytes,
     )
+
+
+def _archived(plans: Sequence[ScopePlan]) -> list[ArchivedEvent]:
+    return [
+        ArchivedEvent(
+            seq=row.seq,
+            scope=plan.scope_key,
+            version=row.version,
+            kind=row.kind,
+            key=row.key,
+            expires_at=row.expires_at,
+            recorded_at=row.recorded_at,
+            try_number=row.try_number,
+            actor=row.actor,
+            event=msgspec.Raw(row.payload),
+        )
+        for plan in plans
+        for row in plan.rows
+    ]
 
 
 class _Progress:
@@ -534,7 +579,11 @@ class _Progress:
 
 
 async def _append_markers(
-    plans: Sequence[ScopePlan], append: Append, horizon: datetime | None, report: _Progress
+    plans: Sequence[ScopePlan],
+    append: Append,
+    horizon: datetime | None,
+    report: _Progress,
+    archive: str | None = None,
 ) -> None:
     """One marker per scope, before any of its events goes, through group commit."""
 
@@ -542,7 +591,7 @@ async def _append_markers(
         await append(
             AppendRequest(
                 scope=scope_from_key(plan.scope_key),
-                ops=[MarkOp(plan.marker(_reason(plan), horizon))],
+                ops=[MarkOp(plan.marker(_reason(plan), horizon, archive))],
                 actor="system",
             )
         )

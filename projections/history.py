@@ -49,11 +49,12 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from datetime import datetime
-from typing import Any, NamedTuple
+from typing import Any, NamedTuple, Protocol
 
 import msgspec
 
-from eventstore.backends.base import EventFilter, EventRow, LogBackend
+from eventstore.archive import Archive
+from eventstore.backends.base import EventFilter, EventRow, LogBackend, ScopeRow
 from eventstore.crypto import ERASED, MASKED, Vault
 from eventstore.errors import HistoryCompactedError, NoSuchPointError
 from eventstore.events import (
@@ -69,6 +70,7 @@ from eventstore.events import (
 )
 from eventstore.log import recorded_event
 from eventstore.scopes import Scope, scope_key
+from projections.archived import ArchivedReads
 from projections.points import At
 
 __all__ = ["Diff", "History", "Position", "TrySummary"]
@@ -120,14 +122,16 @@ class History:
         backend: LogBackend,
         scope: Scope,
         vault: Vault | None = None,
-        archived_runs: frozenset[str] = frozenset(),
+        archive: Archive | None = None,
     ) -> None:
-        self.backend = backend
-        # Compaction runs whose removed events the archive holds (and `backend` reads back).
-        self.archived_runs = archived_runs
+        self._scope_key = scope_key(scope)
+        # With an archive, every read takes in the scope's archived events too.
+        self._archived = (
+            None if archive is None else ArchivedReads(backend, archive, self._scope_key)
+        )
+        self.backend: _Reads = backend if self._archived is None else self._archived
         self.scope = scope
         self.vault = vault or Vault()
-        self._scope_key = scope_key(scope)
         self._scope_id: int | None = None
 
     def __repr__(self) -> str:
@@ -426,11 +430,12 @@ class History:
         rows = await self.backend.select_events(
             scope_id, EventFilter(kinds=frozenset({"compacted"}))
         )
+        archived = frozenset[str]() if self._archived is None else await self._archived.runs()
         for row in rows:
             event = decode_event(row.payload)
             assert isinstance(event, Compacted)
-            if event.archive is not None and event.archive in self.archived_runs:
-                continue
+            if event.archive is not None and event.archive in archived:
+                continue  # the archive holds every event it removed
             horizon.add(event)
         return horizon
 
@@ -617,6 +622,22 @@ def _same(a: Any, b: Any) -> bool:
     if isinstance(a, list):
         return len(a) == len(b) and all(_same(x, y) for x, y in zip(a, b, strict=True))
     return bool(a == b)
+
+
+class _Reads(Protocol):
+    """The reads history makes: the log's, or the log's and the archive's together."""
+
+    async def select_scope(self, scope_key: str) -> ScopeRow | None: ...
+
+    async def select_events(self, scope_id: int, where: EventFilter) -> list[EventRow]: ...
+
+    async def select_last_scope_event(
+        self, scope_id: int, kind: str, *, through_seq: int | None = None
+    ) -> EventRow | None: ...
+
+    async def select_latest_per_key(
+        self, scope_id: int, *, after_seq: int, through_seq: int
+    ) -> list[EventRow]: ...
 
 
 class _Point(msgspec.Struct, frozen=True):

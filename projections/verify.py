@@ -29,6 +29,8 @@ class VerifyReport(msgspec.Struct, frozen=True, kw_only=True):
     scopes: int
     keys: int
     mismatches: list[Mismatch]
+    # With an archive: files missing or not matching their manifest's checksum.
+    archive_problems: list[str] = msgspec.field(default_factory=list)
 
 
 async def fold_log(backend: LogBackend, progress: Progress | None = None) -> dict[int, ScopeState]:

@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 import anyio
+import msgspec
 import pytest
 from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
@@ -258,6 +259,23 @@ async def play(
                 else:
                     assert [e.seq for e in held] == [e.seq for e in model.held(index)]
 
+        async def compact_checked() -> int:
+            """Remember the answers of stable questions, compact, and check them."""
+            await model.record(store)
+            asked = await stable_questions(store, clock, try_number)
+            before = await ask(store, asked)
+            for (index, name, question), need in asked:
+                answer = before[(index, name)]
+                if answer is not None and (index, name) not in remembered:
+                    remembered[(index, name)] = answer
+                    questions[(index, name)] = ((index, name, question), need)
+            values_before = await live(store)
+            report = await store.compact()
+            assert await live(store) == values_before
+            assert (await store.verify()).ok
+            await check_remembered()
+            return report.events_removed
+
         for op in history:
             match op:
                 case ("set", s, key, value, retention):
@@ -277,25 +295,9 @@ async def play(
                 case ("next_try",):
                     try_number += 1
                 case ("compact",):
-                    await model.record(store)
-                    asked = await stable_questions(store, clock, try_number)
-                    before = await ask(store, asked)
-                    for (index, name, question), need in asked:
-                        answer = before[(index, name)]
-                        if answer is not None and (index, name) not in remembered:
-                            remembered[(index, name)] = answer
-                            questions[(index, name)] = ((index, name, question), need)
-                    values_before = await live(store)
-                    report = await store.compact()
-                    removed += report.events_removed
-                    assert await live(store) == values_before
-                    assert (await store.verify()).ok
-                    await check_remembered()
-        await model.record(store)
+                    removed += await compact_checked()
         clock.advance(timedelta(seconds=60))
-        removed += (await store.compact()).events_removed
-        assert (await store.verify()).ok
-        await check_remembered()
+        removed += await compact_checked()
     for outcome in outcomes:
         event(outcome)
     event("events removed" if removed else "nothing removed")
@@ -311,6 +313,18 @@ def test_compaction_never_changes_an_answer_it_still_gives(
     with tempfile.TemporaryDirectory() as tmp:
         url = "memory://" if backend == "memory" else f"sqlite:///{Path(tmp) / 'trail.db'}"
         anyio.run(play, url, config, history)
+
+
+@pytest.mark.parametrize("backend", ["memory", "sqlite"])
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(config=configs, history=histories)
+def test_with_an_archive_every_question_answers_as_before_compaction(
+    backend: str, config: StoreConfig, history: list[Any]
+) -> None:
+    with tempfile.TemporaryDirectory() as tmp:
+        url = "memory://" if backend == "memory" else f"sqlite:///{Path(tmp) / 'trail.db'}"
+        archived = msgspec.structs.replace(config, archive_url=str(Path(tmp) / "archive"))
+        anyio.run(play, url, archived, history, True)
 
 
 @pytest.fixture
