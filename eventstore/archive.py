@@ -125,6 +125,11 @@ class ArchiveStorage(ABC):
     def describe(self) -> str:
         """Where the archive is, for messages."""
 
+    def token(self) -> object:
+        """A value that changes whenever a blob is put or deleted, so readers can keep what
+        they read until then; None: no such value, read again every time."""
+        return None
+
 
 class DirectoryStorage(ArchiveStorage):
     """Blobs as files in one directory (created if missing)."""
@@ -152,6 +157,11 @@ class DirectoryStorage(ArchiveStorage):
 
     def get(self, name: str) -> bytes:
         return (self.path / _checked(name)).read_bytes()
+
+    def token(self) -> object:
+        # The names: every run adds files, and an erasure's rewrite swaps a data file for one
+        # of a new name. (A directory's modification time is too coarse to tell two puts apart.)
+        return hash(tuple(self.names()))
 
     def names(self) -> list[str]:
         if not self.path.is_dir():
@@ -192,6 +202,7 @@ class Archive:
         self._cache: OrderedDict[tuple[str, str], dict[str, list[ArchivedEvent]]] = OrderedDict()
         self._cached_files = cached_files
         self._lock = threading.Lock()
+        self._manifests: tuple[object, list[ArchiveManifest]] | None = None
 
     def __repr__(self) -> str:
         return f"<Archive at {self.storage.describe()}>"
@@ -245,6 +256,7 @@ class Archive:
             self.storage.delete(manifest.file)
         with self._lock:
             self._cache.clear()
+            self._manifests = None
         return scrubbed
 
     async def ascrub(self, scope: str) -> int:
@@ -252,13 +264,24 @@ class Archive:
 
     # --- reading ------------------------------------------------------------------------------
 
+    def token(self) -> object:
+        """Changes whenever a run is written or rewritten (see ArchiveStorage.token)."""
+        return self.storage.token()
+
     def manifests(self) -> list[ArchiveManifest]:
         """Every complete run, oldest first (a data file without its manifest is not one)."""
+        token = self.storage.token()
+        with self._lock:
+            if token is not None and self._manifests is not None and self._manifests[0] == token:
+                return self._manifests[1]
         found = []
         for name in self.storage.names():
             if name.endswith(_MANIFEST):
                 found.append(_decode_manifest(self.storage.get(name)))
-        return sorted(found, key=lambda m: (m.created_at, m.run))
+        found.sort(key=lambda m: (m.created_at, m.run))
+        with self._lock:
+            self._manifests = (token, found)
+        return found
 
     async def amanifests(self) -> list[ArchiveManifest]:
         return await anyio.to_thread.run_sync(self.manifests)

@@ -22,21 +22,25 @@ class ArchivedReads:
         self.backend = backend
         self.archive = archive
         self.scope_key = scope_key
-        self._rows: list[EventRow] | None = None
-        self._runs: frozenset[str] | None = None
+        # What was read, and the archive's token then: read again once a run is written.
+        self._rows: tuple[object, list[EventRow]] | None = None
+        self._runs: tuple[object, frozenset[str]] | None = None
 
     async def archived(self, scope_id: int) -> list[EventRow]:
-        """The scope's archived events, by position (read once per History)."""
-        if self._rows is None:
+        """The scope's archived events, by position."""
+        token = self.archive.token()
+        if token is None or self._rows is None or self._rows[0] != token:
             events = await self.archive.ascope_events(self.scope_key)
-            self._rows = [e.row(scope_id) for e in events]
-        return self._rows
+            self._rows = (token, [e.row(scope_id) for e in events])
+        return self._rows[1]
 
     async def runs(self) -> frozenset[str]:
         """The compaction runs whose events the archive holds."""
-        if self._runs is None:
-            self._runs = frozenset(m.run for m in await self.archive.amanifests())
-        return self._runs
+        token = self.archive.token()
+        if token is None or self._runs is None or self._runs[0] != token:
+            runs = frozenset(m.run for m in await self.archive.amanifests())
+            self._runs = (token, runs)
+        return self._runs[1]
 
     async def select_scope(self, scope_key: str) -> ScopeRow | None:
         return await self.backend.select_scope(scope_key)
