@@ -51,7 +51,14 @@ def test_verify_json(db: str) -> None:
     code, output = invoke("verify", "--db", db, "--json")
     assert code == 0, output
     report = json.loads(output)
-    assert report == {"ok": True, "events": 5, "scopes": 2, "keys": 3, "mismatches": []}
+    assert report == {
+        "ok": True,
+        "events": 5,
+        "scopes": 2,
+        "keys": 3,
+        "mismatches": [],
+        "archive_problems": [],
+    }
 
 
 def test_verify_reads_the_db_from_the_environment(db: str, monkeypatch: pytest.MonkeyPatch) -> None:

@@ -63,6 +63,16 @@ db_option = click.option(
     help="Store URL: sqlite:///PATH, sqlite://:memory:, postgresql://USER@HOST/DB.",
 )
 json_option = click.option("--json", "as_json", is_flag=True, help="Print JSON for machines.")
+archive_option = click.option(
+    "--archive",
+    "archive",
+    default=None,
+    envvar="TASKTRAIL_ARCHIVE",
+    show_envvar=True,
+    metavar="DIR",
+    help="The audit archive (a directory or file:// URL): compaction writes what it removes "
+    "there first, history reads log + archive, verify checks it.",
+)
 
 
 def _enc_hook(value: Any) -> Any:

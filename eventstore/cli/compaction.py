@@ -7,6 +7,7 @@ from rich.progress import TaskID
 from rich.table import Table
 
 from eventstore.cli.app import (
+    archive_option,
     cli,
     console,
     db_option,
@@ -21,6 +22,7 @@ from projections.compaction import CompactionReport
 
 _PHASES = {
     "plan": "planning (scopes)",
+    "archive": "archiving what goes (file)",
     "mark": "appending markers (scopes)",
     "remove": "removing (events)",
     "forget": "forgetting old idempotency ids",
@@ -30,6 +32,7 @@ _PHASES = {
 
 @cli.command()
 @db_option
+@archive_option
 @json_option
 @click.option("--dry-run", is_flag=True, help="Show what would go, change nothing.")
 @click.option(
@@ -46,12 +49,21 @@ _PHASES = {
     help="Forget the idempotency ids of writes older than this many days.",
 )
 def compact(
-    db: str, as_json: bool, dry_run: bool, horizon_days: float | None, idempotency_days: float
+    db: str,
+    archive: str | None,
+    as_json: bool,
+    dry_run: bool,
+    horizon_days: float | None,
+    idempotency_days: float,
 ) -> None:
     """Remove expired keys (and superseded history beyond the horizon) from the log."""
 
     async def main() -> CompactionReport:
-        config = StoreConfig(history_horizon_days=horizon_days, idempotency_days=idempotency_days)
+        config = StoreConfig(
+            history_horizon_days=horizon_days,
+            idempotency_days=idempotency_days,
+            archive_url=archive,
+        )
         bar = stderr_progress(disable=as_json)
         tasks: dict[str, TaskID] = {}
 
@@ -83,6 +95,12 @@ def compact(
         ("markers appended", f"{report.markers_appended:,}"),
         ("horizon", "none" if report.horizon is None else report.horizon.isoformat()),
         ("idempotency ids forgotten", f"{report.idempotency_ids_forgotten:,}"),
+        (
+            "archived to",
+            "-"
+            if report.archive_file is None
+            else f"{report.archive_file} ({_size(report.archive_bytes)})",
+        ),
         ("size before", _size(report.bytes_before)),
         ("size after", "-" if report.bytes_after is None else _size(report.bytes_after)),
         ("duration", f"{report.duration_seconds:.2f} s"),

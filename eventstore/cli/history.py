@@ -15,7 +15,17 @@ import msgspec
 from rich.table import Column, Table
 from rich.text import Text
 
-from eventstore.cli.app import cli, console, db_option, emit_json, encode_json, json_option, run
+from eventstore.cli.app import (
+    archive_option,
+    cli,
+    console,
+    db_option,
+    emit_json,
+    encode_json,
+    json_option,
+    run,
+)
+from eventstore.config import StoreConfig
 from eventstore.events import RecordedEvent
 from eventstore.scopes import AssetScope, Scope, TaskScope
 from eventstore.store import open_store
@@ -191,6 +201,7 @@ def position_json(at: At, position: Position) -> dict[str, Any]:
 
 @cli.command("history")
 @db_option
+@archive_option
 @scope_options
 @click.option("--key", help="Only events of this key.")
 @click.option(
@@ -208,6 +219,7 @@ def position_json(at: At, position: Position) -> dict[str, Any]:
 @json_option
 def history_command(
     db: str,
+    archive: str | None,
     key: str | None,
     kinds: tuple[str, ...],
     try_number: int | None,
@@ -222,7 +234,7 @@ def history_command(
     scope = scope_from(options)
 
     async def main() -> list[RecordedEvent]:
-        async with open_store(db) as store:
+        async with open_store(db, config=StoreConfig(archive_url=archive)) as store:
             return await store.history(scope).events(
                 key=key,
                 kinds=kinds or None,
@@ -244,10 +256,11 @@ def history_command(
 
 @cli.command("as-of")
 @db_option
+@archive_option
 @scope_options
 @point_options()
 @json_option
-def as_of_command(db: str, as_json: bool, **options: Any) -> None:
+def as_of_command(db: str, archive: str | None, as_json: bool, **options: Any) -> None:
     """The state of a scope as of one point: what a reader saw there.
 
     \b
@@ -258,7 +271,7 @@ def as_of_command(db: str, as_json: bool, **options: Any) -> None:
     at = point_from(options)
 
     async def main() -> tuple[Position, dict[str, Any]]:
-        async with open_store(db) as store:
+        async with open_store(db, config=StoreConfig(archive_url=archive)) as store:
             history = store.history(scope)
             return await history.resolve(at), await history.state(at)
 
@@ -278,11 +291,12 @@ def as_of_command(db: str, as_json: bool, **options: Any) -> None:
 
 @cli.command("diff")
 @db_option
+@archive_option
 @scope_options
 @point_options("from-", "From ")
 @point_options("to-", "To ")
 @json_option
-def diff_command(db: str, as_json: bool, **options: Any) -> None:
+def diff_command(db: str, archive: str | None, as_json: bool, **options: Any) -> None:
     """What changed in a scope between two points: keys added, removed, changed.
 
     \b
@@ -296,7 +310,7 @@ def diff_command(db: str, as_json: bool, **options: Any) -> None:
     b = point_from(options, "to-")
 
     async def main() -> tuple[Position, Position, Diff]:
-        async with open_store(db) as store:
+        async with open_store(db, config=StoreConfig(archive_url=archive)) as store:
             history = store.history(scope)
             return await history.resolve(a), await history.resolve(b), await history.diff(a, b)
 
@@ -333,18 +347,19 @@ def diff_command(db: str, as_json: bool, **options: Any) -> None:
 
 @cli.command("timeline")
 @db_option
+@archive_option
 @scope_options
 @click.argument("key")
 @click.option("--after-seq", type=int, help="Only events after this position.")
 @json_option
 def timeline_command(
-    db: str, key: str, after_seq: int | None, as_json: bool, **options: Any
+    db: str, archive: str | None, key: str, after_seq: int | None, as_json: bool, **options: Any
 ) -> None:
     """Every event of one key of a scope, oldest first."""
     scope = scope_from(options)
 
     async def main() -> list[RecordedEvent]:
-        async with open_store(db) as store:
+        async with open_store(db, config=StoreConfig(archive_url=archive)) as store:
             return await store.history(scope).timeline(key, after_seq=after_seq)
 
     events = run(main)
@@ -356,14 +371,15 @@ def timeline_command(
 
 @cli.command("tries")
 @db_option
+@archive_option
 @scope_options
 @json_option
-def tries_command(db: str, as_json: bool, **options: Any) -> None:
+def tries_command(db: str, archive: str | None, as_json: bool, **options: Any) -> None:
     """One line per try that wrote to a scope: first/last write, writes, keys touched."""
     scope = scope_from(options)
 
     async def main() -> list[TrySummary]:
-        async with open_store(db) as store:
+        async with open_store(db, config=StoreConfig(archive_url=archive)) as store:
             return await store.history(scope).tries()
 
     tries = run(main)

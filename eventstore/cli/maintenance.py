@@ -10,6 +10,7 @@ import click
 from rich.table import Table
 
 from eventstore.cli.app import (
+    archive_option,
     cli,
     console,
     db_option,
@@ -18,6 +19,7 @@ from eventstore.cli.app import (
     run,
     stderr_progress,
 )
+from eventstore.config import StoreConfig
 from eventstore.store import Store, open_store
 from projections.verify import Progress as ProgressCallback
 from projections.verify import VerifyReport
@@ -44,12 +46,14 @@ async def with_progress(
 
 @cli.command()
 @db_option
+@archive_option
 @json_option
-def verify(db: str, as_json: bool) -> None:
-    """Fold the whole log and check that the projection agrees with it."""
+def verify(db: str, archive: str | None, as_json: bool) -> None:
+    """Fold the whole log and check that the projection agrees with it (and, with an archive,
+    that every archive file matches its manifest's checksum)."""
 
     async def main() -> VerifyReport:
-        async with open_store(db) as store:
+        async with open_store(db, config=StoreConfig(archive_url=archive)) as store:
             return await with_progress(store, "verifying", store.verify)
 
     report = run(main)
@@ -65,6 +69,8 @@ def verify(db: str, as_json: bool) -> None:
             "[green]yes[/]" if report.ok else "[red]no[/]",
         )
         console.print(table)
+        for problem in report.archive_problems:
+            console.print(f"  archive: {problem}")
         for m in report.mismatches[:20]:
             console.print(
                 f"  scope {m.scope_id} key {m.key!r}: "

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import click
 
-from eventstore.cli.app import cli, db_option, err_console
+from eventstore.cli.app import archive_option, cli, db_option, err_console
 
 _secret_option = click.option(
     "--secret-file",
@@ -17,6 +17,7 @@ _secret_option = click.option(
 
 @cli.command()
 @db_option
+@archive_option
 @click.option("--host", default="127.0.0.1", show_default=True, help="Address to listen on.")
 @click.option("--port", default=8750, show_default=True, type=int, help="Port to listen on.")
 @_secret_option
@@ -30,7 +31,14 @@ _secret_option = click.option(
     metavar="SECONDS",
     help="Compact the store every SECONDS (expired keys leave the log); 0: never by itself.",
 )
-def serve(db: str, host: str, port: int, secret_file: str | None, compact_every: float) -> None:
+def serve(
+    db: str,
+    archive: str | None,
+    host: str,
+    port: int,
+    secret_file: str | None,
+    compact_every: float,
+) -> None:
     """Run the HTTP service until SIGINT/SIGTERM, then finish in-flight writes and stop."""
     try:
         from eventstore.service.app import create_app
@@ -45,7 +53,16 @@ def serve(db: str, host: str, port: int, secret_file: str | None, compact_every:
             f"[yellow]warning:[/] listening on {host}: anyone who can reach it and holds a "
             "token can use the store; put TLS in front of it"
         )
-    run_server(create_app(db, secret=secret, compact_every=compact_every), host, port)
+    from eventstore.config import StoreConfig
+    from eventstore.errors import ConfigError
+
+    try:
+        config = StoreConfig(archive_url=archive)
+    except ConfigError as error:
+        raise click.ClickException(str(error)) from None
+    run_server(
+        create_app(db, secret=secret, config=config, compact_every=compact_every), host, port
+    )
 
 
 @cli.command()

@@ -16,7 +16,7 @@ import anyio
 import pytest
 from conftest import postgres_schema_url
 
-from eventstore import NEVER_EXPIRE, open_store
+from eventstore import NEVER_EXPIRE, StoreConfig, open_store
 from eventstore.backends.base import EventFilter
 from eventstore.service import create_app, serve_in_thread
 from projections import compaction
@@ -126,8 +126,16 @@ def test_compaction_removes_expired_keys_and_counts_in_metrics(service: Service,
     assert report["dry_run"] is False
     assert report["events_removed"] == planned["events_removed"] >= 1
     assert report["keys_expired"] == planned["keys_expired"] >= 1
+    # The events list what the log holds; a question needing the removed lease is a 410.
     history = service.call("GET", history_path(dag), token=admin)
-    assert (history.status, history.reason) == (410, "history_compacted")
+    assert history.status == 200, history
+    assert [e["key"] for e in history.json()["events"]] == ["job", None]
+    timeline = service.call(
+        "GET", history_path(dag).replace("/history", "/timeline/lease"), token=admin
+    )
+    assert (timeline.status, timeline.reason) == (410, "history_compacted")
+    job = service.call("GET", history_path(dag).replace("/history", "/timeline/job"), token=admin)
+    assert [e["value"] for e in job.json()["events"]] == ["j"]
     entry = service.call("GET", task_path(dag, "job"), token=admin)
     assert entry.json()["value"] == "j"
     after = service.call("POST", f"{COMPACT}?dry_run=true", token=admin).json()
@@ -256,3 +264,38 @@ def test_shutdown_stops_a_scheduled_compaction_safely(
 def test_a_negative_interval_is_refused() -> None:
     with pytest.raises(ValueError, match="compact_every must be >= 0"):
         create_app("memory://", secret=SECRET, compact_every=-1)
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def archived_service(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Service]:
+    """A service whose store keeps an audit archive."""
+    clock = FakeClock()
+    with ExitStack() as stack:
+        if request.param == "sqlite":
+            url = f"sqlite:///{tmp_path / 'trail.db'}"
+        else:
+            url = stack.enter_context(postgres_schema_url())
+        config = StoreConfig(archive_url=str(tmp_path / "archive"))
+        app = create_app(url, secret=SECRET, clock=clock, config=config)
+        yield Service(stack.enter_context(serve_in_thread(app)), clock)
+
+
+def test_with_an_archive_history_routes_answer_what_compaction_removed(
+    archived_service: Service, dag: str, tmp_path: Path
+) -> None:
+    service = archived_service
+    expiring_key(service, dag)
+    admin = service.token("admin")
+    answer = service.call("POST", COMPACT, token=admin)
+    assert answer.status == 200, answer
+    assert answer.json()["archive_file"].endswith(".jsonl.gz")
+    assert (tmp_path / "archive" / answer.json()["archive_file"]).exists()
+
+    base = history_path(dag).removesuffix("/history")
+    timeline = service.call("GET", f"{base}/timeline/lease", token=admin)
+    assert timeline.status == 200, timeline
+    assert [e["value"] for e in timeline.json()["events"]] == [1]
+    state = service.call("GET", f"{base}/state?seq=1", token=admin)
+    assert state.json()["state"] == {"lease": 1}
+    events = service.call("GET", history_path(dag), token=admin).json()["events"]
+    assert [e["kind"] for e in events] == ["set", "set", "compacted"]
