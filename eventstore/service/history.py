@@ -2,9 +2,11 @@
 
 A point is one query parameter: `seq=41`, `version=7`, `at=2026-01-01T00:00:00Z` (a time),
 `end_of_try=1` or `start_of_try=2`. A diff takes two, prefixed `from_` and `to_`
-(`?from_end_of_try=1&to_end_of_try=2`). A question compaction can no longer answer is a 410
-with reason `history_compacted` naming the earliest position still answerable; a point that never
-happened (a try that never wrote) is a 404 with reason `no_such_point`.
+(`?from_end_of_try=1&to_end_of_try=2`). A state, diff or timeline whose answer needs an event
+compaction removed is a 410 with reason `history_compacted` naming the earliest position still
+answerable (the events route lists what the log holds, compaction markers included, and never
+is); a point that never happened (a try that never wrote) is a 404 with reason `no_such_point`.
+With an archive configured, every route answers from log + archive.
 """
 
 from __future__ import annotations
@@ -227,6 +229,7 @@ def _operations(prefix: str, kind: ScopeKind) -> list[Operation]:
         handler: Any,
         response: type,
         params: tuple[Param, ...],
+        statuses: tuple[int, ...] = _STATUSES,
     ) -> Operation:
         return Operation(
             "GET",
@@ -239,7 +242,7 @@ def _operations(prefix: str, kind: ScopeKind) -> list[Operation]:
             scope=kind,
             response=response,
             params=(*scope, *params),
-            statuses=_STATUSES,
+            statuses=statuses,
         )
 
     seq_param = Param("after_seq", "query", _SEQ, "only events after this position")
@@ -247,7 +250,8 @@ def _operations(prefix: str, kind: ScopeKind) -> list[Operation]:
         op(
             "/history",
             "history",
-            "The scope's events, oldest first, filtered and paginated",
+            "The scope's events, oldest first, filtered and paginated: what the log holds "
+            "(with an archive, log + archive), compaction markers included",
             list_events,
             EventPage,
             (
@@ -272,6 +276,7 @@ def _operations(prefix: str, kind: ScopeKind) -> list[Operation]:
                     "most events on a page (default 100)",
                 ),
             ),
+            (401, 403, 404, 422),
         ),
         op(
             "/state",
