@@ -425,11 +425,20 @@ class History:
         """What compaction removed from the scope, from every marker it left (markers whose
         events the archive holds left nothing out)."""
         horizon = _Horizon()
-        if await self.backend.select_last_scope_event(scope_id, "compacted") is None:
-            return horizon  # one seek: the usual case, never compacted
-        rows = await self.backend.select_events(
-            scope_id, EventFilter(kinds=frozenset({"compacted"}))
-        )
+        # Newest first, one index seek each (a scope has one marker per compaction that removed
+        # something from it); the usual case, never compacted, is one seek.
+        rows: list[EventRow] = []
+        through: int | None = None
+        while True:
+            row = await self.backend.select_last_scope_event(
+                scope_id, "compacted", through_seq=through
+            )
+            if row is None:
+                break
+            rows.append(row)
+            through = row.seq - 1
+        if not rows:
+            return horizon
         archived = frozenset[str]() if self._archived is None else await self._archived.runs()
         for row in rows:
             event = decode_event(row.payload)

@@ -12,13 +12,19 @@ prints the compaction time, events removed per second, the file sizes (database 
 and after (target: after <= 20% of before), and the longest time the writer waited for one
 acknowledged write during compaction (target: under 100 ms).
 
-    .venv/bin/python scripts/bench_compaction.py [--events N] [--db PATH]
+Then it does the same again, from a copy of the same store, with an audit archive
+(`StoreConfig(archive_url=...)`), and prints the two side by side: the time ratio (archive on /
+off), the archive's bytes per archived event, and the same size and wait targets with the
+archive on.
+
+    .venv/bin/python scripts/bench_compaction.py [--events N] [--db PATH] [--archive-only]
 """
 
 from __future__ import annotations
 
 import argparse
 import os
+import shutil
 import tempfile
 import time
 from collections.abc import AsyncIterator
@@ -100,19 +106,44 @@ async def disk_bytes(path: Path) -> int:
     return total
 
 
-async def main(events: int, path: Path) -> None:
+class Outcome:
+    def __init__(
+        self,
+        elapsed: float,
+        removed: int,
+        before: int,
+        after: int,
+        longest: float,
+        archive_bytes: int,
+    ) -> None:
+        self.elapsed = elapsed
+        self.removed = removed
+        self.before = before
+        self.after = after
+        self.longest = longest
+        self.archive_bytes = archive_bytes
+
+
+async def build_store(events: int, path: Path) -> float:
     clock = Clock()
     # Built without an fsync per commit, for speed; compacted with the default durability.
-    config = StoreConfig(history_horizon_days=7)
     build_config = StoreConfig(history_horizon_days=7, durability="normal")
-    url = f"sqlite:///{path}"
     started = time.monotonic()
-    async with open_store(url, config=build_config, clock=clock) as store:
+    async with open_store(f"sqlite:///{path}", config=build_config, clock=clock) as store:
         await build(store, clock, events)
         await store.backend.checkpoint()
-    built = time.monotonic() - started
-    clock.now += timedelta(hours=1)
+    return time.monotonic() - started
 
+
+async def compact_once(path: Path, archive: Path | None, built: float) -> Outcome:
+    clock = Clock()
+    clock.now += timedelta(days=30, minutes=10 + 60)
+    label = "archive on" if archive is not None else "archive off"
+    print(f"--- compaction, {label}")
+    config = StoreConfig(
+        history_horizon_days=7, archive_url=None if archive is None else str(archive)
+    )
+    url = f"sqlite:///{path}"
     async with open_store(url, config=config, clock=clock) as store:
         total = sum(r.version for r in await store.backend.select_all_scopes())
         before = await disk_bytes(path)
@@ -173,6 +204,11 @@ async def main(events: int, path: Path) -> None:
         f"on disk (db + WAL): before {before / 2**20:,.1f} MiB, after {after / 2**20:,.1f} MiB "
         f"= {after / before:.1%} of before (target <= 20%)"
     )
+    if report.archive_file is not None:
+        print(
+            f"archive: {report.archive_file}, {report.archive_bytes / 2**20:,.1f} MiB, "
+            f"{report.archive_bytes / report.events_removed:.1f} bytes per archived event"
+        )
     during = sorted(w for name, ws in waits.items() if name != "baseline" for w in ws)
     print(
         f"concurrent writer: {len(during):,} acknowledged writes during compaction, "
@@ -195,15 +231,49 @@ async def main(events: int, path: Path) -> None:
     )
     load = ", ".join(f"{x:.1f}" for x in os.getloadavg())
     print(f"verify after compaction: {'ok' if verified.ok else 'MISMATCH'}; load average {load}")
+    return Outcome(elapsed, report.events_removed, before, after, during[-1], report.archive_bytes)
+
+
+async def main(events: int, path: Path, archive_only: bool = False) -> None:
+    built = await build_store(events, path)
+    # The same store twice: compacted without an archive, and (from a copy) with one.
+    copy = path.with_name(path.stem + "-archived.db")
+    shutil.copyfile(path, copy)
+    archive = path.with_name(path.stem + "-archive")
+    shutil.rmtree(archive, ignore_errors=True)
+    off = None if archive_only else await compact_once(path, None, built)
+    on = await compact_once(copy, archive, built)
+    print("--- archive on beside off")
+    if off is not None:
+        print(
+            f"compaction time: {on.elapsed:.2f} s with the archive, {off.elapsed:.2f} s "
+            f"without: ratio {on.elapsed / off.elapsed:.2f}"
+        )
+        print(
+            f"longest writer wait: {on.longest * 1000:.1f} ms with, "
+            f"{off.longest * 1000:.1f} ms without (target < 100 ms)"
+        )
+        print(
+            f"size after: {on.after / on.before:.1%} of before with, "
+            f"{off.after / off.before:.1%} without (target <= 20%)"
+        )
+    print(
+        f"archive: {on.archive_bytes:,} bytes for {on.removed:,} events = "
+        f"{on.archive_bytes / max(on.removed, 1):.1f} bytes per archived event "
+        f"(the log held {on.before / max(on.removed, 1):.0f} bytes per event before)"
+    )
 
 
 if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--events", type=int, default=500_000)
     parser.add_argument("--db", type=Path, default=None, help="keep the store at this path")
+    parser.add_argument(
+        "--archive-only", action="store_true", help="only the compaction with the archive"
+    )
     args = parser.parse_args()
     if args.db is not None:
-        anyio.run(main, args.events, args.db)
+        anyio.run(main, args.events, args.db, args.archive_only)
     else:
         with tempfile.TemporaryDirectory() as tmp:
-            anyio.run(main, args.events, Path(tmp) / "bench.db")
+            anyio.run(main, args.events, Path(tmp) / "bench.db", args.archive_only)
