@@ -18,7 +18,6 @@ __all__ = [
     "Event",
     "EventKind",
     "KeyDeleted",
-    "KeyHorizon",
     "KeySet",
     "RecordedEvent",
     "ScopeCleared",
@@ -58,12 +57,12 @@ class ScopeCleared(Event, frozen=True, tag="clear"):
     all_map_indices: bool = False
 
 
-class Shown(msgspec.Struct, frozen=True, kw_only=True):
-    """Where removed `set`s of one key were the key's latest event: from the set at `from_seq`
-    (recorded `from_at`) until the event that superseded them at `until_seq` (recorded
-    `until_at`; 0 and None: none did, the value expired). A state in that stretch would show
-    the removed value unless it had expired by the state's expiry time: `expired_at` is when it
-    stopped showing by expiry; None: it showed until superseded.
+class Shown(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=True):
+    """A stretch of positions where a value compaction removed was its key's latest event, so
+    a state there would show it: from the `set` at `from_seq` (recorded `from_at`) until the
+    event that superseded it at `until_seq` (recorded `until_at`; 0 and None: none did, the
+    value expired). `expired_at` is when the value stopped showing by expiry; None: it showed
+    throughout. Stretches of several keys that behave alike are one.
     """
 
     from_seq: int
@@ -71,16 +70,6 @@ class Shown(msgspec.Struct, frozen=True, kw_only=True):
     until_seq: int = 0
     until_at: datetime | None = None
     expired_at: datetime | None = None
-
-
-class KeyHorizon(msgspec.Struct, frozen=True, kw_only=True):
-    """What one compaction removed of one key: its events at or before `through_seq` (every
-    one of them removed, or kept), and where the removed values would have shown in a state."""
-
-    key: str
-    through_seq: int
-    events: int = 0
-    shown: list[Shown] = msgspec.field(default_factory=list)
 
 
 class TryHorizon(msgspec.Struct, frozen=True, kw_only=True):
@@ -113,11 +102,13 @@ class Compacted(Event, frozen=True, tag="compacted"):
     removed_from_seq: int = 0  # the lowest position removed; states before it are exact
     # Tries whose first write in this scope was removed: their start can no longer be found.
     first_writes_removed: list[int] = msgspec.field(default_factory=list)
-    # Per key (tasktrail >= 0.2): what this compaction removed, key by key, with the scope's
-    # clears and the tries whose writes went. A marker with `per_key` False (written before)
-    # says only "every state before answerable_from_seq, of every key, may be gone".
+    # Per key (tasktrail >= 0.2): what this compaction removed, key by key, where the removed
+    # values would show in a state, the scope's clears and the tries whose writes went. A
+    # marker with `per_key` False (written before) says only "every state before
+    # answerable_from_seq, of every key, may be gone".
     per_key: bool = False
-    keys: list[KeyHorizon] = msgspec.field(default_factory=list)
+    keys: dict[str, int] = msgspec.field(default_factory=dict)  # key: its highest removed seq
+    shown: list[Shown] = msgspec.field(default_factory=list)  # where removed values showed
     clears_through_seq: int = 0  # the highest position of a removed clear (0: none went)
     tries: list[TryHorizon] = msgspec.field(default_factory=list)
     # The archive file holding every event this compaction removed (None: not archived).

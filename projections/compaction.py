@@ -58,7 +58,6 @@ from eventstore.errors import CompactionRunningError
 from eventstore.events import (
     AnyEvent,
     Compacted,
-    KeyHorizon,
     Shown,
     TryHorizon,
     decode_event,
@@ -154,7 +153,8 @@ class ScopePlan(msgspec.Struct, kw_only=True):
     first_writes_removed: list[int]
     erased_events: int = 0  # values of an erased scope (counted in superseded_events too)
     # What went, key by key, with the clears and the tries (this compaction's only).
-    keys: list[KeyHorizon] = msgspec.field(default_factory=list)
+    keys: dict[str, int] = msgspec.field(default_factory=dict)
+    shown: list[Shown] = msgspec.field(default_factory=list)
     clears_through_seq: int = 0
     tries: list[TryHorizon] = msgspec.field(default_factory=list)
     rows: list[EventRow] = msgspec.field(default_factory=list)  # the events to remove
@@ -174,6 +174,7 @@ class ScopePlan(msgspec.Struct, kw_only=True):
                 first_writes_removed=self.first_writes_removed,
                 per_key=True,
                 keys=self.keys,
+                shown=self.shown,
                 clears_through_seq=self.clears_through_seq,
                 tries=self.tries,
                 archive=archive,
@@ -318,8 +319,10 @@ def plan_scope(rows: Sequence[EventRow], *, now: int, cutoff: int | None) -> Sco
 
     # A key's projection row comes from its last set, if nothing deleted or cleared it since.
     current = [(rows[i].scope_id, key, rows[i].seq) for key, i in last_set.items() if why[i]]
+    keys, shown = _key_horizons(rows, removed, superseded_by)
     return ScopePlan(
-        keys=_key_horizons(rows, removed, superseded_by),
+        keys=keys,
+        shown=shown,
         clears_through_seq=max(
             (rows[i].seq for i in removed if rows[i].kind == "clear"), default=0
         ),
@@ -340,25 +343,24 @@ def plan_scope(rows: Sequence[EventRow], *, now: int, cutoff: int | None) -> Sco
     )
 
 
-# A key's stretches where removed values showed, kept in a marker: beyond this many, the oldest
-# are merged into one that says "may have shown throughout" (history refuses a little more).
+# Stretches where removed values showed, kept in a marker: beyond this many, the oldest are
+# merged into one that says "may have shown throughout" (history refuses a little more).
 MAX_SHOWN: Final = 32
 
 
 def _key_horizons(
     rows: Sequence[EventRow], removed: Sequence[int], superseded_by: Sequence[int | None]
-) -> list[KeyHorizon]:
-    """Per key: the highest removed position, and where its removed sets were the key's latest
-    event (from the set until its key's next event or the next clear), with their expiry."""
+) -> tuple[dict[str, int], list[Shown]]:
+    """Each key's highest removed position, and the stretches where a removed `set` was its
+    key's latest event (from the set until its key's next event or the next clear), with
+    their expiry: per key first, then those of all keys that behave alike as one."""
     through: dict[str, int] = {}
-    count: dict[str, int] = {}
-    shown: dict[str, list[Shown]] = {}
+    per_key: dict[str, list[Shown]] = {}
     for i in removed:
         row = rows[i]
         if row.key is None:
             continue
         through[row.key] = row.seq
-        count[row.key] = count.get(row.key, 0) + 1
         if row.kind != "set":
             continue
         end = superseded_by[i]
@@ -375,7 +377,7 @@ def _key_horizons(
             until_at=None if until_at is None else from_micros(until_at),
             expired_at=None if expired_at is None else from_micros(expired_at),
         )
-        spans = shown.setdefault(row.key, [])
+        spans = per_key.setdefault(row.key, [])
         last = spans[-1] if spans else None
         if (
             last is not None
@@ -383,32 +385,63 @@ def _key_horizons(
             and last.expired_at is None
             and (span.expired_at is None or span.expired_at > span.from_at)
         ):
-            # The earlier stretch showed throughout and this one starts where it ended: one.
+            # The key's earlier stretch showed throughout, and this one starts where it ended
+            # and shows at least until a time after that: one stretch.
             spans[-1] = msgspec.structs.replace(span, from_seq=last.from_seq, from_at=last.from_at)
         else:
             spans.append(span)
-    horizons = []
-    for key in sorted(through):
-        spans = shown.get(key, [])
-        if len(spans) > MAX_SHOWN:
-            spans = [_merged(spans[: -MAX_SHOWN + 1]), *spans[-MAX_SHOWN + 1 :]]
-        horizons.append(
-            KeyHorizon(key=key, through_seq=through[key], events=count[key], shown=spans)
+    # Across keys: overlapping stretches with the same expiry show exactly where their union
+    # does (a state in it shows one of the values, under the same condition).
+    merged: list[Shown] = []
+    for span in sorted((s for spans in per_key.values() for s in spans), key=_from):
+        last = merged[-1] if merged else None
+        if (
+            last is not None
+            and last.expired_at == span.expired_at
+            and (last.until_seq == 0 or span.from_seq <= last.until_seq)
+        ):
+            if last.until_seq != 0 and (span.until_seq == 0 or span.until_seq > last.until_seq):
+                merged[-1] = msgspec.structs.replace(
+                    last, until_seq=span.until_seq, until_at=span.until_at
+                )
+        else:
+            merged.append(span)
+    if len(merged) > MAX_SHOWN:
+        merged = [*_merged(merged[: -MAX_SHOWN + 2]), *merged[-MAX_SHOWN + 2 :]]
+    return {key: through[key] for key in sorted(through)}, merged
+
+
+def _from(span: Shown) -> int:
+    return span.from_seq
+
+
+def _merged(spans: Sequence[Shown]) -> list[Shown]:
+    """At most two stretches covering these, showing wherever any of them did (never less):
+    one for those some event superseded, one for those that expired (never "forever")."""
+    out = []
+    bounded = [s for s in spans if s.until_seq]
+    if bounded:
+        last = max(bounded, key=lambda s: s.until_seq)
+        expiries = [s.expired_at for s in bounded]
+        out.append(
+            Shown(
+                from_seq=bounded[0].from_seq,
+                from_at=bounded[0].from_at,
+                until_seq=last.until_seq,
+                until_at=last.until_at,
+                expired_at=None if None in expiries else max(e for e in expiries if e),
+            )
         )
-    return horizons
-
-
-def _merged(spans: Sequence[Shown]) -> Shown:
-    """One stretch covering these, showing wherever any of them did (so never less)."""
-    expiries = [s.expired_at for s in spans]
-    last = spans[-1]
-    return Shown(
-        from_seq=spans[0].from_seq,
-        from_at=spans[0].from_at,
-        until_seq=last.until_seq,
-        until_at=last.until_at,
-        expired_at=None if None in expiries else max(e for e in expiries if e is not None),
-    )
+    unbounded = [s for s in spans if not s.until_seq]
+    if unbounded:
+        out.append(
+            Shown(
+                from_seq=unbounded[0].from_seq,
+                from_at=unbounded[0].from_at,
+                expired_at=max(s.expired_at for s in unbounded if s.expired_at),
+            )
+        )
+    return out
 
 
 def _try_horizons(

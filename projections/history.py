@@ -683,9 +683,9 @@ class _Horizon:
             self.old_from = max(self.old_from, _answerable_from(marker))
             self.old_tries.update(marker.first_writes_removed)
             return
-        for key in marker.keys:
-            self.keys[key.key] = max(self.keys.get(key.key, 0), key.through_seq)
-            self.shown.extend(key.shown)
+        for key, through in marker.keys.items():
+            self.keys[key] = max(self.keys.get(key, 0), through)
+        self.shown.extend(marker.shown)
         for gone in marker.tries:
             known = self.tries.get(gone.try_number)
             if known is not None:

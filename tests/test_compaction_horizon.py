@@ -53,7 +53,10 @@ async def test_events_list_the_kept_events_and_the_marker_in_its_place(
         marker = events[1].detail
         assert marker is not None
         assert marker["keys_expired"] == ["tmp"]
-        assert [k["key"] for k in marker["keys"]] == ["tmp"]
+        assert marker["keys"] == {"tmp": 2}
+        (shown,) = marker["shown"]
+        assert (shown["from_seq"], shown.get("until_seq")) == (2, None)  # none superseded it
+        assert shown["expired_at"] is not None
         assert "expired" in marker["reason"]
 
 
@@ -220,3 +223,30 @@ def test_the_fixture_marker_has_no_per_key_fields() -> None:
     conn.close()
     assert b"per_key" not in payload
     assert b'"answerable_from_seq":4' in payload
+
+
+async def test_many_stretches_of_one_key_are_capped_and_never_refuse_less(
+    make_store: StoreFactory, clock: FakeClock
+) -> None:
+    async with make_store() as store:
+        ts = store.task_store("d", "r", "t", try_number=1)
+        await ts.set("job", "spark-1", retention=NEVER_EXPIRE)
+        live_at = []
+        for i in range(40):  # a lease renewed after each expiry: 40 separate stretches
+            live_at.append(clock.now)
+            await ts.set("lease", i, retention=timedelta(seconds=1))
+            clock.advance(timedelta(seconds=2))
+        await ts.set("done", True, retention=NEVER_EXPIRE)
+        clock.advance(HOUR)
+        await store.compact()
+        h = store.history(SCOPE)
+        (marker,) = [e.detail for e in await h.events() if e.kind == "compacted"]
+        assert marker is not None
+        assert len(marker["shown"]) <= 32
+        assert all(s.get("until_seq") or s.get("expired_at") for s in marker["shown"])
+        for moment in live_at:  # every lease would show: refused, whether merged or not
+            with pytest.raises(HistoryCompactedError):
+                await h.state(At.time(moment))
+        # Between the newest leases (their stretches kept exact), and after the last one.
+        assert await h.state(At.time(live_at[-1] + timedelta(seconds=1.5))) == {"job": "spark-1"}
+        assert await h.state(At.time(clock.now)) == {"done": True, "job": "spark-1"}
