@@ -552,7 +552,10 @@ async def compact(
         manifest = None
         if archive is not None and plans:
             report("archive", 0, 1)
-            manifest = await archive.awrite_run(_archived(plans), now)
+            # Made and written in a worker thread: hundreds of thousands of lines to encode.
+            manifest = await anyio.to_thread.run_sync(
+                lambda: archive.write_run(_archived(plans), now)
+            )
             report("archive", 1, 1)
         if manifest is not None:
             archive_file, archive_bytes = manifest.file, manifest.bytes

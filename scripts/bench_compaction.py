@@ -115,6 +115,7 @@ class Outcome:
         after: int,
         longest: float,
         archive_bytes: int,
+        archiving: float,
     ) -> None:
         self.elapsed = elapsed
         self.removed = removed
@@ -122,6 +123,7 @@ class Outcome:
         self.after = after
         self.longest = longest
         self.archive_bytes = archive_bytes
+        self.archiving = archiving
 
 
 async def build_store(events: int, path: Path) -> float:
@@ -177,9 +179,12 @@ async def compact_once(path: Path, archive: Path | None, built: float) -> Outcom
                 i += 1
                 await anyio.sleep(0.001)
 
+        started: dict[str, float] = {}
+
         def progress(name: str, done: int, total: int) -> None:
             if phase[-1] != name:
                 phase.append(name)
+                started[name] = time.monotonic()
 
         async with anyio.create_task_group() as tg:
             tg.start_soon(writer)
@@ -200,6 +205,9 @@ async def compact_once(path: Path, archive: Path | None, built: float) -> Outcom
         f"{report.tombstones:,} tombstones; {report.scopes_touched:,} scopes touched"
     )
     print(f"compaction time: {elapsed:.2f} s ({report.events_removed / elapsed:,.0f} events/s)")
+    ends = [*list(started.values())[1:], t0 + elapsed]
+    took = {name: end - begin for (name, begin), end in zip(started.items(), ends, strict=True)}
+    print("  phases: " + ", ".join(f"{name} {seconds:.2f} s" for name, seconds in took.items()))
     print(
         f"on disk (db + WAL): before {before / 2**20:,.1f} MiB, after {after / 2**20:,.1f} MiB "
         f"= {after / before:.1%} of before (target <= 20%)"
@@ -231,7 +239,15 @@ async def compact_once(path: Path, archive: Path | None, built: float) -> Outcom
     )
     load = ", ".join(f"{x:.1f}" for x in os.getloadavg())
     print(f"verify after compaction: {'ok' if verified.ok else 'MISMATCH'}; load average {load}")
-    return Outcome(elapsed, report.events_removed, before, after, during[-1], report.archive_bytes)
+    return Outcome(
+        elapsed,
+        report.events_removed,
+        before,
+        after,
+        during[-1],
+        report.archive_bytes,
+        took.get("archive", 0.0),
+    )
 
 
 async def main(events: int, path: Path, archive_only: bool = False) -> None:
@@ -257,6 +273,10 @@ async def main(events: int, path: Path, archive_only: bool = False) -> None:
             f"size after: {on.after / on.before:.1%} of before with, "
             f"{off.after / off.before:.1%} without (target <= 20%)"
         )
+    print(
+        f"writing the archive file took {on.archiving:.2f} s of the {on.elapsed:.2f} s "
+        f"({on.removed / max(on.archiving, 1e-9):,.0f} events/s)"
+    )
     print(
         f"archive: {on.archive_bytes:,} bytes for {on.removed:,} events = "
         f"{on.archive_bytes / max(on.removed, 1):.1f} bytes per archived event "
