@@ -32,7 +32,12 @@ such that:
 4. no try whose first write was removed wrote at or after A (such tries are also listed in
    `first_writes_removed`, as a try still running may write again after compaction).
 
-When no kept event qualifies, A is the marker itself.
+When no kept event qualifies, A is the marker itself. These cumulative fields stay for readers
+that know only them; history reads the per-key fields (`keys`, `shown`, `tries`), which say
+what this compaction removed, key by key, and refuses only the questions that need it.
+
+With an archive (`eventstore.archive`), every event to remove is first written there, in one
+file per compaction, fsynced, before the markers (which name the file's run) are appended.
 """
 
 from __future__ import annotations

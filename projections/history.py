@@ -18,31 +18,31 @@ point applies it as of the recorded time of its position: what a reader saw righ
 
 Compaction contract
 -------------------
-Compaction appends a `Compacted` marker to every scope it removed events from. Its
-`answerable_from_seq` (A) promises:
+Compaction appends a `Compacted` marker to every scope it removed events from, before removing
+them; each says what its own compaction removed (every marker of the scope is read):
 
-1. every event of the scope with seq >= A is kept, and the event at A itself is an event of the
-   scope that is kept;
-2. every state at a position >= A is what it was: each key's latest event at or before the
-   position (after the last clear) is kept, or was one that would not show in that state
-   anyway (a value expired as of the state's expiry time, a delete or clear with nothing left
-   to hide);
-3. no removed event was recorded at the same time as the event at A (A starts a commit), so a
-   time at or after the event at A's time sees only kept events;
-4. the first write of a try with writes at or after A is kept; a try whose first write was
-   removed is listed in `first_writes_removed` (it may still be running and write after A), and
-   its start, or its end once none of its writes is left, raise `HistoryCompactedError`.
+- `keys`: each key's highest removed position. `timeline(key)` is refused unless `after_seq`
+  is at least that (the error names it, plus one).
+- `shown`: the stretches of positions (with their recorded times) where a removed `set` was its
+  key's latest event, after the last clear, with the time its value stopped showing by expiry
+  (None: it showed until superseded). A state is refused when its point falls in a stretch and
+  the state's expiry time is before that time.
+- `tries`: per try whose writes went, its last removed write and, if its first write went, that
+  one, with their times: `At.end_of_try` and `At.start_of_try` still find where they land.
 
-A marker without `answerable_from_seq` (0) falls back to `removed_through_seq + 1`. The latest
-marker of the scope decides. History then answers a question only if it reaches no position
-before A, and raises `HistoryCompactedError` naming A otherwise:
+A point that lands on or among removed events (`At.seq`, `At.version`) knows only the kept
+events around it, so its expiry time lies between theirs; the state is refused when a kept value
+expires in between (it may or may not show). Such a refusal names the next kept position.
 
-- `state(at)` and both sides of `diff`: the resolved position must be >= A;
-- `events(...)`: the lower bound (`after_seq + 1`, or the first event recorded at or after
-  `since`) must be >= A, i.e. after_seq >= A - 1 or since >= the time of the event at A;
-- `timeline(key, after_seq=...)`: after_seq >= A - 1.
+A marker written before the per-key horizon (`per_key` False) says only "every key, before
+`answerable_from_seq` (or `removed_through_seq + 1`)": states at earlier positions, timelines
+reaching back before it, and the start of a try in its `first_writes_removed` are refused.
 
-`tries()` summarises the events the log still holds.
+Every refusal is a `HistoryCompactedError` naming the earliest point still answerable for the
+question. `events(...)` lists what the log holds, markers included, and never raises;
+`tries()` summarises the events the log holds. With an archive (`eventstore.archive`), reads
+take in the scope's archived events too, and a marker whose run the archive holds is ignored:
+its events are back.
 """
 
 from __future__ import annotations
