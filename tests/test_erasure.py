@@ -4,7 +4,9 @@ its metadata stays."""
 from __future__ import annotations
 
 import shutil
+import sqlite3
 from pathlib import Path
+from typing import Any
 
 import pytest
 from click.testing import CliRunner
@@ -257,3 +259,56 @@ async def test_erasure_leaves_no_value_in_the_wal_of_an_open_store(
         await fill(store, clock)
         await store.erase(SCOPE)
         assert leaked(tmp_path, f"{MARKER}-1") == []
+
+
+
+def _compiled_secure_delete() -> str:
+    conn = sqlite3.connect(":memory:")
+    try:
+        options = {row[0] for row in conn.execute("PRAGMA compile_options")}
+    finally:
+        conn.close()
+    return "ON" if "SECURE_DELETE" in options else "OFF"
+
+
+@pytest.fixture(params=["build", "OFF", "ON"])
+def secure_delete_default(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
+    """The secure_delete every new SQLite connection starts with: this build's own default
+    (ON where SQLite was compiled with SECURE_DELETE, as Debian's is; OFF upstream), or the
+    other one, set on each connection as it is made, as that build would have it."""
+    if request.param == "build":
+        return _compiled_secure_delete()
+    setting: str = request.param
+    connect = sqlite3.connect
+
+    def connect_as_built(*args: Any, **kwargs: Any) -> sqlite3.Connection:
+        conn = connect(*args, **kwargs)
+        conn.execute(f"PRAGMA secure_delete = {setting}")
+        return conn
+
+    monkeypatch.setattr(sqlite3, "connect", connect_as_built)
+    return setting
+
+
+@pytest.mark.parametrize("keys", ["encrypted", "plain"])
+async def test_every_erasure_in_one_process_overwrites_the_removed_values(
+    tmp_path: Path, clock: FakeClock, keys: str, secure_delete_default: str
+) -> None:
+    config = StoreConfig() if keys == "plain" else encrypted("sqlite:", tmp_path)
+    db = tmp_path / "trail.db"
+    scopes = [TaskScope("etl", "run_1", f"task_{n}") for n in range(3)]
+    async with open_store(f"sqlite:///{db}", config=config, clock=clock) as store:
+        for n, scope in enumerate(scopes):
+            ts = store.task_store(scope.dag_id, scope.run_id, scope.task_id, try_number=1)
+            for i in range(10):  # one write each: the pages split as the scope grows
+                await ts.set(f"k{i}", f"{MARKER}-s{n}-v{i}")
+        for n, scope in enumerate(scopes):
+            await store.erase(scope)
+            # This scope's values are gone from the file and its WAL; the later scopes' stay.
+            for i in range(10):
+                assert leaked(tmp_path, f"{MARKER}-s{n}-v{i}") == [], (n, i)
+            if keys == "plain" and n + 1 < len(scopes):
+                assert leaked(tmp_path, f"{MARKER}-s{n + 1}-v0") != []
+            assert await store.task_store("etl", "run_1", "task_2").get("k0") == (
+                None if n == 2 else f"{MARKER}-s2-v0"
+            )

@@ -329,6 +329,12 @@ class SQLiteBackend(LogBackend):
             # takes effect on a new file; an older file is converted by one full VACUUM, at
             # its first compaction that frees pages (see reclaim_space).
             conn.execute("PRAGMA auto_vacuum = INCREMENTAL")
+            # Every deleted or replaced row is overwritten with zeros in its page, and every
+            # freed page before it joins the free list, on every build (SQLite's upstream
+            # default is OFF, Debian's ON). Only for some transactions is not enough: a page
+            # split or merge made while it is OFF leaves copies of the rows it moved in the
+            # page's free space, which no later erasure can find. An erasure relies on it.
+            conn.execute("PRAGMA secure_delete = ON")
             if not self.in_memory:
                 conn.execute("PRAGMA journal_mode = WAL")
             synchronous = "FULL" if self._durability == "full" else "NORMAL"
@@ -680,19 +686,13 @@ class _SQLiteTransaction(WriteTransaction):
         )
 
     async def update_event_payloads(self, rows: Sequence[tuple[int, bytes]]) -> None:
-        self._securely("UPDATE events SET payload = ? WHERE seq = ?", [(p, seq) for seq, p in rows])
+        # The bytes replaced (a plain value) are overwritten: see secure_delete in _connect.
+        self.conn.executemany(
+            "UPDATE events SET payload = ? WHERE seq = ?", [(p, seq) for seq, p in rows]
+        )
 
     async def update_current_values(self, rows: Sequence[tuple[bytes, int, str, int]]) -> None:
-        self._securely(_UPDATE_CURRENT_VALUE, rows)
-
-    def _securely(self, sql: str, rows: Sequence[Sequence[object]]) -> None:
-        # secure_delete: the bytes replaced (a plain value) are overwritten in the page, not left
-        # in its free space. Only for these rewrites: it costs every other delete some writing.
-        self.conn.execute("PRAGMA secure_delete = ON")
-        try:
-            self.conn.executemany(sql, rows)
-        finally:
-            self.conn.execute("PRAGMA secure_delete = OFF")
+        self.conn.executemany(_UPDATE_CURRENT_VALUE, rows)
 
 
 _AUTO_VACUUM_NONE: Final = 0
