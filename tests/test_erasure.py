@@ -261,7 +261,6 @@ async def test_erasure_leaves_no_value_in_the_wal_of_an_open_store(
         assert leaked(tmp_path, f"{MARKER}-1") == []
 
 
-
 def _compiled_secure_delete() -> str:
     conn = sqlite3.connect(":memory:")
     try:
