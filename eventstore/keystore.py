@@ -117,6 +117,10 @@ class SQLiteKeyStore(KeyStore):
         self._seen = 0
         try:
             self._conn.execute("PRAGMA busy_timeout = 10000")
+            # A destroyed data key must leave no bytes behind, on every build (SQLite's
+            # upstream default is OFF): deleted rows are zeroed in their page, freed pages
+            # zeroed, and rows a page split moves leave no copy in the page's free space.
+            self._conn.execute("PRAGMA secure_delete = ON")
             if path != ":memory:":
                 self._conn.execute("PRAGMA journal_mode = WAL")
                 self._conn.execute("PRAGMA synchronous = FULL")
@@ -199,6 +203,11 @@ class SQLiteKeyStore(KeyStore):
                 "SELECT MAX(generation) FROM data_keys WHERE scope_key = ?", (scope_key,)
             ).fetchone()
             through = int(row[0] or 0)
+            # Zeros over the wrapped key first, then the row (secure_delete zeroes it too).
+            conn.execute(
+                "UPDATE data_keys SET wrapped = zeroblob(length(wrapped)) WHERE scope_key = ?",
+                (scope_key,),
+            )
             conn.execute("DELETE FROM data_keys WHERE scope_key = ?", (scope_key,))
             conn.execute(
                 "INSERT INTO erased (scope_key, through_generation) VALUES (?, ?) "
@@ -208,7 +217,18 @@ class SQLiteKeyStore(KeyStore):
             )
             return through
 
-        return self._write(work)
+        through = self._write(work)
+        self._checkpoint()
+        return through
+
+    def _checkpoint(self) -> None:
+        """Copy the WAL into the file and empty it: the frames of earlier transactions still
+        hold the pages as they were, destroyed keys included. It waits (busy timeout) for
+        readers of other processes; one still reading after that leaves the WAL as it is, and
+        the next destroy or the last connection to close empties it."""
+        if self.location != ":memory:":
+            with self._lock:
+                self._conn.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchall()
 
     def wrapped_by_others(self, key_id: str) -> list[DataKeyRow]:
         rows = self._read(

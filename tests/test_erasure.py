@@ -14,6 +14,7 @@ from click.testing import CliRunner
 from eventstore import ERASED, StoreConfig, TaskScope, generate_master_key, open_store
 from eventstore.backends.base import EventFilter
 from eventstore.cli import cli
+from eventstore.scopes import scope_key
 from projections import At
 from tests.conftest import FakeClock, StoreFactory
 
@@ -311,3 +312,41 @@ async def test_every_erasure_in_one_process_overwrites_the_removed_values(
             assert await store.task_store("etl", "run_1", "task_2").get("k0") == (
                 None if n == 2 else f"{MARKER}-s2-v0"
             )
+
+
+def _wrapped_keys(keys_file: Path) -> dict[str, bytes]:
+    conn = sqlite3.connect(f"file:{keys_file}?mode=ro", uri=True)
+    try:
+        rows = conn.execute("SELECT scope_key, wrapped FROM data_keys").fetchall()
+    finally:
+        conn.close()
+    return {str(scope): bytes(wrapped) for scope, wrapped in rows}
+
+
+def _files_holding(folder: Path, needle: bytes) -> list[str]:
+    return sorted(p.name for p in folder.iterdir() if p.is_file() and needle in p.read_bytes())
+
+
+async def test_a_destroyed_data_key_is_in_no_file_of_the_key_store(
+    tmp_path: Path, clock: FakeClock, secure_delete_default: str
+) -> None:
+    db = tmp_path / "trail.db"
+    keys_file = tmp_path / "trail.db.keys"
+    config = encrypted("sqlite:", tmp_path)
+    scopes = [TaskScope("etl", "run_1", f"task_{n}") for n in range(40)]
+    async with open_store(f"sqlite:///{db}", config=config, clock=clock) as store:
+        for scope in scopes:  # a key each, made one after the other: the pages split
+            await store.task_store(scope.dag_id, scope.run_id, scope.task_id).set("v", 1)
+        wrapped = _wrapped_keys(keys_file)
+        assert len(wrapped) == len(scopes)
+        for n in (0, 17, 39):
+            key = scope_key(scopes[n])
+            assert _files_holding(tmp_path, wrapped[key]) != []
+            await store.erase(scopes[n])
+            # Gone from the key store file and its WAL while the store is still open.
+            assert _files_holding(tmp_path, wrapped[key]) == [], n
+        kept = scope_key(scopes[1])
+        assert _files_holding(tmp_path, wrapped[kept]) != []
+        assert await store.task_store("etl", "run_1", "task_1").get("v") == 1
+    for n in (0, 17, 39):
+        assert _files_holding(tmp_path, wrapped[scope_key(scopes[n])]) == []
