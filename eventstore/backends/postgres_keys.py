@@ -67,9 +67,11 @@ _DESTROY: Final = (
 
 
 class PostgresKeyStore(KeyStore):
-    def __init__(self, url: str) -> None:
+    def __init__(self, url: str, *, read_only: bool = False) -> None:
         dsn, schema = split_url(url)
         self.location = _where(url) + (f" schema {schema}" if schema else "")
+        self.read_only = read_only
+        self._exists = True  # read-only: whether the key store's tables are there at all
         self._schema = schema
         self._dirty = False
         self._lock = threading.Lock()
@@ -90,14 +92,23 @@ class PostgresKeyStore(KeyStore):
         except (OSError, asyncpg.PostgresError) as error:
             raise EventStoreError(f"cannot reach the key store {self.location}: {error}") from error
         try:
-            async with conn.transaction():
-                await conn.execute("SELECT pg_advisory_xact_lock($1)", _LOCK)
+            if self.read_only:
+                # Nothing made: every transaction of the session is read-only.
+                await conn.execute("SET default_transaction_read_only = on")
                 if self._schema is not None:
-                    name = _quote_ident(self._schema)
-                    await conn.execute(f"CREATE SCHEMA IF NOT EXISTS {name}")
-                    await conn.execute(f"SET search_path TO {name}")
-                for statement in _SCHEMA:
-                    await conn.execute(statement)
+                    await conn.execute(f"SET search_path TO {_quote_ident(self._schema)}")
+                self._exists = bool(
+                    await conn.fetchval("SELECT to_regclass('master_checks') IS NOT NULL")
+                )
+            else:
+                async with conn.transaction():
+                    await conn.execute("SELECT pg_advisory_xact_lock($1)", _LOCK)
+                    if self._schema is not None:
+                        name = _quote_ident(self._schema)
+                        await conn.execute(f"CREATE SCHEMA IF NOT EXISTS {name}")
+                        await conn.execute(f"SET search_path TO {name}")
+                    for statement in _SCHEMA:
+                        await conn.execute(statement)
             await conn.add_listener(_CHANNEL, self._notified)
         except BaseException:
             await conn.close()
@@ -122,6 +133,8 @@ class PostgresKeyStore(KeyStore):
                 await self._conn.execute(sql, *args)
 
     def checks(self) -> dict[str, bytes]:
+        if not self._exists:
+            return {}
         rows = self._run(self._conn.fetch("SELECT key_id, sealed FROM master_checks"))
         return {r[0]: bytes(r[1]) for r in rows}
 

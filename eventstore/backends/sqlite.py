@@ -54,7 +54,18 @@ from eventstore.backends.base import (
     WriteTransaction,
 )
 from eventstore.backends.migrations import Migration, latest_version, pending_migrations
-from eventstore.errors import CompactionRunningError, EventStoreError, StoreClosedError
+from eventstore.backends.sqlite_files import (
+    connect_read_only,
+    translate,
+    translate_os,
+)
+from eventstore.errors import (
+    CompactionRunningError,
+    ConfigError,
+    ReadOnlyStoreError,
+    StorageError,
+    StoreClosedError,
+)
 
 __all__ = ["MIGRATIONS", "SCHEMA_VERSION", "SQLiteBackend"]
 
@@ -278,9 +289,12 @@ SELECT {_EVENT_COLUMNS} FROM events WHERE seq IN (
 class SQLiteBackend(LogBackend):
     """The log in one SQLite file (or in memory, for `sqlite://:memory:`)."""
 
-    def __init__(self, path: str, *, durability: str = "full") -> None:
+    def __init__(self, path: str, *, durability: str = "full", read_only: bool = False) -> None:
         self.path = path
         self._durability = durability
+        # Read-only: no write connection, and the others opened so that they never write
+        # (eventstore.backends.sqlite_files): no pragma that writes, no migration.
+        self.read_only = read_only
         # Writes: used by the loop thread and, for BEGIN and COMMIT, by one worker thread, never
         # both at once (the write lock serialises transactions, the limiter the thread hops).
         self._write_conn: sqlite3.Connection | None = None
@@ -301,8 +315,60 @@ class SQLiteBackend(LogBackend):
         return self.path == ":memory:"
 
     async def open(self) -> None:
+        if self.read_only:
+            await self._open_read_only()
+            return
         if not self.in_memory:
-            Path(self.path).parent.mkdir(parents=True, exist_ok=True)
+            try:
+                Path(self.path).parent.mkdir(parents=True, exist_ok=True)
+            except OSError as error:
+                raise translate_os(error, self.path) from error
+        try:
+            await self._open()
+        except sqlite3.Error as error:
+            raise translate(error, self.path) from error
+
+    async def _open_read_only(self) -> None:
+        if self.in_memory:
+            raise ConfigError(
+                "an in-memory SQLite store cannot be opened read-only: it would start empty"
+            )
+        try:
+            self._point_conn = await self._in_thread(self._connect_read_only)
+            self._check_schema(self._point_conn)
+            self._read_conn = await aiosqlite.Connection(self._connect_read_only, 64)
+        except BaseException as error:
+            with anyio.CancelScope(shield=True):
+                await self.aclose()
+            if isinstance(error, sqlite3.Error):
+                raise translate(error, self.path) from error
+            raise
+
+    def _connect_read_only(self) -> sqlite3.Connection:
+        return connect_read_only(self.path, busy_timeout_ms=_BUSY_TIMEOUT_MS)
+
+    def _check_schema(self, conn: sqlite3.Connection) -> None:
+        """Read-only, the schema cannot be migrated: it must be the one this code writes."""
+        found = conn.execute(
+            "SELECT name FROM sqlite_master WHERE type = 'table' AND name = 'schema_version'"
+        ).fetchall()
+        if not found:
+            raise StorageError(
+                f"SQLite file {self.path} holds no tasktrail log; check the path (--db)",
+                where=self.path,
+                cause="missing",
+            )
+        rows = conn.execute("SELECT version FROM schema_version").fetchall()
+        version = rows[0][0] if rows else 0
+        if pending_migrations(version, MIGRATIONS, f"SQLite file {self.path}"):
+            raise ReadOnlyStoreError(
+                f"SQLite file {self.path}",
+                f"has schema version {version}, made by an older tasktrail; this one reads "
+                f"version {SCHEMA_VERSION}, and migrating it writes",
+                "open it once without read_only (where it can be written) to migrate it",
+            )
+
+    async def _open(self) -> None:
         try:
             # Opening may wait for another process's lock (WAL switch, migration): not on the loop.
             write_conn = self._write_conn = await self._in_thread(self._connect)
@@ -373,6 +439,19 @@ class SQLiteBackend(LogBackend):
         # Airflow backend's is) must still close its connections then.
         return await anyio.to_thread.run_sync(fn, *args, limiter=self._limiter)
 
+    def _writer(self) -> sqlite3.Connection:
+        conn = self._write_conn
+        if conn is None:
+            if self.read_only:
+                raise ReadOnlyStoreError(
+                    f"SQLite file {self.path}",
+                    "is open read-only: nothing was written",
+                    "open it without read_only (StoreConfig(read_only=False), no --read-only) "
+                    "to write",
+                )
+            raise StoreClosedError("SQLite log")
+        return conn
+
     async def _begin(self, conn: sqlite3.Connection) -> None:
         try:
             conn.execute("BEGIN IMMEDIATE")
@@ -391,9 +470,7 @@ class SQLiteBackend(LogBackend):
         other processes, as BEGIN does.
         """
         async with self._write_lock:
-            conn = self._write_conn
-            if conn is None:
-                raise StoreClosedError("SQLite log")
+            conn = self._writer()
 
             def run() -> T:
                 conn.execute(f"PRAGMA busy_timeout = {_BUSY_TIMEOUT_MS}")
@@ -405,7 +482,7 @@ class SQLiteBackend(LogBackend):
             try:
                 return await self._in_thread(run)
             except sqlite3.Error as error:
-                raise _translate(error) from error
+                raise translate(error, self.path) from error
 
     @asynccontextmanager
     async def compaction_lock(self) -> AsyncIterator[None]:
@@ -422,6 +499,7 @@ class SQLiteBackend(LogBackend):
             async with super().compaction_lock():
                 yield
             return
+        self._writer()  # read-only: compaction writes
         path = f"{self.path}.compact.lock"
         fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
         try:
@@ -446,13 +524,11 @@ class SQLiteBackend(LogBackend):
     @asynccontextmanager
     async def write(self) -> AsyncIterator[WriteTransaction]:
         async with self._write_lock:
-            conn = self._write_conn
-            if conn is None:
-                raise StoreClosedError("SQLite log")
+            conn = self._writer()
             try:
                 await self._begin(conn)
             except sqlite3.Error as error:
-                raise _translate(error) from error
+                raise translate(error, self.path) from error
             except BaseException:
                 # Cancelled while BEGIN ran in its thread: it may have begun all the same.
                 _rollback(conn)
@@ -461,7 +537,7 @@ class SQLiteBackend(LogBackend):
                 yield _SQLiteTransaction(conn)
             except sqlite3.Error as error:
                 _rollback(conn)
-                raise _translate(error) from error
+                raise translate(error, self.path) from error
             except BaseException:
                 _rollback(conn)
                 raise
@@ -472,7 +548,7 @@ class SQLiteBackend(LogBackend):
                     await self._commit(conn)
             except sqlite3.Error as error:
                 _rollback(conn)
-                raise _translate(error) from error
+                raise translate(error, self.path) from error
 
     async def _commit(self, conn: sqlite3.Connection) -> None:
         if self._commit_seconds < _INLINE_COMMIT_SECONDS:
@@ -571,7 +647,7 @@ class SQLiteBackend(LogBackend):
         return await self._run_writer(partial(_reclaim_step, max_pages=max_pages))
 
     async def checkpoint(self) -> None:
-        if not self.in_memory:
+        if not self.in_memory and not self.read_only:
             # TRUNCATE waits for no reader: pages a reader still needs stay in the WAL, and
             # the next checkpoint takes them.
             await self._run_writer(_checkpoint)
@@ -807,7 +883,3 @@ def _events_query(scope_id: int, where: EventFilter) -> tuple[str, list[Any]]:
         sql += " LIMIT ?"
         params.append(where.limit)
     return sql, params
-
-
-def _translate(error: sqlite3.Error) -> EventStoreError:
-    return EventStoreError(f"SQLite failed: {error}; check the file's permissions and free space")
