@@ -511,6 +511,22 @@ class SQLiteBackend(LogBackend):
         finally:
             os.close(fd)  # closing the last descriptor of the file releases the flock
 
+    @asynccontextmanager
+    async def snapshot(self) -> AsyncIterator[None]:
+        if not self.read_only:
+            async with super().snapshot():
+                yield
+            return
+        # Read-only: one read transaction of the long-reads connection, which every read of
+        # verify goes through, sees one state of the file whatever other processes commit.
+        reader = self._reader()
+        await reader.execute("BEGIN")
+        try:
+            yield
+        finally:
+            with anyio.CancelScope(shield=True):
+                await reader.execute("COMMIT")
+
     def _reader(self) -> aiosqlite.Connection:
         if self._read_conn is None:
             raise StoreClosedError("SQLite log")
