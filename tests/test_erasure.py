@@ -282,7 +282,7 @@ def secure_delete_default(request: pytest.FixtureRequest, monkeypatch: pytest.Mo
     connect = sqlite3.connect
 
     def connect_as_built(*args: Any, **kwargs: Any) -> sqlite3.Connection:
-        conn = connect(*args, **kwargs)
+        conn: sqlite3.Connection = connect(*args, **kwargs)
         conn.execute(f"PRAGMA secure_delete = {setting}")
         return conn
 

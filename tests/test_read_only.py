@@ -115,10 +115,10 @@ async def test_every_write_to_a_read_only_store_names_read_only_mode_and_the_fix
 
 async def test_read_only_open_of_a_missing_file_makes_nothing(tmp_path: Path) -> None:
     url = f"sqlite:///{tmp_path / 'none' / 'trail.db'}"
-    with pytest.raises(StorageError, match="no SQLite file .* to open read-only"):
+    with pytest.raises(StorageError, match=r"no SQLite file .* to open read-only"):
         async with open_store(url, config=READ_ONLY):
             pass
-    assert list(tmp_path.iterdir()) == []
+    assert not (tmp_path / "none").exists()
 
 
 async def test_a_postgres_store_opened_read_only_is_refused_writes_by_the_server(
@@ -206,7 +206,7 @@ async def test_on_a_full_disk_reads_work_and_a_write_fails_with_nothing_lost(
     async with open_store(url, clock=clock) as store:
         ts = store.task_store("etl", "run_1", "ingest", try_number=2)
         filler = fill_disk(small_disk / "filler")
-        with pytest.raises(StorageError, match="disk holding it is full.*nothing was written"):
+        with pytest.raises(StorageError, match=r"disk holding it is full.*nothing was written"):
             await ts.set_many({f"big{n}": "x" * 60_000 for n in range(8)})
         assert await ts.items() == {"offset": 20, "job": "spark-1"}
     # Closing removed the WAL and gave its space back: fill that too. Opened again on the full
@@ -324,8 +324,17 @@ def test_serve_read_only_answers_reads_and_refuses_writes_with_503(
     token = made.stdout.strip()
     port = _free_port()
     server = subprocess.Popen(
-        [sys.executable, "-m", "eventstore", "serve", "--db", url, "--port", str(port)]
-        + ["--read-only"],
+        [
+            sys.executable,
+            "-m",
+            "eventstore",
+            "serve",
+            "--db",
+            url,
+            "--port",
+            str(port),
+            "--read-only",
+        ],
         env={**os.environ, "TASKTRAIL_SECRET": secret},
         stdout=subprocess.DEVNULL,
         stderr=subprocess.PIPE,
