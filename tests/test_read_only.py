@@ -323,6 +323,7 @@ def test_serve_read_only_answers_reads_and_refuses_writes_with_503(
     assert made.exit_code == 0, made.output
     token = made.stdout.strip()
     port = _free_port()
+    log = (small_disk.parent / "serve.log").open("wb")
     server = subprocess.Popen(
         [
             sys.executable,
@@ -337,7 +338,7 @@ def test_serve_read_only_answers_reads_and_refuses_writes_with_503(
         ],
         env={**os.environ, "TASKTRAIL_SECRET": secret},
         stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
+        stderr=log,
     )
 
     def call(method: str, path: str, body: object = None) -> tuple[int, bytes]:
@@ -357,7 +358,7 @@ def test_serve_read_only_answers_reads_and_refuses_writes_with_503(
                 if call("GET", "/healthz")[0] == 200:
                     break
             except OSError:
-                assert server.poll() is None, server.stderr.read() if server.stderr else ""
+                assert server.poll() is None, (small_disk.parent / "serve.log").read_text()
                 time.sleep(0.05)
         base = "/api/v1/tasks/etl/run_1/ingest/-1/store"
         status, body = call("GET", f"{base}/offset")
@@ -378,3 +379,4 @@ def test_serve_read_only_answers_reads_and_refuses_writes_with_503(
     finally:
         server.terminate()
         server.wait(timeout=30)
+        log.close()
