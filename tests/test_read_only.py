@@ -380,3 +380,16 @@ def test_serve_read_only_answers_reads_and_refuses_writes_with_503(
         server.terminate()
         server.wait(timeout=30)
         log.close()
+
+
+@pytest.mark.parametrize("read_only", [False, True])
+async def test_a_file_that_is_not_a_database_is_a_storage_error_naming_it(
+    tmp_path: Path, read_only: bool
+) -> None:
+    path = tmp_path / "trail.db"
+    path.write_bytes(b"not a database, " * 512)
+    with pytest.raises(StorageError, match=r"trail\.db is damaged or not a database") as raised:
+        async with open_store(f"sqlite:///{path}", config=StoreConfig(read_only=read_only)):
+            pass
+    assert raised.value.cause == "damaged"
+    assert path.read_bytes() == b"not a database, " * 512

@@ -30,9 +30,9 @@ import fcntl
 import os
 import sqlite3
 import time
-from collections.abc import AsyncIterator, Callable, Collection, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Collection, Sequence
 from contextlib import asynccontextmanager
-from functools import partial
+from functools import partial, wraps
 from pathlib import Path
 from typing import Any, Final, TypeVar
 
@@ -284,6 +284,22 @@ SELECT {_EVENT_COLUMNS} FROM events WHERE seq IN (
     ) AS last
     FROM keys WHERE keys.key IS NOT NULL
 ) AND seq > :after"""
+
+
+_Read = TypeVar("_Read", bound=Callable[..., Awaitable[Any]])
+
+
+def _translated(read: _Read) -> _Read:
+    """A read whose SQLite errors (an I/O error, a damaged file) become StorageErrors."""
+
+    @wraps(read)
+    async def reading(self: SQLiteBackend, *args: Any, **kwargs: Any) -> Any:
+        try:
+            return await read(self, *args, **kwargs)
+        except sqlite3.Error as error:
+            raise translate(error, self.path) from error
+
+    return reading  # type: ignore[return-value]
 
 
 class SQLiteBackend(LogBackend):
@@ -574,23 +590,28 @@ class SQLiteBackend(LogBackend):
         # A moving average over about the last eight commits.
         self._commit_seconds += (took - self._commit_seconds) / 8
 
+    @_translated
     async def select_scope(self, scope_key: str) -> ScopeRow | None:
         row = self._points().execute(_SELECT_SCOPE, (scope_key,)).fetchone()
         return None if row is None else _scope_row(row)
 
+    @_translated
     async def select_current(self, scope_id: int, key: str) -> CurrentRow | None:
         row = self._points().execute(_SELECT_CURRENT, (scope_id, key)).fetchone()
         return None if row is None else CurrentRow(*row)
 
+    @_translated
     async def select_current_all(self, scope_id: int) -> list[CurrentRow]:
         rows = self._points().execute(_SELECT_CURRENT_ALL, (scope_id,)).fetchall()
         return [CurrentRow(*r) for r in rows]
 
+    @_translated
     async def select_events(self, scope_id: int, where: EventFilter) -> list[EventRow]:
         sql, params = _events_query(scope_id, where)
         rows = await self._reader().execute_fetchall(sql, params)
         return [EventRow(*r) for r in rows]
 
+    @_translated
     async def select_last_scope_event(
         self, scope_id: int, kind: str, *, through_seq: int | None = None
     ) -> EventRow | None:
@@ -600,6 +621,7 @@ class SQLiteBackend(LogBackend):
         )
         return next((EventRow(*r) for r in rows), None)
 
+    @_translated
     async def select_latest_per_key(
         self, scope_id: int, *, after_seq: int, through_seq: int
     ) -> list[EventRow]:
@@ -614,17 +636,22 @@ class SQLiteBackend(LogBackend):
     ) -> AsyncIterator[EventRow]:
         reader = self._reader()
         while True:
-            rows = list(await reader.execute_fetchall(_SELECT_ALL_EVENTS, (after_seq, batch)))
+            try:
+                rows = list(await reader.execute_fetchall(_SELECT_ALL_EVENTS, (after_seq, batch)))
+            except sqlite3.Error as error:
+                raise translate(error, self.path) from error
             for r in rows:
                 yield EventRow(*r)
             if len(rows) < batch:
                 return
             after_seq = rows[-1][0]
 
+    @_translated
     async def select_all_scopes(self) -> list[ScopeRow]:
         rows = await self._reader().execute_fetchall(f"SELECT {_SCOPE_COLUMNS} FROM scopes")
         return [_scope_row(r) for r in rows]
 
+    @_translated
     async def select_scopes_page(self, where: ScopeFilter) -> list[ScopeRow]:
         before_at, before_id = where.before if where.before is not None else (None, None)
         params = {
@@ -641,14 +668,17 @@ class SQLiteBackend(LogBackend):
         rows = await self._reader().execute_fetchall(_SELECT_SCOPES_PAGE, params)
         return [_scope_row(r) for r in rows]
 
+    @_translated
     async def select_all_current(self) -> list[CurrentRow]:
         rows = await self._reader().execute_fetchall(f"SELECT {_CURRENT_COLUMNS} FROM current")
         return [CurrentRow(*r) for r in rows]
 
+    @_translated
     async def count_idempotent(self, *, recorded_before: int) -> int:
         rows = await self._reader().execute_fetchall(_COUNT_IDEMPOTENT, (recorded_before,))
         return int(next(iter(rows))[0])
 
+    @_translated
     async def select_storage_bytes(self) -> int:
         if self.in_memory:
             return int(self._points().execute(_SELECT_PAGE_BYTES).fetchone()[0])
