@@ -283,7 +283,11 @@ class SQLiteKeyStore(KeyStore):
             conn.executemany("DELETE FROM master_checks WHERE key_id = ?", [(k,) for k in retired])
             return retired
 
-        return self._write(work)
+        retired = self._write(work)
+        # The end of a rotation: the WAL's older frames hold the keys as the old master key
+        # wrapped them.
+        self._checkpoint()
+        return retired
 
     def count(self) -> int:
         return int(self._read("SELECT COUNT(*) FROM data_keys")[0][0])

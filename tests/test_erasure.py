@@ -350,3 +350,24 @@ async def test_a_destroyed_data_key_is_in_no_file_of_the_key_store(
         assert await store.task_store("etl", "run_1", "task_1").get("v") == 1
     for n in (0, 17, 39):
         assert _files_holding(tmp_path, wrapped[scope_key(scopes[n])]) == []
+
+
+async def test_after_a_rotation_no_file_of_the_key_store_holds_a_key_as_the_old_master_wrapped_it(
+    tmp_path: Path, clock: FakeClock, secure_delete_default: str
+) -> None:
+    db = tmp_path / "trail.db"
+    keys_file = tmp_path / "trail.db.keys"
+    old, new = generate_master_key(), generate_master_key()
+    url = f"sqlite:///{db}"
+    async with open_store(url, config=StoreConfig(master_keys=(old,)), clock=clock) as store:
+        for n in range(20):
+            await store.task_store("etl", "run_1", f"task_{n}").set("v", n)
+    wrapped_by_old = _wrapped_keys(keys_file)
+    both = StoreConfig(master_keys=(new, old))
+    async with open_store(url, config=both, clock=clock) as store:
+        report = await store.rotate_keys()
+        assert report.rewrapped == 20
+        for key, wrapped in wrapped_by_old.items():
+            assert _files_holding(tmp_path, wrapped) == [], key
+    async with open_store(url, config=StoreConfig(master_keys=(new,)), clock=clock) as store:
+        assert await store.task_store("etl", "run_1", "task_7").get("v") == 7
