@@ -168,7 +168,10 @@ class SQLiteKeyStore(KeyStore):
 
     def _read(self, sql: str, params: Sequence[object] = ()) -> list[Any]:
         with self._lock:
-            return self._conn.execute(sql, params).fetchall()
+            try:
+                return self._conn.execute(sql, params).fetchall()
+            except sqlite3.Error as error:
+                raise translate(error, self.location) from error
 
     def checks(self) -> dict[str, bytes]:
         return {str(k): bytes(s) for k, s in self._read("SELECT key_id, sealed FROM master_checks")}

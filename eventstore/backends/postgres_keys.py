@@ -21,7 +21,7 @@ from typing import Any, Final, TypeVar
 
 import asyncpg
 
-from eventstore.backends.postgres import _quote_ident, _where, split_url
+from eventstore.backends.postgres import _quote_ident, _translate, _where, split_url
 from eventstore.errors import ConfigError, EventStoreError
 from eventstore.keystore import DataKeyRow, KeyStore, MakeKey
 
@@ -124,7 +124,7 @@ class PostgresKeyStore(KeyStore):
             try:
                 return asyncio.run_coroutine_threadsafe(coro, self._loop).result()
             except asyncpg.PostgresError as error:
-                raise EventStoreError(f"the key store {self.location} failed: {error}") from error
+                raise _translate(error, f"the key store {self.location}") from error
 
     async def _write(self, statements: Sequence[tuple[str, Sequence[Any]]]) -> None:
         async with self._conn.transaction():
