@@ -393,3 +393,85 @@ async def test_a_file_that_is_not_a_database_is_a_storage_error_naming_it(
             pass
     assert raised.value.cause == "damaged"
     assert path.read_bytes() == b"not a database, " * 512
+
+
+_PROBE = """
+import asyncio, sys
+from eventstore import EventStoreError, StoreConfig, open_store
+
+async def main(url):
+    for config in (StoreConfig(), StoreConfig(read_only=True)):
+        try:
+            async with open_store(url, config=config) as store:
+                items = await store.task_store("etl", "run_1", "ingest").items()
+                print("read", sorted(items.items()))
+        except EventStoreError as error:
+            print(type(error).__name__, error)
+
+asyncio.run(main(sys.argv[1]))
+"""
+
+
+@pytest.fixture
+def as_nobody(tmp_path: Path) -> Iterator[tuple[list[str], Path]]:
+    """A command prefix that runs Python as the unprivileged user `nobody` (root bypasses file
+    modes), with this tasktrail importable, and a folder that user can reach."""
+    import shutil
+    import sysconfig
+    import tempfile
+
+    system_python = Path("/usr/bin/python3")
+    setpriv = shutil.which("setpriv")
+    if os.geteuid() != 0 or setpriv is None or not system_python.exists():
+        pytest.skip("needs root, setpriv and /usr/bin/python3 to run a probe as nobody")
+    version = subprocess.run(
+        [str(system_python), "-c", "import sys; print(sys.version_info[:2])"],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout.strip()
+    if version != str(sys.version_info[:2]):
+        pytest.skip(f"/usr/bin/python3 is {version}, not this interpreter's version")
+    root = Path(__file__).resolve().parents[1]
+    path = os.pathsep.join([sysconfig.get_paths()["purelib"], str(root)])
+    folder = Path(tempfile.mkdtemp(prefix="tasktrail-nobody-"))
+    folder.chmod(0o755)
+    try:
+        yield (
+            [
+                setpriv,
+                "--reuid=65534",
+                "--regid=65534",
+                "--clear-groups",
+                "env",
+                f"PYTHONPATH={path}",
+                str(system_python),
+                "-c",
+                _PROBE,
+            ],
+            folder,
+        )
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)
+
+
+def test_a_0444_file_names_the_cause_and_the_fix_and_opens_read_only(
+    as_nobody: tuple[list[str], Path], clock: FakeClock
+) -> None:
+    import anyio
+
+    probe, folder = as_nobody
+    db = folder / "trail.db"
+    anyio.run(fill, f"sqlite:///{db}", StoreConfig(), clock)
+    db.chmod(0o444)
+    before = db.read_bytes()
+    done = subprocess.run(
+        [*probe, f"sqlite:///{db}"], capture_output=True, text=True, timeout=120, check=False
+    )
+    assert done.returncode == 0, done.stderr
+    refused, read = done.stdout.splitlines()
+    assert refused.startswith("ReadOnlyStoreError")
+    assert "the file is read-only (mode 444)" in refused
+    assert "StoreConfig(read_only=True)" in refused
+    assert read == "read [('job', 'spark-1'), ('offset', 20)]"
+    assert db.read_bytes() == before
