@@ -13,6 +13,7 @@ import msgspec
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
+from eventstore.config import StoreConfig
 from eventstore.crypto import ERASED, MASKED
 from eventstore.errors import (
     ConcurrencyError,
@@ -98,8 +99,6 @@ async def open_for_reading(db: str, read_only: bool) -> AsyncIterator[Store]:
     read-only instead. (The library does not do this by itself: a program that means to write
     learns at open that it cannot.)
     """
-    from eventstore.config import StoreConfig
-
     async with AsyncExitStack() as stack:
         store: Store | None = None
         if not read_only:
