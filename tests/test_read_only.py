@@ -274,7 +274,8 @@ def test_serve_on_a_read_only_mount_without_read_only_exits_with_the_fix(
     remount_read_only(small_disk)
     done = subprocess.run(
         [sys.executable, "-m", "eventstore", "serve", "--db", url, "--port", "1"],
-        env={**os.environ, "TASKTRAIL_SECRET": "serve-test-secret-0123"},
+        # No secret given: none may be made on the read-only mount before the store is checked.
+        env={k: v for k, v in os.environ.items() if k != "TASKTRAIL_SECRET"},
         capture_output=True,
         text=True,
         timeout=60,
@@ -285,14 +286,21 @@ def test_serve_on_a_read_only_mount_without_read_only_exits_with_the_fix(
     assert "Traceback" not in done.stderr
 
 
-def test_serve_read_only_needs_a_secret_it_does_not_have_to_make(tmp_path: Path) -> None:
+def test_serve_read_only_needs_a_secret_it_does_not_have_to_make(
+    tmp_path: Path, clock: FakeClock
+) -> None:
+    import anyio
+
     url = f"sqlite:///{tmp_path / 'trail.db'}"
+    anyio.run(fill, url, StoreConfig(), clock)
+    before = digest(tmp_path)
     done = CliRunner(env={"TASKTRAIL_SECRET": None}).invoke(
         cli, ["serve", "--db", url, "--read-only"]
     )
     assert done.exit_code == 1
     assert "makes no file" in done.output
-    assert list(tmp_path.iterdir()) == []
+    assert not (tmp_path / "trail.db.secret").exists()
+    assert digest(tmp_path)["trail.db"] == before["trail.db"]
 
 
 def _free_port() -> int:

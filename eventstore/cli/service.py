@@ -58,6 +58,16 @@ def serve(
         raise click.ClickException(
             f"the service needs its extra: pip install 'tasktrail[service]' ({error})"
         ) from None
+    config = StoreConfig(read_only=True) if read_only else None
+
+    async def can_open() -> None:
+        # Opened once here, so a store that cannot be opened (read-only, full disk, wrong URL)
+        # is an error message and an exit code from the one table, not a startup traceback.
+        async with open_store(db, config=config):
+            pass
+
+    # First: before a secret is made beside a database that cannot be written.
+    run(can_open)
     if read_only and secret_file is None and not os.environ.get(SECRET_ENV):
         kept = secret_path_for(db)
         if not kept.is_file():
@@ -71,15 +81,6 @@ def serve(
             f"[yellow]warning:[/] listening on {host}: anyone who can reach it and holds a "
             "token can use the store; put TLS in front of it"
         )
-    config = StoreConfig(read_only=True) if read_only else None
-
-    async def can_open() -> None:
-        # Opened once here, so a store that cannot be opened (read-only, full disk, wrong URL)
-        # is an error message and an exit code from the one table, not a startup traceback.
-        async with open_store(db, config=config):
-            pass
-
-    run(can_open)
     app = create_app(
         db, secret=secret, config=config, compact_every=0 if read_only else compact_every
     )
