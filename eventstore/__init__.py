@@ -11,7 +11,9 @@ from eventstore.errors import (
     EventStoreError,
     HistoryCompactedError,
     MasterKeyError,
+    ReadOnlyStoreError,
     StaleAttemptError,
+    StorageError,
     StoreClosedError,
 )
 from eventstore.events import RecordedEvent
@@ -34,9 +36,11 @@ __all__ = [
     "EventStoreError",
     "HistoryCompactedError",
     "MasterKeyError",
+    "ReadOnlyStoreError",
     "RecordedEvent",
     "Scope",
     "StaleAttemptError",
+    "StorageError",
     "Store",
     "StoreClosedError",
     "StoreConfig",

@@ -23,12 +23,12 @@ from eventstore.cli.app import (
     emit_json,
     encode_json,
     json_option,
+    open_for_reading,
+    read_only_option,
     run,
 )
-from eventstore.config import StoreConfig
 from eventstore.events import RecordedEvent
 from eventstore.scopes import AssetScope, Scope, TaskScope
-from eventstore.store import open_store
 from projections.history import Diff, Position, TrySummary
 from projections.points import At
 
@@ -217,6 +217,7 @@ def position_json(at: At, position: Position) -> dict[str, Any]:
 @click.option("--after-seq", type=int, help="Only events after this position (to page).")
 @click.option("--limit", type=int, default=100, show_default=True, help="At most this many.")
 @json_option
+@read_only_option
 def history_command(
     db: str,
     archive: str | None,
@@ -228,13 +229,14 @@ def history_command(
     after_seq: int | None,
     limit: int,
     as_json: bool,
+    read_only: bool,
     **options: Any,
 ) -> None:
     """The events of a scope, oldest first, filtered and paged."""
     scope = scope_from(options)
 
     async def main() -> list[RecordedEvent]:
-        async with open_store(db, config=StoreConfig(archive_url=archive)) as store:
+        async with open_for_reading(db, read_only, archive) as store:
             return await store.history(scope).events(
                 key=key,
                 kinds=kinds or None,
@@ -260,7 +262,10 @@ def history_command(
 @scope_options
 @point_options()
 @json_option
-def as_of_command(db: str, archive: str | None, as_json: bool, **options: Any) -> None:
+@read_only_option
+def as_of_command(
+    db: str, archive: str | None, as_json: bool, read_only: bool, **options: Any
+) -> None:
     """The state of a scope as of one point: what a reader saw there.
 
     \b
@@ -271,7 +276,7 @@ def as_of_command(db: str, archive: str | None, as_json: bool, **options: Any) -
     at = point_from(options)
 
     async def main() -> tuple[Position, dict[str, Any]]:
-        async with open_store(db, config=StoreConfig(archive_url=archive)) as store:
+        async with open_for_reading(db, read_only, archive) as store:
             history = store.history(scope)
             return await history.resolve(at), await history.state(at)
 
@@ -296,7 +301,10 @@ def as_of_command(db: str, archive: str | None, as_json: bool, **options: Any) -
 @point_options("from-", "From ")
 @point_options("to-", "To ")
 @json_option
-def diff_command(db: str, archive: str | None, as_json: bool, **options: Any) -> None:
+@read_only_option
+def diff_command(
+    db: str, archive: str | None, as_json: bool, read_only: bool, **options: Any
+) -> None:
     """What changed in a scope between two points: keys added, removed, changed.
 
     \b
@@ -310,7 +318,7 @@ def diff_command(db: str, archive: str | None, as_json: bool, **options: Any) ->
     b = point_from(options, "to-")
 
     async def main() -> tuple[Position, Position, Diff]:
-        async with open_store(db, config=StoreConfig(archive_url=archive)) as store:
+        async with open_for_reading(db, read_only, archive) as store:
             history = store.history(scope)
             return await history.resolve(a), await history.resolve(b), await history.diff(a, b)
 
@@ -352,14 +360,21 @@ def diff_command(db: str, archive: str | None, as_json: bool, **options: Any) ->
 @click.argument("key")
 @click.option("--after-seq", type=int, help="Only events after this position.")
 @json_option
+@read_only_option
 def timeline_command(
-    db: str, archive: str | None, key: str, after_seq: int | None, as_json: bool, **options: Any
+    db: str,
+    archive: str | None,
+    key: str,
+    after_seq: int | None,
+    as_json: bool,
+    read_only: bool,
+    **options: Any,
 ) -> None:
     """Every event of one key of a scope, oldest first."""
     scope = scope_from(options)
 
     async def main() -> list[RecordedEvent]:
-        async with open_store(db, config=StoreConfig(archive_url=archive)) as store:
+        async with open_for_reading(db, read_only, archive) as store:
             return await store.history(scope).timeline(key, after_seq=after_seq)
 
     events = run(main)
@@ -374,12 +389,15 @@ def timeline_command(
 @archive_option
 @scope_options
 @json_option
-def tries_command(db: str, archive: str | None, as_json: bool, **options: Any) -> None:
+@read_only_option
+def tries_command(
+    db: str, archive: str | None, as_json: bool, read_only: bool, **options: Any
+) -> None:
     """One line per try that wrote to a scope: first/last write, writes, keys touched."""
     scope = scope_from(options)
 
     async def main() -> list[TrySummary]:
-        async with open_store(db, config=StoreConfig(archive_url=archive)) as store:
+        async with open_for_reading(db, read_only, archive) as store:
             return await store.history(scope).tries()
 
     tries = run(main)

@@ -16,10 +16,11 @@ from eventstore.cli.app import (
     db_option,
     emit_json,
     json_option,
+    open_for_reading,
+    read_only_option,
     run,
     stderr_progress,
 )
-from eventstore.config import StoreConfig
 from eventstore.store import Store, open_store
 from projections.verify import Progress as ProgressCallback
 from projections.verify import VerifyReport
@@ -48,12 +49,13 @@ async def with_progress(
 @db_option
 @archive_option
 @json_option
-def verify(db: str, archive: str | None, as_json: bool) -> None:
+@read_only_option
+def verify(db: str, archive: str | None, as_json: bool, read_only: bool) -> None:
     """Fold the whole log and check that the projection agrees with it (and, with an archive,
     that every archive file matches its manifest's checksum)."""
 
     async def main() -> VerifyReport:
-        async with open_store(db, config=StoreConfig(archive_url=archive)) as store:
+        async with open_for_reading(db, read_only, archive) as store:
             return await with_progress(store, "verifying", store.verify)
 
     report = run(main)
