@@ -24,7 +24,7 @@ from eventstore import (
     open_store,
 )
 from eventstore.archive import open_archive
-from eventstore.errors import ConfigError
+from eventstore.errors import ConfigError, ReadOnlyStoreError
 from projections import At
 
 HOUR = timedelta(hours=1)
@@ -227,3 +227,26 @@ async def test_the_archive_is_configured_by_path_file_url_or_environment(
     with pytest.raises(ConfigError, match=r"directory path or a file:// URL"):
         StoreConfig(archive_url="s3://bucket/archive")
     assert open_archive(None) is None
+
+
+async def test_a_read_only_store_reads_its_archive_and_leaves_it_untouched(
+    tmp_path: Path, archive_dir: Path
+) -> None:
+    url = f"sqlite:///{tmp_path / 'trail.db'}"
+    clock = FakeClock()
+    async with open_store(url, config=StoreConfig(archive_url=str(archive_dir)), clock=clock) as s:
+        await story(s, clock)
+        await s.compact()
+    files = snapshot(archive_dir)
+    config = StoreConfig(archive_url=str(archive_dir), read_only=True)
+    async with open_store(url, config=config, clock=clock) as store:
+        timeline = await store.history(SCOPE).timeline("tmp")
+        assert [e.value for e in timeline] == [f"{SECRET}-1", f"{SECRET}-2"]
+        assert (await store.verify()).ok
+        with pytest.raises(ReadOnlyStoreError):
+            await store.erase(SCOPE)
+    assert snapshot(archive_dir) == files
+
+
+def snapshot(folder: Path) -> dict[str, bytes]:
+    return {p.name: p.read_bytes() for p in folder.iterdir()}
