@@ -254,10 +254,25 @@ class Archive:
             self.storage.put(file, data)
             self.storage.put(manifest.run + _MANIFEST, _encode(rewritten))
             self.storage.delete(manifest.file)
+        self._remove_replaced()
         with self._lock:
             self._cache.clear()
             self._manifests = None
         return scrubbed
+
+    def _remove_replaced(self) -> None:
+        """Delete data files an earlier rewrite replaced but did not get to delete (a crash
+        between switching the manifest and deleting the old file): they may hold erased values.
+        Only files of runs whose manifest names another file; a run being written has none."""
+        names = set(self.storage.names())
+        for manifest in self.manifests():
+            for name in names:
+                if (
+                    name.startswith(manifest.run + ".")
+                    and name.endswith(".jsonl.gz")
+                    and name != manifest.file
+                ):
+                    self.storage.delete(name)
 
     async def ascrub(self, scope: str) -> int:
         return await anyio.to_thread.run_sync(self.scrub, scope)

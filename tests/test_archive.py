@@ -250,3 +250,24 @@ async def test_a_read_only_store_reads_its_archive_and_leaves_it_untouched(
 
 def snapshot(folder: Path) -> dict[str, bytes]:
     return {p.name: p.read_bytes() for p in folder.iterdir()}
+
+
+async def test_an_erasure_interrupted_before_deleting_the_old_file_is_finished_by_the_next(
+    archive_dir: Path,
+) -> None:
+    clock = FakeClock()
+    config = StoreConfig(archive_url=str(archive_dir))
+    async with open_store("memory://", config=config, clock=clock) as store:
+        await story(store, clock)
+        await store.compact()
+        (original,) = data_files(archive_dir)
+        kept = original.read_bytes()
+        await store.erase(SCOPE)
+        # As if the process had died after switching the manifest, before deleting the old file.
+        original.write_bytes(kept)
+        assert SECRET.encode() in _archive_text(archive_dir)
+
+        await store.erase(TaskScope("d", "r", "other"))
+
+        assert SECRET.encode() not in _archive_text(archive_dir)
+        assert (await store.verify()).ok
