@@ -27,9 +27,10 @@ import os
 import re
 import secrets
 import threading
+import zlib
 from abc import ABC, abstractmethod
 from collections import OrderedDict
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Final
@@ -187,7 +188,9 @@ def _checked(name: str) -> str:
     return name
 
 
-_encode = msgspec.json.Encoder().encode
+_encoder = msgspec.json.Encoder()
+_encode = _encoder.encode
+_encode_lines = _encoder.encode_lines
 _decode_manifest = msgspec.json.Decoder(ArchiveManifest).decode
 _decode_line = msgspec.json.Decoder(ArchivedEvent).decode
 _MANIFEST: Final = ".manifest.json"
@@ -376,8 +379,20 @@ class Archive:
         return grouped
 
 
-def _compress(events: Iterable[ArchivedEvent]) -> bytes:
-    return gzip.compress(b"".join(_encode(e) + b"\n" for e in events), _LEVEL, mtime=0)
+# Events encoded and compressed per chunk: no call holds the GIL long (compaction runs this in
+# a worker thread beside the event loop), and the uncompressed lines never exist all at once.
+_CHUNK: Final = 2048
+
+
+def _compress(events: Sequence[ArchivedEvent]) -> bytes:
+    # wbits 31: a gzip stream (header with mtime 0, so the same events give the same bytes).
+    compressor = zlib.compressobj(_LEVEL, zlib.DEFLATED, 31)
+    parts = [
+        compressor.compress(_encode_lines(events[i : i + _CHUNK]))
+        for i in range(0, len(events), _CHUNK)
+    ]
+    parts.append(compressor.flush())
+    return b"".join(parts)
 
 
 def _manifest(

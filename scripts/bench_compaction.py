@@ -190,7 +190,7 @@ async def compact_once(path: Path, archive: Path | None, built: float) -> Outcom
             tg.start_soon(writer)
             await anyio.sleep(2)  # the writer alone, for comparison
             phase.append("plan")
-            t0 = time.monotonic()
+            t0 = started["plan"] = time.monotonic()
             report = await store.compact(progress=progress)
             elapsed = time.monotonic() - t0
             writing = False
