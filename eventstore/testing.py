@@ -31,9 +31,11 @@ from eventstore.store import Store, TaskStore, open_store
 from projections.history import History
 
 try:
-    import pytest_asyncio
-except ImportError:  # pragma: no cover - the kit's async fixture needs pytest-asyncio
-    pytest_asyncio = None
+    from pytest_asyncio import fixture as _async_fixture
+except ImportError:  # pragma: no cover - pytest-asyncio runs the kit's async fixture
+    # Without it the plugin still loads, so pytest runs in an environment with tasktrail but
+    # without pytest-asyncio are not broken; only tests asking for tasktrail_store fail.
+    _async_fixture = pytest.fixture  # type: ignore[assignment]
 
 __all__ = ["FakeClock", "TaskTries", "tasktrail_clock", "tasktrail_store"]
 
@@ -160,8 +162,5 @@ async def _drop_schema(url: str, schema: str) -> None:
         await conn.close()
 
 
-tasktrail_store: Any
-if pytest_asyncio is not None:
-    tasktrail_store = pytest_asyncio.fixture(_tasktrail_store, name="tasktrail_store")
-else:  # pragma: no cover
-    tasktrail_store = pytest.fixture(_tasktrail_store, name="tasktrail_store")
+# A pytest-asyncio fixture, not a plain async function: strict mode runs only those.
+tasktrail_store: Any = _async_fixture(_tasktrail_store, name="tasktrail_store")
