@@ -23,6 +23,7 @@ from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any, Final
+from urllib.parse import urlsplit
 
 import pytest
 
@@ -125,6 +126,25 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     )
 
 
+def pytest_report_header(config: pytest.Config) -> str:
+    return f"tasktrail: tasktrail_store on {_where(_db_option(config))}"
+
+
+def _db_option(config: pytest.Config) -> str:
+    option: str | None = config.getoption("--tasktrail-db")
+    return option or os.environ.get(DB_ENV) or "memory://"
+
+
+def _where(url: str) -> str:
+    """The backend a URL names, fit for the report: never a password."""
+    if url.startswith("sqlite:"):
+        return "SQLite, a fresh file per test"
+    if url.startswith(("postgresql:", "postgres:")):
+        parts = urlsplit(url)
+        return f"PostgreSQL {parts.hostname}:{parts.port or 5432}{parts.path}, a schema per test"
+    return url
+
+
 @pytest.fixture
 def tasktrail_clock() -> FakeClock:
     """A clock standing at 2026-01-01 00:00 UTC until the test moves it."""
@@ -135,7 +155,7 @@ async def _tasktrail_store(
     request: pytest.FixtureRequest, tasktrail_clock: FakeClock, tmp_path: Path
 ) -> AsyncIterator[Store]:
     """An open store, fresh for the test, on the clock `tasktrail_clock`."""
-    url = request.config.getoption("--tasktrail-db") or os.environ.get(DB_ENV) or "memory://"
+    url = _db_option(request.config)
     schema = None
     if url.startswith("sqlite:"):
         url = f"sqlite:///{tmp_path / 'tasktrail.db'}"
