@@ -107,8 +107,11 @@ class GroupCommitWriter:
         batch.requests.append(request)
         self._queued += 1
         if not self._leading:
-            # Nobody is committing, so the queue held nothing before this write: lead.
+            # Nobody is committing, so the queue held nothing before this write: lead. First
+            # let the tasks ready to run queue their writes too: a commit that does not yield
+            # (SQLite's, on the loop thread) would otherwise leave each of them a batch of one.
             self._leading = True
+            await anyio.lowlevel.cancel_shielded_checkpoint()
             await self._lead(batch)
         elif index == 0:
             await self._wait_for_turn(batch)

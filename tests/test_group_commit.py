@@ -297,11 +297,14 @@ async def test_a_next_leader_cancelled_as_the_lead_comes_to_it_still_commits(
     head = anyio.CancelScope()
     outcomes: dict[int, object] = {}
     write_tx = backend.write
+    arrived, opened = anyio.Event(), anyio.Event()
     commits = 0
 
     @asynccontextmanager
     async def cancel_the_head_after_the_first_commit() -> AsyncIterator[WriteTransaction]:
         nonlocal commits
+        arrived.set()
+        await opened.wait()
         async with write_tx() as tx:
             yield tx
         commits += 1
@@ -321,10 +324,14 @@ async def test_a_next_leader_cancelled_as_the_lead_comes_to_it_still_commits(
 
     with anyio.fail_after(5):
         async with anyio.create_task_group() as callers:
-            callers.start_soon(write, 0)
-            callers.start_soon(write_as_head)
+            callers.start_soon(write, 0)  # leads: its commit waits for `opened`
+            await arrived.wait()
+            callers.start_soon(write_as_head)  # opens the next batch
+            await settle()
             for i in range(2, 10):
                 callers.start_soon(write, i)
+            await settle()
+            opened.set()
     # Cancelled with the lead already on its way, the head took it and committed its batch.
     assert head.cancel_called
     assert 1 not in outcomes
