@@ -174,7 +174,25 @@ class GroupCommitWriter:
             )
         except Exception as error:  # the transaction failed: every caller in it hears why
             results = [error] * len(batch.requests)
+        except BaseException as error:
+            # Interrupted (KeyboardInterrupt, SystemExit): whether the batch landed is unknown
+            # and the leader is leaving, so the writer stops; no caller may be left waiting.
+            self._stop(batch, error)
+            raise
         batch.finish(results)
+
+    def _stop(self, batch: _Batch, error: BaseException) -> None:
+        """Fail the batch being committed with `error`, and everything queued behind it."""
+        self._closing = True
+        batch.finish([error] * len(batch.requests))
+        while self._batches:
+            queued = self._batches.popleft()
+            queued.finish([StoreClosedError() for _ in queued.requests])
+        self._queued = 0
+        self._leading = False
+        self._room.set()
+        if self._idle is not None:
+            self._idle.set()
 
     async def aclose(self) -> None:
         """Stop taking writes; return once every queued write was committed (or failed).

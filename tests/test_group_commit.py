@@ -339,3 +339,47 @@ async def test_a_next_leader_cancelled_as_the_lead_comes_to_it_still_commits(
     assert commits == 2
     assert len(await backend.select_all_current()) == 10
     await backend.aclose()
+
+
+class Interrupted(BaseException):
+    """Stands for KeyboardInterrupt or SystemExit arriving in the middle of a commit."""
+
+
+async def test_an_interrupted_commit_fails_every_waiting_write_instead_of_hanging(
+    clock: FakeClock, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    backend = MemoryBackend()
+    gate = Gate(backend, monkeypatch)
+    writer = GroupCommitWriter(backend, StoreConfig(), clock)
+    outcomes: dict[int, BaseException] = {}
+
+    async def write(i: int) -> None:
+        request = AppendRequest(scope=TaskScope("d", "r", f"t{i}"), ops=[SetOp("k", b"1")])
+        try:
+            await writer.append(request)
+        except BaseException as error:
+            outcomes[i] = error
+
+    write_tx = backend.write
+
+    @asynccontextmanager
+    async def interrupted() -> AsyncIterator[WriteTransaction]:
+        await gate.opened.wait()
+        async with write_tx() as tx:
+            yield tx
+            raise Interrupted
+
+    monkeypatch.setattr(backend, "write", interrupted)
+    with anyio.fail_after(5):
+        async with anyio.create_task_group() as callers:
+            for i in range(10):
+                callers.start_soon(write, i)
+            await settle()
+            gate.opened.set()
+    assert isinstance(outcomes[0], Interrupted)  # the leader hears what stopped it
+    assert all(isinstance(outcomes[i], (Interrupted, StoreClosedError)) for i in range(1, 10))
+    with pytest.raises(StoreClosedError, match="store is closed"):
+        await writer.append(AppendRequest(scope=TaskScope("d", "r", "late"), ops=[]))
+    with anyio.fail_after(5):
+        await writer.aclose()
+    await backend.aclose()
