@@ -33,15 +33,16 @@ The sync methods (the only ones Airflow 3.3 calls) run on one event loop per pro
 background thread started at the first call and stopped at exit. The async methods are native:
 each opens the store (or connects to the service) on the caller's event loop for the call.
 
-Airflow's own tables (`task_state_store`, `asset_state_store`) are kept as one more projection of
-the log (the mirror): every write through this backend also writes them, in the session Airflow
-passes (or one of its own), so Airflow's UI and REST API show what tasks wrote. What the mirror
-holds for sensitive keys (by name, as Airflow masks Variables) and for sealed values (an
-encrypted store) is the `[tasktrail] mirror` setting: `masked` (the default: the row says "<masked>"), `values` or
-`off` (no row). `cleanup()` (`airflow state-store clean`) runs tasktrail's compaction and then
-removes the mirror rows whose expiry passed; `python -m eventstore.airflow mirror [--repair]`
-checks the mirror against the projection and puts it right. Edits made through Airflow's REST API
-and UI reach the log through the plugin in `eventstore.airflow_plugin`.
+Airflow's own tables (`task_state_store`, `asset_state_store`) are kept as one more projection
+of the log (the mirror): every write through this backend also writes them, in the session
+Airflow passes (or one of its own), so Airflow's UI and REST API show what tasks wrote. What the
+mirror holds for sensitive keys (by name, as Airflow masks Variables) and for sealed values (an
+encrypted store) is the `[tasktrail] mirror` setting: `masked` (the default: the row says
+"<masked>"), `values` or `off` (no row). `cleanup()` (`airflow state-store clean`) runs
+tasktrail's compaction, then removes the mirror rows whose expiry passed.
+`python -m eventstore.airflow mirror [--repair]` checks the mirror against the projection and
+puts it right. Edits made through Airflow's REST API and UI reach the log through the plugin in
+`eventstore.airflow_plugin`.
 
 Importing `eventstore` never imports this module, nor Airflow.
 """
@@ -999,7 +1000,8 @@ async def _compact(target: Target, dry_run: bool) -> dict[str, Any]:
         return answer
     query = {"dry_run": "true"} if dry_run else {}
     _, content = await target.request("POST", "/api/v1/compact", query=query, body=b"")
-    return json.loads(content)
+    answer = json.loads(content)
+    return dict(answer)
 
 
 def _log_report(report: dict[str, Any]) -> None:
