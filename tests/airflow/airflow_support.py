@@ -79,7 +79,9 @@ class AirflowDatabase:
 
 def add_dag_run(session: Session, dag_id: str, run_id: str) -> None:
     """A DagRun (Airflow writes task state only for task instances of a run it knows)."""
-    found = session.scalar(select(DagRun.id).where(DagRun.dag_id == dag_id, DagRun.run_id == run_id))
+    found = session.scalar(
+        select(DagRun.id).where(DagRun.dag_id == dag_id, DagRun.run_id == run_id)
+    )
     if found is None:
         moment = datetime(2026, 1, 1, tzinfo=UTC)
         session.add(
