@@ -107,6 +107,7 @@ if TYPE_CHECKING:
 __all__ = [
     "ACTOR",
     "MASK",
+    "Edit",
     "MirrorReport",
     "TasktrailBackend",
     "store_config",
@@ -139,6 +140,17 @@ class Writer(NamedTuple):
     run_id: str | None = None
     task_id: str | None = None
     map_index: int | None = None
+
+
+class Edit(NamedTuple):
+    """An edit made through Airflow's REST API: a set, delete or clear of a task instance's
+    store (`task`, tasktrail's scope) or an asset's (`asset_id`, Airflow's id)."""
+
+    kind: Literal["set", "delete", "clear"]
+    task: TaskScope | None = None
+    asset_id: int | None = None
+    key: str | None = None
+    all_map_indices: bool = False
 
 
 class TasktrailBackend(MetastoreBackend):
@@ -402,6 +414,50 @@ class TasktrailBackend(MetastoreBackend):
         with _sync_session(session) as opened:
             return _check_mirror(self, opened, rows, repair)
 
+    # -- edits made through Airflow's REST API and UI ----------------------------------------
+
+    def record_edit(self, edit: Edit, *, actor: str, session: Session) -> None:
+        """Append to the log an edit Airflow's REST API has just made to its own table.
+
+        Airflow's routes write its table directly (`task_state_store`, `asset_state_store`);
+        the plugin calls this once the request has succeeded, before it answers. A set is read
+        back from the row Airflow wrote (its value, and the expiry Airflow resolved), recorded,
+        and the row re-mirrored (masked, if the key is sensitive). Edits carry no try: they are
+        not fenced, and the next try reads them.
+        """
+        from airflow.state import AssetScope as AirflowAssetScope
+
+        scope: object = edit.task if edit.task is not None else AirflowAssetScope(edit.asset_id)
+        target = self._scope(scope, session)
+        match edit.kind:
+            case "set":
+                assert edit.key is not None
+                place = _Place.find(session, scope, target, need_run=False)
+                row = place.row(session, edit.key)
+                if row is None:
+                    return  # gone already (a concurrent delete): nothing to record
+                text, expires_at = row
+                value = _decode(edit.key, text)
+                sensitive = self.is_sensitive(edit.key)
+                sealed = self._call(
+                    _set, target, edit.key, value, _aware(expires_at), None, actor, sensitive
+                )
+                mirrored = self._mirrored(value, sensitive or sealed)
+                if mirrored != text:
+                    if place.task is not None:
+                        place.dag_run_id = session.scalar(_dag_run_query(place.task))
+                    place.upsert(session, edit.key, mirrored, Writer(actor, "api"), expires_at)
+            case "delete":
+                assert edit.key is not None
+                self._call(_delete, target, edit.key, None, actor)
+            case "clear":
+                self._call(_clear, target, edit.all_map_indices, None, actor)
+
+    def record_clear_on_success(self, scope: TaskScope, *, actor: str) -> None:
+        """The clear of a task instance marked successful by hand (`clear_on_success`), which
+        Airflow makes in its own table only."""
+        self._call(_clear, scope, False, None, actor)
+
     # -- scopes ---------------------------------------------------------------------------------
 
     def _scope(self, scope: object, session: Session | None) -> Scope:
@@ -628,6 +684,29 @@ class _Place:
         if key is not None:
             where.append(model.key == key)
         return delete(model).where(*where)
+
+    def row(self, session: Session, key: str) -> tuple[str, datetime | None] | None:
+        """The (value, expires_at) of a key's row in Airflow's table, or None."""
+        from airflow.models.asset_state_store import AssetStateStoreModel
+        from airflow.models.task_state_store import TaskStateStoreModel
+        from sqlalchemy import select
+
+        if self.task is not None:
+            t = TaskStateStoreModel
+            task = self.task
+            found = session.execute(
+                select(t.value, t.expires_at).where(
+                    t.dag_id == task.dag_id,
+                    t.run_id == task.run_id,
+                    t.task_id == task.task_id,
+                    t.map_index == task.map_index,
+                    t.key == key,
+                )
+            ).one_or_none()
+            return None if found is None else (found[0], found[1])
+        a = AssetStateStoreModel
+        text = session.scalar(select(a.value).where(a.asset_id == self.asset_id, a.key == key))
+        return None if text is None else (text, None)
 
     def upsert(
         self,

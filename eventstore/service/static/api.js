@@ -1,5 +1,11 @@
 // The service's read-only routes, as the page uses them. Every request goes to the page's own
 // origin with the bearer token; nothing else is ever fetched.
+//
+// `site` says where the routes are and how a request proves who asks. The defaults serve this
+// service's own page: routes at the origin's root, the pasted bearer token, no cookies. A page
+// embedded in another site (Airflow's History tab, eventstore/airflow_plugin.py) puts the routes
+// under its prefix and authenticates with that site's own session cookie instead.
+export const site = { base: "", credentials: "omit" };
 
 const TOKEN_KEY = "tasktrail.token";
 
@@ -46,9 +52,11 @@ export function urlOf(path, params = {}) {
 }
 
 export async function getJSON(path, params = {}, bearer = token.get()) {
-  const response = await fetch(urlOf(path, params), {
-    headers: { Authorization: `Bearer ${bearer ?? ""}`, Accept: "application/json" },
-    credentials: "omit",
+  const headers = { Accept: "application/json" };
+  if (site.credentials === "omit") headers.Authorization = `Bearer ${bearer ?? ""}`;
+  const response = await fetch(site.base + urlOf(path, params), {
+    headers,
+    credentials: site.credentials,
     cache: "no-store",
   });
   let body = null;
