@@ -43,6 +43,10 @@ import anyio
 from airflow.listeners import hookimpl
 from airflow.plugins_manager import AirflowPlugin
 
+# At module level: FastAPI reads the routes' annotations (strings here) from these globals.
+from fastapi import Depends, FastAPI, HTTPException, Request
+from fastapi.responses import FileResponse, HTMLResponse, Response
+
 from eventstore.airflow import Edit, TasktrailBackend
 from eventstore.scopes import TaskScope
 
@@ -217,8 +221,6 @@ def on_task_instance_success(previous_state: Any, task_instance: Any) -> None:
 def _make_history_app() -> Any:
     from airflow.api_fastapi.auth.managers.models.resource_details import DagAccessEntity
     from airflow.api_fastapi.core_api.security import requires_access_dag
-    from fastapi import Depends, FastAPI, HTTPException, Request
-    from fastapi.responses import FileResponse, HTMLResponse, Response
     from starlette.staticfiles import StaticFiles
 
     from eventstore.service.ui import STATIC_DIR

@@ -31,8 +31,10 @@ from eventstore import AssetScope, RecordedEvent, TaskScope, open_store
 from eventstore.airflow import TasktrailBackend
 from eventstore.log import recorded_event
 from eventstore.scopes import scope_key
+from tests.service.browser import launch, require_browser
 
 REPO = Path(__file__).resolve().parents[2]
+IMAGES = REPO / "docs" / "images"
 EXAMPLE = "tasktrail_example"
 SECRETS = "tasktrail_secrets"
 SECRET = "s3cr3t-token-0f-the-test"
@@ -247,6 +249,93 @@ def _asset_id(airflow: Airflow, name: str) -> int:
     assert status == 200, body
     [asset] = [a for a in body["assets"] if a["name"] == name]
     return int(asset["id"])
+
+
+# -- Airflow's UI in headless Chromium: the Storage tab and tasktrail's History tab ---------------
+
+
+@pytest.fixture(scope="module")
+def browser_page(airflow: Airflow) -> Iterator[Any]:
+    """A Chromium tab signed in to Airflow (the UI's session cookie holds the user's token)."""
+    require_browser()
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as playwright:
+        browser = launch(playwright)
+        context = browser.new_context(viewport={"width": 1400, "height": 1000})
+        context.add_cookies([{"name": "_token", "value": airflow.token, "url": airflow.url}])
+        tab = context.new_page()
+        tab.set_default_timeout(60_000)
+        try:
+            yield tab
+        finally:
+            context.close()
+            browser.close()
+
+
+def _task_page(airflow: Airflow, task: str, map_index: int | None = None) -> str:
+    q = urllib.parse.quote
+    page = f"{airflow.url}/dags/{EXAMPLE}/runs/{q(airflow.run_id, safe='')}/tasks/{task}"
+    return page if map_index is None else f"{page}/mapped/{map_index}"
+
+
+def test_the_storage_tab_shows_what_the_task_wrote(airflow: Airflow, browser_page: Any) -> None:
+    tab = browser_page
+    tab.goto(_task_page(airflow, "ingest") + "/task-state-store")
+    tab.get_by_text("spark-20260101-0001").first.wait_for()
+    text = tab.locator("body").inner_text()
+    for key in ("job_id", "offset", "resumed_from", "done"):
+        assert key in text
+    tab.screenshot(path=str(IMAGES / "airflow-storage-tab.png"))
+
+
+def test_the_history_tab_shows_the_timeline_and_the_diff_of_two_tries(
+    airflow: Airflow, browser_page: Any
+) -> None:
+    tab = browser_page
+    tab.goto(_task_page(airflow, "ingest") + "/plugin/tasktrail-history")
+    frame = tab.frame_locator("iframe")
+    summary = frame.locator("#summary")
+    summary.filter(has_text="tries 1, 2").wait_for()
+    labels = frame.locator("#timeline text[data-try-label]").all_text_contents()
+    assert labels == ["try 1", "try 2"]
+    lanes = frame.locator("#timeline [data-lane]").evaluate_all(
+        "els => els.map(e => e.dataset.lane)"
+    )
+    assert {"job_id", "offset", "resumed_from", "scratch"} <= set(lanes)
+    frame.locator("#quick-diffs button").first.click()
+    result = frame.locator("#diff-result")
+    result.locator("table").wait_for()
+    diff = result.inner_text()
+    assert "offset" in diff
+    assert "done" in diff  # try 2 added it
+    tab.screenshot(path=str(IMAGES / "airflow-history-tab.png"))
+
+
+def test_the_history_tab_of_a_mapped_task_instance_is_its_own(
+    airflow: Airflow, browser_page: Any
+) -> None:
+    tab = browser_page
+    tab.goto(_task_page(airflow, "load_part", 1) + "/plugin/tasktrail-history")
+    frame = tab.frame_locator("iframe")
+    frame.locator("#summary").filter(has_text="events").wait_for()
+    assert "load_part [1]" in frame.locator("h1").inner_text()
+    lanes = frame.locator("#timeline [data-lane]").evaluate_all(
+        "els => els.map(e => e.dataset.lane)"
+    )
+    assert "rows" in lanes
+
+
+def test_the_history_routes_answer_only_airflow_users(airflow: Airflow) -> None:
+    q = urllib.parse.quote
+    path = f"/tasktrail/api/v1/tasks/{EXAMPLE}/{q(airflow.run_id, safe='')}/ingest/-1/tries"
+    status, body = airflow.request("GET", path)
+    assert status == 200, body
+    assert [t["try_number"] for t in body["tries"]] == [1, 2]
+    anonymous = urllib.request.Request(airflow.url + path)
+    with pytest.raises(urllib.error.HTTPError) as refused:
+        urllib.request.urlopen(anonymous, timeout=30)
+    assert refused.value.code == 401
 
 
 # -- secrets ------------------------------------------------------------------------------------
