@@ -254,9 +254,11 @@ def _asset_id(airflow: Airflow, name: str) -> int:
 # -- Airflow's UI in headless Chromium: the Storage tab and tasktrail's History tab ---------------
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture
 def browser_page(airflow: Airflow) -> Iterator[Any]:
-    """A Chromium tab signed in to Airflow (the UI's session cookie holds the user's token)."""
+    """A Chromium tab signed in to Airflow (the UI's session cookie holds the user's token).
+
+    One per test: Playwright's sync API runs an event loop in this thread while it is open."""
     require_browser()
     from playwright.sync_api import sync_playwright
 
@@ -336,6 +338,7 @@ def test_the_history_routes_answer_only_airflow_users(airflow: Airflow) -> None:
     with pytest.raises(urllib.error.HTTPError) as refused:
         urllib.request.urlopen(anonymous, timeout=30)
     assert refused.value.code == 401
+    refused.value.close()
 
 
 # -- secrets ------------------------------------------------------------------------------------
