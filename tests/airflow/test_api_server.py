@@ -426,6 +426,37 @@ def test_a_rest_put_of_a_sensitive_key_is_recorded_sensitive_and_masked_again(
     assert (last.key, last.value, last.sensitive) == ("db_password", "hunter2-by-hand", True)
 
 
+def test_rest_edits_of_an_asset_store_are_recorded(airflow: Airflow) -> None:
+    asset_id = _asset_id(airflow, "warehouse.orders")
+    scope = AssetScope("warehouse.orders", "file:///data/warehouse/orders")
+    path = f"/api/v2/assets/{asset_id}/state-store/backfill/from"
+    status, body = airflow.request("PUT", path, {"value": "2025-12-01"})
+    assert status == 204, body
+    last = airflow.events(scope)[-1]
+    assert (last.kind, last.key, last.value, last.actor) == (
+        "set",
+        "backfill/from",
+        "2025-12-01",
+        ACTOR,
+    )
+    assert last.expires_at is None  # asset entries never expire
+    status, body = airflow.request("DELETE", path)
+    assert status == 204, body
+    assert (airflow.events(scope)[-1].kind, airflow.events(scope)[-1].actor) == ("delete", ACTOR)
+    status, body = airflow.request("DELETE", f"/api/v2/assets/{asset_id}/state-store")
+    assert status == 204, body
+    assert airflow.events(scope)[-1].kind == "clear"
+    assert TasktrailBackend(airflow.trail).get(scope, "watermark") is None
+
+
+def test_the_plugin_is_declared_for_airflow_to_find() -> None:
+    import tomllib
+
+    project = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]
+    entry = project["entry-points"]["airflow.plugins"]["tasktrail"]
+    assert entry == "eventstore.airflow_plugin:TasktrailPlugin"
+
+
 def test_marking_a_task_successful_clears_its_store_in_tasktrail(airflow: Airflow) -> None:
     scope = _secrets_task(airflow)
     assert TasktrailBackend(airflow.trail).get(scope, "step") == "1"
