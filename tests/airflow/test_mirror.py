@@ -4,6 +4,9 @@ sensitive and sealed values are kept out, and the check and repair of the mirror
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+import sys
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -213,3 +216,31 @@ async def _log(url: str) -> list[Any]:
             recorded_event(row, scopes[row.scope_id])
             async for row in store.backend.select_all_events()
         ]
+
+
+def test_the_mirror_command_checks_and_repairs(trail_url: str, db: AirflowDatabase) -> None:
+    backend = TasktrailBackend(trail_url)
+    write(backend, db, "a", "1")
+    write(backend, db, "b", "2")
+    env = {
+        **os.environ,
+        "TASKTRAIL_DB": trail_url,
+        "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": db.url,
+    }
+    env.pop("TASKTRAIL_URL", None)
+
+    def mirror(*args: str) -> subprocess.CompletedProcess[str]:
+        command = [sys.executable, "-m", "eventstore.airflow", "mirror", *args]
+        return subprocess.run(command, env=env, capture_output=True, text=True, timeout=120)
+
+    done = mirror()
+    assert (done.returncode, done.stderr) == (0, "")
+    assert "the mirror matches" in done.stdout
+    with db.session() as session, session.begin():
+        session.execute(delete(TaskStateStoreModel).where(TaskStateStoreModel.key == "a"))
+    done = mirror("--json")
+    assert done.returncode == 1
+    report = json.loads(done.stdout)
+    assert report["missing"] == [f"task {DAG_ID}/{RUN_ID}/ingest[-1] key 'a'"]
+    assert mirror("--repair").returncode == 0
+    assert rows(db) == {"a": ("1", None), "b": ("2", None)}
