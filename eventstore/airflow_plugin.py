@@ -321,8 +321,12 @@ async def _answer_from_tasktrail(request: Any) -> Any:
     from eventstore.service.app import create_app
     from eventstore.service.auth import make_token
 
+    import msgspec
+
     secret = secrets.token_bytes(32)
-    service = create_app(backend.url, secret=secret, config=backend.config)
+    # Read-only: the History view never writes (no schema step, no key made, no secret file).
+    config = msgspec.structs.replace(backend.config, read_only=True)
+    service = create_app(backend.url, secret=secret, config=config)
     token = make_token(secret, "auditor", ttl=timedelta(minutes=5), name="airflow-history")
     raw: bytes = request.scope.get("raw_path") or request.url.path.encode()
     path = raw.decode("latin-1")
