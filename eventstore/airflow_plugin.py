@@ -318,10 +318,10 @@ async def _answer_from_tasktrail(request: Any) -> Any:
             },
             501,
         )
+    import msgspec
+
     from eventstore.service.app import create_app
     from eventstore.service.auth import make_token
-
-    import msgspec
 
     secret = secrets.token_bytes(32)
     # Read-only: the History view never writes (no schema step, no key made, no secret file).
