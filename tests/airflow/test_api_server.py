@@ -34,7 +34,17 @@ from eventstore.scopes import scope_key
 from tests.service.browser import launch, require_browser
 
 REPO = Path(__file__).resolve().parents[2]
-IMAGES = REPO / "docs" / "images"
+# The screenshots in docs/images are made by these tests, when asked:
+#   TASKTRAIL_SCREENSHOTS=docs/images bash scripts/airflow_env.sh tests/airflow/test_api_server.py
+SCREENSHOTS = os.environ.get("TASKTRAIL_SCREENSHOTS")
+
+
+def screenshot(tab: Any, name: str, tmp_path: Path) -> None:
+    folder = REPO / SCREENSHOTS if SCREENSHOTS else tmp_path
+    tab.screenshot(path=str(folder / name))
+    assert (folder / name).stat().st_size > 0
+
+
 EXAMPLE = "tasktrail_example"
 SECRETS = "tasktrail_secrets"
 SECRET = "s3cr3t-token-0f-the-test"
@@ -264,7 +274,7 @@ def browser_page(airflow: Airflow) -> Iterator[Any]:
 
     with sync_playwright() as playwright:
         browser = launch(playwright)
-        context = browser.new_context(viewport={"width": 1400, "height": 1000})
+        context = browser.new_context(viewport={"width": 1400, "height": 1500})
         context.add_cookies([{"name": "_token", "value": airflow.token, "url": airflow.url}])
         tab = context.new_page()
         tab.set_default_timeout(60_000)
@@ -281,18 +291,20 @@ def _task_page(airflow: Airflow, task: str, map_index: int | None = None) -> str
     return page if map_index is None else f"{page}/mapped/{map_index}"
 
 
-def test_the_storage_tab_shows_what_the_task_wrote(airflow: Airflow, browser_page: Any) -> None:
+def test_the_storage_tab_shows_what_the_task_wrote(
+    airflow: Airflow, browser_page: Any, tmp_path: Path
+) -> None:
     tab = browser_page
     tab.goto(_task_page(airflow, "ingest") + "/task-state-store")
     tab.get_by_text("spark-20260101-0001").first.wait_for()
     text = tab.locator("body").inner_text()
     for key in ("job_id", "offset", "resumed_from", "done"):
         assert key in text
-    tab.screenshot(path=str(IMAGES / "airflow-storage-tab.png"))
+    screenshot(tab, "airflow-storage-tab.png", tmp_path)
 
 
 def test_the_history_tab_shows_the_timeline_and_the_diff_of_two_tries(
-    airflow: Airflow, browser_page: Any
+    airflow: Airflow, browser_page: Any, tmp_path: Path
 ) -> None:
     tab = browser_page
     tab.goto(_task_page(airflow, "ingest") + "/plugin/tasktrail-history")
@@ -311,7 +323,7 @@ def test_the_history_tab_shows_the_timeline_and_the_diff_of_two_tries(
     diff = result.inner_text()
     assert "offset" in diff
     assert "done" in diff  # try 2 added it
-    tab.screenshot(path=str(IMAGES / "airflow-history-tab.png"))
+    screenshot(tab, "airflow-history-tab.png", tmp_path)
 
 
 def test_the_history_tab_of_a_mapped_task_instance_is_its_own(
