@@ -396,10 +396,27 @@ class TasktrailBackend(MetastoreBackend):
 
     def cleanup(self) -> None:
         """`airflow state-store clean`: tasktrail's compaction (expired keys leave the log and
-        the projection), then Airflow's own pass over the mirror (expired rows leave it)."""
+        the projection), then Airflow's own pass over the mirror (expired rows leave it), then,
+        with the store embedded, the mirror put right against the projection (rows of scopes
+        erased with `tasktrail erase`, or compacted from tasktrail's side, leave it; rows that
+        differ otherwise are reported, and left to `python -m eventstore.airflow mirror
+        --repair`)."""
         report = self._call(_compact, False)
         _log_report(report)
         super().cleanup()
+        if self.token is None:
+            checked = self.check_mirror(repair=True, remove_only=True)
+            if not checked.ok:
+                import logging
+
+                logging.getLogger("tasktrail.airflow").info(
+                    "tasktrail removed %d rows of no live key from Airflow's state store "
+                    "tables; %d missing and %d stale rows are left to "
+                    "`python -m eventstore.airflow mirror --repair`",
+                    len(checked.extra),
+                    len(checked.missing),
+                    len(checked.stale),
+                )
 
     def _summary_dry_run(self) -> dict[str, list[Any]]:
         """What `airflow state-store clean --dry-run` lists: the expired keys of task scopes;
@@ -408,11 +425,19 @@ class TasktrailBackend(MetastoreBackend):
         _log_report(report)
         return {"expired": self._call(_expired_keys)}
 
-    def check_mirror(self, *, repair: bool = False, session: Session | None = None) -> MirrorReport:
-        """Compare Airflow's tables with the projection; with `repair`, make them equal."""
+    def check_mirror(
+        self,
+        *,
+        repair: bool = False,
+        remove_only: bool = False,
+        session: Session | None = None,
+    ) -> MirrorReport:
+        """Compare Airflow's tables with the projection; with `repair`, make them equal (with
+        `remove_only`, only delete the rows of no live key)."""
         rows = self._call(_projection_rows)
+        known = self._call(_known_scopes) if remove_only else frozenset()
         with _sync_session(session) as opened:
-            return _check_mirror(self, opened, rows, repair)
+            return _check_mirror(self, opened, rows, repair, remove_only, known)
 
     # -- edits made through Airflow's REST API and UI ----------------------------------------
 
@@ -1111,6 +1136,12 @@ async def _expired_keys(target: Target) -> list[tuple[str, str, str, int, str]]:
     return sorted(found)
 
 
+async def _known_scopes(target: Target) -> frozenset[str]:
+    """The scope keys of every scope the log ever had a write for (embedded stores only)."""
+    assert isinstance(target, Store)
+    return frozenset(r.scope_key for r in await target.backend.select_all_scopes())
+
+
 class _Current(NamedTuple):
     """A live key of the projection, as the mirror should show it."""
 
@@ -1169,6 +1200,8 @@ def _check_mirror(
     session: Session,
     projection: dict[Scope, dict[str, _Current]],
     repair: bool,
+    remove_only: bool = False,
+    known: frozenset[str] = frozenset(),
 ) -> MirrorReport:
     from airflow.models.asset import AssetModel
     from airflow.models.asset_state_store import AssetStateStoreModel
@@ -1230,15 +1263,29 @@ def _check_mirror(
             report.stale.append(_place_text(place))
         else:
             continue
-        if repair:
+        if repair and not remove_only:
             _repair_row(session, place, text, expires_at, scope)
+    ids = {asset_id: scope for scope, asset_id in assets.items()}
     for place, (_, expires_at) in have.items():
         if place in wanted or (expires_at is not None and expires_at <= now):
             continue  # an expired row is `cleanup()`'s to remove
         report.extra.append(_place_text(place))
+        if remove_only and _scope_of_place(place, ids) not in known:
+            # A scope tasktrail never had: Airflow held the row before tasktrail was its
+            # backend. Only an explicit repair removes it.
+            continue
         if repair:
             _Place(*_place_of(place)).delete(session, place[-1])
     return report
+
+
+def _scope_of_place(place: tuple[Any, ...], assets: dict[int, AssetScope]) -> str | None:
+    from eventstore.scopes import scope_key
+
+    if place[0] == "task":
+        return scope_key(TaskScope(place[1], place[2], place[3], place[4]))
+    asset = assets.get(place[1])
+    return None if asset is None else scope_key(asset)
 
 
 def _place_text(place: tuple[Any, ...]) -> str:

@@ -76,6 +76,12 @@ class AirflowDatabase:
     def session(self) -> Session:
         return Session(self.engine)
 
+    @contextmanager
+    def session_scope(self) -> Iterator[Session]:
+        """A session committed at the end of the block, as Airflow's `create_session`."""
+        with Session(self.engine) as session, session.begin():
+            yield session
+
 
 def add_dag_run(session: Session, dag_id: str, run_id: str) -> None:
     """A DagRun (Airflow writes task state only for task instances of a run it knows)."""

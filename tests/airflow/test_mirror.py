@@ -14,6 +14,7 @@ import anyio
 import pytest
 from airflow.models.task_state_store import TaskStateStoreModel
 from airflow.state import TaskScope
+from airflow.state.metastore import MetastoreBackend
 from airflow_support import DAG_ID, RUN_ID, AirflowDatabase
 from sqlalchemy import delete, select, update
 
@@ -173,6 +174,32 @@ def test_an_erased_scope_leaves_the_mirror_on_repair(trail_url: str, db: Airflow
         session.commit()
     assert [p.split("key ")[1] for p in report.extra] == ["'a'"]
     assert rows(db) == {}
+
+
+def test_cleanup_takes_the_rows_of_an_erased_scope_out_of_the_mirror(
+    trail_url: str, db: AirflowDatabase, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    backend = TasktrailBackend(trail_url)
+    write(backend, db, "a", "1")
+
+    async def erase() -> None:
+        async with open_store(trail_url) as store:
+            await store.erase(TrailTask(DAG_ID, RUN_ID, "ingest"))
+
+    anyio.run(erase)
+    assert set(rows(db)) == {"a"}
+    # A row Airflow held before tasktrail was its backend: not tasktrail's to remove.
+    with db.session() as session:
+        MetastoreBackend().set(TaskScope(DAG_ID, RUN_ID, "older"), "k", "1", session=session)
+        session.commit()
+    # `airflow state-store clean` runs with Airflow's configured database: this test's.
+    monkeypatch.setattr("airflow.state.metastore.create_session", db.session_scope)
+    monkeypatch.setattr("airflow.utils.session.create_session", db.session_scope)
+    backend.cleanup()
+    assert rows(db) == {}
+    t = TaskStateStoreModel
+    with db.session() as session:
+        assert session.scalars(select(t.task_id)).all() == ["older"]
 
 
 def test_an_expired_row_is_left_to_cleanup_not_reported(
