@@ -209,7 +209,7 @@ class Store:
         """The history of a task or asset scope: events, states as of a point, diffs, tries."""
         if self._closed:
             raise StoreClosedError()
-        return History(self.backend, scope, self.vault)
+        return History(self.backend, scope, self.vault, append=self.append, clock=self.now)
 
     async def recent_scopes(self, where: ScopeFilter) -> list[ScopeRow]:
         """Scopes most recently written first, filtered by dag, run, task and time, paged."""
