@@ -14,6 +14,7 @@ from eventstore.errors import (
     StoreClosedError,
 )
 from eventstore.events import RecordedEvent
+from eventstore.feed import ScopeMatch, Subscription
 from eventstore.log import AppendResult
 from eventstore.scopes import AssetScope, Scope, TaskScope
 from eventstore.store import AssetStore, Store, TaskStore, open_store
@@ -34,10 +35,12 @@ __all__ = [
     "MasterKeyError",
     "RecordedEvent",
     "Scope",
+    "ScopeMatch",
     "StaleAttemptError",
     "Store",
     "StoreClosedError",
     "StoreConfig",
+    "Subscription",
     "TaskScope",
     "TaskStore",
     "generate_master_key",

@@ -22,6 +22,7 @@ from eventstore.crypto import reencrypt as reencrypt_log
 from eventstore.crypto import scrub as scrub_log
 from eventstore.errors import StoreClosedError
 from eventstore.events import to_micros
+from eventstore.feed import Feed, ScopeMatch, Subscription
 from eventstore.log import (
     AppendRequest,
     AppendResult,
@@ -103,6 +104,7 @@ class Store:
         self._writer = GroupCommitWriter(backend, config, self.now, self.vault)
         self._scope_ids: dict[str, int] = {}
         self._compacting = anyio.Lock()
+        self._feed = Feed(backend)
         self._closed = False
 
     def now(self) -> datetime:
@@ -132,7 +134,32 @@ class Store:
         """Append one request through group commit; its ops land together or not at all."""
         if self._closed:
             raise StoreClosedError()
-        return await self._writer.append(request)
+        result = await self._writer.append(request)
+        if result.seq is not None:
+            self._feed.committed(result.seq)  # wakes this store's subscribers at once
+        return result
+
+    def subscribe(
+        self,
+        after_seq: int = 0,
+        scope: Scope | ScopeMatch | None = None,
+        *,
+        mask: bool = False,
+        page: int = 500,
+    ) -> Subscription:
+        """Every event after position `after_seq`, in position order, then each new one as it
+        commits: `async for event in store.subscribe(): ...` (see `eventstore.feed`).
+
+        `scope`: one task or asset scope, or a `ScopeMatch` (dag, run, task, map index, kind).
+        Never skips and never repeats a position; writes of other processes and replicas
+        arrive within `Feed.poll_interval` seconds. The iteration ends when the store closes.
+        mask: a value written with sensitive=True comes with value None (as `History.events`).
+        """
+        if self._closed:
+            raise StoreClosedError()
+        return Subscription(
+            self, self._feed, after_seq=after_seq, scope=scope, page=page, mask=mask
+        )
 
     async def scope_id(self, scope: Scope) -> int | None:
         """The backend's id of a scope, or None if nothing was ever written to it."""
@@ -258,6 +285,7 @@ class Store:
         """Commit queued writes and stop taking new ones; idempotent."""
         if not self._closed:
             self._closed = True
+            self._feed.close()
             await self._writer.aclose()
 
 

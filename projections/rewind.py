@@ -40,8 +40,9 @@ __all__ = ["RewindResult", "rewind"]
 
 Append = Callable[[AppendRequest], Awaitable[AppendResult]]
 
-# A rewind that keeps losing the race against the scope's writers gives up after this many plans.
-_ATTEMPTS = 8
+# A rewind that keeps losing the race against the scope's writers (each lost race is a write
+# that landed) gives up after this many plans with ConcurrencyError.
+_ATTEMPTS = 100
 
 
 class RewindResult(msgspec.Struct, frozen=True, kw_only=True):

@@ -264,6 +264,15 @@ class LogBackend(ABC):
         """Every event of the log after a position, in position order, streamed in batches."""
 
     @abstractmethod
+    async def select_last_seq(self) -> int:
+        """The last position committed (the log head's): a position a reader may tail up to.
+
+        One row read without any lock: live subscribers (eventstore.feed) poll it to learn of
+        commits by other processes and replicas. Every position at or below it has committed
+        (or been removed by compaction), so a reader can move its cursor up to it.
+        """
+
+    @abstractmethod
     async def select_all_scopes(self) -> list[ScopeRow]: ...
 
     @abstractmethod

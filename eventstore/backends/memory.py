@@ -258,6 +258,10 @@ class MemoryBackend(LogBackend):
         for row in events[start:]:
             yield row
 
+    async def select_last_seq(self) -> int:
+        self._check_open()
+        return self._data.head.last_seq
+
     async def select_all_scopes(self) -> list[ScopeRow]:
         self._check_open()
         return [_copy_scope(r) for r in self._data.scopes_by_id.values()]

@@ -245,6 +245,7 @@ _COUNT_IDEMPOTENT: Final = "SELECT count(*) FROM idempotency WHERE recorded_at <
 _UPDATE_CURRENT_VALUE: Final = (
     "UPDATE current SET value = ? WHERE scope_id = ? AND key = ? AND seq = ?"
 )
+_SELECT_LAST_SEQ: Final = "SELECT last_seq FROM log_head"
 _SELECT_ALL_EVENTS: Final = (
     f"SELECT {_EVENT_COLUMNS} FROM events WHERE seq > ? ORDER BY seq LIMIT ?"
 )
@@ -522,6 +523,10 @@ class SQLiteBackend(LogBackend):
             if len(rows) < batch:
                 return
             after_seq = rows[-1][0]
+
+    async def select_last_seq(self) -> int:
+        rows = await self._reader().execute_fetchall(_SELECT_LAST_SEQ)
+        return int(next(iter(rows))[0])
 
     async def select_all_scopes(self) -> list[ScopeRow]:
         rows = await self._reader().execute_fetchall(f"SELECT {_SCOPE_COLUMNS} FROM scopes")
