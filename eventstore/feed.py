@@ -195,6 +195,7 @@ class Subscription:
         self._buffer.clear()
 
     async def __anext__(self) -> RecordedEvent:
+        """The next event; safe to cancel (e.g. `anyio.move_on_after`): none is lost."""
         while True:
             if self._buffer:
                 return self._buffer.popleft()
@@ -219,10 +220,14 @@ class Subscription:
         if rows is None:  # the scope was never written to, up to `known` at least
             self._read_to = max(self._read_to, known)
             return False
+        events = []
         for row in rows:
             event = await self._event(row)
             if event is not None:
-                self._buffer.append(event)
+                events.append(event)
+        # No await from here on: a read cancelled above (a timeout at the caller) leaves the
+        # subscription as it was, and the same events are read again next time.
+        self._buffer.extend(events)
         full = len(rows) == self._page
         last = rows[-1].seq if rows else 0
         # Everything still in the log up to `known` was in this read, unless it was cut short.

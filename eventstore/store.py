@@ -161,6 +161,11 @@ class Store:
             self, self._feed, after_seq=after_seq, scope=scope, page=page, mask=mask
         )
 
+    def end_subscriptions(self) -> None:
+        """End every subscription's iteration now (a service shutting down ends its streams);
+        new ones end at once too. The store itself stays open for writes."""
+        self._feed.close()
+
     async def scope_id(self, scope: Scope) -> int | None:
         """The backend's id of a scope, or None if nothing was ever written to it."""
         key = scope_key(scope)
