@@ -150,7 +150,10 @@ class Subscription:
         scope: Scope | ScopeMatch | None = None,
         page: int = DEFAULT_PAGE,
         mask: bool = False,
+        through_seq: int | None = None,
     ) -> None:
+        if through_seq is not None and (type(through_seq) is not int or through_seq < 0):
+            raise ValueError(f"through_seq must be an int >= 0 or None, got {through_seq!r}")
         if type(after_seq) is not int or after_seq < 0:
             raise ValueError(f"after_seq must be an int >= 0, got {after_seq!r}")
         if not isinstance(scope, TaskScope | AssetScope | ScopeMatch | None):
@@ -166,6 +169,7 @@ class Subscription:
         self._scope = scope
         self._page = page
         self._mask = mask
+        self._through = through_seq  # stop after this position (None: follow for ever)
         self._buffer: deque[RecordedEvent] = deque()
         self._scopes: dict[int, Scope] = {}  # scope_id -> scope, for the whole log's events
         self._erased: dict[int, int] = {}  # scope_id -> position of its last erasure
@@ -201,6 +205,8 @@ class Subscription:
                 return self._buffer.popleft()
             if self._closed or self._feed.closed:
                 raise StopAsyncIteration
+            if self._through is not None and self._read_to >= self._through:
+                raise StopAsyncIteration
             try:
                 more = await self._fill()
             except Exception:
@@ -220,6 +226,13 @@ class Subscription:
         if rows is None:  # the scope was never written to, up to `known` at least
             self._read_to = max(self._read_to, known)
             return False
+        full = len(rows) == self._page
+        through = self._through
+        if through is not None:
+            if rows and rows[-1].seq > through:  # the read passed the end: it has all up to it
+                full, known = False, through
+                rows = [row for row in rows if row.seq <= through]
+            known = min(known, through)
         events = []
         for row in rows:
             event = await self._event(row)
@@ -228,7 +241,6 @@ class Subscription:
         # No await from here on: a read cancelled above (a timeout at the caller) leaves the
         # subscription as it was, and the same events are read again next time.
         self._buffer.extend(events)
-        full = len(rows) == self._page
         last = rows[-1].seq if rows else 0
         # Everything still in the log up to `known` was in this read, unless it was cut short.
         self._read_to = max(self._read_to, last if full else max(last, known))

@@ -146,6 +146,7 @@ class Store:
         *,
         mask: bool = False,
         page: int = 500,
+        through_seq: int | None = None,
     ) -> Subscription:
         """Every event after position `after_seq`, in position order, then each new one as it
         commits: `async for event in store.subscribe(): ...` (see `eventstore.feed`).
@@ -154,11 +155,18 @@ class Store:
         Never skips and never repeats a position; writes of other processes and replicas
         arrive within `Feed.poll_interval` seconds. The iteration ends when the store closes.
         mask: a value written with sensitive=True comes with value None (as `History.events`).
+        through_seq: end the iteration after this position instead of following for ever.
         """
         if self._closed:
             raise StoreClosedError()
         return Subscription(
-            self, self._feed, after_seq=after_seq, scope=scope, page=page, mask=mask
+            self,
+            self._feed,
+            after_seq=after_seq,
+            scope=scope,
+            page=page,
+            mask=mask,
+            through_seq=through_seq,
         )
 
     def end_subscriptions(self) -> None:
