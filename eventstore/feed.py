@@ -233,9 +233,10 @@ class Subscription:
                 full, known = False, through
                 rows = [row for row in rows if row.seq <= through]
             known = min(known, through)
+        await self._learn_scopes(rows)
         events = []
         for row in rows:
-            event = await self._event(row)
+            event = self._event(row)
             if event is not None:
                 events.append(event)
         # No await from here on: a read cancelled above (a timeout at the caller) leaves the
@@ -267,16 +268,26 @@ class Subscription:
             await stream.aclose()  # type: ignore[attr-defined]
         return rows
 
-    async def _event(self, row: EventRow) -> RecordedEvent | None:
-        scope = self._scopes.get(row.scope_id)
-        if scope is None:
-            scope = await self._scope_of(row.scope_id)
+    async def _learn_scopes(self, rows: list[EventRow]) -> None:
+        """The scopes of a page's events, and where each was last erased: two reads at most."""
+        unknown = {row.scope_id for row in rows if row.scope_id not in self._scopes}
+        if unknown:
+            for found in await self._backend.select_all_scopes():
+                self._scopes[found.scope_id] = scope_from_key(found.scope_key)
+            missing = unknown - self._scopes.keys()
+            if missing:
+                raise AssertionError(f"the log has events of scope ids {missing} but no scopes")
+        fresh = {row.scope_id for row in rows if row.scope_id not in self._erased}
+        if fresh:
+            erased = await self._backend.select_erased_through(fresh)
+            for scope_id in fresh:
+                self._erased[scope_id] = erased.get(scope_id, 0)
+
+    def _event(self, row: EventRow) -> RecordedEvent | None:
+        scope = self._scopes[row.scope_id]
         if isinstance(self._scope, ScopeMatch) and not self._scope.matches(scope):
             return None
-        erased = self._erased.get(row.scope_id)
-        if erased is None:
-            marker = await self._backend.select_last_scope_event(row.scope_id, "erased")
-            erased = self._erased[row.scope_id] = 0 if marker is None else marker.seq
+        erased = self._erased[row.scope_id]
         if row.kind == "erased":
             self._erased[row.scope_id] = max(erased, row.seq)
             self._store.vault.refresh()
@@ -284,14 +295,6 @@ class Subscription:
         if self._mask and event.sensitive and event.value is not None:
             event = msgspec.structs.replace(event, value=None)
         return event
-
-    async def _scope_of(self, scope_id: int) -> Scope:
-        for row in await self._backend.select_all_scopes():
-            self._scopes[row.scope_id] = scope_from_key(row.scope_key)
-        scope = self._scopes.get(scope_id)
-        if scope is None:
-            raise AssertionError(f"the log has an event of scope id {scope_id} but no such scope")
-        return scope
 
 
 def describe(scope: Scope | ScopeMatch | None) -> str:

@@ -219,3 +219,20 @@ async def test_commits_of_another_store_on_the_same_database_reach_a_subscriber(
             for i in range(3):
                 await ts.set("offset", i)
         assert [e.value for e in got] == [0, 1, 2]
+
+
+async def test_a_subscriber_catching_up_past_an_erasure_gets_the_values_erased(
+    make_store: StoreFactory,
+) -> None:
+    async with make_store() as store:
+        ts = store.task_store("etl", "run_1", "ingest")
+        await ts.set("token", "s3cret")
+        await store.task_store("etl", "run_1", "other").set("k", "kept")
+        await store.erase(SCOPE)
+        events = await take(store.subscribe(), 4)
+        assert [(e.kind, e.value, e.erased) for e in events] == [
+            ("set", None, True),
+            ("set", "kept", False),
+            ("clear", None, False),
+            ("erased", None, False),
+        ]

@@ -273,6 +273,14 @@ class LogBackend(ABC):
         """
 
     @abstractmethod
+    async def select_erased_through(self, scope_ids: Collection[int]) -> dict[int, int]:
+        """The position of each of these scopes' last `erased` marker, for those that have one.
+
+        One statement for a page of a live subscriber's events, however many scopes it holds
+        (one index seek per scope on (scope_id, key, seq) with key NULL).
+        """
+
+    @abstractmethod
     async def select_all_scopes(self) -> list[ScopeRow]: ...
 
     @abstractmethod
