@@ -29,10 +29,23 @@ from eventstore.service.auth import Claims, sees_sensitive
 from eventstore.service.errors import HTTPProblem
 from eventstore.service.routes import MAX_MAP_INDEX, Call, Operation, Param
 
-__all__ = ["FEED_OPERATIONS", "HEARTBEAT"]
+__all__ = ["FEED_OPERATIONS", "HEARTBEAT", "FeedMessage"]
 
 HEARTBEAT: Final = 10.0  # seconds between keep-alive messages on a quiet stream
 _encoder = msgspec.json.Encoder()
+
+
+class FeedMessage(msgspec.Struct, kw_only=True):
+    """One Server-Sent Events message of the stream (text/event-stream, not JSON).
+
+    `id`: a position; `data`: the event at it, as JSON (a `RecordedEvent`, as in a history
+    page). A message with an `id` and no `data` says the stream has read up to that position.
+    """
+
+    id: str | None = None
+    data: str | None = None
+    event: str | None = None
+    retry: int | str | None = None
 
 
 def _filters(call: Call) -> Scope | ScopeMatch | None:
@@ -159,6 +172,7 @@ FEED_OPERATIONS: Final[list[Operation]] = [
                 "wins over after_seq",
             ),
         ),
+        response=FeedMessage,
         statuses=(401, 403, 422),
         media_type="text/event-stream",
     )
