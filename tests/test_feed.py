@@ -106,19 +106,26 @@ async def test_a_subscription_ends_when_the_store_closes_from_another_task(
     make_store: StoreFactory,
 ) -> None:
     seen: list[int] = []
+    ended = False
     async with make_store() as store:
         await store.task_store("etl", "run_1", "ingest").set("offset", 1)
+        got_both = anyio.Event()
 
         async def follow() -> None:
+            nonlocal ended
             async for event in store.subscribe():
                 seen.append(event.seq)
+                if len(seen) == 2:
+                    got_both.set()
+            ended = True
 
         async with anyio.create_task_group() as tg:
             tg.start_soon(follow)
             await store.task_store("etl", "run_1", "ingest").set("offset", 2)
-            await anyio.wait_all_tasks_blocked()
+            await got_both.wait()  # the subscriber now waits for a third event
             await store.aclose()  # from this task, not the one iterating
     assert seen == [1, 2]
+    assert ended, "the iteration ended by itself"
     with pytest.raises(StoreClosedError):
         store.subscribe()
 
