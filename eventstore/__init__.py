@@ -10,7 +10,9 @@ from eventstore.errors import (
     EventStoreError,
     HistoryCompactedError,
     MasterKeyError,
+    ReadOnlyStoreError,
     StaleAttemptError,
+    StorageError,
     StoreClosedError,
 )
 from eventstore.events import RecordedEvent
@@ -33,10 +35,12 @@ __all__ = [
     "EventStoreError",
     "HistoryCompactedError",
     "MasterKeyError",
+    "ReadOnlyStoreError",
     "RecordedEvent",
     "Scope",
     "ScopeMatch",
     "StaleAttemptError",
+    "StorageError",
     "Store",
     "StoreClosedError",
     "StoreConfig",

@@ -14,11 +14,13 @@ from eventstore import (
     ConcurrencyError,
     HistoryCompactedError,
     StaleAttemptError,
+    StoreConfig,
     TaskScope,
     open_store,
 )
 from eventstore.blocking import open_blocking_store
 from eventstore.crypto import is_sensitive
+from eventstore.errors import ReadOnlyStoreError
 from projections import At
 from tests.conftest import FakeClock, StoreFactory
 from tests.test_erasure import encrypted
@@ -246,3 +248,18 @@ def test_the_blocking_store_rewinds(tmp_path: Path) -> None:
         result = history.rewind(At.version(1))
         assert (result.set, ts.get("offset")) == (["offset"], 1)
         assert history.state(At.version(2)) == {"offset": 2}
+
+
+async def test_a_read_only_store_plans_a_rewind_but_does_not_write_it(tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path / 'trail.db'}"
+    async with open_store(url) as store:
+        ts = store.task_store("etl", "run_1", "ingest", try_number=1)
+        await ts.set("offset", 1, retention=NEVER_EXPIRE)
+        await ts.set("offset", 2, retention=NEVER_EXPIRE)
+    async with open_store(url, config=StoreConfig(read_only=True)) as store:
+        history = store.history(SCOPE)
+        plan = await history.rewind(At.version(1), dry_run=True)
+        assert plan.diff.changed == {"offset": (2, 1)}
+        with pytest.raises(ReadOnlyStoreError, match="read-only"):
+            await history.rewind(At.version(1))
+        assert await store.version(SCOPE) == 2
