@@ -130,7 +130,18 @@ def to_micros(moment: datetime) -> int:
 
 
 def from_micros(micros: int) -> datetime:
-    return datetime.fromtimestamp(micros // 1_000_000, UTC).replace(microsecond=micros % 1_000_000)
+    global _last_moment
+    # The events of one commit share their recorded time: readers of the log in position order
+    # (the live feed, rebuild) convert the same instant many times in a row.
+    last = _last_moment
+    if last[0] == micros:
+        return last[1]
+    moment = datetime.fromtimestamp(micros // 1_000_000, UTC).replace(
+        microsecond=micros % 1_000_000
+    )
+    _last_moment = (micros, moment)
+    return moment
 
 
 _EPOCH: Final = datetime(1970, 1, 1, tzinfo=UTC)
+_last_moment: tuple[int, datetime] = (0, _EPOCH)

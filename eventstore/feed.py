@@ -172,6 +172,7 @@ class Subscription:
         self._through = through_seq  # stop after this position (None: follow for ever)
         self._buffer: deque[RecordedEvent] = deque()
         self._scopes: dict[int, Scope] = {}  # scope_id -> scope, for the whole log's events
+        self._keys: dict[int, str] = {}  # scope_id -> its scope key (values are sealed with it)
         self._erased: dict[int, int] = {}  # scope_id -> position of its last erasure
         self._closed = False
 
@@ -274,6 +275,7 @@ class Subscription:
         if unknown:
             for found in await self._backend.select_all_scopes():
                 self._scopes[found.scope_id] = scope_from_key(found.scope_key)
+                self._keys[found.scope_id] = found.scope_key
             missing = unknown - self._scopes.keys()
             if missing:
                 raise AssertionError(f"the log has events of scope ids {missing} but no scopes")
@@ -291,7 +293,10 @@ class Subscription:
         if row.kind == "erased":
             self._erased[row.scope_id] = max(erased, row.seq)
             self._store.vault.refresh()
-        event = recorded_event(row, scope, self._store.vault, erased_before=erased)
+        key = self._keys.get(row.scope_id)
+        if key is None:
+            key = self._keys[row.scope_id] = scope_key(scope)
+        event = recorded_event(row, scope, self._store.vault, erased_before=erased, scope_key_=key)
         if self._mask and event.sensitive and event.value is not None:
             event = msgspec.structs.replace(event, value=None)
         return event
