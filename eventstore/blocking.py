@@ -6,9 +6,11 @@ here waits for its coroutine there. Method names and arguments are the async API
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable, Iterator
-from contextlib import contextmanager
+import sys
+from collections.abc import Awaitable, Callable
+from contextlib import AbstractContextManager
 from functools import partial
+from types import TracebackType
 from typing import Any, Generic, Protocol, TypeVar
 
 from anyio.from_thread import BlockingPortal, start_blocking_portal
@@ -26,22 +28,64 @@ from projections.verify import VerifyReport
 __all__ = ["BlockingAccessor", "BlockingHistory", "BlockingStore", "open_blocking_store"]
 
 
-@contextmanager
 def open_blocking_store(
     url: str | None = None, config: StoreConfig | None = None, clock: Clock | None = None
-) -> Iterator[BlockingStore]:
-    """`with open_blocking_store("sqlite:///trail.db") as store:` for code without an event loop."""
-    with (
-        start_blocking_portal() as portal,
-        portal.wrap_async_context_manager(open_store(url, config, clock)) as store,
-    ):
-        yield BlockingStore(portal, store)
+) -> BlockingStore:
+    """Open the store for code without an event loop.
+
+    `with open_blocking_store("sqlite:///trail.db") as store:` closes it after the block;
+    `store = open_blocking_store(url)` ... `store.close()` for code that keeps it (any thread).
+    """
+    portal_cm = start_blocking_portal()
+    portal = portal_cm.__enter__()
+    try:
+        store = portal.call(_open, url, config, clock)
+    except BaseException:
+        portal_cm.__exit__(*sys.exc_info())
+        raise
+    return BlockingStore(portal, store, portal_cm)
+
+
+async def _open(url: str | None, config: StoreConfig | None, clock: Clock | None) -> Store:
+    return await open_store(url, config, clock)
 
 
 class BlockingStore:
-    def __init__(self, portal: BlockingPortal, store: Store) -> None:
+    """The store as plain calls, run on an event loop in a thread of its own."""
+
+    def __init__(
+        self,
+        portal: BlockingPortal,
+        store: Store,
+        portal_cm: AbstractContextManager[BlockingPortal] | None = None,
+    ) -> None:
         self._portal = portal
+        self._portal_cm = portal_cm  # the loop's thread, stopped by close() when it is ours
+        self._closed = False
         self.store = store
+
+    def __enter__(self) -> BlockingStore:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()
+
+    def close(self) -> None:
+        """Commit what is queued, close the store and stop its thread; idempotent."""
+        if self._closed:
+            return
+        self._closed = True
+        portal_cm, self._portal_cm = self._portal_cm, None
+        try:
+            self._portal.call(self.store.aclose)
+        finally:
+            if portal_cm is not None:
+                portal_cm.__exit__(None, None, None)
 
     def task_store(
         self,

@@ -22,10 +22,11 @@ import itertools
 import os
 import random
 import time
-from collections.abc import AsyncIterator, Iterable, Iterator, Mapping
-from contextlib import asynccontextmanager, contextmanager
+from collections.abc import Iterable, Iterator, Mapping
+from contextlib import contextmanager
 from datetime import datetime, timedelta
 from functools import partial
+from types import TracebackType
 from typing import Any, Final, TypeVar
 from urllib.parse import quote, urlencode
 
@@ -34,6 +35,7 @@ import msgspec
 from anyio.from_thread import BlockingPortal, start_blocking_portal
 from yarl import URL
 
+from eventstore._opening import Opening
 from eventstore.blocking import BlockingAccessor
 from eventstore.config import NEVER_EXPIRE, NeverExpire, check_retention
 from eventstore.errors import EventStoreError, NoSuchPointError
@@ -190,6 +192,21 @@ class Remote:
         self._base = base_url.rstrip("/")
         self.retries = retries
         self.backoff = backoff
+
+    async def __aenter__(self) -> Remote:
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.aclose()
+
+    async def aclose(self) -> None:
+        """Close the connections to the service; idempotent, from any task."""
+        await self._session.close()
 
     def task_store(
         self,
@@ -849,8 +866,7 @@ class RemoteHistory:
         return {}
 
 
-@asynccontextmanager
-async def connect(
+def connect(
     base_url: str,
     *,
     token: str,
@@ -858,19 +874,24 @@ async def connect(
     backoff: float = 0.05,
     request_timeout: float = 30.0,
     connections: int = 256,
-) -> AsyncIterator[Remote]:
-    """Connect to a tasktrail service at `base_url` with a bearer `token` for the block.
+) -> Opening[Remote]:
+    """Connect to a tasktrail service at `base_url` with a bearer `token`.
 
+    `async with connect(url, token=...) as remote:` closes the connection after the block;
+    `remote = await connect(url, token=...)` ... `await remote.aclose()` (from any task).
     `retries` bounds the retries of one call (connection errors and 5xx); `backoff` is the first
     wait in seconds, doubled each retry up to 2 s, with jitter.
     """
-    connector = aiohttp.TCPConnector(limit=connections)
-    async with aiohttp.ClientSession(
-        connector=connector,
-        headers={"Authorization": f"Bearer {token}"},
-        timeout=aiohttp.ClientTimeout(total=request_timeout),
-    ) as session:
-        yield Remote(session, base_url, retries=retries, backoff=backoff)
+
+    async def open_() -> Remote:
+        session = aiohttp.ClientSession(
+            connector=aiohttp.TCPConnector(limit=connections),
+            headers={"Authorization": f"Bearer {token}"},
+            timeout=aiohttp.ClientTimeout(total=request_timeout),
+        )
+        return Remote(session, base_url, retries=retries, backoff=backoff)
+
+    return Opening(open_)
 
 
 # ----------------------------------------------------------------------------- blocking

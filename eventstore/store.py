@@ -7,14 +7,15 @@ straight to the projection and apply expiry with the store's clock.
 from __future__ import annotations
 
 import os
-from collections.abc import AsyncIterator, Mapping
-from contextlib import asynccontextmanager
+from collections.abc import Mapping
 from datetime import UTC, datetime, timedelta
 from functools import partial
+from types import TracebackType
 from typing import Any, Final
 
 import anyio
 
+from eventstore._opening import Opening
 from eventstore.backends import open_backend
 from eventstore.backends.base import CurrentRow, LogBackend, ScopeFilter, ScopeRow
 from eventstore.config import Clock, NeverExpire, StoreConfig, check_retention, system_clock
@@ -52,17 +53,24 @@ def default_url() -> str:
     return os.environ.get("TASKTRAIL_DB") or DEFAULT_URL
 
 
-@asynccontextmanager
-async def open_store(
+def open_store(
     url: str | None = None,
     config: StoreConfig | None = None,
     clock: Clock | None = None,
-) -> AsyncIterator[Store]:
-    """Open the store at `url` (default: $TASKTRAIL_DB or ./tasktrail.db) for the block.
+) -> Opening[Store]:
+    """Open the store at `url` (default: $TASKTRAIL_DB or ./tasktrail.db).
+
+    `async with open_store(url) as store:` closes it at the end of the block;
+    `store = await open_store(url)` hands it over, to be closed with `await store.aclose()`.
+    Any task may close it, not only the one that opened it.
 
     With master keys (`StoreConfig.master_keys`, else $TASKTRAIL_MASTER_KEYS) values are
     encrypted at rest; the keys are checked against the store's key store before anything else.
     """
+    return Opening(partial(_open_store, url, config, clock))
+
+
+async def _open_store(url: str | None, config: StoreConfig | None, clock: Clock | None) -> Store:
     config = config or StoreConfig()
     url = url or default_url()
     master_keys = tuple(config.master_keys) or master_keys_from_env()
@@ -74,28 +82,14 @@ async def open_store(
     except BaseException:
         vault.close()
         raise
-    try:
-        async with anyio.create_task_group() as tg:
-            store = Store(backend, config, clock or system_clock, vault)
-            await tg.start(store._writer.run)
-            try:
-                yield store
-            finally:
-                with anyio.CancelScope(shield=True):
-                    await store.aclose()
-    except BaseExceptionGroup as group:
-        # The task group wraps an error of the caller's block; hand it back as it was raised.
-        if len(group.exceptions) == 1:
-            raise group.exceptions[0] from group.exceptions[0].__cause__
-        raise
-    finally:
-        with anyio.CancelScope(shield=True):
-            await backend.aclose()
-            vault.close()
+    return Store(backend, config, clock or system_clock, vault)
 
 
 class Store:
-    """One open store. Make accessors with `task_store` and `asset_store`."""
+    """One open store. Make accessors with `task_store` and `asset_store`.
+
+    Close it with `aclose()` (or use it in `async with`), from any task.
+    """
 
     def __init__(
         self, backend: LogBackend, config: StoreConfig, clock: Clock, vault: Vault | None = None
@@ -109,6 +103,18 @@ class Store:
         self._compacting = anyio.Lock()
         self._feed = Feed(backend)
         self._closed = False
+        self._close_done = anyio.Event()
+
+    async def __aenter__(self) -> Store:
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.aclose()
 
     def now(self) -> datetime:
         now = self._clock()
@@ -307,11 +313,25 @@ class Store:
         )
 
     async def aclose(self) -> None:
-        """Commit queued writes and stop taking new ones; idempotent."""
-        if not self._closed:
-            self._closed = True
-            self._feed.close()
-            await self._writer.aclose()
+        """Stop taking writes, commit those queued and in flight, and close the database.
+
+        Writes after it raise `StoreClosedError`. Idempotent, and any task may call it: a
+        second call waits for the first to finish. Shielded: a close that started completes.
+        """
+        if self._closed:
+            await self._close_done.wait()
+            return
+        self._closed = True
+        self._feed.close()  # subscribers waiting for news end their iteration
+        with anyio.CancelScope(shield=True):
+            try:
+                await self._writer.aclose()
+            finally:
+                try:
+                    await self.backend.aclose()
+                finally:
+                    self.vault.close()
+                    self._close_done.set()
 
 
 def _expired(row: CurrentRow, now: int) -> bool:

@@ -219,22 +219,27 @@ def create_app(
 
     @asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        # Without a schedule the lifespan holds nothing bound to a task, so a host may start
+        # the app in one task and stop it in another; the schedule's task group belongs to
+        # the lifespan's own task (Starlette and uvicorn run the lifespan in one).
         async with open_store(url, config, clock) as store:
             state = ServiceState(store=store, verifier=verifier)
             app.state.tasktrail = slot.state = state
+            if not compact_every:
+                yield
+                return
             # The schedule stops before the store closes: at shutdown its task group is
             # cancelled, and a compaction in progress stops between its short transactions.
             async with anyio.create_task_group() as tg:
-                if compact_every:
-                    await tg.start(
-                        partial(
-                            run_compaction_schedule,
-                            store,
-                            compact_every,
-                            lambda report: state.metrics.compacted(report, state.wall()),
-                            on_error=state.metrics.compaction_error,
-                        )
+                await tg.start(
+                    partial(
+                        run_compaction_schedule,
+                        store,
+                        compact_every,
+                        lambda report: state.metrics.compacted(report, state.wall()),
+                        on_error=state.metrics.compaction_error,
                     )
+                )
                 try:
                     yield
                 finally:
