@@ -44,10 +44,14 @@ class KeySet(Event, frozen=True, tag="set"):
     expires_at: datetime | None = None
     sealed: bytes | None = None  # the encrypted value, with its header (eventstore.crypto)
     sensitive: bool = False  # set(..., sensitive=True): faces mask the value
+    # Written by a rewind (projections.rewind): the global position the scope was rewound to
+    # (0: before its first event). None for every other write.
+    rewound_to: int | None = None
 
 
 class KeyDeleted(Event, frozen=True, tag="delete"):
     key: str
+    rewound_to: int | None = None  # as on KeySet: the position a rewind went back to
 
 
 class ScopeCleared(Event, frozen=True, tag="clear"):
@@ -116,6 +120,7 @@ class RecordedEvent(msgspec.Struct, frozen=True, kw_only=True):
     detail: dict[str, Any] | None = None  # the marker's fields, for system events
     sensitive: bool = False  # written with sensitive=True: faces mask the value
     erased: bool = False  # the scope was erased: `value` is None, the metadata is kept
+    rewound_to: int | None = None  # written by a rewind to this position (projections.rewind)
 
 
 def to_micros(moment: datetime) -> int:
@@ -125,7 +130,18 @@ def to_micros(moment: datetime) -> int:
 
 
 def from_micros(micros: int) -> datetime:
-    return datetime.fromtimestamp(micros // 1_000_000, UTC).replace(microsecond=micros % 1_000_000)
+    global _last_moment
+    # The events of one commit share their recorded time: readers of the log in position order
+    # (the live feed, rebuild) convert the same instant many times in a row.
+    last = _last_moment
+    if last[0] == micros:
+        return last[1]
+    moment = datetime.fromtimestamp(micros // 1_000_000, UTC).replace(
+        microsecond=micros % 1_000_000
+    )
+    _last_moment = (micros, moment)
+    return moment
 
 
 _EPOCH: Final = datetime(1970, 1, 1, tzinfo=UTC)
+_last_moment: tuple[int, datetime] = (0, _EPOCH)
