@@ -143,7 +143,7 @@ export async function rewind(scope, point, { dryRun = false, expectedVersion = n
     "Content-Type": "application/json",
   };
   if (expectedVersion !== null) headers["If-Match"] = `"${expectedVersion}"`;
-  const response = await fetch(urlOf(path, params), {
+  const response = await fetch(site.base + urlOf(path, params), {
     method: "POST",
     headers,
     body: JSON.stringify(body),

@@ -2,7 +2,7 @@
 // carry the bearer token (an EventSource cannot send headers). Reconnects by itself, resuming
 // after the last position the stream named (Last-Event-ID), so no event is missed or repeated.
 
-import { ApiError, token, urlOf } from "./api.js";
+import { ApiError, site, token, urlOf } from "./api.js";
 
 /**
  * An incremental parser of an SSE stream: `push(text)` takes the next chunk of text and returns
@@ -77,13 +77,11 @@ export function follow(filters, after, { onEvents, onStatus = () => {}, onError 
   const run = async () => {
     while (!closed) {
       try {
-        const response = await fetch(urlOf("/api/v1/events", filters), {
-          headers: {
-            Authorization: `Bearer ${token.get() ?? ""}`,
-            Accept: "text/event-stream",
-            "Last-Event-ID": String(last),
-          },
-          credentials: "omit",
+        const headers = { Accept: "text/event-stream", "Last-Event-ID": String(last) };
+        if (site.credentials === "omit") headers.Authorization = `Bearer ${token.get() ?? ""}`;
+        const response = await fetch(site.base + urlOf("/api/v1/events", filters), {
+          headers,
+          credentials: site.credentials,
           cache: "no-store",
           signal: controller.signal,
         });
