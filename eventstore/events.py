@@ -44,6 +44,9 @@ class KeySet(Event, frozen=True, tag="set"):
     expires_at: datetime | None = None
     sealed: bytes | None = None  # the encrypted value, with its header (eventstore.crypto)
     sensitive: bool = False  # set(..., sensitive=True): faces mask the value
+    # True on a write that said sensitive=False to a key that was sensitive: the flag was
+    # cleared here. Left out of the stored JSON otherwise (UNSET is never encoded).
+    sensitive_cleared: bool | msgspec.UnsetType = msgspec.UNSET
 
 
 class KeyDeleted(Event, frozen=True, tag="delete"):
@@ -115,6 +118,8 @@ class RecordedEvent(msgspec.Struct, frozen=True, kw_only=True):
     actor: str = "task"
     detail: dict[str, Any] | None = None  # the marker's fields, for system events
     sensitive: bool = False  # written with sensitive=True: faces mask the value
+    # This write said sensitive=False to a key that was sensitive, and so cleared its flag.
+    sensitive_cleared: bool = False
     erased: bool = False  # the scope was erased: `value` is None, the metadata is kept
 
 

@@ -24,7 +24,7 @@ from eventstore.backends.base import (
     WriteTransaction,
 )
 from eventstore.config import NEVER_EXPIRE, NeverExpire, StoreConfig
-from eventstore.crypto import ERASED, DataKey, Vault, stored_value
+from eventstore.crypto import ERASED, DataKey, Vault, is_sensitive, stored_value
 from eventstore.errors import ConcurrencyError, StaleAttemptError
 from eventstore.events import (
     AnyEvent,
@@ -58,7 +58,9 @@ class SetOp(msgspec.Struct, frozen=True):
     value: bytes  # already checked and encoded JSON
     retention: timedelta | NeverExpire | None = None
     expires_at: datetime | None = None  # an absolute expiry wins over retention
-    sensitive: bool = False
+    # True or False marks or clears the key's sensitive flag; None keeps the flag the key has
+    # (a write that does not say never unmasks a secret).
+    sensitive: bool | None = None
 
 
 class DeleteOp(msgspec.Struct, frozen=True):
@@ -142,6 +144,8 @@ class _Batch:
         self.new_idempotent: list[IdempotentRow] = []
         self.scope_keys: dict[Scope, str] = {}
         self.idempotent_loaded = False
+        # The sensitive flags of keys as stored before the batch, by (scope_id, key).
+        self.flags: dict[tuple[int, str], bool] = {}
         self.recorded_at = from_micros(now)
         self.expiry_times: dict[int, datetime] = {}
         days = config.default_retention_days
@@ -208,6 +212,8 @@ class _Batch:
         if request.expected_version is not None and request.expected_version != row.version:
             raise ConcurrencyError(request.scope, request.expected_version, row.version)
 
+        if row.scope_id:
+            await self._load_flags(row.scope_id, request.ops)
         appended = 0
         last_seq: int | None = None
         for op in request.ops:
@@ -273,6 +279,34 @@ class _Batch:
             encoded = (await self.tx.select_idempotent([pair])).get(pair)
         return None if encoded is None else _decode_result(encoded)
 
+    async def _load_flags(self, scope_id: int, ops: Sequence[Op]) -> None:
+        """Read the stored flags of the keys that `ops` set without marking them sensitive
+        (a write that does not say keeps the flag; one that says False clears it, on record)."""
+        wanted = [
+            op.key
+            for op in ops
+            if isinstance(op, SetOp)
+            and op.sensitive is not True
+            and (scope_id, op.key) not in self.flags
+        ]
+        if not wanted:
+            return
+        heads = await self.tx.select_current_heads(scope_id, wanted)
+        for key in wanted:
+            head = heads.get(key)
+            self.flags[(scope_id, key)] = head is not None and is_sensitive(head)
+
+    def _flagged(self, scope_id: int, key: str) -> bool:
+        """Whether the key is sensitive as the batch has left it so far (a delete or clear
+        ends the key, and its flag with it)."""
+        pair = (scope_id, key)
+        if pair in self.final:
+            pending = self.final[pair]
+            return pending is not None and is_sensitive(pending.value)
+        if scope_id in self.cleared:
+            return False
+        return self.flags.get(pair, False)
+
     async def _ensure_stored(self, view: _ScopeView) -> None:
         if not view.row.scope_id:
             view.row.scope_id = await self.tx.insert_scope(view.row)
@@ -295,11 +329,14 @@ class _Batch:
     def _append_set(self, view: _ScopeView, request: AppendRequest, op: SetOp) -> int:
         expires = self._expiry(op)
         data_key = self.keys.sealing.get(id(request))
+        flagged = op.sensitive is not True and self._flagged(view.row.scope_id, op.key)
+        sensitive = flagged if op.sensitive is None else op.sensitive
         event = KeySet(
             key=op.key,
             value=msgspec.Raw(op.value),
             expires_at=None if expires is None else self._expiry_time(expires),
-            sensitive=op.sensitive,
+            sensitive=sensitive,
+            sensitive_cleared=True if flagged and not sensitive else msgspec.UNSET,
         )
         if data_key is not None:
             assert self.vault is not None
@@ -518,10 +555,11 @@ def recorded_event(
     value: Any = None
     detail = None
     expires_at = None
-    sensitive = erased = False
+    sensitive = erased = cleared = False
     match event:
         case KeySet(expires_at=expires, sensitive=sensitive):
             expires_at = expires
+            cleared = event.sensitive_cleared is True
             if row.seq < erased_before:
                 erased = True
             else:
@@ -550,6 +588,7 @@ def recorded_event(
         actor=row.actor,
         detail=detail,
         sensitive=sensitive,
+        sensitive_cleared=cleared,
         erased=erased,
     )
 

@@ -20,7 +20,7 @@ from eventstore.config import Clock, NeverExpire, StoreConfig, check_retention, 
 from eventstore.crypto import ERASED, ReencryptReport, RotationReport, Vault, master_keys_from_env
 from eventstore.crypto import reencrypt as reencrypt_log
 from eventstore.crypto import scrub as scrub_log
-from eventstore.errors import StoreClosedError
+from eventstore.errors import ExpiryValueError, StoreClosedError
 from eventstore.events import to_micros
 from eventstore.log import (
     AppendRequest,
@@ -315,7 +315,7 @@ class _Accessor:
         expires_at: datetime | None,
         expected_version: int | None,
         idempotency_id: str | None,
-        sensitive: bool = False,
+        sensitive: bool | None = None,
     ) -> AppendResult:
         if not isinstance(values, Mapping):
             raise TypeError(
@@ -329,16 +329,15 @@ class _Accessor:
             try:
                 expires_at = expires_at.astimezone(UTC)
             except OverflowError:  # in the batch it would fail every write committed with it
-                raise ValueError(
-                    f"expires_at {expires_at!r} is after the last UTC datetime"
-                ) from None
+                raise ExpiryValueError(expires_at) from None
         check_retention(retention)
+        flag = None if sensitive is None else bool(sensitive)
         limit = self.store.config.max_value_bytes
         ops: list[Op] = []
         for key, value in values.items():
             check_key(key)
             encoded = encode_value(key, value, limit)
-            ops.append(SetOp(key, encoded, retention, expires_at, bool(sensitive)))
+            ops.append(SetOp(key, encoded, retention, expires_at, flag))
         return await self._append(ops, expected_version, idempotency_id)
 
     async def _append(
@@ -378,12 +377,14 @@ class TaskStore(_Accessor):
         expires_at: datetime | None = None,
         expected_version: int | None = None,
         idempotency_id: str | None = None,
-        sensitive: bool = False,
+        sensitive: bool | None = None,
     ) -> AppendResult:
         """Store a JSON value under key; retention defaults to the store's configured days.
 
-        `sensitive=True` marks the value: the service masks it for everyone but the writing
-        task's token and admins (the library returns it as it is).
+        `sensitive=True` marks the key: the service masks its values for everyone but the
+        writing task's token and admins (the library returns them as they are). The flag sticks:
+        a later write that leaves `sensitive` out (None) keeps it, and only `sensitive=False`
+        clears it (an event history shows). Deleting or clearing the key ends it.
         """
         return await self._set_many(
             {check_key(key): value},
@@ -402,7 +403,7 @@ class TaskStore(_Accessor):
         expires_at: datetime | None = None,
         expected_version: int | None = None,
         idempotency_id: str | None = None,
-        sensitive: bool = False,
+        sensitive: bool | None = None,
     ) -> AppendResult:
         """Store several keys in one atomic step, one version each."""
         return await self._set_many(
@@ -439,7 +440,7 @@ class AssetStore(_Accessor):
         *,
         expected_version: int | None = None,
         idempotency_id: str | None = None,
-        sensitive: bool = False,
+        sensitive: bool | None = None,
     ) -> AppendResult:
         return await self._set_many(
             {check_key(key): value}, _NEVER, None, expected_version, idempotency_id, sensitive
@@ -451,7 +452,7 @@ class AssetStore(_Accessor):
         *,
         expected_version: int | None = None,
         idempotency_id: str | None = None,
-        sensitive: bool = False,
+        sensitive: bool | None = None,
     ) -> AppendResult:
         return await self._set_many(
             values, _NEVER, None, expected_version, idempotency_id, sensitive

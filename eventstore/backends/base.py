@@ -144,6 +144,11 @@ class WriteTransaction(ABC):
         """The keys of the scope with an unexpired row in the projection."""
 
     @abstractmethod
+    async def select_current_heads(self, scope_id: int, keys: Collection[str]) -> dict[str, bytes]:
+        """The first two bytes of the projection value of each of these keys that has a row
+        (expired ones included): enough for the store to read a stored value's flags."""
+
+    @abstractmethod
     async def select_idempotent(
         self, keys: Collection[tuple[int, str]]
     ) -> dict[tuple[int, str], bytes]:

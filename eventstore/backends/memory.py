@@ -70,6 +70,10 @@ class _MemoryTransaction(WriteTransaction):
         rows = self._data.current.get(scope_id, {})
         return {k for k, r in rows.items() if r.expires_at is None or r.expires_at > now}
 
+    async def select_current_heads(self, scope_id: int, keys: Collection[str]) -> dict[str, bytes]:
+        rows = self._data.current.get(scope_id, {})
+        return {k: rows[k].value[:2] for k in keys if k in rows}
+
     async def select_idempotent(
         self, keys: Collection[tuple[int, str]]
     ) -> dict[tuple[int, str], bytes]:

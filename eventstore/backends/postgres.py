@@ -262,6 +262,11 @@ _SELECT_SCOPE: Final = f"SELECT {_SCOPE_COLUMNS} FROM scopes WHERE scope_key = $
 _SELECT_TASK_SCOPES: Final = (
     f"SELECT {_SCOPE_COLUMNS} FROM scopes WHERE dag_id = $1 AND run_id = $2 AND task_id = $3"
 )
+# The flags of stored values (eventstore.crypto) are in their first two bytes.
+_SELECT_CURRENT_HEADS: Final = (
+    "SELECT key, substring(value FROM 1 FOR 2) FROM current "
+    "WHERE scope_id = $1 AND key = ANY($2::bytea[])"
+)
 _SELECT_LIVE_KEYS: Final = (
     "SELECT key FROM current WHERE scope_id = $1 AND (expires_at IS NULL OR expires_at > $2)"
 )
@@ -635,6 +640,13 @@ class _PostgresTransaction(WriteTransaction):
     async def select_live_keys(self, scope_id: int, now: int) -> set[str]:
         await self.flush()
         return {r[0].decode() for r in await self.conn.fetch(_SELECT_LIVE_KEYS, scope_id, now)}
+
+    async def select_current_heads(self, scope_id: int, keys: Collection[str]) -> dict[str, bytes]:
+        if not keys:
+            return {}
+        await self.flush()
+        rows = await self.conn.fetch(_SELECT_CURRENT_HEADS, scope_id, [k.encode() for k in keys])
+        return {r[0].decode(): r[1] for r in rows}
 
     async def select_idempotent(
         self, keys: Collection[tuple[int, str]]

@@ -206,6 +206,11 @@ _SELECT_TASK_SCOPES: Final = (
 _SELECT_LIVE_KEYS: Final = (
     "SELECT key FROM current WHERE scope_id = ? AND (expires_at IS NULL OR expires_at > ?)"
 )
+# The flags of stored values (eventstore.crypto) are in their first two bytes.
+_SELECT_CURRENT_HEADS: Final = (
+    "SELECT key, substr(value, 1, 2) FROM current "
+    "WHERE scope_id = ? AND key IN (SELECT value FROM json_each(?))"
+)
 # Each filter is a parameter that is either NULL (no filter) or the value to match, so one
 # statement serves every combination; the cursor is (updated_at, scope_id) of the last row seen.
 _SELECT_SCOPES_PAGE: Final = (
@@ -611,6 +616,12 @@ class _SQLiteTransaction(WriteTransaction):
 
     async def select_live_keys(self, scope_id: int, now: int) -> set[str]:
         return {r[0] for r in self.conn.execute(_SELECT_LIVE_KEYS, (scope_id, now))}
+
+    async def select_current_heads(self, scope_id: int, keys: Collection[str]) -> dict[str, bytes]:
+        if not keys:
+            return {}
+        rows = self.conn.execute(_SELECT_CURRENT_HEADS, (scope_id, _json_array(keys)))
+        return {r[0]: r[1] for r in rows}
 
     async def select_idempotent(
         self, keys: Collection[tuple[int, str]]

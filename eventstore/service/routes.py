@@ -11,8 +11,10 @@ Idempotency ids travel in `Idempotency-Key`.
 
 from __future__ import annotations
 
+import json
 import logging
 import math
+import re
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
@@ -20,8 +22,9 @@ from datetime import timedelta
 from typing import Any, Final, Literal
 from urllib.parse import unquote
 
+import anyio.to_thread
 import msgspec
-from msgspec import UNSET
+from msgspec import UNSET, UnsetType
 from starlette.requests import ClientDisconnect, Request
 from starlette.responses import Response
 from starlette.types import ASGIApp, Receive, Send
@@ -45,6 +48,7 @@ from eventstore.service.auth import (
 from eventstore.service.errors import ErrorBody, HTTPProblem, problem_of
 from eventstore.service.metrics import Metrics
 from eventstore.service.models import (
+    MAX_BATCH_KEYS,
     MAX_RETENTION_SECONDS,
     AssetBatchBody,
     AssetPutBody,
@@ -57,7 +61,7 @@ from eventstore.service.models import (
     WriteResult,
 )
 from eventstore.store import AssetStore, Store, TaskStore
-from eventstore.values import check_key
+from eventstore.values import MAX_VALUE_DEPTH, check_key
 
 __all__ = ["OPERATIONS", "Call", "Operation", "Param", "ServiceState", "endpoint"]
 
@@ -212,27 +216,11 @@ class Call:
         if declared.isdigit() and int(declared) > limit:
             raise _too_large(f"{int(declared)} bytes", limit)
         raw = await _read_body(self.request.receive, limit)
-        try:
-            return msgspec.json.decode(raw, type=kind)
-        except msgspec.ValidationError as error:
-            text = str(error)
-            if "in `$.values`" in text and "length" in text:
-                raise HTTPProblem(
-                    422, "bad_key", f"a key must be 1 to 512 characters: {text}"
-                ) from None
-            if "$.retention" in text:
-                raise HTTPProblem(422, "bad_retention", f"bad retention: {text}") from None
-            if "Number out of range" in text:
-                raise HTTPProblem(
-                    422,
-                    "non_finite_value",
-                    f"a number in the body is out of range ({text}); JSON values must be finite",
-                ) from None
-            raise HTTPProblem(422, "bad_body", f"the request body does not fit: {text}") from None
-        except msgspec.DecodeError as error:
-            raise HTTPProblem(
-                422, "bad_body", f"the request body is not JSON: {error}; send a JSON object"
-            ) from None
+        if len(raw) <= _INLINE_BODY_BYTES:
+            return decode_body(raw, kind)
+        # Decoding a few megabytes takes longer than any request may hold the event loop; in a
+        # worker thread it runs while the loop keeps serving (the GIL changes hands every 5 ms).
+        return await anyio.to_thread.run_sync(decode_body, raw, kind)
 
     def expected_version(self) -> int | None:
         header = self.header("if-match")
@@ -336,6 +324,11 @@ def _entry(call: Call, row: CurrentRow) -> KeyEntry | None:
     )
 
 
+def _flag(sensitive: bool | UnsetType) -> bool | None:
+    """A body's `sensitive`: said (True, False) or not (None: the key keeps its flag)."""
+    return None if sensitive is UNSET else bool(sensitive)
+
+
 def _retention(value: str | float) -> timedelta | NeverExpire | None:
     if value == "default":
         return None
@@ -398,7 +391,7 @@ async def put_key(call: Call) -> Response:
             expires_at=expires_at,
             expected_version=expected,
             idempotency_id=idempotency,
-            sensitive=body.sensitive,
+            sensitive=_flag(body.sensitive),
         )
     else:
         asset_body: AssetPutBody = await call.body(AssetPutBody)
@@ -407,7 +400,7 @@ async def put_key(call: Call) -> Response:
             asset_body.value,
             expected_version=expected,
             idempotency_id=idempotency,
-            sensitive=asset_body.sensitive,
+            sensitive=_flag(asset_body.sensitive),
         )
     return _write_response(call, result)
 
@@ -438,6 +431,7 @@ async def patch_key(call: Call) -> Response:
                     expires_at=None if row.expires_at is None else from_micros(row.expires_at),
                     expected_version=version if expected is None else expected,
                     idempotency_id=idempotency,
+                    sensitive=_flag(body.sensitive),
                 )
             else:
                 result = await accessor.set(
@@ -445,6 +439,7 @@ async def patch_key(call: Call) -> Response:
                     body.value,
                     expected_version=version if expected is None else expected,
                     idempotency_id=idempotency,
+                    sensitive=_flag(body.sensitive),
                 )
         except ConcurrencyError:
             if expected is not None:
@@ -509,7 +504,7 @@ async def set_batch(call: Call) -> Response:
             retention=_retention(body.retention),
             expected_version=expected,
             idempotency_id=idempotency,
-            sensitive=body.sensitive,
+            sensitive=_flag(body.sensitive),
         )
     else:
         asset_body: AssetBatchBody = await call.body(AssetBatchBody)
@@ -517,7 +512,7 @@ async def set_batch(call: Call) -> Response:
             asset_body.values,
             expected_version=expected,
             idempotency_id=idempotency,
-            sensitive=asset_body.sensitive,
+            sensitive=_flag(asset_body.sensitive),
         )
     return _write_response(call, result)
 
@@ -673,6 +668,102 @@ async def _read_body(receive: Receive, limit: int) -> bytes:
             chunks.append(chunk)
         if not message.get("more_body", False):
             return chunks[0] if len(chunks) == 1 else b"".join(chunks)
+
+
+# Bodies up to this size are decoded on the event loop (well under a millisecond).
+_INLINE_BODY_BYTES: Final = 64 * 1024
+
+
+def decode_body(raw: bytes, kind: type[Any]) -> Any:
+    """The body decoded as `kind`, or the 4xx that says what is wrong with it.
+
+    msgspec keeps the last of an object's repeated fields, so `{"sensitive": true,
+    "sensitive": false}` would quietly mean false: a second, strict pass refuses any object of
+    the body (the body's own fields, a batch's keys, a value's dicts) that names a field twice.
+    """
+    try:
+        body = msgspec.json.decode(raw, type=kind)
+        repeated = _repeated_name(raw)
+    except msgspec.ValidationError as error:
+        raise _invalid(str(error)) from None
+    except msgspec.DecodeError as error:
+        raise HTTPProblem(
+            422, "bad_body", f"the request body is not JSON: {error}; send a JSON object"
+        ) from None
+    except RecursionError:
+        raise HTTPProblem(
+            422,
+            "value_too_deep",
+            f"the request body nests lists and objects too deeply; a value may nest at most "
+            f"{MAX_VALUE_DEPTH} levels",
+        ) from None
+    if repeated is not None:
+        raise HTTPProblem(
+            422,
+            "duplicate_field",
+            f"the request body names {repeated!r} twice in one object; send each field once",
+        )
+    return body
+
+
+def _invalid(text: str) -> HTTPProblem:
+    if "in `$.values`" in text and "length" in text:
+        return HTTPProblem(422, "bad_key", f"a key must be 1 to 512 characters: {text}")
+    if text.startswith("Expected `object` of length <=") and text.endswith("`$.values`"):
+        return HTTPProblem(
+            413,
+            "too_many_keys",
+            f"a batch sets at most {MAX_BATCH_KEYS} keys ({text}); split it into several",
+        )
+    if "$.retention" in text:
+        return HTTPProblem(422, "bad_retention", f"bad retention: {text}")
+    if "Number out of range" in text:
+        return HTTPProblem(
+            422,
+            "non_finite_value",
+            f"a number in the body is out of range ({text}); JSON values must be finite",
+        )
+    return HTTPProblem(422, "bad_body", f"the request body does not fit: {text}")
+
+
+# A JSON string, and whether it is an object's field name (a colon follows). Matched one after
+# the other from the start, each match begins at a string's opening quote: in a body without
+# escapes no other character of the text can be one.
+_STRING: Final = re.compile(rb'"([^"]*)"(\s*:)?')
+
+
+class _Repeated(Exception):
+    def __init__(self, name: str) -> None:
+        self.name = name
+
+
+def _no_repeats(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    found = dict(pairs)
+    if len(found) != len(pairs):
+        seen: set[str] = set()
+        for name, _ in pairs:
+            if name in seen:
+                raise _Repeated(name)
+            seen.add(name)
+    return found
+
+
+def _repeated_name(raw: bytes) -> str | None:
+    """A field name some object of the (valid JSON) body repeats, or None.
+
+    Fast path: a body without escapes whose field names are all different, across all its
+    objects, repeats none (a few regex matches). Else Python's JSON parser reads it again with
+    a hook that sees each object's fields in order.
+    """
+    if b"\\" not in raw:
+        names = [name for name, colon in _STRING.findall(raw) if colon]
+        if len(names) == len(set(names)):
+            return None
+    try:
+        json.loads(raw, object_pairs_hook=_no_repeats)
+    except _Repeated as repeated:
+        return repeated.name
+    return None
 
 
 def _too_large(size: str, limit: int) -> HTTPProblem:
