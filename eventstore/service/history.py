@@ -27,6 +27,7 @@ from eventstore.service.routes import (
     Operation,
     Param,
     ScopeKind,
+    in_utc_calendar,
     json_response,
     scope_params,
     suffix_of,
@@ -121,7 +122,7 @@ def _time(call: Call, name: str) -> datetime:
         ) from None
     if moment.tzinfo is None:
         raise HTTPProblem(422, "bad_query", f"{name} must name its time zone, e.g. a final Z")
-    return moment
+    return in_utc_calendar(name, moment)
 
 
 def _mask(call: Call) -> bool:

@@ -18,7 +18,7 @@ import re
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any, Final, Literal
 from urllib.parse import unquote
 
@@ -213,7 +213,7 @@ class Call:
         declared = self.header("content-length") or ""
         # A declared length over the limit is refused before reading; a lying one once the
         # body read passes the limit.
-        if declared.isdigit() and int(declared) > limit:
+        if declared.isascii() and declared.isdigit() and int(declared) > limit:
             raise _too_large(f"{int(declared)} bytes", limit)
         raw = await _read_body(self.request.receive, limit)
         if len(raw) <= _INLINE_BODY_BYTES:
@@ -227,7 +227,7 @@ class Call:
         if header is None:
             return None
         text = header.strip().removeprefix("W/").strip('"')
-        if not text.isdigit() or len(text) > 18:
+        if not (text.isascii() and text.isdigit()) or len(text) > 18:
             raise HTTPProblem(
                 422,
                 "bad_header",
@@ -343,6 +343,20 @@ def _retention(value: str | float) -> timedelta | NeverExpire | None:
             f'(100 years), got {value}; use "never" for values kept until deleted',
         )
     return timedelta(seconds=value)
+
+
+def in_utc_calendar(name: str, moment: datetime) -> datetime:
+    """An aware time from a query, refused (422) unless it is within the UTC calendar: a
+    time like 9999-12-31T23:59:59-01:00 is in the year 10000 in UTC."""
+    try:
+        moment.astimezone(UTC)
+    except OverflowError:
+        raise HTTPProblem(
+            422,
+            "bad_query",
+            f"{name} {moment.isoformat()} is outside the UTC calendar (years 1 to 9999 in UTC)",
+        ) from None
+    return moment
 
 
 def unknown_scope(scope: Scope) -> HTTPProblem:
@@ -536,7 +550,7 @@ def scope_of(kind: ScopeKind, request: Request) -> Scope:
             case "task":
                 map_index = params["map_index"]
                 if map_index > MAX_MAP_INDEX:
-                    raise ValueError(f"map_index must be at most {MAX_MAP_INDEX}")
+                    raise ValueError(f"map_index must be from -1 to {MAX_MAP_INDEX}, got a longer number")
                 dag, run, task = (unquote(params[n]) for n in ("dag_id", "run_id", "task_id"))
                 return TaskScope(dag, run, task, map_index)
             case "asset_name":
