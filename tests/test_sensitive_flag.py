@@ -36,7 +36,11 @@ async def test_only_sensitive_false_clears_the_flag_and_history_records_it(store
     await ts.set("pw", "public", sensitive=False)
     await ts.set("pw", "public-2")
     events = await store.history(TaskScope("d", "r", "t")).events(mask=True)
-    assert _flags(events) == [(None, True, False), ("public", False, True), ("public-2", False, False)]
+    assert _flags(events) == [
+        (None, True, False),
+        ("public", False, True),
+        ("public-2", False, False),
+    ]
 
 
 async def test_flag_set_earlier_in_the_same_batch_is_kept(store: Store) -> None:

@@ -550,7 +550,7 @@ def scope_of(kind: ScopeKind, request: Request) -> Scope:
             case "task":
                 map_index = params["map_index"]
                 if map_index > MAX_MAP_INDEX:
-                    raise ValueError(f"map_index must be from -1 to {MAX_MAP_INDEX}, got a longer number")
+                    raise ValueError(f"map_index must be from -1 to {MAX_MAP_INDEX}")
                 dag, run, task = (unquote(params[n]) for n in ("dag_id", "run_id", "task_id"))
                 return TaskScope(dag, run, task, map_index)
             case "asset_name":
