@@ -617,6 +617,8 @@ def endpoint(
         started = time.perf_counter()
         headers = headers_of(request)
         try:
+            if len(headers) != len(request.scope["headers"]):
+                _check_repeats(request.scope["headers"])
             claims = None
             scope = None
             if op.action is not None:
@@ -658,6 +660,23 @@ def headers_of(request: Request) -> dict[bytes, bytes]:
     """The request's raw headers by (lower-case) name, the last of a repeated one: made once,
     where Starlette's `Headers` scans the whole list again on every lookup."""
     return dict(request.scope["headers"])
+
+
+# The headers the service reads: sent twice, which one counts would be a guess (an intermediary
+# may keep the first where this service would keep the last).
+_SINGLE_HEADERS: Final = (b"authorization", b"tasktrail-try", b"if-match", b"idempotency-key")
+
+
+def _check_repeats(raw: list[tuple[bytes, bytes]]) -> None:
+    names = [name for name, _ in raw]
+    for name in _SINGLE_HEADERS:
+        if names.count(name) > 1:
+            raise HTTPProblem(
+                400,
+                "repeated_header",
+                f"the request has {names.count(name)} {name.decode().title()} headers; "
+                "send it once",
+            )
 
 
 def _header(headers: dict[bytes, bytes], name: bytes) -> str | None:
