@@ -8,10 +8,11 @@ that fails its checks gets its own error; the others in the batch are written al
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from datetime import datetime, timedelta
-from typing import Any
+from typing import Any, Final, TypeVar
 
+import anyio.lowlevel
 import anyio.to_thread
 import msgspec
 
@@ -216,7 +217,10 @@ class _Batch:
             await self._load_flags(row.scope_id, request.ops)
         appended = 0
         last_seq: int | None = None
-        for op in request.ops:
+        for i, op in enumerate(request.ops, 1):
+            if i % _SLICE == 0:
+                # A big batch is planned in slices: between them the event loop serves others.
+                await anyio.lowlevel.checkpoint()
             match op:
                 case SetOp():
                     if not row.scope_id:
@@ -423,20 +427,37 @@ class _Batch:
 
     async def apply(self) -> None:
         tx = self.tx
-        if self.events:
-            await tx.insert_events(self.events)
+        # In slices, as planning: a backend may run its statements on the event loop's thread.
+        await _in_slices(self.events, tx.insert_events)
         if self.cleared:
             await tx.clear_current(sorted(self.cleared))
-        deleted = [pair for pair, row in self.final.items() if row is None]
-        if deleted:
-            await tx.delete_current(deleted)
-        upserted = [row for row in self.final.values() if row is not None]
-        if upserted:
-            await tx.upsert_current(upserted)
+        await _in_slices(
+            [pair for pair, row in self.final.items() if row is None], tx.delete_current
+        )
+        await _in_slices([row for row in self.final.values() if row is not None], tx.upsert_current)
         if self.touched:
             await tx.update_scopes([view.row for view in self.touched.values()])
         if self.new_idempotent:
             await tx.insert_idempotent(self.new_idempotent)
+
+
+# How many ops a batch plans, and how many rows it writes, between two turns of the event loop.
+_SLICE: Final = 1000
+
+T = TypeVar("T")
+
+
+async def _in_slices(items: list[T], write: Callable[[list[T]], Awaitable[None]]) -> None:
+    """`write(items)` in runs of `_SLICE`, the event loop turning between them; a small batch
+    (nearly all of them) is one call."""
+    if len(items) <= _SLICE:
+        if items:
+            await write(items)
+        return
+    for start in range(0, len(items), _SLICE):
+        if start:
+            await anyio.lowlevel.checkpoint()
+        await write(items[start : start + _SLICE])
 
 
 def to_micros_delta(delta: timedelta) -> int:

@@ -13,6 +13,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any, Final
 
 import anyio
+import anyio.lowlevel
 
 from eventstore.backends import open_backend
 from eventstore.backends.base import CurrentRow, LogBackend, ScopeFilter, ScopeRow
@@ -167,6 +168,15 @@ class Store:
             return []
         now = to_micros(self.now())
         return [r for r in await self.backend.select_current_all(scope_id) if not _expired(r, now)]
+
+    async def read_page(self, scope: Scope, *, after: str | None, limit: int) -> list[CurrentRow]:
+        """Up to `limit` live projection rows of the scope with keys after `after`, ordered by
+        key: one page of a listing, at the cost of the page whatever the size of the scope."""
+        scope_id = await self.scope_id(scope)
+        if scope_id is None or limit <= 0:
+            return []
+        now = to_micros(self.now())
+        return await self.backend.select_current_page(scope_id, after=after, limit=limit, now=now)
 
     def open_value(self, scope: Scope, row: CurrentRow) -> Any:
         """The value a projection row holds, opened if it is sealed; ERASED if it was erased."""
@@ -334,7 +344,10 @@ class _Accessor:
         flag = None if sensitive is None else bool(sensitive)
         limit = self.store.config.max_value_bytes
         ops: list[Op] = []
-        for key, value in values.items():
+        for i, (key, value) in enumerate(values.items(), 1):
+            if i % _SLICE == 0:
+                # A big batch is checked in slices: between them the event loop serves others.
+                await anyio.lowlevel.checkpoint()
             check_key(key)
             encoded = encode_value(key, value, limit)
             ops.append(SetOp(key, encoded, retention, expires_at, flag))
@@ -470,3 +483,4 @@ class AssetStore(_Accessor):
 
 
 _NEVER: Final = NeverExpire()
+_SLICE: Final = 1000  # values checked and encoded between two turns of the event loop

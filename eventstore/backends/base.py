@@ -238,6 +238,17 @@ class LogBackend(ABC):
         """Every row of the scope's projection, expired ones included, ordered by key."""
 
     @abstractmethod
+    async def select_current_page(
+        self, scope_id: int, *, after: str | None, limit: int, now: int
+    ) -> list[CurrentRow]:
+        """At most `limit` live rows of the scope (unexpired at `now`) with keys after `after`
+        (None: from the first), ordered by key (code point order, as Python orders str).
+
+        A page of a listing by keyset: one seek of the (scope_id, key) primary key and `limit`
+        rows on, whatever the size of the scope (expired rows not yet compacted are skipped).
+        """
+
+    @abstractmethod
     async def select_events(self, scope_id: int, where: EventFilter) -> list[EventRow]: ...
 
     @abstractmethod

@@ -195,6 +195,11 @@ _SELECT_CURRENT: Final = f"SELECT {_CURRENT_COLUMNS} FROM current WHERE scope_id
 _SELECT_CURRENT_ALL: Final = (
     f"SELECT {_CURRENT_COLUMNS} FROM current WHERE scope_id = ? ORDER BY key"
 )
+# Keys are never empty, so '' stands for "from the first key".
+_SELECT_CURRENT_PAGE: Final = (
+    f"SELECT {_CURRENT_COLUMNS} FROM current WHERE scope_id = ? AND key > ? "
+    "AND (expires_at IS NULL OR expires_at > ?) ORDER BY key LIMIT ?"
+)
 _SELECT_SCOPE: Final = f"SELECT {_SCOPE_COLUMNS} FROM scopes WHERE scope_key = ?"
 # One statement for a whole batch of keys: the keys travel as one JSON array parameter.
 _SELECT_SCOPES: Final = (
@@ -491,6 +496,12 @@ class SQLiteBackend(LogBackend):
 
     async def select_current_all(self, scope_id: int) -> list[CurrentRow]:
         rows = self._points().execute(_SELECT_CURRENT_ALL, (scope_id,)).fetchall()
+        return [CurrentRow(*r) for r in rows]
+
+    async def select_current_page(
+        self, scope_id: int, *, after: str | None, limit: int, now: int
+    ) -> list[CurrentRow]:
+        rows = self._points().execute(_SELECT_CURRENT_PAGE, (scope_id, after or "", now, limit))
         return [CurrentRow(*r) for r in rows]
 
     async def select_events(self, scope_id: int, where: EventFilter) -> list[EventRow]:
@@ -794,8 +805,14 @@ def _events_query(scope_id: int, where: EventFilter) -> tuple[str, list[Any]]:
         clauses.append("recorded_at <= ?")
         params.append(where.until)
     if where.after_seq is not None:
-        clauses.append("seq > ?")
-        params.append(where.after_seq)
+        # The next page after an event of this scope starts past that event's version too:
+        # the (scope_id, version) index then seeks straight to it rather than walking the
+        # scope's earlier events (a cursor from elsewhere bounds by seq alone).
+        clauses.append(
+            "seq > ? AND version > COALESCE("
+            "(SELECT e.version FROM events AS e WHERE e.seq = ? AND e.scope_id = ?), 0)"
+        )
+        params.extend((where.after_seq, where.after_seq, scope_id))
     if where.through_seq is not None:
         clauses.append("seq <= ?")
         params.append(where.through_seq)

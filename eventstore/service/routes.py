@@ -480,9 +480,8 @@ async def list_keys(call: Call) -> Response:
     # The version first: if a write lands between the two reads, the version is the older one
     # and a write conditioned on it fails rather than succeeding on a view it did not see.
     version = await call.store.version(scope)
-    rows = await call.store.read_all(scope)
-    if after is not None:
-        rows = [r for r in rows if r.key > after]
+    # By keyset: the rows after `after`, one more than the page to know whether there is a next.
+    rows = await call.store.read_page(scope, after=after, limit=limit + 1) if limit else []
     page = rows[:limit]
     more = len(rows) > limit and bool(page)
     entries = [_entry(call, r) for r in page]
