@@ -442,7 +442,7 @@ class _Batch:
 
 
 # How many ops a batch plans, and how many rows it writes, between two turns of the event loop.
-_SLICE: Final = 1000
+_SLICE: Final = 250
 
 T = TypeVar("T")
 

@@ -483,4 +483,4 @@ class AssetStore(_Accessor):
 
 
 _NEVER: Final = NeverExpire()
-_SLICE: Final = 1000  # values checked and encoded between two turns of the event loop
+_SLICE: Final = 250  # values checked and encoded between two turns of the event loop

@@ -6,7 +6,9 @@ instead of failing halfway through a transaction.
 
 Where the time goes decides which thread runs what. The statements of a write transaction only
 touch SQLite's page cache and take microseconds, so they run on the event loop thread, directly on
-a stdlib connection; a hop to a worker thread for each would cost more than the statement. BEGIN
+a stdlib connection; a hop to a worker thread for each would cost more than the statement. The
+exception is a big batch: its statements over many rows (the log writes them in slices) run in
+the worker thread, and so does its COMMIT, since the page cache then spills to the WAL file. BEGIN
 IMMEDIATE is first tried on the loop thread without waiting (the write connection's busy timeout
 is 0), which succeeds unless another process is writing; only then is it retried in the worker
 thread, waiting up to the busy timeout.
@@ -30,7 +32,7 @@ import fcntl
 import os
 import sqlite3
 import time
-from collections.abc import AsyncIterator, Callable, Collection, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Collection, Sequence
 from contextlib import asynccontextmanager
 from functools import partial
 from pathlib import Path
@@ -168,6 +170,11 @@ _CHECKPOINT_PAGES: Final = 4000
 
 # COMMITs quicker than this on average run on the loop thread; slower ones in the worker thread.
 _INLINE_COMMIT_SECONDS: Final = 0.005
+# A transaction that wrote more rows than this commits in the worker thread whatever the
+# average: its pages go to the WAL at COMMIT, which takes longer than a request may hold the loop.
+_INLINE_COMMIT_ROWS: Final = 1000
+# Statements over more rows than this (the slices of a big batch) run in the worker thread.
+_INLINE_ROWS: Final = 64
 
 # How long a writer waits for another process's write lock before failing.
 _BUSY_TIMEOUT_MS: Final = 10_000
@@ -461,8 +468,9 @@ class SQLiteBackend(LogBackend):
                 # Cancelled while BEGIN ran in its thread: it may have begun all the same.
                 _rollback(conn)
                 raise
+            tx = _SQLiteTransaction(conn, self._in_thread)
             try:
-                yield _SQLiteTransaction(conn)
+                yield tx
             except sqlite3.Error as error:
                 _rollback(conn)
                 raise _translate(error) from error
@@ -473,13 +481,13 @@ class SQLiteBackend(LogBackend):
                 # The fsync. Once it has started, it finishes: the caller must not be told a
                 # write failed when it landed.
                 with anyio.CancelScope(shield=True):
-                    await self._commit(conn)
+                    await self._commit(conn, big=tx.rows > _INLINE_COMMIT_ROWS)
             except sqlite3.Error as error:
                 _rollback(conn)
                 raise _translate(error) from error
 
-    async def _commit(self, conn: sqlite3.Connection) -> None:
-        if self._commit_seconds < _INLINE_COMMIT_SECONDS:
+    async def _commit(self, conn: sqlite3.Connection, *, big: bool = False) -> None:
+        if self._commit_seconds < _INLINE_COMMIT_SECONDS and not big:
             took = _timed_commit(conn)
         else:
             took = await self._in_thread(_timed_commit, conn)
@@ -606,10 +614,21 @@ class SQLiteBackend(LogBackend):
 class _SQLiteTransaction(WriteTransaction):
     """The statements of one write transaction, run on the loop thread (see the module doc)."""
 
-    __slots__ = ("conn",)
+    __slots__ = ("conn", "in_thread", "rows")
 
-    def __init__(self, conn: sqlite3.Connection) -> None:
+    def __init__(self, conn: sqlite3.Connection, in_thread: Callable[..., Awaitable[Any]]) -> None:
         self.conn = conn
+        self.in_thread = in_thread
+        self.rows = 0  # events and projection rows written, for the choice of where to commit
+
+    async def _many(self, sql: str, rows: Sequence[Sequence[object]]) -> None:
+        """executemany: on the loop thread for the few rows of a usual batch; the slices of a
+        big one in the worker thread, where the page cache spilling to the WAL (file I/O) does
+        not stop the loop."""
+        if len(rows) <= _INLINE_ROWS:
+            self.conn.executemany(sql, rows)
+        else:
+            await self.in_thread(self.conn.executemany, sql, rows)
 
     async def select_head(self) -> LogHead:
         row = self.conn.execute("SELECT last_seq, last_recorded_at FROM log_head").fetchone()
@@ -631,7 +650,13 @@ class _SQLiteTransaction(WriteTransaction):
     async def select_current_heads(self, scope_id: int, keys: Collection[str]) -> dict[str, bytes]:
         if not keys:
             return {}
-        rows = self.conn.execute(_SELECT_CURRENT_HEADS, (scope_id, _json_array(keys)))
+        params = (scope_id, _json_array(keys))
+        if len(keys) <= _INLINE_ROWS:
+            rows = self.conn.execute(_SELECT_CURRENT_HEADS, params).fetchall()
+        else:
+            rows = await self.in_thread(
+                lambda: self.conn.execute(_SELECT_CURRENT_HEADS, params).fetchall()
+            )
         return {r[0]: r[1] for r in rows}
 
     async def select_idempotent(
@@ -659,13 +684,15 @@ class _SQLiteTransaction(WriteTransaction):
         return int(found[0])
 
     async def insert_events(self, rows: Sequence[EventRow]) -> None:
-        self.conn.executemany(_INSERT_EVENT, map(astuple, rows))
+        self.rows += len(rows)
+        await self._many(_INSERT_EVENT, [astuple(r) for r in rows])
 
     async def upsert_current(self, rows: Sequence[CurrentRow]) -> None:
-        self.conn.executemany(_UPSERT_CURRENT, map(astuple, rows))
+        self.rows += len(rows)
+        await self._many(_UPSERT_CURRENT, [astuple(r) for r in rows])
 
     async def delete_current(self, pairs: Sequence[tuple[int, str]]) -> None:
-        self.conn.executemany("DELETE FROM current WHERE scope_id = ? AND key = ?", pairs)
+        await self._many("DELETE FROM current WHERE scope_id = ? AND key = ?", pairs)
 
     async def clear_current(self, scope_ids: Sequence[int]) -> None:
         self.conn.executemany("DELETE FROM current WHERE scope_id = ?", [(s,) for s in scope_ids])

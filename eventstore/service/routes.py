@@ -22,6 +22,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any, Final, Literal
 from urllib.parse import unquote
 
+import anyio.lowlevel
 import anyio.to_thread
 import msgspec
 from msgspec import UNSET, UnsetType
@@ -218,8 +219,8 @@ class Call:
         raw = await _read_body(self.request.receive, limit)
         if len(raw) <= _INLINE_BODY_BYTES:
             return decode_body(raw, kind)
-        # Decoding a few megabytes takes longer than any request may hold the event loop; in a
-        # worker thread it runs while the loop keeps serving (the GIL changes hands every 5 ms).
+        # Decoding many megabytes takes longer than any request may hold the event loop; in a
+        # worker thread the loop gets its turns between the steps of the decoding.
         return await anyio.to_thread.run_sync(decode_body, raw, kind)
 
     def expected_version(self) -> int | None:
@@ -484,7 +485,11 @@ async def list_keys(call: Call) -> Response:
     rows = await call.store.read_page(scope, after=after, limit=limit + 1) if limit else []
     page = rows[:limit]
     more = len(rows) > limit and bool(page)
-    entries = [_entry(call, r) for r in page]
+    entries = []
+    for i, row in enumerate(page, 1):
+        entries.append(_entry(call, row))
+        if i % 250 == 0:  # a long page is made in slices: the event loop turns between them
+            await anyio.lowlevel.checkpoint()
     body = KeyList(
         items=[e for e in entries if e is not None],
         next=page[-1].key if more else None,
@@ -702,7 +707,7 @@ async def _read_body(receive: Receive, limit: int) -> bytes:
             return chunks[0] if len(chunks) == 1 else b"".join(chunks)
 
 
-# Bodies up to this size are decoded on the event loop (well under a millisecond).
+# Bodies up to this size are decoded on the event loop (about a millisecond at most).
 _INLINE_BODY_BYTES: Final = 64 * 1024
 
 
@@ -758,10 +763,16 @@ def _invalid(text: str) -> HTTPProblem:
     return HTTPProblem(422, "bad_body", f"the request body does not fit: {text}")
 
 
-# A JSON string, and whether it is an object's field name (a colon follows). Matched one after
-# the other from the start, each match begins at a string's opening quote: in a body without
-# escapes no other character of the text can be one.
-_STRING: Final = re.compile(rb'"([^"]*)"(\s*:)?')
+# A JSON string without escapes, and the colon after it when it names a field.
+_PLAIN_STRING: Final = re.compile(rb'"([^"\\]*)"\s*(:?)')
+# Any JSON string token (escapes included), and the colon after it when it names a field.
+_STRING: Final = re.compile(rb'"[^"\\]*(?:\\.[^"\\]*)*"\s*(:?)')
+
+
+def _field_names(raw: bytes) -> int:
+    """How many field names the (valid JSON) text has, over all its objects."""
+    colons = _STRING.findall(raw)
+    return len(colons) - colons.count(b"")
 
 
 class _Repeated(Exception):
@@ -783,19 +794,29 @@ def _no_repeats(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
 def _repeated_name(raw: bytes) -> str | None:
     """A field name some object of the (valid JSON) body repeats, or None.
 
-    Fast path: a body without escapes whose field names are all different, across all its
-    objects, repeats none (a few regex matches). Else Python's JSON parser reads it again with
-    a hook that sees each object's fields in order.
+    A body without escapes whose field names all differ, across all its objects, repeats none
+    (the usual small body: one regex scan). Else: decoding keeps one field per name, so the body
+    repeats a name exactly when its decoded form, encoded again, has fewer field names than the
+    body (a decode, an encode and two regex scans, all in C). Only when it does is the body
+    parsed again in Python, to name the field.
     """
     if b"\\" not in raw:
-        names = [name for name, colon in _STRING.findall(raw) if colon]
-        if len(names) == len(set(names)):
-            return None
+        names = _PLAIN_STRING.findall(raw)
+        if len(names) < 64:
+            named = [name for name, colon in names if colon]
+            if len(named) == len(set(named)):
+                return None
+    if _field_names(raw) == _field_names(_encode_plain(_decode_plain(raw))):
+        return None
     try:
         json.loads(raw, object_pairs_hook=_no_repeats)
     except _Repeated as repeated:
         return repeated.name
-    return None
+    return "?"
+
+
+_decode_plain = msgspec.json.Decoder().decode
+_encode_plain = msgspec.json.Encoder().encode
 
 
 def _too_large(size: str, limit: int) -> HTTPProblem:
