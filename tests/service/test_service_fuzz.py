@@ -24,7 +24,7 @@ from eventstore.service.routes import Operation
 from eventstore.values import MAX_VALUE_DEPTH
 from service.service_helpers import Service
 
-EXAMPLES_PER_ROUTE = 60
+EXAMPLES_PER_ROUTE = 40
 CASES: Counter[str] = Counter()  # requests sent per route, for the report at the end
 
 EDGE_TIMES = [
