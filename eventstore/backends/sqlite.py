@@ -219,6 +219,9 @@ _SELECT_LIVE_KEYS: Final = (
     "SELECT key FROM current WHERE scope_id = ? AND (expires_at IS NULL OR expires_at > ?)"
 )
 # The flags of stored values (eventstore.crypto) are in their first two bytes.
+_SELECT_CURRENT_HEAD: Final = (
+    "SELECT substr(value, 1, 2) FROM current WHERE scope_id = ? AND key = ?"
+)
 _SELECT_CURRENT_HEADS: Final = (
     "SELECT key, substr(value, 1, 2) FROM current "
     "WHERE scope_id = ? AND key IN (SELECT value FROM json_each(?))"
@@ -650,6 +653,10 @@ class _SQLiteTransaction(WriteTransaction):
     async def select_current_heads(self, scope_id: int, keys: Collection[str]) -> dict[str, bytes]:
         if not keys:
             return {}
+        if len(keys) == 1:  # the usual write of one key: a plain seek, no JSON array
+            [key] = keys
+            row = self.conn.execute(_SELECT_CURRENT_HEAD, (scope_id, key)).fetchone()
+            return {} if row is None else {key: row[0]}
         params = (scope_id, _json_array(keys))
         if len(keys) <= _INLINE_ROWS:
             rows = self.conn.execute(_SELECT_CURRENT_HEADS, params).fetchall()
