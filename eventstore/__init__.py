@@ -10,7 +10,9 @@ from eventstore.errors import (
     EventStoreError,
     HistoryCompactedError,
     MasterKeyError,
+    ReadOnlyStoreError,
     StaleAttemptError,
+    StorageError,
     StoreClosedError,
 )
 from eventstore.events import RecordedEvent
@@ -32,9 +34,11 @@ __all__ = [
     "EventStoreError",
     "HistoryCompactedError",
     "MasterKeyError",
+    "ReadOnlyStoreError",
     "RecordedEvent",
     "Scope",
     "StaleAttemptError",
+    "StorageError",
     "Store",
     "StoreClosedError",
     "StoreConfig",

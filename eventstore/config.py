@@ -77,6 +77,11 @@ class StoreConfig(msgspec.Struct, frozen=True, kw_only=True):
     # postgresql://USER@HOST/DB?schema=NAME (another schema or database than the log's).
     # None: the file PATH.keys beside a SQLite store PATH (in memory for an in-memory store).
     key_store: str | None = None
+    # Open without writing anything (no migration, no pragma that writes, no key store or file
+    # made): reads, history, verify and the web page work; every write raises
+    # ReadOnlyStoreError. For a read-only file, folder or mount, a full disk, or an auditor's
+    # copy. A SQLite file must exist and have this tasktrail's schema.
+    read_only: bool = False
 
     def __repr__(self) -> str:
         # The master keys are secrets: never in a repr, a log line or a traceback.

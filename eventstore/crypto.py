@@ -262,13 +262,26 @@ class Vault:
         return self.primary is not None
 
     @classmethod
-    def open(cls, url: str, master_keys: Sequence[str], key_store: str | None) -> Vault:
-        """The vault of the store at `url`; checks the master keys against its key store."""
+    def open(
+        cls,
+        url: str,
+        master_keys: Sequence[str],
+        key_store: str | None,
+        *,
+        read_only: bool = False,
+    ) -> Vault:
+        """The vault of the store at `url`; checks the master keys against its key store.
+
+        `read_only`: the key store is opened without writing (nothing made, no check added);
+        a store without a key store reads as unencrypted (nothing in it was ever sealed).
+        """
         location = key_store_location(url, key_store)
         keys = parse_master_keys(master_keys)
         if not keys:
             found = (
-                None if location is None else open_key_store(location, create=False, log_url=url)
+                None
+                if location is None
+                else open_key_store(location, create=False, log_url=url, read_only=read_only)
             )
             if found is not None:
                 found.close()
@@ -287,8 +300,9 @@ class Vault:
             )
         if location == url:
             raise ConfigError("the key store must live apart from the log, not in its database")
-        store = open_key_store(location, create=True, log_url=url)
-        assert store is not None
+        store = open_key_store(location, create=not read_only, log_url=url, read_only=read_only)
+        if store is None:  # read-only, and there is none: nothing was ever sealed
+            return cls()
         try:
             vault = cls(keys, store)
             vault._check_masters(_shown(url))
@@ -322,7 +336,7 @@ class Vault:
                 f"data keys of {url} are wrapped by master keys {missing}, not given"
             )
         primary = self.primary
-        if primary.key_id not in checks:
+        if primary.key_id not in checks and not self.store.read_only:
             nonce = secrets.token_bytes(_NONCE)
             sealed = nonce + primary.aead.encrypt(nonce, _CHECK_TEXT, primary.key_id.encode())
             self.store.add_check(primary.key_id, sealed)

@@ -23,7 +23,9 @@
     ├── SchemaVersionError                       the database was written by a newer tasktrail
     ├── MasterKeyError             (ConfigError) master keys missing, wrong, or not all given
     ├── DecryptionError                          a sealed value or data key does not open
-    └── StoreClosedError                         the store was closed
+    ├── StoreClosedError                         the store was closed
+    └── StorageError                             the database failed: disk full, I/O, unreachable
+        └── ReadOnlyStoreError                   a write to a store that is or must be read-only
 
 Messages are built from the data and say what to do; the data stays on attributes.
 """
@@ -46,10 +48,12 @@ __all__ = [
     "NoSuchPointError",
     "NonFiniteValueError",
     "NoneValueError",
+    "ReadOnlyStoreError",
     "RetentionTypeError",
     "RetentionValueError",
     "SchemaVersionError",
     "StaleAttemptError",
+    "StorageError",
     "StoreClosedError",
     "UnicodeValueError",
     "ValueTooDeepError",
@@ -267,3 +271,25 @@ class DecryptionError(EventStoreError):
 
     Never a wrong value: a ciphertext is bound to its scope, key and version.
     """
+
+
+class StorageError(EventStoreError):
+    """The database failed under the store: its disk is full, it cannot be opened or reached,
+    an I/O error. Raised in place of the driver's error (on `__cause__`), one translation per
+    backend; the message names the database, the cause and the fix. `cause` is a short word:
+    "full", "read_only", "io", "locked", "unreachable", "damaged" or "other"."""
+
+    def __init__(self, message: str, *, where: str = "", cause: str = "other") -> None:
+        self.where = where
+        self.cause = cause
+        super().__init__(message)
+
+
+class ReadOnlyStoreError(StorageError):
+    """A write to a store opened read-only (`StoreConfig(read_only=True)`, `--read-only`), or
+    opening for writing a database that cannot be written (a read-only file, folder or mount).
+    Nothing was written."""
+
+    def __init__(self, where: str, detail: str, fix: str) -> None:
+        self.detail = detail
+        super().__init__(f"{where} {detail}; {fix}", where=where, cause="read_only")

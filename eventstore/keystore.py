@@ -18,6 +18,9 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any, Final, TypeVar
 
+from eventstore.backends.sqlite_files import connect_read_only, translate, translate_os
+from eventstore.errors import ReadOnlyStoreError
+
 T = TypeVar("T")
 
 __all__ = ["DataKeyRow", "KeyStore", "MakeKey", "SQLiteKeyStore", "open_key_store"]
@@ -32,6 +35,7 @@ class KeyStore(ABC):
     """The storage interface of the wrapped data keys (see the module doc)."""
 
     location: str  # for messages: a path, or a URL without its password
+    read_only: bool = False  # opened without writing: every write raises ReadOnlyStoreError
 
     @abstractmethod
     def checks(self) -> dict[str, bytes]:
@@ -108,38 +112,66 @@ class SQLiteKeyStore(KeyStore):
     One connection under a lock; writers of other processes wait for SQLite's write lock.
     """
 
-    def __init__(self, path: str) -> None:
+    def __init__(self, path: str, *, read_only: bool = False) -> None:
         self.location = path
-        if path != ":memory:":
-            Path(path).parent.mkdir(parents=True, exist_ok=True)
-        self._conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+        self.read_only = read_only
         self._lock = threading.Lock()
         self._seen = 0
+        if read_only:
+            # Opened without writing anything (eventstore.backends.sqlite_files): no schema made.
+            self._conn = connect_read_only(path, busy_timeout_ms=10_000)
+            return
+        try:
+            if path != ":memory:":
+                Path(path).parent.mkdir(parents=True, exist_ok=True)
+            self._conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+        except OSError as error:
+            raise translate_os(error, path) from error
         try:
             self._conn.execute("PRAGMA busy_timeout = 10000")
+            # A destroyed data key must leave no bytes behind, on every build (SQLite's
+            # upstream default is OFF): deleted rows are zeroed in their page, freed pages
+            # zeroed, and rows a page split moves leave no copy in the page's free space.
+            self._conn.execute("PRAGMA secure_delete = ON")
             if path != ":memory:":
                 self._conn.execute("PRAGMA journal_mode = WAL")
                 self._conn.execute("PRAGMA synchronous = FULL")
             self._write(lambda conn: [conn.execute(statement) for statement in _SCHEMA])
+        except sqlite3.Error as error:
+            self._conn.close()
+            raise translate(error, path) from error
         except BaseException:
             self._conn.close()
             raise
 
     def _write(self, work: Callable[[sqlite3.Connection], T]) -> T:
+        if self.read_only:
+            raise ReadOnlyStoreError(
+                f"the key store {self.location}",
+                "is open read-only: nothing was written",
+                "open the store without read_only to write",
+            )
         with self._lock:
-            self._conn.execute("BEGIN IMMEDIATE")
             try:
-                result = work(self._conn)
-                self._conn.execute("COMMIT")
-            except BaseException:
-                self._conn.execute("ROLLBACK")
-                raise
+                self._conn.execute("BEGIN IMMEDIATE")
+                try:
+                    result = work(self._conn)
+                    self._conn.execute("COMMIT")
+                except BaseException:
+                    if self._conn.in_transaction:
+                        self._conn.execute("ROLLBACK")
+                    raise
+            except sqlite3.Error as error:
+                raise translate(error, self.location) from error
             self._seen = self._data_version()
             return result
 
     def _read(self, sql: str, params: Sequence[object] = ()) -> list[Any]:
         with self._lock:
-            return self._conn.execute(sql, params).fetchall()
+            try:
+                return self._conn.execute(sql, params).fetchall()
+            except sqlite3.Error as error:
+                raise translate(error, self.location) from error
 
     def checks(self) -> dict[str, bytes]:
         return {str(k): bytes(s) for k, s in self._read("SELECT key_id, sealed FROM master_checks")}
@@ -199,6 +231,11 @@ class SQLiteKeyStore(KeyStore):
                 "SELECT MAX(generation) FROM data_keys WHERE scope_key = ?", (scope_key,)
             ).fetchone()
             through = int(row[0] or 0)
+            # Zeros over the wrapped key first, then the row (secure_delete zeroes it too).
+            conn.execute(
+                "UPDATE data_keys SET wrapped = zeroblob(length(wrapped)) WHERE scope_key = ?",
+                (scope_key,),
+            )
             conn.execute("DELETE FROM data_keys WHERE scope_key = ?", (scope_key,))
             conn.execute(
                 "INSERT INTO erased (scope_key, through_generation) VALUES (?, ?) "
@@ -208,7 +245,18 @@ class SQLiteKeyStore(KeyStore):
             )
             return through
 
-        return self._write(work)
+        through = self._write(work)
+        self._checkpoint()
+        return through
+
+    def _checkpoint(self) -> None:
+        """Copy the WAL into the file and empty it: the frames of earlier transactions still
+        hold the pages as they were, destroyed keys included. It waits (busy timeout) for
+        readers of other processes; one still reading after that leaves the WAL as it is, and
+        the next destroy or the last connection to close empties it."""
+        if self.location != ":memory:" and not self.read_only:
+            with self._lock:
+                self._conn.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchall()
 
     def wrapped_by_others(self, key_id: str) -> list[DataKeyRow]:
         rows = self._read(
@@ -238,7 +286,11 @@ class SQLiteKeyStore(KeyStore):
             conn.executemany("DELETE FROM master_checks WHERE key_id = ?", [(k,) for k in retired])
             return retired
 
-        return self._write(work)
+        retired = self._write(work)
+        # The end of a rotation: the WAL's older frames hold the keys as the old master key
+        # wrapped them.
+        self._checkpoint()
+        return retired
 
     def count(self) -> int:
         return int(self._read("SELECT COUNT(*) FROM data_keys")[0][0])
@@ -263,7 +315,7 @@ def has_checks(path: str) -> bool:
     """Whether a SQLite key store file exists and holds master key checks (read-only look)."""
     if not Path(path).exists():
         return False
-    conn = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
+    conn = connect_read_only(path, busy_timeout_ms=10_000)
     try:
         found = conn.execute(
             "SELECT COUNT(*) FROM sqlite_master WHERE type = 'table' AND name = 'master_checks'"
@@ -275,20 +327,24 @@ def has_checks(path: str) -> bool:
         conn.close()
 
 
-def open_key_store(location: str, *, create: bool, log_url: str = "") -> KeyStore | None:
+def open_key_store(
+    location: str, *, create: bool, log_url: str = "", read_only: bool = False
+) -> KeyStore | None:
     """The key store at a location (a SQLite path, ":memory:", or a postgresql:// URL).
 
     Without `create`, None when there is none holding master key checks (an unencrypted store).
+    `read_only`: opened without writing anything (never made; `create` is ignored).
     """
+    create = create and not read_only
     if location.startswith(("postgresql://", "postgres://")):
         from eventstore.backends.postgres_keys import PostgresKeyStore, check_apart
 
         check_apart(log_url, location)
-        store = PostgresKeyStore(location)
+        store = PostgresKeyStore(location, read_only=read_only)
         if not create and not store.checks():
             store.close()
             return None
         return store
     if not create and (location == ":memory:" or not has_checks(location)):
         return None
-    return SQLiteKeyStore(location)
+    return SQLiteKeyStore(location, read_only=read_only)

@@ -10,6 +10,7 @@ import os
 from collections.abc import AsyncIterator, Mapping
 from contextlib import asynccontextmanager
 from datetime import UTC, datetime, timedelta
+from functools import partial
 from typing import Any, Final
 
 import anyio
@@ -21,7 +22,7 @@ from eventstore.config import Clock, NeverExpire, StoreConfig, check_retention, 
 from eventstore.crypto import ERASED, ReencryptReport, RotationReport, Vault, master_keys_from_env
 from eventstore.crypto import reencrypt as reencrypt_log
 from eventstore.crypto import scrub as scrub_log
-from eventstore.errors import ExpiryValueError, StoreClosedError
+from eventstore.errors import ExpiryValueError, ReadOnlyStoreError, StoreClosedError
 from eventstore.events import to_micros
 from eventstore.log import (
     AppendRequest,
@@ -65,7 +66,9 @@ async def open_store(
     config = config or StoreConfig()
     url = url or default_url()
     master_keys = tuple(config.master_keys) or master_keys_from_env()
-    vault = await anyio.to_thread.run_sync(Vault.open, url, master_keys, config.key_store)
+    vault = await anyio.to_thread.run_sync(
+        partial(Vault.open, url, master_keys, config.key_store, read_only=config.read_only)
+    )
     try:
         backend = await open_backend(url, config)
     except BaseException:
@@ -129,10 +132,19 @@ class Store:
     ) -> AssetStore:
         return AssetStore(self, AssetScope(name, uri), None, actor)
 
-    async def append(self, request: AppendRequest) -> AppendResult:
-        """Append one request through group commit; its ops land together or not at all."""
+    def _check_writable(self) -> None:
         if self._closed:
             raise StoreClosedError()
+        if self.config.read_only:
+            raise ReadOnlyStoreError(
+                "the store",
+                "is open read-only (StoreConfig(read_only=True), --read-only): nothing was written",
+                "open it without read_only to write",
+            )
+
+    async def append(self, request: AppendRequest) -> AppendResult:
+        """Append one request through group commit; its ops land together or not at all."""
+        self._check_writable()
         return await self._writer.append(request)
 
     async def scope_id(self, scope: Scope) -> int | None:
@@ -195,8 +207,7 @@ class Store:
         are scrubbed from the stored events (their backups keep them). Irreversible: the keys are
         destroyed before the events are written. Writes after it start afresh with a new key.
         """
-        if self._closed:
-            raise StoreClosedError()
+        self._check_writable()
         result = await self.append(AppendRequest(scope=scope, ops=[EraseOp()], actor="system"))
         scope_id = await self.scope_id(scope)
         if scope_id is not None and result.seq is not None:
@@ -205,14 +216,12 @@ class Store:
 
     async def reencrypt(self, progress: Progress | None = None) -> ReencryptReport:
         """Seal every plain value left from before encryption was turned on (resumable)."""
-        if self._closed:
-            raise StoreClosedError()
+        self._check_writable()
         return await reencrypt_log(self.backend, self.vault, progress)
 
     async def rotate_keys(self) -> RotationReport:
         """Re-wrap every data key with the first master key; retire master keys no longer used."""
-        if self._closed:
-            raise StoreClosedError()
+        self._check_writable()
         return await anyio.to_thread.run_sync(self.vault.rotate)
 
     def history(self, scope: Scope) -> History:
@@ -237,6 +246,7 @@ class Store:
 
     async def rebuild(self, progress: Progress | None = None) -> int:
         """Recompute the projection from the log; returns the number of keys it holds."""
+        self._check_writable()
         return await rebuild(self.backend, progress)
 
     async def compact(
@@ -249,8 +259,10 @@ class Store:
         compaction (not a dry run) while another process or replica compacts the same database
         raises `CompactionRunningError` and changes nothing.
         """
-        if self._closed:
+        if dry_run and self._closed:
             raise StoreClosedError()
+        if not dry_run:
+            self._check_writable()
         async with self._compacting:
             if dry_run:
                 return await self._compact(dry_run=True, progress=progress)

@@ -55,7 +55,7 @@ async def verify(backend: LogBackend, progress: Progress | None = None) -> Verif
             progress(n)
 
     # Holding the write lock keeps the log and the projection still while they are compared.
-    async with backend.write():
+    async with backend.snapshot():
         folded = await fold_log(backend, count)
         stored: dict[tuple[int, str], CurrentRow] = {
             (row.scope_id, row.key): row for row in await backend.select_all_current()

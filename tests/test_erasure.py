@@ -4,7 +4,9 @@ its metadata stays."""
 from __future__ import annotations
 
 import shutil
+import sqlite3
 from pathlib import Path
+from typing import Any
 
 import pytest
 from click.testing import CliRunner
@@ -12,6 +14,7 @@ from click.testing import CliRunner
 from eventstore import ERASED, StoreConfig, TaskScope, generate_master_key, open_store
 from eventstore.backends.base import EventFilter
 from eventstore.cli import cli
+from eventstore.scopes import scope_key
 from projections import At
 from tests.conftest import FakeClock, StoreFactory
 
@@ -257,3 +260,114 @@ async def test_erasure_leaves_no_value_in_the_wal_of_an_open_store(
         await fill(store, clock)
         await store.erase(SCOPE)
         assert leaked(tmp_path, f"{MARKER}-1") == []
+
+
+def _compiled_secure_delete() -> str:
+    conn = sqlite3.connect(":memory:")
+    try:
+        options = {row[0] for row in conn.execute("PRAGMA compile_options")}
+    finally:
+        conn.close()
+    return "ON" if "SECURE_DELETE" in options else "OFF"
+
+
+@pytest.fixture(params=["build", "OFF", "ON"])
+def secure_delete_default(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
+    """The secure_delete every new SQLite connection starts with: this build's own default
+    (ON where SQLite was compiled with SECURE_DELETE, as Debian's is; OFF upstream), or the
+    other one, set on each connection as it is made, as that build would have it."""
+    if request.param == "build":
+        return _compiled_secure_delete()
+    setting: str = request.param
+    connect = sqlite3.connect
+
+    def connect_as_built(*args: Any, **kwargs: Any) -> sqlite3.Connection:
+        conn: sqlite3.Connection = connect(*args, **kwargs)
+        conn.execute(f"PRAGMA secure_delete = {setting}")
+        return conn
+
+    monkeypatch.setattr(sqlite3, "connect", connect_as_built)
+    return setting
+
+
+@pytest.mark.parametrize("keys", ["encrypted", "plain"])
+async def test_every_erasure_in_one_process_overwrites_the_removed_values(
+    tmp_path: Path, clock: FakeClock, keys: str, secure_delete_default: str
+) -> None:
+    config = StoreConfig() if keys == "plain" else encrypted("sqlite:", tmp_path)
+    db = tmp_path / "trail.db"
+    scopes = [TaskScope("etl", "run_1", f"task_{n}") for n in range(3)]
+    async with open_store(f"sqlite:///{db}", config=config, clock=clock) as store:
+        for n, scope in enumerate(scopes):
+            ts = store.task_store(scope.dag_id, scope.run_id, scope.task_id, try_number=1)
+            for i in range(10):  # one write each: the pages split as the scope grows
+                await ts.set(f"k{i}", f"{MARKER}-s{n}-v{i}")
+        for n, scope in enumerate(scopes):
+            await store.erase(scope)
+            # This scope's values are gone from the file and its WAL; the later scopes' stay.
+            for i in range(10):
+                assert leaked(tmp_path, f"{MARKER}-s{n}-v{i}") == [], (n, i)
+            if keys == "plain" and n + 1 < len(scopes):
+                assert leaked(tmp_path, f"{MARKER}-s{n + 1}-v0") != []
+            assert await store.task_store("etl", "run_1", "task_2").get("k0") == (
+                None if n == 2 else f"{MARKER}-s2-v0"
+            )
+
+
+def _wrapped_keys(keys_file: Path) -> dict[str, bytes]:
+    conn = sqlite3.connect(f"file:{keys_file}?mode=ro", uri=True)
+    try:
+        rows = conn.execute("SELECT scope_key, wrapped FROM data_keys").fetchall()
+    finally:
+        conn.close()
+    return {str(scope): bytes(wrapped) for scope, wrapped in rows}
+
+
+def _files_holding(folder: Path, needle: bytes) -> list[str]:
+    return sorted(p.name for p in folder.iterdir() if p.is_file() and needle in p.read_bytes())
+
+
+async def test_a_destroyed_data_key_is_in_no_file_of_the_key_store(
+    tmp_path: Path, clock: FakeClock, secure_delete_default: str
+) -> None:
+    db = tmp_path / "trail.db"
+    keys_file = tmp_path / "trail.db.keys"
+    config = encrypted("sqlite:", tmp_path)
+    scopes = [TaskScope("etl", "run_1", f"task_{n}") for n in range(40)]
+    async with open_store(f"sqlite:///{db}", config=config, clock=clock) as store:
+        for scope in scopes:  # a key each, made one after the other: the pages split
+            await store.task_store(scope.dag_id, scope.run_id, scope.task_id).set("v", 1)
+        wrapped = _wrapped_keys(keys_file)
+        assert len(wrapped) == len(scopes)
+        for n in (0, 17, 39):
+            key = scope_key(scopes[n])
+            assert _files_holding(tmp_path, wrapped[key]) != []
+            await store.erase(scopes[n])
+            # Gone from the key store file and its WAL while the store is still open.
+            assert _files_holding(tmp_path, wrapped[key]) == [], n
+        kept = scope_key(scopes[1])
+        assert _files_holding(tmp_path, wrapped[kept]) != []
+        assert await store.task_store("etl", "run_1", "task_1").get("v") == 1
+    for n in (0, 17, 39):
+        assert _files_holding(tmp_path, wrapped[scope_key(scopes[n])]) == []
+
+
+async def test_after_a_rotation_no_file_of_the_key_store_holds_a_key_as_the_old_master_wrapped_it(
+    tmp_path: Path, clock: FakeClock, secure_delete_default: str
+) -> None:
+    db = tmp_path / "trail.db"
+    keys_file = tmp_path / "trail.db.keys"
+    old, new = generate_master_key(), generate_master_key()
+    url = f"sqlite:///{db}"
+    async with open_store(url, config=StoreConfig(master_keys=(old,)), clock=clock) as store:
+        for n in range(20):
+            await store.task_store("etl", "run_1", f"task_{n}").set("v", n)
+    wrapped_by_old = _wrapped_keys(keys_file)
+    both = StoreConfig(master_keys=(new, old))
+    async with open_store(url, config=both, clock=clock) as store:
+        report = await store.rotate_keys()
+        assert report.rewrapped == 20
+        for key, wrapped in wrapped_by_old.items():
+            assert _files_holding(tmp_path, wrapped) == [], key
+    async with open_store(url, config=StoreConfig(master_keys=(new,)), clock=clock) as store:
+        assert await store.task_store("etl", "run_1", "task_7").get("v") == 7

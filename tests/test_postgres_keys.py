@@ -16,6 +16,7 @@ from eventstore import (
     open_store,
 )
 from eventstore.errors import ConfigError
+from eventstore.scopes import scope_key
 from projections import At
 from tests.conftest import postgres_schema_url
 
@@ -82,3 +83,49 @@ async def test_key_store_in_the_log_schema_is_refused(urls: tuple[str, str]) -> 
             log, config=StoreConfig(master_keys=(generate_master_key(),), key_store=log)
         ):
             pass
+
+
+async def _raw_pages_holding(url: str, needles: list[bytes]) -> list[int]:
+    """Which of `needles` are anywhere in the raw pages of the key store's data_keys table,
+    dead tuples and free space included (pageinspect's get_raw_page)."""
+    import asyncpg
+
+    from eventstore.backends.postgres import split_url
+
+    dsn, schema = split_url(url)
+    conn = await asyncpg.connect(dsn)
+    try:
+        try:
+            await conn.execute("CREATE EXTENSION IF NOT EXISTS pageinspect")
+        except asyncpg.PostgresError as error:
+            pytest.skip(f"pageinspect is not available to the test user: {error}")
+        table = f'"{schema}".data_keys'
+        blocks = await conn.fetchval("SELECT pg_relation_size($1::regclass) / 8192", table)
+        assert blocks > 0
+        pages = [
+            bytes(await conn.fetchval("SELECT get_raw_page($1, $2::int)", table, n))
+            for n in range(blocks)
+        ]
+    finally:
+        await conn.close()
+    return [i for i, needle in enumerate(needles) if any(needle in page for page in pages)]
+
+
+async def test_a_destroyed_data_key_is_in_no_page_of_the_postgres_key_store(
+    urls: tuple[str, str],
+) -> None:
+    log, keys = urls
+    config = StoreConfig(master_keys=(generate_master_key(),), key_store=keys)
+    scopes = [TaskScope("etl", "run_1", f"task_{n}") for n in range(40)]
+    async with open_store(log, config=config) as store:
+        for scope in scopes:
+            await store.task_store(scope.dag_id, scope.run_id, scope.task_id).set("v", 1)
+        vault = store.vault.store
+        assert vault is not None
+        wrapped = [vault.data_keys(scope_key(s))[0][0][3] for s in scopes]
+        assert await _raw_pages_holding(keys, wrapped) == list(range(len(scopes)))
+        # The first key made and the last: one at the end of the page, one before free space.
+        for n in (0, 39):
+            await store.erase(scopes[n])
+        assert await _raw_pages_holding(keys, wrapped) == list(range(1, 39))
+        assert await store.task_store("etl", "run_1", "task_1").get("v") == 1

@@ -24,7 +24,7 @@ async def open_backend(url: str, config: StoreConfig) -> LogBackend:
                 f"cannot read the SQLite URL {url!r}: use sqlite:///relative/path.db, "
                 "sqlite:////absolute/path.db or sqlite://:memory:"
             )
-        backend = SQLiteBackend(path, durability=config.durability)
+        backend = SQLiteBackend(path, durability=config.durability, read_only=config.read_only)
         await backend.open()
         return backend
     if url == "memory://":

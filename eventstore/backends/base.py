@@ -308,6 +308,14 @@ class LogBackend(ABC):
         do on this backend, the default). Compaction calls it in a loop after removing events."""
         return 0
 
+    @asynccontextmanager
+    async def snapshot(self) -> AsyncIterator[None]:
+        """Hold the log and the projection still while the caller reads both (verify): by
+        default under the write lock. A backend opened read-only, which has no write lock,
+        reads them in one read transaction instead, where it can."""
+        async with self.write():
+            yield
+
     async def checkpoint(self) -> None:  # noqa: B027 (nothing to do is the default)
         """Fold the write-ahead log back into the database and shrink it (SQLite's
         wal_checkpoint(TRUNCATE)); by default nothing, for backends without one."""

@@ -42,6 +42,8 @@ from eventstore.errors import (
     CompactionRunningError,
     ConfigError,
     EventStoreError,
+    ReadOnlyStoreError,
+    StorageError,
     StoreClosedError,
 )
 
@@ -371,6 +373,7 @@ class PostgresBackend(LogBackend):
         # Writers of this process queue here instead of each holding a pooled connection while
         # they wait for the database lock.
         self._write_lock = anyio.Lock()
+        self.read_only = False  # set by connect
 
     @classmethod
     async def connect(
@@ -385,8 +388,11 @@ class PostgresBackend(LogBackend):
         if config.durability == "normal":
             # An acknowledged write survives a crash of this process, not of the server.
             settings["synchronous_commit"] = "off"
+        if config.read_only:
+            # The server refuses any write of these sessions; nothing is made or migrated.
+            settings["default_transaction_read_only"] = "on"
         try:
-            if schema is not None:
+            if schema is not None and not config.read_only:
                 await _create_schema(dsn, schema)
             pool = await asyncpg.create_pool(
                 dsn,
@@ -398,8 +404,9 @@ class PostgresBackend(LogBackend):
         except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as error:
             raise _translate(error, where) from error
         backend = cls(pool, where)
+        backend.read_only = config.read_only
         try:
-            await backend._migrate()
+            await (backend._check_schema() if config.read_only else backend._migrate())
         except BaseException:
             with anyio.CancelScope(shield=True):
                 await backend.aclose()
@@ -422,6 +429,40 @@ class PostgresBackend(LogBackend):
                     await conn.execute("UPDATE schema_version SET version = $1", SCHEMA_VERSION)
         except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as error:
             raise _translate(error, self._where) from error
+
+    async def _check_schema(self) -> None:
+        """Read-only, the schema cannot be migrated: it must be the one this code writes."""
+        try:
+            async with self._open_pool().acquire() as conn:
+                version = 0
+                if await conn.fetchval(_HAS_SCHEMA_VERSION):
+                    version = await conn.fetchval(_SELECT_SCHEMA_VERSION) or 0
+        except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as error:
+            raise _translate(error, self._where) from error
+        if version == 0:
+            raise StorageError(
+                f"{self._where} holds no tasktrail log; check the URL and its schema",
+                where=self._where,
+                cause="missing",
+            )
+        if pending_migrations(version, MIGRATIONS, self._where):
+            raise ReadOnlyStoreError(
+                self._where,
+                f"has schema version {version}, made by an older tasktrail; this one reads "
+                f"version {SCHEMA_VERSION}, and migrating it writes",
+                "open it once without read_only to migrate it",
+            )
+
+    @asynccontextmanager
+    async def snapshot(self) -> AsyncIterator[None]:
+        if not self.read_only:
+            async with super().snapshot():
+                yield
+            return
+        # Read-only sessions cannot take the write lock. Reads go through the pool, one
+        # connection each, so a replica writing meanwhile can make verify report a mismatch
+        # that is not there: run it again, or verify on a writable store.
+        yield
 
     def _open_pool(self) -> asyncpg.Pool:
         if self._pool is None:
@@ -899,4 +940,20 @@ def _translate(error: BaseException, where: str) -> EventStoreError:
         return ConfigError(
             f"cannot connect to {where}: {error}; check the host, port, user and password"
         )
-    return EventStoreError(f"{where} failed: {error}; check the server's log and the connection")
+    if isinstance(error, asyncpg.ReadOnlySQLTransactionError):
+        return ReadOnlyStoreError(
+            where,
+            f"cannot be written ({error}): the store is open read-only or the server is a "
+            "read-only standby",
+            "open it without read_only, on the primary, to write",
+        )
+    if isinstance(error, asyncpg.DiskFullError):
+        return StorageError(
+            f"{where}: the server's disk is full ({error}); nothing was written: free space on "
+            "it and retry; reading works meanwhile (StoreConfig(read_only=True), --read-only)",
+            where=where,
+            cause="full",
+        )
+    return StorageError(
+        f"{where} failed: {error}; check the server's log and the connection", where=where
+    )

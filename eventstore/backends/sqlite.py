@@ -34,7 +34,7 @@ import sqlite3
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Collection, Sequence
 from contextlib import asynccontextmanager
-from functools import partial
+from functools import partial, wraps
 from pathlib import Path
 from typing import Any, Final, TypeVar
 
@@ -56,7 +56,18 @@ from eventstore.backends.base import (
     WriteTransaction,
 )
 from eventstore.backends.migrations import Migration, latest_version, pending_migrations
-from eventstore.errors import CompactionRunningError, EventStoreError, StoreClosedError
+from eventstore.backends.sqlite_files import (
+    connect_read_only,
+    translate,
+    translate_os,
+)
+from eventstore.errors import (
+    CompactionRunningError,
+    ConfigError,
+    ReadOnlyStoreError,
+    StorageError,
+    StoreClosedError,
+)
 
 __all__ = ["MIGRATIONS", "SCHEMA_VERSION", "SQLiteBackend"]
 
@@ -295,12 +306,31 @@ SELECT {_EVENT_COLUMNS} FROM events WHERE seq IN (
 ) AND seq > :after"""
 
 
+_Read = TypeVar("_Read", bound=Callable[..., Awaitable[Any]])
+
+
+def _translated(read: _Read) -> _Read:
+    """A read whose SQLite errors (an I/O error, a damaged file) become StorageErrors."""
+
+    @wraps(read)
+    async def reading(self: SQLiteBackend, *args: Any, **kwargs: Any) -> Any:
+        try:
+            return await read(self, *args, **kwargs)
+        except sqlite3.Error as error:
+            raise translate(error, self.path) from error
+
+    return reading  # type: ignore[return-value]
+
+
 class SQLiteBackend(LogBackend):
     """The log in one SQLite file (or in memory, for `sqlite://:memory:`)."""
 
-    def __init__(self, path: str, *, durability: str = "full") -> None:
+    def __init__(self, path: str, *, durability: str = "full", read_only: bool = False) -> None:
         self.path = path
         self._durability = durability
+        # Read-only: no write connection, and the others opened so that they never write
+        # (eventstore.backends.sqlite_files): no pragma that writes, no migration.
+        self.read_only = read_only
         # Writes: used by the loop thread and, for BEGIN and COMMIT, by one worker thread, never
         # both at once (the write lock serialises transactions, the limiter the thread hops).
         self._write_conn: sqlite3.Connection | None = None
@@ -321,8 +351,60 @@ class SQLiteBackend(LogBackend):
         return self.path == ":memory:"
 
     async def open(self) -> None:
+        if self.read_only:
+            await self._open_read_only()
+            return
         if not self.in_memory:
-            Path(self.path).parent.mkdir(parents=True, exist_ok=True)
+            try:
+                Path(self.path).parent.mkdir(parents=True, exist_ok=True)
+            except OSError as error:
+                raise translate_os(error, self.path) from error
+        try:
+            await self._open()
+        except sqlite3.Error as error:
+            raise translate(error, self.path) from error
+
+    async def _open_read_only(self) -> None:
+        if self.in_memory:
+            raise ConfigError(
+                "an in-memory SQLite store cannot be opened read-only: it would start empty"
+            )
+        try:
+            self._point_conn = await self._in_thread(self._connect_read_only)
+            self._check_schema(self._point_conn)
+            self._read_conn = await aiosqlite.Connection(self._connect_read_only, 64)
+        except BaseException as error:
+            with anyio.CancelScope(shield=True):
+                await self.aclose()
+            if isinstance(error, sqlite3.Error):
+                raise translate(error, self.path) from error
+            raise
+
+    def _connect_read_only(self) -> sqlite3.Connection:
+        return connect_read_only(self.path, busy_timeout_ms=_BUSY_TIMEOUT_MS)
+
+    def _check_schema(self, conn: sqlite3.Connection) -> None:
+        """Read-only, the schema cannot be migrated: it must be the one this code writes."""
+        found = conn.execute(
+            "SELECT name FROM sqlite_master WHERE type = 'table' AND name = 'schema_version'"
+        ).fetchall()
+        if not found:
+            raise StorageError(
+                f"SQLite file {self.path} holds no tasktrail log; check the path (--db)",
+                where=self.path,
+                cause="missing",
+            )
+        rows = conn.execute("SELECT version FROM schema_version").fetchall()
+        version = rows[0][0] if rows else 0
+        if pending_migrations(version, MIGRATIONS, f"SQLite file {self.path}"):
+            raise ReadOnlyStoreError(
+                f"SQLite file {self.path}",
+                f"has schema version {version}, made by an older tasktrail; this one reads "
+                f"version {SCHEMA_VERSION}, and migrating it writes",
+                "open it once without read_only (where it can be written) to migrate it",
+            )
+
+    async def _open(self) -> None:
         try:
             # Opening may wait for another process's lock (WAL switch, migration): not on the loop.
             write_conn = self._write_conn = await self._in_thread(self._connect)
@@ -349,6 +431,12 @@ class SQLiteBackend(LogBackend):
             # takes effect on a new file; an older file is converted by one full VACUUM, at
             # its first compaction that frees pages (see reclaim_space).
             conn.execute("PRAGMA auto_vacuum = INCREMENTAL")
+            # Every deleted or replaced row is overwritten with zeros in its page, and every
+            # freed page before it joins the free list, on every build (SQLite's upstream
+            # default is OFF, Debian's ON). Only for some transactions is not enough: a page
+            # split or merge made while it is OFF leaves copies of the rows it moved in the
+            # page's free space, which no later erasure can find. An erasure relies on it.
+            conn.execute("PRAGMA secure_delete = ON")
             if not self.in_memory:
                 conn.execute("PRAGMA journal_mode = WAL")
             synchronous = "FULL" if self._durability == "full" else "NORMAL"
@@ -387,6 +475,19 @@ class SQLiteBackend(LogBackend):
         # Airflow backend's is) must still close its connections then.
         return await anyio.to_thread.run_sync(fn, *args, limiter=self._limiter)
 
+    def _writer(self) -> sqlite3.Connection:
+        conn = self._write_conn
+        if conn is None:
+            if self.read_only:
+                raise ReadOnlyStoreError(
+                    f"SQLite file {self.path}",
+                    "is open read-only: nothing was written",
+                    "open it without read_only (StoreConfig(read_only=False), no --read-only) "
+                    "to write",
+                )
+            raise StoreClosedError("SQLite log")
+        return conn
+
     async def _begin(self, conn: sqlite3.Connection) -> None:
         try:
             conn.execute("BEGIN IMMEDIATE")
@@ -405,9 +506,7 @@ class SQLiteBackend(LogBackend):
         other processes, as BEGIN does.
         """
         async with self._write_lock:
-            conn = self._write_conn
-            if conn is None:
-                raise StoreClosedError("SQLite log")
+            conn = self._writer()
 
             def run() -> T:
                 conn.execute(f"PRAGMA busy_timeout = {_BUSY_TIMEOUT_MS}")
@@ -419,7 +518,7 @@ class SQLiteBackend(LogBackend):
             try:
                 return await self._in_thread(run)
             except sqlite3.Error as error:
-                raise _translate(error) from error
+                raise translate(error, self.path) from error
 
     @asynccontextmanager
     async def compaction_lock(self) -> AsyncIterator[None]:
@@ -436,6 +535,7 @@ class SQLiteBackend(LogBackend):
             async with super().compaction_lock():
                 yield
             return
+        self._writer()  # read-only: compaction writes
         path = f"{self.path}.compact.lock"
         fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
         try:
@@ -446,6 +546,22 @@ class SQLiteBackend(LogBackend):
             yield
         finally:
             os.close(fd)  # closing the last descriptor of the file releases the flock
+
+    @asynccontextmanager
+    async def snapshot(self) -> AsyncIterator[None]:
+        if not self.read_only:
+            async with super().snapshot():
+                yield
+            return
+        # Read-only: one read transaction of the long-reads connection, which every read of
+        # verify goes through, sees one state of the file whatever other processes commit.
+        reader = self._reader()
+        await reader.execute("BEGIN")
+        try:
+            yield
+        finally:
+            with anyio.CancelScope(shield=True):
+                await reader.execute("COMMIT")
 
     def _reader(self) -> aiosqlite.Connection:
         if self._read_conn is None:
@@ -460,13 +576,11 @@ class SQLiteBackend(LogBackend):
     @asynccontextmanager
     async def write(self) -> AsyncIterator[WriteTransaction]:
         async with self._write_lock:
-            conn = self._write_conn
-            if conn is None:
-                raise StoreClosedError("SQLite log")
+            conn = self._writer()
             try:
                 await self._begin(conn)
             except sqlite3.Error as error:
-                raise _translate(error) from error
+                raise translate(error, self.path) from error
             except BaseException:
                 # Cancelled while BEGIN ran in its thread: it may have begun all the same.
                 _rollback(conn)
@@ -476,7 +590,7 @@ class SQLiteBackend(LogBackend):
                 yield tx
             except sqlite3.Error as error:
                 _rollback(conn)
-                raise _translate(error) from error
+                raise translate(error, self.path) from error
             except BaseException:
                 _rollback(conn)
                 raise
@@ -487,7 +601,7 @@ class SQLiteBackend(LogBackend):
                     await self._commit(conn, big=tx.rows > _INLINE_COMMIT_ROWS)
             except sqlite3.Error as error:
                 _rollback(conn)
-                raise _translate(error) from error
+                raise translate(error, self.path) from error
 
     async def _commit(self, conn: sqlite3.Connection, *, big: bool = False) -> None:
         if self._commit_seconds < _INLINE_COMMIT_SECONDS and not big:
@@ -497,29 +611,35 @@ class SQLiteBackend(LogBackend):
         # A moving average over about the last eight commits.
         self._commit_seconds += (took - self._commit_seconds) / 8
 
+    @_translated
     async def select_scope(self, scope_key: str) -> ScopeRow | None:
         row = self._points().execute(_SELECT_SCOPE, (scope_key,)).fetchone()
         return None if row is None else _scope_row(row)
 
+    @_translated
     async def select_current(self, scope_id: int, key: str) -> CurrentRow | None:
         row = self._points().execute(_SELECT_CURRENT, (scope_id, key)).fetchone()
         return None if row is None else CurrentRow(*row)
 
+    @_translated
     async def select_current_all(self, scope_id: int) -> list[CurrentRow]:
         rows = self._points().execute(_SELECT_CURRENT_ALL, (scope_id,)).fetchall()
         return [CurrentRow(*r) for r in rows]
 
+    @_translated
     async def select_current_page(
         self, scope_id: int, *, after: str | None, limit: int, now: int
     ) -> list[CurrentRow]:
         rows = self._points().execute(_SELECT_CURRENT_PAGE, (scope_id, after or "", now, limit))
         return [CurrentRow(*r) for r in rows]
 
+    @_translated
     async def select_events(self, scope_id: int, where: EventFilter) -> list[EventRow]:
         sql, params = _events_query(scope_id, where)
         rows = await self._reader().execute_fetchall(sql, params)
         return [EventRow(*r) for r in rows]
 
+    @_translated
     async def select_last_scope_event(
         self, scope_id: int, kind: str, *, through_seq: int | None = None
     ) -> EventRow | None:
@@ -529,6 +649,7 @@ class SQLiteBackend(LogBackend):
         )
         return next((EventRow(*r) for r in rows), None)
 
+    @_translated
     async def select_latest_per_key(
         self, scope_id: int, *, after_seq: int, through_seq: int
     ) -> list[EventRow]:
@@ -543,17 +664,22 @@ class SQLiteBackend(LogBackend):
     ) -> AsyncIterator[EventRow]:
         reader = self._reader()
         while True:
-            rows = list(await reader.execute_fetchall(_SELECT_ALL_EVENTS, (after_seq, batch)))
+            try:
+                rows = list(await reader.execute_fetchall(_SELECT_ALL_EVENTS, (after_seq, batch)))
+            except sqlite3.Error as error:
+                raise translate(error, self.path) from error
             for r in rows:
                 yield EventRow(*r)
             if len(rows) < batch:
                 return
             after_seq = rows[-1][0]
 
+    @_translated
     async def select_all_scopes(self) -> list[ScopeRow]:
         rows = await self._reader().execute_fetchall(f"SELECT {_SCOPE_COLUMNS} FROM scopes")
         return [_scope_row(r) for r in rows]
 
+    @_translated
     async def select_scopes_page(self, where: ScopeFilter) -> list[ScopeRow]:
         before_at, before_id = where.before if where.before is not None else (None, None)
         params = {
@@ -570,14 +696,17 @@ class SQLiteBackend(LogBackend):
         rows = await self._reader().execute_fetchall(_SELECT_SCOPES_PAGE, params)
         return [_scope_row(r) for r in rows]
 
+    @_translated
     async def select_all_current(self) -> list[CurrentRow]:
         rows = await self._reader().execute_fetchall(f"SELECT {_CURRENT_COLUMNS} FROM current")
         return [CurrentRow(*r) for r in rows]
 
+    @_translated
     async def count_idempotent(self, *, recorded_before: int) -> int:
         rows = await self._reader().execute_fetchall(_COUNT_IDEMPOTENT, (recorded_before,))
         return int(next(iter(rows))[0])
 
+    @_translated
     async def select_storage_bytes(self) -> int:
         if self.in_memory:
             return int(self._points().execute(_SELECT_PAGE_BYTES).fetchone()[0])
@@ -592,7 +721,7 @@ class SQLiteBackend(LogBackend):
         return await self._run_writer(partial(_reclaim_step, max_pages=max_pages))
 
     async def checkpoint(self) -> None:
-        if not self.in_memory:
+        if not self.in_memory and not self.read_only:
             # TRUNCATE waits for no reader: pages a reader still needs stay in the WAL, and
             # the next checkpoint takes them.
             await self._run_writer(_checkpoint)
@@ -736,19 +865,13 @@ class _SQLiteTransaction(WriteTransaction):
         )
 
     async def update_event_payloads(self, rows: Sequence[tuple[int, bytes]]) -> None:
-        self._securely("UPDATE events SET payload = ? WHERE seq = ?", [(p, seq) for seq, p in rows])
+        # The bytes replaced (a plain value) are overwritten: see secure_delete in _connect.
+        self.conn.executemany(
+            "UPDATE events SET payload = ? WHERE seq = ?", [(p, seq) for seq, p in rows]
+        )
 
     async def update_current_values(self, rows: Sequence[tuple[bytes, int, str, int]]) -> None:
-        self._securely(_UPDATE_CURRENT_VALUE, rows)
-
-    def _securely(self, sql: str, rows: Sequence[Sequence[object]]) -> None:
-        # secure_delete: the bytes replaced (a plain value) are overwritten in the page, not left
-        # in its free space. Only for these rewrites: it costs every other delete some writing.
-        self.conn.execute("PRAGMA secure_delete = ON")
-        try:
-            self.conn.executemany(sql, rows)
-        finally:
-            self.conn.execute("PRAGMA secure_delete = OFF")
+        self.conn.executemany(_UPDATE_CURRENT_VALUE, rows)
 
 
 _AUTO_VACUUM_NONE: Final = 0
@@ -869,7 +992,3 @@ def _events_query(scope_id: int, where: EventFilter) -> tuple[str, list[Any]]:
         sql += " LIMIT ?"
         params.append(where.limit)
     return sql, params
-
-
-def _translate(error: sqlite3.Error) -> EventStoreError:
-    return EventStoreError(f"SQLite failed: {error}; check the file's permissions and free space")

@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import sys
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import AsyncExitStack, asynccontextmanager
 from typing import Any, TypeVar
 
 import anyio
@@ -12,6 +13,7 @@ import msgspec
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
+from eventstore.config import StoreConfig
 from eventstore.crypto import ERASED, MASKED
 from eventstore.errors import (
     ConcurrencyError,
@@ -21,12 +23,24 @@ from eventstore.errors import (
     InvalidKeyError,
     InvalidValueError,
     NoSuchPointError,
+    ReadOnlyStoreError,
     SchemaVersionError,
     StaleAttemptError,
+    StorageError,
 )
-from eventstore.store import default_url
+from eventstore.store import Store, default_url, open_store
 
-__all__ = ["cli", "db_option", "emit_json", "encode_json", "json_option", "main", "run"]
+__all__ = [
+    "cli",
+    "db_option",
+    "emit_json",
+    "encode_json",
+    "json_option",
+    "main",
+    "open_for_reading",
+    "read_only_option",
+    "run",
+]
 
 T = TypeVar("T")
 
@@ -34,7 +48,8 @@ console = Console()
 err_console = Console(stderr=True)
 
 # Exit codes: 0 ok, 1 a check failed (verify), 2 bad usage (click's own), then one per error kind
-# (7: any other tasktrail error).
+# (7: any other tasktrail error; 9: the storage failed, e.g. a full disk; 10: a write to a store
+# that is or must be read-only).
 EXIT_CODES: dict[type[BaseException], int] = {
     ConfigError: 3,
     SchemaVersionError: 3,
@@ -44,6 +59,8 @@ EXIT_CODES: dict[type[BaseException], int] = {
     StaleAttemptError: 5,
     HistoryCompactedError: 6,
     NoSuchPointError: 8,
+    StorageError: 9,
+    ReadOnlyStoreError: 10,
     EventStoreError: 7,
 }
 
@@ -63,6 +80,41 @@ db_option = click.option(
     help="Store URL: sqlite:///PATH, sqlite://:memory:, postgresql://USER@HOST/DB.",
 )
 json_option = click.option("--json", "as_json", is_flag=True, help="Print JSON for machines.")
+read_only_option = click.option(
+    "--read-only",
+    "read_only",
+    is_flag=True,
+    help="Open the store without writing anything (no migration, nothing made). Without it, a "
+    "store that cannot be written (read-only file, folder or mount; full disk) is read "
+    "read-only all the same, with a note on stderr.",
+)
+
+
+@asynccontextmanager
+async def open_for_reading(db: str, read_only: bool) -> AsyncIterator[Store]:
+    """The store, for a command that only reads.
+
+    Such a command never writes, so a store that cannot be written is no reason to fail: when
+    opening it for writing fails because it is read-only or its disk is full, it is opened
+    read-only instead. (The library does not do this by itself: a program that means to write
+    learns at open that it cannot.)
+    """
+    async with AsyncExitStack() as stack:
+        store: Store | None = None
+        if not read_only:
+            try:
+                store = await stack.enter_async_context(open_store(db))
+            except StorageError as error:
+                if error.cause not in ("read_only", "full"):
+                    raise
+                err_console.print(
+                    f"[yellow]note:[/] {error}\nreading it read-only", highlight=False
+                )
+        if store is None:
+            store = await stack.enter_async_context(
+                open_store(db, config=StoreConfig(read_only=True))
+            )
+        yield store
 
 
 def _enc_hook(value: Any) -> Any:

@@ -15,10 +15,19 @@ import msgspec
 from rich.table import Column, Table
 from rich.text import Text
 
-from eventstore.cli.app import cli, console, db_option, emit_json, encode_json, json_option, run
+from eventstore.cli.app import (
+    cli,
+    console,
+    db_option,
+    emit_json,
+    encode_json,
+    json_option,
+    open_for_reading,
+    read_only_option,
+    run,
+)
 from eventstore.events import RecordedEvent
 from eventstore.scopes import AssetScope, Scope, TaskScope
-from eventstore.store import open_store
 from projections.history import Diff, Position, TrySummary
 from projections.points import At
 
@@ -206,6 +215,7 @@ def position_json(at: At, position: Position) -> dict[str, Any]:
 @click.option("--after-seq", type=int, help="Only events after this position (to page).")
 @click.option("--limit", type=int, default=100, show_default=True, help="At most this many.")
 @json_option
+@read_only_option
 def history_command(
     db: str,
     key: str | None,
@@ -216,13 +226,14 @@ def history_command(
     after_seq: int | None,
     limit: int,
     as_json: bool,
+    read_only: bool,
     **options: Any,
 ) -> None:
     """The events of a scope, oldest first, filtered and paged."""
     scope = scope_from(options)
 
     async def main() -> list[RecordedEvent]:
-        async with open_store(db) as store:
+        async with open_for_reading(db, read_only) as store:
             return await store.history(scope).events(
                 key=key,
                 kinds=kinds or None,
@@ -247,7 +258,8 @@ def history_command(
 @scope_options
 @point_options()
 @json_option
-def as_of_command(db: str, as_json: bool, **options: Any) -> None:
+@read_only_option
+def as_of_command(db: str, as_json: bool, read_only: bool, **options: Any) -> None:
     """The state of a scope as of one point: what a reader saw there.
 
     \b
@@ -258,7 +270,7 @@ def as_of_command(db: str, as_json: bool, **options: Any) -> None:
     at = point_from(options)
 
     async def main() -> tuple[Position, dict[str, Any]]:
-        async with open_store(db) as store:
+        async with open_for_reading(db, read_only) as store:
             history = store.history(scope)
             return await history.resolve(at), await history.state(at)
 
@@ -282,7 +294,8 @@ def as_of_command(db: str, as_json: bool, **options: Any) -> None:
 @point_options("from-", "From ")
 @point_options("to-", "To ")
 @json_option
-def diff_command(db: str, as_json: bool, **options: Any) -> None:
+@read_only_option
+def diff_command(db: str, as_json: bool, read_only: bool, **options: Any) -> None:
     """What changed in a scope between two points: keys added, removed, changed.
 
     \b
@@ -296,7 +309,7 @@ def diff_command(db: str, as_json: bool, **options: Any) -> None:
     b = point_from(options, "to-")
 
     async def main() -> tuple[Position, Position, Diff]:
-        async with open_store(db) as store:
+        async with open_for_reading(db, read_only) as store:
             history = store.history(scope)
             return await history.resolve(a), await history.resolve(b), await history.diff(a, b)
 
@@ -337,14 +350,15 @@ def diff_command(db: str, as_json: bool, **options: Any) -> None:
 @click.argument("key")
 @click.option("--after-seq", type=int, help="Only events after this position.")
 @json_option
+@read_only_option
 def timeline_command(
-    db: str, key: str, after_seq: int | None, as_json: bool, **options: Any
+    db: str, key: str, after_seq: int | None, as_json: bool, read_only: bool, **options: Any
 ) -> None:
     """Every event of one key of a scope, oldest first."""
     scope = scope_from(options)
 
     async def main() -> list[RecordedEvent]:
-        async with open_store(db) as store:
+        async with open_for_reading(db, read_only) as store:
             return await store.history(scope).timeline(key, after_seq=after_seq)
 
     events = run(main)
@@ -358,12 +372,13 @@ def timeline_command(
 @db_option
 @scope_options
 @json_option
-def tries_command(db: str, as_json: bool, **options: Any) -> None:
+@read_only_option
+def tries_command(db: str, as_json: bool, read_only: bool, **options: Any) -> None:
     """One line per try that wrote to a scope: first/last write, writes, keys touched."""
     scope = scope_from(options)
 
     async def main() -> list[TrySummary]:
-        async with open_store(db) as store:
+        async with open_for_reading(db, read_only) as store:
             return await store.history(scope).tries()
 
     tries = run(main)

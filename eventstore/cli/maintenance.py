@@ -15,6 +15,8 @@ from eventstore.cli.app import (
     db_option,
     emit_json,
     json_option,
+    open_for_reading,
+    read_only_option,
     run,
     stderr_progress,
 )
@@ -45,11 +47,12 @@ async def with_progress(
 @cli.command()
 @db_option
 @json_option
-def verify(db: str, as_json: bool) -> None:
+@read_only_option
+def verify(db: str, as_json: bool, read_only: bool) -> None:
     """Fold the whole log and check that the projection agrees with it."""
 
     async def main() -> VerifyReport:
-        async with open_store(db) as store:
+        async with open_for_reading(db, read_only) as store:
             return await with_progress(store, "verifying", store.verify)
 
     report = run(main)

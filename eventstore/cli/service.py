@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+import os
+
 import click
 
-from eventstore.cli.app import cli, db_option, err_console
+from eventstore.cli.app import cli, db_option, err_console, run
+from eventstore.config import StoreConfig
+from eventstore.store import open_store
 
 _secret_option = click.option(
     "--secret-file",
@@ -30,22 +34,57 @@ _secret_option = click.option(
     metavar="SECONDS",
     help="Compact the store every SECONDS (expired keys leave the log); 0: never by itself.",
 )
-def serve(db: str, host: str, port: int, secret_file: str | None, compact_every: float) -> None:
+@click.option(
+    "--read-only",
+    "read_only",
+    is_flag=True,
+    help="Serve the store without writing anything: reads, history and the web page work, "
+    "writes answer 503 (reason read_only), no compaction runs and no secret file is made.",
+)
+def serve(
+    db: str,
+    host: str,
+    port: int,
+    secret_file: str | None,
+    compact_every: float,
+    read_only: bool,
+) -> None:
     """Run the HTTP service until SIGINT/SIGTERM, then finish in-flight writes and stop."""
     try:
         from eventstore.service.app import create_app
         from eventstore.service.app import serve as run_server
+        from eventstore.service.auth import SECRET_ENV, secret_path_for
     except ImportError as error:
         raise click.ClickException(
             f"the service needs its extra: pip install 'tasktrail[service]' ({error})"
         ) from None
+    config = StoreConfig(read_only=True) if read_only else None
+
+    async def can_open() -> None:
+        # Opened once here, so a store that cannot be opened (read-only, full disk, wrong URL)
+        # is an error message and an exit code from the one table, not a startup traceback.
+        async with open_store(db, config=config):
+            pass
+
+    # First: before a secret is made beside a database that cannot be written.
+    run(can_open)
+    if read_only and secret_file is None and not os.environ.get(SECRET_ENV):
+        kept = secret_path_for(db)
+        if not kept.is_file():
+            raise click.ClickException(
+                f"serve --read-only makes no file, and there is no kept secret at {kept}: set "
+                f"{SECRET_ENV} or pass --secret-file"
+            )
     secret = _secret(db, secret_file)
     if host not in ("127.0.0.1", "localhost", "::1"):
         err_console.print(
             f"[yellow]warning:[/] listening on {host}: anyone who can reach it and holds a "
             "token can use the store; put TLS in front of it"
         )
-    run_server(create_app(db, secret=secret, compact_every=compact_every), host, port)
+    app = create_app(
+        db, secret=secret, config=config, compact_every=0 if read_only else compact_every
+    )
+    run_server(app, host, port)
 
 
 @cli.command()

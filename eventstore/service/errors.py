@@ -24,9 +24,11 @@ from eventstore.errors import (
     NoneValueError,
     NonFiniteValueError,
     NoSuchPointError,
+    ReadOnlyStoreError,
     RetentionTypeError,
     RetentionValueError,
     StaleAttemptError,
+    StorageError,
     StoreClosedError,
     ValueTooDeepError,
     ValueTooLargeError,
@@ -74,6 +76,10 @@ ERRORS: Final[dict[type[BaseException], tuple[int, str, tuple[str, ...]]]] = {
     NoSuchPointError: (404, "no_such_point", ("point", "detail")),
     CompactionRunningError: (409, "compaction_running", ()),
     StoreClosedError: (503, "store_closed", ()),
+    # `serve --read-only`, or a database that cannot be written: reads go on, writes wait.
+    ReadOnlyStoreError: (503, "read_only", ("cause",)),
+    # The database failed under the store (a full disk, an I/O error): nothing was written.
+    StorageError: (503, "storage_error", ("cause",)),
     ConfigError: (500, "config_error", ()),
     DecryptionError: (500, "undecryptable_value", ()),
     EventStoreError: (500, "store_error", ()),
