@@ -342,9 +342,10 @@ async def stall(base: str) -> None:
         f"(median {statistics.median(page_times) * 1000:.1f} ms, "
         f"slowest {max(page_times) * 1000:.1f} ms)"
     )
+    over = sum(1 for wait in waits if wait >= 0.05)
     print(
         f"longest /healthz wait meanwhile: {longest:.1f} ms over {len(waits)} probes "
-        f"(p99 {waits[int(len(waits) * 0.99) - 1] * 1000:.1f} ms); "
+        f"(p99 {waits[int(len(waits) * 0.99) - 1] * 1000:.1f} ms, {over} of 50 ms or more); "
         f"target < 50 ms: {'met' if longest < 50 else 'NOT met'}"
     )
 
