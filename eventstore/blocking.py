@@ -6,38 +6,86 @@ here waits for its coroutine there. Method names and arguments are the async API
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable, Iterator
-from contextlib import contextmanager
+import sys
+from collections.abc import Awaitable, Callable
+from contextlib import AbstractContextManager
 from functools import partial
+from types import TracebackType
 from typing import Any, Generic, Protocol, TypeVar
 
 from anyio.from_thread import BlockingPortal, start_blocking_portal
 
 from eventstore.config import Clock, StoreConfig
 from eventstore.log import AppendResult
+from eventstore.scopes import Scope
 from eventstore.store import AssetStore, Store, TaskStore, open_store
 from projections.compaction import CompactionReport
+from projections.history import Diff, History
+from projections.points import At
+from projections.rewind import RewindResult
 from projections.verify import VerifyReport
 
-__all__ = ["BlockingAccessor", "BlockingStore", "open_blocking_store"]
+__all__ = ["BlockingAccessor", "BlockingHistory", "BlockingStore", "open_blocking_store"]
 
 
-@contextmanager
 def open_blocking_store(
     url: str | None = None, config: StoreConfig | None = None, clock: Clock | None = None
-) -> Iterator[BlockingStore]:
-    """`with open_blocking_store("sqlite:///trail.db") as store:` for code without an event loop."""
-    with (
-        start_blocking_portal() as portal,
-        portal.wrap_async_context_manager(open_store(url, config, clock)) as store,
-    ):
-        yield BlockingStore(portal, store)
+) -> BlockingStore:
+    """Open the store for code without an event loop.
+
+    `with open_blocking_store("sqlite:///trail.db") as store:` closes it after the block;
+    `store = open_blocking_store(url)` ... `store.close()` for code that keeps it (any thread).
+    """
+    portal_cm = start_blocking_portal()
+    portal = portal_cm.__enter__()
+    try:
+        store = portal.call(_open, url, config, clock)
+    except BaseException:
+        portal_cm.__exit__(*sys.exc_info())
+        raise
+    return BlockingStore(portal, store, portal_cm)
+
+
+async def _open(url: str | None, config: StoreConfig | None, clock: Clock | None) -> Store:
+    return await open_store(url, config, clock)
 
 
 class BlockingStore:
-    def __init__(self, portal: BlockingPortal, store: Store) -> None:
+    """The store as plain calls, run on an event loop in a thread of its own."""
+
+    def __init__(
+        self,
+        portal: BlockingPortal,
+        store: Store,
+        portal_cm: AbstractContextManager[BlockingPortal] | None = None,
+    ) -> None:
         self._portal = portal
+        self._portal_cm = portal_cm  # the loop's thread, stopped by close() when it is ours
+        self._closed = False
         self.store = store
+
+    def __enter__(self) -> BlockingStore:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()
+
+    def close(self) -> None:
+        """Commit what is queued, close the store and stop its thread; idempotent."""
+        if self._closed:
+            return
+        self._closed = True
+        portal_cm, self._portal_cm = self._portal_cm, None
+        try:
+            self._portal.call(self.store.aclose)
+        finally:
+            if portal_cm is not None:
+                portal_cm.__exit__(None, None, None)
 
     def task_store(
         self,
@@ -59,11 +107,37 @@ class BlockingStore:
     ) -> BlockingAccessor[AssetStore]:
         return BlockingAccessor(self._portal, self.store.asset_store(name, uri, actor=actor))
 
+    def history(self, scope: Scope) -> BlockingHistory:
+        return BlockingHistory(self._portal, self.store.history(scope))
+
     def verify(self) -> VerifyReport:
         return self._portal.call(self.store.verify)
 
     def compact(self, dry_run: bool = False) -> CompactionReport:
         return self._portal.call(partial(self.store.compact, dry_run))
+
+
+class BlockingHistory:
+    """A scope's history as plain calls: state, diff, events, and rewind."""
+
+    def __init__(self, portal: BlockingPortal, history: History) -> None:
+        self._portal = portal
+        self._history = history
+
+    def state(self, at: At) -> dict[str, Any]:
+        result: dict[str, Any] = self._portal.call(self._history.state, at)
+        return result
+
+    def diff(self, a: At, b: At) -> Diff:
+        return self._portal.call(self._history.diff, a, b)
+
+    def events(self, **filters: Any) -> list[Any]:
+        result: list[Any] = self._portal.call(partial(self._history.events, **filters))
+        return result
+
+    def rewind(self, at: At, **options: Any) -> RewindResult:
+        """`History.rewind` (try_number, actor, expected_version, dry_run)."""
+        return self._portal.call(partial(self._history.rewind, at, **options))
 
 
 class AsyncAccessor(Protocol):

@@ -22,10 +22,11 @@ import itertools
 import os
 import random
 import time
-from collections.abc import AsyncIterator, Iterable, Iterator, Mapping
-from contextlib import asynccontextmanager, contextmanager
+from collections.abc import Iterable, Iterator, Mapping
+from contextlib import contextmanager
 from datetime import datetime, timedelta
 from functools import partial
+from types import TracebackType
 from typing import Any, Final, TypeVar
 from urllib.parse import quote, urlencode
 
@@ -34,15 +35,17 @@ import msgspec
 from anyio.from_thread import BlockingPortal, start_blocking_portal
 from yarl import URL
 
+from eventstore._opening import Opening
 from eventstore.blocking import BlockingAccessor
 from eventstore.config import NEVER_EXPIRE, NeverExpire, check_retention
 from eventstore.errors import EventStoreError, NoSuchPointError
 from eventstore.events import RecordedEvent
+from eventstore.feed import ScopeMatch
 from eventstore.log import AppendResult
 from eventstore.scopes import AssetScope, Scope, TaskScope
 from eventstore.service.errors import ERRORS
 from eventstore.values import check_key, decode_value, encode_value
-from projections import At, Diff, TrySummary
+from projections import At, Diff, RewindResult, TrySummary
 
 __all__ = [
     "AuthenticationError",
@@ -53,6 +56,7 @@ __all__ = [
     "RemoteAssetStore",
     "RemoteEntry",
     "RemoteHistory",
+    "RemoteSubscription",
     "RemoteTaskStore",
     "ServiceError",
     "ServiceUnavailableError",
@@ -189,6 +193,21 @@ class Remote:
         self.retries = retries
         self.backoff = backoff
 
+    async def __aenter__(self) -> Remote:
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.aclose()
+
+    async def aclose(self) -> None:
+        """Close the connections to the service; idempotent, from any task."""
+        await self._session.close()
+
     def task_store(
         self,
         dag_id: str,
@@ -211,6 +230,14 @@ class Remote:
     def history(self, scope: Scope) -> RemoteHistory:
         """The history of a task or asset scope, read through the service."""
         return RemoteHistory(self, scope)
+
+    def subscribe(
+        self, after_seq: int = 0, scope: Scope | ScopeMatch | None = None
+    ) -> RemoteSubscription:
+        """`store.subscribe` through the service (GET /api/v1/events, Server-Sent Events):
+        every event after `after_seq`, then each new one; reconnects by itself, resuming after
+        the last position it got (Last-Event-ID). Close it with `aclose()` or `async with`."""
+        return RemoteSubscription(self, after_seq, scope)
 
     async def health(self) -> dict[str, Any]:
         _, body = await self.request("GET", "/healthz")
@@ -560,6 +587,157 @@ class _Tries(msgspec.Struct):
     tries: list[TrySummary]
 
 
+class _RewindAnswer(msgspec.Struct):
+    point: str
+    rewound_to: int
+    dry_run: bool
+    version: int
+    seq: int | None
+    set: list[str]
+    deleted: list[str]
+    added: dict[str, Any]
+    removed: dict[str, Any]
+    changed: dict[str, tuple[Any, Any]]
+
+
+def _point_body(at: At) -> dict[str, Any]:
+    if at.kind == "time":
+        assert at.moment is not None
+        return {"at": at.moment.isoformat()}
+    return {at.kind: at.number}
+
+
+_decode_event = msgspec.json.Decoder(RecordedEvent).decode
+# A stream that has sent nothing, not even a heartbeat, for this long is taken as lost.
+_STREAM_SILENCE: Final = 35.0
+
+
+class RemoteSubscription:
+    """Events of GET /api/v1/events, one at a time, reconnecting when the stream breaks.
+
+    Resumes after the last position the stream named (an event's id, or a heartbeat's), so no
+    event is repeated or skipped across reconnects. The iteration ends on `aclose()`.
+    """
+
+    def __init__(self, remote: Remote, after_seq: int, scope: Scope | ScopeMatch | None) -> None:
+        if type(after_seq) is not int or after_seq < 0:
+            raise ValueError(f"after_seq must be an int >= 0, got {after_seq!r}")
+        self.remote = remote
+        self.position = after_seq  # the last position the stream named
+        self._scope = scope
+        self._query = _feed_query(scope)
+        self._response: aiohttp.ClientResponse | None = None
+        self._closed = False
+        self._failures = 0
+
+    def __aiter__(self) -> RemoteSubscription:
+        return self
+
+    async def __aenter__(self) -> RemoteSubscription:
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        await self.aclose()
+
+    async def aclose(self) -> None:
+        self._closed = True
+        response, self._response = self._response, None
+        if response is not None:
+            response.release()
+            response.close()
+
+    async def __anext__(self) -> RecordedEvent:
+        while not self._closed:
+            try:
+                if self._response is None:
+                    self._response = await self._connect()
+                event = await self._read(self._response)
+            except (aiohttp.ClientConnectionError, aiohttp.ClientPayloadError, TimeoutError) as e:
+                await self._drop()
+                self._failures += 1
+                if self._failures > self.remote.retries:
+                    raise ServiceUnavailableError(
+                        0, "unreachable", f"the event stream broke {self._failures} times: {e!r}"
+                    ) from e
+                await asyncio.sleep(min(2.0, self.remote.backoff * 2**self._failures))
+                continue
+            if event is None:  # the service ended the stream (shutting down): reconnect
+                await self._drop()
+                continue
+            self._failures = 0
+            if isinstance(self._scope, AssetScope) and event.scope != self._scope:
+                continue
+            return event
+        raise StopAsyncIteration
+
+    async def _drop(self) -> None:
+        response, self._response = self._response, None
+        if response is not None:
+            response.close()
+
+    async def _connect(self) -> aiohttp.ClientResponse:
+        remote = self.remote
+        url = URL(remote._base + "/api/v1/events?" + urlencode(self._query), encoded=True)
+        response = await remote._session.get(
+            url,
+            headers={"Accept": "text/event-stream", "Last-Event-ID": str(self.position)},
+            timeout=aiohttp.ClientTimeout(total=None, sock_read=_STREAM_SILENCE),
+        )
+        if response.status != 200:
+            content = await response.read()
+            response.close()
+            raise _error_of(response.status, content, None)
+        return response
+
+    async def _read(self, response: aiohttp.ClientResponse) -> RecordedEvent | None:
+        """The next event of the stream; None when the stream ended."""
+        event_id: str | None = None
+        data: list[bytes] = []
+        while True:
+            line = await response.content.readline()
+            if not line:
+                return None
+            line = line.rstrip(b"\r\n")
+            if line:
+                field, _, value = line.partition(b":")
+                value = value.removeprefix(b" ")
+                if field == b"id":
+                    event_id = value.decode()
+                elif field == b"data":
+                    data.append(value)
+                continue
+            if event_id is not None and event_id.isdigit():
+                self.position = max(self.position, int(event_id))
+            if data:
+                return _decode_event(b"\n".join(data))
+            event_id = None
+
+
+def _feed_query(scope: Scope | ScopeMatch | None) -> dict[str, str]:
+    match scope:
+        case None:
+            return {}
+        case TaskScope():
+            return {
+                "dag": scope.dag_id,
+                "run": scope.run_id,
+                "task": scope.task_id,
+                "map_index": str(scope.map_index),
+            }
+        case AssetScope():
+            return {"kind": "asset"}  # the service filters by kind; the client by the asset
+        case ScopeMatch():
+            names = {
+                "kind": scope.kind,
+                "dag": scope.dag_id,
+                "run": scope.run_id,
+                "task": scope.task_id,
+                "map_index": None if scope.map_index is None else str(scope.map_index),
+            }
+            return {k: v for k, v in names.items() if v is not None}
+    raise TypeError(f"scope must be a TaskScope, an AssetScope or a ScopeMatch, got {scope!r}")
+
+
 class RemoteHistory:
     """`store.history(scope)` through the service: events, state, diff, timeline, tries."""
 
@@ -653,6 +831,41 @@ class RemoteHistory:
         answer = await self._get("/tries", {}, _Tries)
         return [] if answer is None else answer.tries
 
+    async def rewind(
+        self,
+        at: At,
+        *,
+        try_number: int | None = None,
+        expected_version: int | None = None,
+        dry_run: bool = False,
+    ) -> RewindResult:
+        """`History.rewind` through the service (admin tokens); the actor is the token's."""
+        body = {**_point_body(at), "dry_run": dry_run}
+        headers: dict[str, str] = {}
+        if try_number is not None:
+            headers["Tasktrail-Try"] = str(try_number)
+        if expected_version is not None:
+            headers["If-Match"] = f'"{expected_version}"'
+        _, content = await self.remote.request(
+            "POST",
+            self._prefix + "/store:rewind",
+            query=self._query,
+            body=msgspec.json.encode(body),
+            headers=headers,
+            scope=self.scope,
+        )
+        answer = msgspec.json.decode(content, type=_RewindAnswer)
+        return RewindResult(
+            point=answer.point,
+            rewound_to=answer.rewound_to,
+            version=answer.version,
+            seq=answer.seq,
+            set=answer.set,
+            deleted=answer.deleted,
+            diff=Diff(added=answer.added, removed=answer.removed, changed=answer.changed),
+            dry_run=answer.dry_run,
+        )
+
     def _empty(self, at: At) -> dict[str, Any]:
         # What the embedded history answers for a scope nothing was written to.
         if at.kind in ("end_of_try", "start_of_try") or (at.kind == "version" and at.number):
@@ -660,8 +873,7 @@ class RemoteHistory:
         return {}
 
 
-@asynccontextmanager
-async def connect(
+def connect(
     base_url: str,
     *,
     token: str,
@@ -669,19 +881,24 @@ async def connect(
     backoff: float = 0.05,
     request_timeout: float = 30.0,
     connections: int = 256,
-) -> AsyncIterator[Remote]:
-    """Connect to a tasktrail service at `base_url` with a bearer `token` for the block.
+) -> Opening[Remote]:
+    """Connect to a tasktrail service at `base_url` with a bearer `token`.
 
+    `async with connect(url, token=...) as remote:` closes the connection after the block;
+    `remote = await connect(url, token=...)` ... `await remote.aclose()` (from any task).
     `retries` bounds the retries of one call (connection errors and 5xx); `backoff` is the first
     wait in seconds, doubled each retry up to 2 s, with jitter.
     """
-    connector = aiohttp.TCPConnector(limit=connections)
-    async with aiohttp.ClientSession(
-        connector=connector,
-        headers={"Authorization": f"Bearer {token}"},
-        timeout=aiohttp.ClientTimeout(total=request_timeout),
-    ) as session:
-        yield Remote(session, base_url, retries=retries, backoff=backoff)
+
+    async def open_() -> Remote:
+        session = aiohttp.ClientSession(
+            connector=aiohttp.TCPConnector(limit=connections),
+            headers={"Authorization": f"Bearer {token}"},
+            timeout=aiohttp.ClientTimeout(total=request_timeout),
+        )
+        return Remote(session, base_url, retries=retries, backoff=backoff)
+
+    return Opening(open_)
 
 
 # ----------------------------------------------------------------------------- blocking
@@ -744,6 +961,9 @@ class BlockingRemoteHistory:
 
     def tries(self) -> list[TrySummary]:
         return self._portal.call(self._history.tries)
+
+    def rewind(self, at: At, **options: Any) -> RewindResult:
+        return self._portal.call(partial(self._history.rewind, at, **options))
 
 
 class BlockingRemoteAccessor(BlockingAccessor[RemoteTaskStore | RemoteAssetStore]):

@@ -62,10 +62,12 @@ class SetOp(msgspec.Struct, frozen=True):
     # True or False marks or clears the key's sensitive flag; None keeps the flag the key has
     # (a write that does not say never unmasks a secret).
     sensitive: bool | None = None
+    rewound_to: int | None = None  # a rewind's set: the position it restores (KeySet.rewound_to)
 
 
 class DeleteOp(msgspec.Struct, frozen=True):
     key: str
+    rewound_to: int | None = None  # a rewind's delete (KeyDeleted.rewound_to)
 
 
 class ClearOp(msgspec.Struct, frozen=True):
@@ -227,11 +229,12 @@ class _Batch:
                         await self._ensure_stored(view)
                     last_seq = self._append_set(view, request, op)
                     appended += 1
-                case DeleteOp(key=key):
+                case DeleteOp(key=key, rewound_to=rewound_to):
                     live = await self.live_keys(view)
                     if key in live:
                         live.discard(key)
-                        last_seq = self._append(view, request, KeyDeleted(key=key), key=key)
+                        deleted = KeyDeleted(key=key, rewound_to=rewound_to)
+                        last_seq = self._append(view, request, deleted, key=key)
                         self.final[(row.scope_id, key)] = None
                         appended += 1
                 case ClearOp(all_map_indices=fleet):
@@ -341,6 +344,7 @@ class _Batch:
             expires_at=None if expires is None else self._expiry_time(expires),
             sensitive=sensitive,
             sensitive_cleared=True if flagged and not sensitive else msgspec.UNSET,
+            rewound_to=op.rewound_to,
         )
         if data_key is not None:
             assert self.vault is not None
@@ -577,8 +581,9 @@ def recorded_event(
     detail = None
     expires_at = None
     sensitive = erased = cleared = False
+    rewound_to: int | None = None
     match event:
-        case KeySet(expires_at=expires, sensitive=sensitive):
+        case KeySet(expires_at=expires, sensitive=sensitive, rewound_to=rewound_to):
             expires_at = expires
             cleared = event.sensitive_cleared is True
             if row.seq < erased_before:
@@ -589,7 +594,9 @@ def recorded_event(
                 )
                 if value is ERASED:
                     value, erased = None, True
-        case KeyDeleted() | ScopeCleared(all_map_indices=False):
+        case KeyDeleted(rewound_to=rewound_to):
+            pass
+        case ScopeCleared(all_map_indices=False):
             pass
         case ScopeCleared():
             detail = {"all_map_indices": True}
@@ -611,6 +618,7 @@ def recorded_event(
         sensitive=sensitive,
         sensitive_cleared=cleared,
         erased=erased,
+        rewound_to=rewound_to,
     )
 
 

@@ -7,15 +7,16 @@ straight to the projection and apply expiry with the store's clock.
 from __future__ import annotations
 
 import os
-from collections.abc import AsyncIterator, Mapping
-from contextlib import asynccontextmanager
+from collections.abc import Mapping
 from datetime import UTC, datetime, timedelta
 from functools import partial
+from types import TracebackType
 from typing import Any, Final
 
 import anyio
 import anyio.lowlevel
 
+from eventstore._opening import Opening
 from eventstore.backends import open_backend
 from eventstore.backends.base import CurrentRow, LogBackend, ScopeFilter, ScopeRow
 from eventstore.config import Clock, NeverExpire, StoreConfig, check_retention, system_clock
@@ -24,6 +25,7 @@ from eventstore.crypto import reencrypt as reencrypt_log
 from eventstore.crypto import scrub as scrub_log
 from eventstore.errors import ExpiryValueError, ReadOnlyStoreError, StoreClosedError
 from eventstore.events import to_micros
+from eventstore.feed import Feed, ScopeMatch, Subscription
 from eventstore.log import (
     AppendRequest,
     AppendResult,
@@ -52,17 +54,24 @@ def default_url() -> str:
     return os.environ.get("TASKTRAIL_DB") or DEFAULT_URL
 
 
-@asynccontextmanager
-async def open_store(
+def open_store(
     url: str | None = None,
     config: StoreConfig | None = None,
     clock: Clock | None = None,
-) -> AsyncIterator[Store]:
-    """Open the store at `url` (default: $TASKTRAIL_DB or ./tasktrail.db) for the block.
+) -> Opening[Store]:
+    """Open the store at `url` (default: $TASKTRAIL_DB or ./tasktrail.db).
+
+    `async with open_store(url) as store:` closes it at the end of the block;
+    `store = await open_store(url)` hands it over, to be closed with `await store.aclose()`.
+    Any task may close it, not only the one that opened it.
 
     With master keys (`StoreConfig.master_keys`, else $TASKTRAIL_MASTER_KEYS) values are
     encrypted at rest; the keys are checked against the store's key store before anything else.
     """
+    return Opening(partial(_open_store, url, config, clock))
+
+
+async def _open_store(url: str | None, config: StoreConfig | None, clock: Clock | None) -> Store:
     config = config or StoreConfig()
     url = url or default_url()
     master_keys = tuple(config.master_keys) or master_keys_from_env()
@@ -74,28 +83,14 @@ async def open_store(
     except BaseException:
         vault.close()
         raise
-    try:
-        async with anyio.create_task_group() as tg:
-            store = Store(backend, config, clock or system_clock, vault)
-            await tg.start(store._writer.run)
-            try:
-                yield store
-            finally:
-                with anyio.CancelScope(shield=True):
-                    await store.aclose()
-    except BaseExceptionGroup as group:
-        # The task group wraps an error of the caller's block; hand it back as it was raised.
-        if len(group.exceptions) == 1:
-            raise group.exceptions[0] from group.exceptions[0].__cause__
-        raise
-    finally:
-        with anyio.CancelScope(shield=True):
-            await backend.aclose()
-            vault.close()
+    return Store(backend, config, clock or system_clock, vault)
 
 
 class Store:
-    """One open store. Make accessors with `task_store` and `asset_store`."""
+    """One open store. Make accessors with `task_store` and `asset_store`.
+
+    Close it with `aclose()` (or use it in `async with`), from any task.
+    """
 
     def __init__(
         self, backend: LogBackend, config: StoreConfig, clock: Clock, vault: Vault | None = None
@@ -107,7 +102,20 @@ class Store:
         self._writer = GroupCommitWriter(backend, config, self.now, self.vault)
         self._scope_ids: dict[str, int] = {}
         self._compacting = anyio.Lock()
+        self._feed = Feed(backend)
         self._closed = False
+        self._close_done = anyio.Event()
+
+    async def __aenter__(self) -> Store:
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.aclose()
 
     def now(self) -> datetime:
         now = self._clock()
@@ -145,7 +153,45 @@ class Store:
     async def append(self, request: AppendRequest) -> AppendResult:
         """Append one request through group commit; its ops land together or not at all."""
         self._check_writable()
-        return await self._writer.append(request)
+        result = await self._writer.append(request)
+        if result.seq is not None:
+            self._feed.committed(result.seq)  # wakes this store's subscribers at once
+        return result
+
+    def subscribe(
+        self,
+        after_seq: int = 0,
+        scope: Scope | ScopeMatch | None = None,
+        *,
+        mask: bool = False,
+        page: int = 500,
+        through_seq: int | None = None,
+    ) -> Subscription:
+        """Every event after position `after_seq`, in position order, then each new one as it
+        commits: `async for event in store.subscribe(): ...` (see `eventstore.feed`).
+
+        `scope`: one task or asset scope, or a `ScopeMatch` (dag, run, task, map index, kind).
+        Never skips and never repeats a position; writes of other processes and replicas
+        arrive within `Feed.poll_interval` seconds. The iteration ends when the store closes.
+        mask: a value written with sensitive=True comes with value None (as `History.events`).
+        through_seq: end the iteration after this position instead of following for ever.
+        """
+        if self._closed:
+            raise StoreClosedError()
+        return Subscription(
+            self,
+            self._feed,
+            after_seq=after_seq,
+            scope=scope,
+            page=page,
+            mask=mask,
+            through_seq=through_seq,
+        )
+
+    def end_subscriptions(self) -> None:
+        """End every subscription's iteration now (a service shutting down ends its streams);
+        new ones end at once too. The store itself stays open for writes."""
+        self._feed.close()
 
     async def scope_id(self, scope: Scope) -> int | None:
         """The backend's id of a scope, or None if nothing was ever written to it."""
@@ -228,7 +274,7 @@ class Store:
         """The history of a task or asset scope: events, states as of a point, diffs, tries."""
         if self._closed:
             raise StoreClosedError()
-        return History(self.backend, scope, self.vault)
+        return History(self.backend, scope, self.vault, append=self.append, clock=self.now)
 
     async def recent_scopes(self, where: ScopeFilter) -> list[ScopeRow]:
         """Scopes most recently written first, filtered by dag, run, task and time, paged."""
@@ -277,10 +323,25 @@ class Store:
         )
 
     async def aclose(self) -> None:
-        """Commit queued writes and stop taking new ones; idempotent."""
-        if not self._closed:
-            self._closed = True
-            await self._writer.aclose()
+        """Stop taking writes, commit those queued and in flight, and close the database.
+
+        Writes after it raise `StoreClosedError`. Idempotent, and any task may call it: a
+        second call waits for the first to finish. Shielded: a close that started completes.
+        """
+        if self._closed:
+            await self._close_done.wait()
+            return
+        self._closed = True
+        self._feed.close()  # subscribers waiting for news end their iteration
+        with anyio.CancelScope(shield=True):
+            try:
+                await self._writer.aclose()
+            finally:
+                try:
+                    await self.backend.aclose()
+                finally:
+                    self.vault.close()
+                    self._close_done.set()
 
 
 def _expired(row: CurrentRow, now: int) -> bool:

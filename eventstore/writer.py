@@ -1,16 +1,26 @@
-"""Group commit: one writer drains the appends of every concurrent caller into one transaction.
+"""Group commit, led by the callers themselves: no background task, nothing bound to one task.
 
-Callers join the batch that is filling; the writer commits batches one at a time, oldest first,
-each in one transaction, and wakes the callers of a batch together, each with its own result or
-its own error. Waking a batch is one event, not one per caller: at tens of thousands of writes a
-second the bookkeeping per write is what costs.
+Writers queue their appends in batches. The first writer to find nobody committing becomes the
+leader: it takes the oldest batch off the queue, commits it in one transaction, wakes the
+callers of that batch (each with its own result or its own error) and hands the lead to the
+first caller of the next batch, who was queued behind it and commits everything that queued up
+meanwhile (the writer queue of LevelDB and RocksDB). A lone writer commits its own write without
+a task switch; under load every commit carries whoever queued during the previous one. Waking a
+batch is one event, not one per caller: at tens of thousands of writes a second the
+bookkeeping per write is what costs.
 
 The number of queued writes is bounded (`max_pending`): a caller that finds the queue full waits
-for room (back-pressure) instead of growing memory. Closing the writer lets it commit what is
-queued; anything it cannot commit is failed, never left hanging.
+for room (back-pressure) instead of growing memory. Batches hold at most `max_batch` writes.
 
 A caller cancelled while it waits does not take its write back: once queued, it is committed
-(or failed) with its batch, like a request whose client went away after sending it.
+(or failed) with its batch, like a request whose client went away after sending it. Leading is
+shielded from cancellation: a leader cancelled mid-commit finishes the commit, wakes the batch
+and hands the lead on before the cancellation reaches it. A next leader cancelled before its
+turn gives the turn up, and the leader before it commits that batch too, so no queued write is
+ever left without someone to commit it.
+
+Closing stops new writes (they raise `StoreClosedError`, as do callers waiting for room), lets
+the leaders commit what is queued, and returns when nothing is in flight.
 """
 
 from __future__ import annotations
@@ -21,7 +31,6 @@ from datetime import datetime
 
 import anyio
 import anyio.lowlevel
-from anyio.abc import TaskStatus
 
 from eventstore.backends.base import LogBackend
 from eventstore.config import StoreConfig
@@ -33,18 +42,27 @@ __all__ = ["GroupCommitWriter"]
 
 
 class _Batch:
-    """Appends committed together, and the one event their callers wait on."""
+    """Appends committed together, the event their callers wait on, and the turn of its head.
 
-    __slots__ = ("done", "requests", "results")
+    The head is the caller that opened the batch (index 0); it waits on `turn`, set when the
+    lead is handed to it or when its batch was committed by someone else. The other callers
+    wait on `done`.
+    """
+
+    __slots__ = ("done", "handed", "head_gone", "requests", "results", "turn")
 
     def __init__(self) -> None:
         self.requests: list[AppendRequest] = []
         self.results: list[AppendResult | BaseException] = []
         self.done = anyio.Event()
+        self.turn = anyio.Event()
+        self.handed = False  # the lead was handed to the head: it must commit this batch
+        self.head_gone = False  # the head was cancelled before its turn: it leads nothing
 
     def finish(self, results: list[AppendResult | BaseException]) -> None:
         self.results = results
         self.done.set()
+        self.turn.set()
 
 
 class GroupCommitWriter:
@@ -61,13 +79,16 @@ class GroupCommitWriter:
         self._clock = clock
         self._batches: deque[_Batch] = deque()
         self._queued = 0  # appends in self._batches
-        self._work = anyio.Event()  # set when the writer has something to do
+        # True from the moment a caller takes the lead until the queue is empty: while batches
+        # are queued, one caller is leading or has been handed the lead.
+        self._leading = False
         self._room = anyio.Event()  # set when queued appends were taken off the queue
-        self._closing = False  # no new appends; the writer commits what is queued, then stops
+        self._closing = False  # no new appends; the leaders commit what is queued
+        self._idle: anyio.Event | None = None  # made by aclose; set when the last leader is done
 
     @property
     def queued(self) -> int:
-        """Appends waiting for the writer, not counting the batch being committed."""
+        """Appends waiting to be committed, not counting the batch being committed."""
         return self._queued
 
     async def append(self, request: AppendRequest) -> AppendResult:
@@ -85,38 +106,65 @@ class GroupCommitWriter:
         index = len(batch.requests)
         batch.requests.append(request)
         self._queued += 1
-        self._work.set()
-        await batch.done.wait()
+        if not self._leading:
+            # Nobody is committing, so the queue held nothing before this write: lead. First
+            # let the tasks ready to run queue their writes too: a commit that does not yield
+            # (SQLite's, on the loop thread) would otherwise leave each of them a batch of one.
+            self._leading = True
+            await anyio.lowlevel.cancel_shielded_checkpoint()
+            await self._lead(batch)
+        elif index == 0:
+            await self._wait_for_turn(batch)
+        else:
+            await batch.done.wait()
         result = batch.results[index]
         if isinstance(result, BaseException):
             raise result
         return result
 
-    async def run(self, *, task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
-        """Commit batches until the writer is closed and its queue is empty."""
-        task_status.started()
-        batches = self._batches
+    async def _wait_for_turn(self, batch: _Batch) -> None:
+        """The head of a batch: wait until the batch is committed or the lead comes to it."""
         try:
+            await batch.turn.wait()
+        except BaseException:
+            # Cancelled. The head only leaves when no one is counting on it: a turn already
+            # handed to it is taken (shielded), else the leader before it commits the batch.
+            if batch.handed and not batch.done.is_set():
+                await self._lead(batch)
+            else:
+                batch.head_gone = True
+            raise
+        if not batch.done.is_set():
+            await self._lead(batch)
+
+    async def _lead(self, batch: _Batch) -> None:
+        """Commit `batch` (the oldest queued), then hand the lead to the next batch's head.
+
+        Shielded throughout: a commit in flight finishes even when its caller is cancelled, so
+        no caller is told "failed" about a write that did land, and the lead always moves on.
+        """
+        batches = self._batches
+        with anyio.CancelScope(shield=True):
             while True:
-                if not batches:
-                    if self._closing:
-                        return
-                    self._work = anyio.Event()
-                    await self._work.wait()
-                    continue
-                batch = batches.popleft()
+                assert batches[0] is batch, "the lead commits the oldest batch"
+                batches.popleft()
                 self._queued -= len(batch.requests)
                 self._room.set()
                 self._room = anyio.Event()
-                # A commit in flight finishes even when the store is being cancelled, so no
-                # caller is told "failed" about a write that did land.
-                with anyio.CancelScope(shield=True):
-                    await self._commit(batch)
-                # Let the callers just woken run before the next batch is taken: a task that
-                # checkpoints in a loop queues its next write now, so it joins that batch.
+                await self._commit(batch)
+                if not batches:
+                    self._leading = False
+                    if self._idle is not None:
+                        self._idle.set()
+                    return
+                batch = batches[0]
+                if not batch.head_gone:
+                    batch.handed = True
+                    batch.turn.set()
+                    return
+                # Its head was cancelled before its turn: commit this batch too, after letting
+                # the callers just woken queue their next writes into it.
                 await anyio.lowlevel.checkpoint()
-        finally:
-            self._stop()
 
     async def _commit(self, batch: _Batch) -> None:
         results: list[AppendResult | BaseException]
@@ -126,19 +174,35 @@ class GroupCommitWriter:
             )
         except Exception as error:  # the transaction failed: every caller in it hears why
             results = [error] * len(batch.requests)
+        except BaseException as error:
+            # Interrupted (KeyboardInterrupt, SystemExit): whether the batch landed is unknown
+            # and the leader is leaving, so the writer stops; no caller may be left waiting.
+            self._stop(batch, error)
+            raise
         batch.finish(results)
 
-    def _stop(self) -> None:
+    def _stop(self, batch: _Batch, error: BaseException) -> None:
+        """Fail the batch being committed with `error`, and everything queued behind it."""
         self._closing = True
+        batch.finish([error] * len(batch.requests))
         while self._batches:
-            batch = self._batches.popleft()
-            batch.finish([StoreClosedError() for _ in batch.requests])
+            queued = self._batches.popleft()
+            queued.finish([StoreClosedError() for _ in queued.requests])
         self._queued = 0
-        # Callers still waiting for room now fail with StoreClosedError.
+        self._leading = False
         self._room.set()
+        if self._idle is not None:
+            self._idle.set()
 
     async def aclose(self) -> None:
-        """Stop taking writes; the writer commits what is queued, then returns."""
+        """Stop taking writes; return once every queued write was committed (or failed).
+
+        Callers waiting for room in a full queue fail with `StoreClosedError`. Idempotent; may
+        be called from any task, also while another task is closing.
+        """
         self._closing = True
-        self._work.set()
         self._room.set()
+        if self._leading:
+            if self._idle is None:
+                self._idle = anyio.Event()
+            await self._idle.wait()

@@ -47,9 +47,9 @@ before A, and raises `HistoryCompactedError` naming A otherwise:
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Awaitable, Callable, Iterable
 from datetime import datetime
-from typing import Any, NamedTuple
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 import msgspec
 
@@ -65,9 +65,12 @@ from eventstore.events import (
     from_micros,
     to_micros,
 )
-from eventstore.log import recorded_event
+from eventstore.log import AppendRequest, AppendResult, recorded_event
 from eventstore.scopes import Scope, scope_key
 from projections.points import At
+
+if TYPE_CHECKING:
+    from projections.rewind import RewindResult
 
 __all__ = ["Diff", "History", "Position", "TrySummary"]
 
@@ -113,10 +116,20 @@ class TrySummary(msgspec.Struct, frozen=True, kw_only=True):
 class History:
     """The history of one scope, read from the log. Get one with `store.history(scope)`."""
 
-    def __init__(self, backend: LogBackend, scope: Scope, vault: Vault | None = None) -> None:
+    def __init__(
+        self,
+        backend: LogBackend,
+        scope: Scope,
+        vault: Vault | None = None,
+        *,
+        append: Callable[[AppendRequest], Awaitable[AppendResult]] | None = None,
+        clock: Callable[[], datetime] | None = None,
+    ) -> None:
         self.backend = backend
         self.scope = scope
         self.vault = vault or Vault()
+        self._append = append  # the store's write path, for rewind
+        self._clock = clock
         self._scope_key = scope_key(scope)
         self._scope_id: int | None = None
 
@@ -363,6 +376,32 @@ class History:
                 break
             after = rows[-1].seq
         return [found[n].summary(n) for n in sorted(found)]
+
+    async def rewind(
+        self,
+        at: At,
+        *,
+        try_number: int | None = None,
+        actor: str = "system",
+        expected_version: int | None = None,
+        dry_run: bool = False,
+    ) -> RewindResult:
+        """Append, in one transaction, the sets and deletes that make the current values equal
+        `state(at)`; see `projections.rewind`. `dry_run=True` plans and writes nothing."""
+        from projections.rewind import rewind
+
+        if self._append is None or self._clock is None:
+            raise TypeError("this History cannot write; get one from store.history(scope)")
+        return await rewind(
+            self,
+            at,
+            append=self._append,
+            now=self._clock,
+            try_number=try_number,
+            actor=actor,
+            expected_version=expected_version,
+            dry_run=dry_run,
+        )
 
     async def answerable_from(self) -> int:
         """The earliest position every question can reach back to (0: nothing was compacted)."""

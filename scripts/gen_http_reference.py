@@ -36,6 +36,9 @@ WHO = {
     ("erase", "task"): "admin",
     ("erase", "asset"): "admin",
     ("compact", None): "admin",
+    ("rewind", "task"): "admin",
+    ("rewind", "asset"): "admin",
+    ("feed", None): "auditor, admin; a task token follows only its own task instance",
     (None, None): "no token needed",
 }
 

@@ -1,4 +1,8 @@
-"""Fixtures shared by every suite: the backends to run against and a clock tests can move."""
+"""Fixtures shared by every suite: the backends to run against and a clock tests can move.
+
+The clock is the test kit's (`eventstore.testing.FakeClock`), re-exported here for the suites
+that import it from this module.
+"""
 
 from __future__ import annotations
 
@@ -8,28 +12,16 @@ import uuid
 from collections.abc import AsyncIterator, Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import AbstractAsyncContextManager, contextmanager
-from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
 
 from eventstore import Store, StoreConfig, open_store
+from eventstore.testing import FakeClock
+
+__all__ = ["BACKENDS", "FakeClock", "StoreFactory", "postgres_schema_url", "require_postgres_url"]
 
 BACKENDS = ["memory", "sqlite", "postgres"]
-
-
-class FakeClock:
-    """A clock that stands still until a test moves it."""
-
-    def __init__(self, start: datetime = datetime(2026, 1, 1, tzinfo=UTC)) -> None:
-        self.now = start
-
-    def __call__(self) -> datetime:
-        return self.now
-
-    def advance(self, delta: timedelta = timedelta(seconds=1)) -> datetime:
-        self.now += delta
-        return self.now
 
 
 @pytest.fixture
@@ -67,26 +59,10 @@ def make_store(backend_url: str, clock: FakeClock) -> StoreFactory:
 
 @pytest.fixture
 async def store(make_store: StoreFactory) -> AsyncIterator[Store]:
-    """An open store. It lives in a task of its own: pytest-asyncio sets a fixture up and tears
-    it down in different tasks, and the store's task group must be left in the task that entered it.
-    """
-    opened: asyncio.Future[Store] = asyncio.get_running_loop().create_future()
-    release = asyncio.Event()
-
-    async def hold() -> None:
-        try:
-            async with make_store() as held:
-                opened.set_result(held)
-                await release.wait()
-        except BaseException as error:
-            if not opened.done():
-                opened.set_exception(error)
-            raise
-
-    holder = asyncio.create_task(hold())
-    yield await opened
-    release.set()
-    await holder
+    """An open store, opened and closed in a plain async fixture (pytest-asyncio sets it up and
+    tears it down in different tasks)."""
+    async with make_store() as opened:
+        yield opened
 
 
 def postgres_url() -> str | None:

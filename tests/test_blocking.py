@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import UTC, datetime, timedelta
+from datetime import timedelta
 from pathlib import Path
 
 import pytest
@@ -14,14 +14,7 @@ from eventstore import (
     StoreConfig,
     open_blocking_store,
 )
-
-
-class Clock:
-    def __init__(self) -> None:
-        self.now = datetime(2026, 1, 1, tzinfo=UTC)
-
-    def __call__(self) -> datetime:
-        return self.now
+from eventstore.testing import FakeClock
 
 
 @pytest.fixture
@@ -94,7 +87,7 @@ def test_blocking_store_raises_the_async_errors_with_their_types(url: str) -> No
 
 
 def test_blocking_store_uses_the_injected_clock(url: str) -> None:
-    clock = Clock()
+    clock = FakeClock()
     with open_blocking_store(url, clock=clock) as store:
         ts = store.task_store("etl", "run_1", "ingest")
         result = ts.set("a", 1, retention=timedelta(seconds=10))

@@ -9,6 +9,7 @@ import pytest
 from eventstore import Store, TaskStore
 from eventstore.backends.base import EventFilter
 from eventstore.resumable import resumable_job
+from eventstore.testing import TaskTries
 
 
 class JobFailed(Exception):
@@ -94,12 +95,13 @@ async def test_a_new_try_reconnects_to_the_running_job_and_returns_its_result(
 ) -> None:
     service = JobService("SUCCEEDED")
     service.worker_dies_while_waiting = True
+    tries = TaskTries(store, "etl", "run_1", "spark_job")
     with pytest.raises(WorkerDied):
-        await resumable_job(try_of(store, 1), service)
+        await resumable_job(tries.next(), service)
     assert service.jobs == {0: "RUNNING"}
 
     service.worker_dies_while_waiting = False
-    result = await resumable_job(try_of(store, 2), service)
+    result = await resumable_job(tries.next(), service)
     assert result == {"job": 0, "rows": 100}  # job 0, a falsy id, is reconnected to
     assert service.submitted == [0]
     assert service.waited == [0]
@@ -121,12 +123,14 @@ async def test_a_failed_job_is_submitted_again_and_the_new_id_kept(
     store: Store,
 ) -> None:
     service = JobService("FAILED", "SUCCEEDED")
+    tries = TaskTries(store, "etl", "run_1", "spark_job")
     with pytest.raises(JobFailed):
-        await resumable_job(try_of(store, 1), service)
-    result = await resumable_job(try_of(store, 2), service)
+        await resumable_job(tries.next(), service)
+    second = tries.next()
+    result = await resumable_job(second, service)
     assert result == {"job": 1, "rows": 101}
     assert service.submitted == [0, 1]
-    assert await try_of(store, 2).get("remote_job_id") == 1
+    assert await second.get("remote_job_id") == 1
 
 
 async def test_a_crash_between_submit_and_keep_submits_again_on_the_next_try(

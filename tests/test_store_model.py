@@ -12,7 +12,7 @@ import asyncio
 import tempfile
 from contextlib import ExitStack
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -30,6 +30,7 @@ from eventstore import (
     open_store,
 )
 from eventstore.config import NeverExpire
+from eventstore.testing import FakeClock
 
 DAGS = ("dag_a", "dag_b")
 MAP_INDICES = (0, 1)
@@ -106,14 +107,6 @@ writes: st.SearchStrategy[Write] = st.one_of(
 )
 
 
-class Clock:
-    def __init__(self) -> None:
-        self.now = datetime(2026, 1, 1, tzinfo=UTC)
-
-    def __call__(self) -> datetime:
-        return self.now
-
-
 class ScopeModel:
     def __init__(self) -> None:
         self.values: dict[str, tuple[Any, datetime | None]] = {}
@@ -130,7 +123,7 @@ class StoreModelMachine(RuleBasedStateMachine):
 
     def __init__(self) -> None:
         super().__init__()
-        self.clock = Clock()
+        self.clock = FakeClock()
         self.model = [ScopeModel() for _ in SCOPES]
         self.stack = ExitStack()
         tmp = Path(self.stack.enter_context(tempfile.TemporaryDirectory()))

@@ -280,6 +280,23 @@ class LogBackend(ABC):
         """Every event of the log after a position, in position order, streamed in batches."""
 
     @abstractmethod
+    async def select_last_seq(self) -> int:
+        """The last position committed (the log head's): a position a reader may tail up to.
+
+        One row read without any lock: live subscribers (eventstore.feed) poll it to learn of
+        commits by other processes and replicas. Every position at or below it has committed
+        (or been removed by compaction), so a reader can move its cursor up to it.
+        """
+
+    @abstractmethod
+    async def select_erased_through(self, scope_ids: Collection[int]) -> dict[int, int]:
+        """The position of each of these scopes' last `erased` marker, for those that have one.
+
+        One statement for a page of a live subscriber's events, however many scopes it holds
+        (one index seek per scope on (scope_id, key, seq) with key NULL).
+        """
+
+    @abstractmethod
     async def select_all_scopes(self) -> list[ScopeRow]: ...
 
     @abstractmethod

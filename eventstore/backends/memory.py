@@ -357,6 +357,19 @@ class MemoryBackend(LogBackend):
         for row in events[start:]:
             yield row
 
+    async def select_erased_through(self, scope_ids: Collection[int]) -> dict[int, int]:
+        self._check_open()
+        wanted = set(scope_ids)
+        found: dict[int, int] = {}
+        for row in self._data.events:
+            if row.scope_id in wanted and row.key is None and row.kind == "erased":
+                found[row.scope_id] = row.seq
+        return found
+
+    async def select_last_seq(self) -> int:
+        self._check_open()
+        return self._data.head.last_seq
+
     async def select_all_scopes(self) -> list[ScopeRow]:
         self._check_open()
         return [_copy_scope(r) for r in self._data.scopes_by_id.values()]

@@ -176,6 +176,11 @@ _BEGIN_AND_LOCK: Final = (
 _COMMIT: Final = "COMMIT"
 _ROLLBACK: Final = "ROLLBACK"
 _SELECT_HEAD: Final = "SELECT last_seq, last_recorded_at FROM log_head WHERE id = 1"
+_SELECT_LAST_SEQ: Final = "SELECT last_seq FROM log_head WHERE id = 1"
+_SELECT_ERASED_THROUGH: Final = (
+    "SELECT scope_id, max(seq) FROM events WHERE scope_id = ANY($1::bigint[]) "
+    "AND key IS NULL AND kind = 'erased' GROUP BY scope_id"
+)
 # The head and the scopes a batch addresses, in one round trip (the head repeats on every row).
 _SELECT_HEAD_AND_SCOPES: Final = (
     "SELECT h.last_seq, h.last_recorded_at, s.scope_id, s.scope_key, s.version, s.max_try, "
@@ -565,6 +570,16 @@ class PostgresBackend(LogBackend):
             if len(rows) < batch:
                 return
             after_seq = rows[-1][0]
+
+    async def select_erased_through(self, scope_ids: Collection[int]) -> dict[int, int]:
+        rows = await self._fetch(_SELECT_ERASED_THROUGH, sorted(scope_ids))
+        return {int(r[0]): int(r[1]) for r in rows}
+
+    async def select_last_seq(self) -> int:
+        # A plain read of the head row: MVCC, so it never waits for the writer holding its lock,
+        # and sees the last committed head.
+        rows = await self._fetch(_SELECT_LAST_SEQ)
+        return int(rows[0][0])
 
     async def select_all_scopes(self) -> list[ScopeRow]:
         return [_scope_row(r) for r in await self._fetch(_SELECT_ALL_SCOPES)]

@@ -276,6 +276,11 @@ _COUNT_IDEMPOTENT: Final = "SELECT count(*) FROM idempotency WHERE recorded_at <
 _UPDATE_CURRENT_VALUE: Final = (
     "UPDATE current SET value = ? WHERE scope_id = ? AND key = ? AND seq = ?"
 )
+_SELECT_LAST_SEQ: Final = "SELECT last_seq FROM log_head"
+_SELECT_ERASED_THROUGH: Final = (
+    "SELECT scope_id, max(seq) FROM events WHERE scope_id IN (SELECT value FROM json_each(?)) "
+    "AND key IS NULL AND kind = 'erased' GROUP BY scope_id"
+)
 _SELECT_ALL_EVENTS: Final = (
     f"SELECT {_EVENT_COLUMNS} FROM events WHERE seq > ? ORDER BY seq LIMIT ?"
 )
@@ -673,6 +678,18 @@ class SQLiteBackend(LogBackend):
             if len(rows) < batch:
                 return
             after_seq = rows[-1][0]
+
+    @_translated
+    async def select_erased_through(self, scope_ids: Collection[int]) -> dict[int, int]:
+        rows = await self._reader().execute_fetchall(
+            _SELECT_ERASED_THROUGH, (_encode_json(sorted(scope_ids)).decode(),)
+        )
+        return {int(r[0]): int(r[1]) for r in rows}
+
+    @_translated
+    async def select_last_seq(self) -> int:
+        rows = await self._reader().execute_fetchall(_SELECT_LAST_SEQ)
+        return int(next(iter(rows))[0])
 
     @_translated
     async def select_all_scopes(self) -> list[ScopeRow]:

@@ -31,9 +31,11 @@ from eventstore.scopes import AssetScope
 from eventstore.service.auth import TokenVerifier
 from eventstore.service.compaction_route import COMPACTION_OPERATIONS
 from eventstore.service.errors import HTTPProblem
+from eventstore.service.feed import FEED_OPERATIONS
 from eventstore.service.history import HISTORY_OPERATIONS
 from eventstore.service.models import Health
 from eventstore.service.openapi import build_openapi
+from eventstore.service.rewind_route import REWIND_OPERATIONS
 from eventstore.service.routes import (
     MAX_MAP_INDEX,
     OPERATIONS,
@@ -122,6 +124,8 @@ ALL_OPERATIONS: Final[list[Operation]] = [
     *HISTORY_OPERATIONS,
     *SCOPE_OPERATIONS,
     *COMPACTION_OPERATIONS,
+    *REWIND_OPERATIONS,
+    *FEED_OPERATIONS,
 ]
 
 _document: bytes | None = None
@@ -220,22 +224,27 @@ def create_app(
 
     @asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        # Without a schedule the lifespan holds nothing bound to a task, so a host may start
+        # the app in one task and stop it in another; the schedule's task group belongs to
+        # the lifespan's own task (Starlette and uvicorn run the lifespan in one).
         async with open_store(url, config, clock) as store:
             state = ServiceState(store=store, verifier=verifier)
             app.state.tasktrail = slot.state = state
+            if not compact_every:
+                yield
+                return
             # The schedule stops before the store closes: at shutdown its task group is
             # cancelled, and a compaction in progress stops between its short transactions.
             async with anyio.create_task_group() as tg:
-                if compact_every:
-                    await tg.start(
-                        partial(
-                            run_compaction_schedule,
-                            store,
-                            compact_every,
-                            lambda report: state.metrics.compacted(report, state.wall()),
-                            on_error=state.metrics.compaction_error,
-                        )
+                await tg.start(
+                    partial(
+                        run_compaction_schedule,
+                        store,
+                        compact_every,
+                        lambda report: state.metrics.compacted(report, state.wall()),
+                        on_error=state.metrics.compaction_error,
                     )
+                )
                 try:
                     yield
                 finally:
@@ -250,7 +259,25 @@ def create_app(
     )
     # A key may end in "/": never redirect it to the key without.
     app.router.redirect_slashes = False
+
+    def end_streams() -> None:
+        if slot.state is not None:
+            slot.state.store.end_subscriptions()
+
+    # Called by the server as it starts shutting down (`_Server`): uvicorn waits for requests
+    # in flight, and an event stream would otherwise hold it for the whole graceful timeout.
+    app.state.end_streams = end_streams
     return app
+
+
+class _Server(uvicorn.Server):
+    """uvicorn's server, ending the app's event streams when it starts shutting down."""
+
+    async def shutdown(self, sockets: list[Any] | None = None) -> None:
+        end_streams = getattr(getattr(self.config.app, "state", None), "end_streams", None)
+        if end_streams is not None:
+            end_streams()
+        await super().shutdown(sockets)
 
 
 def _config(app: Any, host: str, port: int, **options: Any) -> uvicorn.Config:
@@ -274,7 +301,7 @@ def serve(
     """Run the service until SIGINT or SIGTERM, then finish in-flight requests and close."""
     options.setdefault("log_level", "info")
     _tune_gc()
-    uvicorn.Server(_config(app, host, port, **options)).run()
+    _Server(_config(app, host, port, **options)).run()
 
 
 _YOUNG_GC_THRESHOLD: Final = 50_000
@@ -300,7 +327,7 @@ def serve_in_thread(app: Starlette, host: str = DEFAULT_HOST, port: int = 0) -> 
 
     For tests and examples: port 0 picks a free port.
     """
-    server = uvicorn.Server(_config(app, host, port))
+    server = _Server(_config(app, host, port))
     thread = threading.Thread(target=server.run, name="tasktrail-service", daemon=True)
     thread.start()
     try:

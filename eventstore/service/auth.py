@@ -21,6 +21,8 @@ What a role may do (`authorize`):
               fleet clear, every map index of it)
     compact   no                                no        yes
     erase     no                                no        yes
+    rewind    no                                no        yes
+    feed      its own task instance's events    anything  anything
 
 A value written with sensitive=True is shown (`sees_sensitive`) to admins and to the task token
 of the task instance that holds it; everyone else gets it masked.
@@ -66,7 +68,9 @@ __all__ = [
 ]
 
 Role = Literal["task", "auditor", "admin"]
-Action = Literal["read", "history", "write", "delete", "clear", "compact", "erase"]
+Action = Literal[
+    "read", "history", "write", "delete", "clear", "compact", "erase", "rewind", "feed"
+]
 
 SECRET_ENV: Final = "TASKTRAIL_SECRET"
 AUDIENCE: Final = "tasktrail"
@@ -242,13 +246,18 @@ def authorize(claims: Claims, action: Action, scope: Scope | None) -> str | None
     if claims.role == "admin":
         return None
     if claims.role == "auditor":
-        if action in ("read", "history"):
+        if action in ("read", "history", "feed"):
             return None
         return f"an auditor token reads and writes nothing; {action} needs an admin token"
     if action == "compact":
         return "compaction needs an admin token"
     if action == "erase":
         return "erasing a scope needs an admin token"
+    if action == "rewind":
+        return "rewinding a scope needs an admin token"
+    if action == "feed":
+        # The feed route keeps a task token to its own task instance's events.
+        return None if claims.task_scope() is not None else "this token names no task instance"
     if isinstance(scope, AssetScope):
         if action in ("read", "write", "delete"):
             return None

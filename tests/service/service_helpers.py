@@ -4,27 +4,16 @@ from __future__ import annotations
 
 import http.client
 import json
-from datetime import UTC, datetime, timedelta
+from datetime import timedelta
 from typing import Any
 from urllib.parse import quote, urlsplit
 
 from eventstore.service.auth import make_token
+from eventstore.testing import FakeClock
+
+__all__ = ["SECRET", "Answer", "FakeClock", "Service"]
 
 SECRET = b"test-secret-of-enough-length-0123456789"
-
-
-class FakeClock:
-    """The service's clock: stands still until a test moves it."""
-
-    def __init__(self, start: datetime = datetime(2026, 1, 1, tzinfo=UTC)) -> None:
-        self.now = start
-
-    def __call__(self) -> datetime:
-        return self.now
-
-    def advance(self, delta: timedelta = timedelta(seconds=1)) -> datetime:
-        self.now += delta
-        return self.now
 
 
 class Answer:

@@ -116,3 +116,38 @@ export async function diff(scope, from, to) {
   for (const [name, value] of Object.entries(to)) query[`to_${name}`] = value;
   return getJSON(path, query);
 }
+
+/**
+ * Rewind a scope to a point ({seq: N}, {end_of_try: N}, ...; admins only). With dryRun the
+ * answer is the diff it would apply and nothing is written; expectedVersion makes it
+ * conditional (409 if the scope moved since). Answers {point, rewound_to, version, set,
+ * deleted, added, removed, changed, dry_run}.
+ */
+export async function rewind(scope, point, { dryRun = false, expectedVersion = null } = {}, bearer = token.get()) {
+  const { path, params } = scopePath(scope, "/store:rewind");
+  const body = { dry_run: dryRun };
+  for (const [name, value] of Object.entries(point)) {
+    body[name] = name === "at" ? value : Number(value);
+  }
+  const headers = {
+    Authorization: `Bearer ${bearer ?? ""}`,
+    Accept: "application/json",
+    "Content-Type": "application/json",
+  };
+  if (expectedVersion !== null) headers["If-Match"] = `"${expectedVersion}"`;
+  const response = await fetch(urlOf(path, params), {
+    method: "POST",
+    headers,
+    body: JSON.stringify(body),
+    credentials: "omit",
+    cache: "no-store",
+  });
+  let answer = null;
+  try {
+    answer = await response.json();
+  } catch {
+    answer = null;
+  }
+  if (!response.ok) throw new ApiError(response.status, answer);
+  return answer;
+}
