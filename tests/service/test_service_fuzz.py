@@ -188,6 +188,8 @@ def _send(
             connection.putheader("Content-Length", str(len(body)))
         connection.endheaders(body)
         response = connection.getresponse()
+        if response.status == 200 and "event-stream" in (response.getheader("content-type") or ""):
+            return response.status, b""  # the live feed: an endless stream, answered at once
         return response.status, response.read()
     finally:
         connection.close()
