@@ -4,7 +4,7 @@
     TASKTRAIL_DB=sqlite:////path/to/trail.db     # default: $AIRFLOW_HOME/tasktrail.db
     # or, through a tasktrail service (`tasktrail serve`), with an admin token:
     TASKTRAIL_URL=http://tasktrail.internal:8750
-    TASKTRAIL_TOKEN=tt1....                      # tasktrail token --role admin --name airflow
+    TASKTRAIL_TOKEN=eyJhbGci...                 # tasktrail token --role admin --name airflow
 
 Airflow (3.3) keeps calling `context["task_state_store"]` in tasks; its execution API hands each
 call to this class, which appends it to tasktrail's log. What Airflow gives the backend, and what

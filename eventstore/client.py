@@ -400,9 +400,11 @@ class _RemoteAccessor:
         *,
         expected_version: int | None = None,
         idempotency_id: str | None = None,
+        sensitive: bool | None = None,
     ) -> AppendResult:
-        """Change a live key's value and keep its expiry."""
-        body = b'{"value":' + encode_value(check_key(key), value, 0) + b"}"
+        """Change a live key's value and keep its expiry (and its sensitive flag, unless
+        `sensitive` says otherwise)."""
+        body = b'{"value":' + encode_value(check_key(key), value, 0) + _closing(sensitive)
         path = "/store/" + _segment(key)
         return await self._write("PATCH", path, body, expected_version, idempotency_id)
 
@@ -412,7 +414,7 @@ class _RemoteAccessor:
         retention: bytes | None,
         expected_version: int | None,
         idempotency_id: str | None,
-        sensitive: bool = False,
+        sensitive: bool | None = None,
     ) -> AppendResult:
         if not isinstance(values, Mapping):
             raise TypeError(
@@ -424,7 +426,7 @@ class _RemoteAccessor:
         ]
         body = b'{"values":{' + b",".join(parts) + b"}"
         body += b"" if retention is None else b',"retention":' + retention
-        body += _SENSITIVE if sensitive else b"}"
+        body += _closing(sensitive)
         return await self._write("POST", "/store:batch", body, expected_version, idempotency_id)
 
     # The embedded store's async-accessor aliases, so Airflow-style code runs unchanged.
@@ -435,7 +437,12 @@ class _RemoteAccessor:
         return await self.delete(key, **options)
 
 
-_SENSITIVE: Final = b',"sensitive":true}'  # closes the body
+def _closing(sensitive: bool | None) -> bytes:
+    """The end of a write's body: `sensitive` only when the caller said it (None keeps the
+    key's flag, on the service as in the library)."""
+    if sensitive is None:
+        return b"}"
+    return b',"sensitive":true}' if sensitive else b',"sensitive":false}'
 
 
 def _retention(retention: timedelta | NeverExpire | None) -> bytes:
@@ -462,7 +469,7 @@ class RemoteTaskStore(_RemoteAccessor):
         expires_at: datetime | None = None,
         expected_version: int | None = None,
         idempotency_id: str | None = None,
-        sensitive: bool = False,
+        sensitive: bool | None = None,
     ) -> AppendResult:
         """Store a JSON value under key; retention defaults to the store's configured days.
 
@@ -477,7 +484,7 @@ class RemoteTaskStore(_RemoteAccessor):
             raise TypeError(f"expires_at must be an aware datetime, got {expires_at!r}")
         else:
             body += b',"expires_at":' + _encode(expires_at)
-        body += _SENSITIVE if sensitive else b"}"
+        body += _closing(sensitive)
         path = "/store/" + _segment(key)
         return await self._write("PUT", path, body, expected_version, idempotency_id)
 
@@ -488,7 +495,7 @@ class RemoteTaskStore(_RemoteAccessor):
         retention: timedelta | NeverExpire | None = None,
         expected_version: int | None = None,
         idempotency_id: str | None = None,
-        sensitive: bool = False,
+        sensitive: bool | None = None,
     ) -> AppendResult:
         """Store several keys in one atomic step, one version each."""
         return await self._set_many(
@@ -527,10 +534,10 @@ class RemoteAssetStore(_RemoteAccessor):
         *,
         expected_version: int | None = None,
         idempotency_id: str | None = None,
-        sensitive: bool = False,
+        sensitive: bool | None = None,
     ) -> AppendResult:
         body = b'{"value":' + encode_value(check_key(key), value, 0)
-        body += _SENSITIVE if sensitive else b"}"
+        body += _closing(sensitive)
         path = "/store/" + _segment(key)
         return await self._write("PUT", path, body, expected_version, idempotency_id)
 
@@ -540,7 +547,7 @@ class RemoteAssetStore(_RemoteAccessor):
         *,
         expected_version: int | None = None,
         idempotency_id: str | None = None,
-        sensitive: bool = False,
+        sensitive: bool | None = None,
     ) -> AppendResult:
         return await self._set_many(values, None, expected_version, idempotency_id, sensitive)
 

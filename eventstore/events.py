@@ -47,6 +47,9 @@ class KeySet(Event, frozen=True, tag="set"):
     # Written by a rewind (projections.rewind): the global position the scope was rewound to
     # (0: before its first event). None for every other write.
     rewound_to: int | None = None
+    # True on a write that said sensitive=False to a key that was sensitive: the flag was
+    # cleared here. Left out of the stored JSON otherwise (UNSET is never encoded).
+    sensitive_cleared: bool | msgspec.UnsetType = msgspec.UNSET
 
 
 class KeyDeleted(Event, frozen=True, tag="delete"):
@@ -119,6 +122,8 @@ class RecordedEvent(msgspec.Struct, frozen=True, kw_only=True):
     actor: str = "task"
     detail: dict[str, Any] | None = None  # the marker's fields, for system events
     sensitive: bool = False  # written with sensitive=True: faces mask the value
+    # This write said sensitive=False to a key that was sensitive, and so cleared its flag.
+    sensitive_cleared: bool = False
     erased: bool = False  # the scope was erased: `value` is None, the metadata is kept
     rewound_to: int | None = None  # written by a rewind to this position (projections.rewind)
 

@@ -14,6 +14,7 @@ from types import TracebackType
 from typing import Any, Final
 
 import anyio
+import anyio.lowlevel
 
 from eventstore._opening import Opening
 from eventstore.backends import open_backend
@@ -22,7 +23,7 @@ from eventstore.config import Clock, NeverExpire, StoreConfig, check_retention, 
 from eventstore.crypto import ERASED, ReencryptReport, RotationReport, Vault, master_keys_from_env
 from eventstore.crypto import reencrypt as reencrypt_log
 from eventstore.crypto import scrub as scrub_log
-from eventstore.errors import ReadOnlyStoreError, StoreClosedError
+from eventstore.errors import ExpiryValueError, ReadOnlyStoreError, StoreClosedError
 from eventstore.events import to_micros
 from eventstore.feed import Feed, ScopeMatch, Subscription
 from eventstore.log import (
@@ -226,6 +227,15 @@ class Store:
         now = to_micros(self.now())
         return [r for r in await self.backend.select_current_all(scope_id) if not _expired(r, now)]
 
+    async def read_page(self, scope: Scope, *, after: str | None, limit: int) -> list[CurrentRow]:
+        """Up to `limit` live projection rows of the scope with keys after `after`, ordered by
+        key: one page of a listing, at the cost of the page whatever the size of the scope."""
+        scope_id = await self.scope_id(scope)
+        if scope_id is None or limit <= 0:
+            return []
+        now = to_micros(self.now())
+        return await self.backend.select_current_page(scope_id, after=after, limit=limit, now=now)
+
     def open_value(self, scope: Scope, row: CurrentRow) -> Any:
         """The value a projection row holds, opened if it is sealed; ERASED if it was erased."""
         return self.vault.open_stored(scope_key(scope), row.key, row.version, row.value)
@@ -388,7 +398,7 @@ class _Accessor:
         expires_at: datetime | None,
         expected_version: int | None,
         idempotency_id: str | None,
-        sensitive: bool = False,
+        sensitive: bool | None = None,
     ) -> AppendResult:
         if not isinstance(values, Mapping):
             raise TypeError(
@@ -402,16 +412,18 @@ class _Accessor:
             try:
                 expires_at = expires_at.astimezone(UTC)
             except OverflowError:  # in the batch it would fail every write committed with it
-                raise ValueError(
-                    f"expires_at {expires_at!r} is after the last UTC datetime"
-                ) from None
+                raise ExpiryValueError(expires_at) from None
         check_retention(retention)
+        flag = None if sensitive is None else bool(sensitive)
         limit = self.store.config.max_value_bytes
         ops: list[Op] = []
-        for key, value in values.items():
+        for i, (key, value) in enumerate(values.items(), 1):
+            if i % _SLICE == 0:
+                # A big batch is checked in slices: between them the event loop serves others.
+                await anyio.lowlevel.checkpoint()
             check_key(key)
             encoded = encode_value(key, value, limit)
-            ops.append(SetOp(key, encoded, retention, expires_at, bool(sensitive)))
+            ops.append(SetOp(key, encoded, retention, expires_at, flag))
         return await self._append(ops, expected_version, idempotency_id)
 
     async def _append(
@@ -451,12 +463,14 @@ class TaskStore(_Accessor):
         expires_at: datetime | None = None,
         expected_version: int | None = None,
         idempotency_id: str | None = None,
-        sensitive: bool = False,
+        sensitive: bool | None = None,
     ) -> AppendResult:
         """Store a JSON value under key; retention defaults to the store's configured days.
 
-        `sensitive=True` marks the value: the service masks it for everyone but the writing
-        task's token and admins (the library returns it as it is).
+        `sensitive=True` marks the key: the service masks its values for everyone but the
+        writing task's token and admins (the library returns them as they are). The flag sticks:
+        a later write that leaves `sensitive` out (None) keeps it, and only `sensitive=False`
+        clears it (an event history shows). Deleting or clearing the key ends it.
         """
         return await self._set_many(
             {check_key(key): value},
@@ -475,7 +489,7 @@ class TaskStore(_Accessor):
         expires_at: datetime | None = None,
         expected_version: int | None = None,
         idempotency_id: str | None = None,
-        sensitive: bool = False,
+        sensitive: bool | None = None,
     ) -> AppendResult:
         """Store several keys in one atomic step, one version each."""
         return await self._set_many(
@@ -512,7 +526,7 @@ class AssetStore(_Accessor):
         *,
         expected_version: int | None = None,
         idempotency_id: str | None = None,
-        sensitive: bool = False,
+        sensitive: bool | None = None,
     ) -> AppendResult:
         return await self._set_many(
             {check_key(key): value}, _NEVER, None, expected_version, idempotency_id, sensitive
@@ -524,7 +538,7 @@ class AssetStore(_Accessor):
         *,
         expected_version: int | None = None,
         idempotency_id: str | None = None,
-        sensitive: bool = False,
+        sensitive: bool | None = None,
     ) -> AppendResult:
         return await self._set_many(
             values, _NEVER, None, expected_version, idempotency_id, sensitive
@@ -542,3 +556,4 @@ class AssetStore(_Accessor):
 
 
 _NEVER: Final = NeverExpire()
+_SLICE: Final = 250  # values checked and encoded between two turns of the event loop

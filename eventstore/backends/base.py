@@ -144,6 +144,11 @@ class WriteTransaction(ABC):
         """The keys of the scope with an unexpired row in the projection."""
 
     @abstractmethod
+    async def select_current_heads(self, scope_id: int, keys: Collection[str]) -> dict[str, bytes]:
+        """The first two bytes of the projection value of each of these keys that has a row
+        (expired ones included): enough for the store to read a stored value's flags."""
+
+    @abstractmethod
     async def select_idempotent(
         self, keys: Collection[tuple[int, str]]
     ) -> dict[tuple[int, str], bytes]:
@@ -231,6 +236,17 @@ class LogBackend(ABC):
     @abstractmethod
     async def select_current_all(self, scope_id: int) -> list[CurrentRow]:
         """Every row of the scope's projection, expired ones included, ordered by key."""
+
+    @abstractmethod
+    async def select_current_page(
+        self, scope_id: int, *, after: str | None, limit: int, now: int
+    ) -> list[CurrentRow]:
+        """At most `limit` live rows of the scope (unexpired at `now`) with keys after `after`
+        (None: from the first), ordered by key (code point order, as Python orders str).
+
+        A page of a listing by keyset: one seek of the (scope_id, key) primary key and `limit`
+        rows on, whatever the size of the scope (expired rows not yet compacted are skipped).
+        """
 
     @abstractmethod
     async def select_events(self, scope_id: int, where: EventFilter) -> list[EventRow]: ...

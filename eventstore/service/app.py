@@ -37,6 +37,7 @@ from eventstore.service.models import Health
 from eventstore.service.openapi import build_openapi
 from eventstore.service.rewind_route import REWIND_OPERATIONS
 from eventstore.service.routes import (
+    MAX_MAP_INDEX,
     OPERATIONS,
     Call,
     Operation,
@@ -62,6 +63,10 @@ class _MapIndex(Convertor[int]):
     regex = "-?[0-9]+"
 
     def convert(self, value: str) -> int:
+        # A number too long to be a map index stays one past the largest (the route answers
+        # 422 bad_scope), rather than making int() read thousands of digits (or refuse to).
+        if len(value.lstrip("-")) > 10:
+            return MAX_MAP_INDEX + 1
         return int(value)
 
     def to_string(self, value: int) -> str:
