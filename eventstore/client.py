@@ -30,10 +30,17 @@ from types import TracebackType
 from typing import Any, Final, TypeVar
 from urllib.parse import quote, urlencode
 
-import aiohttp
 import msgspec
 from anyio.from_thread import BlockingPortal, start_blocking_portal
-from yarl import URL
+
+try:
+    import aiohttp
+    from yarl import URL
+except ImportError as e:
+    raise ImportError(
+        f"eventstore.client needs the service extra ({e.name} is missing): "
+        "pip install 'tasktrail[service]'"
+    ) from e
 
 from eventstore._opening import Opening
 from eventstore.blocking import BlockingAccessor

@@ -16,15 +16,22 @@ from typing import Any, Final
 
 import anyio
 import msgspec
-import uvicorn
-from starlette.applications import Starlette
-from starlette.convertors import Convertor, register_url_convertor
-from starlette.exceptions import HTTPException
-from starlette.middleware import Middleware
-from starlette.requests import Request
-from starlette.responses import Response
-from starlette.routing import BaseRoute, Route
-from starlette.types import Receive, Scope, Send
+
+try:
+    import uvicorn
+    from starlette.applications import Starlette
+    from starlette.convertors import Convertor, register_url_convertor
+    from starlette.exceptions import HTTPException
+    from starlette.middleware import Middleware
+    from starlette.requests import Request
+    from starlette.responses import Response
+    from starlette.routing import BaseRoute, Route
+    from starlette.types import Receive, Scope, Send
+except ImportError as e:
+    raise ImportError(
+        f"the tasktrail service needs its extra ({e.name} is missing): "
+        "pip install 'tasktrail[service]'"
+    ) from e
 
 from eventstore.config import Clock, StoreConfig
 from eventstore.scopes import AssetScope
