@@ -25,6 +25,7 @@ from eventstore.errors import (
     StoreClosedError,
 )
 from eventstore.events import RecordedEvent
+from eventstore.feed import ScopeMatch, Subscription
 from eventstore.log import AppendResult
 from eventstore.scopes import AssetScope, Scope, TaskScope
 
@@ -50,11 +51,13 @@ __all__ = [
     "ReadOnlyStoreError",
     "RecordedEvent",
     "Scope",
+    "ScopeMatch",
     "StaleAttemptError",
     "StorageError",
     "Store",
     "StoreClosedError",
     "StoreConfig",
+    "Subscription",
     "TaskScope",
     "TaskStore",
     "generate_master_key",

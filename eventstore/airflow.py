@@ -4,7 +4,7 @@
     TASKTRAIL_DB=sqlite:////path/to/trail.db     # default: $AIRFLOW_HOME/tasktrail.db
     # or, through a tasktrail service (`tasktrail serve`), with an admin token:
     TASKTRAIL_URL=http://tasktrail.internal:8750
-    TASKTRAIL_TOKEN=tt1....                      # tasktrail token --role admin --name airflow
+    TASKTRAIL_TOKEN=eyJhbGci...                 # tasktrail token --role admin --name airflow
 
 Airflow (3.3) keeps calling `context["task_state_store"]` in tasks; its execution API hands each
 call to this class, which appends it to tasktrail's log. What Airflow gives the backend, and what
@@ -33,6 +33,17 @@ The sync methods (the only ones Airflow 3.3 calls) run on one event loop per pro
 background thread started at the first call and stopped at exit. The async methods are native:
 each opens the store (or connects to the service) on the caller's event loop for the call.
 
+Airflow's own tables (`task_state_store`, `asset_state_store`) are kept as one more projection
+of the log (the mirror): every write through this backend also writes them, in the session
+Airflow passes (or one of its own), so Airflow's UI and REST API show what tasks wrote. What the
+mirror holds for sensitive keys (by name, as Airflow masks Variables) and for sealed values (an
+encrypted store) is the `[tasktrail] mirror` setting: `masked` (the default: the row says
+"<masked>"), `values` or `off` (no row). `cleanup()` (`airflow state-store clean`) runs
+tasktrail's compaction, then removes the mirror rows whose expiry passed.
+`python -m eventstore.airflow mirror [--repair]` checks the mirror against the projection and
+puts it right. Edits made through Airflow's REST API and UI reach the log through the plugin in
+`eventstore.airflow_plugin`.
+
 Importing `eventstore` never imports this module, nor Airflow.
 """
 
@@ -42,27 +53,43 @@ import atexit
 import base64
 import json
 import os
+import re
+import sys
 import threading
-from collections.abc import Awaitable, Callable, Hashable
+from collections.abc import (
+    AsyncIterator,
+    Awaitable,
+    Callable,
+    Hashable,
+    Iterable,
+    Iterator,
+    Sequence,
+)
 from concurrent.futures import Future
-from contextlib import AbstractAsyncContextManager, AbstractContextManager
+from contextlib import (
+    AbstractAsyncContextManager,
+    AbstractContextManager,
+    asynccontextmanager,
+    contextmanager,
+)
 from datetime import UTC, datetime
-from typing import TYPE_CHECKING, Any, Final, TypeAlias, TypeVar
+from typing import TYPE_CHECKING, Any, Final, Literal, NamedTuple, TypeAlias, TypeVar
 
 import anyio
+import msgspec
 from anyio.from_thread import BlockingPortal
 
 from eventstore.backends.base import EventFilter
 from eventstore.config import NEVER_EXPIRE, StoreConfig
 from eventstore.crypto import ERASED
 from eventstore.errors import ConfigError
-from eventstore.events import to_micros
-from eventstore.scopes import AssetScope, Scope, TaskScope
+from eventstore.events import from_micros, to_micros
+from eventstore.scopes import AssetScope, Scope, TaskScope, scope_from_key
 from eventstore.store import Store, open_store
 from eventstore.values import check_key, decode_value, encode_value
 
 try:
-    from airflow.state import BaseStoreBackend
+    from airflow.state.metastore import MetastoreBackend
 except ImportError as e:
     raise ImportError(
         "eventstore.airflow needs Apache Airflow 3.3: pip install 'tasktrail[airflow]'"
@@ -77,9 +104,20 @@ if TYPE_CHECKING:
     # Where the backend writes: an open store (embedded) or a connection to a service (remote).
     Target: TypeAlias = Store | Remote
 
-__all__ = ["ACTOR", "TasktrailBackend", "store_config"]
+__all__ = [
+    "ACTOR",
+    "MASK",
+    "Edit",
+    "MirrorReport",
+    "TasktrailBackend",
+    "store_config",
+]
 
 ACTOR: Final = "airflow"
+# What the mirror holds, in `masked` mode, for a value tasktrail keeps sensitive or sealed.
+MASK: Final = "<masked>"
+MirrorMode = Literal["values", "masked", "off"]
+MIRROR_MODES: Final = ("values", "masked", "off")
 
 T = TypeVar("T")
 
@@ -93,13 +131,49 @@ def store_config() -> StoreConfig:
     return StoreConfig(max_value_bytes=0)
 
 
-class TasktrailBackend(BaseStoreBackend):
-    """Airflow's `[state_store] backend`, writing to tasktrail's event log."""
+class Writer(NamedTuple):
+    """Who a write comes from: the event's actor, and the writer fields of an asset's row."""
 
-    def __init__(self, url: str | None = None, *, token: str | None = None) -> None:
+    actor: str
+    kind: str | None = None  # Airflow's AssetStateStoreWriterKind value
+    dag_id: str | None = None
+    run_id: str | None = None
+    task_id: str | None = None
+    map_index: int | None = None
+
+
+class Edit(NamedTuple):
+    """An edit made through Airflow's REST API: a set, delete or clear of a task instance's
+    store (`task`, tasktrail's scope) or an asset's (`asset_id`, Airflow's id)."""
+
+    kind: Literal["set", "delete", "clear"]
+    task: TaskScope | None = None
+    asset_id: int | None = None
+    key: str | None = None
+    all_map_indices: bool = False
+
+
+class TasktrailBackend(MetastoreBackend):
+    """Airflow's `[state_store] backend`, writing to tasktrail's event log.
+
+    A `MetastoreBackend` by class, so that Airflow treats it as the database-backed backend it
+    mirrors into: `airflow state-store clean` runs its `cleanup()`, and asset writes arrive with
+    the writer's identity (`set_asset_state_store`). Every method is overridden: the log is the
+    truth, Airflow's tables its mirror.
+    """
+
+    def __init__(
+        self,
+        url: str | None = None,
+        *,
+        token: str | None = None,
+        mirror: MirrorMode | None = None,
+        sensitive_keys: Iterable[str] | None = None,
+    ) -> None:
         """Airflow makes the backend with no arguments: the environment names the store.
 
         Tests may name it: a database URL (embedded), or a service's http(s) URL with a token.
+        `mirror` and `sensitive_keys` default to the `[tasktrail]` section of Airflow's config.
         """
         if url is None:
             url, token = _configured()
@@ -109,11 +183,22 @@ class TasktrailBackend(BaseStoreBackend):
         if _is_service(url):
             self.token = token or os.environ.get("TASKTRAIL_TOKEN") or None
             _check_token(self.token)
+        self.mirror: MirrorMode = mirror or _mirror_setting()
+        if self.mirror not in MIRROR_MODES:
+            raise ConfigError(
+                f"[tasktrail] mirror must be one of {', '.join(MIRROR_MODES)}, got {self.mirror!r}"
+            )
+        self.sensitive_names = _sensitive_names(sensitive_keys)
         self._key = (url, self.config, self.token)
         self._assets: dict[int, AssetScope] = {}
 
     def __repr__(self) -> str:
         return f"<TasktrailBackend {self.url}>"
+
+    def is_sensitive(self, key: str) -> bool:
+        """Whether a key's name marks it sensitive, as Airflow's names mark a Variable's."""
+        normalized = re.sub(r"\W+", "_", key.strip().lower())
+        return any(name in normalized for name in self.sensitive_names)
 
     def _open(self) -> AbstractAsyncContextManager[Target]:
         """The store, or a connection to the service, for a block on the current event loop."""
@@ -129,7 +214,11 @@ class TasktrailBackend(BaseStoreBackend):
     # -- sync: what Airflow 3.3 calls, from a thread without an event loop --------------------
 
     def get(self, scope: Any, key: str, *, session: Session | None = None) -> str | None:
-        target = self._scope(scope, session)
+        if _asset_id(scope) is not None and _asset_id(scope) not in self._assets:
+            with _sync_session(session) as opened:
+                target = self._scope(scope, opened)
+        else:
+            target = self._scope(scope, None)
         return self._call(_get, target, key)
 
     def set(
@@ -141,30 +230,84 @@ class TasktrailBackend(BaseStoreBackend):
         expires_at: datetime | None = None,
         session: Session | None = None,
     ) -> None:
-        target = self._scope(scope, session)
-        try_number = _try_number(target, session)
+        self._write_set(scope, key, value, expires_at, Writer(ACTOR), session)
+
+    def set_asset_state_store(
+        self,
+        scope: Any,
+        key: str,
+        value: str,
+        *,
+        kind: Any,
+        dag_id: str | None = None,
+        run_id: str | None = None,
+        task_id: str | None = None,
+        map_index: int | None = None,
+        session: Session | None = None,
+    ) -> None:
+        """An asset write with the writer Airflow names: recorded as the event's actor."""
+        kind.validate_writer_fields(dag_id, run_id, task_id, map_index)
+        writer = _asset_writer(kind, dag_id, run_id, task_id, map_index)
+        self._write_set(scope, key, value, None, writer, session)
+
+    def _write_set(
+        self,
+        scope: Any,
+        key: str,
+        value: str,
+        expires_at: datetime | None,
+        writer: Writer,
+        session: Session | None,
+    ) -> None:
         decoded = _decode(key, value)
-        self._call(_set, target, key, decoded, _aware(expires_at), try_number)
+        with _sync_session(session) as opened:
+            target = self._scope(scope, opened)
+            place = _Place.find(opened, scope, target)
+            try_number = _try_number(target, opened)
+            sensitive = self.is_sensitive(key)
+            sealed = self._call(
+                _set,
+                target,
+                key,
+                decoded,
+                _aware(expires_at),
+                try_number,
+                writer.actor,
+                sensitive,
+            )
+            place.upsert(
+                opened, key, self._mirrored(decoded, sensitive or sealed), writer, expires_at
+            )
 
     def delete(self, scope: Any, key: str, *, session: Session | None = None) -> None:
-        target = self._scope(scope, session)
-        self._call(_delete, target, key, _try_number(target, session))
+        with _sync_session(session) as opened:
+            target = self._scope(scope, opened)
+            place = _Place.find(opened, scope, target, need_run=False)
+            self._call(_delete, target, key, _try_number(target, opened), ACTOR)
+            place.delete(opened, key)
 
     def clear(
         self, scope: Any, *, all_map_indices: bool = False, session: Session | None = None
     ) -> None:
-        target = self._scope(scope, session)
-        try_number = None if all_map_indices else _try_number(target, session)
-        self._call(_clear, target, all_map_indices, try_number)
+        with _sync_session(session) as opened:
+            target = self._scope(scope, opened)
+            place = _Place.find(opened, scope, target, need_run=False)
+            try_number = None if all_map_indices else _try_number(target, opened)
+            self._call(_clear, target, all_map_indices, try_number, ACTOR)
+            place.clear(opened, all_map_indices)
 
     # -- async: native, on the caller's event loop ----------------------------------------------
 
     async def aget(
         self, scope: Any, key: str, *, session: AsyncSession | None = None
     ) -> str | None:
-        target = await self._ascope(scope, session)
-        async with self._open() as opened:
-            return await _get(opened, target, key)
+        if _asset_id(scope) is not None and _asset_id(scope) not in self._assets:
+            async with _async_session(session) as opened:
+                target = await self._ascope(scope, opened)
+        else:
+            target = await self._ascope(scope, None)
+        async with self._open() as store:
+            return await _get(store, target, key)
 
     async def aset(
         self,
@@ -175,25 +318,170 @@ class TasktrailBackend(BaseStoreBackend):
         expires_at: datetime | None = None,
         session: AsyncSession | None = None,
     ) -> None:
-        target = await self._ascope(scope, session)
-        try_number = await _atry_number(target, session)
+        await self._awrite_set(scope, key, value, expires_at, Writer(ACTOR), session)
+
+    async def aset_asset_state_store(
+        self,
+        scope: Any,
+        key: str,
+        value: str,
+        *,
+        kind: Any,
+        dag_id: str | None = None,
+        run_id: str | None = None,
+        task_id: str | None = None,
+        map_index: int | None = None,
+        session: AsyncSession | None = None,
+    ) -> None:
+        kind.validate_writer_fields(dag_id, run_id, task_id, map_index)
+        writer = _asset_writer(kind, dag_id, run_id, task_id, map_index)
+        await self._awrite_set(scope, key, value, None, writer, session)
+
+    async def _awrite_set(
+        self,
+        scope: Any,
+        key: str,
+        value: str,
+        expires_at: datetime | None,
+        writer: Writer,
+        session: AsyncSession | None,
+    ) -> None:
         decoded = _decode(key, value)
-        async with self._open() as opened:
-            await _set(opened, target, key, decoded, _aware(expires_at), try_number)
+        async with _async_session(session) as opened:
+            target = await self._ascope(scope, opened)
+            place = await _Place.afind(opened, scope, target)
+            try_number = await _atry_number(target, opened)
+            sensitive = self.is_sensitive(key)
+            async with self._open() as store:
+                sealed = await _set(
+                    store,
+                    target,
+                    key,
+                    decoded,
+                    _aware(expires_at),
+                    try_number,
+                    writer.actor,
+                    sensitive,
+                )
+            mirrored = self._mirrored(decoded, sensitive or sealed)
+            await place.aupsert(opened, key, mirrored, writer, expires_at)
 
     async def adelete(self, scope: Any, key: str, *, session: AsyncSession | None = None) -> None:
-        target = await self._ascope(scope, session)
-        try_number = await _atry_number(target, session)
-        async with self._open() as opened:
-            await _delete(opened, target, key, try_number)
+        async with _async_session(session) as opened:
+            target = await self._ascope(scope, opened)
+            place = await _Place.afind(opened, scope, target, need_run=False)
+            try_number = await _atry_number(target, opened)
+            async with self._open() as store:
+                await _delete(store, target, key, try_number, ACTOR)
+            await place.adelete(opened, key)
 
     async def aclear(
         self, scope: Any, *, all_map_indices: bool = False, session: AsyncSession | None = None
     ) -> None:
-        target = await self._ascope(scope, session)
-        try_number = None if all_map_indices else await _atry_number(target, session)
-        async with self._open() as opened:
-            await _clear(opened, target, all_map_indices, try_number)
+        async with _async_session(session) as opened:
+            target = await self._ascope(scope, opened)
+            place = await _Place.afind(opened, scope, target, need_run=False)
+            try_number = None if all_map_indices else await _atry_number(target, opened)
+            async with self._open() as store:
+                await _clear(store, target, all_map_indices, try_number, ACTOR)
+            await place.aclear(opened, all_map_indices)
+
+    # -- the mirror ---------------------------------------------------------------------------
+
+    def _mirrored(self, value: Any, hidden: bool) -> str | None:
+        """The text the mirror holds for a value; None: no row (`off` for a hidden value)."""
+        if not hidden or self.mirror == "values":
+            return json.dumps(value)
+        return None if self.mirror == "off" else json.dumps(MASK)
+
+    def cleanup(self) -> None:
+        """`airflow state-store clean`: tasktrail's compaction (expired keys leave the log and
+        the projection), then Airflow's own pass over the mirror (expired rows leave it), then,
+        with the store embedded, the mirror put right against the projection (rows of scopes
+        erased with `tasktrail erase`, or compacted from tasktrail's side, leave it; rows that
+        differ otherwise are reported, and left to `python -m eventstore.airflow mirror
+        --repair`)."""
+        report = self._call(_compact, False)
+        _log_report(report)
+        super().cleanup()
+        if self.token is None:
+            checked = self.check_mirror(repair=True, remove_only=True)
+            if not checked.ok:
+                import logging
+
+                logging.getLogger("tasktrail.airflow").info(
+                    "tasktrail removed %d rows of no live key from Airflow's state store "
+                    "tables; %d missing and %d stale rows are left to "
+                    "`python -m eventstore.airflow mirror --repair`",
+                    len(checked.extra),
+                    len(checked.missing),
+                    len(checked.stale),
+                )
+
+    def _summary_dry_run(self) -> dict[str, list[Any]]:
+        """What `airflow state-store clean --dry-run` lists: the expired keys of task scopes;
+        the compaction's own dry run is logged beside it. Nothing changes."""
+        report = self._call(_compact, True)
+        _log_report(report)
+        return {"expired": self._call(_expired_keys)}
+
+    def check_mirror(
+        self,
+        *,
+        repair: bool = False,
+        remove_only: bool = False,
+        session: Session | None = None,
+    ) -> MirrorReport:
+        """Compare Airflow's tables with the projection; with `repair`, make them equal (with
+        `remove_only`, only delete the rows of no live key)."""
+        rows = self._call(_projection_rows)
+        known = self._call(_known_scopes) if remove_only else frozenset()
+        with _sync_session(session) as opened:
+            return _check_mirror(self, opened, rows, repair, remove_only, known)
+
+    # -- edits made through Airflow's REST API and UI ----------------------------------------
+
+    def record_edit(self, edit: Edit, *, actor: str, session: Session) -> None:
+        """Append to the log an edit Airflow's REST API has just made to its own table.
+
+        Airflow's routes write its table directly (`task_state_store`, `asset_state_store`);
+        the plugin calls this once the request has succeeded, before it answers. A set is read
+        back from the row Airflow wrote (its value, and the expiry Airflow resolved), recorded,
+        and the row re-mirrored (masked, if the key is sensitive). Edits carry no try: they are
+        not fenced, and the next try reads them.
+        """
+        from airflow.state import AssetScope as AirflowAssetScope
+
+        scope: object = edit.task if edit.task is not None else AirflowAssetScope(edit.asset_id)
+        target = self._scope(scope, session)
+        match edit.kind:
+            case "set":
+                assert edit.key is not None
+                place = _Place.find(session, scope, target, need_run=False)
+                row = place.row(session, edit.key)
+                if row is None:
+                    return  # gone already (a concurrent delete): nothing to record
+                text, expires_at = row
+                value = _decode(edit.key, text)
+                sensitive = self.is_sensitive(edit.key)
+                sealed = self._call(
+                    _set, target, edit.key, value, _aware(expires_at), None, actor, sensitive
+                )
+                mirrored = self._mirrored(value, sensitive or sealed)
+                if mirrored != text:
+                    if place.task is not None:
+                        place.dag_run_id = session.scalar(_dag_run_query(place.task))
+                    place.upsert(session, edit.key, mirrored, Writer(actor, "api"), expires_at)
+            case "delete":
+                assert edit.key is not None
+                self._call(_delete, target, edit.key, None, actor)
+            case "clear":
+                self._call(_clear, target, edit.all_map_indices, None, actor)
+
+    def record_clear_on_success(self, scope: TaskScope, *, actor: str) -> None:
+        """The clear of a task instance marked successful by hand (`clear_on_success`), which
+        Airflow makes in its own table only."""
+        self._call(_clear, scope, False, None, actor)
 
     # -- scopes ---------------------------------------------------------------------------------
 
@@ -237,6 +525,291 @@ class TasktrailBackend(BaseStoreBackend):
         # An asset's name and uri never change under one id.
         scope = self._assets[asset_id] = AssetScope(found[0] or None, found[1] or None)
         return scope
+
+
+def _asset_writer(
+    kind: Any,
+    dag_id: str | None,
+    run_id: str | None,
+    task_id: str | None,
+    map_index: int | None,
+) -> Writer:
+    """The actor of an asset write: the task instance that wrote it, the watcher, or the API."""
+    value = getattr(kind, "value", kind)
+    if value == "task":
+        actor = f"task:{dag_id}/{run_id}/{task_id}"
+        if map_index is not None and map_index != -1:
+            actor += f"[{map_index}]"
+    elif value == "watcher":
+        actor = "watcher"
+    else:
+        actor = "api:airflow"
+    return Writer(actor, value, dag_id, run_id, task_id, map_index)
+
+
+def _mirror_setting() -> MirrorMode:
+    from airflow.configuration import conf
+
+    mode: MirrorMode = conf.get("tasktrail", "mirror", fallback="masked").strip().lower()
+    return mode
+
+
+def _sensitive_names(extra: Iterable[str] | None) -> frozenset[str]:
+    """Airflow's sensitive names, `[core] sensitive_var_conn_names`, `[tasktrail]
+    sensitive_keys`, and `extra`: substrings of a normalized key name."""
+    from airflow._shared.secrets_masker import DEFAULT_SENSITIVE_FIELDS
+    from airflow.configuration import conf
+
+    names = set(DEFAULT_SENSITIVE_FIELDS)
+    for configured in (
+        conf.get("core", "sensitive_var_conn_names", fallback="") or "",
+        conf.get("tasktrail", "sensitive_keys", fallback="") or "",
+    ):
+        names.update(configured.split(","))
+    names.update(extra or ())
+    return frozenset(n.strip().lower() for n in names if n.strip())
+
+
+@contextmanager
+def _sync_session(session: Session | None) -> Iterator[Session]:
+    """The caller's session, or one of Airflow's own, committed at the end of the block."""
+    if session is not None:
+        yield session
+        return
+    from airflow.utils.session import create_session
+
+    with create_session() as opened:
+        yield opened
+
+
+@asynccontextmanager
+async def _async_session(session: AsyncSession | None) -> AsyncIterator[AsyncSession]:
+    if session is not None:
+        yield session
+        return
+    from airflow.utils.session import create_session_async
+
+    async with create_session_async() as opened:
+        yield opened
+
+
+class _Place:
+    """Where a scope's rows live in Airflow's tables: a task instance's (by its DagRun's id) or
+    an asset's (by its id). `None` ids: Airflow has no such asset, and the mirror is skipped."""
+
+    def __init__(
+        self, task: TaskScope | None, dag_run_id: int | None, asset_id: int | None
+    ) -> None:
+        self.task = task
+        self.dag_run_id = dag_run_id
+        self.asset_id = asset_id
+
+    @classmethod
+    def find(
+        cls, session: Session, scope: object, target: Scope, *, need_run: bool = True
+    ) -> _Place:
+        if isinstance(target, TaskScope):
+            run_id = session.scalar(_dag_run_query(target)) if need_run else None
+            if need_run and run_id is None:
+                raise _no_dag_run(target)
+            return cls(target, run_id, None)
+        asset_id = _asset_id(scope)
+        if asset_id is None:
+            asset_id = session.scalar(_asset_query(target))
+        return cls(None, None, asset_id)
+
+    @classmethod
+    async def afind(
+        cls, session: AsyncSession, scope: object, target: Scope, *, need_run: bool = True
+    ) -> _Place:
+        if isinstance(target, TaskScope):
+            run_id = await session.scalar(_dag_run_query(target)) if need_run else None
+            if need_run and run_id is None:
+                raise _no_dag_run(target)
+            return cls(target, run_id, None)
+        asset_id = _asset_id(scope)
+        if asset_id is None:
+            asset_id = await session.scalar(_asset_query(target))
+        return cls(None, None, asset_id)
+
+    def _upsert_statement(
+        self,
+        dialect: str | None,
+        key: str,
+        text: str | None,
+        writer: Writer,
+        expires_at: datetime | None,
+    ) -> Any:
+        if text is None:
+            return self._delete_statement(key)
+        from airflow.models.asset_state_store import AssetStateStoreModel
+        from airflow.models.task_state_store import TaskStateStoreModel
+        from airflow.state.metastore import _build_upsert_stmt
+
+        now = datetime.now(UTC)
+        if self.task is not None:
+            if self.dag_run_id is None:
+                return None
+            task = self.task
+            values = {
+                "dag_run_id": self.dag_run_id,
+                "dag_id": task.dag_id,
+                "run_id": task.run_id,
+                "task_id": task.task_id,
+                "map_index": task.map_index,
+                "key": key,
+                "value": text,
+                "updated_at": now,
+                "expires_at": expires_at,
+            }
+            return _build_upsert_stmt(
+                dialect,
+                TaskStateStoreModel,
+                ["dag_run_id", "task_id", "map_index", "key"],
+                values,
+                {"value": text, "updated_at": now, "expires_at": expires_at},
+            )
+        if self.asset_id is None:
+            return None
+        fields = {
+            "last_updated_by_kind": writer.kind,
+            "last_updated_by_dag_id": writer.dag_id,
+            "last_updated_by_run_id": writer.run_id,
+            "last_updated_by_task_id": writer.task_id,
+            "last_updated_by_map_index": writer.map_index,
+        }
+        return _build_upsert_stmt(
+            dialect,
+            AssetStateStoreModel,
+            ["asset_id", "key"],
+            dict(asset_id=self.asset_id, key=key, value=text, updated_at=now, **fields),
+            dict(value=text, updated_at=now, **fields),
+        )
+
+    def _delete_statement(self, key: str | None, all_map_indices: bool = False) -> Any:
+        from airflow.models.asset_state_store import AssetStateStoreModel
+        from airflow.models.task_state_store import TaskStateStoreModel
+        from sqlalchemy import delete
+
+        if self.task is not None:
+            model: Any = TaskStateStoreModel
+            task = self.task
+            where = [
+                model.dag_id == task.dag_id,
+                model.run_id == task.run_id,
+                model.task_id == task.task_id,
+            ]
+            if not all_map_indices:
+                where.append(model.map_index == task.map_index)
+        elif self.asset_id is not None:
+            model = AssetStateStoreModel
+            where = [model.asset_id == self.asset_id]
+        else:
+            return None
+        if key is not None:
+            where.append(model.key == key)
+        return delete(model).where(*where)
+
+    def row(self, session: Session, key: str) -> tuple[str, datetime | None] | None:
+        """The (value, expires_at) of a key's row in Airflow's table, or None."""
+        from airflow.models.asset_state_store import AssetStateStoreModel
+        from airflow.models.task_state_store import TaskStateStoreModel
+        from sqlalchemy import select
+
+        if self.task is not None:
+            t = TaskStateStoreModel
+            task = self.task
+            found = session.execute(
+                select(t.value, t.expires_at).where(
+                    t.dag_id == task.dag_id,
+                    t.run_id == task.run_id,
+                    t.task_id == task.task_id,
+                    t.map_index == task.map_index,
+                    t.key == key,
+                )
+            ).one_or_none()
+            return None if found is None else (found[0], found[1])
+        a = AssetStateStoreModel
+        text = session.scalar(select(a.value).where(a.asset_id == self.asset_id, a.key == key))
+        return None if text is None else (text, None)
+
+    def upsert(
+        self,
+        session: Session,
+        key: str,
+        text: str | None,
+        writer: Writer,
+        expires_at: datetime | None,
+    ) -> None:
+        from airflow.utils.sqlalchemy import get_dialect_name
+
+        statement = self._upsert_statement(
+            get_dialect_name(session), key, text, writer, _aware(expires_at)
+        )
+        if statement is not None:
+            session.execute(statement)
+
+    def delete(self, session: Session, key: str) -> None:
+        statement = self._delete_statement(key)
+        if statement is not None:
+            session.execute(statement)
+
+    def clear(self, session: Session, all_map_indices: bool) -> None:
+        statement = self._delete_statement(None, all_map_indices)
+        if statement is not None:
+            session.execute(statement)
+
+    async def aupsert(
+        self,
+        session: AsyncSession,
+        key: str,
+        text: str | None,
+        writer: Writer,
+        expires_at: datetime | None,
+    ) -> None:
+        from airflow.utils.sqlalchemy import get_dialect_name
+
+        statement = self._upsert_statement(
+            get_dialect_name(session.sync_session), key, text, writer, _aware(expires_at)
+        )
+        if statement is not None:
+            await session.execute(statement)
+
+    async def adelete(self, session: AsyncSession, key: str) -> None:
+        statement = self._delete_statement(key)
+        if statement is not None:
+            await session.execute(statement)
+
+    async def aclear(self, session: AsyncSession, all_map_indices: bool) -> None:
+        statement = self._delete_statement(None, all_map_indices)
+        if statement is not None:
+            await session.execute(statement)
+
+
+def _dag_run_query(scope: TaskScope) -> Any:
+    from airflow.models.dagrun import DagRun
+    from sqlalchemy import select
+
+    return select(DagRun.id).where(DagRun.dag_id == scope.dag_id, DagRun.run_id == scope.run_id)
+
+
+def _asset_query(scope: Scope) -> Any:
+    """The id of the newest of Airflow's assets with the scope's name and uri (those given)."""
+    from airflow.models.asset import AssetModel
+    from sqlalchemy import select
+
+    assert isinstance(scope, AssetScope)
+    query = select(AssetModel.id)
+    if scope.name is not None:
+        query = query.where(AssetModel.name == scope.name)
+    if scope.uri is not None:
+        query = query.where(AssetModel.uri == scope.uri)
+    return query.order_by(AssetModel.id.desc()).limit(1)
+
+
+def _no_dag_run(scope: TaskScope) -> ValueError:
+    # Airflow's own message, which its execution API turns into a 404.
+    return ValueError(f"No DagRun found for dag_id={scope.dag_id!r} run_id={scope.run_id!r}")
 
 
 def _configured() -> tuple[str, str | None]:
@@ -385,7 +958,7 @@ def _aware(expires_at: datetime | None) -> datetime | None:
 # -- the operations, against an open store or a service ------------------------------------------
 
 
-def _accessor(store: Store, scope: Scope, try_number: int | None) -> Any:
+def _accessor(store: Store, scope: Scope, try_number: int | None, actor: str = ACTOR) -> Any:
     if isinstance(scope, TaskScope):
         return store.task_store(
             scope.dag_id,
@@ -393,14 +966,15 @@ def _accessor(store: Store, scope: Scope, try_number: int | None) -> Any:
             scope.task_id,
             scope.map_index,
             try_number,
-            actor=ACTOR,
+            actor=actor,
         )
-    return store.asset_store(scope.name, scope.uri, actor=ACTOR)
+    return store.asset_store(scope.name, scope.uri, actor=actor)
 
 
 def _remote_accessor(
     remote: Remote, scope: Scope, try_number: int | None
 ) -> RemoteTaskStore | RemoteAssetStore:
+    """Through a service the actor is the token's (`api:<its name>`), whatever the writer."""
     if isinstance(scope, TaskScope):
         return remote.task_store(
             scope.dag_id, scope.run_id, scope.task_id, scope.map_index, try_number
@@ -426,24 +1000,29 @@ async def _set(
     value: Any,
     expires_at: datetime | None,
     try_number: int | None,
-) -> None:
+    actor: str = ACTOR,
+    sensitive: bool = False,
+) -> bool:
+    """Append the set (unless it repeats the newest event); True if the store seals values."""
     encoded = encode_value(key, value, 0)
+    sealed = isinstance(target, Store) and target.vault.encrypting
     if isinstance(scope, AssetScope):
         expires_at = None  # asset entries never expire
     if isinstance(target, Store):
         if await _is_repeat(target, scope, key, encoded, expires_at, try_number):
-            return
-        accessor = _accessor(target, scope, try_number)
+            return sealed
+        accessor = _accessor(target, scope, try_number, actor)
     else:
         if await _is_remote_repeat(target, scope, key, encoded, expires_at, try_number):
-            return
+            return sealed
         accessor = _remote_accessor(target, scope, try_number)
     if isinstance(scope, AssetScope):
-        await accessor.set(key, value)
+        await accessor.set(key, value, sensitive=sensitive)
     elif expires_at is None:
-        await accessor.set(key, value, retention=NEVER_EXPIRE)
+        await accessor.set(key, value, retention=NEVER_EXPIRE, sensitive=sensitive)
     else:
-        await accessor.set(key, value, expires_at=expires_at)
+        await accessor.set(key, value, expires_at=expires_at, sensitive=sensitive)
+    return sealed
 
 
 async def _is_repeat(
@@ -491,24 +1070,253 @@ async def _is_remote_repeat(
     return events[-1].version == await accessor.version()
 
 
-async def _delete(target: Target, scope: Scope, key: str, try_number: int | None) -> None:
+async def _delete(
+    target: Target, scope: Scope, key: str, try_number: int | None, actor: str = ACTOR
+) -> None:
     if isinstance(target, Store):
-        await _accessor(target, scope, try_number).delete(key)
+        await _accessor(target, scope, try_number, actor).delete(key)
     else:
         await _remote_accessor(target, scope, try_number).delete(key)
 
 
 async def _clear(
-    target: Target, scope: Scope, all_map_indices: bool, try_number: int | None
+    target: Target,
+    scope: Scope,
+    all_map_indices: bool,
+    try_number: int | None,
+    actor: str = ACTOR,
 ) -> None:
     if isinstance(target, Store):
-        accessor = _accessor(target, scope, try_number)
+        accessor = _accessor(target, scope, try_number, actor)
     else:
         accessor = _remote_accessor(target, scope, try_number)
     if isinstance(scope, TaskScope):
         await accessor.clear(all_map_indices)
     else:
         await accessor.clear()
+
+
+async def _compact(target: Target, dry_run: bool) -> dict[str, Any]:
+    """tasktrail's compaction (or its dry run): the report, as JSON fields."""
+    if isinstance(target, Store):
+        report = await target.compact(dry_run=dry_run)
+        answer: dict[str, Any] = msgspec.to_builtins(report)
+        return answer
+    query = {"dry_run": "true"} if dry_run else {}
+    _, content = await target.request("POST", "/api/v1/compact", query=query, body=b"")
+    answer = json.loads(content)
+    return dict(answer)
+
+
+def _log_report(report: dict[str, Any]) -> None:
+    import logging
+
+    what = "would remove" if report.get("dry_run") else "removed"
+    logging.getLogger("tasktrail.airflow").info(
+        "tasktrail compaction %s %s expired keys and %s events",
+        what,
+        report.get("keys_expired"),
+        report.get("events_removed"),
+    )
+
+
+async def _expired_keys(target: Target) -> list[tuple[str, str, str, int, str]]:
+    """(dag_id, run_id, task_id, map_index, key) of every task key whose expiry has passed."""
+    if not isinstance(target, Store):
+        return []  # the service's compaction report counts them; it does not list them
+    now = to_micros(target.now())
+    scopes = {r.scope_id: r.scope_key for r in await target.backend.select_all_scopes()}
+    found = []
+    for row in await target.backend.select_all_current():
+        if row.expires_at is None or row.expires_at > now:
+            continue
+        scope = scope_from_key(scopes[row.scope_id])
+        if isinstance(scope, TaskScope):
+            found.append((scope.dag_id, scope.run_id, scope.task_id, scope.map_index, row.key))
+    return sorted(found)
+
+
+async def _known_scopes(target: Target) -> frozenset[str]:
+    """The scope keys of every scope the log ever had a write for (embedded stores only)."""
+    assert isinstance(target, Store)
+    return frozenset(r.scope_key for r in await target.backend.select_all_scopes())
+
+
+class _Current(NamedTuple):
+    """A live key of the projection, as the mirror should show it."""
+
+    value: Any
+    sensitive: bool
+    expires_at: datetime | None
+    updated_at: datetime
+
+
+async def _projection_rows(target: Target) -> dict[Scope, dict[str, _Current]]:
+    """Every live key of the projection, by scope (embedded stores only)."""
+    if not isinstance(target, Store):
+        raise ConfigError(
+            "checking the mirror reads tasktrail's projection directly: run it where the "
+            "database is (TASKTRAIL_DB), not through a service"
+        )
+    from eventstore.crypto import is_sensitive
+
+    now = to_micros(target.now())
+    scopes = {
+        r.scope_id: scope_from_key(r.scope_key) for r in await target.backend.select_all_scopes()
+    }
+    found: dict[Scope, dict[str, _Current]] = {}
+    for row in await target.backend.select_all_current():
+        if row.expires_at is not None and row.expires_at <= now:
+            continue
+        scope = scopes[row.scope_id]
+        value = target.open_value(scope, row)
+        if value is ERASED:
+            continue
+        found.setdefault(scope, {})[row.key] = _Current(
+            value,
+            is_sensitive(row.value) or target.vault.encrypting,
+            None if row.expires_at is None else from_micros(row.expires_at),
+            from_micros(row.updated_at),
+        )
+    return found
+
+
+class MirrorReport(msgspec.Struct, kw_only=True):
+    """How Airflow's tables differ from the projection (before a repair, if one ran)."""
+
+    rows_checked: int = 0
+    missing: list[str] = msgspec.field(default_factory=list)  # rows the mirror lacks
+    stale: list[str] = msgspec.field(default_factory=list)  # rows with another value or expiry
+    extra: list[str] = msgspec.field(default_factory=list)  # rows of no live key
+    repaired: bool = False
+
+    @property
+    def ok(self) -> bool:
+        return not (self.missing or self.stale or self.extra)
+
+
+def _check_mirror(
+    backend: TasktrailBackend,
+    session: Session,
+    projection: dict[Scope, dict[str, _Current]],
+    repair: bool,
+    remove_only: bool = False,
+    known: frozenset[str] = frozenset(),
+) -> MirrorReport:
+    from airflow.models.asset import AssetModel
+    from airflow.models.asset_state_store import AssetStateStoreModel
+    from airflow.models.task_state_store import TaskStateStoreModel
+    from sqlalchemy import select
+
+    report = MirrorReport(repaired=repair)
+    assets = {
+        AssetScope(name or None, uri or None): asset_id
+        for asset_id, name, uri in session.execute(
+            select(AssetModel.id, AssetModel.name, AssetModel.uri)
+        )
+    }
+    by_name = {s.name: i for s, i in assets.items() if s.name is not None}
+    by_uri = {s.uri: i for s, i in assets.items() if s.uri is not None}
+    # What the mirror should hold, by (table, place, key).
+    wanted: dict[tuple[Any, ...], tuple[str, datetime | None, Scope]] = {}
+    for scope, keys in projection.items():
+        for key, current in keys.items():
+            text = backend._mirrored(current.value, current.sensitive)
+            if text is None:
+                continue
+            if isinstance(scope, TaskScope):
+                place: tuple[Any, ...] = (
+                    "task",
+                    scope.dag_id,
+                    scope.run_id,
+                    scope.task_id,
+                    scope.map_index,
+                    key,
+                )
+            else:
+                asset_id = assets.get(scope)
+                if asset_id is None:
+                    if scope.uri is None:
+                        asset_id = by_name.get(scope.name or "")
+                    else:
+                        asset_id = by_uri.get(scope.uri)
+                if asset_id is None:
+                    continue  # an asset Airflow does not know: nothing to mirror into
+                place = ("asset", asset_id, key)
+            wanted[place] = (text, current.expires_at, scope)
+    have: dict[tuple[Any, ...], tuple[str, datetime | None]] = {}
+    t = TaskStateStoreModel
+    for row in session.execute(
+        select(t.dag_id, t.run_id, t.task_id, t.map_index, t.key, t.value, t.expires_at)
+    ):
+        have[("task", row[0], row[1], row[2], row[3], row[4])] = (row[5], _aware(row[6]))
+    a = AssetStateStoreModel
+    for row in session.execute(select(a.asset_id, a.key, a.value)):
+        have[("asset", row[0], row[1])] = (row[2], None)
+    report.rows_checked = len(have)
+    now = datetime.now(UTC)
+    for place, (text, expires_at, scope) in wanted.items():
+        found = have.get(place)
+        if found is None:
+            report.missing.append(_place_text(place))
+        elif found[0] != text or found[1] != expires_at:
+            report.stale.append(_place_text(place))
+        else:
+            continue
+        if repair and not remove_only:
+            _repair_row(session, place, text, expires_at, scope)
+    ids = {asset_id: scope for scope, asset_id in assets.items()}
+    for place, (_, expires_at) in have.items():
+        if place in wanted or (expires_at is not None and expires_at <= now):
+            continue  # an expired row is `cleanup()`'s to remove
+        report.extra.append(_place_text(place))
+        if remove_only and _scope_of_place(place, ids) not in known:
+            # A scope tasktrail never had: Airflow held the row before tasktrail was its
+            # backend. Only an explicit repair removes it.
+            continue
+        if repair:
+            _Place(*_place_of(place)).delete(session, place[-1])
+    return report
+
+
+def _scope_of_place(place: tuple[Any, ...], assets: dict[int, AssetScope]) -> str | None:
+    from eventstore.scopes import scope_key
+
+    if place[0] == "task":
+        return scope_key(TaskScope(place[1], place[2], place[3], place[4]))
+    asset = assets.get(place[1])
+    return None if asset is None else scope_key(asset)
+
+
+def _place_text(place: tuple[Any, ...]) -> str:
+    if place[0] == "task":
+        return f"task {place[1]}/{place[2]}/{place[3]}[{place[4]}] key {place[5]!r}"
+    return f"asset id {place[1]} key {place[2]!r}"
+
+
+def _place_of(place: tuple[Any, ...]) -> tuple[TaskScope | None, int | None, int | None]:
+    if place[0] == "task":
+        return TaskScope(place[1], place[2], place[3], place[4]), None, None
+    return None, None, place[1]
+
+
+def _repair_row(
+    session: Session,
+    place: tuple[Any, ...],
+    text: str,
+    expires_at: datetime | None,
+    scope: Scope,
+) -> None:
+    task, _, asset_id = _place_of(place)
+    if task is not None:
+        run_id = session.scalar(_dag_run_query(task))
+        if run_id is None:
+            return  # the DagRun is gone from Airflow: nothing to mirror into
+        _Place(task, run_id, None).upsert(session, place[-1], text, Writer(ACTOR), expires_at)
+    else:
+        _Place(None, None, asset_id).upsert(
+            session, place[-1], text, Writer(ACTOR, "api"), expires_at
+        )
 
 
 # -- one event loop per process for the sync methods ----------------------------------------------
@@ -614,3 +1422,34 @@ class _Loop:
 
 
 _BRIDGE: Final = _Bridge()
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """`python -m eventstore.airflow mirror [--repair] [--json]`, with Airflow's configuration:
+    check Airflow's tables against tasktrail's projection, and with --repair make them equal.
+    Exit status 0 when they agree (or were repaired), 1 when they differ."""
+    import argparse
+
+    parser = argparse.ArgumentParser(prog="python -m eventstore.airflow")
+    commands = parser.add_subparsers(dest="command", required=True)
+    mirror = commands.add_parser("mirror", help="check (and repair) Airflow's tables")
+    mirror.add_argument("--repair", action="store_true", help="make the mirror equal")
+    mirror.add_argument("--json", action="store_true", help="print the report as JSON")
+    args = parser.parse_args(argv)
+    report = TasktrailBackend().check_mirror(repair=args.repair)
+    if args.json:
+        sys.stdout.write(msgspec.json.encode(report).decode() + "\n")
+    else:
+        print(f"{report.rows_checked} rows in Airflow's tables checked")
+        for name in ("missing", "stale", "extra"):
+            for place in getattr(report, name):
+                print(f"  {name}: {place}")
+        if report.ok:
+            print("the mirror matches tasktrail's projection")
+        elif report.repaired:
+            print("repaired: the mirror now matches tasktrail's projection")
+    return 0 if report.ok or report.repaired else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -17,11 +17,15 @@ from anyio.from_thread import BlockingPortal, start_blocking_portal
 
 from eventstore.config import Clock, StoreConfig
 from eventstore.log import AppendResult
+from eventstore.scopes import Scope
 from eventstore.store import AssetStore, Store, TaskStore, open_store
 from projections.compaction import CompactionReport
+from projections.history import Diff, History
+from projections.points import At
+from projections.rewind import RewindResult
 from projections.verify import VerifyReport
 
-__all__ = ["BlockingAccessor", "BlockingStore", "open_blocking_store"]
+__all__ = ["BlockingAccessor", "BlockingHistory", "BlockingStore", "open_blocking_store"]
 
 
 def open_blocking_store(
@@ -103,11 +107,37 @@ class BlockingStore:
     ) -> BlockingAccessor[AssetStore]:
         return BlockingAccessor(self._portal, self.store.asset_store(name, uri, actor=actor))
 
+    def history(self, scope: Scope) -> BlockingHistory:
+        return BlockingHistory(self._portal, self.store.history(scope))
+
     def verify(self) -> VerifyReport:
         return self._portal.call(self.store.verify)
 
     def compact(self, dry_run: bool = False) -> CompactionReport:
         return self._portal.call(partial(self.store.compact, dry_run))
+
+
+class BlockingHistory:
+    """A scope's history as plain calls: state, diff, events, and rewind."""
+
+    def __init__(self, portal: BlockingPortal, history: History) -> None:
+        self._portal = portal
+        self._history = history
+
+    def state(self, at: At) -> dict[str, Any]:
+        result: dict[str, Any] = self._portal.call(self._history.state, at)
+        return result
+
+    def diff(self, a: At, b: At) -> Diff:
+        return self._portal.call(self._history.diff, a, b)
+
+    def events(self, **filters: Any) -> list[Any]:
+        result: list[Any] = self._portal.call(partial(self._history.events, **filters))
+        return result
+
+    def rewind(self, at: At, **options: Any) -> RewindResult:
+        """`History.rewind` (try_number, actor, expected_version, dry_run)."""
+        return self._portal.call(partial(self._history.rewind, at, **options))
 
 
 class AsyncAccessor(Protocol):

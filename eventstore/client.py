@@ -30,21 +30,29 @@ from types import TracebackType
 from typing import Any, Final, TypeVar
 from urllib.parse import quote, urlencode
 
-import aiohttp
 import msgspec
 from anyio.from_thread import BlockingPortal, start_blocking_portal
-from yarl import URL
+
+try:
+    import aiohttp
+    from yarl import URL
+except ImportError as e:
+    raise ImportError(
+        f"eventstore.client needs the service extra ({e.name} is missing): "
+        "pip install 'tasktrail[service]'"
+    ) from e
 
 from eventstore._opening import Opening
 from eventstore.blocking import BlockingAccessor
 from eventstore.config import NEVER_EXPIRE, NeverExpire, check_retention
 from eventstore.errors import EventStoreError, NoSuchPointError
 from eventstore.events import RecordedEvent
+from eventstore.feed import ScopeMatch
 from eventstore.log import AppendResult
 from eventstore.scopes import AssetScope, Scope, TaskScope
 from eventstore.service.errors import ERRORS
 from eventstore.values import check_key, decode_value, encode_value
-from projections import At, Diff, TrySummary
+from projections import At, Diff, RewindResult, TrySummary
 
 __all__ = [
     "AuthenticationError",
@@ -55,6 +63,7 @@ __all__ = [
     "RemoteAssetStore",
     "RemoteEntry",
     "RemoteHistory",
+    "RemoteSubscription",
     "RemoteTaskStore",
     "ServiceError",
     "ServiceUnavailableError",
@@ -229,6 +238,14 @@ class Remote:
         """The history of a task or asset scope, read through the service."""
         return RemoteHistory(self, scope)
 
+    def subscribe(
+        self, after_seq: int = 0, scope: Scope | ScopeMatch | None = None
+    ) -> RemoteSubscription:
+        """`store.subscribe` through the service (GET /api/v1/events, Server-Sent Events):
+        every event after `after_seq`, then each new one; reconnects by itself, resuming after
+        the last position it got (Last-Event-ID). Close it with `aclose()` or `async with`."""
+        return RemoteSubscription(self, after_seq, scope)
+
     async def health(self) -> dict[str, Any]:
         _, body = await self.request("GET", "/healthz")
         result: dict[str, Any] = msgspec.json.decode(body)
@@ -390,9 +407,11 @@ class _RemoteAccessor:
         *,
         expected_version: int | None = None,
         idempotency_id: str | None = None,
+        sensitive: bool | None = None,
     ) -> AppendResult:
-        """Change a live key's value and keep its expiry."""
-        body = b'{"value":' + encode_value(check_key(key), value, 0) + b"}"
+        """Change a live key's value and keep its expiry (and its sensitive flag, unless
+        `sensitive` says otherwise)."""
+        body = b'{"value":' + encode_value(check_key(key), value, 0) + _closing(sensitive)
         path = "/store/" + _segment(key)
         return await self._write("PATCH", path, body, expected_version, idempotency_id)
 
@@ -402,7 +421,7 @@ class _RemoteAccessor:
         retention: bytes | None,
         expected_version: int | None,
         idempotency_id: str | None,
-        sensitive: bool = False,
+        sensitive: bool | None = None,
     ) -> AppendResult:
         if not isinstance(values, Mapping):
             raise TypeError(
@@ -414,7 +433,7 @@ class _RemoteAccessor:
         ]
         body = b'{"values":{' + b",".join(parts) + b"}"
         body += b"" if retention is None else b',"retention":' + retention
-        body += _SENSITIVE if sensitive else b"}"
+        body += _closing(sensitive)
         return await self._write("POST", "/store:batch", body, expected_version, idempotency_id)
 
     # The embedded store's async-accessor aliases, so Airflow-style code runs unchanged.
@@ -425,7 +444,12 @@ class _RemoteAccessor:
         return await self.delete(key, **options)
 
 
-_SENSITIVE: Final = b',"sensitive":true}'  # closes the body
+def _closing(sensitive: bool | None) -> bytes:
+    """The end of a write's body: `sensitive` only when the caller said it (None keeps the
+    key's flag, on the service as in the library)."""
+    if sensitive is None:
+        return b"}"
+    return b',"sensitive":true}' if sensitive else b',"sensitive":false}'
 
 
 def _retention(retention: timedelta | NeverExpire | None) -> bytes:
@@ -452,7 +476,7 @@ class RemoteTaskStore(_RemoteAccessor):
         expires_at: datetime | None = None,
         expected_version: int | None = None,
         idempotency_id: str | None = None,
-        sensitive: bool = False,
+        sensitive: bool | None = None,
     ) -> AppendResult:
         """Store a JSON value under key; retention defaults to the store's configured days.
 
@@ -467,7 +491,7 @@ class RemoteTaskStore(_RemoteAccessor):
             raise TypeError(f"expires_at must be an aware datetime, got {expires_at!r}")
         else:
             body += b',"expires_at":' + _encode(expires_at)
-        body += _SENSITIVE if sensitive else b"}"
+        body += _closing(sensitive)
         path = "/store/" + _segment(key)
         return await self._write("PUT", path, body, expected_version, idempotency_id)
 
@@ -478,7 +502,7 @@ class RemoteTaskStore(_RemoteAccessor):
         retention: timedelta | NeverExpire | None = None,
         expected_version: int | None = None,
         idempotency_id: str | None = None,
-        sensitive: bool = False,
+        sensitive: bool | None = None,
     ) -> AppendResult:
         """Store several keys in one atomic step, one version each."""
         return await self._set_many(
@@ -517,10 +541,10 @@ class RemoteAssetStore(_RemoteAccessor):
         *,
         expected_version: int | None = None,
         idempotency_id: str | None = None,
-        sensitive: bool = False,
+        sensitive: bool | None = None,
     ) -> AppendResult:
         body = b'{"value":' + encode_value(check_key(key), value, 0)
-        body += _SENSITIVE if sensitive else b"}"
+        body += _closing(sensitive)
         path = "/store/" + _segment(key)
         return await self._write("PUT", path, body, expected_version, idempotency_id)
 
@@ -530,7 +554,7 @@ class RemoteAssetStore(_RemoteAccessor):
         *,
         expected_version: int | None = None,
         idempotency_id: str | None = None,
-        sensitive: bool = False,
+        sensitive: bool | None = None,
     ) -> AppendResult:
         return await self._set_many(values, None, expected_version, idempotency_id, sensitive)
 
@@ -568,6 +592,157 @@ class _Timeline(msgspec.Struct):
 
 class _Tries(msgspec.Struct):
     tries: list[TrySummary]
+
+
+class _RewindAnswer(msgspec.Struct):
+    point: str
+    rewound_to: int
+    dry_run: bool
+    version: int
+    seq: int | None
+    set: list[str]
+    deleted: list[str]
+    added: dict[str, Any]
+    removed: dict[str, Any]
+    changed: dict[str, tuple[Any, Any]]
+
+
+def _point_body(at: At) -> dict[str, Any]:
+    if at.kind == "time":
+        assert at.moment is not None
+        return {"at": at.moment.isoformat()}
+    return {at.kind: at.number}
+
+
+_decode_event = msgspec.json.Decoder(RecordedEvent).decode
+# A stream that has sent nothing, not even a heartbeat, for this long is taken as lost.
+_STREAM_SILENCE: Final = 35.0
+
+
+class RemoteSubscription:
+    """Events of GET /api/v1/events, one at a time, reconnecting when the stream breaks.
+
+    Resumes after the last position the stream named (an event's id, or a heartbeat's), so no
+    event is repeated or skipped across reconnects. The iteration ends on `aclose()`.
+    """
+
+    def __init__(self, remote: Remote, after_seq: int, scope: Scope | ScopeMatch | None) -> None:
+        if type(after_seq) is not int or after_seq < 0:
+            raise ValueError(f"after_seq must be an int >= 0, got {after_seq!r}")
+        self.remote = remote
+        self.position = after_seq  # the last position the stream named
+        self._scope = scope
+        self._query = _feed_query(scope)
+        self._response: aiohttp.ClientResponse | None = None
+        self._closed = False
+        self._failures = 0
+
+    def __aiter__(self) -> RemoteSubscription:
+        return self
+
+    async def __aenter__(self) -> RemoteSubscription:
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        await self.aclose()
+
+    async def aclose(self) -> None:
+        self._closed = True
+        response, self._response = self._response, None
+        if response is not None:
+            response.release()
+            response.close()
+
+    async def __anext__(self) -> RecordedEvent:
+        while not self._closed:
+            try:
+                if self._response is None:
+                    self._response = await self._connect()
+                event = await self._read(self._response)
+            except (aiohttp.ClientConnectionError, aiohttp.ClientPayloadError, TimeoutError) as e:
+                await self._drop()
+                self._failures += 1
+                if self._failures > self.remote.retries:
+                    raise ServiceUnavailableError(
+                        0, "unreachable", f"the event stream broke {self._failures} times: {e!r}"
+                    ) from e
+                await asyncio.sleep(min(2.0, self.remote.backoff * 2**self._failures))
+                continue
+            if event is None:  # the service ended the stream (shutting down): reconnect
+                await self._drop()
+                continue
+            self._failures = 0
+            if isinstance(self._scope, AssetScope) and event.scope != self._scope:
+                continue
+            return event
+        raise StopAsyncIteration
+
+    async def _drop(self) -> None:
+        response, self._response = self._response, None
+        if response is not None:
+            response.close()
+
+    async def _connect(self) -> aiohttp.ClientResponse:
+        remote = self.remote
+        url = URL(remote._base + "/api/v1/events?" + urlencode(self._query), encoded=True)
+        response = await remote._session.get(
+            url,
+            headers={"Accept": "text/event-stream", "Last-Event-ID": str(self.position)},
+            timeout=aiohttp.ClientTimeout(total=None, sock_read=_STREAM_SILENCE),
+        )
+        if response.status != 200:
+            content = await response.read()
+            response.close()
+            raise _error_of(response.status, content, None)
+        return response
+
+    async def _read(self, response: aiohttp.ClientResponse) -> RecordedEvent | None:
+        """The next event of the stream; None when the stream ended."""
+        event_id: str | None = None
+        data: list[bytes] = []
+        while True:
+            line = await response.content.readline()
+            if not line:
+                return None
+            line = line.rstrip(b"\r\n")
+            if line:
+                field, _, value = line.partition(b":")
+                value = value.removeprefix(b" ")
+                if field == b"id":
+                    event_id = value.decode()
+                elif field == b"data":
+                    data.append(value)
+                continue
+            if event_id is not None and event_id.isdigit():
+                self.position = max(self.position, int(event_id))
+            if data:
+                return _decode_event(b"\n".join(data))
+            event_id = None
+
+
+def _feed_query(scope: Scope | ScopeMatch | None) -> dict[str, str]:
+    match scope:
+        case None:
+            return {}
+        case TaskScope():
+            return {
+                "dag": scope.dag_id,
+                "run": scope.run_id,
+                "task": scope.task_id,
+                "map_index": str(scope.map_index),
+            }
+        case AssetScope():
+            return {"kind": "asset"}  # the service filters by kind; the client by the asset
+        case ScopeMatch():
+            names = {
+                "kind": scope.kind,
+                "dag": scope.dag_id,
+                "run": scope.run_id,
+                "task": scope.task_id,
+                "map_index": None if scope.map_index is None else str(scope.map_index),
+            }
+            return {k: v for k, v in names.items() if v is not None}
+    raise TypeError(f"scope must be a TaskScope, an AssetScope or a ScopeMatch, got {scope!r}")
 
 
 class RemoteHistory:
@@ -662,6 +837,41 @@ class RemoteHistory:
         """One summary per try that wrote to the scope, in try order."""
         answer = await self._get("/tries", {}, _Tries)
         return [] if answer is None else answer.tries
+
+    async def rewind(
+        self,
+        at: At,
+        *,
+        try_number: int | None = None,
+        expected_version: int | None = None,
+        dry_run: bool = False,
+    ) -> RewindResult:
+        """`History.rewind` through the service (admin tokens); the actor is the token's."""
+        body = {**_point_body(at), "dry_run": dry_run}
+        headers: dict[str, str] = {}
+        if try_number is not None:
+            headers["Tasktrail-Try"] = str(try_number)
+        if expected_version is not None:
+            headers["If-Match"] = f'"{expected_version}"'
+        _, content = await self.remote.request(
+            "POST",
+            self._prefix + "/store:rewind",
+            query=self._query,
+            body=msgspec.json.encode(body),
+            headers=headers,
+            scope=self.scope,
+        )
+        answer = msgspec.json.decode(content, type=_RewindAnswer)
+        return RewindResult(
+            point=answer.point,
+            rewound_to=answer.rewound_to,
+            version=answer.version,
+            seq=answer.seq,
+            set=answer.set,
+            deleted=answer.deleted,
+            diff=Diff(added=answer.added, removed=answer.removed, changed=answer.changed),
+            dry_run=answer.dry_run,
+        )
 
     def _empty(self, at: At) -> dict[str, Any]:
         # What the embedded history answers for a scope nothing was written to.
@@ -758,6 +968,9 @@ class BlockingRemoteHistory:
 
     def tries(self) -> list[TrySummary]:
         return self._portal.call(self._history.tries)
+
+    def rewind(self, at: At, **options: Any) -> RewindResult:
+        return self._portal.call(partial(self._history.rewind, at, **options))
 
 
 class BlockingRemoteAccessor(BlockingAccessor[RemoteTaskStore | RemoteAssetStore]):

@@ -9,9 +9,11 @@
     │   ├── NoneValueError         (ValueError)  a top-level None
     │   ├── NonFiniteValueError    (ValueError)  NaN or Infinity somewhere in the value
     │   ├── UnicodeValueError      (ValueError)  a str with a lone surrogate (not UTF-8)
-    │   └── ValueTooLargeError     (ValueError)  encoded value over max_value_bytes
+    │   ├── ValueTooLargeError     (ValueError)  encoded value over max_value_bytes
+    │   └── ValueTooDeepError      (ValueError)  lists and dicts nested past MAX_VALUE_DEPTH
     ├── RetentionTypeError         (TypeError)   retention is not a timedelta / NEVER_EXPIRE / None
     ├── RetentionValueError        (ValueError)  a zero or negative timedelta
+    ├── ExpiryValueError           (ValueError)  expires_at outside the UTC calendar
     ├── ConfigError                (ValueError)  a StoreConfig or URL that cannot work
     ├── ConcurrencyError                         expected version is stale
     ├── StaleAttemptError                        a lower try writes after a newer try wrote
@@ -38,6 +40,7 @@ __all__ = [
     "ConfigError",
     "DecryptionError",
     "EventStoreError",
+    "ExpiryValueError",
     "HistoryCompactedError",
     "InvalidKeyError",
     "InvalidValueError",
@@ -55,6 +58,7 @@ __all__ = [
     "StorageError",
     "StoreClosedError",
     "UnicodeValueError",
+    "ValueTooDeepError",
     "ValueTooLargeError",
     "ValueTypeError",
 ]
@@ -144,6 +148,25 @@ class ValueTooLargeError(InvalidValueError, ValueError):
             f"value for key {key!r} is {size} bytes as JSON, over the limit of {limit}; "
             "keep large data elsewhere and store a reference, or raise "
             "StoreConfig(max_value_bytes=...)"
+        )
+
+
+class ValueTooDeepError(InvalidValueError, ValueError):
+    def __init__(self, key: str, limit: int) -> None:
+        self.key = key
+        self.limit = limit
+        super().__init__(
+            f"value for key {key!r} nests lists and dicts more than {limit} levels deep; "
+            "flatten it (e.g. store the deep part as a JSON string or under its own keys)"
+        )
+
+
+class ExpiryValueError(EventStoreError, ValueError):
+    def __init__(self, expires_at: object) -> None:
+        self.expires_at = expires_at
+        super().__init__(
+            f"expires_at {expires_at!s} is outside the UTC calendar (years 1 to 9999 in UTC); "
+            "pass a time within it, or retention=NEVER_EXPIRE for a value that never expires"
         )
 
 

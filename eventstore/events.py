@@ -46,10 +46,17 @@ class KeySet(Event, frozen=True, tag="set"):
     expires_at: datetime | None = None
     sealed: bytes | None = None  # the encrypted value, with its header (eventstore.crypto)
     sensitive: bool = False  # set(..., sensitive=True): faces mask the value
+    # Written by a rewind (projections.rewind): the global position the scope was rewound to
+    # (0: before its first event). None for every other write.
+    rewound_to: int | None = None
+    # True on a write that said sensitive=False to a key that was sensitive: the flag was
+    # cleared here. Left out of the stored JSON otherwise (UNSET is never encoded).
+    sensitive_cleared: bool | msgspec.UnsetType = msgspec.UNSET
 
 
 class KeyDeleted(Event, frozen=True, tag="delete"):
     key: str
+    rewound_to: int | None = None  # as on KeySet: the position a rewind went back to
 
 
 class ScopeCleared(Event, frozen=True, tag="clear"):
@@ -155,7 +162,10 @@ class RecordedEvent(msgspec.Struct, frozen=True, kw_only=True):
     actor: str = "task"
     detail: dict[str, Any] | None = None  # the marker's fields, for system events
     sensitive: bool = False  # written with sensitive=True: faces mask the value
+    # This write said sensitive=False to a key that was sensitive, and so cleared its flag.
+    sensitive_cleared: bool = False
     erased: bool = False  # the scope was erased: `value` is None, the metadata is kept
+    rewound_to: int | None = None  # written by a rewind to this position (projections.rewind)
 
 
 def to_micros(moment: datetime) -> int:
@@ -165,7 +175,18 @@ def to_micros(moment: datetime) -> int:
 
 
 def from_micros(micros: int) -> datetime:
-    return datetime.fromtimestamp(micros // 1_000_000, UTC).replace(microsecond=micros % 1_000_000)
+    global _last_moment
+    # The events of one commit share their recorded time: readers of the log in position order
+    # (the live feed, rebuild) convert the same instant many times in a row.
+    last = _last_moment
+    if last[0] == micros:
+        return last[1]
+    moment = datetime.fromtimestamp(micros // 1_000_000, UTC).replace(
+        microsecond=micros % 1_000_000
+    )
+    _last_moment = (micros, moment)
+    return moment
 
 
 _EPOCH: Final = datetime(1970, 1, 1, tzinfo=UTC)
+_last_moment: tuple[int, datetime] = (0, _EPOCH)

@@ -8,10 +8,11 @@ that fails its checks gets its own error; the others in the batch are written al
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from datetime import datetime, timedelta
-from typing import Any
+from typing import Any, Final, TypeVar
 
+import anyio.lowlevel
 import anyio.to_thread
 import msgspec
 
@@ -24,7 +25,7 @@ from eventstore.backends.base import (
     WriteTransaction,
 )
 from eventstore.config import NEVER_EXPIRE, NeverExpire, StoreConfig
-from eventstore.crypto import ERASED, DataKey, Vault, stored_value
+from eventstore.crypto import ERASED, DataKey, Vault, is_sensitive, stored_value
 from eventstore.errors import ConcurrencyError, StaleAttemptError
 from eventstore.events import (
     AnyEvent,
@@ -58,11 +59,15 @@ class SetOp(msgspec.Struct, frozen=True):
     value: bytes  # already checked and encoded JSON
     retention: timedelta | NeverExpire | None = None
     expires_at: datetime | None = None  # an absolute expiry wins over retention
-    sensitive: bool = False
+    # True or False marks or clears the key's sensitive flag; None keeps the flag the key has
+    # (a write that does not say never unmasks a secret).
+    sensitive: bool | None = None
+    rewound_to: int | None = None  # a rewind's set: the position it restores (KeySet.rewound_to)
 
 
 class DeleteOp(msgspec.Struct, frozen=True):
     key: str
+    rewound_to: int | None = None  # a rewind's delete (KeyDeleted.rewound_to)
 
 
 class ClearOp(msgspec.Struct, frozen=True):
@@ -142,6 +147,8 @@ class _Batch:
         self.new_idempotent: list[IdempotentRow] = []
         self.scope_keys: dict[Scope, str] = {}
         self.idempotent_loaded = False
+        # The sensitive flags of keys as stored before the batch, by (scope_id, key).
+        self.flags: dict[tuple[int, str], bool] = {}
         self.recorded_at = from_micros(now)
         self.expiry_times: dict[int, datetime] = {}
         days = config.default_retention_days
@@ -208,20 +215,26 @@ class _Batch:
         if request.expected_version is not None and request.expected_version != row.version:
             raise ConcurrencyError(request.scope, request.expected_version, row.version)
 
+        if row.scope_id:
+            await self._load_flags(row.scope_id, request.ops)
         appended = 0
         last_seq: int | None = None
-        for op in request.ops:
+        for i, op in enumerate(request.ops, 1):
+            if i % _SLICE == 0:
+                # A big batch is planned in slices: between them the event loop serves others.
+                await anyio.lowlevel.checkpoint()
             match op:
                 case SetOp():
                     if not row.scope_id:
                         await self._ensure_stored(view)
                     last_seq = self._append_set(view, request, op)
                     appended += 1
-                case DeleteOp(key=key):
+                case DeleteOp(key=key, rewound_to=rewound_to):
                     live = await self.live_keys(view)
                     if key in live:
                         live.discard(key)
-                        last_seq = self._append(view, request, KeyDeleted(key=key), key=key)
+                        deleted = KeyDeleted(key=key, rewound_to=rewound_to)
+                        last_seq = self._append(view, request, deleted, key=key)
                         self.final[(row.scope_id, key)] = None
                         appended += 1
                 case ClearOp(all_map_indices=fleet):
@@ -273,6 +286,34 @@ class _Batch:
             encoded = (await self.tx.select_idempotent([pair])).get(pair)
         return None if encoded is None else _decode_result(encoded)
 
+    async def _load_flags(self, scope_id: int, ops: Sequence[Op]) -> None:
+        """Read the stored flags of the keys that `ops` set without marking them sensitive
+        (a write that does not say keeps the flag; one that says False clears it, on record)."""
+        wanted = [
+            op.key
+            for op in ops
+            if isinstance(op, SetOp)
+            and op.sensitive is not True
+            and (scope_id, op.key) not in self.flags
+        ]
+        if not wanted:
+            return
+        heads = await self.tx.select_current_heads(scope_id, wanted)
+        for key in wanted:
+            head = heads.get(key)
+            self.flags[(scope_id, key)] = head is not None and is_sensitive(head)
+
+    def _flagged(self, scope_id: int, key: str) -> bool:
+        """Whether the key is sensitive as the batch has left it so far (a delete or clear
+        ends the key, and its flag with it)."""
+        pair = (scope_id, key)
+        if pair in self.final:
+            pending = self.final[pair]
+            return pending is not None and is_sensitive(pending.value)
+        if scope_id in self.cleared:
+            return False
+        return self.flags.get(pair, False)
+
     async def _ensure_stored(self, view: _ScopeView) -> None:
         if not view.row.scope_id:
             view.row.scope_id = await self.tx.insert_scope(view.row)
@@ -295,11 +336,15 @@ class _Batch:
     def _append_set(self, view: _ScopeView, request: AppendRequest, op: SetOp) -> int:
         expires = self._expiry(op)
         data_key = self.keys.sealing.get(id(request))
+        flagged = op.sensitive is not True and self._flagged(view.row.scope_id, op.key)
+        sensitive = flagged if op.sensitive is None else op.sensitive
         event = KeySet(
             key=op.key,
             value=msgspec.Raw(op.value),
             expires_at=None if expires is None else self._expiry_time(expires),
-            sensitive=op.sensitive,
+            sensitive=sensitive,
+            sensitive_cleared=True if flagged and not sensitive else msgspec.UNSET,
+            rewound_to=op.rewound_to,
         )
         if data_key is not None:
             assert self.vault is not None
@@ -386,20 +431,37 @@ class _Batch:
 
     async def apply(self) -> None:
         tx = self.tx
-        if self.events:
-            await tx.insert_events(self.events)
+        # In slices, as planning: a backend may run its statements on the event loop's thread.
+        await _in_slices(self.events, tx.insert_events)
         if self.cleared:
             await tx.clear_current(sorted(self.cleared))
-        deleted = [pair for pair, row in self.final.items() if row is None]
-        if deleted:
-            await tx.delete_current(deleted)
-        upserted = [row for row in self.final.values() if row is not None]
-        if upserted:
-            await tx.upsert_current(upserted)
+        await _in_slices(
+            [pair for pair, row in self.final.items() if row is None], tx.delete_current
+        )
+        await _in_slices([row for row in self.final.values() if row is not None], tx.upsert_current)
         if self.touched:
             await tx.update_scopes([view.row for view in self.touched.values()])
         if self.new_idempotent:
             await tx.insert_idempotent(self.new_idempotent)
+
+
+# How many ops a batch plans, and how many rows it writes, between two turns of the event loop.
+_SLICE: Final = 250
+
+T = TypeVar("T")
+
+
+async def _in_slices(items: list[T], write: Callable[[list[T]], Awaitable[None]]) -> None:
+    """`write(items)` in runs of `_SLICE`, the event loop turning between them; a small batch
+    (nearly all of them) is one call."""
+    if len(items) <= _SLICE:
+        if items:
+            await write(items)
+        return
+    for start in range(0, len(items), _SLICE):
+        if start:
+            await anyio.lowlevel.checkpoint()
+        await write(items[start : start + _SLICE])
 
 
 def to_micros_delta(delta: timedelta) -> int:
@@ -518,10 +580,12 @@ def recorded_event(
     value: Any = None
     detail = None
     expires_at = None
-    sensitive = erased = False
+    sensitive = erased = cleared = False
+    rewound_to: int | None = None
     match event:
-        case KeySet(expires_at=expires, sensitive=sensitive):
+        case KeySet(expires_at=expires, sensitive=sensitive, rewound_to=rewound_to):
             expires_at = expires
+            cleared = event.sensitive_cleared is True
             if row.seq < erased_before:
                 erased = True
             else:
@@ -530,7 +594,9 @@ def recorded_event(
                 )
                 if value is ERASED:
                     value, erased = None, True
-        case KeyDeleted() | ScopeCleared(all_map_indices=False):
+        case KeyDeleted(rewound_to=rewound_to):
+            pass
+        case ScopeCleared(all_map_indices=False):
             pass
         case ScopeCleared():
             detail = {"all_map_indices": True}
@@ -550,7 +616,9 @@ def recorded_event(
         actor=row.actor,
         detail=detail,
         sensitive=sensitive,
+        sensitive_cleared=cleared,
         erased=erased,
+        rewound_to=rewound_to,
     )
 
 

@@ -14,6 +14,7 @@ from types import TracebackType
 from typing import Any, Final
 
 import anyio
+import anyio.lowlevel
 import msgspec
 
 from eventstore._opening import Opening
@@ -24,8 +25,9 @@ from eventstore.config import Clock, NeverExpire, StoreConfig, check_retention, 
 from eventstore.crypto import ERASED, ReencryptReport, RotationReport, Vault, master_keys_from_env
 from eventstore.crypto import reencrypt as reencrypt_log
 from eventstore.crypto import scrub as scrub_log
-from eventstore.errors import ReadOnlyStoreError, StoreClosedError
+from eventstore.errors import ExpiryValueError, ReadOnlyStoreError, StoreClosedError
 from eventstore.events import to_micros
+from eventstore.feed import Feed, ScopeMatch, Subscription
 from eventstore.log import (
     AppendRequest,
     AppendResult,
@@ -104,6 +106,7 @@ class Store:
         self.archive = open_archive(config.archive_url or os.environ.get("TASKTRAIL_ARCHIVE"))
         self._scope_ids: dict[str, int] = {}
         self._compacting = anyio.Lock()
+        self._feed = Feed(backend)
         self._closed = False
         self._close_done = anyio.Event()
 
@@ -154,7 +157,45 @@ class Store:
     async def append(self, request: AppendRequest) -> AppendResult:
         """Append one request through group commit; its ops land together or not at all."""
         self._check_writable()
-        return await self._writer.append(request)
+        result = await self._writer.append(request)
+        if result.seq is not None:
+            self._feed.committed(result.seq)  # wakes this store's subscribers at once
+        return result
+
+    def subscribe(
+        self,
+        after_seq: int = 0,
+        scope: Scope | ScopeMatch | None = None,
+        *,
+        mask: bool = False,
+        page: int = 500,
+        through_seq: int | None = None,
+    ) -> Subscription:
+        """Every event after position `after_seq`, in position order, then each new one as it
+        commits: `async for event in store.subscribe(): ...` (see `eventstore.feed`).
+
+        `scope`: one task or asset scope, or a `ScopeMatch` (dag, run, task, map index, kind).
+        Never skips and never repeats a position; writes of other processes and replicas
+        arrive within `Feed.poll_interval` seconds. The iteration ends when the store closes.
+        mask: a value written with sensitive=True comes with value None (as `History.events`).
+        through_seq: end the iteration after this position instead of following for ever.
+        """
+        if self._closed:
+            raise StoreClosedError()
+        return Subscription(
+            self,
+            self._feed,
+            after_seq=after_seq,
+            scope=scope,
+            page=page,
+            mask=mask,
+            through_seq=through_seq,
+        )
+
+    def end_subscriptions(self) -> None:
+        """End every subscription's iteration now (a service shutting down ends its streams);
+        new ones end at once too. The store itself stays open for writes."""
+        self._feed.close()
 
     async def scope_id(self, scope: Scope) -> int | None:
         """The backend's id of a scope, or None if nothing was ever written to it."""
@@ -189,6 +230,15 @@ class Store:
             return []
         now = to_micros(self.now())
         return [r for r in await self.backend.select_current_all(scope_id) if not _expired(r, now)]
+
+    async def read_page(self, scope: Scope, *, after: str | None, limit: int) -> list[CurrentRow]:
+        """Up to `limit` live projection rows of the scope with keys after `after`, ordered by
+        key: one page of a listing, at the cost of the page whatever the size of the scope."""
+        scope_id = await self.scope_id(scope)
+        if scope_id is None or limit <= 0:
+            return []
+        now = to_micros(self.now())
+        return await self.backend.select_current_page(scope_id, after=after, limit=limit, now=now)
 
     def open_value(self, scope: Scope, row: CurrentRow) -> Any:
         """The value a projection row holds, opened if it is sealed; ERASED if it was erased."""
@@ -232,7 +282,9 @@ class Store:
         """The history of a task or asset scope: events, states as of a point, diffs, tries."""
         if self._closed:
             raise StoreClosedError()
-        return History(self.backend, scope, self.vault, self.archive)
+        return History(
+            self.backend, scope, self.vault, self.archive, append=self.append, clock=self.now
+        )
 
     async def recent_scopes(self, where: ScopeFilter) -> list[ScopeRow]:
         """Scopes most recently written first, filtered by dag, run, task and time, paged."""
@@ -303,6 +355,7 @@ class Store:
             await self._close_done.wait()
             return
         self._closed = True
+        self._feed.close()  # subscribers waiting for news end their iteration
         with anyio.CancelScope(shield=True):
             try:
                 await self._writer.aclose()
@@ -368,7 +421,7 @@ class _Accessor:
         expires_at: datetime | None,
         expected_version: int | None,
         idempotency_id: str | None,
-        sensitive: bool = False,
+        sensitive: bool | None = None,
     ) -> AppendResult:
         if not isinstance(values, Mapping):
             raise TypeError(
@@ -382,16 +435,18 @@ class _Accessor:
             try:
                 expires_at = expires_at.astimezone(UTC)
             except OverflowError:  # in the batch it would fail every write committed with it
-                raise ValueError(
-                    f"expires_at {expires_at!r} is after the last UTC datetime"
-                ) from None
+                raise ExpiryValueError(expires_at) from None
         check_retention(retention)
+        flag = None if sensitive is None else bool(sensitive)
         limit = self.store.config.max_value_bytes
         ops: list[Op] = []
-        for key, value in values.items():
+        for i, (key, value) in enumerate(values.items(), 1):
+            if i % _SLICE == 0:
+                # A big batch is checked in slices: between them the event loop serves others.
+                await anyio.lowlevel.checkpoint()
             check_key(key)
             encoded = encode_value(key, value, limit)
-            ops.append(SetOp(key, encoded, retention, expires_at, bool(sensitive)))
+            ops.append(SetOp(key, encoded, retention, expires_at, flag))
         return await self._append(ops, expected_version, idempotency_id)
 
     async def _append(
@@ -431,12 +486,14 @@ class TaskStore(_Accessor):
         expires_at: datetime | None = None,
         expected_version: int | None = None,
         idempotency_id: str | None = None,
-        sensitive: bool = False,
+        sensitive: bool | None = None,
     ) -> AppendResult:
         """Store a JSON value under key; retention defaults to the store's configured days.
 
-        `sensitive=True` marks the value: the service masks it for everyone but the writing
-        task's token and admins (the library returns it as it is).
+        `sensitive=True` marks the key: the service masks its values for everyone but the
+        writing task's token and admins (the library returns them as they are). The flag sticks:
+        a later write that leaves `sensitive` out (None) keeps it, and only `sensitive=False`
+        clears it (an event history shows). Deleting or clearing the key ends it.
         """
         return await self._set_many(
             {check_key(key): value},
@@ -455,7 +512,7 @@ class TaskStore(_Accessor):
         expires_at: datetime | None = None,
         expected_version: int | None = None,
         idempotency_id: str | None = None,
-        sensitive: bool = False,
+        sensitive: bool | None = None,
     ) -> AppendResult:
         """Store several keys in one atomic step, one version each."""
         return await self._set_many(
@@ -492,7 +549,7 @@ class AssetStore(_Accessor):
         *,
         expected_version: int | None = None,
         idempotency_id: str | None = None,
-        sensitive: bool = False,
+        sensitive: bool | None = None,
     ) -> AppendResult:
         return await self._set_many(
             {check_key(key): value}, _NEVER, None, expected_version, idempotency_id, sensitive
@@ -504,7 +561,7 @@ class AssetStore(_Accessor):
         *,
         expected_version: int | None = None,
         idempotency_id: str | None = None,
-        sensitive: bool = False,
+        sensitive: bool | None = None,
     ) -> AppendResult:
         return await self._set_many(
             values, _NEVER, None, expected_version, idempotency_id, sensitive
@@ -522,3 +579,4 @@ class AssetStore(_Accessor):
 
 
 _NEVER: Final = NeverExpire()
+_SLICE: Final = 250  # values checked and encoded between two turns of the event loop

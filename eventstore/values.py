@@ -13,12 +13,14 @@ from eventstore.errors import (
     NoneValueError,
     NonFiniteValueError,
     UnicodeValueError,
+    ValueTooDeepError,
     ValueTooLargeError,
     ValueTypeError,
 )
 
 __all__ = [
     "MAX_KEY_LENGTH",
+    "MAX_VALUE_DEPTH",
     "check_key",
     "check_label",
     "decode_value",
@@ -27,6 +29,9 @@ __all__ = [
 ]
 
 MAX_KEY_LENGTH: Final = 512
+# Lists and dicts nest at most this deep in a value (`[[1]]` is 2 deep); deeper ones are refused
+# (ValueTooDeepError), so no reader of the value, here or in a client, runs out of stack.
+MAX_VALUE_DEPTH: Final = 100
 
 _encode = msgspec.json.Encoder().encode
 _decode = msgspec.json.Decoder().decode
@@ -63,10 +68,7 @@ def encode_value(key: str, value: object, max_bytes: int) -> bytes:
     """Check that value is plain JSON and return its encoding; raise naming the problem."""
     if value is None:
         raise NoneValueError(key)
-    try:
-        _check_json(key, value)
-    except RecursionError:
-        raise ValueTypeError(key, "it is nested too deeply") from None
+    _check_json(key, value, 0)
     try:
         encoded = _encode(value)
     except UnicodeEncodeError:
@@ -80,7 +82,7 @@ def decode_value(encoded: bytes) -> Any:
     return _decode(encoded)
 
 
-def _check_json(key: str, value: object) -> None:
+def _check_json(key: str, value: object, depth: int) -> None:
     # bool is an int, str and int cover their enum subclasses; everything else is named.
     if isinstance(value, str | int):
         return
@@ -89,18 +91,24 @@ def _check_json(key: str, value: object) -> None:
             raise NonFiniteValueError(key)
         return
     if isinstance(value, list):
+        depth += 1
+        if depth > MAX_VALUE_DEPTH:
+            raise ValueTooDeepError(key, MAX_VALUE_DEPTH)
         for item in value:
             if item is not None:
-                _check_json(key, item)
+                _check_json(key, item, depth)
         return
     if isinstance(value, dict):
+        depth += 1
+        if depth > MAX_VALUE_DEPTH:
+            raise ValueTooDeepError(key, MAX_VALUE_DEPTH)
         for name, item in value.items():
             if not isinstance(name, str):
                 raise ValueTypeError(
                     key, f"a dict key {name!r} is a {type(name).__name__}, not a str"
                 )
             if item is not None:
-                _check_json(key, item)
+                _check_json(key, item, depth)
         return
     raise ValueTypeError(key, f"{type(value).__name__} {_short_repr(value)}")
 

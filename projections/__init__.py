@@ -4,6 +4,7 @@ from projections.compaction import CompactionReport, run_compaction_schedule
 from projections.current import ScopeState, apply
 from projections.history import Diff, History, Position, TrySummary
 from projections.points import At
+from projections.rewind import RewindResult
 from projections.verify import Mismatch, VerifyReport
 
 __all__ = [
@@ -13,6 +14,7 @@ __all__ = [
     "History",
     "Mismatch",
     "Position",
+    "RewindResult",
     "ScopeState",
     "TrySummary",
     "VerifyReport",

@@ -47,9 +47,9 @@ its events are back.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Awaitable, Callable, Iterable
 from datetime import datetime
-from typing import Any, NamedTuple, Protocol
+from typing import TYPE_CHECKING, Any, NamedTuple, Protocol
 
 import msgspec
 
@@ -68,10 +68,13 @@ from eventstore.events import (
     from_micros,
     to_micros,
 )
-from eventstore.log import recorded_event
+from eventstore.log import AppendRequest, AppendResult, recorded_event
 from eventstore.scopes import Scope, scope_key
 from projections.archived import ArchivedReads
 from projections.points import At
+
+if TYPE_CHECKING:
+    from projections.rewind import RewindResult
 
 __all__ = ["Diff", "History", "Position", "TrySummary"]
 
@@ -123,15 +126,21 @@ class History:
         scope: Scope,
         vault: Vault | None = None,
         archive: Archive | None = None,
+        *,
+        append: Callable[[AppendRequest], Awaitable[AppendResult]] | None = None,
+        clock: Callable[[], datetime] | None = None,
     ) -> None:
+        self.backend = backend
         self._scope_key = scope_key(scope)
-        # With an archive, every read takes in the scope's archived events too.
+        # With an archive, every history read takes in the scope's archived events too.
         self._archived = (
             None if archive is None else ArchivedReads(backend, archive, self._scope_key)
         )
-        self.backend: _Reads = backend if self._archived is None else self._archived
+        self._reads: _Reads = backend if self._archived is None else self._archived
         self.scope = scope
         self.vault = vault or Vault()
+        self._append = append  # the store's write path, for rewind
+        self._clock = clock
         self._scope_id: int | None = None
 
     def __repr__(self) -> str:
@@ -170,7 +179,7 @@ class History:
         scope_id = await self._id()
         if scope_id is None:
             return []
-        rows = await self.backend.select_events(
+        rows = await self._reads.select_events(
             scope_id,
             EventFilter(
                 key=key,
@@ -201,7 +210,7 @@ class History:
     async def _erased_through(self, scope_id: int) -> int:
         """The position of the scope's last erasure; every value before it reads as erased."""
         self.vault.refresh()  # an erasure by another process destroyed keys this one holds
-        marker = await self.backend.select_last_scope_event(scope_id, "erased")
+        marker = await self._reads.select_last_scope_event(scope_id, "erased")
         return 0 if marker is None else marker.seq
 
     async def timeline(
@@ -219,7 +228,7 @@ class History:
                 through + 1,
                 f"ask for timeline({key!r}, after_seq={through}) or later",
             )
-        rows = await self.backend.select_events(scope_id, EventFilter(key=key, after_seq=after_seq))
+        rows = await self._reads.select_events(scope_id, EventFilter(key=key, after_seq=after_seq))
         return await self._recorded(scope_id, rows, mask)
 
     async def resolve(self, at: At) -> Position:
@@ -254,7 +263,7 @@ class History:
                 if row is None:
                     raise await self._no_try(scope_id, at)
             case "start_of_try":
-                first = await self.backend.select_events(
+                first = await self._reads.select_events(
                     scope_id, EventFilter(try_number=at.number, limit=1)
                 )
                 if not first:
@@ -284,15 +293,15 @@ class History:
         event after that clear. Those are index seeks, and the state needs them anyway.
         """
         rows = await self._rows(scope_id, seq)
-        marker = await self.backend.select_last_scope_event(scope_id, "compacted", through_seq=seq)
+        marker = await self._reads.select_last_scope_event(scope_id, "compacted", through_seq=seq)
         candidates = [r for r in (rows.clear, marker) if r is not None] + rows.latest
         return max(candidates, key=lambda r: r.seq, default=None), rows
 
     async def _rows(self, scope_id: int, through_seq: int) -> _Rows:
-        clear = await self.backend.select_last_scope_event(
+        clear = await self._reads.select_last_scope_event(
             scope_id, "clear", through_seq=through_seq
         )
-        latest = await self.backend.select_latest_per_key(
+        latest = await self._reads.select_latest_per_key(
             scope_id, after_seq=0 if clear is None else clear.seq, through_seq=through_seq
         )
         return _Rows(clear, latest)
@@ -377,7 +386,7 @@ class History:
         found: dict[int, _TryCounter] = {}
         after = 0
         while True:
-            rows = await self.backend.select_events(
+            rows = await self._reads.select_events(
                 scope_id, EventFilter(after_seq=after, limit=_PAGE)
             )
             for row in rows:
@@ -391,15 +400,41 @@ class History:
             after = rows[-1].seq
         return [found[n].summary(n) for n in sorted(found)]
 
+    async def rewind(
+        self,
+        at: At,
+        *,
+        try_number: int | None = None,
+        actor: str = "system",
+        expected_version: int | None = None,
+        dry_run: bool = False,
+    ) -> RewindResult:
+        """Append, in one transaction, the sets and deletes that make the current values equal
+        `state(at)`; see `projections.rewind`. `dry_run=True` plans and writes nothing."""
+        from projections.rewind import rewind
+
+        if self._append is None or self._clock is None:
+            raise TypeError("this History cannot write; get one from store.history(scope)")
+        return await rewind(
+            self,
+            at,
+            append=self._append,
+            now=self._clock,
+            try_number=try_number,
+            actor=actor,
+            expected_version=expected_version,
+            dry_run=dry_run,
+        )
+
     async def _id(self) -> int | None:
         if self._scope_id is None:
-            row = await self.backend.select_scope(scope_key(self.scope))
+            row = await self._reads.select_scope(scope_key(self.scope))
             if row is not None:
                 self._scope_id = row.scope_id
         return self._scope_id
 
     async def _last(self, scope_id: int, where: EventFilter) -> EventRow | None:
-        rows = await self.backend.select_events(
+        rows = await self._reads.select_events(
             scope_id,
             msgspec.structs.replace(where, descending=True, limit=1),
         )
@@ -430,7 +465,7 @@ class History:
         rows: list[EventRow] = []
         through: int | None = None
         while True:
-            row = await self.backend.select_last_scope_event(
+            row = await self._reads.select_last_scope_event(
                 scope_id, "compacted", through_seq=through
             )
             if row is None:
@@ -475,7 +510,7 @@ class History:
                     return _Point(at, row.seq, row.recorded_at, row.recorded_at)
                 # The event of that version was removed: it lies before the next kept one.
                 seq, t = (0, 0) if row is None else (row.seq, row.recorded_at)
-                after = await self.backend.select_events(
+                after = await self._reads.select_events(
                     scope_id, EventFilter(after_seq=seq, limit=1)
                 )
                 if not after:
@@ -495,7 +530,7 @@ class History:
             case "start_of_try":
                 if at.number in horizon.old_tries:
                     raise HistoryCompactedError(self.scope, f"state({at})", horizon.old_from)
-                first = await self.backend.select_events(
+                first = await self._reads.select_events(
                     scope_id, EventFilter(try_number=at.number, limit=1)
                 )
                 found = [(r.seq, r.recorded_at) for r in first]
@@ -516,7 +551,7 @@ class History:
         low = 0 if row is None else row.recorded_at
         if row is not None and row.seq == through:
             return low, low
-        after = await self.backend.select_events(
+        after = await self._reads.select_events(
             scope_id, EventFilter(after_seq=0 if row is None else row.seq, limit=1)
         )
         # Versions have no gaps: when the next kept event follows at once, nothing was removed.
@@ -559,7 +594,7 @@ class History:
         if span.until_seq:
             return span.until_seq
         assert span.expired_at is not None, "a removed value nothing superseded had expired"
-        after = await self.backend.select_events(
+        after = await self._reads.select_events(
             scope_id, EventFilter(since=to_micros(span.expired_at), limit=1)
         )
         return after[0].seq if after else span.from_seq + 1
@@ -568,7 +603,7 @@ class History:
         """The earliest kept position at or after `start` whose state is answerable."""
         candidate = start
         for _ in range(64):
-            after = await self.backend.select_events(
+            after = await self._reads.select_events(
                 scope_id, EventFilter(after_seq=candidate - 1, limit=1)
             )
             if not after:

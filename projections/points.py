@@ -8,7 +8,7 @@ or before the point (see `projections.history.History.resolve`).
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Literal
 
 import msgspec
@@ -40,6 +40,13 @@ class At(msgspec.Struct, frozen=True):
         """After every event recorded at or before `moment`, with expiry applied as of `moment`."""
         if not isinstance(moment, datetime) or moment.tzinfo is None:
             raise TypeError(f"At.time takes an aware datetime (e.g. in UTC), got {moment!r}")
+        try:
+            moment.astimezone(UTC)
+        except OverflowError:
+            raise ValueError(
+                f"At.time takes a moment within the UTC calendar (years 1 to 9999 in UTC), "
+                f"got {moment.isoformat()}"
+            ) from None
         return At("time", moment=moment)
 
     @staticmethod

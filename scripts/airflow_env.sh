@@ -34,7 +34,8 @@ fi
 # This checkout's dependencies (they change as the project grows); a few seconds when they are
 # installed already. The editable install may point at another checkout: PYTHONPATH below wins.
 # The service extra: the remote-mode tests run `tasktrail serve` in this environment.
-"$venv/bin/python" -m pip install -qq --no-build-isolation -e "$repo[airflow,service]"
+# Playwright: the History tab's browser tests drive the system Chromium from here.
+"$venv/bin/python" -m pip install -qq --no-build-isolation -e "$repo[airflow,service]" "playwright>=1.45"
 exec 9>&-
 
 if [[ "${1:-}" == "--setup-only" ]]; then

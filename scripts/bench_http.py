@@ -1,18 +1,24 @@
 """HTTP service benchmark: set/get through the service, beside the embedded store and a bare route.
 
-    .venv/bin/python scripts/bench_http.py [--seconds 5] [--concurrency 64]
+    .venv/bin/python scripts/bench_http.py [--seconds 5] [--concurrency 64] [--stall-only]
 
 Starts the service (uvicorn, one worker, SQLite with durability "full") in a subprocess on a free
 loopback port, with one extra route that does nothing (`PUT /bench/noop`) on the same app and
 server. Then, in this process, 64 concurrent client tasks (aiohttp through `eventstore.client`)
 drive each workload for a fixed time; the embedded store runs the same set/get workload in
 process. Prints requests/s, p50 and p99 latency, and each row's ratio to the bare route.
+
+Then the stall line: while maximal batches (MAX_BATCH_KEYS keys each) are written and a scope of
+400,000 keys is listed page by page, another process polls `/healthz` one request after the
+other; the longest of those waits is how long any request held up the service (target < 50 ms).
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import http.client
+import multiprocessing
 import os
 import shutil
 import socket
@@ -24,8 +30,11 @@ import time
 import uuid
 from collections.abc import Awaitable, Callable
 from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit
 
 import aiohttp
+import msgspec
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
@@ -33,6 +42,7 @@ sys.path.insert(0, str(ROOT))
 from eventstore import open_store  # noqa: E402
 from eventstore.client import connect  # noqa: E402
 from eventstore.service.auth import make_token  # noqa: E402
+from eventstore.service.models import MAX_BATCH_KEYS  # noqa: E402
 
 SECRET = b"bench-secret-0123456789abcdef"
 
@@ -228,6 +238,118 @@ async def bench(
     print(f"target (service set >= 50% of bare req/s, p99 < 25 ms): {'met' if ok else 'NOT met'}")
 
 
+STALL_KEYS = 400_000
+
+
+async def wait_until_up(session: aiohttp.ClientSession, base: str) -> None:
+    for _ in range(200):
+        try:
+            async with session.get(base + "/healthz") as response:
+                if response.status == 200:
+                    return
+        except aiohttp.ClientConnectionError:
+            await asyncio.sleep(0.05)
+
+
+def poll_health(base: str, stop: Any, results: Any) -> None:
+    """GET /healthz one after the other until `stop` is set; then the waits (seconds) go to
+    `results`. A process of its own, so the client's work does not count as the server's."""
+    split = urlsplit(base)
+    connection = http.client.HTTPConnection(split.hostname, split.port, timeout=60)
+    waits: list[float] = []
+    try:
+        while not stop.is_set():
+            started = time.perf_counter()
+            connection.request("GET", "/healthz")
+            response = connection.getresponse()
+            response.read()
+            waits.append(time.perf_counter() - started)
+            assert response.status == 200, response.status
+    finally:
+        connection.close()
+        results.put(waits)
+
+
+async def stall(base: str) -> None:
+    """The longest /healthz wait while maximal batches and a 400,000-key listing run."""
+    token = make_token(SECRET, "admin")
+    headers = {"Authorization": f"Bearer {token}", "Content-Type": "application/json"}
+    big = base + "/api/v1/tasks/stall/run/big/-1"
+
+    def batch_body(prefix: str, start: int) -> bytes:
+        values = {
+            f"{prefix}{i:07d}": {"offset": i, "rows": 5}
+            for i in range(start, start + MAX_BATCH_KEYS)
+        }
+        return msgspec.json.encode({"values": values, "retention": "never"})
+
+    async with aiohttp.ClientSession(headers=headers) as session:
+        await wait_until_up(session, base)
+        began = time.perf_counter()
+        for start in range(0, STALL_KEYS, MAX_BATCH_KEYS):
+            async with session.post(big + "/store:batch", data=batch_body("k", start)) as response:
+                assert response.status == 200, await response.text()
+        seeded = time.perf_counter() - began
+        # What the service imports and warms on first use is not what this line measures.
+        warm = base + "/api/v1/tasks/stall/run/warm/-1/store:batch"
+        async with session.post(warm, data=batch_body("w", 0)) as response:
+            assert response.status == 200, await response.text()
+
+        batch_times: list[float] = []
+        page_times: list[float] = []
+        listed = 0
+
+        async def batches() -> None:
+            for n in range(5):
+                body = batch_body(f"b{n}-", 0)
+                started = time.perf_counter()
+                url = base + f"/api/v1/tasks/stall/run/batch{n}/-1/store:batch"
+                async with session.post(url, data=body) as response:
+                    assert response.status == 200, await response.text()
+                batch_times.append(time.perf_counter() - started)
+
+        async def listing() -> None:
+            nonlocal listed
+            after: str | None = None
+            while True:
+                params = {"limit": "1000", **({"after": after} if after else {})}
+                started = time.perf_counter()
+                async with session.get(big + "/store", params=params) as response:
+                    page = msgspec.json.decode(await response.read())
+                page_times.append(time.perf_counter() - started)
+                listed += len(page["items"])
+                after = page["next"]
+                if after is None:
+                    return
+
+        context = multiprocessing.get_context("spawn")
+        stop, results = context.Event(), context.Queue()
+        poller = context.Process(target=poll_health, args=(base, stop, results))
+        poller.start()
+        await asyncio.sleep(1.0)  # the poller's interpreter starts
+        try:
+            await asyncio.gather(batches(), listing())
+        finally:
+            stop.set()
+            waits: list[float] = await asyncio.to_thread(results.get, True, 60)
+            await asyncio.to_thread(poller.join)
+    waits.sort()
+    longest = waits[-1] * 1000
+    print(
+        f"stall: seeded {STALL_KEYS} keys in {seeded:.1f} s; then 5 batches of {MAX_BATCH_KEYS} "
+        f"keys (median {statistics.median(batch_times) * 1000:.0f} ms each) while listing "
+        f"{listed} keys in {len(page_times)} pages of 1000 "
+        f"(median {statistics.median(page_times) * 1000:.1f} ms, "
+        f"slowest {max(page_times) * 1000:.1f} ms)"
+    )
+    over = sum(1 for wait in waits if wait >= 0.05)
+    print(
+        f"longest /healthz wait meanwhile: {longest:.1f} ms over {len(waits)} probes "
+        f"(p99 {waits[int(len(waits) * 0.99) - 1] * 1000:.1f} ms, {over} of 50 ms or more); "
+        f"target < 50 ms: {'met' if longest < 50 else 'NOT met'}"
+    )
+
+
 async def drop_schemas(url: str, schemas: list[str]) -> None:
     import asyncpg
 
@@ -245,6 +367,9 @@ def main() -> None:
     parser.add_argument("--concurrency", type=int, default=64)
     parser.add_argument("--rounds", type=int, default=5, help="interleaved runs per workload")
     parser.add_argument("--keep", action="store_true", help="keep the databases")
+    parser.add_argument(
+        "--stall-only", action="store_true", help="only the stall line (no throughput rows)"
+    )
     parser.add_argument(
         "--db",
         metavar="POSTGRESQL_URL",
@@ -274,21 +399,36 @@ def main() -> None:
     else:
         db = f"sqlite:///{workdir / 'service.db'}"
         embedded_url = f"sqlite:///{workdir / 'embedded.db'}"
-    server = subprocess.Popen([sys.executable, __file__, "--serve", db, "--port", str(port)])
     try:
-        asyncio.run(
-            bench(
-                args.seconds,
-                args.concurrency,
-                args.rounds,
-                embedded_url,
-                server,
-                f"http://127.0.0.1:{port}",
+        if not args.stall_only:
+            server = subprocess.Popen(
+                [sys.executable, __file__, "--serve", db, "--port", str(port)]
             )
+            try:
+                asyncio.run(
+                    bench(
+                        args.seconds,
+                        args.concurrency,
+                        args.rounds,
+                        embedded_url,
+                        server,
+                        f"http://127.0.0.1:{port}",
+                    )
+                )
+            finally:
+                server.kill()
+                server.wait()
+        # The stall line, on a fresh database (the embedded one: the throughput rows are done).
+        port = free_port()
+        server = subprocess.Popen(
+            [sys.executable, __file__, "--serve", embedded_url, "--port", str(port)]
         )
+        try:
+            asyncio.run(stall(f"http://127.0.0.1:{port}"))
+        finally:
+            server.terminate()
+            server.wait()
     finally:
-        server.kill()
-        server.wait()
         if not args.keep:
             shutil.rmtree(workdir)
             if schemas:

@@ -36,6 +36,9 @@ WHO = {
     ("erase", "task"): "admin",
     ("erase", "asset"): "admin",
     ("compact", None): "admin",
+    ("rewind", "task"): "admin",
+    ("rewind", "asset"): "admin",
+    ("feed", None): "auditor, admin; a task token follows only its own task instance",
     (None, None): "no token needed",
 }
 
@@ -54,24 +57,35 @@ The service (`tasktrail serve`) answers JSON and serves this document as OpenAPI
 - **Auth**: `Authorization: Bearer <token>`, a token from `tasktrail token`. A task token reaches
   its own task instance (and any asset's keys); an auditor reads everything, history included, and
   writes nothing; an admin may do everything. A missing or bad token is a 401, a token that does
-  not allow the call a 403.
+  not allow the call a 403. Tokens are JSON Web Tokens (HS256, audience `tasktrail`), checked
+  strictly; a request with two `Authorization` headers is a 400 `repeated_header`.
 - **Keys** go in the path, escaped: `a/b` is sent as `a%2Fb`. Every character is allowed; a key
   is 1 to 512 characters.
 - **The try** of a write is the task token's try; the service fences older tries (410).
 - **Expected versions**: `If-Match: "7"` writes only if the scope is at version 7, else 409
   `version_conflict`. Writes answer the scope's new version in `ETag` and the body.
-- **Sensitive values**: a write may say `"sensitive": true`. Such a value is shown to admins and
-  to the task token of its own task instance; for everyone else it reads as `null` (with
-  `"sensitive": true`) in keys and events, and as `"<masked>"` in states and diffs. A value erased
+- **Sensitive values**: a write may say `"sensitive": true`, which marks the key. A write that
+  does not say `sensitive` keeps the key's mark; only `"sensitive": false` clears it (its event
+  says `"sensitive_cleared": true`); a delete or clear ends the key and its mark. A value written
+  while its key was sensitive is shown to admins and to the task token of its own task instance;
+  for everyone else it reads as `null` (with `"sensitive": true`) in keys and events, and as
+  `"<masked>"` in states and diffs, in every later read. A value erased
   with its scope (`store:erase`) reads as `null` with `"erased": true` in events, and as
   `"<erased>"` in states and diffs.
 - **Idempotency**: `Idempotency-Key: <id>` on a write; a retry with the same id (in the same
   scope) returns the first answer and appends nothing. The client sends one with every write.
 - **Retention** on a task write: `"default"` (the store's `default_retention_days`), `"never"`,
   or a number of seconds. Asset entries never expire and take no retention.
-- **Times** are RFC 3339 UTC (`2026-01-01T00:00:00Z`).
+- **Times** are RFC 3339 UTC (`2026-01-01T00:00:00Z`). A time given with an offset must fall
+  within the UTC calendar (`9999-12-31T23:59:59-01:00` does not: 422).
+- **Bodies** are JSON objects. A body that names a field twice in one object (a batch a key
+  twice) is a 422 `duplicate_field`; lists and objects in a value nest at most 100 levels (422
+  `value_too_deep`); a batch sets at most 10,000 keys (413 `too_many_keys`); a body is at most
+  16 MiB (413 `body_too_large`). Every malformed input is a 4xx with a reason.
 - **Pagination**: lists take `limit` and answer a cursor (`next`, the last key; `next_after_seq`,
-  the last position) to pass back as `after` / `after_seq`; null means the last page.
+  the last position) to pass back as `after` / `after_seq`; null means the last page. Pages are
+  by keyset (the keys after a key, the events after a position): a page costs its own size, on
+  every backend, however large the scope.
 - **Points of history** (`state`, and `diff` with `from_`/`to_` prefixes): exactly one of
   `seq`, `version`, `at` (a time), `end_of_try`, `start_of_try`.
 """

@@ -208,3 +208,29 @@ def test_the_first_lines_of_the_examples_import_in_a_fresh_interpreter(statement
         [sys.executable, "-c", statement], cwd=ROOT, capture_output=True, text=True
     )
     assert done.returncode == 0, done.stderr
+
+
+@pytest.mark.parametrize(
+    ("statement", "missing"),
+    [
+        ("import eventstore.client", "aiohttp"),
+        ("from eventstore.service import create_app", "uvicorn"),
+        ("from eventstore.service import create_app", "starlette"),
+    ],
+)
+def test_a_face_without_its_extra_names_the_extra_to_install(statement: str, missing: str) -> None:
+    # A core-only install: the extra's package cannot be imported (None in sys.modules).
+    hide = f"import sys; sys.modules[{missing!r}] = None; {statement}"
+    done = subprocess.run([sys.executable, "-c", hide], cwd=ROOT, capture_output=True, text=True)
+    assert done.returncode != 0
+    assert f"extra ({missing}" in done.stderr
+    assert "pip install 'tasktrail[service]'" in done.stderr
+
+
+def test_tokens_are_made_with_the_core_dependencies_alone() -> None:
+    hide = "import sys\nfor m in ('aiohttp', 'starlette', 'uvicorn'): sys.modules[m] = None\n"
+    make = "from eventstore.service.auth import make_token\n"
+    done = subprocess.run(
+        [sys.executable, "-c", hide + make], cwd=ROOT, capture_output=True, text=True
+    )
+    assert done.returncode == 0, done.stderr

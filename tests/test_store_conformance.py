@@ -26,7 +26,9 @@ from eventstore import (
 )
 from eventstore.backends.base import CurrentRow, EventRow, ScopeRow
 from eventstore.config import MAX_RETENTION
+from eventstore.errors import ValueTooDeepError
 from eventstore.events import KeySet, ScopeCleared, decode_event, to_micros
+from eventstore.values import MAX_VALUE_DEPTH
 
 if TYPE_CHECKING:
     from conftest import FakeClock, StoreFactory
@@ -603,8 +605,28 @@ async def test_expires_at_past_the_last_utc_datetime_is_rejected(
 ) -> None:
     late = datetime.max.replace(tzinfo=timezone(timedelta(hours=-5)))
     await assert_rejected_alone(
-        store, lambda: ts.set("k", 1, expires_at=late), ValueError, "after the last UTC datetime"
+        store, lambda: ts.set("k", 1, expires_at=late), ValueError, "outside the UTC calendar"
     )
+
+
+def _nested(depth: int) -> object:
+    """Lists and dicts, `depth` levels of them."""
+    value: object = []
+    for level in range(depth - 1):
+        value = [value] if level % 2 else {"a": value}
+    return value
+
+
+async def test_value_nested_past_the_depth_limit_is_rejected(store: Store, ts: TaskStore) -> None:
+    await ts.set("deepest", _nested(MAX_VALUE_DEPTH))
+    assert await ts.get("deepest") == _nested(MAX_VALUE_DEPTH)
+    for depth in (MAX_VALUE_DEPTH + 1, 5_000):
+        await assert_rejected_alone(
+            store,
+            lambda depth=depth: ts.set("k", {"a": _nested(depth - 1)}),  # type: ignore[misc]
+            ValueTooDeepError,
+            f"more than {MAX_VALUE_DEPTH} levels deep",
+        )
 
 
 # --- attempt fencing -----------------------------------------------------------------------

@@ -144,6 +144,11 @@ class WriteTransaction(ABC):
         """The keys of the scope with an unexpired row in the projection."""
 
     @abstractmethod
+    async def select_current_heads(self, scope_id: int, keys: Collection[str]) -> dict[str, bytes]:
+        """The first two bytes of the projection value of each of these keys that has a row
+        (expired ones included): enough for the store to read a stored value's flags."""
+
+    @abstractmethod
     async def select_idempotent(
         self, keys: Collection[tuple[int, str]]
     ) -> dict[tuple[int, str], bytes]:
@@ -233,6 +238,17 @@ class LogBackend(ABC):
         """Every row of the scope's projection, expired ones included, ordered by key."""
 
     @abstractmethod
+    async def select_current_page(
+        self, scope_id: int, *, after: str | None, limit: int, now: int
+    ) -> list[CurrentRow]:
+        """At most `limit` live rows of the scope (unexpired at `now`) with keys after `after`
+        (None: from the first), ordered by key (code point order, as Python orders str).
+
+        A page of a listing by keyset: one seek of the (scope_id, key) primary key and `limit`
+        rows on, whatever the size of the scope (expired rows not yet compacted are skipped).
+        """
+
+    @abstractmethod
     async def select_events(self, scope_id: int, where: EventFilter) -> list[EventRow]: ...
 
     @abstractmethod
@@ -262,6 +278,23 @@ class LogBackend(ABC):
         self, *, after_seq: int = 0, batch: int = 1000
     ) -> AsyncIterator[EventRow]:
         """Every event of the log after a position, in position order, streamed in batches."""
+
+    @abstractmethod
+    async def select_last_seq(self) -> int:
+        """The last position committed (the log head's): a position a reader may tail up to.
+
+        One row read without any lock: live subscribers (eventstore.feed) poll it to learn of
+        commits by other processes and replicas. Every position at or below it has committed
+        (or been removed by compaction), so a reader can move its cursor up to it.
+        """
+
+    @abstractmethod
+    async def select_erased_through(self, scope_ids: Collection[int]) -> dict[int, int]:
+        """The position of each of these scopes' last `erased` marker, for those that have one.
+
+        One statement for a page of a live subscriber's events, however many scopes it holds
+        (one index seek per scope on (scope_id, key, seq) with key NULL).
+        """
 
     @abstractmethod
     async def select_all_scopes(self) -> list[ScopeRow]: ...

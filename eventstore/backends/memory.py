@@ -7,6 +7,7 @@ nothing behind, exactly like the database backends.
 from __future__ import annotations
 
 import bisect
+import itertools
 from collections.abc import AsyncIterator, Collection, Sequence
 from contextlib import asynccontextmanager
 
@@ -32,11 +33,65 @@ __all__ = ["MemoryBackend"]
 class _Data:
     def __init__(self) -> None:
         self.events: list[EventRow] = []  # position order
+        self.scope_events: dict[int, list[EventRow]] = {}  # each scope's, in position order
         self.scopes: dict[str, ScopeRow] = {}
         self.scopes_by_id: dict[int, ScopeRow] = {}
         self.current: dict[int, dict[str, CurrentRow]] = {}
+        # Each scope's projection keys in order, for pages by keyset; made when a page is first
+        # asked for, kept up to date by commits from then on (see `_KeyChanges`).
+        self.sorted_keys: dict[int, list[str]] = {}
         self.idempotent: dict[tuple[int, str], IdempotentRow] = {}
         self.head = LogHead()
+
+    def keys_of(self, scope_id: int) -> list[str]:
+        keys = self.sorted_keys.get(scope_id)
+        if keys is None:
+            keys = self.sorted_keys[scope_id] = sorted(self.current.get(scope_id, {}))
+        return keys
+
+
+class _KeyChanges:
+    """Keys a commit added to or removed from the projection, applied to the sorted keys at
+    its end: a few by bisection, many by one merge (or one filter)."""
+
+    def __init__(self, data: _Data) -> None:
+        self.data = data
+        self.added: dict[int, list[str]] = {}
+        self.removed: dict[int, set[str]] = {}
+
+    def add(self, scope_id: int, key: str) -> None:
+        if scope_id in self.data.sorted_keys:
+            self.added.setdefault(scope_id, []).append(key)
+
+    def remove(self, scope_id: int, key: str) -> None:
+        if scope_id in self.data.sorted_keys:
+            self.removed.setdefault(scope_id, set()).add(key)
+
+    def apply(self) -> None:
+        for scope_id in self.added.keys() | self.removed.keys():
+            keys = self.data.sorted_keys.get(scope_id)
+            if keys is None:
+                continue
+            gone = self.removed.get(scope_id, set())
+            if len(gone) > 16:
+                keys[:] = [k for k in keys if k not in gone]
+            else:
+                for key in gone:
+                    i = bisect.bisect_left(keys, key)
+                    if i < len(keys) and keys[i] == key:
+                        del keys[i]
+            new = sorted(set(self.added.get(scope_id, ())))
+            live = self.data.current.get(scope_id, {})
+            new = [k for k in new if k in live]
+            if len(new) > 16:
+                keys.extend(new)
+                keys.sort()  # two sorted runs: one merge
+                keys[:] = [k for i, k in enumerate(keys) if i == 0 or keys[i - 1] != k]
+            else:
+                for key in new:
+                    i = bisect.bisect_left(keys, key)
+                    if i == len(keys) or keys[i] != key:
+                        keys.insert(i, key)
 
 
 class _MemoryTransaction(WriteTransaction):
@@ -69,6 +124,10 @@ class _MemoryTransaction(WriteTransaction):
     async def select_live_keys(self, scope_id: int, now: int) -> set[str]:
         rows = self._data.current.get(scope_id, {})
         return {k for k, r in rows.items() if r.expires_at is None or r.expires_at > now}
+
+    async def select_current_heads(self, scope_id: int, keys: Collection[str]) -> dict[str, bytes]:
+        rows = self._data.current.get(scope_id, {})
+        return {k: rows[k].value[:2] for k in keys if k in rows}
 
     async def select_idempotent(
         self, keys: Collection[tuple[int, str]]
@@ -128,6 +187,7 @@ class _MemoryTransaction(WriteTransaction):
 
     def commit(self) -> None:
         data = self._data
+        changes = _KeyChanges(data)
         for row in self._new_scopes:
             data.scopes[row.scope_key] = row
             data.scopes_by_id[row.scope_id] = row
@@ -135,15 +195,22 @@ class _MemoryTransaction(WriteTransaction):
             match action:
                 case "events":
                     data.events.extend(arg)  # type: ignore[arg-type]
+                    for event in arg:  # type: ignore[attr-defined]
+                        data.scope_events.setdefault(event.scope_id, []).append(event)
                 case "upsert":
                     for current in arg:  # type: ignore[attr-defined]
-                        data.current.setdefault(current.scope_id, {})[current.key] = current
+                        rows = data.current.setdefault(current.scope_id, {})
+                        if current.key not in rows:
+                            changes.add(current.scope_id, current.key)
+                        rows[current.key] = current
                 case "delete":
                     for scope_id, key in arg:  # type: ignore[attr-defined]
-                        data.current.get(scope_id, {}).pop(key, None)
+                        if data.current.get(scope_id, {}).pop(key, None) is not None:
+                            changes.remove(scope_id, key)
                 case "clear":
                     for scope_id in arg:  # type: ignore[attr-defined]
                         data.current.pop(scope_id, None)
+                        data.sorted_keys.pop(scope_id, None)
                 case "scopes":
                     for row in arg:  # type: ignore[attr-defined]
                         data.scopes[row.scope_key] = row
@@ -156,30 +223,41 @@ class _MemoryTransaction(WriteTransaction):
                         data.idempotent.pop(key, None)
                 case "replace":
                     data.current = {}
+                    data.sorted_keys = {}
                     for current in arg:  # type: ignore[attr-defined]
                         data.current.setdefault(current.scope_id, {})[current.key] = current
                 case "head":
                     data.head = arg  # type: ignore[assignment]
                 case "delete_events":
+                    touched = {e.scope_id for e in data.events if e.seq in arg}  # type: ignore[operator]
                     data.events = [e for e in data.events if e.seq not in arg]  # type: ignore[operator]
+                    for scope_id in touched:
+                        data.scope_events[scope_id] = [
+                            e
+                            for e in data.scope_events.get(scope_id, [])
+                            if e.seq not in arg  # type: ignore[operator]
+                        ]
                 case "delete_current_at":
                     for scope_id, key, seq in arg:  # type: ignore[attr-defined]
                         rows = data.current.get(scope_id, {})
                         found = rows.get(key)
                         if found is not None and found.seq == seq:
                             del rows[key]
+                            changes.remove(scope_id, key)
                 case "payloads":
                     where = {e.seq: i for i, e in enumerate(data.events)}
                     for seq, payload in arg:  # type: ignore[attr-defined]
                         if seq in where:
                             i = where[seq]
                             data.events[i] = replace(data.events[i], payload=payload)
+                            _replace_in_scope(data, data.events[i])
                 case "values":
                     for value, scope_id, key, seq in arg:  # type: ignore[attr-defined]
                         rows = data.current.get(scope_id, {})
                         found = rows.get(key)
                         if found is not None and found.seq == seq:
                             rows[key] = replace(found, value=value)
+        changes.apply()
 
 
 class MemoryBackend(LogBackend):
@@ -210,17 +288,38 @@ class MemoryBackend(LogBackend):
         rows = self._data.current.get(scope_id, {})
         return [rows[k] for k in sorted(rows)]
 
+    async def select_current_page(
+        self, scope_id: int, *, after: str | None, limit: int, now: int
+    ) -> list[CurrentRow]:
+        self._check_open()
+        rows = self._data.current.get(scope_id, {})
+        keys = self._data.keys_of(scope_id)
+        start = 0 if after is None else bisect.bisect_right(keys, after)
+        page: list[CurrentRow] = []
+        for key in itertools.islice(keys, start, None):
+            if len(page) >= limit:
+                break
+            row = rows[key]
+            if row.expires_at is None or row.expires_at > now:
+                page.append(row)
+        return page
+
     async def select_events(self, scope_id: int, where: EventFilter) -> list[EventRow]:
         self._check_open()
-        events = self._data.events
+        # The scope's own events from the cursor on, up to the limit: a page costs its size.
+        events = self._data.scope_events.get(scope_id, [])
         start = 0
         if where.after_seq is not None:
             start = bisect.bisect_right(events, where.after_seq, key=lambda e: e.seq)
-        selected = [e for e in events[start:] if e.scope_id == scope_id and _matches(e, where)]
-        if where.descending:
-            selected.reverse()
-        if where.limit is not None:
-            selected = selected[: where.limit]
+        indices = (
+            range(len(events) - 1, start - 1, -1) if where.descending else range(start, len(events))
+        )
+        selected: list[EventRow] = []
+        for i in indices:
+            if where.limit is not None and len(selected) >= where.limit:
+                break
+            if _matches(events[i], where):
+                selected.append(events[i])
         return selected
 
     async def select_last_scope_event(
@@ -257,6 +356,19 @@ class MemoryBackend(LogBackend):
         start = bisect.bisect_right(events, after_seq, key=lambda e: e.seq)
         for row in events[start:]:
             yield row
+
+    async def select_erased_through(self, scope_ids: Collection[int]) -> dict[int, int]:
+        self._check_open()
+        wanted = set(scope_ids)
+        found: dict[int, int] = {}
+        for row in self._data.events:
+            if row.scope_id in wanted and row.key is None and row.kind == "erased":
+                found[row.scope_id] = row.seq
+        return found
+
+    async def select_last_seq(self) -> int:
+        self._check_open()
+        return self._data.head.last_seq
 
     async def select_all_scopes(self) -> list[ScopeRow]:
         self._check_open()
@@ -328,6 +440,13 @@ def _scope_matches(row: ScopeRow, where: ScopeFilter) -> bool:
     if where.until is not None and row.updated_at > where.until:
         return False
     return where.before is None or (row.updated_at, row.scope_id) < where.before
+
+
+def _replace_in_scope(data: _Data, event: EventRow) -> None:
+    events = data.scope_events.get(event.scope_id, [])
+    i = bisect.bisect_left(events, event.seq, key=lambda e: e.seq)
+    if i < len(events) and events[i].seq == event.seq:
+        events[i] = event
 
 
 def _copy_scope(row: ScopeRow, *, scope_id: int | None = None) -> ScopeRow:

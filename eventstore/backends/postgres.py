@@ -176,6 +176,11 @@ _BEGIN_AND_LOCK: Final = (
 _COMMIT: Final = "COMMIT"
 _ROLLBACK: Final = "ROLLBACK"
 _SELECT_HEAD: Final = "SELECT last_seq, last_recorded_at FROM log_head WHERE id = 1"
+_SELECT_LAST_SEQ: Final = "SELECT last_seq FROM log_head WHERE id = 1"
+_SELECT_ERASED_THROUGH: Final = (
+    "SELECT scope_id, max(seq) FROM events WHERE scope_id = ANY($1::bigint[]) "
+    "AND key IS NULL AND kind = 'erased' GROUP BY scope_id"
+)
 # The head and the scopes a batch addresses, in one round trip (the head repeats on every row).
 _SELECT_HEAD_AND_SCOPES: Final = (
     "SELECT h.last_seq, h.last_recorded_at, s.scope_id, s.scope_key, s.version, s.max_try, "
@@ -264,12 +269,23 @@ _SELECT_SCOPE: Final = f"SELECT {_SCOPE_COLUMNS} FROM scopes WHERE scope_key = $
 _SELECT_TASK_SCOPES: Final = (
     f"SELECT {_SCOPE_COLUMNS} FROM scopes WHERE dag_id = $1 AND run_id = $2 AND task_id = $3"
 )
+# The flags of stored values (eventstore.crypto) are in their first two bytes.
+_SELECT_CURRENT_HEADS: Final = (
+    "SELECT key, substring(value FROM 1 FOR 2) FROM current "
+    "WHERE scope_id = $1 AND key = ANY($2::bytea[])"
+)
 _SELECT_LIVE_KEYS: Final = (
     "SELECT key FROM current WHERE scope_id = $1 AND (expires_at IS NULL OR expires_at > $2)"
 )
 _SELECT_CURRENT: Final = f"SELECT {_CURRENT_COLUMNS} FROM current WHERE scope_id = $1 AND key = $2"
 _SELECT_CURRENT_ALL: Final = (
     f"SELECT {_CURRENT_COLUMNS} FROM current WHERE scope_id = $1 ORDER BY key"
+)
+# Keys are bytea (UTF-8), ordered bytewise: code point order, as Python orders str. Keys are
+# never empty, so '' stands for "from the first key".
+_SELECT_CURRENT_PAGE: Final = (
+    f"SELECT {_CURRENT_COLUMNS} FROM current WHERE scope_id = $1 AND key > $2 "
+    "AND (expires_at IS NULL OR expires_at > $3) ORDER BY key LIMIT $4"
 )
 _SELECT_ALL_EVENTS: Final = (
     f"SELECT {_EVENT_COLUMNS} FROM events WHERE seq > $1 ORDER BY seq LIMIT $2"
@@ -324,7 +340,13 @@ _EVENT_CLAUSES: Final = (
     ("try_number", "try_number = ${}"),
     ("since", "recorded_at >= ${}"),
     ("until", "recorded_at <= ${}"),
-    ("after_seq", "seq > ${}"),
+    # The next page after an event of this scope starts past that event's version too: the
+    # (scope_id, version) index then seeks straight to it (a cursor from elsewhere: seq alone).
+    (
+        "after_seq",
+        "seq > ${0} AND version > COALESCE("
+        "(SELECT e.version FROM events AS e WHERE e.seq = ${0} AND e.scope_id = $1), 0)",
+    ),
     ("through_seq", "seq <= ${}"),
     ("through_version", "version <= ${}"),
 )
@@ -514,6 +536,13 @@ class PostgresBackend(LogBackend):
     async def select_current_all(self, scope_id: int) -> list[CurrentRow]:
         return [_current_row(r) for r in await self._fetch(_SELECT_CURRENT_ALL, scope_id)]
 
+    async def select_current_page(
+        self, scope_id: int, *, after: str | None, limit: int, now: int
+    ) -> list[CurrentRow]:
+        after_key = (after or "").encode()
+        rows = await self._fetch(_SELECT_CURRENT_PAGE, scope_id, after_key, now, limit)
+        return [_current_row(r) for r in rows]
+
     async def select_events(self, scope_id: int, where: EventFilter) -> list[EventRow]:
         sql, params = _events_query(scope_id, where)
         return [_event_row(r) for r in await self._fetch(sql, *params)]
@@ -541,6 +570,16 @@ class PostgresBackend(LogBackend):
             if len(rows) < batch:
                 return
             after_seq = rows[-1][0]
+
+    async def select_erased_through(self, scope_ids: Collection[int]) -> dict[int, int]:
+        rows = await self._fetch(_SELECT_ERASED_THROUGH, sorted(scope_ids))
+        return {int(r[0]): int(r[1]) for r in rows}
+
+    async def select_last_seq(self) -> int:
+        # A plain read of the head row: MVCC, so it never waits for the writer holding its lock,
+        # and sees the last committed head.
+        rows = await self._fetch(_SELECT_LAST_SEQ)
+        return int(rows[0][0])
 
     async def select_all_scopes(self) -> list[ScopeRow]:
         return [_scope_row(r) for r in await self._fetch(_SELECT_ALL_SCOPES)]
@@ -676,6 +715,13 @@ class _PostgresTransaction(WriteTransaction):
     async def select_live_keys(self, scope_id: int, now: int) -> set[str]:
         await self.flush()
         return {r[0].decode() for r in await self.conn.fetch(_SELECT_LIVE_KEYS, scope_id, now)}
+
+    async def select_current_heads(self, scope_id: int, keys: Collection[str]) -> dict[str, bytes]:
+        if not keys:
+            return {}
+        await self.flush()
+        rows = await self.conn.fetch(_SELECT_CURRENT_HEADS, scope_id, [k.encode() for k in keys])
+        return {r[0].decode(): r[1] for r in rows}
 
     async def select_idempotent(
         self, keys: Collection[tuple[int, str]]

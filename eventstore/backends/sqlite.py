@@ -6,7 +6,9 @@ instead of failing halfway through a transaction.
 
 Where the time goes decides which thread runs what. The statements of a write transaction only
 touch SQLite's page cache and take microseconds, so they run on the event loop thread, directly on
-a stdlib connection; a hop to a worker thread for each would cost more than the statement. BEGIN
+a stdlib connection; a hop to a worker thread for each would cost more than the statement. The
+exception is a big batch: its statements over many rows (the log writes them in slices) run in
+the worker thread, and so does its COMMIT, since the page cache then spills to the WAL file. BEGIN
 IMMEDIATE is first tried on the loop thread without waiting (the write connection's busy timeout
 is 0), which succeeds unless another process is writing; only then is it retried in the worker
 thread, waiting up to the busy timeout.
@@ -179,6 +181,11 @@ _CHECKPOINT_PAGES: Final = 4000
 
 # COMMITs quicker than this on average run on the loop thread; slower ones in the worker thread.
 _INLINE_COMMIT_SECONDS: Final = 0.005
+# A transaction that wrote more rows than this commits in the worker thread whatever the
+# average: its pages go to the WAL at COMMIT, which takes longer than a request may hold the loop.
+_INLINE_COMMIT_ROWS: Final = 1000
+# Statements over more rows than this (the slices of a big batch) run in the worker thread.
+_INLINE_ROWS: Final = 64
 
 # How long a writer waits for another process's write lock before failing.
 _BUSY_TIMEOUT_MS: Final = 10_000
@@ -206,6 +213,11 @@ _SELECT_CURRENT: Final = f"SELECT {_CURRENT_COLUMNS} FROM current WHERE scope_id
 _SELECT_CURRENT_ALL: Final = (
     f"SELECT {_CURRENT_COLUMNS} FROM current WHERE scope_id = ? ORDER BY key"
 )
+# Keys are never empty, so '' stands for "from the first key".
+_SELECT_CURRENT_PAGE: Final = (
+    f"SELECT {_CURRENT_COLUMNS} FROM current WHERE scope_id = ? AND key > ? "
+    "AND (expires_at IS NULL OR expires_at > ?) ORDER BY key LIMIT ?"
+)
 _SELECT_SCOPE: Final = f"SELECT {_SCOPE_COLUMNS} FROM scopes WHERE scope_key = ?"
 # One statement for a whole batch of keys: the keys travel as one JSON array parameter.
 _SELECT_SCOPES: Final = (
@@ -216,6 +228,14 @@ _SELECT_TASK_SCOPES: Final = (
 )
 _SELECT_LIVE_KEYS: Final = (
     "SELECT key FROM current WHERE scope_id = ? AND (expires_at IS NULL OR expires_at > ?)"
+)
+# The flags of stored values (eventstore.crypto) are in their first two bytes.
+_SELECT_CURRENT_HEAD: Final = (
+    "SELECT substr(value, 1, 2) FROM current WHERE scope_id = ? AND key = ?"
+)
+_SELECT_CURRENT_HEADS: Final = (
+    "SELECT key, substr(value, 1, 2) FROM current "
+    "WHERE scope_id = ? AND key IN (SELECT value FROM json_each(?))"
 )
 # Each filter is a parameter that is either NULL (no filter) or the value to match, so one
 # statement serves every combination; the cursor is (updated_at, scope_id) of the last row seen.
@@ -255,6 +275,11 @@ _DELETE_IDEMPOTENT: Final = (
 _COUNT_IDEMPOTENT: Final = "SELECT count(*) FROM idempotency WHERE recorded_at < ?"
 _UPDATE_CURRENT_VALUE: Final = (
     "UPDATE current SET value = ? WHERE scope_id = ? AND key = ? AND seq = ?"
+)
+_SELECT_LAST_SEQ: Final = "SELECT last_seq FROM log_head"
+_SELECT_ERASED_THROUGH: Final = (
+    "SELECT scope_id, max(seq) FROM events WHERE scope_id IN (SELECT value FROM json_each(?)) "
+    "AND key IS NULL AND kind = 'erased' GROUP BY scope_id"
 )
 _SELECT_ALL_EVENTS: Final = (
     f"SELECT {_EVENT_COLUMNS} FROM events WHERE seq > ? ORDER BY seq LIMIT ?"
@@ -565,8 +590,9 @@ class SQLiteBackend(LogBackend):
                 # Cancelled while BEGIN ran in its thread: it may have begun all the same.
                 _rollback(conn)
                 raise
+            tx = _SQLiteTransaction(conn, self._in_thread)
             try:
-                yield _SQLiteTransaction(conn)
+                yield tx
             except sqlite3.Error as error:
                 _rollback(conn)
                 raise translate(error, self.path) from error
@@ -577,13 +603,13 @@ class SQLiteBackend(LogBackend):
                 # The fsync. Once it has started, it finishes: the caller must not be told a
                 # write failed when it landed.
                 with anyio.CancelScope(shield=True):
-                    await self._commit(conn)
+                    await self._commit(conn, big=tx.rows > _INLINE_COMMIT_ROWS)
             except sqlite3.Error as error:
                 _rollback(conn)
                 raise translate(error, self.path) from error
 
-    async def _commit(self, conn: sqlite3.Connection) -> None:
-        if self._commit_seconds < _INLINE_COMMIT_SECONDS:
+    async def _commit(self, conn: sqlite3.Connection, *, big: bool = False) -> None:
+        if self._commit_seconds < _INLINE_COMMIT_SECONDS and not big:
             took = _timed_commit(conn)
         else:
             took = await self._in_thread(_timed_commit, conn)
@@ -603,6 +629,13 @@ class SQLiteBackend(LogBackend):
     @_translated
     async def select_current_all(self, scope_id: int) -> list[CurrentRow]:
         rows = self._points().execute(_SELECT_CURRENT_ALL, (scope_id,)).fetchall()
+        return [CurrentRow(*r) for r in rows]
+
+    @_translated
+    async def select_current_page(
+        self, scope_id: int, *, after: str | None, limit: int, now: int
+    ) -> list[CurrentRow]:
+        rows = self._points().execute(_SELECT_CURRENT_PAGE, (scope_id, after or "", now, limit))
         return [CurrentRow(*r) for r in rows]
 
     @_translated
@@ -645,6 +678,18 @@ class SQLiteBackend(LogBackend):
             if len(rows) < batch:
                 return
             after_seq = rows[-1][0]
+
+    @_translated
+    async def select_erased_through(self, scope_ids: Collection[int]) -> dict[int, int]:
+        rows = await self._reader().execute_fetchall(
+            _SELECT_ERASED_THROUGH, (_encode_json(sorted(scope_ids)).decode(),)
+        )
+        return {int(r[0]): int(r[1]) for r in rows}
+
+    @_translated
+    async def select_last_seq(self) -> int:
+        rows = await self._reader().execute_fetchall(_SELECT_LAST_SEQ)
+        return int(next(iter(rows))[0])
 
     @_translated
     async def select_all_scopes(self) -> list[ScopeRow]:
@@ -718,10 +763,21 @@ class SQLiteBackend(LogBackend):
 class _SQLiteTransaction(WriteTransaction):
     """The statements of one write transaction, run on the loop thread (see the module doc)."""
 
-    __slots__ = ("conn",)
+    __slots__ = ("conn", "in_thread", "rows")
 
-    def __init__(self, conn: sqlite3.Connection) -> None:
+    def __init__(self, conn: sqlite3.Connection, in_thread: Callable[..., Awaitable[Any]]) -> None:
         self.conn = conn
+        self.in_thread = in_thread
+        self.rows = 0  # events and projection rows written, for the choice of where to commit
+
+    async def _many(self, sql: str, rows: Sequence[Sequence[object]]) -> None:
+        """executemany: on the loop thread for the few rows of a usual batch; the slices of a
+        big one in the worker thread, where the page cache spilling to the WAL (file I/O) does
+        not stop the loop."""
+        if len(rows) <= _INLINE_ROWS:
+            self.conn.executemany(sql, rows)
+        else:
+            await self.in_thread(self.conn.executemany, sql, rows)
 
     async def select_head(self) -> LogHead:
         row = self.conn.execute("SELECT last_seq, last_recorded_at FROM log_head").fetchone()
@@ -739,6 +795,22 @@ class _SQLiteTransaction(WriteTransaction):
 
     async def select_live_keys(self, scope_id: int, now: int) -> set[str]:
         return {r[0] for r in self.conn.execute(_SELECT_LIVE_KEYS, (scope_id, now))}
+
+    async def select_current_heads(self, scope_id: int, keys: Collection[str]) -> dict[str, bytes]:
+        if not keys:
+            return {}
+        if len(keys) == 1:  # the usual write of one key: a plain seek, no JSON array
+            [key] = keys
+            row = self.conn.execute(_SELECT_CURRENT_HEAD, (scope_id, key)).fetchone()
+            return {} if row is None else {key: row[0]}
+        params = (scope_id, _json_array(keys))
+        if len(keys) <= _INLINE_ROWS:
+            rows = self.conn.execute(_SELECT_CURRENT_HEADS, params).fetchall()
+        else:
+            rows = await self.in_thread(
+                lambda: self.conn.execute(_SELECT_CURRENT_HEADS, params).fetchall()
+            )
+        return {r[0]: r[1] for r in rows}
 
     async def select_idempotent(
         self, keys: Collection[tuple[int, str]]
@@ -765,13 +837,15 @@ class _SQLiteTransaction(WriteTransaction):
         return int(found[0])
 
     async def insert_events(self, rows: Sequence[EventRow]) -> None:
-        self.conn.executemany(_INSERT_EVENT, map(astuple, rows))
+        self.rows += len(rows)
+        await self._many(_INSERT_EVENT, [astuple(r) for r in rows])
 
     async def upsert_current(self, rows: Sequence[CurrentRow]) -> None:
-        self.conn.executemany(_UPSERT_CURRENT, map(astuple, rows))
+        self.rows += len(rows)
+        await self._many(_UPSERT_CURRENT, [astuple(r) for r in rows])
 
     async def delete_current(self, pairs: Sequence[tuple[int, str]]) -> None:
-        self.conn.executemany("DELETE FROM current WHERE scope_id = ? AND key = ?", pairs)
+        await self._many("DELETE FROM current WHERE scope_id = ? AND key = ?", pairs)
 
     async def clear_current(self, scope_ids: Sequence[int]) -> None:
         self.conn.executemany("DELETE FROM current WHERE scope_id = ?", [(s,) for s in scope_ids])
@@ -905,8 +979,14 @@ def _events_query(scope_id: int, where: EventFilter) -> tuple[str, list[Any]]:
         clauses.append("recorded_at <= ?")
         params.append(where.until)
     if where.after_seq is not None:
-        clauses.append("seq > ?")
-        params.append(where.after_seq)
+        # The next page after an event of this scope starts past that event's version too:
+        # the (scope_id, version) index then seeks straight to it rather than walking the
+        # scope's earlier events (a cursor from elsewhere bounds by seq alone).
+        clauses.append(
+            "seq > ? AND version > COALESCE("
+            "(SELECT e.version FROM events AS e WHERE e.seq = ? AND e.scope_id = ?), 0)"
+        )
+        params.extend((where.after_seq, where.after_seq, scope_id))
     if where.through_seq is not None:
         clauses.append("seq <= ?")
         params.append(where.through_seq)

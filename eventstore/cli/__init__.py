@@ -1,7 +1,15 @@
 """The `tasktrail` command line: one click group, commands in one module per concern."""
 
 # Importing a command module registers its commands with the group.
-from eventstore.cli import bench, compaction, history, maintenance, secrets, service  # noqa: F401
+from eventstore.cli import (  # noqa: F401
+    bench,
+    compaction,
+    history,
+    live,
+    maintenance,
+    secrets,
+    service,
+)
 from eventstore.cli.app import cli, main
 
 __all__ = ["cli", "main"]

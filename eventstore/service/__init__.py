@@ -1,7 +1,8 @@
 """The tasktrail HTTP service: a Starlette app over one store, run by uvicorn.
 
 Needs the `service` extra (`pip install 'tasktrail[service]'`); the core never imports it.
-`eventstore.service.auth` (tokens) needs only msgspec, so `tasktrail token` works without it.
+`eventstore.service.auth` (tokens) needs only the core's dependencies, so `tasktrail token` works
+without it.
 """
 
 from __future__ import annotations

@@ -16,25 +16,35 @@ from typing import Any, Final
 
 import anyio
 import msgspec
-import uvicorn
-from starlette.applications import Starlette
-from starlette.convertors import Convertor, register_url_convertor
-from starlette.exceptions import HTTPException
-from starlette.middleware import Middleware
-from starlette.requests import Request
-from starlette.responses import Response
-from starlette.routing import BaseRoute, Route
-from starlette.types import Receive, Scope, Send
+
+try:
+    import uvicorn
+    from starlette.applications import Starlette
+    from starlette.convertors import Convertor, register_url_convertor
+    from starlette.exceptions import HTTPException
+    from starlette.middleware import Middleware
+    from starlette.requests import Request
+    from starlette.responses import Response
+    from starlette.routing import BaseRoute, Route
+    from starlette.types import Receive, Scope, Send
+except ImportError as e:
+    raise ImportError(
+        f"the tasktrail service needs its extra ({e.name} is missing): "
+        "pip install 'tasktrail[service]'"
+    ) from e
 
 from eventstore.config import Clock, StoreConfig
 from eventstore.scopes import AssetScope
 from eventstore.service.auth import TokenVerifier
 from eventstore.service.compaction_route import COMPACTION_OPERATIONS
 from eventstore.service.errors import HTTPProblem
+from eventstore.service.feed import FEED_OPERATIONS
 from eventstore.service.history import HISTORY_OPERATIONS
 from eventstore.service.models import Health
 from eventstore.service.openapi import build_openapi
+from eventstore.service.rewind_route import REWIND_OPERATIONS
 from eventstore.service.routes import (
+    MAX_MAP_INDEX,
     OPERATIONS,
     Call,
     Operation,
@@ -60,6 +70,10 @@ class _MapIndex(Convertor[int]):
     regex = "-?[0-9]+"
 
     def convert(self, value: str) -> int:
+        # A number too long to be a map index stays one past the largest (the route answers
+        # 422 bad_scope), rather than making int() read thousands of digits (or refuse to).
+        if len(value.lstrip("-")) > 10:
+            return MAX_MAP_INDEX + 1
         return int(value)
 
     def to_string(self, value: int) -> str:
@@ -117,6 +131,8 @@ ALL_OPERATIONS: Final[list[Operation]] = [
     *HISTORY_OPERATIONS,
     *SCOPE_OPERATIONS,
     *COMPACTION_OPERATIONS,
+    *REWIND_OPERATIONS,
+    *FEED_OPERATIONS,
 ]
 
 _document: bytes | None = None
@@ -250,7 +266,25 @@ def create_app(
     )
     # A key may end in "/": never redirect it to the key without.
     app.router.redirect_slashes = False
+
+    def end_streams() -> None:
+        if slot.state is not None:
+            slot.state.store.end_subscriptions()
+
+    # Called by the server as it starts shutting down (`_Server`): uvicorn waits for requests
+    # in flight, and an event stream would otherwise hold it for the whole graceful timeout.
+    app.state.end_streams = end_streams
     return app
+
+
+class _Server(uvicorn.Server):
+    """uvicorn's server, ending the app's event streams when it starts shutting down."""
+
+    async def shutdown(self, sockets: list[Any] | None = None) -> None:
+        end_streams = getattr(getattr(self.config.app, "state", None), "end_streams", None)
+        if end_streams is not None:
+            end_streams()
+        await super().shutdown(sockets)
 
 
 def _config(app: Any, host: str, port: int, **options: Any) -> uvicorn.Config:
@@ -274,7 +308,7 @@ def serve(
     """Run the service until SIGINT or SIGTERM, then finish in-flight requests and close."""
     options.setdefault("log_level", "info")
     _tune_gc()
-    uvicorn.Server(_config(app, host, port, **options)).run()
+    _Server(_config(app, host, port, **options)).run()
 
 
 _YOUNG_GC_THRESHOLD: Final = 50_000
@@ -300,7 +334,7 @@ def serve_in_thread(app: Starlette, host: str = DEFAULT_HOST, port: int = 0) -> 
 
     For tests and examples: port 0 picks a free port.
     """
-    server = uvicorn.Server(_config(app, host, port))
+    server = _Server(_config(app, host, port))
     thread = threading.Thread(target=server.run, name="tasktrail-service", daemon=True)
     thread.start()
     try:

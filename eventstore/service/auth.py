@@ -1,7 +1,13 @@
 """Bearer tokens: signed claims naming a role and, for a task, its task instance and try.
 
-A token is `tt1.<payload>.<signature>`: the payload is the msgspec JSON of `Claims`, base64url
-without padding, and the signature is HMAC-SHA256 of `tt1.<payload>` under the service's secret.
+A token is a JSON Web Token (RFC 7519) made and checked by PyJWT: HS256 under a key derived
+from the service's secret (`signing_key`), audience `tasktrail`, with `exp` and `iat`, and the
+claims of `Claims` (role, name, and for a task token dag, run, task, map_index, try).
+Checking is strict: exactly three canonical base64url segments (no padding, no stray
+characters, no unused bits set), the HS256 algorithm only, the audience, every required claim
+present with its type, and no claim it does not know. The expiry is compared with the
+service's clock on every request, also for a token already checked (`TokenVerifier` remembers
+those, so a request costs one dict lookup).
 The secret comes from TASKTRAIL_SECRET, a secret file, or one made and kept beside the database.
 
 What a role may do (`authorize`):
@@ -15,6 +21,8 @@ What a role may do (`authorize`):
               fleet clear, every map index of it)
     compact   no                                no        yes
     erase     no                                no        yes
+    rewind    no                                no        yes
+    feed      its own task instance's events    anything  anything
 
 A value written with sensitive=True is shown (`sees_sensitive`) to admins and to the task token
 of the task instance that holds it; everyone else gets it masked.
@@ -28,15 +36,17 @@ docs/how-to/airflow.md).
 from __future__ import annotations
 
 import base64
+import binascii
 import hashlib
-import hmac
 import os
+import re
 import secrets
 import time
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Final, Literal
+from typing import Any, Final, Literal
 
+import jwt
 import msgspec
 
 from eventstore.errors import ConfigError
@@ -54,13 +64,17 @@ __all__ = [
     "parse_ttl",
     "secret_path_for",
     "sees_sensitive",
+    "signing_key",
 ]
 
 Role = Literal["task", "auditor", "admin"]
-Action = Literal["read", "history", "write", "delete", "clear", "compact", "erase"]
+Action = Literal[
+    "read", "history", "write", "delete", "clear", "compact", "erase", "rewind", "feed"
+]
 
 SECRET_ENV: Final = "TASKTRAIL_SECRET"
-_PREFIX: Final = "tt1"
+AUDIENCE: Final = "tasktrail"
+_ALGORITHM: Final = "HS256"
 
 
 class Claims(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=True):
@@ -94,16 +108,24 @@ class TokenError(Exception):
     """A token that is missing, malformed, badly signed or expired; the message says which."""
 
 
-_encode_claims = msgspec.json.Encoder().encode
-_decode_claims = msgspec.json.Decoder(Claims).decode
+class _Token(Claims, frozen=True, kw_only=True, omit_defaults=True, forbid_unknown_fields=True):
+    """The whole payload of a token: the claims and the registered ones JWT adds."""
+
+    aud: str
+    iat: int
 
 
-def _b64(data: bytes) -> str:
-    return base64.urlsafe_b64encode(data).rstrip(b"=").decode()
+_convert_claims = msgspec.convert
 
 
-def _unb64(text: str) -> bytes:
-    return base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
+def signing_key(secret: bytes) -> bytes:
+    """The HMAC key tokens are signed with: 32 bytes derived from the service's secret (which
+    may be as short as 16 characters; RFC 7518 wants an HS256 key of at least 32 bytes)."""
+    return hashlib.sha256(b"tasktrail/token-signing-key/1\0" + secret).digest()
+
+
+# A base64url segment as RFC 7515 writes it: the URL-safe alphabet, no padding.
+_SEGMENT: Final = re.compile(r"[A-Za-z0-9_-]+")
 
 
 def make_token(
@@ -132,27 +154,28 @@ def make_token(
         raise ValueError(f"an {role} token names no task instance; drop --dag/--run/--task/--try")
     if ttl <= timedelta(0):
         raise ValueError(f"a token's ttl must be positive, got {ttl}")
-    expires = (now or datetime.now(UTC)) + ttl
-    claims = Claims(
+    issued = now or datetime.now(UTC)
+    token = _Token(
         role=role,
-        exp=int(expires.timestamp()),
+        exp=int((issued + ttl).timestamp()),
         name=name,
         dag=dag,
         run=run,
         task=task,
         map_index=map_index,
         try_=try_number,
+        aud=AUDIENCE,
+        iat=int(issued.timestamp()),
     )
-    body = f"{_PREFIX}.{_b64(_encode_claims(claims))}"
-    signature = hmac.new(secret, body.encode(), hashlib.sha256).digest()
-    return f"{body}.{_b64(signature)}"
+    payload: dict[str, Any] = msgspec.to_builtins(token)
+    return jwt.encode(payload, signing_key(secret), algorithm=_ALGORITHM)
 
 
 class TokenVerifier:
     """Checks tokens, remembering the ones it has verified so a request costs one dict lookup."""
 
     def __init__(self, secret: bytes, *, cache_size: int = 4096) -> None:
-        self._secret = secret
+        self._key = signing_key(secret)
         self._cache: dict[str, Claims] = {}
         self._cache_size = cache_size
 
@@ -168,22 +191,54 @@ class TokenVerifier:
         return claims
 
     def _check(self, token: str) -> Claims:
-        prefix, _, rest = token.partition(".")
-        payload, _, signature = rest.partition(".")
-        if prefix != _PREFIX or not payload or not signature:
-            raise TokenError("the token is not a tasktrail token (expected tt1.<payload>.<sig>)")
-        expected = hmac.new(self._secret, f"{prefix}.{payload}".encode(), hashlib.sha256).digest()
+        segments = token.split(".")
+        if len(segments) != 3 or not all(_canonical(s) for s in segments):
+            raise TokenError(
+                "the token is not a JSON Web Token of three canonical base64url segments; "
+                "make one with `tasktrail token`"
+            )
         try:
-            given = _unb64(signature)
-            raw = _unb64(payload)
-        except ValueError:
-            raise TokenError("the token is not valid base64url") from None
-        if not hmac.compare_digest(expected, given):
-            raise TokenError("the token's signature does not match this service's secret")
+            payload = jwt.decode(
+                token,
+                self._key,
+                algorithms=[_ALGORITHM],
+                audience=AUDIENCE,
+                # The expiry is checked against the service's clock by `verify`, on every
+                # request; PyJWT would read the system clock, once.
+                options={"require": ["exp", "iat", "aud", "role"], "verify_exp": False},
+            )
+        except jwt.InvalidSignatureError:
+            raise TokenError("the token's signature does not match this service's secret") from None
+        except jwt.InvalidAudienceError:
+            raise TokenError(f"the token is not for {AUDIENCE} (its audience differs)") from None
+        except jwt.InvalidTokenError as error:
+            raise TokenError(f"the token is not valid: {error}") from None
         try:
-            return _decode_claims(raw)
-        except msgspec.DecodeError:
-            raise TokenError("the token's payload is not valid claims") from None
+            checked = _convert_claims(payload, _Token)
+        except msgspec.ValidationError as error:
+            raise TokenError(f"the token's claims are not valid: {error}") from None
+        return Claims(
+            role=checked.role,
+            exp=checked.exp,
+            name=checked.name,
+            dag=checked.dag,
+            run=checked.run,
+            task=checked.task,
+            map_index=checked.map_index,
+            try_=checked.try_,
+        )
+
+
+def _canonical(segment: str) -> bool:
+    """Whether a segment is base64url exactly as it would be written: URL-safe letters only,
+    no padding, and no bits set past the data (else `ab` and `ac` could both stand for it)."""
+    if not _SEGMENT.fullmatch(segment) or len(segment) % 4 == 1:
+        return False
+    try:
+        data = base64.urlsafe_b64decode(segment + "=" * (-len(segment) % 4))
+    except (binascii.Error, ValueError):
+        return False
+    return base64.urlsafe_b64encode(data).rstrip(b"=").decode() == segment
 
 
 def authorize(claims: Claims, action: Action, scope: Scope | None) -> str | None:
@@ -191,13 +246,18 @@ def authorize(claims: Claims, action: Action, scope: Scope | None) -> str | None
     if claims.role == "admin":
         return None
     if claims.role == "auditor":
-        if action in ("read", "history"):
+        if action in ("read", "history", "feed"):
             return None
         return f"an auditor token reads and writes nothing; {action} needs an admin token"
     if action == "compact":
         return "compaction needs an admin token"
     if action == "erase":
         return "erasing a scope needs an admin token"
+    if action == "rewind":
+        return "rewinding a scope needs an admin token"
+    if action == "feed":
+        # The feed route keeps a task token to its own task instance's events.
+        return None if claims.task_scope() is not None else "this token names no task instance"
     if isinstance(scope, AssetScope):
         if action in ("read", "write", "delete"):
             return None

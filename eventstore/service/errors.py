@@ -17,6 +17,7 @@ from eventstore.errors import (
     ConfigError,
     DecryptionError,
     EventStoreError,
+    ExpiryValueError,
     HistoryCompactedError,
     KeyTypeError,
     KeyValueError,
@@ -29,6 +30,7 @@ from eventstore.errors import (
     StaleAttemptError,
     StorageError,
     StoreClosedError,
+    ValueTooDeepError,
     ValueTooLargeError,
     ValueTypeError,
 )
@@ -64,6 +66,8 @@ ERRORS: Final[dict[type[BaseException], tuple[int, str, tuple[str, ...]]]] = {
     NonFiniteValueError: (422, "non_finite_value", ("key",)),
     ValueTypeError: (422, "bad_value", ("key", "detail")),
     ValueTooLargeError: (413, "value_too_large", ("key", "size", "limit")),
+    ValueTooDeepError: (422, "value_too_deep", ("key", "limit")),
+    ExpiryValueError: (422, "bad_expiry", ()),
     RetentionTypeError: (422, "bad_retention", ()),
     RetentionValueError: (422, "bad_retention", ()),
     ConcurrencyError: (409, "version_conflict", ("expected_version", "actual_version")),
@@ -84,6 +88,7 @@ ERRORS: Final[dict[type[BaseException], tuple[int, str, tuple[str, ...]]]] = {
 
 # The reasons the service answers with itself, beside the store's errors above (for the docs).
 SERVICE_REASONS: Final[dict[str, tuple[int, str]]] = {
+    "repeated_header": (400, "Authorization, If-Match, Idempotency-Key or Tasktrail-Try twice"),
     "unauthenticated": (401, "no bearer token, or not a Bearer Authorization header"),
     "bad_token": (401, "the token is malformed, badly signed or expired"),
     "forbidden": (403, "the token's role or task instance does not allow this"),
@@ -95,6 +100,9 @@ SERVICE_REASONS: Final[dict[str, tuple[int, str]]] = {
     "method_not_allowed": (405, "the route does not take this method; see the Allow header"),
     "body_too_large": (413, "the request body is over the service's limit (16 MiB)"),
     "bad_body": (422, "the body is not JSON, not the documented shape, or has unknown fields"),
+    "duplicate_field": (422, "an object of the body names a field twice (a batch a key twice)"),
+    "value_too_deep": (422, "a value nests lists and objects past the limit (100 levels)"),
+    "too_many_keys": (413, "a batch sets more keys than the limit (10,000)"),
     "bad_query": (422, "a query parameter is malformed or out of range"),
     "bad_header": (422, "If-Match or Idempotency-Key is malformed"),
     "bad_scope": (422, "the path or ?uri= does not name a valid scope"),

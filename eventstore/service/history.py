@@ -12,7 +12,7 @@ With an archive configured, every route answers from log + archive.
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Any, Final
+from typing import Annotated, Any, Final
 
 import msgspec
 from starlette.responses import Response
@@ -29,6 +29,7 @@ from eventstore.service.routes import (
     Operation,
     Param,
     ScopeKind,
+    in_utc_calendar,
     json_response,
     scope_params,
     suffix_of,
@@ -73,7 +74,9 @@ class DiffAnswer(msgspec.Struct, kw_only=True, rename={"from_": "from"}):
     to: str
     added: dict[str, Any]
     removed: dict[str, Any]
-    changed: dict[str, tuple[Any, Any]]
+    # [old, new]. Typed as a list of two rather than a tuple: the tuple's schema (prefixItems
+    # with items: false) trips schemathesis' response validation.
+    changed: dict[str, Annotated[list[Any], msgspec.Meta(min_length=2, max_length=2)]]
 
 
 class Timeline(msgspec.Struct, kw_only=True):
@@ -123,7 +126,7 @@ def _time(call: Call, name: str) -> datetime:
         ) from None
     if moment.tzinfo is None:
         raise HTTPProblem(422, "bad_query", f"{name} must name its time zone, e.g. a final Z")
-    return moment
+    return in_utc_calendar(name, moment)
 
 
 def _mask(call: Call) -> bool:
@@ -177,7 +180,11 @@ async def diff_points(call: Call) -> Response:
     history = await _history(call)
     diff = await history.diff(a, b, mask=_mask(call))
     answer = DiffAnswer(
-        from_=str(a), to=str(b), added=diff.added, removed=diff.removed, changed=diff.changed
+        from_=str(a),
+        to=str(b),
+        added=diff.added,
+        removed=diff.removed,
+        changed={k: list(pair) for k, pair in diff.changed.items()},
     )
     return json_response(answer)
 

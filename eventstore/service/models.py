@@ -13,6 +13,7 @@ import msgspec
 from msgspec import UNSET, UnsetType
 
 __all__ = [
+    "MAX_BATCH_KEYS",
     "MAX_RETENTION_SECONDS",
     "AssetBatchBody",
     "AssetPutBody",
@@ -49,6 +50,15 @@ Value = Annotated[
     ),
 ]
 Key = Annotated[str, msgspec.Meta(min_length=1, max_length=512)]
+# The most keys one batch may set (413 beyond): a batch is planned and committed as one
+# transaction, and this keeps the one that holds the others up short.
+MAX_BATCH_KEYS: Final = 10_000
+BatchValues = Annotated[
+    dict[Key, Value],
+    msgspec.Meta(
+        max_length=MAX_BATCH_KEYS, description=f"key -> value, at most {MAX_BATCH_KEYS} keys"
+    ),
+]
 _RETENTION_DOC = (
     '"default" (the store\'s default_retention_days), "never" (kept until deleted or cleared), '
     "or a number of seconds from 1e-6 to 3155760000 (100 years)"
@@ -56,9 +66,11 @@ _RETENTION_DOC = (
 
 
 _SENSITIVE_DOC = (
-    "mark the value sensitive: masked for everyone but the task instance's own token and admins"
+    "true marks the key sensitive: its values are masked for everyone but the task instance's "
+    "own token and admins; false clears the flag (an event history shows); left out, the key "
+    "keeps the flag it has"
 )
-Sensitive = Annotated[bool, msgspec.Meta(description=_SENSITIVE_DOC)]
+Sensitive = Annotated[bool, msgspec.Meta(description=_SENSITIVE_DOC)] | UnsetType
 
 
 class PutBody(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
@@ -77,7 +89,7 @@ class PutBody(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
         ]
         | UnsetType
     ) = UNSET
-    sensitive: Sensitive = False
+    sensitive: Sensitive = UNSET
 
 
 # The body as the route takes it: retention or expires_at, not both (neither: "default").
@@ -90,28 +102,29 @@ class AssetPutBody(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     """Set one key of an asset; asset entries never expire."""
 
     value: Value
-    sensitive: Sensitive = False
+    sensitive: Sensitive = UNSET
 
 
 class PatchBody(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     """Change a key's value and keep its expiry."""
 
     value: Value
+    sensitive: Sensitive = UNSET
 
 
 class BatchBody(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     """Set several keys of a task instance in one atomic step."""
 
-    values: dict[Key, Value]
+    values: BatchValues
     retention: Annotated[Retention, msgspec.Meta(description=_RETENTION_DOC)] = "default"
-    sensitive: Sensitive = False
+    sensitive: Sensitive = UNSET
 
 
 class AssetBatchBody(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     """Set several keys of an asset in one atomic step."""
 
-    values: dict[Key, Value]
-    sensitive: Sensitive = False
+    values: BatchValues
+    sensitive: Sensitive = UNSET
 
 
 class KeyEntry(msgspec.Struct, kw_only=True, omit_defaults=True):

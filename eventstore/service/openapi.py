@@ -75,7 +75,9 @@ def _operation(op: Operation, ref: dict[Any, dict[str, Any]]) -> dict[str, Any]:
     else:
         ok = {"description": "OK", "content": {op.media_type: {"schema": {"type": "string"}}}}
     responses: dict[str, Any] = {"200": ok}
-    for status in sorted(set(op.statuses) | {500}):
+    # An operation that reads a token refuses a request that sends it twice (400).
+    extra = {400, 500} if op.action is not None else {500}
+    for status in sorted(set(op.statuses) | extra):
         responses[str(status)] = {
             "description": HTTPStatus(status).phrase,
             "content": {"application/json": {"schema": ref[ErrorBody]}},

@@ -11,17 +11,21 @@ Idempotency ids travel in `Idempotency-Key`.
 
 from __future__ import annotations
 
+import json
 import logging
 import math
+import re
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any, Final, Literal
 from urllib.parse import unquote
 
+import anyio.lowlevel
+import anyio.to_thread
 import msgspec
-from msgspec import UNSET
+from msgspec import UNSET, UnsetType
 from starlette.requests import ClientDisconnect, Request
 from starlette.responses import Response
 from starlette.types import ASGIApp, Receive, Send
@@ -45,6 +49,7 @@ from eventstore.service.auth import (
 from eventstore.service.errors import ErrorBody, HTTPProblem, problem_of
 from eventstore.service.metrics import Metrics
 from eventstore.service.models import (
+    MAX_BATCH_KEYS,
     MAX_RETENTION_SECONDS,
     AssetBatchBody,
     AssetPutBody,
@@ -57,7 +62,7 @@ from eventstore.service.models import (
     WriteResult,
 )
 from eventstore.store import AssetStore, Store, TaskStore
-from eventstore.values import check_key
+from eventstore.values import MAX_VALUE_DEPTH, check_key
 
 __all__ = ["OPERATIONS", "Call", "Operation", "Param", "ServiceState", "endpoint"]
 
@@ -209,37 +214,21 @@ class Call:
         declared = self.header("content-length") or ""
         # A declared length over the limit is refused before reading; a lying one once the
         # body read passes the limit.
-        if declared.isdigit() and int(declared) > limit:
+        if declared.isascii() and declared.isdigit() and int(declared) > limit:
             raise _too_large(f"{int(declared)} bytes", limit)
         raw = await _read_body(self.request.receive, limit)
-        try:
-            return msgspec.json.decode(raw, type=kind)
-        except msgspec.ValidationError as error:
-            text = str(error)
-            if "in `$.values`" in text and "length" in text:
-                raise HTTPProblem(
-                    422, "bad_key", f"a key must be 1 to 512 characters: {text}"
-                ) from None
-            if "$.retention" in text:
-                raise HTTPProblem(422, "bad_retention", f"bad retention: {text}") from None
-            if "Number out of range" in text:
-                raise HTTPProblem(
-                    422,
-                    "non_finite_value",
-                    f"a number in the body is out of range ({text}); JSON values must be finite",
-                ) from None
-            raise HTTPProblem(422, "bad_body", f"the request body does not fit: {text}") from None
-        except msgspec.DecodeError as error:
-            raise HTTPProblem(
-                422, "bad_body", f"the request body is not JSON: {error}; send a JSON object"
-            ) from None
+        if len(raw) <= _INLINE_BODY_BYTES:
+            return decode_body(raw, kind)
+        # Decoding many megabytes takes longer than any request may hold the event loop; in a
+        # worker thread the loop gets its turns between the steps of the decoding.
+        return await anyio.to_thread.run_sync(decode_body, raw, kind)
 
     def expected_version(self) -> int | None:
         header = self.header("if-match")
         if header is None:
             return None
         text = header.strip().removeprefix("W/").strip('"')
-        if not text.isdigit() or len(text) > 18:
+        if not (text.isascii() and text.isdigit()) or len(text) > 18:
             raise HTTPProblem(
                 422,
                 "bad_header",
@@ -336,6 +325,11 @@ def _entry(call: Call, row: CurrentRow) -> KeyEntry | None:
     )
 
 
+def _flag(sensitive: bool | UnsetType) -> bool | None:
+    """A body's `sensitive`: said (True, False) or not (None: the key keeps its flag)."""
+    return None if sensitive is UNSET else bool(sensitive)
+
+
 def _retention(value: str | float) -> timedelta | NeverExpire | None:
     if value == "default":
         return None
@@ -350,6 +344,20 @@ def _retention(value: str | float) -> timedelta | NeverExpire | None:
             f'(100 years), got {value}; use "never" for values kept until deleted',
         )
     return timedelta(seconds=value)
+
+
+def in_utc_calendar(name: str, moment: datetime) -> datetime:
+    """An aware time from a query, refused (422) unless it is within the UTC calendar: a
+    time like 9999-12-31T23:59:59-01:00 is in the year 10000 in UTC."""
+    try:
+        moment.astimezone(UTC)
+    except OverflowError:
+        raise HTTPProblem(
+            422,
+            "bad_query",
+            f"{name} {moment.isoformat()} is outside the UTC calendar (years 1 to 9999 in UTC)",
+        ) from None
+    return moment
 
 
 def unknown_scope(scope: Scope) -> HTTPProblem:
@@ -398,7 +406,7 @@ async def put_key(call: Call) -> Response:
             expires_at=expires_at,
             expected_version=expected,
             idempotency_id=idempotency,
-            sensitive=body.sensitive,
+            sensitive=_flag(body.sensitive),
         )
     else:
         asset_body: AssetPutBody = await call.body(AssetPutBody)
@@ -407,7 +415,7 @@ async def put_key(call: Call) -> Response:
             asset_body.value,
             expected_version=expected,
             idempotency_id=idempotency,
-            sensitive=asset_body.sensitive,
+            sensitive=_flag(asset_body.sensitive),
         )
     return _write_response(call, result)
 
@@ -438,6 +446,7 @@ async def patch_key(call: Call) -> Response:
                     expires_at=None if row.expires_at is None else from_micros(row.expires_at),
                     expected_version=version if expected is None else expected,
                     idempotency_id=idempotency,
+                    sensitive=_flag(body.sensitive),
                 )
             else:
                 result = await accessor.set(
@@ -445,6 +454,7 @@ async def patch_key(call: Call) -> Response:
                     body.value,
                     expected_version=version if expected is None else expected,
                     idempotency_id=idempotency,
+                    sensitive=_flag(body.sensitive),
                 )
         except ConcurrencyError:
             if expected is not None:
@@ -471,12 +481,15 @@ async def list_keys(call: Call) -> Response:
     # The version first: if a write lands between the two reads, the version is the older one
     # and a write conditioned on it fails rather than succeeding on a view it did not see.
     version = await call.store.version(scope)
-    rows = await call.store.read_all(scope)
-    if after is not None:
-        rows = [r for r in rows if r.key > after]
+    # By keyset: the rows after `after`, one more than the page to know whether there is a next.
+    rows = await call.store.read_page(scope, after=after, limit=limit + 1) if limit else []
     page = rows[:limit]
     more = len(rows) > limit and bool(page)
-    entries = [_entry(call, r) for r in page]
+    entries = []
+    for i, row in enumerate(page, 1):
+        entries.append(_entry(call, row))
+        if i % 250 == 0:  # a long page is made in slices: the event loop turns between them
+            await anyio.lowlevel.checkpoint()
     body = KeyList(
         items=[e for e in entries if e is not None],
         next=page[-1].key if more else None,
@@ -509,7 +522,7 @@ async def set_batch(call: Call) -> Response:
             retention=_retention(body.retention),
             expected_version=expected,
             idempotency_id=idempotency,
-            sensitive=body.sensitive,
+            sensitive=_flag(body.sensitive),
         )
     else:
         asset_body: AssetBatchBody = await call.body(AssetBatchBody)
@@ -517,7 +530,7 @@ async def set_batch(call: Call) -> Response:
             asset_body.values,
             expected_version=expected,
             idempotency_id=idempotency,
-            sensitive=asset_body.sensitive,
+            sensitive=_flag(asset_body.sensitive),
         )
     return _write_response(call, result)
 
@@ -541,7 +554,7 @@ def scope_of(kind: ScopeKind, request: Request) -> Scope:
             case "task":
                 map_index = params["map_index"]
                 if map_index > MAX_MAP_INDEX:
-                    raise ValueError(f"map_index must be at most {MAX_MAP_INDEX}")
+                    raise ValueError(f"map_index must be from -1 to {MAX_MAP_INDEX}")
                 dag, run, task = (unquote(params[n]) for n in ("dag_id", "run_id", "task_id"))
                 return TaskScope(dag, run, task, map_index)
             case "asset_name":
@@ -608,6 +621,8 @@ def endpoint(
         started = time.perf_counter()
         headers = headers_of(request)
         try:
+            if len(headers) != len(request.scope["headers"]):
+                _check_repeats(request.scope["headers"])
             claims = None
             scope = None
             if op.action is not None:
@@ -651,6 +666,23 @@ def headers_of(request: Request) -> dict[bytes, bytes]:
     return dict(request.scope["headers"])
 
 
+# The headers the service reads: sent twice, which one counts would be a guess (an intermediary
+# may keep the first where this service would keep the last).
+_SINGLE_HEADERS: Final = (b"authorization", b"tasktrail-try", b"if-match", b"idempotency-key")
+
+
+def _check_repeats(raw: list[tuple[bytes, bytes]]) -> None:
+    names = [name for name, _ in raw]
+    for name in _SINGLE_HEADERS:
+        if names.count(name) > 1:
+            raise HTTPProblem(
+                400,
+                "repeated_header",
+                f"the request has {names.count(name)} {name.decode().title()} headers; "
+                "send it once",
+            )
+
+
 def _header(headers: dict[bytes, bytes], name: bytes) -> str | None:
     value = headers.get(name)
     return None if value is None else value.decode("latin-1")
@@ -673,6 +705,118 @@ async def _read_body(receive: Receive, limit: int) -> bytes:
             chunks.append(chunk)
         if not message.get("more_body", False):
             return chunks[0] if len(chunks) == 1 else b"".join(chunks)
+
+
+# Bodies up to this size are decoded on the event loop (about a millisecond at most).
+_INLINE_BODY_BYTES: Final = 64 * 1024
+
+
+def decode_body(raw: bytes, kind: type[Any]) -> Any:
+    """The body decoded as `kind`, or the 4xx that says what is wrong with it.
+
+    msgspec keeps the last of an object's repeated fields, so `{"sensitive": true,
+    "sensitive": false}` would quietly mean false: a second, strict pass refuses any object of
+    the body (the body's own fields, a batch's keys, a value's dicts) that names a field twice.
+    """
+    try:
+        body = msgspec.json.decode(raw, type=kind)
+        repeated = _repeated_name(raw)
+    except msgspec.ValidationError as error:
+        raise _invalid(str(error)) from None
+    except msgspec.DecodeError as error:
+        raise HTTPProblem(
+            422, "bad_body", f"the request body is not JSON: {error}; send a JSON object"
+        ) from None
+    except RecursionError:
+        raise HTTPProblem(
+            422,
+            "value_too_deep",
+            f"the request body nests lists and objects too deeply; a value may nest at most "
+            f"{MAX_VALUE_DEPTH} levels",
+        ) from None
+    if repeated is not None:
+        raise HTTPProblem(
+            422,
+            "duplicate_field",
+            f"the request body names {repeated!r} twice in one object; send each field once",
+        )
+    return body
+
+
+def _invalid(text: str) -> HTTPProblem:
+    if "in `$.values`" in text and "length" in text:
+        return HTTPProblem(422, "bad_key", f"a key must be 1 to 512 characters: {text}")
+    if text.startswith("Expected `object` of length <=") and text.endswith("`$.values`"):
+        return HTTPProblem(
+            413,
+            "too_many_keys",
+            f"a batch sets at most {MAX_BATCH_KEYS} keys ({text}); split it into several",
+        )
+    if "$.retention" in text:
+        return HTTPProblem(422, "bad_retention", f"bad retention: {text}")
+    if "Number out of range" in text:
+        return HTTPProblem(
+            422,
+            "non_finite_value",
+            f"a number in the body is out of range ({text}); JSON values must be finite",
+        )
+    return HTTPProblem(422, "bad_body", f"the request body does not fit: {text}")
+
+
+# A JSON string without escapes, and the colon after it when it names a field.
+_PLAIN_STRING: Final = re.compile(rb'"([^"\\]*)"\s*(:?)')
+# Any JSON string token (escapes included), and the colon after it when it names a field.
+_STRING: Final = re.compile(rb'"[^"\\]*(?:\\.[^"\\]*)*"\s*(:?)')
+
+
+def _field_names(raw: bytes) -> int:
+    """How many field names the (valid JSON) text has, over all its objects."""
+    colons = _STRING.findall(raw)
+    return len(colons) - colons.count(b"")
+
+
+class _Repeated(Exception):
+    def __init__(self, name: str) -> None:
+        self.name = name
+
+
+def _no_repeats(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    found = dict(pairs)
+    if len(found) != len(pairs):
+        seen: set[str] = set()
+        for name, _ in pairs:
+            if name in seen:
+                raise _Repeated(name)
+            seen.add(name)
+    return found
+
+
+def _repeated_name(raw: bytes) -> str | None:
+    """A field name some object of the (valid JSON) body repeats, or None.
+
+    A body without escapes whose field names all differ, across all its objects, repeats none
+    (the usual small body: one regex scan). Else: decoding keeps one field per name, so the body
+    repeats a name exactly when its decoded form, encoded again, has fewer field names than the
+    body (a decode, an encode and two regex scans, all in C). Only when it does is the body
+    parsed again in Python, to name the field.
+    """
+    if b"\\" not in raw:
+        names = _PLAIN_STRING.findall(raw)
+        if len(names) < 64:
+            named = [name for name, colon in names if colon]
+            if len(named) == len(set(named)):
+                return None
+    if _field_names(raw) == _field_names(_encode_plain(_decode_plain(raw))):
+        return None
+    try:
+        json.loads(raw, object_pairs_hook=_no_repeats)
+    except _Repeated as repeated:
+        return repeated.name
+    return "?"
+
+
+_decode_plain = msgspec.json.Decoder().decode
+_encode_plain = msgspec.json.Encoder().encode
 
 
 def _too_large(size: str, limit: int) -> HTTPProblem:

@@ -16,7 +16,7 @@ from eventstore.backends.base import ScopeFilter, ScopeRow
 from eventstore.events import from_micros, to_micros
 from eventstore.scopes import Scope, scope_from_key
 from eventstore.service.errors import HTTPProblem
-from eventstore.service.routes import Call, Operation, Param, json_response
+from eventstore.service.routes import Call, Operation, Param, in_utc_calendar, json_response
 
 __all__ = ["SCOPE_OPERATIONS", "ScopeEntry", "ScopePage"]
 
@@ -60,14 +60,16 @@ def _time(call: Call, name: str) -> int | None:
         raise HTTPProblem(
             422, "bad_query", f"{name} must be an ISO time like 2026-03-01T12:00:00Z, got {text!r}"
         ) from None
-    return to_micros(moment if moment.tzinfo is not None else moment.replace(tzinfo=UTC))
+    aware = moment if moment.tzinfo is not None else moment.replace(tzinfo=UTC)
+    return to_micros(in_utc_calendar(name, aware))
 
 
 def _cursor(text: str | None) -> tuple[int, int] | None:
     if text is None:
         return None
     at, _, scope_id = text.partition(".")
-    if not (at.isdigit() and scope_id.isdigit()):
+    # Both numbers fit the databases' 64-bit integers (a microsecond time, a scope id).
+    if not all(p.isascii() and p.isdigit() and len(p) <= 18 for p in (at, scope_id)):
         raise HTTPProblem(422, "bad_query", f"after must be the `next` of a page, got {text!r}")
     return int(at), int(scope_id)
 
@@ -155,7 +157,7 @@ SCOPE_OPERATIONS: Final = [
             Param(
                 "after",
                 "query",
-                {"type": "string", "pattern": "^[0-9]+[.][0-9]+$"},
+                {"type": "string", "pattern": "^[0-9]{1,18}[.][0-9]{1,18}$"},
                 "the `next` of the previous page",
             ),
         ),

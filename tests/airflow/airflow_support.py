@@ -12,13 +12,15 @@ import time
 import urllib.request
 from collections.abc import Iterator
 from contextlib import contextmanager
+from datetime import UTC, datetime
 from pathlib import Path
 
 from airflow.models import import_all_models
 from airflow.models.asset import AssetModel
 from airflow.models.base import Base
+from airflow.models.dagrun import DagRun, DagRunType
 from airflow.models.taskinstance import TaskInstance
-from sqlalchemy import create_engine, insert, update
+from sqlalchemy import create_engine, insert, select, update
 from sqlalchemy.orm import Session
 
 DAG_ID = "etl"
@@ -42,6 +44,7 @@ class AirflowDatabase:
         self, task_id: str, map_index: int = -1, try_number: int = 1, run_id: str = RUN_ID
     ) -> None:
         with Session(self.engine) as session, session.begin():
+            add_dag_run(session, DAG_ID, run_id)
             session.execute(
                 insert(TaskInstance.__table__).values(
                     dag_id=DAG_ID,
@@ -66,8 +69,37 @@ class AirflowDatabase:
         with Session(self.engine) as session, session.begin():
             session.execute(insert(AssetModel.__table__).values(id=asset_id, name=name, uri=uri))
 
+    def add_dag_run(self, dag_id: str = DAG_ID, run_id: str = RUN_ID) -> None:
+        with Session(self.engine) as session, session.begin():
+            add_dag_run(session, dag_id, run_id)
+
     def session(self) -> Session:
         return Session(self.engine)
+
+    @contextmanager
+    def session_scope(self) -> Iterator[Session]:
+        """A session committed at the end of the block, as Airflow's `create_session`."""
+        with Session(self.engine) as session, session.begin():
+            yield session
+
+
+def add_dag_run(session: Session, dag_id: str, run_id: str) -> None:
+    """A DagRun (Airflow writes task state only for task instances of a run it knows)."""
+    found = session.scalar(
+        select(DagRun.id).where(DagRun.dag_id == dag_id, DagRun.run_id == run_id)
+    )
+    if found is None:
+        moment = datetime(2026, 1, 1, tzinfo=UTC)
+        session.add(
+            DagRun(
+                dag_id=dag_id,
+                run_id=run_id,
+                run_type=DagRunType.MANUAL,
+                logical_date=moment,
+                run_after=moment,
+            )
+        )
+        session.flush()
 
 
 def free_port() -> int:

@@ -28,10 +28,27 @@ except ImportError as e:  # pragma: no cover - a wrong environment, said loudly
         "tests/airflow need Apache Airflow 3.3: run them with `bash scripts/airflow_env.sh`"
     ) from e
 
-from airflow_support import AirflowDatabase, tasktrail_service  # noqa: E402
+from airflow_support import DAG_ID, RUN_ID, AirflowDatabase, add_dag_run, tasktrail_service  # noqa: E402
 from sqlalchemy.orm import Session  # noqa: E402
 
 from eventstore.airflow import TasktrailBackend  # noqa: E402
+
+
+@pytest.fixture(scope="session", autouse=True)
+def airflow_metadata_db() -> None:
+    """Airflow's own configured database (in the throwaway AIRFLOW_HOME), where the backend
+    opens a session when Airflow passes none, as MetastoreBackend does. The DagRuns the tests
+    write to without a session of their own are in it."""
+    from airflow import settings
+    from airflow.models import import_all_models
+    from airflow.models.base import Base
+    from airflow.utils.session import create_session
+
+    import_all_models()
+    Base.metadata.create_all(settings.engine)
+    with create_session() as session:
+        for dag_id, run_id in [(DAG_ID, RUN_ID), ("d", "r")]:
+            add_dag_run(session, dag_id, run_id)
 
 
 @pytest.fixture(scope="session")

@@ -495,9 +495,26 @@ def test_an_unknown_asset_id_is_an_error(
         backend.get(AssetScope(asset_id=99), "k", session=session)
 
 
-def test_an_asset_id_without_a_session_is_an_error(backend: TasktrailBackend) -> None:
-    with pytest.raises(ValueError, match="needs Airflow's database session"):
-        backend.get(AssetScope(asset_id=1), "k")
+def test_an_asset_id_without_a_session_is_looked_up_in_airflows_own_database(
+    backend: TasktrailBackend, trail_url: str, mode: str
+) -> None:
+    from airflow.models.asset import AssetModel
+    from airflow.utils.session import create_session
+
+    with create_session() as session:
+        asset = AssetModel(name=f"sessionless-{mode}", uri=f"s3://{mode}", group="asset")
+        session.add(asset)
+        session.flush()
+        asset_id = asset.id
+    backend.set(AssetScope(asset_id=asset_id), "w", "7")
+    assert backend.get(AssetScope(asset_id=asset_id), "w") == "7"
+    [event] = events_of(trail_url)
+    assert event.scope == TrailAsset(f"sessionless-{mode}", f"s3://{mode}")
+
+
+def test_an_unknown_asset_id_without_a_session_is_an_error(backend: TasktrailBackend) -> None:
+    with pytest.raises(LookupError, match="no asset with id 4242"):
+        backend.get(AssetScope(asset_id=4242), "k")
 
 
 def test_an_asset_named_by_the_worker_is_kept_under_that_name(

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import http.client
+import json
 from datetime import UTC, datetime, timedelta
 
 import pytest
@@ -264,3 +266,25 @@ def test_the_try_header_of_an_auditor_gives_no_write(service: Service, dag: str)
         headers={"Tasktrail-Try": "1"},
     )
     assert got.status == 403
+
+
+@pytest.mark.parametrize("second", ["same", "auditor"])
+def test_request_with_two_authorization_headers_is_400(
+    service: Service, dag: str, second: str
+) -> None:
+    _seed(service, dag)
+    admin = service.token("admin")
+    other = admin if second == "same" else service.token("auditor")
+    connection = http.client.HTTPConnection(service.host, service.port, timeout=30)
+    try:
+        connection.putrequest("DELETE", _path(dag, ""))
+        connection.putheader("Authorization", f"Bearer {other}")
+        connection.putheader("Authorization", f"Bearer {admin}")
+        connection.endheaders()
+        response = connection.getresponse()
+        status, body = response.status, json.loads(response.read())
+    finally:
+        connection.close()
+    assert (status, body["reason"]) == (400, "repeated_header")
+    assert "2 Authorization headers" in body["message"]
+    assert service.call("GET", _path(dag, ""), token=admin).json()["version"] == 1

@@ -7,6 +7,7 @@ import subprocess
 import sys
 from datetime import UTC, datetime, timedelta
 
+import jwt
 import pytest
 
 from eventstore import AssetScope, TaskScope
@@ -16,6 +17,7 @@ from eventstore.service.auth import (
     authorize,
     make_token,
     parse_ttl,
+    signing_key,
 )
 
 SECRET = b"unit-test-secret-0123456789"
@@ -102,3 +104,79 @@ def test_the_core_does_not_import_the_web_stack() -> None:
     )
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
     assert done.returncode == 0, done.stderr
+
+
+# --- strict decoding (JSON Web Tokens checked by PyJWT) ----------------------------------------
+
+
+def test_token_is_a_json_web_token_with_audience_expiry_and_claims() -> None:
+    token = make_token(SECRET, "task", dag="d", run="r", task="t", try_number=2, now=NOW)
+    header = jwt.get_unverified_header(token)
+    claims = jwt.decode(
+        token,
+        signing_key(SECRET),
+        algorithms=["HS256"],
+        audience="tasktrail",
+        options={"verify_exp": False},
+    )
+    assert header["alg"] == "HS256"
+    assert claims["aud"] == "tasktrail"
+    assert claims["exp"] == int((NOW + timedelta(hours=24)).timestamp())
+    assert claims["iat"] == int(NOW.timestamp())
+    assert (claims["role"], claims["dag"], claims["try"]) == ("task", "d", 2)
+
+
+@pytest.mark.parametrize("suffix", ["!!", "==", "=", " ", ".", "\n"])
+def test_token_with_characters_appended_is_refused(suffix: str) -> None:
+    token = make_token(SECRET, "admin")
+    with pytest.raises(TokenError, match="three canonical base64url segments"):
+        TokenVerifier(SECRET).verify(token + suffix, 0)
+
+
+def test_signature_with_unused_bits_set_is_refused() -> None:
+    token = make_token(SECRET, "admin")
+    body, _, signature = token.rpartition(".")
+    # 32 bytes are 43 characters: the last carries 2 unused bits. Setting one decodes to the
+    # same bytes, so a lax decoder would take this as the same token.
+    alphabet = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_"
+    twin = signature[:-1] + alphabet[alphabet.index(signature[-1]) | 1]
+    assert twin != signature
+    with pytest.raises(TokenError, match="canonical"):
+        TokenVerifier(SECRET).verify(f"{body}.{twin}", 0)
+
+
+def _signed(payload: dict[str, object], algorithm: str = "HS256") -> str:
+    key = signing_key(SECRET)
+    return jwt.encode(payload, key if algorithm == "HS256" else key * 2, algorithm=algorithm)
+
+
+GOOD: dict[str, object] = {"role": "admin", "exp": 2**40, "iat": 0, "aud": "tasktrail"}
+
+
+@pytest.mark.parametrize(
+    ("payload", "message"),
+    [
+        ({**GOOD, "aud": "someone-else"}, "not for tasktrail"),
+        ({k: v for k, v in GOOD.items() if k != "aud"}, "aud"),
+        ({k: v for k, v in GOOD.items() if k != "exp"}, "exp"),
+        ({k: v for k, v in GOOD.items() if k != "role"}, "role"),
+        ({**GOOD, "role": "root"}, "claims are not valid"),
+        ({**GOOD, "admin": True}, "claims are not valid"),
+        ({**GOOD, "map_index": "2"}, "claims are not valid"),
+        ({**GOOD, "exp": "never"}, "not valid"),
+    ],
+    ids=["audience", "no-audience", "no-expiry", "no-role", "bad-role", "unknown", "type", "exp"],
+)
+def test_token_with_wrong_or_missing_claims_is_refused(
+    payload: dict[str, object], message: str
+) -> None:
+    with pytest.raises(TokenError, match=message):
+        TokenVerifier(SECRET).verify(_signed(payload), 0)
+
+
+def test_token_of_another_algorithm_is_refused() -> None:
+    with pytest.raises(TokenError, match="not valid"):
+        TokenVerifier(SECRET).verify(_signed(GOOD, "HS512"), 0)
+    unsigned = jwt.encode(GOOD, None, algorithm="none")
+    with pytest.raises(TokenError, match=r"canonical|not valid"):
+        TokenVerifier(SECRET).verify(unsigned, 0)

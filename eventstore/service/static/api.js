@@ -1,5 +1,11 @@
 // The service's read-only routes, as the page uses them. Every request goes to the page's own
 // origin with the bearer token; nothing else is ever fetched.
+//
+// `site` says where the routes are and how a request proves who asks. The defaults serve this
+// service's own page: routes at the origin's root, the pasted bearer token, no cookies. A page
+// embedded in another site (Airflow's History tab, eventstore/airflow_plugin.py) puts the routes
+// under its prefix and authenticates with that site's own session cookie instead.
+export const site = { base: "", credentials: "omit" };
 
 const TOKEN_KEY = "tasktrail.token";
 
@@ -46,9 +52,11 @@ export function urlOf(path, params = {}) {
 }
 
 export async function getJSON(path, params = {}, bearer = token.get()) {
-  const response = await fetch(urlOf(path, params), {
-    headers: { Authorization: `Bearer ${bearer ?? ""}`, Accept: "application/json" },
-    credentials: "omit",
+  const headers = { Accept: "application/json" };
+  if (site.credentials === "omit") headers.Authorization = `Bearer ${bearer ?? ""}`;
+  const response = await fetch(site.base + urlOf(path, params), {
+    headers,
+    credentials: site.credentials,
     cache: "no-store",
   });
   let body = null;
@@ -115,4 +123,39 @@ export async function diff(scope, from, to) {
   for (const [name, value] of Object.entries(from)) query[`from_${name}`] = value;
   for (const [name, value] of Object.entries(to)) query[`to_${name}`] = value;
   return getJSON(path, query);
+}
+
+/**
+ * Rewind a scope to a point ({seq: N}, {end_of_try: N}, ...; admins only). With dryRun the
+ * answer is the diff it would apply and nothing is written; expectedVersion makes it
+ * conditional (409 if the scope moved since). Answers {point, rewound_to, version, set,
+ * deleted, added, removed, changed, dry_run}.
+ */
+export async function rewind(scope, point, { dryRun = false, expectedVersion = null } = {}, bearer = token.get()) {
+  const { path, params } = scopePath(scope, "/store:rewind");
+  const body = { dry_run: dryRun };
+  for (const [name, value] of Object.entries(point)) {
+    body[name] = name === "at" ? value : Number(value);
+  }
+  const headers = {
+    Authorization: `Bearer ${bearer ?? ""}`,
+    Accept: "application/json",
+    "Content-Type": "application/json",
+  };
+  if (expectedVersion !== null) headers["If-Match"] = `"${expectedVersion}"`;
+  const response = await fetch(site.base + urlOf(path, params), {
+    method: "POST",
+    headers,
+    body: JSON.stringify(body),
+    credentials: "omit",
+    cache: "no-store",
+  });
+  let answer = null;
+  try {
+    answer = await response.json();
+  } catch {
+    answer = null;
+  }
+  if (!response.ok) throw new ApiError(response.status, answer);
+  return answer;
 }

@@ -12,6 +12,7 @@ import {
 } from "./diff.js";
 import { clear, h, s, timeText } from "./dom.js";
 import { scopeTitle } from "./links.js";
+import { feedFilters, follow, sameScope } from "./live.js";
 import {
   SCOPE_LANE,
   bucketKind,
@@ -40,6 +41,7 @@ export function renderScopePage(main, crumb, scope, onAuthError) {
   crumb.textContent = scopeTitle(scope);
   const status = h("p", { class: "muted", role: "status", id: "status" }, "Loading history…");
   const summary = h("p", { class: "muted", id: "summary" });
+  const live = h("span", { class: "muted live", id: "live", role: "status" });
   const box = h("div", {
     class: "timeline-box",
     id: "timeline",
@@ -73,7 +75,7 @@ export function renderScopePage(main, crumb, scope, onAuthError) {
     legend(),
   );
   main.append(
-    h("h1", {}, scopeTitle(scope)),
+    h("h1", {}, scopeTitle(scope), " ", live),
     summary,
     status,
     h(
@@ -87,7 +89,19 @@ export function renderScopePage(main, crumb, scope, onAuthError) {
         h("div", { class: "scrubber" }, h("label", { for: "scrubber" }, "As of"), scrub, scrubLabel),
         snaps,
       ),
-      h("aside", { class: "panel" }, stateTitle, stateBody),
+      h(
+        "aside",
+        { class: "panel" },
+        stateTitle,
+        stateBody,
+        h("button", {
+          type: "button",
+          id: "rewind-point",
+          class: "quiet",
+          title: "make the current values what they were at this point (admins)",
+          onclick: () => page.scrubPoint && rewindTo(page.scrubPoint, pointLabel(page.scrubPoint)),
+        }, "Rewind to this point…"),
+      ),
     ),
     eventPanel,
     diffPanel,
@@ -104,6 +118,9 @@ export function renderScopePage(main, crumb, scope, onAuthError) {
     selected: null,
     disposed: false,
     layout: null,
+    events: [],
+    compactedBefore: null,
+    feed: null,
   };
 
   const fail = (what) => (error) => {
@@ -122,23 +139,145 @@ export function renderScopePage(main, crumb, scope, onAuthError) {
   ]).then(([tries, { events, compactedBefore }]) => {
     if (page.disposed) return;
     page.tries = tries;
+    page.events = events;
+    page.compactedBefore = compactedBefore;
     page.model = buildModel(events);
     page.bounds = fullWindow(page.model, tries);
     page.window = { ...page.bounds };
     page.snaps = snapPoints(tries);
     status.textContent = "";
-    const keys = page.model.lanes.filter((l) => l.id !== SCOPE_LANE).length;
-    summary.textContent =
-      `${events.length} events · ${keys} keys · ` +
-      (tries.length ? `tries ${tries.map((t) => t.try_number).join(", ")}` : "no tries recorded") +
-      (compactedBefore ? ` · compaction removed the history before seq ${compactedBefore}` : "");
+    summarize();
     renderSnaps();
     renderDiffPanel();
     draw();
     const last = page.snaps.filter((p) => p.point.end_of_try !== undefined).pop();
     if (last) scrubToSnap(last);
     else scrubTo(page.model.t1, null);
+    startFeed();
   }, fail("the history"));
+
+  function summarize() {
+    const { tries } = page;
+    const keys = page.model.lanes.filter((l) => l.id !== SCOPE_LANE).length;
+    summary.textContent =
+      `${page.events.length} events · ${keys} keys · ` +
+      (tries.length ? `tries ${tries.map((t) => t.try_number).join(", ")}` : "no tries recorded") +
+      (page.compactedBefore ? ` · compaction removed the history before seq ${page.compactedBefore}` : "");
+  }
+
+  // ------------------------------------------------------------------ live updates
+
+  // New events of the scope arrive through the live feed and join the timeline as they commit.
+  function startFeed() {
+    const after = page.events.length ? page.events.at(-1).seq : 0;
+    page.feed = follow(feedFilters(scope), after, {
+      onEvents: (events) => {
+        const lastSeq = page.events.length ? page.events.at(-1).seq : 0;
+        const fresh = events.filter((e) => e.seq > lastSeq && sameScope(scope, e));
+        if (!fresh.length || page.disposed) return;
+        page.events.push(...fresh);
+        scheduleRefresh();
+      },
+      onStatus: (text) => {
+        live.textContent = text === "live" ? "● live" : "○ reconnecting…";
+        live.dataset.status = text;
+      },
+      onError: (error) => {
+        live.textContent = "";
+        live.dataset.status = "off";
+        onAuthError(error);
+      },
+    });
+  }
+
+  let refreshTimer = 0;
+  function scheduleRefresh() {
+    clearTimeout(refreshTimer);
+    refreshTimer = setTimeout(refresh, 150);
+  }
+
+  async function refresh() {
+    if (page.disposed) return;
+    let tries = page.tries;
+    try {
+      tries = await api.tries(scope);
+    } catch (error) {
+      if (onAuthError(error)) return;
+    }
+    if (page.disposed) return;
+    const wasWhole = page.window.from === page.bounds.from && page.window.to === page.bounds.to;
+    const atEnd = page.scrubTime !== null && page.scrubTime >= page.model.t1;
+    page.tries = tries;
+    page.model = buildModel(page.events);
+    page.bounds = fullWindow(page.model, tries);
+    if (wasWhole) page.window = { ...page.bounds };
+    page.snaps = snapPoints(tries);
+    summarize();
+    renderSnaps();
+    draw();
+    if (atEnd) scrubTo(page.model.t1, null);
+  }
+
+  // ------------------------------------------------------------------ rewind
+
+  // "Rewind to here": the diff a rewind would apply (a dry run), then, once confirmed, the
+  // rewind itself, conditional on the version the dry run saw. Admin tokens only.
+  async function rewindTo(point, label) {
+    main.querySelector("#rewind-dialog")?.remove();
+    const body = h("div", { id: "rewind-body" }, h("p", { class: "muted" }, "Working out what would change…"));
+    const note = h("p", { id: "rewind-status", role: "alert" });
+    const confirm = h("button", { type: "button", id: "rewind-confirm", disabled: true }, "Rewind");
+    const cancel = h("button", { type: "button", id: "rewind-cancel", class: "quiet" }, "Cancel");
+    const dialog = h(
+      "dialog",
+      { id: "rewind-dialog", "aria-labelledby": "rewind-title" },
+      h("h2", { id: "rewind-title" }, `Rewind to ${label}?`),
+      h(
+        "p",
+        { class: "muted" },
+        "Appends the sets and deletes that make the current values what they were there. " +
+          "Nothing is removed from the history; keys expired by now stay absent.",
+      ),
+      body,
+      note,
+      h("div", { class: "toolbar" }, confirm, cancel),
+    );
+    cancel.addEventListener("click", () => dialog.close());
+    dialog.addEventListener("close", () => dialog.remove());
+    main.append(dialog);
+    dialog.showModal();
+    let plan;
+    try {
+      plan = await api.rewind(scope, point, { dryRun: true });
+    } catch (error) {
+      body.replaceChildren();
+      note.className = "error";
+      note.textContent = error.status === 403 ? `${error.message}.` : error.message;
+      return;
+    }
+    const rows = diffRows(normalizeDiff(plan));
+    body.replaceChildren(
+      h("p", { class: "muted" }, `${plan.point} → seq ${plan.rewound_to}; the scope is at version ${plan.version}.`),
+      rows.length ? diffTable(rows) : h("p", { class: "muted", id: "rewind-nothing" }, "Already there: nothing to change."),
+    );
+    if (!rows.length && !plan.set.length && !plan.deleted.length) return;
+    confirm.disabled = false;
+    confirm.addEventListener("click", async () => {
+      confirm.disabled = true;
+      try {
+        const done = await api.rewind(scope, point, { expectedVersion: plan.version });
+        note.className = "";
+        note.textContent = `Rewound: ${done.set.length} set, ${done.deleted.length} deleted; version ${done.version}.`;
+        dialog.dataset.done = "true";
+      } catch (error) {
+        note.className = "error";
+        note.textContent =
+          error.reason === "version_conflict"
+            ? "The scope changed since this diff was shown; close and try again."
+            : error.message;
+      }
+    });
+  }
 
   // ------------------------------------------------------------------ timeline
 
@@ -419,7 +558,7 @@ export function renderScopePage(main, crumb, scope, onAuthError) {
       return undefined;
     };
     const details = [
-      ["kind", h("span", { class: `pill ${event.kind}` }, event.kind)],
+      ["kind", h("span", { class: `pill ${event.kind}` }, event.kind, event.rewound_to != null ? ` (rewind to seq ${event.rewound_to})` : "")],
       ["key", event.key ?? "(the whole scope)"],
       ["value", event.kind === "set" ? h("pre", { class: "value", id: "event-value" }, shownValue(event)) : "—"],
       ["try", event.try_number ?? "—"],
@@ -451,6 +590,7 @@ export function renderScopePage(main, crumb, scope, onAuthError) {
         h("button", { type: "button", onclick: () => step(-1), "aria-label": "previous event of this key" }, "◀ previous"),
         h("button", { type: "button", onclick: () => step(1), "aria-label": "next event of this key" }, "next ▶"),
         h("button", { type: "button", onclick: () => scrubTo(event.t, { t: event.t, label: `seq ${event.seq}`, point: { seq: event.seq } }) }, "state here"),
+        h("button", { type: "button", id: "rewind-here", onclick: () => rewindTo({ seq: event.seq }, `seq ${event.seq}`) }, "rewind to here"),
       ),
       h("dl", { class: "event" }, details.map(([name, value]) => [h("dt", {}, name), h("dd", { "data-field": name }, value)])),
       changeView,
@@ -522,6 +662,8 @@ export function renderScopePage(main, crumb, scope, onAuthError) {
       page.disposed = true;
       observer.disconnect();
       clearTimeout(stateTimer);
+      clearTimeout(refreshTimer);
+      page.feed?.close();
     },
   };
 }

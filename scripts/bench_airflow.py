@@ -1,0 +1,164 @@
+"""tasktrail against Airflow's own MetastoreBackend, called as Airflow's execution API calls them.
+
+Run it in the Airflow environment the tests use:
+
+    bash scripts/airflow_env.sh --setup-only
+    PYTHONPATH=. ~/.cache/tasktrail/airflow-3.3.2/bin/python scripts/bench_airflow.py
+
+Each request is what the execution API does for a task's store call: one session of Airflow's
+database, the task instance looked up, the backend called, the session committed. Both backends
+write the same SQLite metadata database (their own DagRun each, so their rows never collide);
+tasktrail also writes its log, in its own SQLite file, and mirrors into Airflow's table (the
+mirror is inside the measurement). Rounds alternate which backend goes first; the medians are
+printed as tasktrail / MetastoreBackend, one request at a time and with --threads concurrent
+requests (threads, as the API server's thread pool runs them).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+HOME = tempfile.mkdtemp(prefix="tasktrail-bench-airflow-")
+os.environ["AIRFLOW_HOME"] = HOME
+os.environ.setdefault("AIRFLOW__CORE__LOAD_EXAMPLES", "False")
+
+from airflow.models import import_all_models  # noqa: E402
+from airflow.models.base import Base  # noqa: E402
+from airflow.models.dagrun import DagRun, DagRunType  # noqa: E402
+from airflow.models.taskinstance import TaskInstance  # noqa: E402
+from airflow.settings import engine  # noqa: E402
+from airflow.state import TaskScope  # noqa: E402
+from airflow.state.metastore import MetastoreBackend  # noqa: E402
+from airflow.utils.session import create_session  # noqa: E402
+from sqlalchemy import insert, select  # noqa: E402
+
+from eventstore.airflow import TasktrailBackend  # noqa: E402
+
+DAG = "bench"
+
+
+def prepare(run_id: str, tis: int) -> list[TaskScope]:
+    moment = datetime(2026, 1, 1, tzinfo=UTC)
+    with create_session() as session:
+        session.add(
+            DagRun(
+                dag_id=DAG,
+                run_id=run_id,
+                run_type=DagRunType.MANUAL,
+                logical_date=moment if run_id == "metastore" else moment + timedelta(days=1),
+                run_after=moment,
+            )
+        )
+        session.flush()
+        for n in range(tis):
+            session.execute(
+                insert(TaskInstance.__table__).values(
+                    dag_id=DAG,
+                    run_id=run_id,
+                    task_id=f"t{n}",
+                    map_index=-1,
+                    try_number=1,
+                    pool="default_pool",
+                )
+            )
+    return [TaskScope(DAG, run_id, f"t{n}") for n in range(tis)]
+
+
+def request(call: Callable[[Any], object], scope: TaskScope) -> None:
+    """One execution API request: a session, the task instance looked up, the call, commit."""
+    t = TaskInstance
+    with create_session() as session:
+        session.scalar(
+            select(t.id).where(
+                t.dag_id == scope.dag_id,
+                t.run_id == scope.run_id,
+                t.task_id == scope.task_id,
+                t.map_index == scope.map_index,
+            )
+        )
+        call(session)
+
+
+def phases(backend: Any, scopes: list[TaskScope], keys: int) -> dict[str, list[Callable[[], None]]]:
+    expires = datetime.now(UTC) + timedelta(days=30)
+
+    def set_(scope: TaskScope, key: str, value: int) -> Callable[[], None]:
+        text = json.dumps({"offset": value, "rows": [value] * 4})
+        return lambda: request(
+            lambda s: backend.set(scope, key, text, expires_at=expires, session=s), scope
+        )
+
+    def get(scope: TaskScope, key: str) -> Callable[[], None]:
+        return lambda: request(lambda s: backend.get(scope, key, session=s), scope)
+
+    def clear(scope: TaskScope) -> Callable[[], None]:
+        return lambda: request(lambda s: backend.clear(scope, session=s), scope)
+
+    pairs = [(scope, f"k{k}") for scope in scopes for k in range(keys)]
+    return {
+        "set": [set_(scope, key, n) for n, (scope, key) in enumerate(pairs)],
+        "get": [get(scope, key) for scope, key in pairs],
+        "clear": [clear(scope) for scope in scopes],
+    }
+
+
+def rate(calls: list[Callable[[], None]], threads: int) -> float:
+    start = time.perf_counter()
+    if threads <= 1:
+        for call in calls:
+            call()
+    else:
+        with ThreadPoolExecutor(threads) as pool:
+            for future in [pool.submit(call) for call in calls]:
+                future.result()
+    return len(calls) / (time.perf_counter() - start)
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--tis", type=int, default=50, help="task instances (default 50)")
+    parser.add_argument("--keys", type=int, default=10, help="keys per task instance")
+    parser.add_argument("--rounds", type=int, default=5, help="alternating rounds (default 5)")
+    parser.add_argument("--threads", type=int, default=32, help="concurrent requests")
+    args = parser.parse_args()
+    import_all_models()
+    Base.metadata.create_all(engine)
+    backends = {
+        "metastore": MetastoreBackend(),
+        "tasktrail": TasktrailBackend(f"sqlite:///{Path(HOME) / 'trail.db'}"),
+    }
+    scopes = {name: prepare(name, args.tis) for name in backends}
+    results: dict[tuple[str, str, int], list[float]] = {}
+    for concurrency in (1, args.threads):
+        for number in range(args.rounds):
+            order = list(backends) if number % 2 == 0 else list(reversed(backends))
+            for name in order:
+                for op, calls in phases(backends[name], scopes[name], args.keys).items():
+                    results.setdefault((name, op, concurrency), []).append(rate(calls, concurrency))
+    print(
+        f"{args.tis} task instances x {args.keys} keys, {args.rounds} alternating rounds, "
+        f"medians (requests/s); Airflow's SQLite metadata database, tasktrail's SQLite file"
+    )
+    print(f"{'op':6} {'requests':>10} {'Metastore':>10} {'tasktrail':>10} {'ratio':>7}")
+    for concurrency in (1, args.threads):
+        for op in ("set", "get", "clear"):
+            base = statistics.median(results[("metastore", op, concurrency)])
+            ours = statistics.median(results[("tasktrail", op, concurrency)])
+            where = "1 at a time" if concurrency == 1 else f"{concurrency} threads"
+            print(f"{op:6} {where:>10} {base:10.0f} {ours:10.0f} {ours / base:7.2f}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
