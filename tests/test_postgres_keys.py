@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import asyncio
+import uuid
 from collections.abc import Iterator
+from urllib.parse import urlsplit, urlunsplit
 
 import anyio
 import pytest
@@ -18,7 +21,7 @@ from eventstore import (
 from eventstore.errors import ConfigError
 from eventstore.scopes import scope_key
 from projections import At
-from tests.conftest import postgres_schema_url
+from tests.conftest import postgres_schema_url, require_postgres_url
 
 SCOPE = TaskScope("etl", "run_1", "ingest")
 
@@ -111,10 +114,40 @@ async def _raw_pages_holding(url: str, needles: list[bytes]) -> list[int]:
     return [i for i, needle in enumerate(needles) if any(needle in page for page in pages)]
 
 
+@pytest.fixture
+def own_database_urls() -> Iterator[tuple[str, str]]:
+    """The log's URL and the key store's in a database of their own, dropped afterwards.
+
+    VACUUM keeps a dead row that a transaction open on the same database may still see, so
+    other sessions sharing the test database (a second test run) would keep the destroyed key
+    in the page; PostgreSQL keeps that horizon per database.
+    """
+    import asyncpg
+
+    base = require_postgres_url()
+    name = f"tasktrail_keys_{uuid.uuid4().hex[:12]}"
+    parts = urlsplit(base)
+    url = urlunsplit(parts._replace(path=f"/{name}"))
+
+    async def admin(statement: str) -> None:
+        conn = await asyncpg.connect(base)
+        try:
+            await conn.execute(statement)
+        finally:
+            await conn.close()
+
+    asyncio.run(admin(f'CREATE DATABASE "{name}"'))
+    try:
+        separator = "&" if parts.query else "?"
+        yield f"{url}{separator}schema=log", f"{url}{separator}schema=keys"
+    finally:
+        asyncio.run(admin(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+
+
 async def test_a_destroyed_data_key_is_in_no_page_of_the_postgres_key_store(
-    urls: tuple[str, str],
+    own_database_urls: tuple[str, str],
 ) -> None:
-    log, keys = urls
+    log, keys = own_database_urls
     config = StoreConfig(master_keys=(generate_master_key(),), key_store=keys)
     scopes = [TaskScope("etl", "run_1", f"task_{n}") for n in range(40)]
     async with open_store(log, config=config) as store:
@@ -129,3 +162,35 @@ async def test_a_destroyed_data_key_is_in_no_page_of_the_postgres_key_store(
             await store.erase(scopes[n])
         assert await _raw_pages_holding(keys, wrapped) == list(range(1, 39))
         assert await store.task_store("etl", "run_1", "task_1").get("v") == 1
+
+
+async def test_an_erasure_outwaits_a_short_transaction_before_it_vacuums_the_key_away(
+    own_database_urls: tuple[str, str],
+) -> None:
+    # Another session's write transaction, anywhere in the cluster, keeps a deleted row alive
+    # through VACUUM until it ends: as the log's replicas' transactions do, for milliseconds.
+    import asyncpg
+
+    log, keys = own_database_urls
+    config = StoreConfig(master_keys=(generate_master_key(),), key_store=keys)
+    blocker = await asyncpg.connect(require_postgres_url())
+    try:
+        async with open_store(log, config=config) as store:
+            await store.task_store("etl", "run_1", "t").set("v", 1)
+            await store.task_store("etl", "run_1", "kept").set("v", 2)  # the table keeps a page
+            vault = store.vault.store
+            assert vault is not None
+            wrapped = vault.data_keys(scope_key(TaskScope("etl", "run_1", "t")))[0][0][3]
+            await blocker.execute("BEGIN; SELECT txid_current()")
+
+            async def end_blocker() -> None:
+                await anyio.sleep(0.5)
+                await blocker.execute("COMMIT")
+
+            async with anyio.create_task_group() as tg:
+                tg.start_soon(end_blocker)
+                await store.erase(TaskScope("etl", "run_1", "t"))
+            assert await _raw_pages_holding(keys, [wrapped]) == []
+            assert await store.task_store("etl", "run_1", "kept").get("v") == 2
+    finally:
+        await blocker.close()

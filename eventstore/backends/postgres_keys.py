@@ -15,6 +15,7 @@ notifies the other replicas (LISTEN/NOTIFY), which then forget the data keys the
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import threading
 from collections.abc import Coroutine, Sequence
 from typing import Any, Final, TypeVar
@@ -59,6 +60,20 @@ _INSERT_KEY: Final = (
 )
 # Not in a transaction: VACUUM cannot run in one.
 _VACUUM_KEYS: Final = "VACUUM (FULL) data_keys"
+# VACUUM FULL copies a deleted row too while a transaction that may still see it is open: one
+# whose snapshot on this database predates the delete's commit, or one with an older xid
+# anywhere in the cluster. Counts those, given the deleting transaction's xid.
+_OLDER_TRANSACTIONS: Final = (
+    "SELECT count(*) FROM pg_stat_activity WHERE pid <> pg_backend_pid() AND ("
+    "(backend_xid IS NOT NULL AND age(backend_xid) >= age($1::xid)) OR "
+    "(datname = current_database() AND backend_xmin IS NOT NULL "
+    "AND age(backend_xmin) >= age($1::xid)))"
+)
+_OWN_XID: Final = "SELECT backend_xid FROM pg_stat_activity WHERE pid = pg_backend_pid()"
+# How long an erasure waits for those transactions to end (the log's own last milliseconds).
+# A longer one (a pg_dump, a session left idle in a transaction) outlasts it: the row then
+# stays in the page until a later VACUUM FULL; docs/explanation/envelope-encryption.md.
+_OLDER_TRANSACTIONS_WAIT: Final = 5.0
 _DESTROY: Final = (
     "INSERT INTO erased (scope_key, through_generation) VALUES ($1, $2) "
     "ON CONFLICT (scope_key) DO UPDATE SET through_generation = "
@@ -193,6 +208,12 @@ class PostgresKeyStore(KeyStore):
                 await self._conn.execute(_DESTROY, encoded, through)
                 # Delivered at commit: the other replicas drop the keys they hold.
                 await self._conn.execute("SELECT pg_notify($1, '')", _CHANNEL)
+                deleted_by = await self._conn.fetchval(_OWN_XID)
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(_OLDER_TRANSACTIONS_WAIT):
+                    # Polled: PostgreSQL tells no one when a transaction ends.
+                    while await self._conn.fetchval(_OLDER_TRANSACTIONS, deleted_by):  # noqa: ASYNC110
+                        await asyncio.sleep(0.01)
             # The DELETE leaves the row as a dead tuple, and a plain VACUUM only marks its
             # space free: the wrapped key stays in the page until new rows happen to cover it.
             # VACUUM FULL writes the live rows to a new file, and the old one is emptied at
