@@ -27,6 +27,7 @@ import os
 import re
 import secrets
 import threading
+import time
 import zlib
 from abc import ABC, abstractmethod
 from collections import OrderedDict
@@ -379,18 +380,20 @@ class Archive:
         return grouped
 
 
-# Events encoded and compressed per chunk: no call holds the GIL long (compaction runs this in
-# a worker thread beside the event loop), and the uncompressed lines never exist all at once.
-_CHUNK: Final = 2048
+# Events encoded and compressed per chunk, the uncompressed lines never all at once. Compaction
+# runs this in a worker thread beside the event loop: after each chunk (about half a
+# millisecond) the GIL is handed back, or the loop thread, returning from each SQLite call of a
+# writer's transaction, would wait up to a whole switch interval (5 ms) for it each time.
+_CHUNK: Final = 256
 
 
 def _compress(events: Sequence[ArchivedEvent]) -> bytes:
     # wbits 31: a gzip stream (header with mtime 0, so the same events give the same bytes).
     compressor = zlib.compressobj(_LEVEL, zlib.DEFLATED, 31)
-    parts = [
-        compressor.compress(_encode_lines(events[i : i + _CHUNK]))
-        for i in range(0, len(events), _CHUNK)
-    ]
+    parts = []
+    for i in range(0, len(events), _CHUNK):
+        parts.append(compressor.compress(_encode_lines(events[i : i + _CHUNK])))
+        time.sleep(0)  # hands the GIL to a thread waiting for it
     parts.append(compressor.flush())
     return b"".join(parts)
 

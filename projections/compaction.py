@@ -592,22 +592,27 @@ async def compact(
 
 
 def _archived(plans: Sequence[ScopePlan]) -> list[ArchivedEvent]:
-    return [
-        ArchivedEvent(
-            seq=row.seq,
-            scope=plan.scope_key,
-            version=row.version,
-            kind=row.kind,
-            key=row.key,
-            expires_at=row.expires_at,
-            recorded_at=row.recorded_at,
-            try_number=row.try_number,
-            actor=row.actor,
-            event=msgspec.Raw(row.payload),
+    """The events to archive. Made in a worker thread: the GIL is handed back after each scope,
+    so the event loop's writers are not kept waiting for it (see eventstore.archive)."""
+    events: list[ArchivedEvent] = []
+    for plan in plans:
+        events.extend(
+            ArchivedEvent(
+                seq=row.seq,
+                scope=plan.scope_key,
+                version=row.version,
+                kind=row.kind,
+                key=row.key,
+                expires_at=row.expires_at,
+                recorded_at=row.recorded_at,
+                try_number=row.try_number,
+                actor=row.actor,
+                event=msgspec.Raw(row.payload),
+            )
+            for row in plan.rows
         )
-        for plan in plans
-        for row in plan.rows
-    ]
+        time.sleep(0)
+    return events
 
 
 class _Progress:

@@ -768,7 +768,7 @@ class _SQLiteTransaction(WriteTransaction):
     def __init__(self, conn: sqlite3.Connection, in_thread: Callable[..., Awaitable[Any]]) -> None:
         self.conn = conn
         self.in_thread = in_thread
-        self.rows = 0  # events and projection rows written, for the choice of where to commit
+        self.rows = 0  # rows written or removed, for the choice of where to commit
 
     async def _many(self, sql: str, rows: Sequence[Sequence[object]]) -> None:
         """executemany: on the loop thread for the few rows of a usual batch; the slices of a
@@ -871,24 +871,28 @@ class _SQLiteTransaction(WriteTransaction):
         self.conn.execute("DELETE FROM current")
         await self.upsert_current(rows)
 
+    # Compaction's and erasure's statements go through _many and count as rows too: their
+    # slices are big, and run on the loop thread they kept it (and every writer) waiting.
     async def delete_events(self, seqs: Sequence[int]) -> int:
+        self.rows += len(seqs)
         before = self.conn.total_changes
-        self.conn.executemany("DELETE FROM events WHERE seq = ?", [(s,) for s in seqs])
+        await self._many("DELETE FROM events WHERE seq = ?", [(s,) for s in seqs])
         return self.conn.total_changes - before
 
     async def delete_current_at(self, rows: Sequence[tuple[int, str, int]]) -> None:
-        self.conn.executemany(
-            "DELETE FROM current WHERE scope_id = ? AND key = ? AND seq = ?", rows
-        )
+        self.rows += len(rows)
+        await self._many("DELETE FROM current WHERE scope_id = ? AND key = ? AND seq = ?", rows)
 
     async def update_event_payloads(self, rows: Sequence[tuple[int, bytes]]) -> None:
         # The bytes replaced (a plain value) are overwritten: see secure_delete in _connect.
-        self.conn.executemany(
+        self.rows += len(rows)
+        await self._many(
             "UPDATE events SET payload = ? WHERE seq = ?", [(p, seq) for seq, p in rows]
         )
 
     async def update_current_values(self, rows: Sequence[tuple[bytes, int, str, int]]) -> None:
-        self.conn.executemany(_UPDATE_CURRENT_VALUE, rows)
+        self.rows += len(rows)
+        await self._many(_UPDATE_CURRENT_VALUE, rows)
 
 
 _AUTO_VACUUM_NONE: Final = 0
