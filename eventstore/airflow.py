@@ -79,7 +79,7 @@ import anyio
 import msgspec
 from anyio.from_thread import BlockingPortal
 
-from eventstore.backends.base import EventFilter
+from eventstore.backends.base import CurrentRow, EventFilter
 from eventstore.config import NEVER_EXPIRE, StoreConfig
 from eventstore.crypto import ERASED
 from eventstore.errors import ConfigError
@@ -214,12 +214,7 @@ class TasktrailBackend(MetastoreBackend):
     # -- sync: what Airflow 3.3 calls, from a thread without an event loop --------------------
 
     def get(self, scope: Any, key: str, *, session: Session | None = None) -> str | None:
-        if _asset_id(scope) is not None and _asset_id(scope) not in self._assets:
-            with _sync_session(session) as opened:
-                target = self._scope(scope, opened)
-        else:
-            target = self._scope(scope, None)
-        return self._call(_get, target, key)
+        return self._call(_get, self._scope(scope, session), key)
 
     def set(
         self,
@@ -246,7 +241,6 @@ class TasktrailBackend(MetastoreBackend):
         session: Session | None = None,
     ) -> None:
         """An asset write with the writer Airflow names: recorded as the event's actor."""
-        kind.validate_writer_fields(dag_id, run_id, task_id, map_index)
         writer = _asset_writer(kind, dag_id, run_id, task_id, map_index)
         self._write_set(scope, key, value, None, writer, session)
 
@@ -301,11 +295,7 @@ class TasktrailBackend(MetastoreBackend):
     async def aget(
         self, scope: Any, key: str, *, session: AsyncSession | None = None
     ) -> str | None:
-        if _asset_id(scope) is not None and _asset_id(scope) not in self._assets:
-            async with _async_session(session) as opened:
-                target = await self._ascope(scope, opened)
-        else:
-            target = await self._ascope(scope, None)
+        target = await self._ascope(scope, session)
         async with self._open() as store:
             return await _get(store, target, key)
 
@@ -333,7 +323,6 @@ class TasktrailBackend(MetastoreBackend):
         map_index: int | None = None,
         session: AsyncSession | None = None,
     ) -> None:
-        kind.validate_writer_fields(dag_id, run_id, task_id, map_index)
         writer = _asset_writer(kind, dag_id, run_id, task_id, map_index)
         await self._awrite_set(scope, key, value, None, writer, session)
 
@@ -434,8 +423,7 @@ class TasktrailBackend(MetastoreBackend):
     ) -> MirrorReport:
         """Compare Airflow's tables with the projection; with `repair`, make them equal (with
         `remove_only`, only delete the rows of no live key)."""
-        rows = self._call(_projection_rows)
-        known = self._call(_known_scopes) if remove_only else frozenset()
+        rows, known = self._call(_projection_rows)
         with _sync_session(session) as opened:
             return _check_mirror(self, opened, rows, repair, remove_only, known)
 
@@ -491,14 +479,14 @@ class TasktrailBackend(MetastoreBackend):
             return _tasktrail_scope(scope)
         known = self._assets.get(asset_id)
         if known is None:
-            if session is None:
-                raise _no_session(asset_id)
+            # Looked up once per asset id, in a session of Airflow's own if none was passed.
             from airflow.models.asset import AssetModel
             from sqlalchemy import select
 
-            found = session.execute(
-                select(AssetModel.name, AssetModel.uri).where(AssetModel.id == asset_id)
-            ).one_or_none()
+            with _sync_session(session) as opened:
+                found = opened.execute(
+                    select(AssetModel.name, AssetModel.uri).where(AssetModel.id == asset_id)
+                ).one_or_none()
             known = self._remember(asset_id, found)
         return known
 
@@ -508,15 +496,15 @@ class TasktrailBackend(MetastoreBackend):
             return _tasktrail_scope(scope)
         known = self._assets.get(asset_id)
         if known is None:
-            if session is None:
-                raise _no_session(asset_id)
             from airflow.models.asset import AssetModel
             from sqlalchemy import select
 
-            result = await session.execute(
-                select(AssetModel.name, AssetModel.uri).where(AssetModel.id == asset_id)
-            )
-            known = self._remember(asset_id, result.one_or_none())
+            async with _async_session(session) as opened:
+                result = await opened.execute(
+                    select(AssetModel.name, AssetModel.uri).where(AssetModel.id == asset_id)
+                )
+                found = result.one_or_none()
+            known = self._remember(asset_id, found)
         return known
 
     def _remember(self, asset_id: int, found: Any) -> AssetScope:
@@ -534,7 +522,10 @@ def _asset_writer(
     task_id: str | None,
     map_index: int | None,
 ) -> Writer:
-    """The actor of an asset write: the task instance that wrote it, the watcher, or the API."""
+    """The actor of an asset write: the task instance that wrote it, the watcher, or the API.
+
+    Checked first as Airflow checks it: the fields `kind` needs, and no others."""
+    kind.validate_writer_fields(dag_id, run_id, task_id, map_index)
     value = getattr(kind, "value", kind)
     if value == "task":
         actor = f"task:{dag_id}/{run_id}/{task_id}"
@@ -897,13 +888,6 @@ def _tasktrail_scope(scope: object) -> Scope:
     return AssetScope(name, uri)
 
 
-def _no_session(asset_id: int) -> Exception:
-    return ValueError(
-        f"asset scope with asset_id={asset_id} and no session: tasktrail needs Airflow's "
-        "database session to find the asset's name and uri"
-    )
-
-
 def _try_number(scope: Scope, session: Session | None) -> int | None:
     """The running try of the scope's task instance, from Airflow's database."""
     if not isinstance(scope, TaskScope) or session is None:
@@ -1120,26 +1104,30 @@ def _log_report(report: dict[str, Any]) -> None:
     )
 
 
+async def _projection(store: Store) -> tuple[frozenset[str], list[tuple[Scope, CurrentRow]]]:
+    """The scope keys of every scope the log ever had a write for, and every projection row
+    with its scope, expired or not."""
+    keys = {r.scope_id: r.scope_key for r in await store.backend.select_all_scopes()}
+    scopes = {scope_id: scope_from_key(key) for scope_id, key in keys.items()}
+    rows = await store.backend.select_all_current()
+    return frozenset(keys.values()), [(scopes[row.scope_id], row) for row in rows]
+
+
+def _expired(row: CurrentRow, now: int) -> bool:
+    return row.expires_at is not None and row.expires_at <= now
+
+
 async def _expired_keys(target: Target) -> list[tuple[str, str, str, int, str]]:
     """(dag_id, run_id, task_id, map_index, key) of every task key whose expiry has passed."""
     if not isinstance(target, Store):
         return []  # the service's compaction report counts them; it does not list them
     now = to_micros(target.now())
-    scopes = {r.scope_id: r.scope_key for r in await target.backend.select_all_scopes()}
-    found = []
-    for row in await target.backend.select_all_current():
-        if row.expires_at is None or row.expires_at > now:
-            continue
-        scope = scope_from_key(scopes[row.scope_id])
-        if isinstance(scope, TaskScope):
-            found.append((scope.dag_id, scope.run_id, scope.task_id, scope.map_index, row.key))
-    return sorted(found)
-
-
-async def _known_scopes(target: Target) -> frozenset[str]:
-    """The scope keys of every scope the log ever had a write for (embedded stores only)."""
-    assert isinstance(target, Store)
-    return frozenset(r.scope_key for r in await target.backend.select_all_scopes())
+    _, rows = await _projection(target)
+    return sorted(
+        (scope.dag_id, scope.run_id, scope.task_id, scope.map_index, row.key)
+        for scope, row in rows
+        if _expired(row, now) and isinstance(scope, TaskScope)
+    )
 
 
 class _Current(NamedTuple):
@@ -1151,8 +1139,11 @@ class _Current(NamedTuple):
     updated_at: datetime
 
 
-async def _projection_rows(target: Target) -> dict[Scope, dict[str, _Current]]:
-    """Every live key of the projection, by scope (embedded stores only)."""
+async def _projection_rows(
+    target: Target,
+) -> tuple[dict[Scope, dict[str, _Current]], frozenset[str]]:
+    """Every live key of the projection, by scope, and the scope keys of every scope the log
+    ever had a write for (embedded stores only)."""
     if not isinstance(target, Store):
         raise ConfigError(
             "checking the mirror reads tasktrail's projection directly: run it where the "
@@ -1161,14 +1152,11 @@ async def _projection_rows(target: Target) -> dict[Scope, dict[str, _Current]]:
     from eventstore.crypto import is_sensitive
 
     now = to_micros(target.now())
-    scopes = {
-        r.scope_id: scope_from_key(r.scope_key) for r in await target.backend.select_all_scopes()
-    }
+    known, rows = await _projection(target)
     found: dict[Scope, dict[str, _Current]] = {}
-    for row in await target.backend.select_all_current():
-        if row.expires_at is not None and row.expires_at <= now:
+    for scope, row in rows:
+        if _expired(row, now):
             continue
-        scope = scopes[row.scope_id]
         value = target.open_value(scope, row)
         if value is ERASED:
             continue
@@ -1178,7 +1166,7 @@ async def _projection_rows(target: Target) -> dict[Scope, dict[str, _Current]]:
             None if row.expires_at is None else from_micros(row.expires_at),
             from_micros(row.updated_at),
         )
-    return found
+    return found, known
 
 
 class MirrorReport(msgspec.Struct, kw_only=True):

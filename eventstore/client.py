@@ -26,11 +26,11 @@ from collections.abc import Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from datetime import datetime, timedelta
 from functools import partial
-from types import TracebackType
 from typing import Any, Final, TypeVar
 from urllib.parse import quote, urlencode
 
 import msgspec
+from anyio.abc import AsyncResource
 from anyio.from_thread import BlockingPortal, start_blocking_portal
 
 try:
@@ -51,6 +51,7 @@ from eventstore.feed import ScopeMatch
 from eventstore.log import AppendResult
 from eventstore.scopes import AssetScope, Scope, TaskScope
 from eventstore.service.errors import ERRORS
+from eventstore.service.models import RewindAnswer
 from eventstore.values import check_key, decode_value, encode_value
 from projections import At, Diff, RewindResult, TrySummary
 
@@ -184,7 +185,7 @@ def _segment(text: str) -> str:
     return quote(text, safe="").replace(".", "%2E")
 
 
-class Remote:
+class Remote(AsyncResource):
     """A connection to a tasktrail service; make accessors with task_store and asset_store."""
 
     def __init__(
@@ -199,17 +200,6 @@ class Remote:
         self._base = base_url.rstrip("/")
         self.retries = retries
         self.backoff = backoff
-
-    async def __aenter__(self) -> Remote:
-        return self
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        await self.aclose()
 
     async def aclose(self) -> None:
         """Close the connections to the service; idempotent, from any task."""
@@ -594,19 +584,6 @@ class _Tries(msgspec.Struct):
     tries: list[TrySummary]
 
 
-class _RewindAnswer(msgspec.Struct):
-    point: str
-    rewound_to: int
-    dry_run: bool
-    version: int
-    seq: int | None
-    set: list[str]
-    deleted: list[str]
-    added: dict[str, Any]
-    removed: dict[str, Any]
-    changed: dict[str, tuple[Any, Any]]
-
-
 def _point_body(at: At) -> dict[str, Any]:
     if at.kind == "time":
         assert at.moment is not None
@@ -619,7 +596,7 @@ _decode_event = msgspec.json.Decoder(RecordedEvent).decode
 _STREAM_SILENCE: Final = 35.0
 
 
-class RemoteSubscription:
+class RemoteSubscription(AsyncResource):
     """Events of GET /api/v1/events, one at a time, reconnecting when the stream breaks.
 
     Resumes after the last position the stream named (an event's id, or a heartbeat's), so no
@@ -639,12 +616,6 @@ class RemoteSubscription:
 
     def __aiter__(self) -> RemoteSubscription:
         return self
-
-    async def __aenter__(self) -> RemoteSubscription:
-        return self
-
-    async def __aexit__(self, *exc_info: object) -> None:
-        await self.aclose()
 
     async def aclose(self) -> None:
         self._closed = True
@@ -861,7 +832,7 @@ class RemoteHistory:
             headers=headers,
             scope=self.scope,
         )
-        answer = msgspec.json.decode(content, type=_RewindAnswer)
+        answer = msgspec.json.decode(content, type=RewindAnswer)
         return RewindResult(
             point=answer.point,
             rewound_to=answer.rewound_to,

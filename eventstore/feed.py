@@ -37,6 +37,7 @@ from typing import TYPE_CHECKING, Final, Literal
 
 import anyio
 import msgspec
+from anyio.abc import AsyncResource
 
 from eventstore.backends.base import EventFilter, EventRow, LogBackend
 from eventstore.events import RecordedEvent
@@ -134,7 +135,7 @@ class Feed:
         return False
 
 
-class Subscription:
+class Subscription(AsyncResource):
     """An async iterator of `RecordedEvent`s in position order; get one from `store.subscribe`.
 
     `async with store.subscribe(...) as events:` closes it at the end of the block; so does
@@ -187,12 +188,6 @@ class Subscription:
 
     def __aiter__(self) -> Subscription:
         return self
-
-    async def __aenter__(self) -> Subscription:
-        return self
-
-    async def __aexit__(self, *exc_info: object) -> None:
-        await self.aclose()
 
     async def aclose(self) -> None:
         """Stop: the iteration ends; idempotent."""

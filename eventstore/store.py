@@ -10,12 +10,12 @@ import os
 from collections.abc import Mapping
 from datetime import UTC, datetime, timedelta
 from functools import partial
-from types import TracebackType
 from typing import Any, Final
 
 import anyio
 import anyio.lowlevel
 import msgspec
+from anyio.abc import AsyncResource
 
 from eventstore._opening import Opening
 from eventstore.archive import open_archive
@@ -88,7 +88,7 @@ async def _open_store(url: str | None, config: StoreConfig | None, clock: Clock 
     return Store(backend, config, clock or system_clock, vault)
 
 
-class Store:
+class Store(AsyncResource):
     """One open store. Make accessors with `task_store` and `asset_store`.
 
     Close it with `aclose()` (or use it in `async with`), from any task.
@@ -109,17 +109,6 @@ class Store:
         self._feed = Feed(backend)
         self._closed = False
         self._close_done = anyio.Event()
-
-    async def __aenter__(self) -> Store:
-        return self
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        await self.aclose()
 
     def now(self) -> datetime:
         now = self._clock()

@@ -239,6 +239,14 @@ class History:
         position, _ = await self._locate(scope_id, at)
         return position
 
+    async def _through_version(self, scope_id: int, at: At) -> EventRow | None:
+        """The last event at or before version `at.number`; NoSuchPointError past the head."""
+        row = await self._last(scope_id, EventFilter(through_version=at.number))
+        head = await self._last(scope_id, EventFilter())
+        if head is not None and at.number > head.version:
+            raise NoSuchPointError(self.scope, str(at), f"the scope is at version {head.version}")
+        return row
+
     async def _locate(self, scope_id: int, at: At) -> tuple[Position, _Rows | None]:
         """The position of `at`, and for At.seq the rows of the state there, found on the way."""
         row: EventRow | None
@@ -248,12 +256,7 @@ class History:
             case "seq":
                 row, rows = await self._last_through(scope_id, at.number)
             case "version":
-                row = await self._last(scope_id, EventFilter(through_version=at.number))
-                head = await self._last(scope_id, EventFilter())
-                if head is not None and at.number > head.version:
-                    raise NoSuchPointError(
-                        self.scope, str(at), f"the scope is at version {head.version}"
-                    )
+                row = await self._through_version(scope_id, at)
             case "time":
                 assert at.moment is not None
                 expiry = to_micros(at.moment)
@@ -498,12 +501,7 @@ class History:
                 low, high = await self._expiry_range(scope_id, row, p)
                 return _Point(at, p, low, high)
             case "version":
-                row = await self._last(scope_id, EventFilter(through_version=at.number))
-                head = await self._last(scope_id, EventFilter())
-                if head is not None and at.number > head.version:
-                    raise NoSuchPointError(
-                        self.scope, str(at), f"the scope is at version {head.version}"
-                    )
+                row = await self._through_version(scope_id, at)
                 if at.number == 0:
                     return _Point(at, 0, 0, 0)
                 if row is not None and row.version == at.number:

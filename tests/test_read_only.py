@@ -423,7 +423,11 @@ asyncio.run(main(sys.argv[1]))
 @pytest.fixture
 def as_nobody(tmp_path: Path) -> Iterator[tuple[list[str], Path]]:
     """A command prefix that runs Python as the unprivileged user `nobody` (root bypasses file
-    modes), with this tasktrail importable, and a folder that user can reach."""
+    modes), with this tasktrail importable, and a folder that user can reach.
+
+    The probe keeps one capability, CAP_DAC_READ_SEARCH: it reads this checkout and its venv
+    wherever they are (a CI clone may sit in a folder only root may enter), while writes still
+    obey file modes, which is what the tests are about."""
     import shutil
     import sysconfig
     import tempfile
@@ -451,6 +455,8 @@ def as_nobody(tmp_path: Path) -> Iterator[tuple[list[str], Path]]:
                 "--reuid=65534",
                 "--regid=65534",
                 "--clear-groups",
+                "--inh-caps=+dac_read_search",
+                "--ambient-caps=+dac_read_search",
                 "env",
                 f"PYTHONPATH={path}",
                 str(system_python),

@@ -359,11 +359,13 @@ class MemoryBackend(LogBackend):
 
     async def select_erased_through(self, scope_ids: Collection[int]) -> dict[int, int]:
         self._check_open()
-        wanted = set(scope_ids)
         found: dict[int, int] = {}
-        for row in self._data.events:
-            if row.scope_id in wanted and row.key is None and row.kind == "erased":
-                found[row.scope_id] = row.seq
+        for scope_id in set(scope_ids):
+            # The scope's last erasure: its events alone, newest first.
+            for row in reversed(self._data.scope_events.get(scope_id, [])):
+                if row.key is None and row.kind == "erased":
+                    found[scope_id] = row.seq
+                    break
         return found
 
     async def select_last_seq(self) -> int:

@@ -181,6 +181,29 @@ def events_table(events: list[RecordedEvent], title: str) -> Table:
     return table
 
 
+def diff_json(diff: Diff) -> dict[str, Any]:
+    """A diff for --json: added, removed, and changed as {"old": ..., "new": ...}."""
+    return {
+        "added": diff.added,
+        "removed": diff.removed,
+        "changed": {k: {"old": o, "new": n} for k, (o, n) in diff.changed.items()},
+    }
+
+
+def diff_table(diff: Diff, old: str, new: str) -> Table:
+    """A diff as a table, one row a key in key order: + added, - removed, ~ changed."""
+    table = Table("", "key", old, new)
+    rows: list[tuple[str, str, Text, Text]] = []
+    rows += [("[green]+[/]", k, Text(""), Text(show(v))) for k, v in diff.added.items()]
+    rows += [("[red]-[/]", k, Text(show(v)), Text("")) for k, v in diff.removed.items()]
+    rows += [
+        ("[yellow]~[/]", k, Text(show(o)), Text(show(n))) for k, (o, n) in diff.changed.items()
+    ]
+    for mark, key, before, after in sorted(rows, key=lambda r: r[1]):
+        table.add_row(mark, Text(key), before, after)
+    return table
+
+
 def position_text(at: At, position: Position) -> str:
     """`At.end_of_try(1) → seq 3 (version 3) recorded …`, and the expiry time if it differs."""
     if position.seq == 0:
@@ -329,9 +352,7 @@ def diff_command(
                 "scope": str(scope),
                 "from": position_json(a, pa),
                 "to": position_json(b, pb),
-                "added": diff.added,
-                "removed": diff.removed,
-                "changed": {k: {"old": o, "new": n} for k, (o, n) in diff.changed.items()},
+                **diff_json(diff),
             }
         )
         return
@@ -341,16 +362,7 @@ def diff_command(
     if not diff:
         console.print("(no changes)")
         return
-    table = Table("", "key", "old", "new")
-    rows: list[tuple[str, str, Text, Text]] = []
-    rows += [("[green]+[/]", k, Text(""), Text(show(v))) for k, v in diff.added.items()]
-    rows += [("[red]-[/]", k, Text(show(v)), Text("")) for k, v in diff.removed.items()]
-    rows += [
-        ("[yellow]~[/]", k, Text(show(o)), Text(show(n))) for k, (o, n) in diff.changed.items()
-    ]
-    for mark, key, old, new in sorted(rows, key=lambda r: r[1]):
-        table.add_row(mark, Text(key), old, new)
-    console.print(table)
+    console.print(diff_table(diff, "old", "new"))
 
 
 @cli.command("timeline")

@@ -18,7 +18,15 @@ from rich.text import Text
 
 from eventstore.backends.base import ScopeFilter, ScopeRow
 from eventstore.cli.app import cli, console, db_option, emit_json, encode_json, json_option, run
-from eventstore.cli.history import parse_time, scope_from, scope_options, show, utc
+from eventstore.cli.history import (
+    diff_json,
+    diff_table,
+    parse_time,
+    scope_from,
+    scope_options,
+    show,
+    utc,
+)
 from eventstore.events import RecordedEvent, from_micros
 from eventstore.feed import ScopeMatch
 from eventstore.scopes import AssetScope, TaskScope, scope_from_key
@@ -106,13 +114,7 @@ def rewind_command(
             {
                 "scope": str(scope),
                 **msgspec.to_builtins(result),
-                "diff": {
-                    "added": result.diff.added,
-                    "removed": result.diff.removed,
-                    "changed": {
-                        k: {"old": o, "new": n} for k, (o, n) in result.diff.changed.items()
-                    },
-                },
+                "diff": diff_json(result.diff),
             }
         )
         return
@@ -121,20 +123,10 @@ def rewind_command(
     )
     verb = "would rewind" if dry_run else "rewound"
     console.print(f"{scope}\n{verb} to {result.point} → {where}", highlight=False)
-    diff = result.diff
     if not (result.set or result.deleted):
         console.print("(already there: nothing to change)")
         return
-    table = Table("", "key", "now", "after")
-    rows: list[tuple[str, str, Text, Text]] = []
-    rows += [("[green]+[/]", k, Text(""), Text(show(v))) for k, v in diff.added.items()]
-    rows += [("[red]-[/]", k, Text(show(v)), Text("")) for k, v in diff.removed.items()]
-    rows += [
-        ("[yellow]~[/]", k, Text(show(o)), Text(show(n))) for k, (o, n) in diff.changed.items()
-    ]
-    for mark, key, old, new in sorted(rows, key=lambda r: r[1]):
-        table.add_row(mark, Text(key), old, new)
-    console.print(table)
+    console.print(diff_table(result.diff, "now", "after"))
     if dry_run:
         console.print(f"nothing written; the scope is at version {result.version}")
     else:

@@ -24,6 +24,7 @@ __all__ = [
     "PatchBody",
     "PutBody",
     "Retention",
+    "RewindAnswer",
     "TaskPutBody",
     "WriteResult",
 ]
@@ -161,3 +162,20 @@ class WriteResult(msgspec.Struct, kw_only=True):
 class Health(msgspec.Struct, kw_only=True):
     status: Literal["ok"]
     version: str
+
+
+class RewindAnswer(msgspec.Struct, kw_only=True):
+    """What the rewind did, or would do with dry_run: keys set and deleted, and the diff from
+    the current values to the values after it (changed as [old, new]). `rewound_to` is the
+    position the point resolved to; every event the rewind appended carries it."""
+
+    point: str
+    rewound_to: int
+    dry_run: bool
+    version: int
+    seq: int | None
+    set: list[str]
+    deleted: list[str]
+    added: dict[str, Any]
+    removed: dict[str, Any]
+    changed: dict[str, tuple[Any, Any]]

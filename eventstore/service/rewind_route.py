@@ -10,12 +10,13 @@ The body names one point, as the history routes do: `{"end_of_try": 1}`, `{"seq"
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Annotated, Any, Final
+from typing import Annotated, Final
 
 import msgspec
 from starlette.responses import Response
 
 from eventstore.service.errors import HTTPProblem
+from eventstore.service.models import RewindAnswer
 from eventstore.service.routes import (
     _IF_MATCH,
     _TRY,
@@ -25,6 +26,7 @@ from eventstore.service.routes import (
     Call,
     Operation,
     ScopeKind,
+    in_utc_calendar,
     json_response,
     scope_params,
     suffix_of,
@@ -46,23 +48,6 @@ class RewindBody(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     end_of_try: Count | None = None
     start_of_try: Count | None = None
     dry_run: bool = False
-
-
-class RewindAnswer(msgspec.Struct, kw_only=True, rename={"from_": "from"}):
-    """What the rewind did, or would do with dry_run: keys set and deleted, and the diff from
-    the current values to the values after it (changed as [old, new]). `rewound_to` is the
-    position the point resolved to; every event the rewind appended carries it."""
-
-    point: str
-    rewound_to: int
-    dry_run: bool
-    version: int
-    seq: int | None
-    set: list[str]
-    deleted: list[str]
-    added: dict[str, Any]
-    removed: dict[str, Any]
-    changed: dict[str, tuple[Any, Any]]
 
 
 def _point(body: RewindBody) -> At:
@@ -89,7 +74,7 @@ def _point(body: RewindBody) -> At:
     assert body.at is not None
     if body.at.tzinfo is None:
         raise HTTPProblem(422, "bad_body", "at must name its time zone, e.g. a final Z")
-    return At.time(body.at)
+    return At.time(in_utc_calendar("at", body.at, "bad_body"))
 
 
 async def rewind_scope(call: Call) -> Response:

@@ -346,15 +346,15 @@ def _retention(value: str | float) -> timedelta | NeverExpire | None:
     return timedelta(seconds=value)
 
 
-def in_utc_calendar(name: str, moment: datetime) -> datetime:
-    """An aware time from a query, refused (422) unless it is within the UTC calendar: a
-    time like 9999-12-31T23:59:59-01:00 is in the year 10000 in UTC."""
+def in_utc_calendar(name: str, moment: datetime, reason: str = "bad_query") -> datetime:
+    """An aware time from a query (or a body), refused (422) unless it is within the UTC
+    calendar: a time like 9999-12-31T23:59:59-01:00 is in the year 10000 in UTC."""
     try:
         moment.astimezone(UTC)
     except OverflowError:
         raise HTTPProblem(
             422,
-            "bad_query",
+            reason,
             f"{name} {moment.isoformat()} is outside the UTC calendar (years 1 to 9999 in UTC)",
         ) from None
     return moment

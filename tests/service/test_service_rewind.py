@@ -59,7 +59,8 @@ def test_a_rewind_answers_conflicts_compaction_and_bad_points(service: Service, 
     assert (stale.status, stale.reason) == (409, "version_conflict")
     never = service.call("POST", path, {"end_of_try": 7}, token=admin)
     assert (never.status, never.reason) == (404, "no_such_point")
-    for body in ({}, {"seq": 1, "version": 1}, {"seq": -1}, {"seq": 1, "extra": 1}):
+    outside_utc = ({"at": "9999-12-31T23:59:59-01:00"}, {"at": "0001-01-01T00:00:00+14:00"})
+    for body in ({}, {"seq": 1, "version": 1}, {"seq": -1}, {"seq": 1, "extra": 1}, *outside_utc):
         got = service.call("POST", path, body, token=admin)
         assert (got.status, got.reason) == (422, "bad_body"), body
     fenced = service.call("POST", path, {"version": 1}, token=admin, headers={"Tasktrail-Try": "1"})
