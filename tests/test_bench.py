@@ -5,10 +5,10 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+from bench_cli import BenchSizes, memory_check, print_memory, print_report, run_bench
 from click.testing import CliRunner
 from rich.console import Console
 
-from eventstore.bench import BenchSizes, memory_check, print_memory, print_report, run_bench
 from eventstore.cli import cli
 
 

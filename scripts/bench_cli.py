@@ -1,4 +1,5 @@
-"""The throughput benchmark behind `tasktrail bench` and `scripts/bench_store.py`.
+"""The throughput benchmark behind `tasktrail bench` (which loads this file from a source
+checkout: see eventstore/cli/bench.py); `python scripts/bench_cli.py --help` runs it too.
 
 Everything runs in one process, one after the other, on files in one directory, so the ratios
 compare like with like: the same machine, the same file system, the same fsync.
@@ -8,7 +9,7 @@ compare like with like: the same machine, the same file system, the same fsync.
    upsert-only key/value table in batches of 100;
 2. tasktrail's embedded `set` with 1, 10 and 100 concurrent writers, durability full;
 3. the same workload through the `eventsourcing` library on SQLite, when it is installed
-   (`pip install 'tasktrail[bench]'`);
+   (`pip install 'tasktrail[bench]'`; the workload is in bench_cli_es.py);
 4. `get` latency through tasktrail beside a raw point select on the same file.
 
 `memory_check` writes many times from 100 writers and reports how much the peak RSS grew;
@@ -290,11 +291,9 @@ def run_bench(
     during a run, and interleaving exposes every workload to the same drift.
     """
     try:
-        from eventstore import _bench_es
+        import bench_cli_es as es
     except ImportError:
         es = None
-    else:
-        es = _bench_es
     with _workdir(directory) as work:
         result = BenchResult(sizes, str(work))
         if es is None:
@@ -547,3 +546,9 @@ def print_memory(result: MemoryResult, console: Console | None = None) -> bool:
     )
     console.print(table)
     return ok
+
+
+if __name__ == "__main__":
+    from eventstore.cli.bench import bench
+
+    bench()
