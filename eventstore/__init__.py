@@ -1,9 +1,10 @@
 """tasktrail: an async, event-sourced key/value store for task checkpoints.
 
-This package holds the log floor (`eventstore.log`: scopes, events, errors, config, backends)
-and the faces (the store API, the service, the client, the CLI), with `projections` between them. So that
-`projections` can import the log floor without pulling in the faces that import it back, the
-store API's names are imported when first used (PEP 562), not by this `__init__`.
+This package holds the log floor (`eventstore.log`: scopes, events, errors, config, the live
+feed, backends) and the faces (the store API, the service, the client, the CLI), with
+`projections` between them. So that `projections` can import the log floor without pulling in
+the faces that import it back, the store API's names are imported when first used (PEP 562),
+not by this `__init__`.
 """
 
 import importlib
@@ -26,12 +27,12 @@ from eventstore.log.errors import (
     StoreClosedError,
 )
 from eventstore.log.events import RecordedEvent
+from eventstore.log.feed import ScopeMatch, Subscription
 from eventstore.log.master_keys import generate_master_key
 from eventstore.log.scopes import AssetScope, Scope, TaskScope
 
 if TYPE_CHECKING:
     from eventstore.blocking import BlockingStore, open_blocking_store
-    from eventstore.feed import ScopeMatch, Subscription
     from eventstore.store import AssetStore, Store, TaskStore, open_store
 
 __all__ = [
@@ -70,8 +71,6 @@ __all__ = [
 _FACE = {
     "AssetStore": "eventstore.store",
     "BlockingStore": "eventstore.blocking",
-    "ScopeMatch": "eventstore.feed",
-    "Subscription": "eventstore.feed",
     "Store": "eventstore.store",
     "TaskStore": "eventstore.store",
     "open_blocking_store": "eventstore.blocking",

@@ -1,56 +1,56 @@
-"""The store API: `open_store`, and the accessors task code awaits.
+"""The store API: `open_store` and the `Store` it opens, the face every other face goes through.
 
-Every write is checked here, before it is queued, so bad input never reaches the log. Reads go
-straight to the projection and apply expiry with the store's clock.
+The store holds the log's backend; no other face touches it. What the faces read comes back as
+the store's answer types (`CurrentRow`, `ScopeRow`, re-exported here), and what they write goes
+through `append` and group commit. The accessors task code awaits live in
+`eventstore.accessors`; reads go straight to the projection and apply expiry with the store's
+clock.
 """
 
 from __future__ import annotations
 
 import os
-from collections.abc import Mapping
-from datetime import UTC, datetime, timedelta
+from datetime import datetime
 from functools import partial
 from typing import Any, Final
 
 import anyio
-import anyio.lowlevel
 import msgspec
 from anyio.abc import AsyncResource
 
 from eventstore._opening import Opening
-from eventstore.feed import Feed, ScopeMatch, Subscription
-from eventstore.log.append import (
-    AppendRequest,
-    AppendResult,
-    ClearOp,
-    DeleteOp,
-    EraseOp,
-    Op,
-    SetOp,
-)
+from eventstore.accessors import AssetStore, TaskStore
+from eventstore.log.append import AppendRequest, AppendResult, EraseOp
 from eventstore.log.archive import open_archive
 from eventstore.log.backends import open_backend
 from eventstore.log.backends.base import CurrentRow, LogBackend, ScopeFilter, ScopeRow
-from eventstore.log.config import Clock, NeverExpire, StoreConfig, check_retention, system_clock
-from eventstore.log.crypto import ERASED, ReencryptReport, RotationReport, Vault
+from eventstore.log.config import Clock, StoreConfig, system_clock
+from eventstore.log.crypto import ReencryptReport, RotationReport, Vault
 from eventstore.log.crypto import reencrypt as reencrypt_log
 from eventstore.log.crypto import scrub as scrub_log
-from eventstore.log.errors import ExpiryValueError, ReadOnlyStoreError, StoreClosedError
+from eventstore.log.errors import ReadOnlyStoreError, StoreClosedError
 from eventstore.log.events import to_micros
+from eventstore.log.feed import Feed, ScopeMatch, Subscription
 from eventstore.log.master_keys import master_keys_from_env
 from eventstore.log.scopes import AssetScope, Scope, TaskScope, scope_key
-from eventstore.log.values import check_key, check_label, encode_value
 from eventstore.log.writer import GroupCommitWriter
 from projections.compaction import CompactionReport, compact
 from projections.compaction import Progress as CompactionProgress
 from projections.history import History
 from projections.verify import Progress, VerifyReport, rebuild, verify
 
-__all__ = ["DEFAULT_URL", "AssetStore", "Store", "TaskStore", "open_store"]
+__all__ = [
+    "DEFAULT_URL",
+    "AssetStore",
+    "CurrentRow",
+    "ScopeFilter",
+    "ScopeRow",
+    "Store",
+    "TaskStore",
+    "open_store",
+]
 
 DEFAULT_URL: Final = "sqlite:///tasktrail.db"
-
-_MISSING: Final = object()
 
 
 def default_url() -> str:
@@ -107,7 +107,7 @@ class Store(AsyncResource):
         self.archive = open_archive(config.archive_url or os.environ.get("TASKTRAIL_ARCHIVE"))
         self._scope_ids: dict[str, int] = {}
         self._compacting = anyio.Lock()
-        self._feed = Feed(backend)
+        self._feed = Feed(backend, self.vault)
         self._closed = False
         self._close_done = anyio.Event()
 
@@ -162,7 +162,7 @@ class Store(AsyncResource):
         through_seq: int | None = None,
     ) -> Subscription:
         """Every event after position `after_seq`, in position order, then each new one as it
-        commits: `async for event in store.subscribe(): ...` (see `eventstore.feed`).
+        commits: `async for event in store.subscribe(): ...` (see `eventstore.log.feed`).
 
         `scope`: one task or asset scope, or a `ScopeMatch` (dag, run, task, map index, kind).
         Never skips and never repeats a position; writes of other processes and replicas
@@ -173,8 +173,8 @@ class Store(AsyncResource):
         if self._closed:
             raise StoreClosedError()
         return Subscription(
-            self,
             self._feed,
+            self.scope_id,
             after_seq=after_seq,
             scope=scope,
             page=page,
@@ -202,6 +202,11 @@ class Store(AsyncResource):
         """The scope's current version: the number of events ever appended to it."""
         row = await self.backend.select_scope(scope_key(scope))
         return 0 if row is None else row.version
+
+    async def last_seq(self) -> int:
+        """The log's head: the position of the last event committed (0 for an empty log), by
+        any process or replica."""
+        return await self.backend.select_last_seq()
 
     async def read(self, scope: Scope, key: str) -> CurrentRow | None:
         """The live projection row of a key, or None if absent or expired."""
@@ -359,214 +364,3 @@ class Store(AsyncResource):
 
 def _expired(row: CurrentRow, now: int) -> bool:
     return row.expires_at is not None and row.expires_at <= now
-
-
-class _Accessor:
-    """Reads and writes of one scope, stamped with one try and actor."""
-
-    def __init__(self, store: Store, scope: Scope, try_number: int | None, actor: str) -> None:
-        if try_number is not None and (type(try_number) is not int or try_number < 0):
-            raise ValueError(f"try_number must be an int >= 0 or None, got {try_number!r}")
-        self.store = store
-        self.scope = scope
-        self.try_number = try_number
-        self.actor = check_label("actor", actor)
-
-    def __repr__(self) -> str:
-        tried = "" if self.try_number is None else f", try {self.try_number}"
-        return f"<{type(self).__name__} {self.scope}{tried}>"
-
-    async def get(self, key: str, default: Any = None) -> Any:
-        """The key's current value, or `default` if it is absent or expired."""
-        row = await self.store.read(self.scope, check_key(key))
-        if row is None:
-            return default
-        value = self.store.open_value(self.scope, row)
-        # An erased key reads as absent (a projection restored from before an erasure).
-        return default if value is ERASED else value
-
-    async def items(self) -> dict[str, Any]:
-        """Every current {key: value} of the scope; expired and erased keys are left out."""
-        store = self.store
-        values = {r.key: store.open_value(self.scope, r) for r in await store.read_all(self.scope)}
-        return {k: v for k, v in values.items() if v is not ERASED}
-
-    async def version(self) -> int:
-        return await self.store.version(self.scope)
-
-    async def delete(
-        self,
-        key: str,
-        *,
-        expected_version: int | None = None,
-        idempotency_id: str | None = None,
-    ) -> AppendResult:
-        """Remove a key; a key that is absent already is left as it is (nothing is appended)."""
-        return await self._append([DeleteOp(check_key(key))], expected_version, idempotency_id)
-
-    async def _set_many(
-        self,
-        values: Mapping[str, object],
-        retention: timedelta | NeverExpire | None,
-        expires_at: datetime | None,
-        expected_version: int | None,
-        idempotency_id: str | None,
-        sensitive: bool | None = None,
-    ) -> AppendResult:
-        if not isinstance(values, Mapping):
-            raise TypeError(
-                f"set_many takes a mapping of key to value, got {type(values).__name__}"
-            )
-        if expires_at is not None:
-            if retention is not None:
-                raise ValueError("pass retention or expires_at, not both")
-            if not isinstance(expires_at, datetime) or expires_at.tzinfo is None:
-                raise TypeError(f"expires_at must be an aware datetime, got {expires_at!r}")
-            try:
-                expires_at = expires_at.astimezone(UTC)
-            except OverflowError:  # in the batch it would fail every write committed with it
-                raise ExpiryValueError(expires_at) from None
-        check_retention(retention)
-        flag = None if sensitive is None else bool(sensitive)
-        limit = self.store.config.max_value_bytes
-        ops: list[Op] = []
-        for i, (key, value) in enumerate(values.items(), 1):
-            if i % _SLICE == 0:
-                # A big batch is checked in slices: between them the event loop serves others.
-                await anyio.lowlevel.checkpoint()
-            check_key(key)
-            encoded = encode_value(key, value, limit)
-            ops.append(SetOp(key, encoded, retention, expires_at, flag))
-        return await self._append(ops, expected_version, idempotency_id)
-
-    async def _append(
-        self, ops: list[Op], expected_version: int | None, idempotency_id: str | None
-    ) -> AppendResult:
-        # Checked here: a bad one inside the batch would fail every write committed with it.
-        if expected_version is not None and (
-            type(expected_version) is not int or expected_version < 0
-        ):
-            error = TypeError if type(expected_version) is not int else ValueError
-            raise error(f"expected_version must be an int >= 0 or None, got {expected_version!r}")
-        if idempotency_id is not None:
-            check_label("idempotency_id", idempotency_id)
-        return await self.store.append(
-            AppendRequest(
-                scope=self.scope,
-                ops=ops,
-                try_number=self.try_number,
-                actor=self.actor,
-                expected_version=expected_version,
-                idempotency_id=idempotency_id,
-            )
-        )
-
-
-class TaskStore(_Accessor):
-    """The store of one task instance, as one try of it sees it."""
-
-    scope: TaskScope
-
-    async def set(
-        self,
-        key: str,
-        value: object,
-        *,
-        retention: timedelta | NeverExpire | None = None,
-        expires_at: datetime | None = None,
-        expected_version: int | None = None,
-        idempotency_id: str | None = None,
-        sensitive: bool | None = None,
-    ) -> AppendResult:
-        """Store a JSON value under key; retention defaults to the store's configured days.
-
-        `sensitive=True` marks the key: the service masks its values for everyone but the
-        writing task's token and admins (the library returns them as they are). The flag sticks:
-        a later write that leaves `sensitive` out (None) keeps it, and only `sensitive=False`
-        clears it (an event history shows). Deleting or clearing the key ends it.
-        """
-        return await self._set_many(
-            {check_key(key): value},
-            retention,
-            expires_at,
-            expected_version,
-            idempotency_id,
-            sensitive,
-        )
-
-    async def set_many(
-        self,
-        values: Mapping[str, object],
-        *,
-        retention: timedelta | NeverExpire | None = None,
-        expires_at: datetime | None = None,
-        expected_version: int | None = None,
-        idempotency_id: str | None = None,
-        sensitive: bool | None = None,
-    ) -> AppendResult:
-        """Store several keys in one atomic step, one version each."""
-        return await self._set_many(
-            values, retention, expires_at, expected_version, idempotency_id, sensitive
-        )
-
-    async def clear(
-        self,
-        all_map_indices: bool = False,
-        *,
-        expected_version: int | None = None,
-        idempotency_id: str | None = None,
-    ) -> AppendResult:
-        """Remove every key of this map index, or of every map index of the task at once."""
-        return await self._append(
-            [ClearOp(bool(all_map_indices))], expected_version, idempotency_id
-        )
-
-    aget = _Accessor.get
-    aset = set
-    adelete = _Accessor.delete
-    aclear = clear
-
-
-class AssetStore(_Accessor):
-    """The store of one asset, across all runs. Asset entries never expire."""
-
-    scope: AssetScope
-
-    async def set(
-        self,
-        key: str,
-        value: object,
-        *,
-        expected_version: int | None = None,
-        idempotency_id: str | None = None,
-        sensitive: bool | None = None,
-    ) -> AppendResult:
-        return await self._set_many(
-            {check_key(key): value}, _NEVER, None, expected_version, idempotency_id, sensitive
-        )
-
-    async def set_many(
-        self,
-        values: Mapping[str, object],
-        *,
-        expected_version: int | None = None,
-        idempotency_id: str | None = None,
-        sensitive: bool | None = None,
-    ) -> AppendResult:
-        return await self._set_many(
-            values, _NEVER, None, expected_version, idempotency_id, sensitive
-        )
-
-    async def clear(
-        self, *, expected_version: int | None = None, idempotency_id: str | None = None
-    ) -> AppendResult:
-        return await self._append([ClearOp()], expected_version, idempotency_id)
-
-    aget = _Accessor.get
-    aset = set
-    adelete = _Accessor.delete
-    aclear = clear
-
-
-_NEVER: Final = NeverExpire()
-_SLICE: Final = 250  # values checked and encoded between two turns of the event loop

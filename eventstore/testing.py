@@ -154,7 +154,7 @@ async def _tasktrail_store(
     request: pytest.FixtureRequest, tasktrail_clock: FakeClock, tmp_path: Path
 ) -> AsyncIterator[Store]:
     """An open store, fresh for the test, on the clock `tasktrail_clock`."""
-    url = _db_option(request.config)
+    server = url = _db_option(request.config)
     schema = None
     if url.startswith("sqlite:"):
         url = f"sqlite:///{tmp_path / 'tasktrail.db'}"
@@ -166,15 +166,14 @@ async def _tasktrail_store(
             yield store
     finally:
         if schema is not None:
-            await _drop_schema(url, schema)
+            await _drop_schema(server, schema)
 
 
-async def _drop_schema(url: str, schema: str) -> None:
+async def _drop_schema(server: str, schema: str) -> None:
+    """Drop the test's schema, through the server URL the kit was given (without `schema=`)."""
     import asyncpg
 
-    from eventstore.log.backends.postgres.backend import split_url
-
-    conn = await asyncpg.connect(split_url(url)[0])
+    conn = await asyncpg.connect(server)
     try:
         await conn.execute(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE')
     finally:

@@ -26,11 +26,10 @@ from eventstore.cli.history import (
     show,
     utc,
 )
-from eventstore.feed import ScopeMatch
-from eventstore.log.backends.base import ScopeFilter, ScopeRow
 from eventstore.log.events import RecordedEvent, from_micros
+from eventstore.log.feed import ScopeMatch
 from eventstore.log.scopes import AssetScope, TaskScope, scope_from_key
-from eventstore.store import open_store
+from eventstore.store import ScopeFilter, ScopeRow, open_store
 from projections.points import At
 from projections.rewind import RewindResult
 
@@ -202,7 +201,7 @@ def tail_command(
 
     async def main() -> None:
         async with open_store(db) as store:
-            head = await store.backend.select_last_seq()
+            head = await store.last_seq()
             after = head if from_seq is None else from_seq
             printed = 0
             subscription = store.subscribe(after, match, through_seq=head if no_follow else None)

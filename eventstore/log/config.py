@@ -130,24 +130,9 @@ class StoreConfig(msgspec.Struct, frozen=True, kw_only=True):
             parse_master_keys(self.master_keys)
 
 
-def expiry_of(retention: object, config: StoreConfig, now: datetime) -> datetime | None:
-    """When a value set now with this retention expires; None for never."""
-    if retention is None:
-        days = config.default_retention_days
-        return None if days == 0 else now + timedelta(days=days)
-    if retention is NEVER_EXPIRE:
-        return None
-    if isinstance(retention, timedelta):
-        if retention <= timedelta(0):
-            raise RetentionValueError(retention)
-        if retention > MAX_RETENTION:
-            raise RetentionValueError(retention, MAX_RETENTION)
-        return now + retention
-    raise RetentionTypeError(retention)
-
-
 def check_retention(retention: object) -> None:
-    """Raise the error expiry_of would raise, before anything is queued."""
+    """Refuse a retention `set` cannot use, before anything is queued: the append path then
+    takes every retention it is given as valid (a bad one would fail its whole batch)."""
     if retention is None or retention is NEVER_EXPIRE:
         return
     if isinstance(retention, timedelta):
