@@ -69,6 +69,11 @@ class _Accessor:
         """Remove a key; a key that is absent already is left as it is (nothing is appended)."""
         return await self._append([DeleteOp(check_key(key))], expected_version, idempotency_id)
 
+    # Airflow's async accessor names, so code written for it runs unchanged (aset and aclear
+    # beside each kind's own set and clear).
+    aget = get
+    adelete = delete
+
     async def _set_many(
         self,
         values: Mapping[str, object],
@@ -186,9 +191,7 @@ class TaskStore(_Accessor):
             [ClearOp(bool(all_map_indices))], expected_version, idempotency_id
         )
 
-    aget = _Accessor.get
     aset = set
-    adelete = _Accessor.delete
     aclear = clear
 
 
@@ -227,9 +230,7 @@ class AssetStore(_Accessor):
     ) -> AppendResult:
         return await self._append([ClearOp()], expected_version, idempotency_id)
 
-    aget = _Accessor.get
     aset = set
-    adelete = _Accessor.delete
     aclear = clear
 
 

@@ -39,8 +39,11 @@ from projections.compaction import Progress as CompactionProgress
 from projections.history import History
 from projections.verify import Progress, VerifyReport, rebuild, verify
 
+# The faces take the types the store's reads and writes answer with from here, not from the
+# log's backends.
 __all__ = [
     "DEFAULT_URL",
+    "AppendResult",
     "AssetStore",
     "CurrentRow",
     "ScopeFilter",
@@ -98,6 +101,8 @@ class Store(AsyncResource):
     def __init__(
         self, backend: LogBackend, config: StoreConfig, clock: Clock, vault: Vault | None = None
     ) -> None:
+        # The log's storage: the store hands it to projections (history, compaction, verify);
+        # faces read and write through the store's methods, never through it.
         self.backend = backend
         self.config = config
         self.vault = vault or Vault()
