@@ -6,7 +6,7 @@ tasktrail diff  --dag D --run R --task T --from-start-of-try 2 --to-end-of-try 2
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
 from typing import Any, TypeVar
 
@@ -29,10 +29,11 @@ from eventstore.cli.app import (
 )
 from eventstore.log.events import RecordedEvent
 from eventstore.log.scopes import AssetScope, Scope, TaskScope
-from projections.history import Diff, Position, TrySummary
+from projections.history import Diff, History, Position
 from projections.points import At
 
 F = TypeVar("F", bound=Callable[..., Any])
+T = TypeVar("T")
 
 _VALUE_WIDTH = 60
 
@@ -222,6 +223,22 @@ def position_json(at: At, position: Position) -> dict[str, Any]:
     return {"point": str(at), **msgspec.to_builtins(position)}
 
 
+def ask(
+    db: str,
+    read_only: bool,
+    archive: str | None,
+    scope: Scope,
+    question: Callable[[History], Awaitable[T]],
+) -> T:
+    """Answer one question about a scope's history, on the store opened for reading."""
+
+    async def main() -> T:
+        async with open_for_reading(db, read_only, archive) as store:
+            return await question(store.history(scope))
+
+    return run(main)
+
+
 @cli.command("history")
 @db_option
 @archive_option
@@ -257,20 +274,21 @@ def history_command(
 ) -> None:
     """The events of a scope, oldest first, filtered and paged."""
     scope = scope_from(options)
-
-    async def main() -> list[RecordedEvent]:
-        async with open_for_reading(db, read_only, archive) as store:
-            return await store.history(scope).events(
-                key=key,
-                kinds=kinds or None,
-                try_number=try_number,
-                since=None if since is None else parse_time(since),
-                until=None if until is None else parse_time(until),
-                after_seq=after_seq,
-                limit=limit,
-            )
-
-    events = run(main)
+    events = ask(
+        db,
+        read_only,
+        archive,
+        scope,
+        lambda history: history.events(
+            key=key,
+            kinds=kinds or None,
+            try_number=try_number,
+            since=None if since is None else parse_time(since),
+            until=None if until is None else parse_time(until),
+            after_seq=after_seq,
+            limit=limit,
+        ),
+    )
     if as_json:
         emit_json(events)
         return
@@ -298,12 +316,10 @@ def as_of_command(
     scope = scope_from(options)
     at = point_from(options)
 
-    async def main() -> tuple[Position, dict[str, Any]]:
-        async with open_for_reading(db, read_only, archive) as store:
-            history = store.history(scope)
-            return await history.resolve(at), await history.state(at)
+    async def question(history: History) -> tuple[Position, dict[str, Any]]:
+        return await history.resolve(at), await history.state(at)
 
-    position, state = run(main)
+    position, state = ask(db, read_only, archive, scope, question)
     if as_json:
         emit_json({"scope": str(scope), "at": position_json(at, position), "state": state})
         return
@@ -340,12 +356,10 @@ def diff_command(
     a = point_from(options, "from-")
     b = point_from(options, "to-")
 
-    async def main() -> tuple[Position, Position, Diff]:
-        async with open_for_reading(db, read_only, archive) as store:
-            history = store.history(scope)
-            return await history.resolve(a), await history.resolve(b), await history.diff(a, b)
+    async def question(history: History) -> tuple[Position, Position, Diff]:
+        return await history.resolve(a), await history.resolve(b), await history.diff(a, b)
 
-    pa, pb, diff = run(main)
+    pa, pb, diff = ask(db, read_only, archive, scope, question)
     if as_json:
         emit_json(
             {
@@ -384,12 +398,9 @@ def timeline_command(
 ) -> None:
     """Every event of one key of a scope, oldest first."""
     scope = scope_from(options)
-
-    async def main() -> list[RecordedEvent]:
-        async with open_for_reading(db, read_only, archive) as store:
-            return await store.history(scope).timeline(key, after_seq=after_seq)
-
-    events = run(main)
+    events = ask(
+        db, read_only, archive, scope, lambda history: history.timeline(key, after_seq=after_seq)
+    )
     if as_json:
         emit_json(events)
     else:
@@ -407,12 +418,7 @@ def tries_command(
 ) -> None:
     """One line per try that wrote to a scope: first/last write, writes, keys touched."""
     scope = scope_from(options)
-
-    async def main() -> list[TrySummary]:
-        async with open_for_reading(db, read_only, archive) as store:
-            return await store.history(scope).tries()
-
-    tries = run(main)
+    tries = ask(db, read_only, archive, scope, lambda history: history.tries())
     if as_json:
         emit_json(tries)
         return
