@@ -44,11 +44,11 @@ except ImportError as e:
 
 from eventstore._opening import Opening
 from eventstore.blocking import BlockingAccessor
-from eventstore.feed import ScopeMatch
 from eventstore.log.append import AppendResult
 from eventstore.log.config import NEVER_EXPIRE, NeverExpire, check_retention
 from eventstore.log.errors import EventStoreError, NoSuchPointError
 from eventstore.log.events import RecordedEvent
+from eventstore.log.feed import ScopeMatch
 from eventstore.log.scopes import AssetScope, Scope, TaskScope
 from eventstore.log.values import check_key, decode_value, encode_value
 from eventstore.service.errors import ERRORS

@@ -22,8 +22,8 @@ import anyio
 import msgspec
 from starlette.responses import Response, StreamingResponse
 
-from eventstore.feed import ScopeMatch
 from eventstore.log.events import RecordedEvent
+from eventstore.log.feed import ScopeMatch
 from eventstore.log.scopes import Scope, TaskScope
 from eventstore.service.auth import Claims, sees_sensitive
 from eventstore.service.errors import HTTPProblem
