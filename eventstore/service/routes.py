@@ -28,8 +28,7 @@ import msgspec
 from msgspec import UNSET, UnsetType
 from starlette.requests import ClientDisconnect, Request
 from starlette.responses import Response
-from starlette.types import ASGIApp, Receive, Send
-from starlette.types import Scope as ASGIScope
+from starlette.types import Receive
 
 from eventstore.backends.base import CurrentRow
 from eventstore.config import NEVER_EXPIRE, NeverExpire
@@ -209,6 +208,10 @@ class Call:
         """A request header by its lower-case name."""
         return _header(self.headers, name.encode("latin-1"))
 
+    async def raw_body(self) -> bytes:
+        """The body's bytes, 413 once they are over the service's limit."""
+        return await _read_body(self.request.receive, self.state.max_body_bytes)
+
     async def body(self, kind: type[Any]) -> Any:
         limit = self.state.max_body_bytes
         declared = self.header("content-length") or ""
@@ -216,7 +219,7 @@ class Call:
         # body read passes the limit.
         if declared.isascii() and declared.isdigit() and int(declared) > limit:
             raise _too_large(f"{int(declared)} bytes", limit)
-        raw = await _read_body(self.request.receive, limit)
+        raw = await self.raw_body()
         if len(raw) <= _INLINE_BODY_BYTES:
             return decode_body(raw, kind)
         # Decoding many megabytes takes longer than any request may hold the event loop; in a
@@ -547,7 +550,7 @@ async def erase_scope(call: Call) -> Response:
 
 
 def scope_of(kind: ScopeKind, request: Request) -> Scope:
-    # The scope's own segments arrive still escaped (see `RawScopeSegments`).
+    # The scope's own segments arrive still escaped (see `routing.raw_scope_path`).
     params = request.path_params
     try:
         match kind:
@@ -568,44 +571,6 @@ def scope_of(kind: ScopeKind, request: Request) -> Scope:
     except ValueError as error:
         raise HTTPProblem(422, "bad_scope", str(error)) from None
     raise AssertionError(kind)
-
-
-class RawScopeSegments:
-    """ASGI middleware: the path segments that name a scope are matched still escaped.
-
-    The server decodes `%2F` before routing, so an asset named `s3://bucket/orders` (Airflow
-    names an asset by its uri unless told otherwise) would no longer be one path segment. For
-    the scope's own segments (dag, run and task ids; an asset's name) this puts the escaped text
-    from `raw_path` back into the path the router sees, and `scope_of` unescapes them. The rest
-    of the path, a key with its `/`, is routed decoded as before.
-    """
-
-    PREFIXES: Final = (("/api/v1/tasks/", 3), ("/api/v1/assets/by-name/", 1))
-
-    def __init__(self, app: ASGIApp) -> None:
-        self.app = app
-
-    async def __call__(self, scope: ASGIScope, receive: Receive, send: Send) -> None:
-        if scope["type"] == "http" and scope.get("raw_path"):
-            path: str = scope["path"]
-            for prefix, count in self.PREFIXES:
-                if path.startswith(prefix):
-                    scope = self._rewrite(scope, prefix, count)
-                    break
-        await self.app(scope, receive, send)
-
-    @staticmethod
-    def _rewrite(scope: ASGIScope, prefix: str, count: int) -> ASGIScope:
-        raw = scope["raw_path"].decode("latin-1").partition("?")[0]
-        if not raw.startswith(prefix):
-            return scope
-        segments = raw[len(prefix) :].split("/", count)
-        if len(segments) <= count:
-            tail = ""
-            segments += [""] * (count - len(segments))
-        else:
-            tail = unquote("/" + segments[count])
-        return {**scope, "path": prefix + "/".join(segments[:count]) + tail}
 
 
 # ----------------------------------------------------------------------------- the wrapper
