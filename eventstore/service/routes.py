@@ -284,10 +284,31 @@ def _enc_hook(value: object) -> object:
 _encoder = msgspec.json.Encoder(enc_hook=_enc_hook)
 
 
+class _JSONResponse(Response):
+    """A JSON answer with its raw headers made at once, where Starlette's `init_headers` looks
+    each one up, lower-cases and encodes it again for every response."""
+
+    media_type = "application/json"
+
+    def __init__(self, body: bytes, status: int, headers: dict[str, str] | None) -> None:
+        self.status_code = status
+        self.background = None
+        self.body = body
+        self.raw_headers = [
+            (b"content-length", str(len(body)).encode()),
+            (b"content-type", b"application/json"),
+        ]
+        if headers:
+            self.raw_headers += [
+                (name.lower().encode("latin-1"), value.encode("latin-1"))
+                for name, value in headers.items()
+            ]
+
+
 def json_response(
     data: object, status: int = 200, headers: dict[str, str] | None = None
 ) -> Response:
-    return Response(_encoder.encode(data), status, headers, media_type="application/json")
+    return _JSONResponse(_encoder.encode(data), status, headers)
 
 
 def problem_response(problem: HTTPProblem) -> Response:
