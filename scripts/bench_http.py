@@ -55,7 +55,7 @@ def serve(db: str, port: int) -> None:
 
     from eventstore.service.app import create_app
     from eventstore.service.app import serve as run
-    from eventstore.service.routes import Call, Operation
+    from eventstore.service.operation import Call, Operation
 
     async def noop(call: Call) -> Response:
         await call.raw_body()

@@ -36,24 +36,18 @@ from eventstore.config import Clock, StoreConfig
 from eventstore.scopes import AssetScope
 from eventstore.service.auth import TokenVerifier
 from eventstore.service.compaction_route import COMPACTION_OPERATIONS
+from eventstore.service.endpoint import endpoint
 from eventstore.service.errors import HTTPProblem
 from eventstore.service.feed import FEED_OPERATIONS
 from eventstore.service.history import HISTORY_OPERATIONS
 from eventstore.service.models import Health
 from eventstore.service.openapi import build_openapi
+from eventstore.service.operation import MAX_MAP_INDEX, Call, Operation, ServiceState
+from eventstore.service.responses import json_response, problem_response
 from eventstore.service.rewind_route import REWIND_OPERATIONS
-from eventstore.service.routes import (
-    MAX_MAP_INDEX,
-    OPERATIONS,
-    Call,
-    Operation,
-    ServiceState,
-    endpoint,
-    json_response,
-    problem_response,
-)
 from eventstore.service.routing import Router
 from eventstore.service.scopes_route import SCOPE_OPERATIONS
+from eventstore.service.store_route import STORE_OPERATIONS
 from eventstore.service.ui import ui_routes
 from eventstore.store import open_store
 from projections.compaction import run_compaction_schedule
@@ -126,7 +120,7 @@ ALL_OPERATIONS: Final[list[Operation]] = [
         media_type="text/plain",
     ),
     Operation("GET", "/openapi.json", "openapi", "This document", _openapi, _SERVICE),
-    *OPERATIONS,
+    *STORE_OPERATIONS,
     *HISTORY_OPERATIONS,
     *SCOPE_OPERATIONS,
     *COMPACTION_OPERATIONS,

@@ -16,7 +16,9 @@ from eventstore.backends.base import ScopeFilter, ScopeRow
 from eventstore.events import from_micros, to_micros
 from eventstore.scopes import Scope, scope_from_key
 from eventstore.service.errors import HTTPProblem
-from eventstore.service.routes import Call, Operation, Param, in_utc_calendar, json_response
+from eventstore.service.operation import Call, Operation, Param
+from eventstore.service.parsing import in_utc_calendar
+from eventstore.service.responses import json_response
 
 __all__ = ["SCOPE_OPERATIONS", "ScopeEntry", "ScopePage"]
 

@@ -20,7 +20,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from eventstore.service.app import ALL_OPERATIONS
-from eventstore.service.routes import Operation
+from eventstore.service.operation import Operation
 from eventstore.values import MAX_VALUE_DEPTH
 from service.service_helpers import Service
 
