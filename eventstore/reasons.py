@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from typing import Final
 
-from eventstore.errors import (
+from eventstore.log.errors import (
     CompactionRunningError,
     ConcurrencyError,
     ConfigError,

@@ -21,10 +21,10 @@ from eventstore.client.transport import (
     scope_path,
     segment,
 )
-from eventstore.config import NEVER_EXPIRE, NeverExpire, check_retention
-from eventstore.log import AppendResult
-from eventstore.scopes import AssetScope, Scope, TaskScope
-from eventstore.values import check_key, decode_value, encode_value
+from eventstore.log.config import NEVER_EXPIRE, NeverExpire, check_retention
+from eventstore.log.scopes import AssetScope, Scope, TaskScope
+from eventstore.log.values import check_key, decode_value, encode_value
+from eventstore.store import AppendResult
 
 __all__ = ["RemoteAssetStore", "RemoteEntry", "RemoteTaskStore"]
 

@@ -13,9 +13,9 @@ from eventstore.blocking import BlockingAccessor
 from eventstore.client.accessors import RemoteAssetStore, RemoteTaskStore
 from eventstore.client.history import RemoteHistory
 from eventstore.client.remote import Remote, connect
-from eventstore.events import RecordedEvent
-from eventstore.log import AppendResult
-from eventstore.scopes import Scope
+from eventstore.log.events import RecordedEvent
+from eventstore.log.scopes import Scope
+from eventstore.store import AppendResult
 from projections import At, Diff, RewindResult, TrySummary
 
 __all__ = [

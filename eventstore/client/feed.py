@@ -12,9 +12,9 @@ from anyio.abc import AsyncResource
 from yarl import URL
 
 from eventstore.client.transport import ServiceUnavailableError, Transport, error_of
-from eventstore.events import RecordedEvent
 from eventstore.feed import ScopeMatch
-from eventstore.scopes import AssetScope, Scope, TaskScope
+from eventstore.log.events import RecordedEvent
+from eventstore.log.scopes import AssetScope, Scope, TaskScope
 
 __all__ = ["RemoteSubscription"]
 

@@ -9,11 +9,11 @@ from typing import Any, TypeVar
 import msgspec
 
 from eventstore.client.transport import Transport, decode_error, error_of, scope_path, segment
-from eventstore.errors import NoSuchPointError
-from eventstore.events import RecordedEvent
-from eventstore.scopes import Scope
+from eventstore.log.errors import NoSuchPointError
+from eventstore.log.events import RecordedEvent
+from eventstore.log.scopes import Scope
+from eventstore.log.values import check_key
 from eventstore.service.models import RewindAnswer
-from eventstore.values import check_key
 from projections import At, Diff, RewindResult, TrySummary
 
 __all__ = ["RemoteHistory"]

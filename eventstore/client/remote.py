@@ -10,7 +10,7 @@ from eventstore.client.feed import RemoteSubscription
 from eventstore.client.history import RemoteHistory
 from eventstore.client.transport import Transport
 from eventstore.feed import ScopeMatch
-from eventstore.scopes import AssetScope, Scope, TaskScope
+from eventstore.log.scopes import AssetScope, Scope, TaskScope
 
 __all__ = ["Remote", "connect"]
 

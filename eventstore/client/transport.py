@@ -22,9 +22,9 @@ import msgspec
 from anyio.abc import AsyncResource
 from yarl import URL
 
-from eventstore.errors import EventStoreError
+from eventstore.log.errors import EventStoreError
+from eventstore.log.scopes import Scope, TaskScope
 from eventstore.reasons import error_class
-from eventstore.scopes import Scope, TaskScope
 
 __all__ = [
     "AuthenticationError",

@@ -17,7 +17,8 @@ from typing import Annotated, Any, Final
 import msgspec
 from starlette.responses import Response
 
-from eventstore.events import EVENT_KINDS, RecordedEvent
+from eventstore.log.events import EVENT_KINDS, RecordedEvent
+from eventstore.log.values import check_key
 from eventstore.service.auth import sees_sensitive
 from eventstore.service.errors import HTTPProblem
 from eventstore.service.operation import (
@@ -37,7 +38,6 @@ from eventstore.service.params import (
 )
 from eventstore.service.parsing import in_utc_calendar
 from eventstore.service.responses import json_response
-from eventstore.values import check_key
 from projections import At, History, TrySummary
 
 __all__ = ["HISTORY_OPERATIONS", "DiffAnswer", "EventPage", "StateAnswer", "Timeline", "Tries"]

@@ -19,7 +19,8 @@ import anyio.to_thread
 from starlette.requests import Request
 from starlette.responses import Response
 
-from eventstore.scopes import AssetScope, Scope, TaskScope
+from eventstore.log.scopes import AssetScope, Scope, TaskScope
+from eventstore.log.values import check_key
 from eventstore.service.auth import (
     Action,
     Claims,
@@ -29,7 +30,6 @@ from eventstore.service.errors import HTTPProblem
 from eventstore.service.metrics import Metrics
 from eventstore.service.parsing import INLINE_BODY_BYTES, decode_body, read_body, too_large
 from eventstore.store import AssetStore, Store, TaskStore
-from eventstore.values import check_key
 
 __all__ = [
     "MAX_LIST_LIMIT",

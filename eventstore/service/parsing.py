@@ -11,11 +11,11 @@ import msgspec
 from starlette.requests import ClientDisconnect
 from starlette.types import Receive
 
+from eventstore.log.values import MAX_VALUE_DEPTH
 from eventstore.service.errors import HTTPProblem
 from eventstore.service.models import (
     MAX_BATCH_KEYS,
 )
-from eventstore.values import MAX_VALUE_DEPTH
 
 __all__ = ["INLINE_BODY_BYTES", "decode_body", "in_utc_calendar", "read_body", "too_large"]
 

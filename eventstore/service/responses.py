@@ -5,7 +5,7 @@ from __future__ import annotations
 import msgspec
 from starlette.responses import Response
 
-from eventstore.crypto import ERASED, MASKED
+from eventstore.log.crypto import ERASED, MASKED
 from eventstore.service.errors import ErrorBody, HTTPProblem
 
 __all__ = ["json_response", "problem_response"]

@@ -12,13 +12,11 @@ import msgspec
 from msgspec import UNSET, UnsetType
 from starlette.responses import Response
 
-from eventstore.backends.base import CurrentRow
-from eventstore.config import NEVER_EXPIRE, NeverExpire
-from eventstore.crypto import is_sensitive
-from eventstore.errors import ConcurrencyError
-from eventstore.events import from_micros
-from eventstore.log import AppendResult
-from eventstore.scopes import TaskScope
+from eventstore.log.config import NEVER_EXPIRE, NeverExpire
+from eventstore.log.crypto import is_sensitive
+from eventstore.log.errors import ConcurrencyError
+from eventstore.log.events import from_micros
+from eventstore.log.scopes import TaskScope
 from eventstore.service.auth import (
     Action,
     sees_sensitive,
@@ -61,7 +59,7 @@ from eventstore.service.params import (
     suffix_of,
 )
 from eventstore.service.responses import json_response
-from eventstore.store import TaskStore
+from eventstore.store import AppendResult, CurrentRow, TaskStore
 
 __all__ = ["STORE_OPERATIONS"]
 
