@@ -14,12 +14,7 @@ from typing import Final
 from starlette.requests import Request
 from starlette.responses import Response
 
-from eventstore.service.auth import (
-    Claims,
-    TokenError,
-    TokenVerifier,
-    authorize,
-)
+from eventstore.service.auth import Claims, TokenError, TokenVerifier, authorize
 from eventstore.service.errors import HTTPProblem, problem_of
 from eventstore.service.operation import Call, Operation, ServiceState, header_of
 from eventstore.service.responses import problem_response

@@ -21,11 +21,7 @@ from starlette.responses import Response
 
 from eventstore.log.scopes import AssetScope, Scope, TaskScope
 from eventstore.log.values import check_key
-from eventstore.service.auth import (
-    Action,
-    Claims,
-    TokenVerifier,
-)
+from eventstore.service.auth import Action, Claims, TokenVerifier
 from eventstore.service.errors import HTTPProblem
 from eventstore.service.metrics import Metrics
 from eventstore.service.parsing import INLINE_BODY_BYTES, decode_body, read_body, too_large

@@ -13,9 +13,7 @@ from starlette.types import Receive
 
 from eventstore.log.values import MAX_VALUE_DEPTH
 from eventstore.service.errors import HTTPProblem
-from eventstore.service.models import (
-    MAX_BATCH_KEYS,
-)
+from eventstore.service.models import MAX_BATCH_KEYS
 
 __all__ = ["INLINE_BODY_BYTES", "decode_body", "in_utc_calendar", "read_body", "too_large"]
 

@@ -17,10 +17,7 @@ from eventstore.log.crypto import is_sensitive
 from eventstore.log.errors import ConcurrencyError
 from eventstore.log.events import from_micros
 from eventstore.log.scopes import TaskScope
-from eventstore.service.auth import (
-    Action,
-    sees_sensitive,
-)
+from eventstore.service.auth import Action, sees_sensitive
 from eventstore.service.errors import HTTPProblem
 from eventstore.service.models import (
     MAX_RETENTION_SECONDS,
