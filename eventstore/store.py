@@ -46,6 +46,8 @@ from projections.compaction import Progress as CompactionProgress
 from projections.history import History
 from projections.verify import Progress, VerifyReport, rebuild, verify
 
+# The faces take the types the store's reads and writes answer with from here, not from the
+# log's backends.
 __all__ = [
     "DEFAULT_URL",
     "AppendResult",
