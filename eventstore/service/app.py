@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import gc
 import threading
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Sequence
+from collections.abc import AsyncIterator, Callable, Iterator, Sequence
 from contextlib import asynccontextmanager, contextmanager
 from functools import partial
 from importlib.metadata import version as package_version
@@ -22,11 +22,10 @@ try:
     from starlette.applications import Starlette
     from starlette.convertors import Convertor, register_url_convertor
     from starlette.exceptions import HTTPException
-    from starlette.middleware import Middleware
     from starlette.requests import Request
     from starlette.responses import Response
-    from starlette.routing import BaseRoute, Route
-    from starlette.types import Receive, Scope, Send
+    from starlette.routing import BaseRoute
+    from starlette.types import ASGIApp
 except ImportError as e:
     raise ImportError(
         f"the tasktrail service needs its extra ({e.name} is missing): "
@@ -37,24 +36,18 @@ from eventstore.log.config import Clock, StoreConfig
 from eventstore.log.scopes import AssetScope
 from eventstore.service.auth import TokenVerifier
 from eventstore.service.compaction_route import COMPACTION_OPERATIONS
+from eventstore.service.endpoint import endpoint
 from eventstore.service.errors import HTTPProblem
 from eventstore.service.feed import FEED_OPERATIONS
 from eventstore.service.history import HISTORY_OPERATIONS
 from eventstore.service.models import Health
 from eventstore.service.openapi import build_openapi
+from eventstore.service.operation import MAX_MAP_INDEX, Call, Operation, ServiceState
+from eventstore.service.responses import json_response, problem_response
 from eventstore.service.rewind_route import REWIND_OPERATIONS
-from eventstore.service.routes import (
-    MAX_MAP_INDEX,
-    OPERATIONS,
-    Call,
-    Operation,
-    RawScopeSegments,
-    ServiceState,
-    endpoint,
-    json_response,
-    problem_response,
-)
+from eventstore.service.routing import Router
 from eventstore.service.scopes_route import SCOPE_OPERATIONS
+from eventstore.service.store_route import STORE_OPERATIONS
 from eventstore.service.ui import ui_routes
 from eventstore.store import open_store
 from projections.compaction import run_compaction_schedule
@@ -127,7 +120,7 @@ ALL_OPERATIONS: Final[list[Operation]] = [
         media_type="text/plain",
     ),
     Operation("GET", "/openapi.json", "openapi", "This document", _openapi, _SERVICE),
-    *OPERATIONS,
+    *STORE_OPERATIONS,
     *HISTORY_OPERATIONS,
     *SCOPE_OPERATIONS,
     *COMPACTION_OPERATIONS,
@@ -165,6 +158,10 @@ class _StateSlot:
 
 async def _http_error(request: Request, error: Exception) -> Response:
     assert isinstance(error, HTTPException)
+    return _http_problem(request, error)
+
+
+def _http_problem(request: Request, error: HTTPException) -> Response:
     reason = {404: "not_found", 405: "method_not_allowed"}.get(error.status_code, "bad_request")
     message = {
         404: f"no route {request.url.path!r}; see /openapi.json",
@@ -176,38 +173,31 @@ async def _http_error(request: Request, error: Exception) -> Response:
     return response
 
 
-def _routes(
-    operations: Sequence[Operation], state_of: Callable[[Request], ServiceState]
-) -> list[BaseRoute]:
-    """One route per path, dispatching on the method: Starlette tries routes in order, so the
-    busiest paths (a task's keys) come first and each request matches as few as it can."""
-    by_path: dict[str, dict[str, Callable[[Request], Awaitable[Response]]]] = {}
-    for op in operations:
-        by_path.setdefault(op.path, {})[op.method] = endpoint(op, state_of)
-        if op.method == "GET":
-            by_path[op.path]["HEAD"] = by_path[op.path]["GET"]
-    order = sorted(by_path, key=lambda path: (not path.startswith("/api/"), "{key" not in path))
-    return [
-        Route(path, _Dispatch(by_path[path]), methods=list(by_path[path]), name=path)
-        for path in order
-    ]
+def _not_allowed(request: Request, methods: list[str]) -> Response:
+    return _http_problem(request, HTTPException(405, headers={"Allow": ", ".join(methods)}))
 
 
-class _Dispatch:
-    """The ASGI app of one path: picks the operation by method.
+class _App(Starlette):
+    """Starlette (the lifespan, the UI's files, 404s) behind the operations' own `Router`."""
 
-    An ASGI app rather than a request function, so Starlette does not wrap it in its
-    exception-handling layer: every operation answers its own errors (`routes.endpoint`).
-    """
+    def __init__(
+        self,
+        operations: Sequence[Operation],
+        state_of: Callable[[Request], ServiceState],
+        **options: Any,
+    ) -> None:
+        super().__init__(**options)
+        self._operations = operations
+        self._state_of = state_of
 
-    def __init__(self, methods: dict[str, Callable[[Request], Awaitable[Response]]]) -> None:
-        self.methods = methods
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        request = Request(scope, receive)
-        # Starlette's Route answers 405 itself before this for a method it was not given.
-        response = await self.methods[request.method](request)
-        await response(scope, receive, send)
+    def build_middleware_stack(self) -> ASGIApp:
+        router = Router(super().build_middleware_stack(), _not_allowed, {"mapindex": _MapIndex()})
+        for op in self._operations:
+            run = endpoint(op, self._state_of)
+            router.add(op.method, op.path, run)
+            if op.method == "GET":
+                router.add("HEAD", op.path, run)
+        return router
 
 
 def create_app(
@@ -217,9 +207,13 @@ def create_app(
     config: StoreConfig | None = None,
     clock: Clock | None = None,
     extra_routes: Sequence[BaseRoute] = (),
+    extra_operations: Sequence[Operation] = (),
     compact_every: float | None = None,
 ) -> Starlette:
     """The service over the store at `url`, checking tokens signed with `secret`.
+
+    `extra_operations` are served beside the API's (and left out of its OpenAPI document);
+    `extra_routes` are Starlette routes, tried after them.
 
     With `compact_every` (seconds), the service compacts its store on that interval, from
     startup to shutdown; None or 0: never by itself (`POST /api/v1/compact` still does).
@@ -257,12 +251,12 @@ def create_app(
                 finally:
                     tg.cancel_scope.cancel()
 
-    routes = _routes(ALL_OPERATIONS, slot.get)
-    app = Starlette(
-        routes=[*routes, *ui_routes(), *extra_routes],
+    app = _App(
+        [*ALL_OPERATIONS, *extra_operations],
+        slot.get,
+        routes=[*ui_routes(), *extra_routes],
         lifespan=lifespan,
         exception_handlers={HTTPException: _http_error},
-        middleware=[Middleware(RawScopeSegments)],
     )
     # A key may end in "/": never redirect it to the key without.
     app.router.redirect_slashes = False

@@ -11,7 +11,8 @@ from typing import Final
 
 from starlette.responses import Response
 
-from eventstore.service.routes import Call, Operation, Param, json_response
+from eventstore.service.operation import Call, Operation, Param
+from eventstore.service.responses import json_response
 from projections.compaction import CompactionReport
 
 __all__ = ["COMPACTION_OPERATIONS"]

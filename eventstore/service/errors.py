@@ -1,4 +1,7 @@
-"""The one table from errors to HTTP statuses, and the JSON body every error answers with.
+"""The JSON body every error answers with, and the store's errors turned into it.
+
+The table from the store's errors to HTTP statuses and reasons is `eventstore.reasons.ERRORS`,
+which the client reads too.
 
 Every error body is `{"reason": ..., "message": ..., "detail": {...}}`: `reason` is a stable
 machine word, `message` says what went wrong and what to do, `detail` carries the error's data
@@ -11,29 +14,7 @@ from typing import Any, Final
 
 import msgspec
 
-from eventstore.log.errors import (
-    CompactionRunningError,
-    ConcurrencyError,
-    ConfigError,
-    DecryptionError,
-    EventStoreError,
-    ExpiryValueError,
-    HistoryCompactedError,
-    KeyTypeError,
-    KeyValueError,
-    NoneValueError,
-    NonFiniteValueError,
-    NoSuchPointError,
-    ReadOnlyStoreError,
-    RetentionTypeError,
-    RetentionValueError,
-    StaleAttemptError,
-    StorageError,
-    StoreClosedError,
-    ValueTooDeepError,
-    ValueTooLargeError,
-    ValueTypeError,
-)
+from eventstore.reasons import ERRORS
 
 __all__ = ["ERRORS", "SERVICE_REASONS", "ErrorBody", "HTTPProblem", "problem_of"]
 
@@ -57,36 +38,7 @@ class HTTPProblem(Exception):
         self.detail = detail
 
 
-# exception class -> (status, reason, attributes copied into "detail"). The most specific class
-# along the exception's MRO wins. The client reads this table backwards.
-ERRORS: Final[dict[type[BaseException], tuple[int, str, tuple[str, ...]]]] = {
-    KeyTypeError: (422, "bad_key", ()),
-    KeyValueError: (422, "bad_key", ("max_length",)),
-    NoneValueError: (422, "null_value", ("key",)),
-    NonFiniteValueError: (422, "non_finite_value", ("key",)),
-    ValueTypeError: (422, "bad_value", ("key", "detail")),
-    ValueTooLargeError: (413, "value_too_large", ("key", "size", "limit")),
-    ValueTooDeepError: (422, "value_too_deep", ("key", "limit")),
-    ExpiryValueError: (422, "bad_expiry", ()),
-    RetentionTypeError: (422, "bad_retention", ()),
-    RetentionValueError: (422, "bad_retention", ()),
-    ConcurrencyError: (409, "version_conflict", ("expected_version", "actual_version")),
-    StaleAttemptError: (410, "stale_attempt", ("try_number", "latest_try")),
-    HistoryCompactedError: (410, "history_compacted", ("question", "earliest_seq")),
-    NoSuchPointError: (404, "no_such_point", ("point", "detail")),
-    CompactionRunningError: (409, "compaction_running", ()),
-    StoreClosedError: (503, "store_closed", ()),
-    # `serve --read-only`, or a database that cannot be written: reads go on, writes wait.
-    ReadOnlyStoreError: (503, "read_only", ("cause",)),
-    # The database failed under the store (a full disk, an I/O error): nothing was written.
-    StorageError: (503, "storage_error", ("cause",)),
-    ConfigError: (500, "config_error", ()),
-    DecryptionError: (500, "undecryptable_value", ()),
-    EventStoreError: (500, "store_error", ()),
-}
-
-
-# The reasons the service answers with itself, beside the store's errors above (for the docs).
+# The reasons the service answers with itself, beside the store's errors (for the docs).
 SERVICE_REASONS: Final[dict[str, tuple[int, str]]] = {
     "repeated_header": (400, "Authorization, If-Match, Idempotency-Key or Tasktrail-Try twice"),
     "unauthenticated": (401, "no bearer token, or not a Bearer Authorization header"),

@@ -27,7 +27,7 @@ from eventstore.log.feed import ScopeMatch
 from eventstore.log.scopes import Scope, TaskScope
 from eventstore.service.auth import Claims, sees_sensitive
 from eventstore.service.errors import HTTPProblem
-from eventstore.service.routes import MAX_MAP_INDEX, Call, Operation, Param
+from eventstore.service.operation import MAX_MAP_INDEX, Call, Operation, Param
 
 __all__ = ["FEED_OPERATIONS", "HEARTBEAT", "FeedMessage"]
 

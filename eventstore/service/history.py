@@ -21,21 +21,23 @@ from eventstore.log.events import EVENT_KINDS, RecordedEvent
 from eventstore.log.values import check_key
 from eventstore.service.auth import sees_sensitive
 from eventstore.service.errors import HTTPProblem
-from eventstore.service.routes import (
-    ASSET_NAME_PREFIX,
-    ASSET_URI_PREFIX,
+from eventstore.service.operation import (
     MAX_LIST_LIMIT,
-    TASK_PREFIX,
     Call,
     Operation,
     Param,
     ScopeKind,
-    in_utc_calendar,
-    json_response,
-    scope_params,
-    suffix_of,
     unknown_scope,
 )
+from eventstore.service.params import (
+    ASSET_NAME_PREFIX,
+    ASSET_URI_PREFIX,
+    TASK_PREFIX,
+    scope_params,
+    suffix_of,
+)
+from eventstore.service.parsing import in_utc_calendar
+from eventstore.service.responses import json_response
 from projections import At, History, TrySummary
 
 __all__ = ["HISTORY_OPERATIONS", "DiffAnswer", "EventPage", "StateAnswer", "Timeline", "Tries"]

@@ -9,7 +9,7 @@ from typing import Any
 import msgspec
 
 from eventstore.service.errors import ErrorBody
-from eventstore.service.routes import Operation
+from eventstore.service.operation import Operation
 
 __all__ = ["build_openapi"]
 

@@ -17,21 +17,18 @@ from starlette.responses import Response
 
 from eventstore.service.errors import HTTPProblem
 from eventstore.service.models import RewindAnswer
-from eventstore.service.routes import (
-    _IF_MATCH,
-    _TRY,
+from eventstore.service.operation import Call, Operation, ScopeKind, unknown_scope
+from eventstore.service.params import (
     ASSET_NAME_PREFIX,
     ASSET_URI_PREFIX,
+    IF_MATCH,
     TASK_PREFIX,
-    Call,
-    Operation,
-    ScopeKind,
-    in_utc_calendar,
-    json_response,
+    TRY,
     scope_params,
     suffix_of,
-    unknown_scope,
 )
+from eventstore.service.parsing import in_utc_calendar
+from eventstore.service.responses import json_response
 from projections import At
 
 __all__ = ["REWIND_OPERATIONS", "RewindAnswer", "RewindBody"]
@@ -121,7 +118,7 @@ def _operation(prefix: str, kind: ScopeKind) -> Operation:
         scope=kind,
         body=RewindBody,
         response=RewindAnswer,
-        params=(*scope_params(kind), _IF_MATCH, _TRY),
+        params=(*scope_params(kind), IF_MATCH, TRY),
         statuses=(401, 403, 404, 409, 410, 422),
     )
 

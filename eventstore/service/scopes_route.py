@@ -12,11 +12,13 @@ from typing import Annotated, Any, Final, Literal
 import msgspec
 from starlette.responses import Response
 
-from eventstore.log.backends.base import ScopeFilter, ScopeRow
 from eventstore.log.events import from_micros, to_micros
 from eventstore.log.scopes import Scope, scope_from_key
 from eventstore.service.errors import HTTPProblem
-from eventstore.service.routes import Call, Operation, Param, in_utc_calendar, json_response
+from eventstore.service.operation import Call, Operation, Param
+from eventstore.service.parsing import in_utc_calendar
+from eventstore.service.responses import json_response
+from eventstore.store import ScopeFilter, ScopeRow
 
 __all__ = ["SCOPE_OPERATIONS", "ScopeEntry", "ScopePage"]
 

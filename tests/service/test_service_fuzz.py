@@ -21,7 +21,7 @@ from hypothesis import strategies as st
 
 from eventstore.log.values import MAX_VALUE_DEPTH
 from eventstore.service.app import ALL_OPERATIONS
-from eventstore.service.routes import Operation
+from eventstore.service.operation import Operation
 from service.service_helpers import Service
 
 EXAMPLES_PER_ROUTE = 40

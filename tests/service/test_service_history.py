@@ -9,7 +9,8 @@ from urllib.parse import quote
 import pytest
 
 from eventstore import HistoryCompactedError, TaskScope
-from eventstore.client import _error_of, connect, connect_blocking
+from eventstore.client import connect, connect_blocking
+from eventstore.client.transport import error_of
 from eventstore.log.errors import NoSuchPointError
 from eventstore.service.auth import make_token
 from eventstore.service.errors import problem_of
@@ -238,7 +239,7 @@ def test_history_compacted_maps_to_410_and_back() -> None:
         + problem.message.encode()
         + b'", "detail": {"earliest_seq": 17, "question": "q"}}'
     )
-    error = _error_of(410, body, scope)
+    error = error_of(410, body, scope)
     assert isinstance(error, HistoryCompactedError)
     assert error.earliest_seq == 17
     assert "At.seq(17)" in str(error)

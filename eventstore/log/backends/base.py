@@ -283,7 +283,7 @@ class LogBackend(ABC):
     async def select_last_seq(self) -> int:
         """The last position committed (the log head's): a position a reader may tail up to.
 
-        One row read without any lock: live subscribers (eventstore.feed) poll it to learn of
+        One row read without any lock: live subscribers (eventstore.log.feed) poll it to learn of
         commits by other processes and replicas. Every position at or below it has committed
         (or been removed by compaction), so a reader can move its cursor up to it.
         """

@@ -1,0 +1,96 @@
+"""The client as plain calls, for code without an event loop."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+from functools import partial
+from typing import Any
+
+from anyio.from_thread import BlockingPortal, start_blocking_portal
+
+from eventstore.blocking import BlockingAccessor
+from eventstore.client.accessors import RemoteAssetStore, RemoteTaskStore
+from eventstore.client.history import RemoteHistory
+from eventstore.client.remote import Remote, connect
+from eventstore.log.events import RecordedEvent
+from eventstore.log.scopes import Scope
+from eventstore.store import AppendResult
+from projections import At, Diff, RewindResult, TrySummary
+
+__all__ = [
+    "BlockingRemote",
+    "BlockingRemoteAccessor",
+    "BlockingRemoteHistory",
+    "connect_blocking",
+]
+
+
+@contextmanager
+def connect_blocking(base_url: str, *, token: str, **options: Any) -> Iterator[BlockingRemote]:
+    """`with connect_blocking(url, token=...) as remote:` for code without an event loop."""
+    with (
+        start_blocking_portal() as portal,
+        portal.wrap_async_context_manager(connect(base_url, token=token, **options)) as remote,
+    ):
+        yield BlockingRemote(portal, remote)
+
+
+class BlockingRemote:
+    def __init__(self, portal: BlockingPortal, remote: Remote) -> None:
+        self._portal = portal
+        self.remote = remote
+
+    def task_store(
+        self,
+        dag_id: str,
+        run_id: str,
+        task_id: str,
+        map_index: int = -1,
+        try_number: int | None = None,
+    ) -> BlockingRemoteAccessor:
+        accessor = self.remote.task_store(dag_id, run_id, task_id, map_index, try_number)
+        return BlockingRemoteAccessor(self._portal, accessor)
+
+    def asset_store(
+        self, name: str | None = None, uri: str | None = None
+    ) -> BlockingRemoteAccessor:
+        return BlockingRemoteAccessor(self._portal, self.remote.asset_store(name, uri))
+
+    def history(self, scope: Scope) -> BlockingRemoteHistory:
+        return BlockingRemoteHistory(self._portal, self.remote.history(scope))
+
+
+class BlockingRemoteHistory:
+    """RemoteHistory as plain calls: events, state, diff, timeline, tries."""
+
+    def __init__(self, portal: BlockingPortal, history: RemoteHistory) -> None:
+        self._portal = portal
+        self._history = history
+
+    def events(self, **filters: Any) -> list[RecordedEvent]:
+        result: list[RecordedEvent] = self._portal.call(partial(self._history.events, **filters))
+        return result
+
+    def state(self, at: At) -> dict[str, Any]:
+        return self._portal.call(self._history.state, at)
+
+    def diff(self, a: At, b: At) -> Diff:
+        return self._portal.call(self._history.diff, a, b)
+
+    def timeline(self, key: str, *, after_seq: int | None = None) -> list[RecordedEvent]:
+        return self._portal.call(partial(self._history.timeline, key, after_seq=after_seq))
+
+    def tries(self) -> list[TrySummary]:
+        return self._portal.call(self._history.tries)
+
+    def rewind(self, at: At, **options: Any) -> RewindResult:
+        return self._portal.call(partial(self._history.rewind, at, **options))
+
+
+class BlockingRemoteAccessor(BlockingAccessor[RemoteTaskStore | RemoteAssetStore]):
+    """The remote accessor methods as plain calls: the embedded facade's, plus patch."""
+
+    def patch(self, key: str, value: object, **options: Any) -> AppendResult:
+        result: AppendResult = self._call(self._accessor.patch, key, value, **options)
+        return result

@@ -1,0 +1,131 @@
+"""An operation's endpoint: the token, the scope, the handler, its errors and its metrics.
+
+Every error an operation meets is answered here (the store's through `errors.problem_of`, a
+bug as a 500 with its traceback in the log), so the router needs no exception layer.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Awaitable, Callable
+from typing import Final
+
+from starlette.requests import Request
+from starlette.responses import Response
+
+from eventstore.service.auth import Claims, TokenError, TokenVerifier, authorize
+from eventstore.service.errors import HTTPProblem, problem_of
+from eventstore.service.operation import Call, Operation, ServiceState, header_of
+from eventstore.service.responses import problem_response
+
+__all__ = ["endpoint", "headers_of"]
+
+log = logging.getLogger("tasktrail.service")
+
+
+def endpoint(
+    op: Operation, state_of: Callable[[Request], ServiceState]
+) -> Callable[[Request], Awaitable[Response]]:
+    """The Starlette endpoint of an operation: auth, scope, handler, errors, metrics."""
+
+    async def run(request: Request) -> Response:
+        state = state_of(request)
+        started = time.perf_counter()
+        headers = headers_of(request)
+        try:
+            if len(headers) != len(request.scope["headers"]):
+                _check_repeats(request.scope["headers"])
+            claims = None
+            scope = None
+            if op.action is not None:
+                claims = _authenticate(
+                    header_of(headers, b"authorization"), state.verifier, state.wall()
+                )
+                if op.scope is not None:
+                    scope = state.scopes.scope(op.scope, request)
+                denial = authorize(claims, op.action, scope)
+                if denial is not None:
+                    raise HTTPProblem(403, "forbidden", denial)
+                if op.action in _WRITES:
+                    _check_try(header_of(headers, b"tasktrail-try"), claims)
+            response = await op.handler(Call(request, headers, state, op, claims, scope))
+        except Exception as error:
+            problem = problem_of(error)
+            if problem is None:
+                log.exception("%s %s failed", op.method, request.url.path)
+                problem = HTTPProblem(
+                    500, "internal_error", f"the service failed: {type(error).__name__}"
+                )
+            if op.action in ("write", "delete", "clear"):
+                kind = "task" if op.scope == "task" else "asset"
+                state.metrics.append(kind, problem.reason)
+            response = problem_response(problem)
+        state.metrics.request(
+            op.template, op.method, response.status_code, time.perf_counter() - started
+        )
+        return response
+
+    run.__name__ = op.name
+    return run
+
+
+_WRITES: Final = frozenset({"write", "delete", "clear"})
+
+
+def headers_of(request: Request) -> dict[bytes, bytes]:
+    """The request's raw headers by (lower-case) name, the last of a repeated one: made once,
+    where Starlette's `Headers` scans the whole list again on every lookup."""
+    return dict(request.scope["headers"])
+
+
+# The headers the service reads: sent twice, which one counts would be a guess (an intermediary
+# may keep the first where this service would keep the last).
+_SINGLE_HEADERS: Final = (b"authorization", b"tasktrail-try", b"if-match", b"idempotency-key")
+
+
+def _check_repeats(raw: list[tuple[bytes, bytes]]) -> None:
+    names = [name for name, _ in raw]
+    for name in _SINGLE_HEADERS:
+        if names.count(name) > 1:
+            raise HTTPProblem(
+                400,
+                "repeated_header",
+                f"the request has {names.count(name)} {name.decode().title()} headers; "
+                "send it once",
+            )
+
+
+def _check_try(said: str | None, claims: Claims) -> None:
+    """A task that says which try it is (`Tasktrail-Try`) must hold that try's token.
+
+    Writes are stamped with the token's try; a task running try 2 with try 1's token would
+    write as try 1, unfenced against its own zombie. Saying the try turns that into a 403.
+    """
+    if said is None:
+        return
+    if not (said.isascii() and said.isdigit() and len(said) <= 9):
+        raise HTTPProblem(422, "bad_header", f"Tasktrail-Try must be a try number, got {said!r}")
+    if claims.role != "task":
+        return
+    if int(said) != claims.try_number:
+        raise HTTPProblem(
+            403,
+            "try_mismatch",
+            f"the request says try {said}, the token is for try {claims.try_number}; "
+            "make a token for this try with `tasktrail token --try`",
+        )
+
+
+def _authenticate(header: str | None, verifier: TokenVerifier, now: float) -> Claims:
+    if header is None:
+        raise HTTPProblem(
+            401, "unauthenticated", "send a bearer token: Authorization: Bearer <token>"
+        )
+    scheme, _, token = header.partition(" ")
+    if scheme.lower() != "bearer" or not token:
+        raise HTTPProblem(401, "unauthenticated", "the Authorization header must be Bearer <token>")
+    try:
+        return verifier.verify(token.strip(), now)
+    except TokenError as error:
+        raise HTTPProblem(401, "bad_token", str(error)) from None

@@ -1,0 +1,55 @@
+"""The service's JSON answers, and the problem body every error answers with."""
+
+from __future__ import annotations
+
+import msgspec
+from starlette.responses import Response
+
+from eventstore.log.crypto import ERASED, MASKED
+from eventstore.service.errors import ErrorBody, HTTPProblem
+
+__all__ = ["json_response", "problem_response"]
+
+
+def _enc_hook(value: object) -> object:
+    if value is ERASED:
+        return "<erased>"  # a value erased with its scope, in a state or diff
+    if value is MASKED:
+        return "<masked>"  # a sensitive value the bearer may not see, in a state or diff
+    raise NotImplementedError(f"cannot encode {type(value).__name__}")
+
+
+_encoder = msgspec.json.Encoder(enc_hook=_enc_hook)
+
+
+class _JSONResponse(Response):
+    """A JSON answer with its raw headers made at once, where Starlette's `init_headers` looks
+    each one up, lower-cases and encodes it again for every response."""
+
+    media_type = "application/json"
+
+    def __init__(self, body: bytes, status: int, headers: dict[str, str] | None) -> None:
+        self.status_code = status
+        self.background = None
+        self.body = body
+        self.raw_headers = [
+            (b"content-length", str(len(body)).encode()),
+            (b"content-type", b"application/json"),
+        ]
+        if headers:
+            self.raw_headers += [
+                (name.lower().encode("latin-1"), value.encode("latin-1"))
+                for name, value in headers.items()
+            ]
+
+
+def json_response(
+    data: object, status: int = 200, headers: dict[str, str] | None = None
+) -> Response:
+    return _JSONResponse(_encoder.encode(data), status, headers)
+
+
+def problem_response(problem: HTTPProblem) -> Response:
+    body = ErrorBody(reason=problem.reason, message=problem.message, detail=problem.detail)
+    headers = {"WWW-Authenticate": "Bearer"} if problem.status == 401 else None
+    return json_response(body, problem.status, headers)

@@ -1,0 +1,64 @@
+"""The service's router: operations matched by path segments, the rest left to Starlette."""
+
+from __future__ import annotations
+
+import pytest
+from starlette.responses import Response
+
+from eventstore.service.routing import Router
+from service.service_helpers import Service, task_path
+
+
+async def _nothing(scope: object, receive: object, send: object) -> None:
+    raise AssertionError("the fallback is not reached while building")
+
+
+def _not_allowed(request: object, methods: list[str]) -> Response:
+    return Response(status_code=405)
+
+
+async def _endpoint(request: object) -> Response:
+    return Response()
+
+
+def test_router_refuses_a_literal_beside_a_parameter() -> None:
+    router = Router(_nothing, _not_allowed, {})
+    router.add("GET", "/api/{name}/store", _endpoint)
+    with pytest.raises(ValueError, match="a literal beside a parameter"):
+        router.add("GET", "/api/by-uri/store", _endpoint)
+
+
+def test_router_refuses_a_path_parameter_that_is_not_last() -> None:
+    router = Router(_nothing, _not_allowed, {})
+    with pytest.raises(ValueError, match="a path parameter must come last"):
+        router.add("GET", "/files/{key:path}/meta", _endpoint)
+
+
+def test_router_matches_segments_and_the_rest_of_the_path() -> None:
+    router = Router(_nothing, _not_allowed, {})
+    router.add("GET", "/a/{x}/store", _endpoint)
+    router.add("PUT", "/a/{x}/store/{key:path}", _endpoint)
+    assert router.match("GET", "/a/one/store") == (_endpoint, {"x": "one"})
+    assert router.match("PUT", "/a/one/store/k/with/slashes") == (
+        _endpoint,
+        {"x": "one", "key": "k/with/slashes"},
+    )
+    assert router.match("PUT", "/a/one/store/") == (_endpoint, {"x": "one", "key": ""})
+    assert router.match("DELETE", "/a/one/store") == ["GET"]
+    assert router.match("GET", "/a//store") is None
+    assert router.match("GET", "/b/one/store") is None
+
+
+def test_wrong_method_on_a_task_route_answers_405_naming_the_methods(
+    service: Service, dag: str
+) -> None:
+    wrong = service.call("POST", task_path(dag, "k"), {"value": 1}, token=service.token())
+    assert (wrong.status, wrong.reason) == (405, "method_not_allowed")
+    assert set(wrong.headers["allow"].split(", ")) == {"GET", "HEAD", "PUT", "PATCH", "DELETE"}
+
+
+def test_head_on_a_key_answers_without_a_body(service: Service, dag: str) -> None:
+    token = service.task_token(dag)
+    assert service.call("PUT", task_path(dag, "k"), {"value": 1}, token=token).status == 200
+    head = service.call("HEAD", task_path(dag, "k"), token=token)
+    assert (head.status, head.body) == (200, b"")
