@@ -40,7 +40,7 @@ from eventstore.log import (
 from eventstore.scopes import AssetScope, Scope, TaskScope, scope_key
 from eventstore.values import check_key, check_label, encode_value
 from eventstore.writer import GroupCommitWriter
-from projections.compaction import CompactionReport, compact
+from projections.compaction import CompactionReport, Ledger, compact
 from projections.compaction import Progress as CompactionProgress
 from projections.history import History
 from projections.verify import Progress, VerifyReport, rebuild, verify
@@ -106,6 +106,8 @@ class Store(AsyncResource):
         self.archive = open_archive(config.archive_url or os.environ.get("TASKTRAIL_ARCHIVE"))
         self._scope_ids: dict[str, int] = {}
         self._compacting = anyio.Lock()
+        # What the last compaction found, so the next one plans only what changed since.
+        self._compaction_ledger = Ledger()
         self._feed = Feed(backend)
         self._closed = False
         self._close_done = anyio.Event()
@@ -332,6 +334,7 @@ class Store(AsyncResource):
             dry_run=dry_run,
             progress=progress,
             archive=self.archive,
+            ledger=self._compaction_ledger,
         )
 
     async def aclose(self) -> None:
