@@ -121,8 +121,7 @@ class History(HorizonReader):
             unknown = sorted(kind_set - set(EVENT_KINDS))
             if unknown:
                 raise ValueError(f"unknown event kinds {unknown}; use some of {list(EVENT_KINDS)}")
-        if limit is not None and (type(limit) is not int or limit < 0):
-            raise ValueError(f"limit must be an int >= 0 or None, got {limit!r}")
+        _check_limit(limit)
         since_us = None if since is None else to_micros(_aware("since", since))
         until_us = None if until is None else to_micros(_aware("until", until))
         scope_id = await self._id()
@@ -157,9 +156,16 @@ class History(HorizonReader):
         return events
 
     async def timeline(
-        self, key: str, *, after_seq: int | None = None, mask: bool = False
+        self,
+        key: str,
+        *,
+        after_seq: int | None = None,
+        limit: int | None = None,
+        mask: bool = False,
     ) -> list[RecordedEvent]:
-        """Every event of one key, oldest first (sets and deletes; clears are in `events`)."""
+        """Every event of one key, oldest first (sets and deletes; clears are in `events`);
+        page with `after_seq` and `limit`."""
+        _check_limit(limit)
         scope_id = await self._id()
         if scope_id is None:
             return []
@@ -171,7 +177,9 @@ class History(HorizonReader):
                 through + 1,
                 f"ask for timeline({key!r}, after_seq={through}) or later",
             )
-        rows = await self._reads.select_events(scope_id, EventFilter(key=key, after_seq=after_seq))
+        rows = await self._reads.select_events(
+            scope_id, EventFilter(key=key, after_seq=after_seq, limit=limit)
+        )
         return await self._recorded(scope_id, rows, mask)
 
     async def resolve(self, at: At) -> Position:
@@ -285,3 +293,8 @@ def _aware(name: str, moment: datetime) -> datetime:
     if not isinstance(moment, datetime) or moment.tzinfo is None:
         raise TypeError(f"{name} must be an aware datetime (e.g. in UTC), got {moment!r}")
     return moment
+
+
+def _check_limit(limit: int | None) -> None:
+    if limit is not None and (type(limit) is not int or limit < 0):
+        raise ValueError(f"limit must be an int >= 0 or None, got {limit!r}")
