@@ -12,8 +12,8 @@ from typing import NamedTuple
 
 import anyio.to_thread
 
-from eventstore.archive import Archive
-from eventstore.backends.base import EventFilter, EventRow, LogBackend, ScopeRow
+from eventstore.log.archive import Archive
+from eventstore.log.backends.base import EventFilter, EventRow, LogBackend, ScopeRow
 
 __all__ = ["ArchivedReads"]
 

@@ -40,7 +40,7 @@ reaching back before it, and the start of a try in its `first_writes_removed` ar
 
 Every refusal is a `HistoryCompactedError` naming the earliest point still answerable for the
 question. `events(...)` lists what the log holds, markers included, and never raises;
-`tries()` summarises the events the log holds. With an archive (`eventstore.archive`), reads
+`tries()` summarises the events the log holds. With an archive (`eventstore.log.archive`), reads
 take in the scope's archived events too, and a marker whose run the archive holds is ignored:
 its events are back.
 
@@ -56,13 +56,13 @@ from typing import TYPE_CHECKING, Any
 
 import msgspec
 
-from eventstore.archive import Archive
-from eventstore.backends.base import EventFilter, EventRow, LogBackend
-from eventstore.crypto import ERASED, MASKED, Vault
-from eventstore.errors import HistoryCompactedError
-from eventstore.events import EVENT_KINDS, KeySet, RecordedEvent, decode_event, to_micros
-from eventstore.log import AppendRequest, AppendResult, recorded_event
-from eventstore.scopes import Scope
+from eventstore.log.append import AppendRequest, AppendResult, recorded_event
+from eventstore.log.archive import Archive
+from eventstore.log.backends.base import EventFilter, EventRow, LogBackend
+from eventstore.log.crypto import ERASED, MASKED, Vault
+from eventstore.log.errors import HistoryCompactedError
+from eventstore.log.events import EVENT_KINDS, KeySet, RecordedEvent, decode_event, to_micros
+from eventstore.log.scopes import Scope
 from projections.diff import Diff, diff_states, masked
 from projections.horizon import HorizonReader
 from projections.points import At

@@ -7,9 +7,9 @@ from __future__ import annotations
 
 import msgspec
 
-from eventstore.backends.base import EventFilter, EventRow
-from eventstore.errors import HistoryCompactedError
-from eventstore.events import Compacted, Shown, TryHorizon, decode_event, to_micros
+from eventstore.log.backends.base import EventFilter, EventRow
+from eventstore.log.errors import HistoryCompactedError
+from eventstore.log.events import Compacted, Shown, TryHorizon, decode_event, to_micros
 from projections.compaction.horizons import answerable_from
 from projections.points import At
 from projections.scope_reads import Rows, ScopeReader

@@ -12,12 +12,12 @@ from typing import NamedTuple, Protocol
 
 import msgspec
 
-from eventstore.archive import Archive
-from eventstore.backends.base import EventFilter, EventRow, LogBackend, ScopeRow
-from eventstore.crypto import Vault
-from eventstore.errors import NoSuchPointError
-from eventstore.events import from_micros, to_micros
-from eventstore.scopes import Scope, scope_key
+from eventstore.log.archive import Archive
+from eventstore.log.backends.base import EventFilter, EventRow, LogBackend, ScopeRow
+from eventstore.log.crypto import Vault
+from eventstore.log.errors import NoSuchPointError
+from eventstore.log.events import from_micros, to_micros
+from eventstore.log.scopes import Scope, scope_key
 from projections.archived import ArchivedReads
 from projections.points import At
 from projections.tries import TryCounter, TrySummary

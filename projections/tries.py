@@ -6,8 +6,8 @@ from datetime import datetime
 
 import msgspec
 
-from eventstore.backends.base import EventRow
-from eventstore.events import from_micros
+from eventstore.log.backends.base import EventRow
+from eventstore.log.events import from_micros
 
 __all__ = ["TryCounter", "TrySummary"]
 

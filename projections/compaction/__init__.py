@@ -36,7 +36,7 @@ When no kept event qualifies, A is the marker itself. These cumulative fields st
 that know only them; history reads the per-key fields (`keys`, `shown`, `tries`), which say
 what this compaction removed, key by key, and refuses only the questions that need it.
 
-With an archive (`eventstore.archive`), every event to remove is first written there, in one
+With an archive (`eventstore.log.archive`), every event to remove is first written there, in one
 
 Planning reads only the scopes that may have changed since the store's last compaction (see
 `projections.compaction.ledger`).
@@ -54,10 +54,10 @@ from typing import Final
 
 import anyio
 
-from eventstore.archive import Archive
-from eventstore.backends.base import EventFilter, LogBackend
-from eventstore.config import StoreConfig
-from eventstore.events import to_micros
+from eventstore.log.archive import Archive
+from eventstore.log.backends.base import EventFilter, LogBackend
+from eventstore.log.config import StoreConfig
+from eventstore.log.events import to_micros
 from projections.compaction.apply import (
     Append,
     Progress,

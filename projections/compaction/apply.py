@@ -14,10 +14,10 @@ from typing import Final
 import anyio
 import msgspec
 
-from eventstore.archive import ArchivedEvent
-from eventstore.backends.base import LogBackend
-from eventstore.log import AppendRequest, AppendResult, MarkOp
-from eventstore.scopes import scope_from_key
+from eventstore.log.append import AppendRequest, AppendResult, MarkOp
+from eventstore.log.archive import ArchivedEvent
+from eventstore.log.backends.base import LogBackend
+from eventstore.log.scopes import scope_from_key
 from projections.compaction.plan import ScopePlan, reason
 
 __all__ = [
@@ -47,7 +47,7 @@ Progress = Callable[[str, int, int], None]
 
 def archived(plans: Sequence[ScopePlan]) -> list[ArchivedEvent]:
     """The events to archive. Made in a worker thread: the GIL is handed back after each scope,
-    so the event loop's writers are not kept waiting for it (see eventstore.archive)."""
+    so the event loop's writers are not kept waiting for it (see eventstore.log.archive)."""
     events: list[ArchivedEvent] = []
     for plan in plans:
         events.extend(

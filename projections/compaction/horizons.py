@@ -11,8 +11,8 @@ from typing import Final
 
 import msgspec
 
-from eventstore.backends.base import EventRow
-from eventstore.events import Compacted, Shown, TryHorizon, decode_event, from_micros
+from eventstore.log.backends.base import EventRow
+from eventstore.log.events import Compacted, Shown, TryHorizon, decode_event, from_micros
 
 __all__ = ["MAX_SHOWN", "answerable_from", "key_horizons", "last_marker", "try_horizons"]
 

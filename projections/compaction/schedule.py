@@ -9,7 +9,7 @@ from typing import Protocol
 import anyio
 from anyio.abc import TaskStatus
 
-from eventstore.errors import CompactionRunningError
+from eventstore.log.errors import CompactionRunningError
 from projections.compaction.report import CompactionReport
 
 __all__ = ["SupportsCompact", "run_compaction_schedule"]
