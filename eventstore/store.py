@@ -32,9 +32,7 @@ from eventstore.log.archive import open_archive
 from eventstore.log.backends import open_backend
 from eventstore.log.backends.base import CurrentRow, LogBackend, ScopeFilter, ScopeRow
 from eventstore.log.config import Clock, NeverExpire, StoreConfig, check_retention, system_clock
-from eventstore.log.crypto import ERASED, ReencryptReport, RotationReport, Vault
-from eventstore.log.crypto import reencrypt as reencrypt_log
-from eventstore.log.crypto import scrub as scrub_log
+from eventstore.log.crypto import ERASED, RotationReport, Vault
 from eventstore.log.errors import ExpiryValueError, ReadOnlyStoreError, StoreClosedError
 from eventstore.log.events import to_micros
 from eventstore.log.master_keys import master_keys_from_env
@@ -44,6 +42,9 @@ from eventstore.log.writer import GroupCommitWriter
 from projections.compaction import CompactionReport, Ledger, compact
 from projections.compaction import Progress as CompactionProgress
 from projections.history import History
+from projections.reencrypt import ReencryptReport
+from projections.reencrypt import reencrypt as reencrypt_log
+from projections.scrub import scrub as scrub_log
 from projections.verify import Progress, VerifyReport, rebuild, verify
 
 __all__ = ["DEFAULT_URL", "AssetStore", "Store", "TaskStore", "open_store"]

@@ -34,7 +34,8 @@ from starlette.types import Scope as ASGIScope
 from eventstore.log.append import AppendResult
 from eventstore.log.backends.base import CurrentRow
 from eventstore.log.config import NEVER_EXPIRE, NeverExpire
-from eventstore.log.crypto import ERASED, MASKED, is_sensitive
+from eventstore.log.crypto import is_sensitive
+from eventstore.log.envelope import enc_hook
 from eventstore.log.errors import ConcurrencyError
 from eventstore.log.events import from_micros
 from eventstore.log.scopes import AssetScope, Scope, TaskScope
@@ -270,15 +271,7 @@ class Call:
 # ----------------------------------------------------------------------------- responses
 
 
-def _enc_hook(value: object) -> object:
-    if value is ERASED:
-        return "<erased>"  # a value erased with its scope, in a state or diff
-    if value is MASKED:
-        return "<masked>"  # a sensitive value the bearer may not see, in a state or diff
-    raise NotImplementedError(f"cannot encode {type(value).__name__}")
-
-
-_encoder = msgspec.json.Encoder(enc_hook=_enc_hook)
+_encoder = msgspec.json.Encoder(enc_hook=enc_hook)
 
 
 def json_response(
