@@ -50,19 +50,17 @@ The parts: `projections.scope_reads` (the scope's reads, where a point lands), `
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable, Iterable
+from collections.abc import Iterable
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
 import msgspec
 
-from eventstore.log.append import AppendRequest, AppendResult, recorded_event
-from eventstore.log.archive import Archive
-from eventstore.log.backends.base import EventFilter, EventRow, LogBackend
-from eventstore.log.crypto import ERASED, MASKED, Vault
+from eventstore.log.append import recorded_event
+from eventstore.log.backends.base import EventFilter, EventRow
+from eventstore.log.crypto import ERASED, MASKED
 from eventstore.log.errors import HistoryCompactedError
 from eventstore.log.events import EVENT_KINDS, KeySet, RecordedEvent, decode_event, to_micros
-from eventstore.log.scopes import Scope
 from projections.diff import Diff, diff_states, masked
 from projections.horizon import HorizonReader
 from projections.points import At
@@ -77,20 +75,6 @@ __all__ = ["Diff", "History", "Position", "TrySummary", "diff_states"]
 
 class History(HorizonReader):
     """The history of one scope, read from the log. Get one with `store.history(scope)`."""
-
-    def __init__(
-        self,
-        backend: LogBackend,
-        scope: Scope,
-        vault: Vault | None = None,
-        archive: Archive | None = None,
-        *,
-        append: Callable[[AppendRequest], Awaitable[AppendResult]] | None = None,
-        clock: Callable[[], datetime] | None = None,
-    ) -> None:
-        super().__init__(backend, scope, vault, archive)
-        self._append = append  # the store's write path, for rewind
-        self._clock = clock
 
     def __repr__(self) -> str:
         return f"<History of {self.scope}>"

@@ -7,11 +7,13 @@ Reads go to the log, or, with an archive, to the log and the archive together
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
 from datetime import datetime
 from typing import NamedTuple, Protocol
 
 import msgspec
 
+from eventstore.log.append import AppendRequest, AppendResult
 from eventstore.log.archive import Archive
 from eventstore.log.backends.base import EventFilter, EventRow, LogBackend, ScopeRow
 from eventstore.log.crypto import Vault
@@ -49,8 +51,13 @@ class ScopeReader:
         scope: Scope,
         vault: Vault | None = None,
         archive: Archive | None = None,
+        *,
+        append: Callable[[AppendRequest], Awaitable[AppendResult]] | None = None,
+        clock: Callable[[], datetime] | None = None,
     ) -> None:
         self.backend = backend
+        self._append = append  # the store's write path and clock, for rewind
+        self._clock = clock
         self._scope_key = scope_key(scope)
         # With an archive, every history read takes in the scope's archived events too.
         self._archived = (

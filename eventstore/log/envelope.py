@@ -18,7 +18,7 @@ Sealing and opening are the vault's (`eventstore.log.vault`).
 from __future__ import annotations
 
 import struct
-from typing import Final
+from typing import Final, Self
 
 from eventstore.log.events import KeySet
 
@@ -49,45 +49,42 @@ NONCE: Final = 12
 NULL_JSON: Final = b"null"
 
 
-class Erased:
-    """The type of ERASED: what an erased value reads as in a state of history."""
+class _Placeholder:
+    """A value that stands for one the reader cannot have: one instance per class, named by
+    `_name` (its repr, and the module-level name it pickles as)."""
 
-    _instance: Erased | None = None
+    _name = ""
+    _instance: _Placeholder | None = None
 
-    def __new__(cls) -> Erased:
-        if cls._instance is None:
+    def __new__(cls) -> Self:
+        if not isinstance(cls._instance, cls):
             cls._instance = super().__new__(cls)
         return cls._instance
 
     def __repr__(self) -> str:
-        return "ERASED"
+        return self._name
+
+    def __reduce__(self) -> str:
+        return self._name
+
+
+class Erased(_Placeholder):
+    """The type of ERASED: what an erased value reads as in a state of history."""
+
+    _name = "ERASED"
 
     def __bool__(self) -> bool:
         return False
-
-    def __reduce__(self) -> str:
-        return "ERASED"
 
 
 ERASED: Final = Erased()
 
 
-class Masked:
+class Masked(_Placeholder):
     """The type of MASKED: a sensitive value in a state or diff shown to a reader who may not see
     it (History.state(at, mask=True)); faces render it as "<masked>"."""
 
-    _instance: Masked | None = None
-
-    def __new__(cls) -> Masked:
-        if cls._instance is None:
-            cls._instance = super().__new__(cls)
-        return cls._instance
-
-    def __repr__(self) -> str:
-        return "MASKED"
-
-    def __reduce__(self) -> str:
-        return "MASKED"
+    _name = "MASKED"
 
 
 MASKED: Final = Masked()
