@@ -34,12 +34,11 @@ class ArchivedReads:
         self._read = await anyio.to_thread.run_sync(self._load, scope_id, self._read)
 
     def _load(self, scope_id: int, read: _Read | None) -> _Read:
-        token = self.archive.token()
+        token, manifests = self.archive.snapshot()
         if token is not None and read is not None and read.token == token:
             return read
-        rows = [e.row(scope_id) for e in self.archive.scope_events(self.scope_key)]
-        runs = frozenset(m.run for m in self.archive.manifests())
-        return _Read(token, rows, runs)
+        rows = [e.row(scope_id) for e in self.archive.scope_events(self.scope_key, manifests)]
+        return _Read(token, rows, frozenset(m.run for m in manifests))
 
     async def _current(self, scope_id: int) -> _Read:
         if self._read is None:
