@@ -7,9 +7,7 @@ See `projections.history` for how history reads these fields.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Final
-
-import msgspec
+from typing import Final, NamedTuple
 
 from eventstore.log.backends.base import EventRow
 from eventstore.log.events import Compacted, Shown, TryHorizon, decode_event, from_micros
@@ -19,6 +17,26 @@ __all__ = ["MAX_SHOWN", "answerable_from", "key_horizons", "last_marker", "try_h
 MAX_SHOWN: Final = 32
 
 
+class _Span(NamedTuple):
+    """A stretch of `Shown`, with its times in microseconds: made and merged for every removed
+    set, turned into `Shown` only for the few the marker keeps."""
+
+    from_seq: int
+    from_at: int
+    until_seq: int  # 0: until it expired
+    until_at: int | None
+    expired_at: int | None
+
+    def shown(self) -> Shown:
+        return Shown(
+            from_seq=self.from_seq,
+            from_at=from_micros(self.from_at),
+            until_seq=self.until_seq,
+            until_at=None if self.until_at is None else from_micros(self.until_at),
+            expired_at=None if self.expired_at is None else from_micros(self.expired_at),
+        )
+
+
 def key_horizons(
     rows: Sequence[EventRow], removed: Sequence[int], superseded_by: Sequence[int | None]
 ) -> tuple[dict[str, int], list[Shown]]:
@@ -26,7 +44,7 @@ def key_horizons(
     key's latest event (from the set until its key's next event or the next clear), with
     their expiry: per key first, then those of all keys that behave alike as one."""
     through: dict[str, int] = {}
-    per_key: dict[str, list[Shown]] = {}
+    per_key: dict[str, list[_Span]] = {}
     for i in removed:
         row = rows[i]
         if row.key is None:
@@ -41,29 +59,23 @@ def key_horizons(
         expired_at = row.expires_at
         if expired_at is not None and until_at is not None and expired_at > until_at:
             expired_at = None
-        span = Shown(
-            from_seq=row.seq,
-            from_at=from_micros(row.recorded_at),
-            until_seq=0 if end is None else rows[end].seq,
-            until_at=None if until_at is None else from_micros(until_at),
-            expired_at=None if expired_at is None else from_micros(expired_at),
-        )
+        until_seq = 0 if end is None else rows[end].seq
         spans = per_key.setdefault(row.key, [])
         last = spans[-1] if spans else None
         if (
             last is not None
-            and last.until_seq == span.from_seq
+            and last.until_seq == row.seq
             and last.expired_at is None
-            and (span.expired_at is None or span.expired_at > span.from_at)
+            and (expired_at is None or expired_at > row.recorded_at)
         ):
             # The key's earlier stretch showed throughout, and this one starts where it ended
             # and shows at least until a time after that: one stretch.
-            spans[-1] = msgspec.structs.replace(span, from_seq=last.from_seq, from_at=last.from_at)
+            spans[-1] = _Span(last.from_seq, last.from_at, until_seq, until_at, expired_at)
         else:
-            spans.append(span)
+            spans.append(_Span(row.seq, row.recorded_at, until_seq, until_at, expired_at))
     # Across keys: overlapping stretches with the same expiry show exactly where their union
     # does (a state in it shows one of the values, under the same condition).
-    merged: list[Shown] = []
+    merged: list[_Span] = []
     for span in sorted((s for spans in per_key.values() for s in spans), key=_from):
         last = merged[-1] if merged else None
         if (
@@ -72,21 +84,21 @@ def key_horizons(
             and (last.until_seq == 0 or span.from_seq <= last.until_seq)
         ):
             if last.until_seq != 0 and (span.until_seq == 0 or span.until_seq > last.until_seq):
-                merged[-1] = msgspec.structs.replace(
-                    last, until_seq=span.until_seq, until_at=span.until_at
+                merged[-1] = _Span(
+                    last.from_seq, last.from_at, span.until_seq, span.until_at, last.expired_at
                 )
         else:
             merged.append(span)
     if len(merged) > MAX_SHOWN:
         merged = [*_merged(merged[: -MAX_SHOWN + 2]), *merged[-MAX_SHOWN + 2 :]]
-    return {key: through[key] for key in sorted(through)}, merged
+    return {key: through[key] for key in sorted(through)}, [span.shown() for span in merged]
 
 
-def _from(span: Shown) -> int:
+def _from(span: _Span) -> int:
     return span.from_seq
 
 
-def _merged(spans: Sequence[Shown]) -> list[Shown]:
+def _merged(spans: Sequence[_Span]) -> list[_Span]:
     """At most two stretches covering these, showing wherever any of them did (never less):
     one for those some event superseded, one for those that expired (never "forever")."""
     out = []
@@ -94,24 +106,13 @@ def _merged(spans: Sequence[Shown]) -> list[Shown]:
     if bounded:
         last = max(bounded, key=lambda s: s.until_seq)
         expiries = [s.expired_at for s in bounded]
-        out.append(
-            Shown(
-                from_seq=bounded[0].from_seq,
-                from_at=bounded[0].from_at,
-                until_seq=last.until_seq,
-                until_at=last.until_at,
-                expired_at=None if None in expiries else max(e for e in expiries if e),
-            )
-        )
+        expired_at = None if None in expiries else max(e for e in expiries if e is not None)
+        first = bounded[0]
+        out.append(_Span(first.from_seq, first.from_at, last.until_seq, last.until_at, expired_at))
     unbounded = [s for s in spans if not s.until_seq]
     if unbounded:
-        out.append(
-            Shown(
-                from_seq=unbounded[0].from_seq,
-                from_at=unbounded[0].from_at,
-                expired_at=max(s.expired_at for s in unbounded if s.expired_at),
-            )
-        )
+        expired_at = max(s.expired_at for s in unbounded if s.expired_at is not None)
+        out.append(_Span(unbounded[0].from_seq, unbounded[0].from_at, 0, None, expired_at))
     return out
 
 
