@@ -37,6 +37,7 @@ that know only them; history reads the per-key fields (`keys`, `shown`, `tries`)
 what this compaction removed, key by key, and refuses only the questions that need it.
 
 With an archive (`eventstore.log.archive`), every event to remove is first written there, in one
+file per compaction, fsynced, before the markers (which name the file's run) are appended.
 
 Planning reads only the scopes that may have changed since the store's last compaction (see
 `projections.compaction.ledger`).
