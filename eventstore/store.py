@@ -25,18 +25,19 @@ from eventstore.log.archive import open_archive
 from eventstore.log.backends import open_backend
 from eventstore.log.backends.base import CurrentRow, LogBackend, ScopeFilter, ScopeRow
 from eventstore.log.config import Clock, StoreConfig, system_clock
-from eventstore.log.crypto import ReencryptReport, RotationReport, Vault
-from eventstore.log.crypto import reencrypt as reencrypt_log
-from eventstore.log.crypto import scrub as scrub_log
+from eventstore.log.crypto import RotationReport, Vault
 from eventstore.log.errors import ReadOnlyStoreError, StoreClosedError
 from eventstore.log.events import to_micros
 from eventstore.log.feed import Feed, ScopeMatch, Subscription
 from eventstore.log.master_keys import master_keys_from_env
 from eventstore.log.scopes import AssetScope, Scope, TaskScope, scope_key
 from eventstore.log.writer import GroupCommitWriter
-from projections.compaction import CompactionReport, compact
+from projections.compaction import CompactionReport, Ledger, compact
 from projections.compaction import Progress as CompactionProgress
 from projections.history import History
+from projections.reencrypt import ReencryptReport
+from projections.reencrypt import reencrypt as reencrypt_log
+from projections.scrub import scrub as scrub_log
 from projections.verify import Progress, VerifyReport, rebuild, verify
 
 # The faces take the types the store's reads and writes answer with from here, not from the
@@ -112,6 +113,8 @@ class Store(AsyncResource):
         self.archive = open_archive(config.archive_url or os.environ.get("TASKTRAIL_ARCHIVE"))
         self._scope_ids: dict[str, int] = {}
         self._compacting = anyio.Lock()
+        # What the last compaction found, so the next one plans only what changed since.
+        self._compaction_ledger = Ledger()
         self._feed = Feed(backend, self.vault)
         self._closed = False
         self._close_done = anyio.Event()
@@ -343,6 +346,7 @@ class Store(AsyncResource):
             dry_run=dry_run,
             progress=progress,
             archive=self.archive,
+            ledger=self._compaction_ledger,
         )
 
     async def aclose(self) -> None:

@@ -8,6 +8,9 @@ each position once (a crash between archiving and removing leaves an event in bo
 from __future__ import annotations
 
 from collections.abc import Iterable
+from typing import NamedTuple
+
+import anyio.to_thread
 
 from eventstore.log.archive import Archive
 from eventstore.log.backends.base import EventFilter, EventRow, LogBackend, ScopeRow
@@ -22,32 +25,41 @@ class ArchivedReads:
         self.backend = backend
         self.archive = archive
         self.scope_key = scope_key
-        # What was read, and the archive's token then: read again once a run is written.
-        self._rows: tuple[object, list[EventRow]] | None = None
-        self._runs: tuple[object, frozenset[str]] | None = None
+        # What was read, with the archive's token then: read again once a run is written.
+        self._read: _Read | None = None
+
+    async def refresh(self, scope_id: int) -> None:
+        """Bring what was read from the archive up to date; once per history question, in a
+        worker thread (listing a directory, and reading a run's file, block)."""
+        self._read = await anyio.to_thread.run_sync(self._load, scope_id, self._read)
+
+    def _load(self, scope_id: int, read: _Read | None) -> _Read:
+        token, manifests = self.archive.snapshot()
+        if token is not None and read is not None and read.token == token:
+            return read
+        rows = [e.row(scope_id) for e in self.archive.scope_events(self.scope_key, manifests)]
+        return _Read(token, rows, frozenset(m.run for m in manifests))
+
+    async def _current(self, scope_id: int) -> _Read:
+        if self._read is None:
+            await self.refresh(scope_id)
+        assert self._read is not None
+        return self._read
 
     async def archived(self, scope_id: int) -> list[EventRow]:
         """The scope's archived events, by position."""
-        token = self.archive.token()
-        if token is None or self._rows is None or self._rows[0] != token:
-            events = await self.archive.ascope_events(self.scope_key)
-            self._rows = (token, [e.row(scope_id) for e in events])
-        return self._rows[1]
+        return (await self._current(scope_id)).rows
 
-    async def runs(self) -> frozenset[str]:
+    async def runs(self, scope_id: int) -> frozenset[str]:
         """The compaction runs whose events the archive holds."""
-        token = self.archive.token()
-        if token is None or self._runs is None or self._runs[0] != token:
-            runs = frozenset(m.run for m in await self.archive.amanifests())
-            self._runs = (token, runs)
-        return self._runs[1]
+        return (await self._current(scope_id)).runs
 
     async def select_scope(self, scope_key: str) -> ScopeRow | None:
         return await self.backend.select_scope(scope_key)
 
     async def select_events(self, scope_id: int, where: EventFilter) -> list[EventRow]:
         kept = await self.backend.select_events(scope_id, where)
-        extra = [r for r in await self.archived(scope_id) if _matches(r, where)]
+        extra = [r for r in await self.archived(scope_id) if where.matches(r)]
         if not extra:
             return kept
         merged = _merge(kept, extra)
@@ -85,20 +97,13 @@ class ArchivedReads:
         return list(latest.values())
 
 
+class _Read(NamedTuple):
+    token: object
+    rows: list[EventRow]
+    runs: frozenset[str]
+
+
 def _merge(kept: Iterable[EventRow], extra: Iterable[EventRow]) -> list[EventRow]:
     by_seq = {r.seq: r for r in extra}
     by_seq.update((r.seq, r) for r in kept)
     return [by_seq[s] for s in sorted(by_seq)]
-
-
-def _matches(row: EventRow, where: EventFilter) -> bool:
-    return (
-        (where.key is None or row.key == where.key)
-        and (where.kinds is None or row.kind in where.kinds)
-        and (where.try_number is None or row.try_number == where.try_number)
-        and (where.since is None or row.recorded_at >= where.since)
-        and (where.until is None or row.recorded_at <= where.until)
-        and (where.after_seq is None or row.seq > where.after_seq)
-        and (where.through_seq is None or row.seq <= where.through_seq)
-        and (where.through_version is None or row.version <= where.through_version)
-    )

@@ -6,6 +6,7 @@ from __future__ import annotations
 import gzip
 import hashlib
 import json
+import threading
 from datetime import timedelta
 from pathlib import Path
 
@@ -82,6 +83,33 @@ async def test_compaction_archives_every_removed_event_as_stored_in_one_file_per
         (marker,) = [e for e in await store.history(SCOPE).events() if e.kind == "compacted"]
         assert marker.detail is not None
         assert marker.detail["archive"] == manifest["run"]
+
+
+async def test_history_lists_the_archive_once_per_question_and_never_on_the_event_loop(
+    make_store: StoreFactory, clock: FakeClock, archive_dir: Path
+) -> None:
+    async with make_store(StoreConfig(archive_url=str(archive_dir))) as store:
+        await story(store, clock)
+        await store.compact()
+        assert store.archive is not None
+        storage = store.archive.storage
+        names = storage.names
+        listed: list[threading.Thread] = []
+
+        def listing() -> list[str]:
+            listed.append(threading.current_thread())
+            return names()
+
+        storage.names = listing  # type: ignore[method-assign]
+        h = store.history(SCOPE)
+        assert await h.state(At.seq(3)) == {"job": "spark-1", "tmp": f"{SECRET}-2"}
+        first = len(listed)
+        assert [e.seq for e in await h.timeline("tmp")] == [2, 3]
+        assert len(await h.events()) == 4
+        assert await h.state(At.seq(3)) == {"job": "spark-1", "tmp": f"{SECRET}-2"}
+        assert 1 <= first <= 2  # its token, and its runs unless already known
+        assert len(listed) - first == 3  # then once per question: nothing new was written
+        assert threading.main_thread() not in listed
 
 
 async def test_with_an_archive_history_answers_as_if_nothing_was_compacted(

@@ -415,6 +415,22 @@ async def test_timeline_has_every_event_of_one_key(
         assert await h.timeline("never") == []
 
 
+async def test_timeline_pages_with_after_seq_and_limit(
+    make_store: StoreFactory, clock: FakeClock
+) -> None:
+    async with make_store() as store:
+        t = task(store)
+        for i in range(5):
+            await t.set("offset", i)
+        h = store.history(SCOPE)
+        first = await h.timeline("offset", limit=2)
+        assert [e.value for e in first] == [0, 1]
+        rest = await h.timeline("offset", after_seq=first[-1].seq, limit=2)
+        assert [e.value for e in rest] == [2, 3]
+        with pytest.raises(ValueError, match="limit must be an int >= 0"):
+            await h.timeline("offset", limit=-1)
+
+
 async def test_tries_summarise_each_try(make_store: StoreFactory, clock: FakeClock) -> None:
     async with make_store() as store:
         start = clock.now

@@ -14,7 +14,7 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 from eventstore.log.config import StoreConfig
-from eventstore.log.crypto import ERASED, MASKED
+from eventstore.log.envelope import enc_hook
 from eventstore.log.errors import (
     ConcurrencyError,
     ConfigError,
@@ -131,15 +131,7 @@ async def open_for_reading(
         yield store
 
 
-def _enc_hook(value: Any) -> Any:
-    if value is ERASED:
-        return "<erased>"
-    if value is MASKED:
-        return "<masked>"
-    raise NotImplementedError(f"cannot encode {type(value).__name__}")
-
-
-_json = msgspec.json.Encoder(enc_hook=_enc_hook)
+_json = msgspec.json.Encoder(enc_hook=enc_hook)
 
 
 def stderr_progress(*, disable: bool = False) -> Progress:

@@ -12,8 +12,8 @@ from anyio.abc import AsyncResource
 from yarl import URL
 
 from eventstore.client.transport import ServiceUnavailableError, Transport, error_of
-from eventstore.log.feed import ScopeMatch
 from eventstore.log.events import RecordedEvent
+from eventstore.log.feed import ScopeMatch
 from eventstore.log.scopes import AssetScope, Scope, TaskScope
 
 __all__ = ["RemoteSubscription"]

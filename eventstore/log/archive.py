@@ -289,10 +289,15 @@ class Archive:
 
     def manifests(self) -> list[ArchiveManifest]:
         """Every complete run, oldest first (a data file without its manifest is not one)."""
+        return self.snapshot()[1]
+
+    def snapshot(self) -> tuple[object, list[ArchiveManifest]]:
+        """The archive's token (see `token`) and every complete run then: one listing of the
+        storage when nothing was written since the last call."""
         token = self.storage.token()
         with self._lock:
             if token is not None and self._manifests is not None and self._manifests[0] == token:
-                return self._manifests[1]
+                return self._manifests
         found = []
         for name in self.storage.names():
             if name.endswith(_MANIFEST):
@@ -300,15 +305,18 @@ class Archive:
         found.sort(key=lambda m: (m.created_at, m.run))
         with self._lock:
             self._manifests = (token, found)
-        return found
+        return token, found
 
     async def amanifests(self) -> list[ArchiveManifest]:
         return await anyio.to_thread.run_sync(self.manifests)
 
-    def scope_events(self, scope: str) -> list[ArchivedEvent]:
-        """Every archived event of one scope, by position, each once."""
+    def scope_events(
+        self, scope: str, manifests: list[ArchiveManifest] | None = None
+    ) -> list[ArchivedEvent]:
+        """Every archived event of one scope, by position, each once (in these runs, or in
+        every run the archive holds now)."""
         found: dict[int, ArchivedEvent] = {}
-        for manifest in self.manifests():
+        for manifest in self.manifests() if manifests is None else manifests:
             if scope in manifest.scopes:
                 for e in self._by_scope(manifest).get(scope, ()):
                     found.setdefault(e.seq, e)

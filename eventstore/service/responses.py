@@ -5,21 +5,13 @@ from __future__ import annotations
 import msgspec
 from starlette.responses import Response
 
-from eventstore.log.crypto import ERASED, MASKED
+from eventstore.log.envelope import enc_hook
 from eventstore.service.errors import ErrorBody, HTTPProblem
 
 __all__ = ["json_response", "problem_response"]
 
 
-def _enc_hook(value: object) -> object:
-    if value is ERASED:
-        return "<erased>"  # a value erased with its scope, in a state or diff
-    if value is MASKED:
-        return "<masked>"  # a sensitive value the bearer may not see, in a state or diff
-    raise NotImplementedError(f"cannot encode {type(value).__name__}")
-
-
-_encoder = msgspec.json.Encoder(enc_hook=_enc_hook)
+_encoder = msgspec.json.Encoder(enc_hook=enc_hook)
 
 
 class _JSONResponse(Response):

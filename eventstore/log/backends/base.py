@@ -101,6 +101,19 @@ class EventFilter(msgspec.Struct, frozen=True, kw_only=True, gc=False):
     limit: int | None = None
     descending: bool = False
 
+    def matches(self, row: EventRow) -> bool:
+        """Whether `row` passes every bound (`limit` and order aside), for reads made in Python."""
+        return (
+            (self.key is None or row.key == self.key)
+            and (self.kinds is None or row.kind in self.kinds)
+            and (self.try_number is None or row.try_number == self.try_number)
+            and (self.since is None or row.recorded_at >= self.since)
+            and (self.until is None or row.recorded_at <= self.until)
+            and (self.after_seq is None or row.seq > self.after_seq)
+            and (self.through_seq is None or row.seq <= self.through_seq)
+            and (self.through_version is None or row.version <= self.through_version)
+        )
+
 
 class ScopeFilter(msgspec.Struct, frozen=True, kw_only=True, gc=False):
     """Which scopes to list, newest first; every given field must match.

@@ -318,7 +318,7 @@ class MemoryBackend(LogBackend):
         for i in indices:
             if where.limit is not None and len(selected) >= where.limit:
                 break
-            if _matches(events[i], where):
+            if where.matches(events[i]):
                 selected.append(events[i])
         return selected
 
@@ -413,18 +413,6 @@ class MemoryBackend(LogBackend):
 
 
 _ROW_OVERHEAD = 64
-
-
-def _matches(event: EventRow, where: EventFilter) -> bool:
-    return not (
-        (where.key is not None and event.key != where.key)
-        or (where.kinds is not None and event.kind not in where.kinds)
-        or (where.try_number is not None and event.try_number != where.try_number)
-        or (where.since is not None and event.recorded_at < where.since)
-        or (where.until is not None and event.recorded_at > where.until)
-        or (where.through_seq is not None and event.seq > where.through_seq)
-        or (where.through_version is not None and event.version > where.through_version)
-    )
 
 
 def _scope_matches(row: ScopeRow, where: ScopeFilter) -> bool:
