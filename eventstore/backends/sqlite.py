@@ -167,6 +167,31 @@ MIGRATIONS: Final = (
             """ALTER TABLE idempotency_v4 RENAME TO idempotency""",
         ),
     ),
+    Migration(
+        5,
+        "history through the version index: where each try starts is kept once per try, and "
+        "times and positions are found by a search over versions; the per-event try and time "
+        "indexes, which cost every write a page each, go",
+        # Within a scope, seq and recorded_at grow with the version (the log keeps recorded_at
+        # monotonic), so a bound on either is a bound on the version, found by a binary search
+        # over the (scope_id, version) index (_version_through). Attempt fencing keeps every
+        # event of try N between the start of try N and the start of the next higher try.
+        # Kept from a log compacted before: a try starts at its first event still there.
+        (
+            """CREATE TABLE tries (
+                scope_id INTEGER NOT NULL,
+                try_number INTEGER NOT NULL,
+                first_version INTEGER NOT NULL
+            )""",
+            """INSERT INTO tries (scope_id, try_number, first_version)
+            SELECT scope_id, try_number, min(version) FROM events
+            WHERE try_number IS NOT NULL GROUP BY scope_id, try_number""",
+            """DROP INDEX IF EXISTS events_by_scope_try""",
+            """DROP INDEX IF EXISTS events_by_scope_time""",
+            # The try index of the events, one entry per try instead of one per event.
+            """CREATE UNIQUE INDEX events_by_scope_try ON tries (scope_id, try_number)""",
+        ),
+    ),
 )
 SCHEMA_VERSION: Final = latest_version(MIGRATIONS)
 
@@ -250,6 +275,9 @@ _SELECT_SCOPES_PAGE: Final = (
     "AND (:before_at IS NULL OR updated_at < :before_at "
     "OR (updated_at = :before_at AND scope_id < :before_id)) "
     "ORDER BY updated_at DESC, scope_id DESC LIMIT :limit"
+)
+_INSERT_TRY: Final = (
+    "INSERT OR IGNORE INTO tries (scope_id, try_number, first_version) VALUES (?, ?, ?)"
 )
 _INSERT_SCOPE: Final = (
     "INSERT INTO scopes (scope_key, version, max_try, updated_at, dag_id, run_id, task_id, "
@@ -839,6 +867,14 @@ class _SQLiteTransaction(WriteTransaction):
     async def insert_events(self, rows: Sequence[EventRow]) -> None:
         self.rows += len(rows)
         await self._many(_INSERT_EVENT, [astuple(r) for r in rows])
+        # Where each try starts, kept once per try (see MIGRATIONS, step 5): the first of a
+        # batch's events of a try it may start; a try already started keeps its row.
+        starts: dict[tuple[int, int], int] = {}
+        for r in rows:
+            if r.try_number is not None:
+                starts.setdefault((r.scope_id, r.try_number), r.version)
+        if starts:
+            self.conn.executemany(_INSERT_TRY, [(*k, v) for k, v in starts.items()])
 
     async def upsert_current(self, rows: Sequence[CurrentRow]) -> None:
         self.rows += len(rows)
@@ -964,52 +1000,79 @@ def _scope_row(r: Any) -> ScopeRow:
     return ScopeRow(*r)
 
 
-def _events_query(scope_id: int, where: EventFilter) -> tuple[str, list[Any]]:
-    clauses = ["scope_id = ?"]
-    params: list[Any] = [scope_id]
-    if where.key is not None:
-        clauses.append("key = ?")
-        params.append(where.key)
-    if where.kinds is not None:
-        clauses.append(f"kind IN ({', '.join('?' for _ in where.kinds)})")
-        params.extend(sorted(where.kinds))
-    if where.try_number is not None:
-        clauses.append("try_number = ?")
-        params.append(where.try_number)
+# The largest version of the scope whose {column} is at most the parameter :{bound}, by a binary
+# search over the (scope_id, version) index: within a scope, seq and recorded_at grow with the
+# version, so ~2 log2(n) seeks answer where a position or a time lands, with no index of its own.
+# Versions may have gaps (compaction): each probe takes the first version at or past the middle.
+# Invariant: the answer (0 for none) lies in [lo, hi]; each step halves the interval.
+_VERSION_THROUGH: Final = """(WITH RECURSIVE search(lo, hi) AS (
+    SELECT 0, coalesce((SELECT max(version) FROM events WHERE scope_id = :scope), 0)
+    UNION ALL
+    SELECT
+        CASE WHEN ({probe}) <= :{bound} THEN (lo + hi + 1) / 2 ELSE lo END,
+        CASE WHEN ({probe}) <= :{bound} THEN hi ELSE (lo + hi + 1) / 2 - 1 END
+    FROM search WHERE lo < hi
+) SELECT min(hi) FROM search)"""
+_PROBE: Final = (
+    "SELECT {column} FROM events WHERE scope_id = :scope AND version >= (lo + hi + 1) / 2 "
+    "ORDER BY version LIMIT 1"
+)
+
+
+def _version_through(column: str, bound: str) -> str:
+    probe = _PROBE.format(column=column)
+    return _VERSION_THROUGH.format(probe=probe, bound=bound)
+
+
+_BOUNDS: Final = {
+    "key": "key = :key",
+    # Fencing keeps every event of try N from the start of try N to the start of the next
+    # higher try; tries holds where each starts.
+    "try_number": (
+        "try_number = :try_number "
+        "AND version >= (SELECT first_version FROM tries "
+        "WHERE scope_id = :scope AND try_number = :try_number) "
+        "AND version < coalesce((SELECT min(first_version) FROM tries "
+        "WHERE scope_id = :scope AND try_number > :try_number), :no_bound)"
+    ),
+    "since": f"recorded_at >= :since AND version > {_version_through('recorded_at', 'before')}",
+    "until": f"recorded_at <= :until AND version <= {_version_through('recorded_at', 'until')}",
+    # The next page after an event of this scope starts past that event's version: one seek.
+    # A cursor from elsewhere (a global position) is found by the search.
+    "after_seq": (
+        "seq > :after_seq AND version > coalesce("
+        "(SELECT e.version FROM events AS e WHERE e.seq = :after_seq AND e.scope_id = :scope), "
+        f"{_version_through('seq', 'after_seq')})"
+    ),
+    "through_seq": (f"seq <= :through_seq AND version <= {_version_through('seq', 'through_seq')}"),
+    "through_version": "version <= :through_version",
+}
+
+
+def _events_query(scope_id: int, where: EventFilter) -> tuple[str, dict[str, Any]]:
+    """The statement for `where`: every bound is a range of the scope's versions (or, with a
+    key, of the key's positions), so an index yields the rows in order and a LIMIT 1 is a seek."""
+    clauses = ["scope_id = :scope"]
+    params: dict[str, Any] = {"scope": scope_id}
+    for name in _BOUNDS:
+        value = getattr(where, name)
+        if value is not None:
+            clauses.append(_BOUNDS[name])
+            params[name] = value
     if where.since is not None:
-        clauses.append("recorded_at >= ?")
-        params.append(where.since)
-    if where.until is not None:
-        clauses.append("recorded_at <= ?")
-        params.append(where.until)
-    if where.after_seq is not None:
-        # The next page after an event of this scope starts past that event's version too:
-        # the (scope_id, version) index then seeks straight to it rather than walking the
-        # scope's earlier events (a cursor from elsewhere bounds by seq alone).
-        clauses.append(
-            "seq > ? AND version > COALESCE("
-            "(SELECT e.version FROM events AS e WHERE e.seq = ? AND e.scope_id = ?), 0)"
-        )
-        params.extend((where.after_seq, where.after_seq, scope_id))
-    if where.through_seq is not None:
-        clauses.append("seq <= ?")
-        params.append(where.through_seq)
-    if where.through_version is not None:
-        clauses.append("version <= ?")
-        params.append(where.through_version)
-    # Within one scope, ordering by version, or by (recorded_at, seq), is ordering by seq: both
-    # grow with positions. Each filter orders by what its index holds, so the index yields rows
-    # already in order and a LIMIT 1 (history finding where a point lands) is one seek, not a
-    # sort of the whole scope. An index on (scope_id, x) holds the rowid, seq, after x.
+        params["before"] = where.since - 1
+    if where.try_number is not None:
+        params["no_bound"] = _NO_BOUND
+    if where.kinds is not None:
+        names = [f"kind_{i}" for i in range(len(where.kinds))]
+        clauses.append(f"kind IN ({', '.join(':' + n for n in names)})")
+        params.update(zip(names, sorted(where.kinds), strict=True))
+    # Within one scope, ordering by version is ordering by seq. An index on (scope_id, x)
+    # holds the rowid, seq, after x.
     order = "DESC" if where.descending else "ASC"
-    if where.key is not None or where.try_number is not None:
-        ordering = f"seq {order}"
-    elif where.since is not None or where.until is not None:
-        ordering = f"recorded_at {order}, seq {order}"
-    else:
-        ordering = f"version {order}"
+    ordering = f"seq {order}" if where.key is not None else f"version {order}"
     sql = f"SELECT {_EVENT_COLUMNS} FROM events WHERE {' AND '.join(clauses)} ORDER BY {ordering}"
     if where.limit is not None:
-        sql += " LIMIT ?"
-        params.append(where.limit)
+        sql += " LIMIT :limit"
+        params["limit"] = where.limit
     return sql, params
