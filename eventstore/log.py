@@ -174,6 +174,22 @@ class _Batch:
             self.idempotent.update(await self.tx.select_idempotent(wanted))
         self.idempotent_loaded = True
 
+    async def load_flags(self, requests: Sequence[AppendRequest]) -> None:
+        """The stored sensitive flags of the keys the batch sets without saying, every scope in
+        one statement (a write that does not say keeps the flag; `_load_flags` reads the rest)."""
+        wanted: dict[tuple[int, str], None] = {}
+        for request in requests:
+            scope_id = self.views[self.scope_keys[request.scope]].row.scope_id
+            if scope_id:
+                for op in request.ops:
+                    if isinstance(op, SetOp) and op.sensitive is not True:
+                        wanted[(scope_id, op.key)] = None
+        if wanted:
+            heads = await self.tx.select_current_heads_of(wanted)
+            for pair in wanted:
+                head = heads.get(pair)
+                self.flags[pair] = head is not None and is_sensitive(head)
+
     async def view(self, scope: Scope) -> _ScopeView:
         key = self.scope_keys.get(scope) or scope_key(scope)
         view = self.views.get(key)
@@ -550,6 +566,7 @@ async def append_batch(
         batch = _Batch(tx, config, now_us, head.last_seq, vault, keys)
         batch.add_views(scope_keys, found)
         await batch.load_idempotent(requests)
+        await batch.load_flags(requests)
         for request in requests:
             try:
                 results.append(await batch.plan(request))

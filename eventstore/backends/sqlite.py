@@ -262,6 +262,12 @@ _SELECT_CURRENT_HEADS: Final = (
     "SELECT key, substr(value, 1, 2) FROM current "
     "WHERE scope_id = ? AND key IN (SELECT value FROM json_each(?))"
 )
+# The pairs travel as one JSON array of [scope_id, key]; each is one seek of the primary key.
+_SELECT_CURRENT_HEADS_OF: Final = (
+    "SELECT c.scope_id, c.key, substr(c.value, 1, 2) FROM json_each(?) AS w "
+    "JOIN current AS c ON c.scope_id = json_extract(w.value, '$[0]') "
+    "AND c.key = json_extract(w.value, '$[1]')"
+)
 # Each filter is a parameter that is either NULL (no filter) or the value to match, so one
 # statement serves every combination; the cursor is (updated_at, scope_id) of the last row seen.
 _SELECT_SCOPES_PAGE: Final = (
@@ -839,6 +845,22 @@ class _SQLiteTransaction(WriteTransaction):
                 lambda: self.conn.execute(_SELECT_CURRENT_HEADS, params).fetchall()
             )
         return {r[0]: r[1] for r in rows}
+
+    async def select_current_heads_of(
+        self, pairs: Collection[tuple[int, str]]
+    ) -> dict[tuple[int, str], bytes]:
+        if len(pairs) == 1:  # one write: a plain seek, no JSON array
+            [(scope_id, key)] = pairs
+            row = self.conn.execute(_SELECT_CURRENT_HEAD, (scope_id, key)).fetchone()
+            return {} if row is None else {(scope_id, key): row[0]}
+        params = (_encode_json(list(pairs)).decode(),)
+        if len(pairs) <= _INLINE_ROWS:
+            rows = self.conn.execute(_SELECT_CURRENT_HEADS_OF, params).fetchall()
+        else:
+            rows = await self.in_thread(
+                lambda: self.conn.execute(_SELECT_CURRENT_HEADS_OF, params).fetchall()
+            )
+        return {(r[0], r[1]): r[2] for r in rows}
 
     async def select_idempotent(
         self, keys: Collection[tuple[int, str]]
