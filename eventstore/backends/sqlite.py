@@ -210,7 +210,7 @@ _INLINE_COMMIT_SECONDS: Final = 0.005
 # average: its pages go to the WAL at COMMIT, which takes longer than a request may hold the loop.
 _INLINE_COMMIT_ROWS: Final = 1000
 # Statements over more rows than this (the slices of a big batch) run in the worker thread.
-_INLINE_ROWS: Final = 64
+_INLINE_ROWS: Final = 256
 
 # How long a writer waits for another process's write lock before failing.
 _BUSY_TIMEOUT_MS: Final = 10_000
