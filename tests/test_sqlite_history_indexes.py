@@ -9,15 +9,15 @@ from pathlib import Path
 import msgspec
 
 from eventstore import TaskScope, open_store
-from eventstore.backends.base import EventFilter
-from eventstore.backends.sqlite import (
+from eventstore.log.backends.base import EventFilter
+from eventstore.log.backends.sqlite.backend import (
     _SELECT_LAST_SCOPE_EVENT,
     _SELECT_LATEST_PER_KEY,
     MIGRATIONS,
     _events_query,
 )
-from eventstore.events import KeySet, encode_event
-from eventstore.scopes import scope_key
+from eventstore.log.events import KeySet, encode_event
+from eventstore.log.scopes import scope_key
 
 
 def plan(db: Path, sql: str, params: object) -> str:

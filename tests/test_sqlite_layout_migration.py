@@ -13,7 +13,7 @@ from typing import Final
 import pytest
 
 from eventstore import StaleAttemptError, open_store
-from eventstore.backends.sqlite import SCHEMA_VERSION
+from eventstore.log.backends.sqlite.backend import SCHEMA_VERSION
 from projections import At
 
 # Made by tests/fixtures/make_schema_4_tries.py with tasktrail at main 04fa00a.
