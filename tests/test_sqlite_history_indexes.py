@@ -10,12 +10,12 @@ import msgspec
 
 from eventstore import TaskScope, open_store
 from eventstore.log.backends.base import EventFilter
-from eventstore.log.backends.sqlite.backend import (
+from eventstore.log.backends.sqlite.reads import (
     _SELECT_LAST_SCOPE_EVENT,
     _SELECT_LATEST_PER_KEY,
-    MIGRATIONS,
     _events_query,
 )
+from eventstore.log.backends.sqlite.schema import MIGRATIONS
 from eventstore.log.events import KeySet, encode_event
 from eventstore.log.scopes import scope_key
 
