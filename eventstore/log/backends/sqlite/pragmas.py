@@ -100,7 +100,7 @@ def schema_version(conn: sqlite3.Connection) -> int:
 
 
 def checkpoint(conn: sqlite3.Connection) -> None:
-    conn.execute("PRAGMA walcheckpoint(TRUNCATE)").fetchall()
+    conn.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchall()
 
 
 def pragma_int(conn: sqlite3.Connection, name: str) -> int:
