@@ -23,7 +23,11 @@ import msgspec
 from eventstore.log.errors import ReadOnlyStoreError, SchemaVersionError, StorageError
 
 __all__ = [
+    "HISTORY_INDEXES",
+    "IDEMPOTENCY_BY_ID",
+    "SCOPES_BY_UPDATED",
     "SELECT_SCHEMA_VERSION",
+    "TABLES",
     "Migration",
     "columns",
     "latest_version",
@@ -45,6 +49,30 @@ class Migration(msgspec.Struct, frozen=True):
     version: int
     summary: str
     statements: tuple[str, ...]
+
+
+# What the backends' steps share: the summaries of steps 1 and 4, whose statements differ by
+# database, and steps 2 and 3 whole, which read the same on both.
+TABLES: Final = "log, scopes, projection and idempotency tables"
+HISTORY_INDEXES: Final = Migration(
+    2,
+    "history indexes: where a try and where a time lands in a scope, in one seek",
+    # IF NOT EXISTS: version 1 files opened by tasktrail 0.1 may have them already.
+    (
+        """CREATE INDEX IF NOT EXISTS events_by_scope_try ON events (scope_id, try_number)
+        WHERE try_number IS NOT NULL""",
+        """CREATE INDEX IF NOT EXISTS events_by_scope_time ON events (scope_id, recorded_at)""",
+    ),
+)
+SCOPES_BY_UPDATED: Final = Migration(
+    3,
+    "scopes index: the web page lists scopes most recently written first",
+    ("""CREATE INDEX IF NOT EXISTS scopes_by_updated ON scopes (updated_at, scope_id)""",),
+)
+IDEMPOTENCY_BY_ID: Final = (
+    "idempotency: keyed by id, then scope, so ids made in time order append to the index; "
+    "with the time each result was recorded, so compaction can forget old ones"
+)
 
 
 def latest_version(migrations: Sequence[Migration]) -> int:

@@ -13,7 +13,15 @@ from __future__ import annotations
 from typing import Final
 
 from eventstore.log.backends.base import CurrentRow, EventRow, IdempotentRow, ScopeRow
-from eventstore.log.backends.migrations import Migration, columns, latest_version
+from eventstore.log.backends.migrations import (
+    HISTORY_INDEXES,
+    IDEMPOTENCY_BY_ID,
+    SCOPES_BY_UPDATED,
+    TABLES,
+    Migration,
+    columns,
+    latest_version,
+)
 
 __all__ = [
     "CURRENT_COLUMNS",
@@ -80,26 +88,12 @@ _SCHEMA_V1: Final = (
 
 # The schema's history, oldest first; a change to the schema is a new step at the end.
 MIGRATIONS: Final = (
-    Migration(1, "log, scopes, projection and idempotency tables", _SCHEMA_V1),
-    Migration(
-        2,
-        "history indexes: where a try and where a time lands in a scope, in one seek",
-        # IF NOT EXISTS: version 1 files opened by tasktrail 0.1 may have them already.
-        (
-            """CREATE INDEX IF NOT EXISTS events_by_scope_try ON events (scope_id, try_number)
-            WHERE try_number IS NOT NULL""",
-            """CREATE INDEX IF NOT EXISTS events_by_scope_time ON events (scope_id, recorded_at)""",
-        ),
-    ),
-    Migration(
-        3,
-        "scopes index: the web page lists scopes most recently written first",
-        ("""CREATE INDEX IF NOT EXISTS scopes_by_updated ON scopes (updated_at, scope_id)""",),
-    ),
+    Migration(1, TABLES, _SCHEMA_V1),
+    HISTORY_INDEXES,
+    SCOPES_BY_UPDATED,
     Migration(
         4,
-        "idempotency: keyed by id, then scope, so ids made in time order append to the index; "
-        "with the time each result was recorded, so compaction can forget old ones",
+        IDEMPOTENCY_BY_ID,
         # Keyed by the id first, ids that grow with time (the client's do) are appended at the
         # end of the index, and a batch's results share a page or two instead of dirtying one
         # page each. SQLite cannot change a primary key in place: the table is made anew.
