@@ -96,7 +96,9 @@ class Feed:
         self.vault = vault  # opens sealed values; its keys are the store's
         self.poll_interval = poll_interval
         self.head = 0  # the highest position known to have committed
-        self._tick = anyio.Event()  # set (and replaced) whenever head moves, or on close
+        # Set (and dropped) whenever head moves, or on close; made by the first subscriber to
+        # wait, so a commit nobody waits for wakes nothing (the writers commit thousands a second).
+        self._tick: anyio.Event | None = None
         self._polling = False
         self._polled_at = -math.inf  # when the latest poll began (anyio.current_time())
         self.closed = False
@@ -113,8 +115,9 @@ class Feed:
         self._wake()
 
     def _wake(self) -> None:
-        tick, self._tick = self._tick, anyio.Event()
-        tick.set()
+        tick, self._tick = self._tick, None
+        if tick is not None:
+            tick.set()
 
     async def wait_beyond(self, seq: int) -> bool:
         """Return True once a position after `seq` is known committed; False once closed."""
@@ -122,6 +125,8 @@ class Feed:
             if self.head > seq:
                 return True
             tick = self._tick
+            if tick is None:
+                tick = self._tick = anyio.Event()
             began = anyio.current_time()
             with anyio.move_on_after(self.poll_interval):
                 await tick.wait()

@@ -161,6 +161,20 @@ class WriteTransaction(ABC):
         """The first two bytes of the projection value of each of these keys that has a row
         (expired ones included): enough for the store to read a stored value's flags."""
 
+    async def select_current_heads_of(
+        self, pairs: Collection[tuple[int, str]]
+    ) -> dict[tuple[int, str], bytes]:
+        """`select_current_heads` for (scope_id, key) pairs of many scopes: a whole batch's,
+        which a backend may read in one statement."""
+        by_scope: dict[int, list[str]] = {}
+        for scope_id, key in pairs:
+            by_scope.setdefault(scope_id, []).append(key)
+        found: dict[tuple[int, str], bytes] = {}
+        for scope_id, keys in by_scope.items():
+            heads = await self.select_current_heads(scope_id, keys)
+            found.update(((scope_id, key), head) for key, head in heads.items())
+        return found
+
     @abstractmethod
     async def select_idempotent(
         self, keys: Collection[tuple[int, str]]

@@ -7,17 +7,40 @@ above the newest step was written by a newer tasktrail and is refused with `Sche
 never opened half-understood.
 
 Steps are append-only: a released step is never edited, a change to the schema is a new step.
+
+What both database backends share besides: the statement that reads the version, the check a
+read-only open makes (`require_current`: it cannot migrate), and column lists made from the row
+Structs (`columns`), so that a column is named once, in `eventstore.log.backends.base`.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Final
 
 import msgspec
 
-from eventstore.log.errors import SchemaVersionError
+from eventstore.log.errors import ReadOnlyStoreError, SchemaVersionError, StorageError
 
-__all__ = ["Migration", "latest_version", "pending_migrations"]
+__all__ = [
+    "HISTORY_INDEXES",
+    "IDEMPOTENCY_BY_ID",
+    "SCOPES_BY_UPDATED",
+    "SELECT_SCHEMA_VERSION",
+    "TABLES",
+    "Migration",
+    "columns",
+    "latest_version",
+    "pending_migrations",
+    "require_current",
+]
+
+SELECT_SCHEMA_VERSION: Final = "SELECT version FROM schema_version"
+
+
+def columns(row: type[msgspec.Struct]) -> str:
+    """The column list of a table whose rows decode into `row`: its fields, in their order."""
+    return ", ".join(row.__struct_fields__)
 
 
 class Migration(msgspec.Struct, frozen=True):
@@ -26,6 +49,30 @@ class Migration(msgspec.Struct, frozen=True):
     version: int
     summary: str
     statements: tuple[str, ...]
+
+
+# What the backends' steps share: the summaries of steps 1 and 4, whose statements differ by
+# database, and steps 2 and 3 whole, which read the same on both.
+TABLES: Final = "log, scopes, projection and idempotency tables"
+HISTORY_INDEXES: Final = Migration(
+    2,
+    "history indexes: where a try and where a time lands in a scope, in one seek",
+    # IF NOT EXISTS: version 1 files opened by tasktrail 0.1 may have them already.
+    (
+        """CREATE INDEX IF NOT EXISTS events_by_scope_try ON events (scope_id, try_number)
+        WHERE try_number IS NOT NULL""",
+        """CREATE INDEX IF NOT EXISTS events_by_scope_time ON events (scope_id, recorded_at)""",
+    ),
+)
+SCOPES_BY_UPDATED: Final = Migration(
+    3,
+    "scopes index: the web page lists scopes most recently written first",
+    ("""CREATE INDEX IF NOT EXISTS scopes_by_updated ON scopes (updated_at, scope_id)""",),
+)
+IDEMPOTENCY_BY_ID: Final = (
+    "idempotency: keyed by id, then scope, so ids made in time order append to the index; "
+    "with the time each result was recorded, so compaction can forget old ones"
+)
 
 
 def latest_version(migrations: Sequence[Migration]) -> int:
@@ -48,3 +95,24 @@ def pending_migrations(found: int, migrations: Sequence[Migration], where: str) 
     if found > latest:
         raise SchemaVersionError(found, latest, where)
     return [step for step in migrations if step.version > found]
+
+
+def require_current(version: int, migrations: Sequence[Migration], where: str, fix: str) -> None:
+    """A read-only open cannot migrate: the schema found must be the one this code writes.
+
+    Version 0 (no schema_version table, or an empty one) holds no tasktrail log. `fix` says how
+    to migrate this kind of database.
+    """
+    if version == 0:
+        raise StorageError(
+            f"{where} holds no tasktrail log; check the path or URL (--db)",
+            where=where,
+            cause="missing",
+        )
+    if pending_migrations(version, migrations, where):
+        raise ReadOnlyStoreError(
+            where,
+            f"has schema version {version}, made by an older tasktrail; this one reads "
+            f"version {latest_version(migrations)}, and migrating it writes",
+            fix,
+        )

@@ -1,0 +1,148 @@
+"""The SQLite log's schema: its tables and indexes, step by step, and the column lists.
+
+One file holds the log (`events`, positions in `seq`), the head of the log (`log_head`), a row per
+scope with its version and latest try (`scopes`), where each try of a scope starts (`tries`), the
+current-values projection (`current`) and the results kept for idempotent retries
+(`idempotency`). History questions are answered through two indexes of the events per scope:
+by version (the scope's order; a time, a position and a try are each found as a range of
+versions) and by key (a key's timeline, and the latest event of each key as of a point).
+"""
+
+from __future__ import annotations
+
+from typing import Final
+
+from eventstore.log.backends.base import CurrentRow, EventRow, IdempotentRow, ScopeRow
+from eventstore.log.backends.migrations import (
+    HISTORY_INDEXES,
+    IDEMPOTENCY_BY_ID,
+    SCOPES_BY_UPDATED,
+    TABLES,
+    Migration,
+    columns,
+    latest_version,
+)
+
+__all__ = [
+    "CURRENT_COLUMNS",
+    "EVENT_COLUMNS",
+    "IDEMPOTENT_COLUMNS",
+    "MIGRATIONS",
+    "SCHEMA_VERSION",
+    "SCOPE_COLUMNS",
+]
+
+_SCHEMA_V1: Final = (
+    """CREATE TABLE schema_version (version INTEGER NOT NULL)""",
+    """INSERT INTO schema_version (version) VALUES (0)""",
+    """CREATE TABLE log_head (
+        id INTEGER PRIMARY KEY CHECK (id = 1),
+        last_seq INTEGER NOT NULL,
+        last_recorded_at INTEGER NOT NULL
+    )""",
+    """INSERT INTO log_head (id, last_seq, last_recorded_at) VALUES (1, 0, 0)""",
+    """CREATE TABLE scopes (
+        scope_id INTEGER PRIMARY KEY,
+        scope_key TEXT NOT NULL UNIQUE,
+        version INTEGER NOT NULL,
+        max_try INTEGER,
+        updated_at INTEGER NOT NULL,
+        dag_id TEXT,
+        run_id TEXT,
+        task_id TEXT,
+        map_index INTEGER
+    )""",
+    """CREATE INDEX scopes_by_task ON scopes (dag_id, run_id, task_id) WHERE dag_id IS NOT NULL""",
+    """CREATE TABLE events (
+        seq INTEGER PRIMARY KEY,
+        scope_id INTEGER NOT NULL,
+        version INTEGER NOT NULL,
+        kind TEXT NOT NULL,
+        key TEXT,
+        expires_at INTEGER,
+        recorded_at INTEGER NOT NULL,
+        try_number INTEGER,
+        actor TEXT NOT NULL,
+        payload BLOB NOT NULL
+    )""",
+    """CREATE UNIQUE INDEX events_by_scope_version ON events (scope_id, version)""",
+    """CREATE INDEX events_by_scope_key ON events (scope_id, key, seq)""",
+    """CREATE TABLE current (
+        scope_id INTEGER NOT NULL,
+        key TEXT NOT NULL,
+        value BLOB NOT NULL,
+        expires_at INTEGER,
+        version INTEGER NOT NULL,
+        seq INTEGER NOT NULL,
+        updated_at INTEGER NOT NULL,
+        PRIMARY KEY (scope_id, key)
+    ) WITHOUT ROWID""",
+    """CREATE INDEX current_by_expiry ON current (expires_at) WHERE expires_at IS NOT NULL""",
+    """CREATE TABLE idempotency (
+        scope_id INTEGER NOT NULL,
+        idempotency_id TEXT NOT NULL,
+        result BLOB NOT NULL,
+        PRIMARY KEY (scope_id, idempotency_id)
+    ) WITHOUT ROWID""",
+)
+
+# The schema's history, oldest first; a change to the schema is a new step at the end.
+MIGRATIONS: Final = (
+    Migration(1, TABLES, _SCHEMA_V1),
+    HISTORY_INDEXES,
+    SCOPES_BY_UPDATED,
+    Migration(
+        4,
+        IDEMPOTENCY_BY_ID,
+        # Keyed by the id first, ids that grow with time (the client's do) are appended at the
+        # end of the index, and a batch's results share a page or two instead of dirtying one
+        # page each. SQLite cannot change a primary key in place: the table is made anew.
+        # Results kept from before have no time of their own: they count as recorded at the
+        # log's newest time.
+        (
+            """CREATE TABLE idempotency_v4 (
+                scope_id INTEGER NOT NULL,
+                idempotency_id TEXT NOT NULL,
+                result BLOB NOT NULL,
+                recorded_at INTEGER NOT NULL,
+                PRIMARY KEY (idempotency_id, scope_id)
+            ) WITHOUT ROWID""",
+            """INSERT INTO idempotency_v4 (scope_id, idempotency_id, result, recorded_at)
+            SELECT scope_id, idempotency_id, result, (SELECT last_recorded_at FROM log_head)
+            FROM idempotency""",
+            """DROP TABLE idempotency""",
+            """ALTER TABLE idempotency_v4 RENAME TO idempotency""",
+        ),
+    ),
+    Migration(
+        5,
+        "history through the version index: where each try starts is kept once per try, and "
+        "times and positions are found by a search over versions; the per-event try and time "
+        "indexes, which cost every write a page each, go",
+        # Within a scope, seq and recorded_at grow with the version (the log keeps recorded_at
+        # monotonic), so a bound on either is a bound on the version, found by a binary search
+        # over the (scope_id, version) index (_version_through). Attempt fencing keeps every
+        # event of try N between the start of try N and the start of the next higher try.
+        # Kept from a log compacted before: a try starts at its first event still there.
+        (
+            """CREATE TABLE tries (
+                scope_id INTEGER NOT NULL,
+                try_number INTEGER NOT NULL,
+                first_version INTEGER NOT NULL
+            )""",
+            """INSERT INTO tries (scope_id, try_number, first_version)
+            SELECT scope_id, try_number, min(version) FROM events
+            WHERE try_number IS NOT NULL GROUP BY scope_id, try_number""",
+            """DROP INDEX IF EXISTS events_by_scope_try""",
+            """DROP INDEX IF EXISTS events_by_scope_time""",
+            # The try index of the events, one entry per try instead of one per event.
+            """CREATE UNIQUE INDEX events_by_scope_try ON tries (scope_id, try_number)""",
+        ),
+    ),
+)
+SCHEMA_VERSION: Final = latest_version(MIGRATIONS)
+
+EVENT_COLUMNS: Final = columns(EventRow)
+CURRENT_COLUMNS: Final = columns(CurrentRow)
+SCOPE_COLUMNS: Final = columns(ScopeRow)
+IDEMPOTENT_COLUMNS: Final = columns(IdempotentRow)

@@ -1,0 +1,264 @@
+"""The statements of one SQLite write transaction (the primitives `append_batch` composes).
+
+They run on the event loop thread, on the write connection: each touches only SQLite's page cache
+and takes microseconds, less than a hop to a worker thread would. Statements over many rows (the
+slices of a big batch, compaction's deletes) run in the worker thread instead, where the page
+cache spilling to the WAL file does not stop the loop.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from collections.abc import Awaitable, Callable, Collection, Sequence
+from typing import Any, Final
+
+import msgspec
+from msgspec.structs import astuple
+
+from eventstore.log.backends.base import (
+    CurrentRow,
+    EventRow,
+    IdempotentRow,
+    LogHead,
+    ScopeRow,
+    WriteTransaction,
+)
+from eventstore.log.backends.sqlite.schema import (
+    CURRENT_COLUMNS,
+    EVENT_COLUMNS,
+    IDEMPOTENT_COLUMNS,
+    SCOPE_COLUMNS,
+)
+
+__all__ = ["SQLiteTransaction"]
+
+# Statements over more rows than this (the slices of a big batch) run in the worker thread. A
+# usual batch (up to StoreConfig.max_batch, 256) stays on the loop: for it the hop to the thread
+# and back cost more than the statement.
+_INLINE_ROWS: Final = 256
+
+_encode_json = msgspec.json.Encoder().encode
+
+_INSERT_EVENT: Final = f"INSERT INTO events ({EVENT_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+
+_UPSERT_CURRENT: Final = (
+    f"INSERT INTO current ({CURRENT_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?) "
+    "ON CONFLICT (scope_id, key) DO UPDATE SET value = excluded.value, "
+    "expires_at = excluded.expires_at, version = excluded.version, seq = excluded.seq, "
+    "updated_at = excluded.updated_at"
+)
+
+# One statement for a whole batch of keys: the keys travel as one JSON array parameter.
+_SELECT_SCOPES: Final = (
+    f"SELECT {SCOPE_COLUMNS} FROM scopes WHERE scope_key IN (SELECT value FROM json_each(?))"
+)
+
+_SELECT_TASK_SCOPES: Final = (
+    f"SELECT {SCOPE_COLUMNS} FROM scopes WHERE dag_id = ? AND run_id = ? AND task_id = ?"
+)
+
+_SELECT_LIVE_KEYS: Final = (
+    "SELECT key FROM current WHERE scope_id = ? AND (expires_at IS NULL OR expires_at > ?)"
+)
+
+# The flags of stored values (eventstore.log.crypto) are in their first two bytes.
+_SELECT_CURRENT_HEAD: Final = (
+    "SELECT substr(value, 1, 2) FROM current WHERE scope_id = ? AND key = ?"
+)
+
+_SELECT_CURRENT_HEADS: Final = (
+    "SELECT key, substr(value, 1, 2) FROM current "
+    "WHERE scope_id = ? AND key IN (SELECT value FROM json_each(?))"
+)
+
+# The pairs travel as one JSON array of [scope_id, key]; each is one seek of the primary key.
+_SELECT_CURRENT_HEADS_OF: Final = (
+    "SELECT c.scope_id, c.key, substr(c.value, 1, 2) FROM json_each(?) AS w "
+    "JOIN current AS c ON c.scope_id = json_extract(w.value, '$[0]') "
+    "AND c.key = json_extract(w.value, '$[1]')"
+)
+
+_INSERT_TRY: Final = (
+    "INSERT OR IGNORE INTO tries (scope_id, try_number, first_version) VALUES (?, ?, ?)"
+)
+
+# Every column but the scope_id, which SQLite hands out.
+_INSERT_SCOPE: Final = (
+    f"INSERT INTO scopes ({', '.join(ScopeRow.__struct_fields__[1:])}) "
+    f"VALUES ({', '.join('?' for _ in ScopeRow.__struct_fields__[1:])}) RETURNING scope_id"
+)
+
+_UPDATE_SCOPE: Final = (
+    "UPDATE scopes SET version = ?, max_try = ?, updated_at = ? WHERE scope_id = ?"
+)
+
+# The pairs travel as one JSON array of [scope_id, id]; each is one seek of the primary key.
+_SELECT_IDEMPOTENT: Final = (
+    "SELECT i.scope_id, i.idempotency_id, i.result FROM json_each(?) AS w "
+    "JOIN idempotency AS i ON i.scope_id = json_extract(w.value, '$[0]') "
+    "AND i.idempotency_id = json_extract(w.value, '$[1]')"
+)
+
+_INSERT_IDEMPOTENT: Final = f"INSERT INTO idempotency ({IDEMPOTENT_COLUMNS}) VALUES (?, ?, ?, ?)"
+
+# Compaction forgets old results a few hundred at a time, each batch its own short transaction.
+_DELETE_IDEMPOTENT: Final = (
+    "DELETE FROM idempotency WHERE (idempotency_id, scope_id) IN ("
+    "SELECT idempotency_id, scope_id FROM idempotency WHERE recorded_at < ? LIMIT ?)"
+)
+
+_UPDATE_CURRENT_VALUE: Final = (
+    "UPDATE current SET value = ? WHERE scope_id = ? AND key = ? AND seq = ?"
+)
+
+
+class SQLiteTransaction(WriteTransaction):
+    """The statements of one write transaction, run on the loop thread (see the module doc)."""
+
+    __slots__ = ("conn", "in_thread", "rows")
+
+    def __init__(self, conn: sqlite3.Connection, in_thread: Callable[..., Awaitable[Any]]) -> None:
+        self.conn = conn
+        self.in_thread = in_thread
+        self.rows = 0  # rows written or removed, for the choice of where to commit
+
+    async def _many(self, sql: str, rows: Sequence[Sequence[object]]) -> None:
+        """executemany: on the loop thread for the few rows of a usual batch; the slices of a
+        big one in the worker thread, where the page cache spilling to the WAL (file I/O) does
+        not stop the loop."""
+        if len(rows) <= _INLINE_ROWS:
+            self.conn.executemany(sql, rows)
+        else:
+            await self.in_thread(self.conn.executemany, sql, rows)
+
+    async def select_head(self) -> LogHead:
+        row = self.conn.execute("SELECT last_seq, last_recorded_at FROM log_head").fetchone()
+        return LogHead(last_seq=row[0], last_recorded_at=row[1])
+
+    async def select_scopes(self, scope_keys: Collection[str]) -> dict[str, ScopeRow]:
+        if not scope_keys:
+            return {}
+        rows = self.conn.execute(_SELECT_SCOPES, (_json_array(scope_keys),)).fetchall()
+        return {r[1]: ScopeRow(*r) for r in rows}
+
+    async def select_task_scopes(self, dag_id: str, run_id: str, task_id: str) -> list[ScopeRow]:
+        rows = self.conn.execute(_SELECT_TASK_SCOPES, (dag_id, run_id, task_id)).fetchall()
+        return [ScopeRow(*r) for r in rows]
+
+    async def select_live_keys(self, scope_id: int, now: int) -> set[str]:
+        return {r[0] for r in self.conn.execute(_SELECT_LIVE_KEYS, (scope_id, now))}
+
+    async def select_current_heads(self, scope_id: int, keys: Collection[str]) -> dict[str, bytes]:
+        if not keys:
+            return {}
+        if len(keys) == 1:  # the usual write of one key: a plain seek, no JSON array
+            [key] = keys
+            row = self.conn.execute(_SELECT_CURRENT_HEAD, (scope_id, key)).fetchone()
+            return {} if row is None else {key: row[0]}
+        params = (scope_id, _json_array(keys))
+        if len(keys) <= _INLINE_ROWS:
+            rows = self.conn.execute(_SELECT_CURRENT_HEADS, params).fetchall()
+        else:
+            rows = await self.in_thread(
+                lambda: self.conn.execute(_SELECT_CURRENT_HEADS, params).fetchall()
+            )
+        return {r[0]: r[1] for r in rows}
+
+    async def select_current_heads_of(
+        self, pairs: Collection[tuple[int, str]]
+    ) -> dict[tuple[int, str], bytes]:
+        if len(pairs) == 1:  # one write: a plain seek, no JSON array
+            [(scope_id, key)] = pairs
+            row = self.conn.execute(_SELECT_CURRENT_HEAD, (scope_id, key)).fetchone()
+            return {} if row is None else {(scope_id, key): row[0]}
+        params = (_encode_json(list(pairs)).decode(),)
+        if len(pairs) <= _INLINE_ROWS:
+            rows = self.conn.execute(_SELECT_CURRENT_HEADS_OF, params).fetchall()
+        else:
+            rows = await self.in_thread(
+                lambda: self.conn.execute(_SELECT_CURRENT_HEADS_OF, params).fetchall()
+            )
+        return {(r[0], r[1]): r[2] for r in rows}
+
+    async def select_idempotent(
+        self, keys: Collection[tuple[int, str]]
+    ) -> dict[tuple[int, str], bytes]:
+        if not keys:
+            return {}
+        rows = self.conn.execute(_SELECT_IDEMPOTENT, (_encode_json(list(keys)).decode(),))
+        return {(r[0], r[1]): r[2] for r in rows}
+
+    async def insert_scope(self, row: ScopeRow) -> int:
+        found = self.conn.execute(_INSERT_SCOPE, astuple(row)[1:]).fetchone()
+        return int(found[0])
+
+    async def insert_events(self, rows: Sequence[EventRow]) -> None:
+        self.rows += len(rows)
+        await self._many(_INSERT_EVENT, [astuple(r) for r in rows])
+        # Where each try starts, kept once per try (see MIGRATIONS, step 5): the first of a
+        # batch's events of a try it may start; a try already started keeps its row.
+        starts: dict[tuple[int, int], int] = {}
+        for r in rows:
+            if r.try_number is not None:
+                starts.setdefault((r.scope_id, r.try_number), r.version)
+        if starts:
+            self.conn.executemany(_INSERT_TRY, [(*k, v) for k, v in starts.items()])
+
+    async def upsert_current(self, rows: Sequence[CurrentRow]) -> None:
+        self.rows += len(rows)
+        await self._many(_UPSERT_CURRENT, [astuple(r) for r in rows])
+
+    async def delete_current(self, pairs: Sequence[tuple[int, str]]) -> None:
+        await self._many("DELETE FROM current WHERE scope_id = ? AND key = ?", pairs)
+
+    async def clear_current(self, scope_ids: Sequence[int]) -> None:
+        self.conn.executemany("DELETE FROM current WHERE scope_id = ?", [(s,) for s in scope_ids])
+
+    async def update_scopes(self, rows: Sequence[ScopeRow]) -> None:
+        self.conn.executemany(
+            _UPDATE_SCOPE, [(r.version, r.max_try, r.updated_at, r.scope_id) for r in rows]
+        )
+
+    async def insert_idempotent(self, rows: Sequence[IdempotentRow]) -> None:
+        self.conn.executemany(_INSERT_IDEMPOTENT, map(astuple, rows))
+
+    async def delete_idempotent(self, *, recorded_before: int, limit: int) -> int:
+        return self.conn.execute(_DELETE_IDEMPOTENT, (recorded_before, limit)).rowcount
+
+    async def update_head(self, head: LogHead) -> None:
+        self.conn.execute(
+            "UPDATE log_head SET last_seq = ?, last_recorded_at = ?",
+            (head.last_seq, head.last_recorded_at),
+        )
+
+    async def replace_current(self, rows: Sequence[CurrentRow]) -> None:
+        self.conn.execute("DELETE FROM current")
+        await self.upsert_current(rows)
+
+    # Compaction's and erasure's statements go through _many and count as rows too: their
+    # slices are big, and run on the loop thread they kept it (and every writer) waiting.
+    async def delete_events(self, seqs: Sequence[int]) -> int:
+        self.rows += len(seqs)
+        before = self.conn.total_changes
+        await self._many("DELETE FROM events WHERE seq = ?", [(s,) for s in seqs])
+        return self.conn.total_changes - before
+
+    async def delete_current_at(self, rows: Sequence[tuple[int, str, int]]) -> None:
+        self.rows += len(rows)
+        await self._many("DELETE FROM current WHERE scope_id = ? AND key = ? AND seq = ?", rows)
+
+    async def update_event_payloads(self, rows: Sequence[tuple[int, bytes]]) -> None:
+        # The bytes replaced (a plain value) are overwritten: see secure_delete in _connect.
+        self.rows += len(rows)
+        await self._many(
+            "UPDATE events SET payload = ? WHERE seq = ?", [(p, seq) for seq, p in rows]
+        )
+
+    async def update_current_values(self, rows: Sequence[tuple[bytes, int, str, int]]) -> None:
+        self.rows += len(rows)
+        await self._many(_UPDATE_CURRENT_VALUE, rows)
+
+
+def _json_array(items: Collection[str]) -> str:
+    # Text, not bytes: SQLite would read a BLOB argument of json_each as binary JSONB.
+    return _encode_json(list(items)).decode()
