@@ -181,11 +181,20 @@ _SELECT_ERASED_THROUGH: Final = (
     "SELECT scope_id, max(seq) FROM events WHERE scope_id = ANY($1::bigint[]) "
     "AND key IS NULL AND kind = 'erased' GROUP BY scope_id"
 )
-# The head and the scopes a batch addresses, in one round trip (the head repeats on every row).
+# The head and the scopes a batch addresses, in one round trip (the head repeats on every row),
+# with the value heads (`select_current_heads`) of each scope's first `_HEADS_READ` keys. Each
+# write that does not say `sensitive` keeps its key's stored flag, so planning asks for the heads
+# of the keys it sets, a round trip per scope; most scopes hold a handful of keys, and for those
+# the answer is then already here. A scope with more keys (`_HEADS_READ` + 1 come back) is asked
+# when planning needs it, as before.
+_HEADS_READ: Final = 16
 _SELECT_HEAD_AND_SCOPES: Final = (
     "SELECT h.last_seq, h.last_recorded_at, s.scope_id, s.scope_key, s.version, s.max_try, "
-    "s.updated_at, s.dag_id, s.run_id, s.task_id, s.map_index "
-    "FROM log_head AS h LEFT JOIN scopes AS s ON s.scope_key = ANY($1::text[]) WHERE h.id = 1"
+    "s.updated_at, s.dag_id, s.run_id, s.task_id, s.map_index, c.keys, c.heads "
+    "FROM log_head AS h LEFT JOIN scopes AS s ON s.scope_key = ANY($1::text[]) "
+    "LEFT JOIN LATERAL (SELECT array_agg(f.key) AS keys, array_agg(f.head) AS heads FROM ("
+    "SELECT key, substring(value FROM 1 FOR 2) AS head FROM current "
+    "WHERE scope_id = s.scope_id ORDER BY key LIMIT $2) AS f) AS c ON true WHERE h.id = 1"
 )
 
 _EVENT_COLUMNS: Final = (
@@ -633,6 +642,9 @@ class _PostgresTransaction(WriteTransaction):
         self._scopes: dict[int, ScopeRow] = {}
         self._idempotent: list[IdempotentRow] = []
         self._new_head: LogHead | None = None
+        # Every value head of the scopes read whole by `select_head_and_scopes`, by scope_id;
+        # dropped at the first write to the projection, after which the table answers.
+        self._heads: dict[int, dict[str, bytes]] = {}
 
     async def flush(self) -> None:
         """Apply every kept write, in one statement."""
@@ -700,9 +712,13 @@ class _PostgresTransaction(WriteTransaction):
     ) -> tuple[LogHead, dict[str, ScopeRow]]:
         if self.head is not None or self._new_head is not None:
             return await self.select_head(), await self.select_scopes(scope_keys)
-        rows = await self.conn.fetch(_SELECT_HEAD_AND_SCOPES, list(scope_keys))
+        rows = await self.conn.fetch(_SELECT_HEAD_AND_SCOPES, list(scope_keys), _HEADS_READ + 1)
         self.head = LogHead(last_seq=rows[0][0], last_recorded_at=rows[0][1])
         scopes = {r[3]: _scope_row(r[2:]) for r in rows if r[2] is not None}
+        for r in rows:
+            keys = r[11] or ()
+            if r[2] is not None and len(keys) <= _HEADS_READ:
+                self._heads[r[2]] = dict(zip((k.decode() for k in keys), r[12] or (), strict=True))
         return await self.select_head(), scopes
 
     async def select_task_scopes(self, dag_id: str, run_id: str, task_id: str) -> list[ScopeRow]:
@@ -719,6 +735,9 @@ class _PostgresTransaction(WriteTransaction):
     async def select_current_heads(self, scope_id: int, keys: Collection[str]) -> dict[str, bytes]:
         if not keys:
             return {}
+        known = self._heads.get(scope_id)
+        if known is not None:
+            return {key: known[key] for key in keys if key in known}
         await self.flush()
         rows = await self.conn.fetch(_SELECT_CURRENT_HEADS, scope_id, [k.encode() for k in keys])
         return {r[0].decode(): r[1] for r in rows}
@@ -752,10 +771,12 @@ class _PostgresTransaction(WriteTransaction):
         self._events.extend(rows)
 
     async def upsert_current(self, rows: Sequence[CurrentRow]) -> None:
+        self._heads.clear()
         for row in rows:
             self._current[(row.scope_id, row.key)] = row
 
     async def delete_current(self, pairs: Sequence[tuple[int, str]]) -> None:
+        self._heads.clear()
         if pairs:
             await self.flush()
             await self.conn.execute(
@@ -763,6 +784,7 @@ class _PostgresTransaction(WriteTransaction):
             )
 
     async def clear_current(self, scope_ids: Sequence[int]) -> None:
+        self._heads.clear()
         if scope_ids:
             await self.flush()
             await self.conn.execute(_CLEAR_CURRENT, list(scope_ids))
@@ -789,6 +811,7 @@ class _PostgresTransaction(WriteTransaction):
         self._new_head = LogHead(last_seq=head.last_seq, last_recorded_at=head.last_recorded_at)
 
     async def replace_current(self, rows: Sequence[CurrentRow]) -> None:
+        self._heads.clear()
         await self.flush()
         await self.conn.execute(_DELETE_ALL_CURRENT)
         await self.upsert_current(rows)
@@ -799,6 +822,7 @@ class _PostgresTransaction(WriteTransaction):
         return int(status.split()[-1])  # "DELETE <count>"
 
     async def delete_current_at(self, rows: Sequence[tuple[int, str, int]]) -> None:
+        self._heads.clear()
         if rows:
             await self.flush()
             await self.conn.execute(
@@ -814,6 +838,7 @@ class _PostgresTransaction(WriteTransaction):
             await self.conn.execute(_UPDATE_PAYLOADS, [r[0] for r in rows], [r[1] for r in rows])
 
     async def update_current_values(self, rows: Sequence[tuple[bytes, int, str, int]]) -> None:
+        self._heads.clear()
         if rows:
             await self.flush()
             await self.conn.execute(
