@@ -16,8 +16,8 @@ per table per batch.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Collection, Sequence
-from contextlib import asynccontextmanager, suppress
+from collections.abc import AsyncIterator, Collection, Iterator, Sequence
+from contextlib import asynccontextmanager, contextmanager, suppress
 from typing import Any, Final
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
@@ -197,13 +197,11 @@ _SELECT_HEAD_AND_SCOPES: Final = (
     "WHERE scope_id = s.scope_id ORDER BY key LIMIT $2) AS f) AS c ON true WHERE h.id = 1"
 )
 
-_EVENT_COLUMNS: Final = (
-    "seq, scope_id, version, kind, key, expires_at, recorded_at, try_number, actor, payload"
-)
-_CURRENT_COLUMNS: Final = "scope_id, key, value, expires_at, version, seq, updated_at"
-_SCOPE_COLUMNS: Final = (
-    "scope_id, scope_key, version, max_try, updated_at, dag_id, run_id, task_id, map_index"
-)
+# The columns of each table in the order of its row Struct's fields, so rows read with them
+# convert by position.
+_EVENT_COLUMNS: Final = ", ".join(EventRow.__struct_fields__)
+_CURRENT_COLUMNS: Final = ", ".join(CurrentRow.__struct_fields__)
+_SCOPE_COLUMNS: Final = ", ".join(ScopeRow.__struct_fields__)
 
 # A batch's writes to the log, the projection's upserts, the scope heads, the idempotency table
 # and the head travel as arrays in this one statement (one round trip): each data-modifying WITH
@@ -405,7 +403,7 @@ class PostgresBackend(LogBackend):
         if config.read_only:
             # The server refuses any write of these sessions; nothing is made or migrated.
             settings["default_transaction_read_only"] = "on"
-        try:
+        with translated(where):
             if schema is not None and not config.read_only:
                 await _create_schema(dsn, schema)
             pool = await asyncpg.create_pool(
@@ -415,8 +413,6 @@ class PostgresBackend(LogBackend):
                 server_settings=settings,
                 reset=_keep_session,
             )
-        except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as error:
-            raise _translate(error, where) from error
         backend = cls(pool, where)
         backend.read_only = config.read_only
         try:
@@ -429,7 +425,7 @@ class PostgresBackend(LogBackend):
 
     async def _migrate(self) -> None:
         pool = self._open_pool()
-        try:
+        with translated(self._where):
             async with pool.acquire() as conn, conn.transaction():
                 await conn.execute(_TAKE_MIGRATION_LOCK, _MIGRATION_LOCK)
                 version = 0
@@ -441,18 +437,14 @@ class PostgresBackend(LogBackend):
                         await conn.execute(statement)
                 if steps:
                     await conn.execute("UPDATE schema_version SET version = $1", SCHEMA_VERSION)
-        except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as error:
-            raise _translate(error, self._where) from error
 
     async def _check_schema(self) -> None:
         """Read-only, the schema cannot be migrated: it must be the one this code writes."""
-        try:
+        with translated(self._where):
             async with self._open_pool().acquire() as conn:
                 version = 0
                 if await conn.fetchval(_HAS_SCHEMA_VERSION):
                     version = await conn.fetchval(_SELECT_SCHEMA_VERSION) or 0
-        except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as error:
-            raise _translate(error, self._where) from error
         if version == 0:
             raise StorageError(
                 f"{self._where} holds no tasktrail log; check the URL and its schema",
@@ -487,35 +479,28 @@ class PostgresBackend(LogBackend):
     async def write(self) -> AsyncIterator[WriteTransaction]:
         async with self._write_lock:
             pool = self._open_pool()
-            async with pool.acquire() as conn:
-                try:
-                    await conn.execute(_BEGIN_AND_LOCK)
-                    transaction = _PostgresTransaction(conn)
-                    yield transaction
-                    await transaction.flush()
-                    with anyio.CancelScope(shield=True):
-                        await conn.execute(_COMMIT)
-                except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as error:
-                    with anyio.CancelScope(shield=True):
-                        await _rollback(conn)
-                    raise _translate(error, self._where) from error
-                except BaseException:
-                    with anyio.CancelScope(shield=True):
-                        await _rollback(conn)
-                    raise
+            with translated(self._where):
+                async with pool.acquire() as conn:
+                    try:
+                        await conn.execute(_BEGIN_AND_LOCK)
+                        transaction = _PostgresTransaction(conn)
+                        yield transaction
+                        await transaction.flush()
+                        with anyio.CancelScope(shield=True):
+                            await conn.execute(_COMMIT)
+                    except BaseException:
+                        with anyio.CancelScope(shield=True):
+                            await _rollback(conn)
+                        raise
 
     @asynccontextmanager
     async def compaction_lock(self) -> AsyncIterator[None]:
         pool = self._open_pool()
-        try:
+        with translated(self._where):
             conn = await pool.acquire()
-        except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as error:
-            raise _translate(error, self._where) from error
         try:
-            try:
+            with translated(self._where):
                 held = await conn.fetchval(_TRY_COMPACTION_LOCK, _COMPACTION_LOCK)
-            except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as error:
-                raise _translate(error, self._where) from error
             if not held:
                 raise CompactionRunningError(self._where)
             try:
@@ -528,10 +513,9 @@ class PostgresBackend(LogBackend):
                 await pool.release(conn)
 
     async def _fetch(self, sql: str, *args: Any) -> list[asyncpg.Record]:
-        try:
-            rows: list[asyncpg.Record] = await self._open_pool().fetch(sql, *args)
-        except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as error:
-            raise _translate(error, self._where) from error
+        pool = self._open_pool()
+        with translated(self._where):
+            rows: list[asyncpg.Record] = await pool.fetch(sql, *args)
         return rows
 
     async def select_scope(self, scope_key: str) -> ScopeRow | None:
@@ -878,7 +862,7 @@ async def _keep_session(conn: asyncpg.Connection) -> None:
 async def _unlock_compaction(conn: PoolConnectionProxy[asyncpg.Record]) -> None:
     try:
         await conn.fetchval(_UNLOCK_COMPACTION, _COMPACTION_LOCK)
-    except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError):
+    except DRIVER_ERRORS:
         # The session may still hold the lock: end it, and the server releases the lock.
         conn.terminate()
 
@@ -893,7 +877,7 @@ def _quote_ident(name: str) -> str:
 
 async def _rollback(conn: PoolConnectionProxy[asyncpg.Record]) -> None:
     # If the connection is gone, the server rolls the transaction back itself.
-    with suppress(OSError, asyncpg.PostgresError, asyncpg.InterfaceError):
+    with suppress(*DRIVER_ERRORS):
         if conn.is_in_transaction():
             await conn.execute(_ROLLBACK)
 
@@ -972,8 +956,21 @@ def _events_query(scope_id: int, where: EventFilter) -> tuple[str, list[Any]]:
     return sql, params
 
 
+# What the driver raises: the server's errors, its own, and the network's.
+DRIVER_ERRORS: Final = (OSError, asyncpg.PostgresError, asyncpg.InterfaceError)
+
+
+@contextmanager
+def translated(where: str) -> Iterator[None]:
+    """Every driver error becomes an EventStoreError here, and only here; `where` names the
+    database (or key store) in the message."""
+    try:
+        yield
+    except DRIVER_ERRORS as error:
+        raise _translate(error, where) from error
+
+
 def _translate(error: BaseException, where: str) -> EventStoreError:
-    """Every driver error becomes an EventStoreError here, and only here."""
     if isinstance(error, asyncpg.InvalidCatalogNameError):
         return ConfigError(f"{where} does not exist; create it (createdb) or fix the URL")
     if isinstance(error, asyncpg.InvalidAuthorizationSpecificationError | OSError):
