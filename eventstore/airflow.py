@@ -79,14 +79,14 @@ import anyio
 import msgspec
 from anyio.from_thread import BlockingPortal
 
-from eventstore.backends.base import CurrentRow, EventFilter
-from eventstore.config import NEVER_EXPIRE, StoreConfig
-from eventstore.crypto import ERASED
-from eventstore.errors import ConfigError
-from eventstore.events import from_micros, to_micros
-from eventstore.scopes import AssetScope, Scope, TaskScope, scope_from_key
+from eventstore.log.backends.base import CurrentRow, EventFilter
+from eventstore.log.config import NEVER_EXPIRE, StoreConfig
+from eventstore.log.crypto import ERASED
+from eventstore.log.errors import ConfigError
+from eventstore.log.events import from_micros, to_micros
+from eventstore.log.scopes import AssetScope, Scope, TaskScope, scope_from_key
+from eventstore.log.values import check_key, decode_value, encode_value
 from eventstore.store import Store, open_store
-from eventstore.values import check_key, decode_value, encode_value
 
 try:
     from airflow.state.metastore import MetastoreBackend
@@ -1149,7 +1149,7 @@ async def _projection_rows(
             "checking the mirror reads tasktrail's projection directly: run it where the "
             "database is (TASKTRAIL_DB), not through a service"
         )
-    from eventstore.crypto import is_sensitive
+    from eventstore.log.crypto import is_sensitive
 
     now = to_micros(target.now())
     known, rows = await _projection(target)
@@ -1268,7 +1268,7 @@ def _check_mirror(
 
 
 def _scope_of_place(place: tuple[Any, ...], assets: dict[int, AssetScope]) -> str | None:
-    from eventstore.scopes import scope_key
+    from eventstore.log.scopes import scope_key
 
     if place[0] == "task":
         return scope_key(TaskScope(place[1], place[2], place[3], place[4]))

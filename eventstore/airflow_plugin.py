@@ -48,7 +48,7 @@ from fastapi import Depends, FastAPI, HTTPException, Request
 from fastapi.responses import FileResponse, HTMLResponse, Response
 
 from eventstore.airflow import Edit, TasktrailBackend
-from eventstore.scopes import TaskScope
+from eventstore.log.scopes import TaskScope
 
 __all__ = ["EditsReachTheLog", "TasktrailPlugin", "history_app"]
 
