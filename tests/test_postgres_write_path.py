@@ -12,10 +12,10 @@ import pytest
 from conftest import FakeClock, postgres_schema_url
 
 from eventstore import StoreConfig, open_store
-from eventstore.backends.base import CurrentRow
-from eventstore.backends.postgres import PostgresBackend
-from eventstore.crypto import is_sensitive
-from eventstore.scopes import TaskScope, scope_key
+from eventstore.log.backends.base import CurrentRow
+from eventstore.log.backends.postgres.backend import PostgresBackend
+from eventstore.log.crypto import is_sensitive
+from eventstore.log.scopes import TaskScope, scope_key
 
 
 @pytest.fixture

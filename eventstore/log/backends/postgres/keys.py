@@ -22,8 +22,8 @@ from typing import Any, Final, TypeVar
 
 import asyncpg
 
-from eventstore.log.backends.postgres.backend import _quote_ident, _translate, _where, split_url
-from eventstore.log.errors import ConfigError, EventStoreError
+from eventstore.log.backends.postgres.driver import describe, quote_ident, split_url, translated
+from eventstore.log.errors import ConfigError
 from eventstore.log.keystore import DataKeyRow, KeyStore, MakeKey
 
 __all__ = ["PostgresKeyStore"]
@@ -84,7 +84,7 @@ _DESTROY: Final = (
 class PostgresKeyStore(KeyStore):
     def __init__(self, url: str, *, read_only: bool = False) -> None:
         dsn, schema = split_url(url)
-        self.location = _where(url) + (f" schema {schema}" if schema else "")
+        self.location = describe(url) + (f" schema {schema}" if schema else "")
         self.read_only = read_only
         self._exists = True  # read-only: whether the key store's tables are there at all
         self._schema = schema
@@ -102,16 +102,14 @@ class PostgresKeyStore(KeyStore):
             raise
 
     async def _connect(self, dsn: str) -> asyncpg.Connection:
-        try:
+        with translated(f"the key store {self.location}"):
             conn = await asyncpg.connect(dsn)
-        except (OSError, asyncpg.PostgresError) as error:
-            raise EventStoreError(f"cannot reach the key store {self.location}: {error}") from error
         try:
             if self.read_only:
                 # Nothing made: every transaction of the session is read-only.
                 await conn.execute("SET default_transaction_read_only = on")
                 if self._schema is not None:
-                    await conn.execute(f"SET search_path TO {_quote_ident(self._schema)}")
+                    await conn.execute(f"SET search_path TO {quote_ident(self._schema)}")
                 self._exists = bool(
                     await conn.fetchval("SELECT to_regclass('master_checks') IS NOT NULL")
                 )
@@ -119,7 +117,7 @@ class PostgresKeyStore(KeyStore):
                 async with conn.transaction():
                     await conn.execute("SELECT pg_advisory_xact_lock($1)", _LOCK)
                     if self._schema is not None:
-                        name = _quote_ident(self._schema)
+                        name = quote_ident(self._schema)
                         await conn.execute(f"CREATE SCHEMA IF NOT EXISTS {name}")
                         await conn.execute(f"SET search_path TO {name}")
                     for statement in _SCHEMA:
@@ -135,11 +133,8 @@ class PostgresKeyStore(KeyStore):
             self._dirty = True
 
     def _run(self, coro: Coroutine[Any, Any, T]) -> T:
-        with self._lock:
-            try:
-                return asyncio.run_coroutine_threadsafe(coro, self._loop).result()
-            except asyncpg.PostgresError as error:
-                raise _translate(error, f"the key store {self.location}") from error
+        with self._lock, translated(f"the key store {self.location}"):
+            return asyncio.run_coroutine_threadsafe(coro, self._loop).result()
 
     async def _write(self, statements: Sequence[tuple[str, Sequence[Any]]]) -> None:
         async with self._conn.transaction():
