@@ -9,10 +9,12 @@ from __future__ import annotations
 
 from collections.abc import Collection, Sequence
 from contextlib import suppress
-from typing import Final
+from typing import Any, Final
 
 import asyncpg
 from asyncpg.pool import PoolConnectionProxy
+from msgspec import Struct
+from msgspec.structs import astuple
 
 from eventstore.log.backends.base import (
     CurrentRow,
@@ -181,33 +183,13 @@ class PostgresTransaction(WriteTransaction):
         events, current = self._events, list(self._current.values())
         scopes, idempotent = list(self._scopes.values()), self._idempotent
         head = self._new_head or self.head or LogHead()
+        scope_heads = _columns(scopes, ScopeRow)
         await self.conn.execute(
             _APPLY,
-            [r.seq for r in events],
-            [r.scope_id for r in events],
-            [r.version for r in events],
-            [r.kind for r in events],
-            [encode(r.key) for r in events],
-            [r.expires_at for r in events],
-            [r.recorded_at for r in events],
-            [r.try_number for r in events],
-            [r.actor for r in events],
-            [r.payload for r in events],
-            [r.scope_id for r in current],
-            [r.key.encode() for r in current],
-            [r.value for r in current],
-            [r.expires_at for r in current],
-            [r.version for r in current],
-            [r.seq for r in current],
-            [r.updated_at for r in current],
-            [r.scope_id for r in scopes],
-            [r.version for r in scopes],
-            [r.max_try for r in scopes],
-            [r.updated_at for r in scopes],
-            [r.scope_id for r in idempotent],
-            [r.idempotency_id.encode() for r in idempotent],
-            [r.result for r in idempotent],
-            [r.recorded_at for r in idempotent],
+            *_columns(events, EventRow, text="key"),
+            *_columns(current, CurrentRow, text="key"),
+            *(scope_heads[i] for i in _SCOPE_HEAD_COLUMNS),
+            *_columns(idempotent, IdempotentRow, text="idempotency_id"),
             head.last_seq,
             head.last_recorded_at,
             self._new_head is not None,
@@ -377,3 +359,25 @@ async def rollback(conn: PoolConnectionProxy[asyncpg.Record]) -> None:
     with suppress(*DRIVER_ERRORS):
         if conn.is_in_transaction():
             await conn.execute(_ROLLBACK)
+
+
+# The columns of `scopes` a batch updates: the scope head, by position in ScopeRow.
+_SCOPE_HEAD_COLUMNS: Final = tuple(
+    ScopeRow.__struct_fields__.index(name)
+    for name in ("scope_id", "version", "max_try", "updated_at")
+)
+
+
+def _columns(
+    rows: Sequence[Struct], kind: type[Struct], text: str | None = None
+) -> list[list[Any]]:
+    """The rows as one list per field, in field order (each goes to the server as an array);
+    the field `text` as UTF-8 bytes."""
+    fields = kind.__struct_fields__
+    if not rows:
+        return [[] for _ in fields]
+    columns = [list(column) for column in zip(*map(astuple, rows), strict=True)]
+    if text is not None:
+        at = fields.index(text)
+        columns[at] = [encode(value) for value in columns[at]]
+    return columns
