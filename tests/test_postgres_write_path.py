@@ -12,8 +12,9 @@ import pytest
 from conftest import FakeClock, postgres_schema_url
 
 from eventstore import StoreConfig, open_store
-from eventstore.log.backends.base import CurrentRow
+from eventstore.log.backends.base import CurrentRow, WriteTransaction
 from eventstore.log.backends.postgres.backend import PostgresBackend
+from eventstore.log.backends.postgres.transaction import PostgresTransaction
 from eventstore.log.crypto import is_sensitive
 from eventstore.log.scopes import TaskScope, scope_key
 
@@ -41,6 +42,11 @@ async def backend(pg_url: str, clock: FakeClock) -> AsyncIterator[PostgresBacken
         await opened.aclose()
 
 
+def _pg(tx: WriteTransaction) -> PostgresTransaction:
+    assert isinstance(tx, PostgresTransaction)
+    return tx
+
+
 def _keys(*tasks: str) -> list[str]:
     return [scope_key(TaskScope("d", "r", task)) for task in tasks]
 
@@ -65,7 +71,7 @@ async def test_small_scopes_answer_value_heads_from_the_batchs_first_read(
     backend: PostgresBackend,
 ) -> None:
     for _ in range(2):  # the second time, the driver knows the statements and their types
-        async with backend.write() as tx, _statements(tx.conn) as seen:  # type: ignore[attr-defined]
+        async with backend.write() as tx, _statements(_pg(tx).conn) as seen:
             _, scopes = await tx.select_head_and_scopes(_keys("t0", "t1", "t3"))
             t0, t1 = scopes[_keys("t0")[0]].scope_id, scopes[_keys("t1")[0]].scope_id
             plain = await tx.select_current_heads(t0, ["k", "absent"])
@@ -81,10 +87,29 @@ async def test_a_scope_with_many_keys_is_asked_when_planning_needs_it(
 ) -> None:
     async with backend.write() as tx:
         _, scopes = await tx.select_head_and_scopes(_keys("t2"))
-        async with _statements(tx.conn) as seen:  # type: ignore[attr-defined]
+        async with _statements(_pg(tx).conn) as seen:
             heads = await tx.select_current_heads(scopes[_keys("t2")[0]].scope_id, ["zz", "k00"])
     assert len([s for s in seen if "FROM current" in s]) == 1, seen
     assert {k: is_sensitive(h) for k, h in heads.items()} == {"zz": True, "k00": False}
+
+
+async def test_the_heads_of_a_whole_batch_take_at_most_one_statement(
+    backend: PostgresBackend,
+) -> None:
+    async with backend.write() as tx:
+        _, scopes = await tx.select_head_and_scopes(_keys("t0", "t1", "t2"))
+        t0, t1, t2 = (scopes[key].scope_id for key in _keys("t0", "t1", "t2"))
+        async with _statements(_pg(tx).conn) as seen:
+            heads = await _pg(tx).select_current_heads_of(
+                [(t0, "k"), (t1, "pw"), (t2, "zz"), (t2, "k01"), (t2, "absent")]
+            )
+    assert len([s for s in seen if "FROM current" in s]) == 1, seen
+    assert {pair: is_sensitive(head) for pair, head in heads.items()} == {
+        (t0, "k"): False,
+        (t1, "pw"): True,
+        (t2, "zz"): True,
+        (t2, "k01"): False,
+    }
 
 
 async def test_value_heads_after_a_write_in_the_batch_are_the_tables(
