@@ -1,9 +1,9 @@
 """tasktrail: an async, event-sourced key/value store for task checkpoints.
 
 This package holds the log floor (`eventstore.log`: scopes, events, errors, config, backends)
-and the faces (the store API, the service, the client, the CLI), with `projections` between them. So that
-`projections` can import the log floor without pulling in the faces that import it back, the
-store API's names are imported when first used (PEP 562), not by this `__init__`.
+and the faces (the store API, the service, the client, the CLI), with `projections` between
+them. So that `projections` can import the log floor without pulling in the faces that import it
+back, the store API's names are imported when first used (PEP 562), not by this `__init__`.
 """
 
 import importlib
