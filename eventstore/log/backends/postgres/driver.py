@@ -15,7 +15,7 @@ from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 import asyncpg
 
-from eventstore.log.backends.base import CurrentRow, EventRow, ScopeRow
+from eventstore.log.backends.base import CurrentRow, EventRow, IdempotentRow, ScopeRow
 from eventstore.log.errors import (
     ConfigError,
     EventStoreError,
@@ -27,6 +27,7 @@ __all__ = [
     "CURRENT_COLUMNS",
     "DRIVER_ERRORS",
     "EVENT_COLUMNS",
+    "IDEMPOTENT_COLUMNS",
     "SCOPE_COLUMNS",
     "current_row",
     "describe",
@@ -44,6 +45,7 @@ __all__ = [
 EVENT_COLUMNS: Final = ", ".join(EventRow.__struct_fields__)
 CURRENT_COLUMNS: Final = ", ".join(CurrentRow.__struct_fields__)
 SCOPE_COLUMNS: Final = ", ".join(ScopeRow.__struct_fields__)
+IDEMPOTENT_COLUMNS: Final = ", ".join(IdempotentRow.__struct_fields__)
 
 
 def split_url(url: str) -> tuple[str, str | None]:

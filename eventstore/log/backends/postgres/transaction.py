@@ -28,6 +28,7 @@ from eventstore.log.backends.postgres.driver import (
     CURRENT_COLUMNS,
     DRIVER_ERRORS,
     EVENT_COLUMNS,
+    IDEMPOTENT_COLUMNS,
     SCOPE_COLUMNS,
     encode,
     scope_row,
@@ -90,8 +91,8 @@ _APPLY: Final = (
     "updated_at = u.updated_at "
     "FROM unnest($18::bigint[], $19::bigint[], $20::bigint[], $21::bigint[]) "
     "AS u (scope_id, version, max_try, updated_at) WHERE s.scope_id = u.scope_id), "
-    "new_idempotent AS (INSERT INTO idempotency (scope_id, idempotency_id, result, recorded_at) "
-    "SELECT * FROM unnest($22::bigint[], $23::bytea[], $24::bytea[], $25::bigint[])) "
+    f"new_idempotent AS (INSERT INTO idempotency ({IDEMPOTENT_COLUMNS}) SELECT * FROM "
+    "unnest($22::bigint[], $23::bytea[], $24::bytea[], $25::bigint[])) "
     "UPDATE log_head SET last_seq = $26, last_recorded_at = $27 WHERE id = 1 AND $28::boolean"
 )
 _DELETE_CURRENT: Final = (
@@ -132,9 +133,10 @@ _SELECT_IDEMPOTENT: Final = (
     "JOIN unnest($1::bigint[], $2::bytea[]) AS w (scope_id, idempotency_id) "
     "ON i.scope_id = w.scope_id AND i.idempotency_id = w.idempotency_id"
 )
+# Every column but the identity, which the server hands out.
 _INSERT_SCOPE: Final = (
-    "INSERT INTO scopes (scope_key, version, max_try, updated_at, dag_id, run_id, task_id, "
-    "map_index) VALUES ($1, $2, $3, $4, $5, $6, $7, $8) RETURNING scope_id"
+    f"INSERT INTO scopes ({', '.join(ScopeRow.__struct_fields__[1:])}) "
+    "VALUES ($1, $2, $3, $4, $5, $6, $7, $8) RETURNING scope_id"
 )
 _SELECT_SCOPES: Final = f"SELECT {SCOPE_COLUMNS} FROM scopes WHERE scope_key = ANY($1::text[])"
 _SELECT_TASK_SCOPES: Final = (
