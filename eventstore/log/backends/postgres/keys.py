@@ -5,28 +5,33 @@ wrapped data keys must live apart from the log, so that a backup of the log does
 (see docs/explanation/envelope-encryption.md). Use another schema and back it up apart, or better
 another database.
 
-The vault calls a key store with plain blocking calls (eventstore.log.keystore), rarely: a scope's
-first write, an erasure, a rotation, a read of a scope not seen yet. So this store keeps one
-asyncpg connection on an event loop of its own, in a thread, and waits for each call. Writes take
-one transaction-scoped advisory lock, so replicas making keys at once take turns. An erasure
-notifies the other replicas (LISTEN/NOTIFY), which then forget the data keys they hold.
+`PostgresKeys` is the key store itself: async, on one asyncpg connection of the caller's event
+loop. Writes take one transaction-scoped advisory lock, so replicas making keys at once take
+turns. An erasure notifies the other replicas (LISTEN/NOTIFY), which then forget the data keys
+they hold.
+
+The vault still calls key stores with plain blocking calls (eventstore.log.keystore), rarely: a
+scope's first write, an erasure, a rotation, a read of a scope not seen yet, the last one from
+its synchronous read path. Until that path awaits, `PostgresKeyStore` serves those calls by
+running `PostgresKeys` on an event loop of its own, in a thread: the one thing to remove then.
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import threading
-from collections.abc import Coroutine, Sequence
+from collections.abc import AsyncIterator, Coroutine, Sequence
+from contextlib import asynccontextmanager
 from typing import Any, Final, TypeVar
 
+import anyio
 import asyncpg
 
-from eventstore.log.backends.postgres.backend import _quote_ident, _translate, _where, split_url
-from eventstore.log.errors import ConfigError, EventStoreError
+from eventstore.log.backends.postgres.driver import describe, quote_ident, split_url, translated
+from eventstore.log.errors import ConfigError
 from eventstore.log.keystore import DataKeyRow, KeyStore, MakeKey
 
-__all__ = ["PostgresKeyStore"]
+__all__ = ["PostgresKeyStore", "PostgresKeys", "check_apart"]
 
 T = TypeVar("T")
 
@@ -81,139 +86,121 @@ _DESTROY: Final = (
 )
 
 
-class PostgresKeyStore(KeyStore):
-    def __init__(self, url: str, *, read_only: bool = False) -> None:
-        dsn, schema = split_url(url)
-        self.location = _where(url) + (f" schema {schema}" if schema else "")
-        self.read_only = read_only
-        self._exists = True  # read-only: whether the key store's tables are there at all
-        self._schema = schema
-        self._dirty = False
-        self._lock = threading.Lock()
-        self._loop = asyncio.new_event_loop()
-        self._thread = threading.Thread(
-            target=self._loop.run_forever, name="tasktrail-keys", daemon=True
-        )
-        self._thread.start()
-        try:
-            self._conn: asyncpg.Connection = self._run(self._connect(dsn))
-        except BaseException:
-            self._stop()
-            raise
+_SELECT_KEYS: Final = "SELECT generation, master_id, wrapped FROM data_keys WHERE scope_key = $1"
+_INSERT_CHECK: Final = "INSERT INTO master_checks VALUES ($1, $2) ON CONFLICT (key_id) DO NOTHING"
+_SELECT_WRAPPED_BY_OTHERS: Final = (
+    "SELECT scope_key, generation, master_id, wrapped FROM data_keys WHERE master_id <> $1"
+)
+_REWRAP: Final = (
+    "UPDATE data_keys SET master_id = $1, wrapped = $2 "
+    "WHERE scope_key = $3 AND generation = $4 AND master_id = $5"
+)
+_RETIRE: Final = (
+    "DELETE FROM master_checks WHERE key_id <> $1 "
+    "AND key_id NOT IN (SELECT master_id FROM data_keys) RETURNING key_id"
+)
 
-    async def _connect(self, dsn: str) -> asyncpg.Connection:
-        try:
+
+class PostgresKeys:
+    """The key store's statements, awaited on one connection (see the module doc)."""
+
+    def __init__(self, conn: asyncpg.Connection, location: str, *, exists: bool) -> None:
+        self._conn = conn
+        self.location = location
+        self.exists = exists  # read-only: whether the key store's tables are there at all
+        self._dirty = False
+        # One statement at a time on the connection, whichever task asks.
+        self._lock = anyio.Lock()
+
+    @classmethod
+    async def connect(cls, url: str, *, read_only: bool = False) -> PostgresKeys:
+        dsn, schema = split_url(url)
+        location = describe(url) + (f" schema {schema}" if schema else "")
+        with translated(f"the key store {location}"):
             conn = await asyncpg.connect(dsn)
-        except (OSError, asyncpg.PostgresError) as error:
-            raise EventStoreError(f"cannot reach the key store {self.location}: {error}") from error
-        try:
-            if self.read_only:
-                # Nothing made: every transaction of the session is read-only.
-                await conn.execute("SET default_transaction_read_only = on")
-                if self._schema is not None:
-                    await conn.execute(f"SET search_path TO {_quote_ident(self._schema)}")
-                self._exists = bool(
-                    await conn.fetchval("SELECT to_regclass('master_checks') IS NOT NULL")
-                )
-            else:
-                async with conn.transaction():
-                    await conn.execute("SELECT pg_advisory_xact_lock($1)", _LOCK)
-                    if self._schema is not None:
-                        name = _quote_ident(self._schema)
-                        await conn.execute(f"CREATE SCHEMA IF NOT EXISTS {name}")
-                        await conn.execute(f"SET search_path TO {name}")
-                    for statement in _SCHEMA:
-                        await conn.execute(statement)
-            await conn.add_listener(_CHANNEL, self._notified)
-        except BaseException:
-            await conn.close()
-            raise
-        return conn
+            try:
+                exists = await _prepare(conn, schema, read_only=read_only)
+                keys = cls(conn, location, exists=exists)
+                await conn.add_listener(_CHANNEL, keys._notified)
+            except BaseException:
+                with anyio.CancelScope(shield=True):
+                    await conn.close()
+                raise
+        return keys
 
     def _notified(self, conn: Any, pid: int, channel: str, payload: object) -> None:
         if pid != self._conn.get_server_pid():
             self._dirty = True
 
-    def _run(self, coro: Coroutine[Any, Any, T]) -> T:
-        with self._lock:
-            try:
-                return asyncio.run_coroutine_threadsafe(coro, self._loop).result()
-            except asyncpg.PostgresError as error:
-                raise _translate(error, f"the key store {self.location}") from error
+    @asynccontextmanager
+    async def _using(self, *, write: bool = False) -> AsyncIterator[asyncpg.Connection]:
+        """The connection, alone, with driver errors translated; `write`: in a transaction
+        under the key store's lock."""
+        async with self._lock:
+            with translated(f"the key store {self.location}"):
+                if not write:
+                    yield self._conn
+                    return
+                async with self._conn.transaction():
+                    await self._conn.execute("SELECT pg_advisory_xact_lock($1)", _LOCK)
+                    yield self._conn
 
-    async def _write(self, statements: Sequence[tuple[str, Sequence[Any]]]) -> None:
-        async with self._conn.transaction():
-            await self._conn.execute("SELECT pg_advisory_xact_lock($1)", _LOCK)
-            for sql, args in statements:
-                await self._conn.execute(sql, *args)
-
-    def checks(self) -> dict[str, bytes]:
-        if not self._exists:
+    async def checks(self) -> dict[str, bytes]:
+        if not self.exists:
             return {}
-        rows = self._run(self._conn.fetch("SELECT key_id, sealed FROM master_checks"))
+        async with self._using() as conn:
+            rows = await conn.fetch("SELECT key_id, sealed FROM master_checks")
         return {r[0]: bytes(r[1]) for r in rows}
 
-    def add_check(self, key_id: str, sealed: bytes) -> None:
-        sql = "INSERT INTO master_checks VALUES ($1, $2) ON CONFLICT (key_id) DO NOTHING"
-        self._run(self._write([(sql, (key_id, sealed))]))
+    async def add_check(self, key_id: str, sealed: bytes) -> None:
+        async with self._using(write=True) as conn:
+            await conn.execute(_INSERT_CHECK, key_id, sealed)
 
-    def master_ids(self) -> set[str]:
-        rows = self._run(self._conn.fetch("SELECT DISTINCT master_id FROM data_keys"))
+    async def master_ids(self) -> set[str]:
+        async with self._using() as conn:
+            rows = await conn.fetch("SELECT DISTINCT master_id FROM data_keys")
         return {r[0] for r in rows}
 
-    def current_keys(self, scope_keys: Sequence[str], make: MakeKey) -> list[DataKeyRow]:
-        async def work() -> list[DataKeyRow]:
-            found: list[DataKeyRow] = []
-            async with self._conn.transaction():
-                await self._conn.execute("SELECT pg_advisory_xact_lock($1)", _LOCK)
-                for scope_key in scope_keys:
-                    encoded = scope_key.encode()
-                    row = await self._conn.fetchrow(_SELECT_LATEST, encoded)
-                    if row is None:
-                        erased = await self._conn.fetchval(_SELECT_ERASED, encoded)
-                        generation = (erased or 0) + 1
-                        master_id, wrapped = make(scope_key, generation)
-                        await self._conn.execute(
-                            _INSERT_KEY, encoded, generation, master_id, wrapped
-                        )
-                        found.append((scope_key, generation, master_id, wrapped))
-                    else:
-                        found.append((scope_key, row[0], row[1], bytes(row[2])))
-            return found
+    async def current_keys(self, scope_keys: Sequence[str], make: MakeKey) -> list[DataKeyRow]:
+        found: list[DataKeyRow] = []
+        async with self._using(write=True) as conn:
+            for scope_key in scope_keys:
+                encoded = scope_key.encode()
+                row = await conn.fetchrow(_SELECT_LATEST, encoded)
+                if row is None:
+                    erased = await conn.fetchval(_SELECT_ERASED, encoded)
+                    generation = (erased or 0) + 1
+                    master_id, wrapped = make(scope_key, generation)
+                    await conn.execute(_INSERT_KEY, encoded, generation, master_id, wrapped)
+                    found.append((scope_key, generation, master_id, wrapped))
+                else:
+                    found.append((scope_key, row[0], row[1], bytes(row[2])))
+        return found
 
-        return self._run(work())
+    async def data_keys(self, scope_key: str) -> tuple[list[DataKeyRow], int]:
+        encoded = scope_key.encode()
+        async with self._using() as conn:
+            rows = await conn.fetch(_SELECT_KEYS, encoded)
+            erased = await conn.fetchval(_SELECT_ERASED, encoded)
+        return [(scope_key, r[0], r[1], bytes(r[2])) for r in rows], erased or 0
 
-    def data_keys(self, scope_key: str) -> tuple[list[DataKeyRow], int]:
-        async def work() -> tuple[list[DataKeyRow], int]:
-            encoded = scope_key.encode()
-            rows = await self._conn.fetch(
-                "SELECT generation, master_id, wrapped FROM data_keys WHERE scope_key = $1",
-                encoded,
+    async def destroy(self, scope_key: str) -> int:
+        encoded = scope_key.encode()
+        async with self._using(write=True) as conn:
+            through = await conn.fetchval(
+                "SELECT MAX(generation) FROM data_keys WHERE scope_key = $1", encoded
             )
-            erased = await self._conn.fetchval(_SELECT_ERASED, encoded)
-            return [(scope_key, r[0], r[1], bytes(r[2])) for r in rows], erased or 0
-
-        return self._run(work())
-
-    def destroy(self, scope_key: str) -> int:
-        async def work() -> int:
-            encoded = scope_key.encode()
-            async with self._conn.transaction():
-                await self._conn.execute("SELECT pg_advisory_xact_lock($1)", _LOCK)
-                through = await self._conn.fetchval(
-                    "SELECT MAX(generation) FROM data_keys WHERE scope_key = $1", encoded
-                )
-                through = through or 0
-                await self._conn.execute("DELETE FROM data_keys WHERE scope_key = $1", encoded)
-                await self._conn.execute(_DESTROY, encoded, through)
-                # Delivered at commit: the other replicas drop the keys they hold.
-                await self._conn.execute("SELECT pg_notify($1, '')", _CHANNEL)
-                deleted_by = await self._conn.fetchval(_OWN_XID)
-            with contextlib.suppress(TimeoutError):
-                async with asyncio.timeout(_OLDER_TRANSACTIONS_WAIT):
-                    # Polled: PostgreSQL tells no one when a transaction ends.
-                    while await self._conn.fetchval(_OLDER_TRANSACTIONS, deleted_by):  # noqa: ASYNC110
-                        await asyncio.sleep(0.01)
+            through = through or 0
+            await conn.execute("DELETE FROM data_keys WHERE scope_key = $1", encoded)
+            await conn.execute(_DESTROY, encoded, through)
+            # Delivered at commit: the other replicas drop the keys they hold.
+            await conn.execute("SELECT pg_notify($1, '')", _CHANNEL)
+            deleted_by = await conn.fetchval(_OWN_XID)
+        async with self._using() as conn:
+            with anyio.move_on_after(_OLDER_TRANSACTIONS_WAIT):
+                # Polled: PostgreSQL tells no one when a transaction ends.
+                while await conn.fetchval(_OLDER_TRANSACTIONS, deleted_by):  # noqa: ASYNC110
+                    await anyio.sleep(0.01)
             # The DELETE leaves the row as a dead tuple, and a plain VACUUM only marks its
             # space free: the wrapped key stays in the page until new rows happen to cover it.
             # VACUUM FULL writes the live rows to a new file, and the old one is emptied at
@@ -221,44 +208,27 @@ class PostgresKeyStore(KeyStore):
             # EXCLUSIVE) while it copies it: the other replicas' key look-ups wait that long
             # (measured: 200,000 scopes' keys, 48 MB, in 0.34 s). What stays is in the WAL
             # and in backups: see docs/explanation/envelope-encryption.md.
-            await self._conn.execute(_VACUUM_KEYS)
-            return int(through)
+            await conn.execute(_VACUUM_KEYS)
+        return int(through)
 
-        return self._run(work())
-
-    def wrapped_by_others(self, key_id: str) -> list[DataKeyRow]:
-        rows = self._run(
-            self._conn.fetch(
-                "SELECT scope_key, generation, master_id, wrapped FROM data_keys "
-                "WHERE master_id <> $1",
-                key_id,
-            )
-        )
+    async def wrapped_by_others(self, key_id: str) -> list[DataKeyRow]:
+        async with self._using() as conn:
+            rows = await conn.fetch(_SELECT_WRAPPED_BY_OTHERS, key_id)
         return [(bytes(r[0]).decode(), r[1], r[2], bytes(r[3])) for r in rows]
 
-    def rewrap(self, row: DataKeyRow, key_id: str, wrapped: bytes) -> None:
+    async def rewrap(self, row: DataKeyRow, key_id: str, wrapped: bytes) -> None:
         scope_key, generation, old_id, _ = row
-        sql = (
-            "UPDATE data_keys SET master_id = $1, wrapped = $2 "
-            "WHERE scope_key = $3 AND generation = $4 AND master_id = $5"
-        )
-        self._run(self._write([(sql, (key_id, wrapped, scope_key.encode(), generation, old_id))]))
+        async with self._using(write=True) as conn:
+            await conn.execute(_REWRAP, key_id, wrapped, scope_key.encode(), generation, old_id)
 
-    def retire(self, keep: str) -> list[str]:
-        async def work() -> list[str]:
-            async with self._conn.transaction():
-                await self._conn.execute("SELECT pg_advisory_xact_lock($1)", _LOCK)
-                rows = await self._conn.fetch(
-                    "DELETE FROM master_checks WHERE key_id <> $1 "
-                    "AND key_id NOT IN (SELECT master_id FROM data_keys) RETURNING key_id",
-                    keep,
-                )
-            return sorted(r[0] for r in rows)
+    async def retire(self, keep: str) -> list[str]:
+        async with self._using(write=True) as conn:
+            rows = await conn.fetch(_RETIRE, keep)
+        return sorted(r[0] for r in rows)
 
-        return self._run(work())
-
-    def count(self) -> int:
-        return int(self._run(self._conn.fetchval("SELECT COUNT(*) FROM data_keys")))
+    async def count(self) -> int:
+        async with self._using() as conn:
+            return int(await conn.fetchval("SELECT COUNT(*) FROM data_keys"))
 
     def changed(self) -> bool:
         dirty, self._dirty = self._dirty, False
@@ -268,11 +238,92 @@ class PostgresKeyStore(KeyStore):
         """Whether an erasure elsewhere was heard of and not yet looked at (for tests)."""
         return self._dirty
 
+    async def aclose(self) -> None:
+        with anyio.CancelScope(shield=True):
+            await self._conn.close()
+
+
+async def _prepare(conn: asyncpg.Connection, schema: str | None, *, read_only: bool) -> bool:
+    """Make the key store's tables (unless read-only); whether they exist."""
+    if read_only:
+        # Nothing made: every transaction of the session is read-only.
+        await conn.execute("SET default_transaction_read_only = on")
+        if schema is not None:
+            await conn.execute(f"SET search_path TO {quote_ident(schema)}")
+        return bool(await conn.fetchval("SELECT to_regclass('master_checks') IS NOT NULL"))
+    async with conn.transaction():
+        await conn.execute("SELECT pg_advisory_xact_lock($1)", _LOCK)
+        if schema is not None:
+            name = quote_ident(schema)
+            await conn.execute(f"CREATE SCHEMA IF NOT EXISTS {name}")
+            await conn.execute(f"SET search_path TO {name}")
+        for statement in _SCHEMA:
+            await conn.execute(statement)
+    return True
+
+
+class PostgresKeyStore(KeyStore):
+    """`PostgresKeys` for the vault's blocking calls, on an event loop in a thread of its own."""
+
+    def __init__(self, url: str, *, read_only: bool = False) -> None:
+        self.read_only = read_only
+        self._loop = asyncio.new_event_loop()
+        self._thread = threading.Thread(
+            target=self._loop.run_forever, name="tasktrail-keys", daemon=True
+        )
+        self._thread.start()
+        try:
+            self._keys = self._run(PostgresKeys.connect(url, read_only=read_only))
+        except BaseException:
+            self._stop()
+            raise
+        self.location = self._keys.location
+
+    def _run(self, coro: Coroutine[Any, Any, T]) -> T:
+        return asyncio.run_coroutine_threadsafe(coro, self._loop).result()
+
+    def checks(self) -> dict[str, bytes]:
+        return self._run(self._keys.checks())
+
+    def add_check(self, key_id: str, sealed: bytes) -> None:
+        self._run(self._keys.add_check(key_id, sealed))
+
+    def master_ids(self) -> set[str]:
+        return self._run(self._keys.master_ids())
+
+    def current_keys(self, scope_keys: Sequence[str], make: MakeKey) -> list[DataKeyRow]:
+        return self._run(self._keys.current_keys(scope_keys, make))
+
+    def data_keys(self, scope_key: str) -> tuple[list[DataKeyRow], int]:
+        return self._run(self._keys.data_keys(scope_key))
+
+    def destroy(self, scope_key: str) -> int:
+        return self._run(self._keys.destroy(scope_key))
+
+    def wrapped_by_others(self, key_id: str) -> list[DataKeyRow]:
+        return self._run(self._keys.wrapped_by_others(key_id))
+
+    def rewrap(self, row: DataKeyRow, key_id: str, wrapped: bytes) -> None:
+        self._run(self._keys.rewrap(row, key_id, wrapped))
+
+    def retire(self, keep: str) -> list[str]:
+        return self._run(self._keys.retire(keep))
+
+    def count(self) -> int:
+        return self._run(self._keys.count())
+
+    def changed(self) -> bool:
+        return self._keys.changed()
+
+    def changed_pending(self) -> bool:
+        """Whether an erasure elsewhere was heard of and not yet looked at (for tests)."""
+        return self._keys.changed_pending()
+
     def close(self) -> None:
         if not self._thread.is_alive():
             return
         try:
-            self._run(self._conn.close())
+            self._run(self._keys.aclose())
         finally:
             self._stop()
 

@@ -1,0 +1,149 @@
+"""The PostgreSQL log's reads outside a write transaction: constant SQL, values as parameters."""
+
+from __future__ import annotations
+
+from typing import Any, Final
+
+from eventstore.log.backends.base import EventFilter
+from eventstore.log.backends.postgres.driver import (
+    CURRENT_COLUMNS,
+    EVENT_COLUMNS,
+    SCOPE_COLUMNS,
+    encode,
+)
+
+SELECT_LAST_SEQ: Final = "SELECT last_seq FROM log_head WHERE id = 1"
+SELECT_ERASED_THROUGH: Final = (
+    "SELECT scope_id, max(seq) FROM events WHERE scope_id = ANY($1::bigint[]) "
+    "AND key IS NULL AND kind = 'erased' GROUP BY scope_id"
+)
+COUNT_IDEMPOTENT: Final = "SELECT count(*) FROM idempotency WHERE recorded_at < $1"
+
+# The tables of the store's schema, with their indexes and TOAST. PostgreSQL does not give the
+# space of removed rows back to the file system (only VACUUM FULL would, under an exclusive
+# lock); autovacuum makes it reusable for new rows, so the size stops growing instead.
+SELECT_STORAGE_BYTES: Final = (
+    "SELECT COALESCE(sum(pg_total_relation_size(c.oid)), 0)::bigint FROM pg_class AS c "
+    "WHERE c.relkind = 'r' AND c.relnamespace = current_schema()::regnamespace"
+)
+SELECT_SCOPE: Final = f"SELECT {SCOPE_COLUMNS} FROM scopes WHERE scope_key = $1"
+SELECT_CURRENT: Final = f"SELECT {CURRENT_COLUMNS} FROM current WHERE scope_id = $1 AND key = $2"
+SELECT_CURRENT_ALL: Final = (
+    f"SELECT {CURRENT_COLUMNS} FROM current WHERE scope_id = $1 ORDER BY key"
+)
+
+# Keys are bytea (UTF-8), ordered bytewise: code point order, as Python orders str. Keys are
+# never empty, so '' stands for "from the first key".
+SELECT_CURRENT_PAGE: Final = (
+    f"SELECT {CURRENT_COLUMNS} FROM current WHERE scope_id = $1 AND key > $2 "
+    "AND (expires_at IS NULL OR expires_at > $3) ORDER BY key LIMIT $4"
+)
+SELECT_ALL_EVENTS: Final = (
+    f"SELECT {EVENT_COLUMNS} FROM events WHERE seq > $1 ORDER BY seq LIMIT $2"
+)
+NO_BOUND: Final = 2**63 - 1
+
+# A clear or a compaction marker has no key: one seek on the (scope_id, key, seq) index.
+SELECT_LAST_SCOPE_EVENT: Final = (
+    f"SELECT {EVENT_COLUMNS} FROM events "
+    "WHERE scope_id = $1 AND key IS NULL AND kind = $2 AND seq <= $3 ORDER BY seq DESC LIMIT 1"
+)
+
+# The latest event of every key in ($2, $3]. The recursive part walks the scope's distinct keys
+# by skipping along the (scope_id, key, seq) index, one seek per key, instead of reading every
+# event of the scope; the lateral part then seeks each key's latest event at or before $3.
+SELECT_LATEST_PER_KEY: Final = f"""
+WITH RECURSIVE keys (key) AS (
+    (SELECT key FROM events WHERE scope_id = $1 AND key IS NOT NULL ORDER BY key LIMIT 1)
+    UNION ALL
+    SELECT (
+        SELECT e.key FROM events AS e WHERE e.scope_id = $1 AND e.key > keys.key
+        ORDER BY e.key LIMIT 1
+    )
+    FROM keys WHERE keys.key IS NOT NULL
+)
+SELECT last.* FROM keys CROSS JOIN LATERAL (
+    SELECT {EVENT_COLUMNS} FROM events AS e
+    WHERE e.scope_id = $1 AND e.key = keys.key AND e.seq <= $3
+    ORDER BY e.seq DESC LIMIT 1
+) AS last
+WHERE keys.key IS NOT NULL AND last.seq > $2"""
+SELECT_ALL_SCOPES: Final = f"SELECT {SCOPE_COLUMNS} FROM scopes ORDER BY scope_id"
+
+# Each filter is a parameter that is either NULL (no filter) or the value to match, so one
+# statement serves every combination; the cursor is (updated_at, scope_id) of the last row seen,
+# compared as a row so the walk down scopes_by_updated resumes right after it.
+SELECT_SCOPES_PAGE: Final = (
+    f"SELECT {SCOPE_COLUMNS} FROM scopes "
+    "WHERE ($1::text IS NULL OR ($1::text = 'task') = (dag_id IS NOT NULL)) "
+    "AND ($2::bytea IS NULL OR dag_id = $2::bytea) "
+    "AND ($3::bytea IS NULL OR run_id = $3::bytea) "
+    "AND ($4::bytea IS NULL OR task_id = $4::bytea) "
+    "AND ($5::bigint IS NULL OR updated_at >= $5::bigint) "
+    "AND ($6::bigint IS NULL OR updated_at <= $6::bigint) "
+    "AND ($7::bigint IS NULL OR (updated_at, scope_id) < ($7::bigint, $8::bigint)) "
+    "ORDER BY updated_at DESC, scope_id DESC LIMIT $9"
+)
+SELECT_ALL_CURRENT: Final = f"SELECT {CURRENT_COLUMNS} FROM current"
+
+# The event filters: each present bound adds its clause, so there are finitely many query texts,
+# each prepared once; values only ever travel as parameters.
+_EVENT_CLAUSES: Final = (
+    ("key", "key = ${}"),
+    ("kinds", "kind = ANY(${}::text[])"),
+    ("try_number", "try_number = ${}"),
+    ("since", "recorded_at >= ${}"),
+    ("until", "recorded_at <= ${}"),
+    # The next page after an event of this scope starts past that event's version too: the
+    # (scope_id, version) index then seeks straight to it (a cursor from elsewhere: seq alone).
+    (
+        "after_seq",
+        "seq > ${0} AND version > COALESCE("
+        "(SELECT e.version FROM events AS e WHERE e.seq = ${0} AND e.scope_id = $1), 0)",
+    ),
+    ("through_seq", "seq <= ${}"),
+    ("through_version", "version <= ${}"),
+)
+
+_events_sql: dict[tuple[bool, ...], str] = {}
+
+
+def events_query(scope_id: int, where: EventFilter) -> tuple[str, list[Any]]:
+    values = {
+        "key": encode(where.key),
+        "kinds": None if where.kinds is None else sorted(where.kinds),
+        "try_number": where.try_number,
+        "since": where.since,
+        "until": where.until,
+        "after_seq": where.after_seq,
+        "through_seq": where.through_seq,
+        "through_version": where.through_version,
+    }
+    present = tuple(values[name] is not None for name, _ in _EVENT_CLAUSES)
+    shape = (*present, where.limit is not None, where.descending)
+    params: list[Any] = [scope_id]
+    params.extend(values[name] for name, _ in _EVENT_CLAUSES if values[name] is not None)
+    if where.limit is not None:
+        params.append(where.limit)
+    sql = _events_sql.get(shape)
+    if sql is None:
+        clauses = ["scope_id = $1"]
+        for (_, clause), used in zip(_EVENT_CLAUSES, present, strict=True):
+            if used:
+                clauses.append(clause.format(len(clauses) + 1))
+        # Within a scope, version and (recorded_at, seq) grow with seq: each filter orders by
+        # what its index holds, so a LIMIT 1 (where a point lands) is one seek, not a sort.
+        order = "DESC" if where.descending else "ASC"
+        if where.key is not None or where.try_number is not None:
+            ordering = f"seq {order}"
+        elif where.since is not None or where.until is not None:
+            ordering = f"recorded_at {order}, seq {order}"
+        else:
+            ordering = f"version {order}"
+        sql = (
+            f"SELECT {EVENT_COLUMNS} FROM events WHERE {' AND '.join(clauses)} ORDER BY {ordering}"
+        )
+        if where.limit is not None:
+            sql += f" LIMIT ${len(clauses) + 1}"
+        _events_sql[shape] = sql
+    return sql, params

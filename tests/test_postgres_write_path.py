@@ -1,0 +1,138 @@
+"""The PostgreSQL write transaction's round trips: what a batch reads at its start, it does not
+ask again, and what it reads is what the table holds."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Iterator
+from contextlib import asynccontextmanager
+from typing import Any
+
+import anyio.lowlevel
+import pytest
+from conftest import FakeClock, postgres_schema_url
+
+from eventstore import StoreConfig, open_store
+from eventstore.log.backends.base import CurrentRow, WriteTransaction
+from eventstore.log.backends.postgres.backend import PostgresBackend
+from eventstore.log.backends.postgres.transaction import PostgresTransaction
+from eventstore.log.crypto import is_sensitive
+from eventstore.log.scopes import TaskScope, scope_key
+
+
+@pytest.fixture
+def pg_url() -> Iterator[str]:
+    with postgres_schema_url() as url:
+        yield url
+
+
+@pytest.fixture
+async def backend(pg_url: str, clock: FakeClock) -> AsyncIterator[PostgresBackend]:
+    """The backend of a store where task t0 holds one key, t1 a sensitive one, t2 forty keys
+    (the sensitive one sorting last) and t3 none yet."""
+    async with open_store(pg_url, clock=clock) as store:
+        await store.task_store("d", "r", "t0").set("k", 1)
+        await store.task_store("d", "r", "t1").set("pw", "secret", sensitive=True)
+        many = store.task_store("d", "r", "t2")
+        await many.set_many({f"k{i:02}": i for i in range(40)})
+        await many.set("zz", "secret", sensitive=True)
+    opened = await PostgresBackend.connect(pg_url, StoreConfig())
+    try:
+        yield opened
+    finally:
+        await opened.aclose()
+
+
+def _pg(tx: WriteTransaction) -> PostgresTransaction:
+    assert isinstance(tx, PostgresTransaction)
+    return tx
+
+
+def _keys(*tasks: str) -> list[str]:
+    return [scope_key(TaskScope("d", "r", task)) for task in tasks]
+
+
+@asynccontextmanager
+async def _statements(conn: Any) -> AsyncIterator[list[str]]:
+    """The statements `conn` runs inside the block."""
+    seen: list[str] = []
+
+    def log(record: Any) -> None:
+        seen.append(record.query)
+
+    conn.add_query_logger(log)
+    try:
+        yield seen
+    finally:
+        await anyio.lowlevel.checkpoint()  # the driver calls loggers soon after, not at once
+        conn.remove_query_logger(log)
+
+
+async def test_small_scopes_answer_value_heads_from_the_batchs_first_read(
+    backend: PostgresBackend,
+) -> None:
+    for _ in range(2):  # the second time, the driver knows the statements and their types
+        async with backend.write() as tx, _statements(_pg(tx).conn) as seen:
+            _, scopes = await tx.select_head_and_scopes(_keys("t0", "t1", "t3"))
+            t0, t1 = scopes[_keys("t0")[0]].scope_id, scopes[_keys("t1")[0]].scope_id
+            plain = await tx.select_current_heads(t0, ["k", "absent"])
+            flagged = await tx.select_current_heads(t1, ["pw"])
+    assert len(seen) == 1, seen
+    assert {k: is_sensitive(h) for k, h in plain.items()} == {"k": False}
+    assert {k: is_sensitive(h) for k, h in flagged.items()} == {"pw": True}
+    assert _keys("t3")[0] not in scopes
+
+
+async def test_a_scope_with_many_keys_is_asked_when_planning_needs_it(
+    backend: PostgresBackend,
+) -> None:
+    async with backend.write() as tx:
+        _, scopes = await tx.select_head_and_scopes(_keys("t2"))
+        async with _statements(_pg(tx).conn) as seen:
+            heads = await tx.select_current_heads(scopes[_keys("t2")[0]].scope_id, ["zz", "k00"])
+    assert len([s for s in seen if "FROM current" in s]) == 1, seen
+    assert {k: is_sensitive(h) for k, h in heads.items()} == {"zz": True, "k00": False}
+
+
+async def test_the_heads_of_a_whole_batch_take_at_most_one_statement(
+    backend: PostgresBackend,
+) -> None:
+    async with backend.write() as tx:
+        _, scopes = await tx.select_head_and_scopes(_keys("t0", "t1", "t2"))
+        t0, t1, t2 = (scopes[key].scope_id for key in _keys("t0", "t1", "t2"))
+        async with _statements(_pg(tx).conn) as seen:
+            heads = await _pg(tx).select_current_heads_of(
+                [(t0, "k"), (t1, "pw"), (t2, "zz"), (t2, "k01"), (t2, "absent")]
+            )
+    assert len([s for s in seen if "FROM current" in s]) == 1, seen
+    assert {pair: is_sensitive(head) for pair, head in heads.items()} == {
+        (t0, "k"): False,
+        (t1, "pw"): True,
+        (t2, "zz"): True,
+        (t2, "k01"): False,
+    }
+
+
+async def test_value_heads_after_a_write_in_the_batch_are_the_tables(
+    backend: PostgresBackend,
+) -> None:
+    seen: dict[str, dict[str, bytes]] = {}
+
+    async def batch() -> None:
+        async with backend.write() as tx:
+            _, scopes = await tx.select_head_and_scopes(_keys("t1"))
+            scope_id = scopes[_keys("t1")[0]].scope_id
+            head = await tx.select_head()
+            row = CurrentRow(scope_id, "pw", b"\x00plain", None, 2, head.last_seq + 1, 0)
+            await tx.upsert_current([row])
+            seen["upserted"] = await tx.select_current_heads(scope_id, ["pw"])
+            await tx.clear_current([scope_id])
+            seen["cleared"] = await tx.select_current_heads(scope_id, ["pw"])
+            raise _RolledBack  # the batch leaves nothing behind
+
+    with pytest.raises(_RolledBack):
+        await batch()
+    assert seen == {"upserted": {"pw": b"\x00p"}, "cleared": {}}
+
+
+class _RolledBack(Exception):
+    pass
