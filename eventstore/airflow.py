@@ -257,7 +257,7 @@ class TasktrailBackend(MetastoreBackend):
         with _sync_session(session) as opened:
             target = self._scope(scope, opened)
             place = _Place.find(opened, scope, target)
-            try_number = _try_number(target, opened)
+            try_number = place.try_number
             sensitive = self.is_sensitive(key)
             sealed = self._call(
                 _set,
@@ -277,7 +277,7 @@ class TasktrailBackend(MetastoreBackend):
         with _sync_session(session) as opened:
             target = self._scope(scope, opened)
             place = _Place.find(opened, scope, target, need_run=False)
-            self._call(_delete, target, key, _try_number(target, opened), ACTOR)
+            self._call(_delete, target, key, place.try_number, ACTOR)
             place.delete(opened, key)
 
     def clear(
@@ -286,7 +286,7 @@ class TasktrailBackend(MetastoreBackend):
         with _sync_session(session) as opened:
             target = self._scope(scope, opened)
             place = _Place.find(opened, scope, target, need_run=False)
-            try_number = None if all_map_indices else _try_number(target, opened)
+            try_number = None if all_map_indices else place.try_number
             self._call(_clear, target, all_map_indices, try_number, ACTOR)
             place.clear(opened, all_map_indices)
 
@@ -339,7 +339,7 @@ class TasktrailBackend(MetastoreBackend):
         async with _async_session(session) as opened:
             target = await self._ascope(scope, opened)
             place = await _Place.afind(opened, scope, target)
-            try_number = await _atry_number(target, opened)
+            try_number = place.try_number
             sensitive = self.is_sensitive(key)
             async with self._open() as store:
                 sealed = await _set(
@@ -359,7 +359,7 @@ class TasktrailBackend(MetastoreBackend):
         async with _async_session(session) as opened:
             target = await self._ascope(scope, opened)
             place = await _Place.afind(opened, scope, target, need_run=False)
-            try_number = await _atry_number(target, opened)
+            try_number = place.try_number
             async with self._open() as store:
                 await _delete(store, target, key, try_number, ACTOR)
             await place.adelete(opened, key)
@@ -370,7 +370,7 @@ class TasktrailBackend(MetastoreBackend):
         async with _async_session(session) as opened:
             target = await self._ascope(scope, opened)
             place = await _Place.afind(opened, scope, target, need_run=False)
-            try_number = None if all_map_indices else await _atry_number(target, opened)
+            try_number = None if all_map_indices else place.try_number
             async with self._open() as store:
                 await _clear(store, target, all_map_indices, try_number, ACTOR)
             await place.aclear(opened, all_map_indices)
@@ -445,11 +445,13 @@ class TasktrailBackend(MetastoreBackend):
         match edit.kind:
             case "set":
                 assert edit.key is not None
-                place = _Place.find(session, scope, target, need_run=False)
+                # The row Airflow wrote names its DagRun: no lookup of the run or the try.
+                task = target if isinstance(target, TaskScope) else None
+                place = _Place(task, None, None if task else _asset_id(scope))
                 row = place.row(session, edit.key)
                 if row is None:
                     return  # gone already (a concurrent delete): nothing to record
-                text, expires_at = row
+                text, expires_at, place.dag_run_id = row
                 value = _decode(edit.key, text)
                 sensitive = self.is_sensitive(edit.key)
                 sealed = self._call(
@@ -457,8 +459,6 @@ class TasktrailBackend(MetastoreBackend):
                 )
                 mirrored = self._mirrored(value, sensitive or sealed)
                 if mirrored != text:
-                    if place.task is not None:
-                        place.dag_run_id = session.scalar(_dag_run_query(place.task))
                     place.upsert(session, edit.key, mirrored, Writer(actor, "api"), expires_at)
             case "delete":
                 assert edit.key is not None
@@ -586,24 +586,27 @@ async def _async_session(session: AsyncSession | None) -> AsyncIterator[AsyncSes
 
 class _Place:
     """Where a scope's rows live in Airflow's tables: a task instance's (by its DagRun's id) or
-    an asset's (by its id). `None` ids: Airflow has no such asset, and the mirror is skipped."""
+    an asset's (by its id). `None` ids: Airflow has no such asset, and the mirror is skipped.
+    `try_number`: the running try of the task instance, found with its DagRun."""
 
     def __init__(
-        self, task: TaskScope | None, dag_run_id: int | None, asset_id: int | None
+        self,
+        task: TaskScope | None,
+        dag_run_id: int | None,
+        asset_id: int | None,
+        try_number: int | None = None,
     ) -> None:
         self.task = task
         self.dag_run_id = dag_run_id
         self.asset_id = asset_id
+        self.try_number = try_number
 
     @classmethod
     def find(
         cls, session: Session, scope: object, target: Scope, *, need_run: bool = True
     ) -> _Place:
         if isinstance(target, TaskScope):
-            run_id = session.scalar(_dag_run_query(target)) if need_run else None
-            if need_run and run_id is None:
-                raise _no_dag_run(target)
-            return cls(target, run_id, None)
+            return cls._task(target, session.execute(_task_query(target)).one_or_none(), need_run)
         asset_id = _asset_id(scope)
         if asset_id is None:
             asset_id = session.scalar(_asset_query(target))
@@ -614,14 +617,19 @@ class _Place:
         cls, session: AsyncSession, scope: object, target: Scope, *, need_run: bool = True
     ) -> _Place:
         if isinstance(target, TaskScope):
-            run_id = await session.scalar(_dag_run_query(target)) if need_run else None
-            if need_run and run_id is None:
-                raise _no_dag_run(target)
-            return cls(target, run_id, None)
+            found = (await session.execute(_task_query(target))).one_or_none()
+            return cls._task(target, found, need_run)
         asset_id = _asset_id(scope)
         if asset_id is None:
             asset_id = await session.scalar(_asset_query(target))
         return cls(None, None, asset_id)
+
+    @classmethod
+    def _task(cls, target: TaskScope, found: Any, need_run: bool) -> _Place:
+        run_id, try_number = (None, None) if found is None else (found[0], found[1])
+        if need_run and run_id is None:
+            raise _no_dag_run(target)
+        return cls(target, run_id, None, try_number)
 
     def _upsert_statement(
         self,
@@ -701,8 +709,8 @@ class _Place:
             where.append(model.key == key)
         return delete(model).where(*where)
 
-    def row(self, session: Session, key: str) -> tuple[str, datetime | None] | None:
-        """The (value, expires_at) of a key's row in Airflow's table, or None."""
+    def row(self, session: Session, key: str) -> tuple[str, datetime | None, int | None] | None:
+        """The (value, expires_at, dag_run_id) of a key's row in Airflow's table, or None."""
         from airflow.models.asset_state_store import AssetStateStoreModel
         from airflow.models.task_state_store import TaskStateStoreModel
         from sqlalchemy import select
@@ -711,7 +719,7 @@ class _Place:
             t = TaskStateStoreModel
             task = self.task
             found = session.execute(
-                select(t.value, t.expires_at).where(
+                select(t.value, t.expires_at, t.dag_run_id).where(
                     t.dag_id == task.dag_id,
                     t.run_id == task.run_id,
                     t.task_id == task.task_id,
@@ -719,10 +727,10 @@ class _Place:
                     t.key == key,
                 )
             ).one_or_none()
-            return None if found is None else (found[0], found[1])
+            return None if found is None else (found[0], found[1], found[2])
         a = AssetStateStoreModel
         text = session.scalar(select(a.value).where(a.asset_id == self.asset_id, a.key == key))
-        return None if text is None else (text, None)
+        return None if text is None else (text, None, None)
 
     def upsert(
         self,
@@ -888,30 +896,25 @@ def _tasktrail_scope(scope: object) -> Scope:
     return AssetScope(name, uri)
 
 
-def _try_number(scope: Scope, session: Session | None) -> int | None:
-    """The running try of the scope's task instance, from Airflow's database."""
-    if not isinstance(scope, TaskScope) or session is None:
-        return None
-    found: int | None = session.scalar(_try_query(scope))
-    return found
+def _task_query(scope: TaskScope) -> Any:
+    """The DagRun's id and the task instance's running try, in one query: (id, try) with no
+    task instance yet gives (id, None); no row at all, no DagRun."""
+    from airflow.models.dagrun import DagRun
+    from airflow.models.taskinstance import TaskInstance as TI
+    from sqlalchemy import and_, select
 
-
-async def _atry_number(scope: Scope, session: AsyncSession | None) -> int | None:
-    if not isinstance(scope, TaskScope) or session is None:
-        return None
-    found: int | None = await session.scalar(_try_query(scope))
-    return found
-
-
-def _try_query(scope: TaskScope) -> Any:
-    from airflow.models.taskinstance import TaskInstance
-    from sqlalchemy import select
-
-    return select(TaskInstance.try_number).where(
-        TaskInstance.dag_id == scope.dag_id,
-        TaskInstance.run_id == scope.run_id,
-        TaskInstance.task_id == scope.task_id,
-        TaskInstance.map_index == scope.map_index,
+    return (
+        select(DagRun.id, TI.try_number)
+        .outerjoin(
+            TI,
+            and_(
+                TI.dag_id == DagRun.dag_id,
+                TI.run_id == DagRun.run_id,
+                TI.task_id == scope.task_id,
+                TI.map_index == scope.map_index,
+            ),
+        )
+        .where(DagRun.dag_id == scope.dag_id, DagRun.run_id == scope.run_id)
     )
 
 
