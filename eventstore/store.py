@@ -37,7 +37,7 @@ from eventstore.log import (
     Op,
     SetOp,
 )
-from eventstore.scopes import AssetScope, Scope, TaskScope, scope_key
+from eventstore.scopes import AssetScope, Scope, TaskScope, scope_from_key, scope_key
 from eventstore.values import check_key, check_label, encode_value
 from eventstore.writer import GroupCommitWriter
 from projections.compaction import CompactionReport, compact
@@ -280,6 +280,20 @@ class Store(AsyncResource):
         if self._closed:
             raise StoreClosedError()
         return await self.backend.select_scopes_page(where)
+
+    async def written_scopes(self) -> list[Scope]:
+        """Every scope the log ever had a write for, erased and compacted ones included."""
+        return [scope_from_key(row.scope_key) for row in await self.backend.select_all_scopes()]
+
+    async def every_current(self) -> list[tuple[Scope, CurrentRow]]:
+        """Every projection row with its scope, expired or not: what a copy of the projection
+        (Airflow's tables, say) is checked against."""
+        rows = await self.backend.select_all_current()
+        if not rows:
+            return []
+        keys = {row.scope_id: row.scope_key for row in await self.backend.select_all_scopes()}
+        scopes = {scope_id: scope_from_key(key) for scope_id, key in keys.items()}
+        return [(scopes[row.scope_id], row) for row in rows]
 
     async def appended_events(self) -> int:
         """How many events were ever appended (compaction may have removed some since)."""
