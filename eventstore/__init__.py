@@ -1,17 +1,18 @@
 """tasktrail: an async, event-sourced key/value store for task checkpoints.
 
-This package holds the log floor (scopes, events, errors, config, backends) and the faces
-(the store API, the service, the client, the CLI), with `projections` between them. So that
-`projections` can import the log floor without pulling in the faces that import it back, the
-store API's names are imported when first used (PEP 562), not by this `__init__`.
+This package holds the log floor (`eventstore.log`: scopes, events, errors, config, backends)
+and the faces (the store API, the service, the client, the CLI), with `projections` between
+them. So that `projections` can import the log floor without pulling in the faces that import it
+back, the store API's names are imported when first used (PEP 562), not by this `__init__`.
 """
 
 import importlib
 from typing import TYPE_CHECKING, Any
 
-from eventstore.config import NEVER_EXPIRE, StoreConfig
-from eventstore.crypto import ERASED, MASKED, generate_master_key
-from eventstore.errors import (
+from eventstore.log.append import AppendResult
+from eventstore.log.config import NEVER_EXPIRE, StoreConfig
+from eventstore.log.crypto import ERASED, MASKED
+from eventstore.log.errors import (
     ArchiveError,
     CompactionRunningError,
     ConcurrencyError,
@@ -24,13 +25,13 @@ from eventstore.errors import (
     StorageError,
     StoreClosedError,
 )
-from eventstore.events import RecordedEvent
-from eventstore.feed import ScopeMatch, Subscription
-from eventstore.log import AppendResult
-from eventstore.scopes import AssetScope, Scope, TaskScope
+from eventstore.log.events import RecordedEvent
+from eventstore.log.master_keys import generate_master_key
+from eventstore.log.scopes import AssetScope, Scope, TaskScope
 
 if TYPE_CHECKING:
     from eventstore.blocking import BlockingStore, open_blocking_store
+    from eventstore.feed import ScopeMatch, Subscription
     from eventstore.store import AssetStore, Store, TaskStore, open_store
 
 __all__ = [
@@ -69,6 +70,8 @@ __all__ = [
 _FACE = {
     "AssetStore": "eventstore.store",
     "BlockingStore": "eventstore.blocking",
+    "ScopeMatch": "eventstore.feed",
+    "Subscription": "eventstore.feed",
     "Store": "eventstore.store",
     "TaskStore": "eventstore.store",
     "open_blocking_store": "eventstore.blocking",

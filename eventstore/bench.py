@@ -38,8 +38,8 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
-from eventstore.backends import sqlite as sqlite_backend
-from eventstore.config import StoreConfig
+from eventstore.log.backends.sqlite import backend as sqlite_backend
+from eventstore.log.config import StoreConfig
 from eventstore.store import Store, open_store
 
 __all__ = [
@@ -359,16 +359,16 @@ def memory_check(
 # Where the time of the 100-writer workload goes: (label, file suffix, function name).
 _PROFILE_PARTS: Final = (
     ("tasks: set() on the caller's task", "eventstore/store.py", "set"),
-    ("  checking and encoding values", "eventstore/values.py", "encode_value"),
-    ("  joining a batch and waking up", "eventstore/writer.py", "append"),
-    ("writer: append_batch, one per batch", "eventstore/log.py", "append_batch"),
+    ("  checking and encoding values", "eventstore/log/values.py", "encode_value"),
+    ("  joining a batch and waking up", "eventstore/log/writer.py", "append"),
+    ("writer: append_batch, one per batch", "eventstore/log/append.py", "append_batch"),
     (
         "  reading the log's and the scopes' heads",
-        "eventstore/backends/base.py",
+        "eventstore/log/backends/base.py",
         "select_head_and_scopes",
     ),
-    ("  planning: checks, versions, event rows", "eventstore/log.py", "plan"),
-    ("  writing events, projection, heads", "eventstore/log.py", "apply"),
+    ("  planning: checks, versions, event rows", "eventstore/log/append.py", "plan"),
+    ("  writing events, projection, heads", "eventstore/log/append.py", "apply"),
     ("  BEGIN and COMMIT (loop side)", "contextlib.py", "__aexit__"),
     (
         "SQLite statements on the loop (C)",

@@ -15,9 +15,9 @@ from typing import Any, Generic, Protocol, TypeVar
 from anyio.from_thread import BlockingPortal
 
 from eventstore.bridge import Bridge
-from eventstore.config import Clock, StoreConfig
-from eventstore.log import AppendResult
-from eventstore.scopes import Scope
+from eventstore.log.append import AppendResult
+from eventstore.log.config import Clock, StoreConfig
+from eventstore.log.scopes import Scope
 from eventstore.store import AssetStore, Store, TaskStore, open_store
 from projections.compaction import CompactionReport
 from projections.history import Diff, History

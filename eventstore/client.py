@@ -44,15 +44,15 @@ except ImportError as e:
 
 from eventstore._opening import Opening
 from eventstore.blocking import BlockingAccessor
-from eventstore.config import NEVER_EXPIRE, NeverExpire, check_retention
-from eventstore.errors import EventStoreError, NoSuchPointError
-from eventstore.events import RecordedEvent
 from eventstore.feed import ScopeMatch
-from eventstore.log import AppendResult
-from eventstore.scopes import AssetScope, Scope, TaskScope
+from eventstore.log.append import AppendResult
+from eventstore.log.config import NEVER_EXPIRE, NeverExpire, check_retention
+from eventstore.log.errors import EventStoreError, NoSuchPointError
+from eventstore.log.events import RecordedEvent
+from eventstore.log.scopes import AssetScope, Scope, TaskScope
+from eventstore.log.values import check_key, decode_value, encode_value
 from eventstore.service.errors import ERRORS
 from eventstore.service.models import RewindAnswer
-from eventstore.values import check_key, decode_value, encode_value
 from projections import At, Diff, RewindResult, TrySummary
 
 __all__ = [

@@ -39,10 +39,10 @@ import anyio
 import msgspec
 from anyio.abc import AsyncResource
 
-from eventstore.backends.base import EventFilter, EventRow, LogBackend
-from eventstore.events import RecordedEvent
-from eventstore.log import recorded_event
-from eventstore.scopes import AssetScope, Scope, TaskScope, scope_from_key, scope_key
+from eventstore.log.append import recorded_event
+from eventstore.log.backends.base import EventFilter, EventRow, LogBackend
+from eventstore.log.events import RecordedEvent
+from eventstore.log.scopes import AssetScope, Scope, TaskScope, scope_from_key, scope_key
 
 if TYPE_CHECKING:
     from eventstore.store import Store

@@ -22,7 +22,7 @@ from __future__ import annotations
 import logging
 from typing import Any, Final, Protocol
 
-from eventstore.config import NEVER_EXPIRE
+from eventstore.log.config import NEVER_EXPIRE
 
 __all__ = ["DEFAULT_KEY", "JobService", "JobStore", "resumable_job"]
 

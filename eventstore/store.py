@@ -18,17 +18,8 @@ import msgspec
 from anyio.abc import AsyncResource
 
 from eventstore._opening import Opening
-from eventstore.archive import open_archive
-from eventstore.backends import open_backend
-from eventstore.backends.base import CurrentRow, LogBackend, ScopeFilter, ScopeRow
-from eventstore.config import Clock, NeverExpire, StoreConfig, check_retention, system_clock
-from eventstore.crypto import ERASED, ReencryptReport, RotationReport, Vault, master_keys_from_env
-from eventstore.crypto import reencrypt as reencrypt_log
-from eventstore.crypto import scrub as scrub_log
-from eventstore.errors import ExpiryValueError, ReadOnlyStoreError, StoreClosedError
-from eventstore.events import to_micros
 from eventstore.feed import Feed, ScopeMatch, Subscription
-from eventstore.log import (
+from eventstore.log.append import (
     AppendRequest,
     AppendResult,
     ClearOp,
@@ -37,9 +28,19 @@ from eventstore.log import (
     Op,
     SetOp,
 )
-from eventstore.scopes import AssetScope, Scope, TaskScope, scope_from_key, scope_key
-from eventstore.values import check_key, check_label, encode_value
-from eventstore.writer import GroupCommitWriter
+from eventstore.log.archive import open_archive
+from eventstore.log.backends import open_backend
+from eventstore.log.backends.base import CurrentRow, LogBackend, ScopeFilter, ScopeRow
+from eventstore.log.config import Clock, NeverExpire, StoreConfig, check_retention, system_clock
+from eventstore.log.crypto import ERASED, ReencryptReport, RotationReport, Vault
+from eventstore.log.crypto import reencrypt as reencrypt_log
+from eventstore.log.crypto import scrub as scrub_log
+from eventstore.log.errors import ExpiryValueError, ReadOnlyStoreError, StoreClosedError
+from eventstore.log.events import to_micros
+from eventstore.log.master_keys import master_keys_from_env
+from eventstore.log.scopes import AssetScope, Scope, TaskScope, scope_from_key, scope_key
+from eventstore.log.values import check_key, check_label, encode_value
+from eventstore.log.writer import GroupCommitWriter
 from projections.compaction import CompactionReport, compact
 from projections.compaction import Progress as CompactionProgress
 from projections.history import History

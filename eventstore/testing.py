@@ -27,7 +27,7 @@ from urllib.parse import urlsplit
 
 import pytest
 
-from eventstore.scopes import TaskScope
+from eventstore.log.scopes import TaskScope
 from eventstore.store import Store, TaskStore, open_store
 from projections.history import History
 
@@ -172,7 +172,7 @@ async def _tasktrail_store(
 async def _drop_schema(url: str, schema: str) -> None:
     import asyncpg
 
-    from eventstore.backends.postgres import split_url
+    from eventstore.log.backends.postgres.backend import split_url
 
     conn = await asyncpg.connect(split_url(url)[0])
     try:

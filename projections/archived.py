@@ -9,8 +9,8 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 
-from eventstore.archive import Archive
-from eventstore.backends.base import EventFilter, EventRow, LogBackend, ScopeRow
+from eventstore.log.archive import Archive
+from eventstore.log.backends.base import EventFilter, EventRow, LogBackend, ScopeRow
 
 __all__ = ["ArchivedReads"]
 

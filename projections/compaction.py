@@ -36,7 +36,7 @@ When no kept event qualifies, A is the marker itself. These cumulative fields st
 that know only them; history reads the per-key fields (`keys`, `shown`, `tries`), which say
 what this compaction removed, key by key, and refuses only the questions that need it.
 
-With an archive (`eventstore.archive`), every event to remove is first written there, in one
+With an archive (`eventstore.log.archive`), every event to remove is first written there, in one
 file per compaction, fsynced, before the markers (which name the file's run) are appended.
 """
 
@@ -56,11 +56,12 @@ import anyio
 import msgspec
 from anyio.abc import TaskStatus
 
-from eventstore.archive import Archive, ArchivedEvent
-from eventstore.backends.base import EventFilter, EventRow, LogBackend
-from eventstore.config import StoreConfig
-from eventstore.errors import CompactionRunningError
-from eventstore.events import (
+from eventstore.log.append import AppendRequest, AppendResult, MarkOp
+from eventstore.log.archive import Archive, ArchivedEvent
+from eventstore.log.backends.base import EventFilter, EventRow, LogBackend
+from eventstore.log.config import StoreConfig
+from eventstore.log.errors import CompactionRunningError
+from eventstore.log.events import (
     AnyEvent,
     Compacted,
     Shown,
@@ -69,8 +70,7 @@ from eventstore.events import (
     from_micros,
     to_micros,
 )
-from eventstore.log import AppendRequest, AppendResult, MarkOp
-from eventstore.scopes import scope_from_key
+from eventstore.log.scopes import scope_from_key
 
 __all__ = [
     "CompactionReport",
@@ -234,7 +234,7 @@ def plan_scope(rows: Sequence[EventRow], *, now: int, cutoff: int | None) -> Sco
         and newest_of_key[key] < now
     }
 
-    # An erasure (eventstore.crypto) left its values unreadable: their sets go whatever the
+    # An erasure (eventstore.log.crypto) left its values unreadable: their sets go whatever the
     # horizon, superseded by the erasure's clear.
     erased_at = max((row.seq for row in rows if row.kind == "erased"), default=0)
     why = [0] * n
@@ -593,7 +593,7 @@ async def compact(
 
 def _archived(plans: Sequence[ScopePlan]) -> list[ArchivedEvent]:
     """The events to archive. Made in a worker thread: the GIL is handed back after each scope,
-    so the event loop's writers are not kept waiting for it (see eventstore.archive)."""
+    so the event loop's writers are not kept waiting for it (see eventstore.log.archive)."""
     events: list[ArchivedEvent] = []
     for plan in plans:
         events.extend(

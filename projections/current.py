@@ -6,9 +6,9 @@ this fold is the definition that `verify` and `rebuild` hold the table to.
 
 from __future__ import annotations
 
-from eventstore.backends.base import CurrentRow, EventRow
-from eventstore.crypto import stored_value
-from eventstore.events import KeySet, decode_event
+from eventstore.log.backends.base import CurrentRow, EventRow
+from eventstore.log.crypto import stored_value
+from eventstore.log.events import KeySet, decode_event
 
 __all__ = ["ScopeState", "apply"]
 

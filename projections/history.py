@@ -40,7 +40,7 @@ reaching back before it, and the start of a try in its `first_writes_removed` ar
 
 Every refusal is a `HistoryCompactedError` naming the earliest point still answerable for the
 question. `events(...)` lists what the log holds, markers included, and never raises;
-`tries()` summarises the events the log holds. With an archive (`eventstore.archive`), reads
+`tries()` summarises the events the log holds. With an archive (`eventstore.log.archive`), reads
 take in the scope's archived events too, and a marker whose run the archive holds is ignored:
 its events are back.
 """
@@ -53,11 +53,12 @@ from typing import TYPE_CHECKING, Any, NamedTuple, Protocol
 
 import msgspec
 
-from eventstore.archive import Archive
-from eventstore.backends.base import EventFilter, EventRow, LogBackend, ScopeRow
-from eventstore.crypto import ERASED, MASKED, Vault
-from eventstore.errors import HistoryCompactedError, NoSuchPointError
-from eventstore.events import (
+from eventstore.log.append import AppendRequest, AppendResult, recorded_event
+from eventstore.log.archive import Archive
+from eventstore.log.backends.base import EventFilter, EventRow, LogBackend, ScopeRow
+from eventstore.log.crypto import ERASED, MASKED, Vault
+from eventstore.log.errors import HistoryCompactedError, NoSuchPointError
+from eventstore.log.events import (
     EVENT_KINDS,
     Compacted,
     KeySet,
@@ -68,8 +69,7 @@ from eventstore.events import (
     from_micros,
     to_micros,
 )
-from eventstore.log import AppendRequest, AppendResult, recorded_event
-from eventstore.scopes import Scope, scope_key
+from eventstore.log.scopes import Scope, scope_key
 from projections.archived import ArchivedReads
 from projections.points import At
 

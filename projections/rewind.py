@@ -26,13 +26,13 @@ from typing import Any
 
 import msgspec
 
-from eventstore.backends.base import EventRow
-from eventstore.config import NEVER_EXPIRE
-from eventstore.crypto import ERASED, is_sensitive, stored_value
-from eventstore.errors import ConcurrencyError, HistoryCompactedError
-from eventstore.events import KeySet, decode_event, from_micros, to_micros
-from eventstore.log import AppendRequest, AppendResult, DeleteOp, Op, SetOp
-from eventstore.scopes import scope_key
+from eventstore.log.append import AppendRequest, AppendResult, DeleteOp, Op, SetOp
+from eventstore.log.backends.base import EventRow
+from eventstore.log.config import NEVER_EXPIRE
+from eventstore.log.crypto import ERASED, is_sensitive, stored_value
+from eventstore.log.errors import ConcurrencyError, HistoryCompactedError
+from eventstore.log.events import KeySet, decode_event, from_micros, to_micros
+from eventstore.log.scopes import scope_key
 from projections.history import Diff, History, diff_states
 from projections.points import At
 

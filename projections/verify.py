@@ -6,7 +6,7 @@ from collections.abc import Callable
 
 import msgspec
 
-from eventstore.backends.base import CurrentRow, LogBackend
+from eventstore.log.backends.base import CurrentRow, LogBackend
 from projections.current import ScopeState, apply
 
 __all__ = ["Mismatch", "VerifyReport", "fold_log", "rebuild", "verify"]

@@ -35,11 +35,11 @@ from pathlib import Path
 import anyio
 
 from eventstore import NEVER_EXPIRE, Store, StoreConfig, open_store
-from eventstore.backends.base import WriteTransaction
-from eventstore.config import NeverExpire
-from eventstore.log import AppendRequest, SetOp, append_batch
-from eventstore.scopes import TaskScope
-from eventstore.values import encode_value
+from eventstore.log.append import AppendRequest, SetOp, append_batch
+from eventstore.log.backends.base import WriteTransaction
+from eventstore.log.config import NeverExpire
+from eventstore.log.scopes import TaskScope
+from eventstore.log.values import encode_value
 
 KEYS = 10  # keys per scope
 ROUNDS = 10  # every key of the old scopes is set this many times

@@ -19,9 +19,9 @@ from typing import Any
 import anyio
 
 from eventstore import StoreConfig, TaskScope, open_store
-from eventstore.backends.base import EventFilter, LogBackend
-from eventstore.events import KeySet, decode_event
-from eventstore.values import decode_value
+from eventstore.log.backends.base import EventFilter, LogBackend
+from eventstore.log.events import KeySet, decode_event
+from eventstore.log.values import decode_value
 from projections import At
 from projections.history import History
 

@@ -28,7 +28,7 @@ import anyio
 import asyncpg
 
 from eventstore import NEVER_EXPIRE, open_store
-from eventstore.backends.postgres import split_url
+from eventstore.log.backends.postgres.backend import split_url
 
 DEFAULT_URL = "postgresql://postgres@127.0.0.1:5432/test"
 

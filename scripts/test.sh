@@ -18,6 +18,7 @@ fi
 .venv/bin/ruff check eventstore projections tests scripts docs
 .venv/bin/ruff format --check eventstore projections tests scripts docs
 .venv/bin/mypy
+.venv/bin/lint-imports
 .venv/bin/node --test tests/js/*.test.mjs
 .venv/bin/pytest "$@"
 # The Airflow suite (tests/airflow) runs against a real Airflow 3.3.2 in its own environment,

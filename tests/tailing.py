@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import anyio
 
-from eventstore.backends.base import EventRow, LogBackend
+from eventstore.log.backends.base import EventRow, LogBackend
 
 
 class Tailer:

@@ -23,8 +23,8 @@ from eventstore import (
     TaskScope,
     open_store,
 )
-from eventstore.archive import open_archive
-from eventstore.errors import ConfigError, ReadOnlyStoreError
+from eventstore.log.archive import open_archive
+from eventstore.log.errors import ConfigError, ReadOnlyStoreError
 from projections import At
 
 HOUR = timedelta(hours=1)

@@ -16,7 +16,7 @@ import pytest
 from conftest import FakeClock, postgres_schema_url
 
 from eventstore import StoreConfig, TaskScope, open_store
-from eventstore.archive import open_archive
+from eventstore.log.archive import open_archive
 
 COMPACTOR = Path(__file__).with_name("archiving_compactor.py")
 START = datetime(2026, 1, 1, tzinfo=UTC)

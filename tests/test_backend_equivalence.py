@@ -27,7 +27,7 @@ from eventstore import (
     StoreConfig,
     open_store,
 )
-from eventstore.backends.base import EventFilter
+from eventstore.log.backends.base import EventFilter
 
 KEYS = st.sampled_from(["a", "b", "job/id", "ключ", "nul\x00key", "z" * 512])
 VALUES = st.one_of(
@@ -263,6 +263,6 @@ async def test_a_reopened_store_keeps_every_event(make_store: StoreFactory) -> N
 
 
 def _task_key(dag_id: str, run_id: str, task_id: str) -> str:
-    from eventstore.scopes import TaskScope, scope_key
+    from eventstore.log.scopes import TaskScope, scope_key
 
     return scope_key(TaskScope(dag_id, run_id, task_id))

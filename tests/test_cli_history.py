@@ -14,8 +14,8 @@ from click.testing import CliRunner, Result
 
 from eventstore import open_store
 from eventstore.cli import cli
-from eventstore.events import Compacted
-from eventstore.scopes import TaskScope
+from eventstore.log.events import Compacted
+from eventstore.log.scopes import TaskScope
 from tests.conftest import FakeClock
 from tests.test_history import append_marker
 

@@ -21,11 +21,11 @@ from eventstore import (
     open_blocking_store,
     open_store,
 )
-from eventstore.backends.base import EventFilter, EventRow
 from eventstore.cli import cli
-from eventstore.errors import ConfigError
-from eventstore.events import Compacted, decode_event
-from eventstore.scopes import Scope, TaskScope
+from eventstore.log.backends.base import EventFilter, EventRow
+from eventstore.log.errors import ConfigError
+from eventstore.log.events import Compacted, decode_event
+from eventstore.log.scopes import Scope, TaskScope
 from projections import At, compaction
 from projections.compaction import CompactionReport, plan_scope, run_compaction_schedule
 

@@ -220,7 +220,7 @@ def test_the_fixture_is_an_old_marker_in_todays_schema() -> None:
     # schema did not change: the file is at the newest schema version, and no step runs on it.
     import sqlite3
 
-    from eventstore.backends.sqlite import SCHEMA_VERSION
+    from eventstore.log.backends.sqlite.backend import SCHEMA_VERSION
 
     with sqlite3.connect(FIXTURE) as conn:
         (payload,) = conn.execute("SELECT payload FROM events WHERE kind = 'compacted'").fetchone()

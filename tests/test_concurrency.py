@@ -9,8 +9,8 @@ from typing import TYPE_CHECKING
 import pytest
 
 from eventstore import ConcurrencyError, StaleAttemptError, Store, TaskScope, TaskStore
-from eventstore.log import AppendRequest, AppendResult, DeleteOp, SetOp, append_batch
-from eventstore.values import encode_value
+from eventstore.log.append import AppendRequest, AppendResult, DeleteOp, SetOp, append_batch
+from eventstore.log.values import encode_value
 
 if TYPE_CHECKING:
     from conftest import StoreFactory

@@ -17,8 +17,9 @@ from eventstore import (
     generate_master_key,
     open_store,
 )
-from eventstore.crypto import is_sensitive, parse_master_keys
-from eventstore.errors import ConfigError
+from eventstore.log.crypto import is_sensitive
+from eventstore.log.errors import ConfigError
+from eventstore.log.master_keys import parse_master_keys
 from projections import At
 from tests.conftest import FakeClock, StoreFactory, postgres_schema_url
 from tests.test_erasure import encrypted

@@ -12,9 +12,9 @@ import pytest
 from click.testing import CliRunner
 
 from eventstore import ERASED, StoreConfig, TaskScope, generate_master_key, open_store
-from eventstore.backends.base import EventFilter
 from eventstore.cli import cli
-from eventstore.scopes import scope_key
+from eventstore.log.backends.base import EventFilter
+from eventstore.log.scopes import scope_key
 from projections import At
 from tests.conftest import FakeClock, StoreFactory
 

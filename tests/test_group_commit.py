@@ -9,11 +9,16 @@ import anyio
 import pytest
 
 from eventstore import StoreConfig, TaskScope
-from eventstore.backends.base import LogBackend, WriteTransaction
-from eventstore.backends.memory import MemoryBackend
-from eventstore.errors import ConcurrencyError, EventStoreError, StaleAttemptError, StoreClosedError
-from eventstore.log import AppendRequest, AppendResult, SetOp
-from eventstore.writer import GroupCommitWriter
+from eventstore.log.append import AppendRequest, AppendResult, SetOp
+from eventstore.log.backends.base import LogBackend, WriteTransaction
+from eventstore.log.backends.memory import MemoryBackend
+from eventstore.log.errors import (
+    ConcurrencyError,
+    EventStoreError,
+    StaleAttemptError,
+    StoreClosedError,
+)
+from eventstore.log.writer import GroupCommitWriter
 from tests.conftest import FakeClock, StoreFactory
 
 

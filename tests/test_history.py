@@ -15,10 +15,10 @@ from eventstore import (
     StoreClosedError,
     TaskScope,
 )
-from eventstore.backends.base import EventRow
-from eventstore.errors import NoSuchPointError
-from eventstore.events import Compacted, encode_event, to_micros
-from eventstore.scopes import Scope, scope_key
+from eventstore.log.backends.base import EventRow
+from eventstore.log.errors import NoSuchPointError
+from eventstore.log.events import Compacted, encode_event, to_micros
+from eventstore.log.scopes import Scope, scope_key
 from projections import At, Diff, History
 from tests.conftest import FakeClock, StoreFactory
 

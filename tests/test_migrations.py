@@ -13,12 +13,13 @@ import pytest
 from conftest import FakeClock, postgres_schema_url
 
 from eventstore import TaskScope, open_store
-from eventstore.backends import postgres, sqlite
-from eventstore.backends.migrations import Migration, latest_version, pending_migrations
-from eventstore.errors import SchemaVersionError
-from eventstore.events import KeySet, encode_event
-from eventstore.log import AppendResult
-from eventstore.scopes import scope_key
+from eventstore.log.append import AppendResult
+from eventstore.log.backends.migrations import Migration, latest_version, pending_migrations
+from eventstore.log.backends.postgres import backend as postgres
+from eventstore.log.backends.sqlite import backend as sqlite
+from eventstore.log.errors import SchemaVersionError
+from eventstore.log.events import KeySet, encode_event
+from eventstore.log.scopes import scope_key
 
 KINDS = ["sqlite", "postgres"]
 

@@ -9,7 +9,7 @@ from datetime import timedelta
 from conftest import FakeClock
 
 from eventstore import NEVER_EXPIRE, Store
-from eventstore.scopes import TaskScope
+from eventstore.log.scopes import TaskScope
 
 
 async def _listing(store: Store, scope: TaskScope, limit: int) -> list[str]:

@@ -12,9 +12,9 @@ import pytest
 from conftest import FakeClock, postgres_schema_url, require_postgres_url
 
 from eventstore import StoreConfig, open_store
-from eventstore.backends import open_backend
-from eventstore.backends.postgres import PostgresBackend, split_url
-from eventstore.errors import ConfigError, StoreClosedError
+from eventstore.log.backends import open_backend
+from eventstore.log.backends.postgres.backend import PostgresBackend, split_url
+from eventstore.log.errors import ConfigError, StoreClosedError
 
 
 @pytest.fixture
@@ -126,7 +126,7 @@ async def test_a_closed_backend_refuses_reads_and_writes(pg_url: str) -> None:
 def test_the_core_never_imports_the_driver() -> None:
     code = (
         "import sys, eventstore, eventstore.store, eventstore.cli, projections\n"
-        "import eventstore.backends.sqlite, eventstore.backends.memory\n"
+        "import eventstore.log.backends.sqlite.backend, eventstore.log.backends.memory\n"
         "assert 'asyncpg' not in sys.modules, 'the core imported asyncpg'\n"
     )
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
@@ -138,8 +138,8 @@ def test_without_the_extra_a_postgresql_url_says_what_to_install() -> None:
         "import sys, anyio\n"
         "sys.modules['asyncpg'] = None  # as if the extra were not installed\n"
         "from eventstore import StoreConfig\n"
-        "from eventstore.backends import open_backend\n"
-        "from eventstore.errors import ConfigError\n"
+        "from eventstore.log.backends import open_backend\n"
+        "from eventstore.log.errors import ConfigError\n"
         "try:\n"
         "    anyio.run(open_backend, 'postgresql://u:pw@h/db', StoreConfig())\n"
         "except ConfigError as error:\n"

@@ -18,8 +18,8 @@ from eventstore import (
     generate_master_key,
     open_store,
 )
-from eventstore.errors import ConfigError
-from eventstore.scopes import scope_key
+from eventstore.log.errors import ConfigError
+from eventstore.log.scopes import scope_key
 from projections import At
 from tests.conftest import postgres_schema_url, require_postgres_url
 
@@ -93,7 +93,7 @@ async def _raw_pages_holding(url: str, needles: list[bytes]) -> list[int]:
     dead tuples and free space included (pageinspect's get_raw_page)."""
     import asyncpg
 
-    from eventstore.backends.postgres import split_url
+    from eventstore.log.backends.postgres.backend import split_url
 
     dsn, schema = split_url(url)
     conn = await asyncpg.connect(dsn)

@@ -42,8 +42,8 @@ from tailing import Tailer, assert_tailer_saw_everything_once
 
 from eventstore import ConcurrencyError, StaleAttemptError, TaskScope, open_store
 from eventstore.client import Remote, RemoteTaskStore, connect
-from eventstore.log import AppendResult
-from eventstore.scopes import scope_key
+from eventstore.log.append import AppendResult
+from eventstore.log.scopes import scope_key
 from eventstore.service.auth import make_token
 
 pytestmark = pytest.mark.slow

@@ -19,8 +19,8 @@ from eventstore import (
     open_store,
 )
 from eventstore.blocking import open_blocking_store
-from eventstore.crypto import is_sensitive
-from eventstore.errors import ReadOnlyStoreError
+from eventstore.log.crypto import is_sensitive
+from eventstore.log.errors import ReadOnlyStoreError
 from projections import At
 from tests.conftest import FakeClock, StoreFactory
 from tests.test_erasure import encrypted

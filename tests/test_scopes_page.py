@@ -6,9 +6,9 @@ from datetime import timedelta
 
 from conftest import FakeClock
 
-from eventstore.backends.base import ScopeFilter
-from eventstore.events import to_micros
-from eventstore.scopes import scope_from_key
+from eventstore.log.backends.base import ScopeFilter
+from eventstore.log.events import to_micros
+from eventstore.log.scopes import scope_from_key
 from eventstore.store import Store
 
 

@@ -5,9 +5,9 @@ its flag. On every backend, through the library."""
 from __future__ import annotations
 
 from eventstore import Store
-from eventstore.crypto import MASKED
-from eventstore.events import RecordedEvent
-from eventstore.scopes import TaskScope
+from eventstore.log.crypto import MASKED
+from eventstore.log.events import RecordedEvent
+from eventstore.log.scopes import TaskScope
 from projections import At
 
 

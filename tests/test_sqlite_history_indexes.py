@@ -7,8 +7,8 @@ from contextlib import closing
 from pathlib import Path
 
 from eventstore import StoreConfig, open_store
-from eventstore.backends.base import EventFilter
-from eventstore.backends.sqlite import (
+from eventstore.log.backends.base import EventFilter
+from eventstore.log.backends.sqlite.backend import (
     _SELECT_LAST_SCOPE_EVENT,
     _SELECT_LATEST_PER_KEY,
     _events_query,

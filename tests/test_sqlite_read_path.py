@@ -11,9 +11,9 @@ import anyio
 import pytest
 
 from eventstore import StoreConfig, open_store
-from eventstore.backends.base import EventFilter
-from eventstore.backends.sqlite import SQLiteBackend
-from eventstore.errors import ConcurrencyError
+from eventstore.log.backends.base import EventFilter
+from eventstore.log.backends.sqlite.backend import SQLiteBackend
+from eventstore.log.errors import ConcurrencyError
 from tests.conftest import FakeClock
 
 

@@ -10,7 +10,7 @@ import threading
 from pathlib import Path
 
 from eventstore import Store, open_store
-from eventstore.backends.sqlite import SQLiteBackend
+from eventstore.log.backends.sqlite.backend import SQLiteBackend
 from tests.conftest import FakeClock
 
 

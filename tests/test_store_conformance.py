@@ -24,11 +24,11 @@ from eventstore import (
     TaskScope,
     TaskStore,
 )
-from eventstore.backends.base import CurrentRow, EventRow, ScopeRow
-from eventstore.config import MAX_RETENTION
-from eventstore.errors import ValueTooDeepError
-from eventstore.events import KeySet, ScopeCleared, decode_event, to_micros
-from eventstore.values import MAX_VALUE_DEPTH
+from eventstore.log.backends.base import CurrentRow, EventRow, ScopeRow
+from eventstore.log.config import MAX_RETENTION
+from eventstore.log.errors import ValueTooDeepError
+from eventstore.log.events import KeySet, ScopeCleared, decode_event, to_micros
+from eventstore.log.values import MAX_VALUE_DEPTH
 
 if TYPE_CHECKING:
     from conftest import FakeClock, StoreFactory

@@ -29,7 +29,7 @@ from eventstore import (
     TaskStore,
     open_store,
 )
-from eventstore.config import NeverExpire
+from eventstore.log.config import NeverExpire
 from eventstore.testing import FakeClock
 
 DAGS = ("dag_a", "dag_b")

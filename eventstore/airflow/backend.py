@@ -41,8 +41,8 @@ from eventstore.airflow.settings import (
     sensitive_names,
     store_config,
 )
-from eventstore.errors import ConfigError
-from eventstore.scopes import AssetScope, Scope, TaskScope
+from eventstore.log.errors import ConfigError
+from eventstore.log.scopes import AssetScope, Scope, TaskScope
 from eventstore.store import open_store
 
 if TYPE_CHECKING:

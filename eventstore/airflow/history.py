@@ -28,7 +28,7 @@ from fastapi.responses import FileResponse, HTMLResponse, Response
 
 from eventstore.airflow.backend import installed_backend
 from eventstore.airflow.loop import PROCESS_LOOP
-from eventstore.config import StoreConfig
+from eventstore.log.config import StoreConfig
 
 __all__ = ["PREFIX", "history_app"]
 

@@ -9,12 +9,12 @@ from typing import TYPE_CHECKING, Any, TypeAlias
 import msgspec
 
 from eventstore.airflow.settings import ACTOR
-from eventstore.config import NEVER_EXPIRE
-from eventstore.crypto import ERASED
-from eventstore.events import to_micros
-from eventstore.scopes import AssetScope, Scope, TaskScope
+from eventstore.log.config import NEVER_EXPIRE
+from eventstore.log.crypto import ERASED
+from eventstore.log.events import to_micros
+from eventstore.log.scopes import AssetScope, Scope, TaskScope
+from eventstore.log.values import check_key, decode_value, encode_value
 from eventstore.store import Store
-from eventstore.values import check_key, decode_value, encode_value
 
 if TYPE_CHECKING:
     from eventstore.client import Remote, RemoteAssetStore, RemoteTaskStore

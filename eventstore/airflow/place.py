@@ -9,7 +9,7 @@ from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
 from eventstore.airflow.scopes import Writer, asset_id_of, aware
-from eventstore.scopes import AssetScope, Scope, TaskScope
+from eventstore.log.scopes import AssetScope, Scope, TaskScope
 
 if TYPE_CHECKING:
     from sqlalchemy.ext.asyncio import AsyncSession

@@ -42,7 +42,7 @@ from airflow.plugins_manager import AirflowPlugin
 
 from eventstore.airflow.backend import Edit, installed_backend
 from eventstore.airflow.history import PREFIX, history_app
-from eventstore.scopes import TaskScope
+from eventstore.log.scopes import TaskScope
 
 __all__ = ["EditsReachTheLog", "TasktrailPlugin"]
 

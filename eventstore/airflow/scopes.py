@@ -6,8 +6,8 @@ import json
 from datetime import UTC, datetime
 from typing import Any, NamedTuple
 
-from eventstore.scopes import AssetScope, Scope, TaskScope
-from eventstore.values import check_key
+from eventstore.log.scopes import AssetScope, Scope, TaskScope
+from eventstore.log.values import check_key
 
 __all__ = ["Writer", "asset_id_of", "asset_writer", "aware", "decode", "is_task", "tasktrail_scope"]
 

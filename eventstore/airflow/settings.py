@@ -8,8 +8,8 @@ import os
 from collections.abc import Iterable
 from typing import Final, Literal
 
-from eventstore.config import StoreConfig
-from eventstore.errors import ConfigError
+from eventstore.log.config import StoreConfig
+from eventstore.log.errors import ConfigError
 
 __all__ = [
     "ACTOR",

@@ -13,9 +13,9 @@ import msgspec
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-from eventstore.config import StoreConfig
-from eventstore.crypto import ERASED, MASKED
-from eventstore.errors import (
+from eventstore.log.config import StoreConfig
+from eventstore.log.crypto import ERASED, MASKED
+from eventstore.log.errors import (
     ConcurrencyError,
     ConfigError,
     EventStoreError,

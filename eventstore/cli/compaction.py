@@ -16,7 +16,7 @@ from eventstore.cli.app import (
     run,
     stderr_progress,
 )
-from eventstore.config import StoreConfig
+from eventstore.log.config import StoreConfig
 from eventstore.store import open_store
 from projections.compaction import CompactionReport
 

@@ -27,8 +27,8 @@ from eventstore.cli.app import (
     read_only_option,
     run,
 )
-from eventstore.events import RecordedEvent
-from eventstore.scopes import AssetScope, Scope, TaskScope
+from eventstore.log.events import RecordedEvent
+from eventstore.log.scopes import AssetScope, Scope, TaskScope
 from projections.history import Diff, Position, TrySummary
 from projections.points import At
 

@@ -16,7 +16,6 @@ import msgspec
 from rich.table import Column, Table
 from rich.text import Text
 
-from eventstore.backends.base import ScopeFilter, ScopeRow
 from eventstore.cli.app import cli, console, db_option, emit_json, encode_json, json_option, run
 from eventstore.cli.history import (
     diff_json,
@@ -27,9 +26,10 @@ from eventstore.cli.history import (
     show,
     utc,
 )
-from eventstore.events import RecordedEvent, from_micros
 from eventstore.feed import ScopeMatch
-from eventstore.scopes import AssetScope, TaskScope, scope_from_key
+from eventstore.log.backends.base import ScopeFilter, ScopeRow
+from eventstore.log.events import RecordedEvent, from_micros
+from eventstore.log.scopes import AssetScope, TaskScope, scope_from_key
 from eventstore.store import open_store
 from projections.points import At
 from projections.rewind import RewindResult

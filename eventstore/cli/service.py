@@ -7,8 +7,8 @@ import os
 import click
 
 from eventstore.cli.app import archive_option, cli, db_option, err_console, run
-from eventstore.config import StoreConfig
-from eventstore.errors import ConfigError
+from eventstore.log.config import StoreConfig
+from eventstore.log.errors import ConfigError
 from eventstore.store import open_store
 
 _secret_option = click.option(
@@ -143,7 +143,7 @@ def token(
 
 
 def _secret(db: str, secret_file: str | None) -> bytes:
-    from eventstore.errors import ConfigError
+    from eventstore.log.errors import ConfigError
     from eventstore.service.auth import load_secret
 
     try:

@@ -33,8 +33,8 @@ except ImportError as e:
         "pip install 'tasktrail[service]'"
     ) from e
 
-from eventstore.config import Clock, StoreConfig
-from eventstore.scopes import AssetScope
+from eventstore.log.config import Clock, StoreConfig
+from eventstore.log.scopes import AssetScope
 from eventstore.service.auth import TokenVerifier
 from eventstore.service.compaction_route import COMPACTION_OPERATIONS
 from eventstore.service.errors import HTTPProblem

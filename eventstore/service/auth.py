@@ -49,8 +49,8 @@ from typing import Any, Final, Literal
 import jwt
 import msgspec
 
-from eventstore.errors import ConfigError
-from eventstore.scopes import AssetScope, Scope, TaskScope
+from eventstore.log.errors import ConfigError
+from eventstore.log.scopes import AssetScope, Scope, TaskScope
 
 __all__ = [
     "Action",

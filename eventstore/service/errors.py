@@ -11,7 +11,7 @@ from typing import Any, Final
 
 import msgspec
 
-from eventstore.errors import (
+from eventstore.log.errors import (
     CompactionRunningError,
     ConcurrencyError,
     ConfigError,

@@ -22,9 +22,9 @@ import anyio
 import msgspec
 from starlette.responses import Response, StreamingResponse
 
-from eventstore.events import RecordedEvent
 from eventstore.feed import ScopeMatch
-from eventstore.scopes import Scope, TaskScope
+from eventstore.log.events import RecordedEvent
+from eventstore.log.scopes import Scope, TaskScope
 from eventstore.service.auth import Claims, sees_sensitive
 from eventstore.service.errors import HTTPProblem
 from eventstore.service.routes import MAX_MAP_INDEX, Call, Operation, Param

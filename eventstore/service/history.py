@@ -17,7 +17,8 @@ from typing import Annotated, Any, Final
 import msgspec
 from starlette.responses import Response
 
-from eventstore.events import EVENT_KINDS, RecordedEvent
+from eventstore.log.events import EVENT_KINDS, RecordedEvent
+from eventstore.log.values import check_key
 from eventstore.service.auth import sees_sensitive
 from eventstore.service.errors import HTTPProblem
 from eventstore.service.routes import (
@@ -35,7 +36,6 @@ from eventstore.service.routes import (
     suffix_of,
     unknown_scope,
 )
-from eventstore.values import check_key
 from projections import At, History, TrySummary
 
 __all__ = ["HISTORY_OPERATIONS", "DiffAnswer", "EventPage", "StateAnswer", "Timeline", "Tries"]

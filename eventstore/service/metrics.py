@@ -9,7 +9,7 @@ from __future__ import annotations
 from bisect import bisect_left
 from typing import Final
 
-from eventstore.errors import CompactionRunningError
+from eventstore.log.errors import CompactionRunningError
 from projections.compaction import CompactionReport
 
 __all__ = ["Metrics"]

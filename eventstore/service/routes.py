@@ -31,13 +31,14 @@ from starlette.responses import Response
 from starlette.types import ASGIApp, Receive, Send
 from starlette.types import Scope as ASGIScope
 
-from eventstore.backends.base import CurrentRow
-from eventstore.config import NEVER_EXPIRE, NeverExpire
-from eventstore.crypto import ERASED, MASKED, is_sensitive
-from eventstore.errors import ConcurrencyError
-from eventstore.events import from_micros
-from eventstore.log import AppendResult
-from eventstore.scopes import AssetScope, Scope, TaskScope
+from eventstore.log.append import AppendResult
+from eventstore.log.backends.base import CurrentRow
+from eventstore.log.config import NEVER_EXPIRE, NeverExpire
+from eventstore.log.crypto import ERASED, MASKED, is_sensitive
+from eventstore.log.errors import ConcurrencyError
+from eventstore.log.events import from_micros
+from eventstore.log.scopes import AssetScope, Scope, TaskScope
+from eventstore.log.values import MAX_VALUE_DEPTH, check_key
 from eventstore.service.auth import (
     Action,
     Claims,
@@ -62,7 +63,6 @@ from eventstore.service.models import (
     WriteResult,
 )
 from eventstore.store import AssetStore, Store, TaskStore
-from eventstore.values import MAX_VALUE_DEPTH, check_key
 
 __all__ = ["OPERATIONS", "Call", "Operation", "Param", "ServiceState", "endpoint"]
 

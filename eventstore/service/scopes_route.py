@@ -12,9 +12,9 @@ from typing import Annotated, Any, Final, Literal
 import msgspec
 from starlette.responses import Response
 
-from eventstore.backends.base import ScopeFilter, ScopeRow
-from eventstore.events import from_micros, to_micros
-from eventstore.scopes import Scope, scope_from_key
+from eventstore.log.backends.base import ScopeFilter, ScopeRow
+from eventstore.log.events import from_micros, to_micros
+from eventstore.log.scopes import Scope, scope_from_key
 from eventstore.service.errors import HTTPProblem
 from eventstore.service.routes import Call, Operation, Param, in_utc_calendar, json_response
 

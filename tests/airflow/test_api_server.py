@@ -29,8 +29,8 @@ from airflow_support import free_port
 
 from eventstore import AssetScope, RecordedEvent, TaskScope, open_store
 from eventstore.airflow import TasktrailBackend
-from eventstore.log import recorded_event
-from eventstore.scopes import scope_key
+from eventstore.log.append import recorded_event
+from eventstore.log.scopes import scope_key
 from tests.service.browser import launch, require_browser
 
 REPO = Path(__file__).resolve().parents[2]

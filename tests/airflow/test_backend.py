@@ -26,9 +26,9 @@ from eventstore import AssetScope as TrailAsset
 from eventstore import RecordedEvent, StaleAttemptError, open_store
 from eventstore import TaskScope as TrailTask
 from eventstore.airflow import TasktrailBackend
-from eventstore.errors import ConfigError, ValueTooLargeError
-from eventstore.log import recorded_event
-from eventstore.scopes import scope_from_key
+from eventstore.log.append import recorded_event
+from eventstore.log.errors import ConfigError, ValueTooLargeError
+from eventstore.log.scopes import scope_from_key
 from eventstore.service.auth import make_token
 
 INGEST = TaskScope(DAG_ID, RUN_ID, "ingest")

@@ -21,7 +21,7 @@ from sqlalchemy import delete, select, update
 from eventstore import TaskScope as TrailTask
 from eventstore import open_store
 from eventstore.airflow import MASK, TasktrailBackend
-from eventstore.crypto import generate_master_key
+from eventstore.log.master_keys import generate_master_key
 
 INGEST = TaskScope(DAG_ID, RUN_ID, "ingest")
 
@@ -232,8 +232,8 @@ def test_cleanup_runs_tasktrail_compaction_embedded_and_through_a_service(
 
 
 async def _log(url: str) -> list[Any]:
-    from eventstore.log import recorded_event
-    from eventstore.scopes import scope_from_key
+    from eventstore.log.append import recorded_event
+    from eventstore.log.scopes import scope_from_key
 
     async with open_store(url) as store:
         scopes = {

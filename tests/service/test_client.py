@@ -19,7 +19,7 @@ from eventstore.client import (
     connect_blocking,
     new_idempotency_id,
 )
-from eventstore.errors import (
+from eventstore.log.errors import (
     NoneValueError,
     NonFiniteValueError,
     RetentionTypeError,

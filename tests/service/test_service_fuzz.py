@@ -19,9 +19,9 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from eventstore.log.values import MAX_VALUE_DEPTH
 from eventstore.service.app import ALL_OPERATIONS
 from eventstore.service.routes import Operation
-from eventstore.values import MAX_VALUE_DEPTH
 from service.service_helpers import Service
 
 EXAMPLES_PER_ROUTE = 40

@@ -10,7 +10,7 @@ import pytest
 
 from eventstore import HistoryCompactedError, TaskScope
 from eventstore.client import _error_of, connect, connect_blocking
-from eventstore.errors import NoSuchPointError
+from eventstore.log.errors import NoSuchPointError
 from eventstore.service.auth import make_token
 from eventstore.service.errors import problem_of
 from projections import At

@@ -7,8 +7,8 @@ import json
 
 import pytest
 
+from eventstore.log.values import MAX_VALUE_DEPTH
 from eventstore.service.models import MAX_BATCH_KEYS
-from eventstore.values import MAX_VALUE_DEPTH
 from service.service_helpers import Service, task_path
 
 

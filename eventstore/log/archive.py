@@ -35,14 +35,14 @@ from collections.abc import Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Final
-from urllib.parse import unquote, urlsplit
 
 import anyio.to_thread
 import msgspec
 
-from eventstore.backends.base import EventRow
-from eventstore.errors import ArchiveError, ConfigError
-from eventstore.events import KeySet, decode_event, encode_event
+from eventstore.log.backends.base import EventRow
+from eventstore.log.config import archive_directory
+from eventstore.log.errors import ArchiveError
+from eventstore.log.events import KeySet, decode_event, encode_event
 
 __all__ = [
     "FORMAT",
@@ -66,7 +66,7 @@ class ArchivedEvent(msgspec.Struct, frozen=True, kw_only=True):
     """One line of a data file: an event as the log stored it, with its scope's key."""
 
     seq: int
-    scope: str  # the scope's key, as in the log (eventstore.scopes.scope_key)
+    scope: str  # the scope's key, as in the log (eventstore.log.scopes.scope_key)
     version: int
     kind: str
     key: str | None
@@ -419,14 +419,5 @@ def _manifest(
 
 def open_archive(url: str | None) -> Archive | None:
     """The archive at a directory path or a file:// URL; None for None or ""."""
-    if not url:
-        return None
-    if "://" in url:
-        parts = urlsplit(url)
-        if parts.scheme != "file" or parts.netloc not in ("", "localhost"):
-            raise ConfigError(
-                f"archive_url takes a directory path or a file:// URL, got {url!r}; "
-                f"e.g. file:///var/lib/tasktrail/archive"
-            )
-        url = unquote(parts.path)
-    return Archive(DirectoryStorage(url))
+    directory = archive_directory(url)
+    return None if directory is None else Archive(DirectoryStorage(directory))

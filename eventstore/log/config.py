@@ -6,10 +6,12 @@ import math
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from typing import Final, Literal
+from urllib.parse import unquote, urlsplit
 
 import msgspec
 
-from eventstore.errors import ConfigError, RetentionTypeError, RetentionValueError
+from eventstore.log.errors import ConfigError, RetentionTypeError, RetentionValueError
+from eventstore.log.master_keys import parse_master_keys
 
 __all__ = [
     "MAX_RETENTION",
@@ -70,14 +72,14 @@ class StoreConfig(msgspec.Struct, frozen=True, kw_only=True):
     # Group commit: most appends written in one transaction, and most waiting before callers block.
     max_batch: int = 256
     max_pending: int = 8192
-    # Encryption at rest (eventstore.crypto): master keys made by `tasktrail keygen`; the first
+    # Encryption at rest (eventstore.log.crypto): master keys made by `tasktrail keygen`; the first
     # wraps new data keys, all of them unwrap. Empty: $TASKTRAIL_MASTER_KEYS, else no encryption.
     master_keys: tuple[str, ...] = ()
     # Where the wrapped data keys live, apart from the log: sqlite:///PATH, memory://, or
     # postgresql://USER@HOST/DB?schema=NAME (another schema or database than the log's).
     # None: the file PATH.keys beside a SQLite store PATH (in memory for an in-memory store).
     key_store: str | None = None
-    # The audit archive (eventstore.archive): a directory path or a file:// URL. Compaction
+    # The audit archive (eventstore.log.archive): a directory path or a file:// URL. Compaction
     # writes every event it removes there first, and history reads log + archive. None:
     # $TASKTRAIL_ARCHIVE, else no archive.
     archive_url: str | None = None
@@ -123,13 +125,8 @@ class StoreConfig(msgspec.Struct, frozen=True, kw_only=True):
             raise ConfigError("max_batch and max_pending must be at least 1")
         if isinstance(self.master_keys, str):  # type: ignore[unreachable]
             raise ConfigError("master_keys takes a list of keys, not one str")
-        if self.archive_url:
-            from eventstore.archive import open_archive
-
-            open_archive(self.archive_url)  # a URL it cannot use is refused here
+        archive_directory(self.archive_url)  # a URL it cannot use is refused here
         if self.master_keys:
-            from eventstore.crypto import parse_master_keys
-
             parse_master_keys(self.master_keys)
 
 
@@ -160,3 +157,18 @@ def check_retention(retention: object) -> None:
             raise RetentionValueError(retention, MAX_RETENTION)
         return
     raise RetentionTypeError(retention)
+
+
+def archive_directory(url: str | None) -> str | None:
+    """The directory an archive URL names: a path or a file:// URL; None for None or ""."""
+    if not url:
+        return None
+    if "://" not in url:
+        return url
+    parts = urlsplit(url)
+    if parts.scheme != "file" or parts.netloc not in ("", "localhost"):
+        raise ConfigError(
+            f"archive_url takes a directory path or a file:// URL, got {url!r}; "
+            f"e.g. file:///var/lib/tasktrail/archive"
+        )
+    return unquote(parts.path)

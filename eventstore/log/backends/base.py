@@ -14,7 +14,7 @@ from contextlib import AbstractAsyncContextManager, asynccontextmanager
 import anyio
 import msgspec
 
-from eventstore.errors import CompactionRunningError
+from eventstore.log.errors import CompactionRunningError
 
 __all__ = [
     "CurrentRow",
@@ -209,7 +209,7 @@ class WriteTransaction(ABC):
         """Rewrite the payloads of events, by (seq, payload); a missing seq is skipped.
 
         Only for a value's stored form changing and its meaning not: sealing a plain value
-        (reencrypt) or scrubbing an erased one (eventstore.crypto).
+        (reencrypt) or scrubbing an erased one (eventstore.log.crypto).
         """
 
     @abstractmethod

@@ -7,7 +7,7 @@ from typing import Any, Final
 
 import msgspec
 
-from eventstore.errors import (
+from eventstore.log.errors import (
     KeyTypeError,
     KeyValueError,
     NoneValueError,

@@ -2,17 +2,18 @@
 
 from __future__ import annotations
 
-from eventstore.backends.base import LogBackend
-from eventstore.config import StoreConfig
-from eventstore.errors import ConfigError
+from eventstore.log.backends.base import LogBackend
+from eventstore.log.config import StoreConfig
+from eventstore.log.errors import ConfigError
+from eventstore.log.keystore import KeyStore
 
-__all__ = ["LogBackend", "open_backend"]
+__all__ = ["LogBackend", "open_backend", "open_key_store"]
 
 
 async def open_backend(url: str, config: StoreConfig) -> LogBackend:
     """Open the backend a URL names: sqlite:///PATH, sqlite://:memory:, memory://, postgresql://."""
     if url.startswith("sqlite://"):
-        from eventstore.backends.sqlite import SQLiteBackend
+        from eventstore.log.backends.sqlite.backend import SQLiteBackend
 
         rest = url.removeprefix("sqlite://")
         if rest == ":memory:" or rest == "/:memory:":
@@ -28,12 +29,12 @@ async def open_backend(url: str, config: StoreConfig) -> LogBackend:
         await backend.open()
         return backend
     if url == "memory://":
-        from eventstore.backends.memory import MemoryBackend
+        from eventstore.log.backends.memory import MemoryBackend
 
         return MemoryBackend()
     if url.startswith(("postgresql://", "postgres://")):
         try:
-            from eventstore.backends.postgres import PostgresBackend
+            from eventstore.log.backends.postgres.backend import PostgresBackend
         except ImportError as error:
             raise ConfigError(
                 f"{url.split('@')[-1]!r} needs the PostgreSQL driver: "
@@ -45,3 +46,28 @@ async def open_backend(url: str, config: StoreConfig) -> LogBackend:
         f"unknown store URL {url!r}: use sqlite:///PATH, sqlite://:memory:, memory:// "
         "or postgresql://USER@HOST/DB"
     )
+
+
+def open_key_store(
+    location: str, *, create: bool, log_url: str = "", read_only: bool = False
+) -> KeyStore | None:
+    """The key store at a location (a SQLite path, ":memory:", or a postgresql:// URL).
+
+    Without `create`, None when there is none holding master key checks (an unencrypted store).
+    `read_only`: opened without writing anything (never made; `create` is ignored).
+    """
+    create = create and not read_only
+    if location.startswith(("postgresql://", "postgres://")):
+        from eventstore.log.backends.postgres.keys import PostgresKeyStore, check_apart
+
+        check_apart(log_url, location)
+        store = PostgresKeyStore(location, read_only=read_only)
+        if not create and not store.checks():
+            store.close()
+            return None
+        return store
+    from eventstore.log.backends.sqlite.keys import SQLiteKeyStore, has_checks
+
+    if not create and (location == ":memory:" or not has_checks(location)):
+        return None
+    return SQLiteKeyStore(location, read_only=read_only)

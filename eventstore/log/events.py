@@ -11,7 +11,7 @@ from typing import Any, Final, Literal
 
 import msgspec
 
-from eventstore.scopes import Scope
+from eventstore.log.scopes import Scope
 
 __all__ = [
     "Compacted",
@@ -41,10 +41,10 @@ class Event(msgspec.Struct, frozen=True, tag_field="kind"):
 class KeySet(Event, frozen=True, tag="set"):
     key: str
     # The value's JSON, encoded once by the store and kept byte for byte; null when the value is
-    # sealed (then in `sealed`) or was scrubbed by an erasure. See eventstore.crypto.
+    # sealed (then in `sealed`) or was scrubbed by an erasure. See eventstore.log.crypto.
     value: msgspec.Raw
     expires_at: datetime | None = None
-    sealed: bytes | None = None  # the encrypted value, with its header (eventstore.crypto)
+    sealed: bytes | None = None  # the encrypted value, with its header (eventstore.log.crypto)
     sensitive: bool = False  # set(..., sensitive=True): faces mask the value
     # Written by a rewind (projections.rewind): the global position the scope was rewound to
     # (0: before its first event). None for every other write.

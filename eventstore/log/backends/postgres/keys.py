@@ -5,7 +5,7 @@ wrapped data keys must live apart from the log, so that a backup of the log does
 (see docs/explanation/envelope-encryption.md). Use another schema and back it up apart, or better
 another database.
 
-The vault calls a key store with plain blocking calls (eventstore.keystore), rarely: a scope's
+The vault calls a key store with plain blocking calls (eventstore.log.keystore), rarely: a scope's
 first write, an erasure, a rotation, a read of a scope not seen yet. So this store keeps one
 asyncpg connection on an event loop of its own, in a thread, and waits for each call. Writes take
 one transaction-scoped advisory lock, so replicas making keys at once take turns. An erasure
@@ -22,9 +22,9 @@ from typing import Any, Final, TypeVar
 
 import asyncpg
 
-from eventstore.backends.postgres import _quote_ident, _translate, _where, split_url
-from eventstore.errors import ConfigError, EventStoreError
-from eventstore.keystore import DataKeyRow, KeyStore, MakeKey
+from eventstore.log.backends.postgres.backend import _quote_ident, _translate, _where, split_url
+from eventstore.log.errors import ConfigError, EventStoreError
+from eventstore.log.keystore import DataKeyRow, KeyStore, MakeKey
 
 __all__ = ["PostgresKeyStore"]
 

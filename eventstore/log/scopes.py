@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import msgspec
 
-from eventstore.values import is_unicode
+from eventstore.log.values import is_unicode
 
 __all__ = ["AssetScope", "Scope", "TaskScope", "scope_key"]
 

@@ -1,91 +1,18 @@
-"""Key stores: where the wrapped data keys live, apart from the log.
-
-A key store holds, per scope, its data keys (wrapped by a master key, one row per generation), a
-tombstone per erased scope, and one check per master key (a known text sealed under it). It knows
-nothing of cryptography: `eventstore.crypto.Vault` wraps and unwraps, the key store keeps bytes.
-
-The calls are plain (blocking) and small; the vault makes the ones that commit from a worker
-thread. `SQLiteKeyStore` is a SQLite file (or memory); `PostgresKeyStore`
-(eventstore.backends.postgres_keys) is a PostgreSQL schema, for stores whose replicas share it.
-"""
+"""The SQLite key store: the wrapped data keys in a SQLite file beside the log (or in memory)."""
 
 from __future__ import annotations
 
 import sqlite3
 import threading
-from abc import ABC, abstractmethod
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any, Final, TypeVar
 
-from eventstore.backends.sqlite_files import connect_read_only, translate, translate_os
-from eventstore.errors import ReadOnlyStoreError
+from eventstore.log.backends.sqlite.files import connect_read_only, translate, translate_os
+from eventstore.log.errors import ReadOnlyStoreError
+from eventstore.log.keystore import DataKeyRow, KeyStore, MakeKey
 
 T = TypeVar("T")
-
-__all__ = ["DataKeyRow", "KeyStore", "MakeKey", "SQLiteKeyStore", "open_key_store"]
-
-# (scope key, generation, id of the master key that wrapped it, wrapped key)
-DataKeyRow = tuple[str, int, str, bytes]
-# Wraps a new data key for (scope key, generation): returns (master key id, wrapped key).
-MakeKey = Callable[[str, int], tuple[str, bytes]]
-
-
-class KeyStore(ABC):
-    """The storage interface of the wrapped data keys (see the module doc)."""
-
-    location: str  # for messages: a path, or a URL without its password
-    read_only: bool = False  # opened without writing: every write raises ReadOnlyStoreError
-
-    @abstractmethod
-    def checks(self) -> dict[str, bytes]:
-        """The master key checks, by master key id."""
-
-    @abstractmethod
-    def add_check(self, key_id: str, sealed: bytes) -> None: ...
-
-    @abstractmethod
-    def master_ids(self) -> set[str]:
-        """The master keys that wrap at least one data key."""
-
-    @abstractmethod
-    def current_keys(self, scope_keys: Sequence[str], make: MakeKey) -> list[DataKeyRow]:
-        """Each scope's newest data key, made (by `make`) for scopes without one, in one
-        transaction: two processes making the first key of a scope at once agree on one. A new
-        key's generation follows the scope's erased ones."""
-
-    @abstractmethod
-    def data_keys(self, scope_key: str) -> tuple[list[DataKeyRow], int]:
-        """Every data key of the scope, and the last generation erased (0: none)."""
-
-    @abstractmethod
-    def destroy(self, scope_key: str) -> int:
-        """Delete the scope's data keys and record its tombstone; returns the last generation
-        destroyed (0 when it had none)."""
-
-    @abstractmethod
-    def wrapped_by_others(self, key_id: str) -> list[DataKeyRow]:
-        """The data keys wrapped by a master key other than `key_id`."""
-
-    @abstractmethod
-    def rewrap(self, row: DataKeyRow, key_id: str, wrapped: bytes) -> None:
-        """Replace one data key's wrapping, if it is still wrapped as `row` says (one commit)."""
-
-    @abstractmethod
-    def retire(self, keep: str) -> list[str]:
-        """Remove the checks of master keys, other than `keep`, that wrap no data key."""
-
-    @abstractmethod
-    def count(self) -> int:
-        """How many data keys there are."""
-
-    @abstractmethod
-    def changed(self) -> bool:
-        """Whether another connection changed the key store since this one last looked."""
-
-    @abstractmethod
-    def close(self) -> None: ...
-
 
 _SCHEMA: Final = (
     """CREATE TABLE IF NOT EXISTS master_checks (
@@ -118,7 +45,7 @@ class SQLiteKeyStore(KeyStore):
         self._lock = threading.Lock()
         self._seen = 0
         if read_only:
-            # Opened without writing anything (eventstore.backends.sqlite_files): no schema made.
+            # Opened without writing anything (see files.connect_read_only): no schema made.
             self._conn = connect_read_only(path, busy_timeout_ms=10_000)
             return
         try:
@@ -325,26 +252,3 @@ def has_checks(path: str) -> bool:
         return bool(conn.execute("SELECT COUNT(*) FROM master_checks").fetchone()[0])
     finally:
         conn.close()
-
-
-def open_key_store(
-    location: str, *, create: bool, log_url: str = "", read_only: bool = False
-) -> KeyStore | None:
-    """The key store at a location (a SQLite path, ":memory:", or a postgresql:// URL).
-
-    Without `create`, None when there is none holding master key checks (an unencrypted store).
-    `read_only`: opened without writing anything (never made; `create` is ignored).
-    """
-    create = create and not read_only
-    if location.startswith(("postgresql://", "postgres://")):
-        from eventstore.backends.postgres_keys import PostgresKeyStore, check_apart
-
-        check_apart(log_url, location)
-        store = PostgresKeyStore(location, read_only=read_only)
-        if not create and not store.checks():
-            store.close()
-            return None
-        return store
-    if not create and (location == ":memory:" or not has_checks(location)):
-        return None
-    return SQLiteKeyStore(location, read_only=read_only)

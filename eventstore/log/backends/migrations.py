@@ -15,7 +15,7 @@ from collections.abc import Sequence
 
 import msgspec
 
-from eventstore.errors import SchemaVersionError
+from eventstore.log.errors import SchemaVersionError
 
 __all__ = ["Migration", "latest_version", "pending_migrations"]
 

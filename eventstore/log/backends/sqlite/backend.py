@@ -44,7 +44,7 @@ import anyio.to_thread
 import msgspec
 from msgspec.structs import astuple
 
-from eventstore.backends.base import (
+from eventstore.log.backends.base import (
     CurrentRow,
     EventFilter,
     EventRow,
@@ -55,13 +55,13 @@ from eventstore.backends.base import (
     ScopeRow,
     WriteTransaction,
 )
-from eventstore.backends.migrations import Migration, latest_version, pending_migrations
-from eventstore.backends.sqlite_files import (
+from eventstore.log.backends.migrations import Migration, latest_version, pending_migrations
+from eventstore.log.backends.sqlite.files import (
     connect_read_only,
     translate,
     translate_os,
 )
-from eventstore.errors import (
+from eventstore.log.errors import (
     CompactionRunningError,
     ConfigError,
     ReadOnlyStoreError,
@@ -229,7 +229,7 @@ _SELECT_TASK_SCOPES: Final = (
 _SELECT_LIVE_KEYS: Final = (
     "SELECT key FROM current WHERE scope_id = ? AND (expires_at IS NULL OR expires_at > ?)"
 )
-# The flags of stored values (eventstore.crypto) are in their first two bytes.
+# The flags of stored values (eventstore.log.crypto) are in their first two bytes.
 _SELECT_CURRENT_HEAD: Final = (
     "SELECT substr(value, 1, 2) FROM current WHERE scope_id = ? AND key = ?"
 )
@@ -334,7 +334,7 @@ class SQLiteBackend(LogBackend):
         self.path = path
         self._durability = durability
         # Read-only: no write connection, and the others opened so that they never write
-        # (eventstore.backends.sqlite_files): no pragma that writes, no migration.
+        # (eventstore.log.backends.sqlite.files): no pragma that writes, no migration.
         self.read_only = read_only
         # Writes: used by the loop thread and, for BEGIN and COMMIT, by one worker thread, never
         # both at once (the write lock serialises transactions, the limiter the thread hops).

@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Final
 from urllib.parse import quote
 
-from eventstore.errors import ReadOnlyStoreError, StorageError
+from eventstore.log.errors import ReadOnlyStoreError, StorageError
 
 __all__ = ["READ_ONLY_FIX", "connect_read_only", "translate", "translate_os"]
 

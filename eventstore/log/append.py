@@ -16,7 +16,7 @@ import anyio.lowlevel
 import anyio.to_thread
 import msgspec
 
-from eventstore.backends.base import (
+from eventstore.log.backends.base import (
     CurrentRow,
     EventRow,
     IdempotentRow,
@@ -24,10 +24,10 @@ from eventstore.backends.base import (
     ScopeRow,
     WriteTransaction,
 )
-from eventstore.config import NEVER_EXPIRE, NeverExpire, StoreConfig
-from eventstore.crypto import ERASED, DataKey, Vault, is_sensitive, stored_value
-from eventstore.errors import ConcurrencyError, StaleAttemptError
-from eventstore.events import (
+from eventstore.log.config import NEVER_EXPIRE, NeverExpire, StoreConfig
+from eventstore.log.crypto import ERASED, DataKey, Vault, is_sensitive, stored_value
+from eventstore.log.errors import ConcurrencyError, StaleAttemptError
+from eventstore.log.events import (
     AnyEvent,
     KeyDeleted,
     KeySet,
@@ -39,7 +39,7 @@ from eventstore.events import (
     from_micros,
     to_micros,
 )
-from eventstore.scopes import Scope, TaskScope, scope_from_key, scope_key
+from eventstore.log.scopes import Scope, TaskScope, scope_from_key, scope_key
 
 __all__ = [
     "AppendRequest",
@@ -534,7 +534,7 @@ async def append_batch(
     """Append every request in one transaction; each gets its result or its own error.
 
     An error of the transaction itself (disk full, lost connection) is every request's error.
-    With a vault, values are sealed (eventstore.crypto) with the data keys `prepare_keys` found.
+    With a vault, values are sealed (eventstore.log.crypto) with the data keys `prepare_keys` found.
     """
     results: list[AppendResult | BaseException] = []
     scope_keys: dict[Scope, str] = {}

@@ -32,11 +32,11 @@ from datetime import datetime
 import anyio
 import anyio.lowlevel
 
-from eventstore.backends.base import LogBackend
-from eventstore.config import StoreConfig
-from eventstore.crypto import Vault
-from eventstore.errors import StoreClosedError
-from eventstore.log import AppendRequest, AppendResult, append_batch
+from eventstore.log.append import AppendRequest, AppendResult, append_batch
+from eventstore.log.backends.base import LogBackend
+from eventstore.log.config import StoreConfig
+from eventstore.log.crypto import Vault
+from eventstore.log.errors import StoreClosedError
 
 __all__ = ["GroupCommitWriter"]
 

@@ -14,7 +14,7 @@ from contextlib import asynccontextmanager
 import anyio
 from msgspec.structs import replace
 
-from eventstore.backends.base import (
+from eventstore.log.backends.base import (
     CurrentRow,
     EventFilter,
     EventRow,
@@ -25,7 +25,7 @@ from eventstore.backends.base import (
     ScopeRow,
     WriteTransaction,
 )
-from eventstore.errors import StoreClosedError
+from eventstore.log.errors import StoreClosedError
 
 __all__ = ["MemoryBackend"]
 

@@ -25,7 +25,7 @@ import anyio
 import asyncpg
 from asyncpg.pool import PoolConnectionProxy
 
-from eventstore.backends.base import (
+from eventstore.log.backends.base import (
     CurrentRow,
     EventFilter,
     EventRow,
@@ -36,9 +36,9 @@ from eventstore.backends.base import (
     ScopeRow,
     WriteTransaction,
 )
-from eventstore.backends.migrations import Migration, latest_version, pending_migrations
-from eventstore.config import StoreConfig
-from eventstore.errors import (
+from eventstore.log.backends.migrations import Migration, latest_version, pending_migrations
+from eventstore.log.config import StoreConfig
+from eventstore.log.errors import (
     CompactionRunningError,
     ConfigError,
     EventStoreError,
@@ -269,7 +269,7 @@ _SELECT_SCOPE: Final = f"SELECT {_SCOPE_COLUMNS} FROM scopes WHERE scope_key = $
 _SELECT_TASK_SCOPES: Final = (
     f"SELECT {_SCOPE_COLUMNS} FROM scopes WHERE dag_id = $1 AND run_id = $2 AND task_id = $3"
 )
-# The flags of stored values (eventstore.crypto) are in their first two bytes.
+# The flags of stored values (eventstore.log.crypto) are in their first two bytes.
 _SELECT_CURRENT_HEADS: Final = (
     "SELECT key, substring(value FROM 1 FOR 2) FROM current "
     "WHERE scope_id = $1 AND key = ANY($2::bytea[])"

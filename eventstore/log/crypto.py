@@ -24,8 +24,6 @@ A `set` event whose `value` is null and `sealed` is absent had its value scrubbe
 
 from __future__ import annotations
 
-import base64
-import os
 import re
 import secrets
 import struct
@@ -37,32 +35,28 @@ import msgspec
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
-from eventstore.backends.base import EventFilter, EventRow, LogBackend
-from eventstore.errors import ConfigError, DecryptionError, MasterKeyError
-from eventstore.events import KeySet, decode_event, encode_event
-from eventstore.keystore import KeyStore, open_key_store
-from eventstore.values import decode_value
+from eventstore.log.backends import open_key_store
+from eventstore.log.backends.base import EventFilter, EventRow, LogBackend
+from eventstore.log.errors import ConfigError, DecryptionError, MasterKeyError
+from eventstore.log.events import KeySet, decode_event, encode_event
+from eventstore.log.keystore import KeyStore
+from eventstore.log.master_keys import MASTER_KEYS_ENV, MasterKey, parse_master_keys
+from eventstore.log.values import decode_value
 
 __all__ = [
     "ERASED",
     "MASKED",
-    "MASTER_KEYS_ENV",
     "DataKey",
     "Erased",
     "Masked",
-    "MasterKey",
     "ReencryptReport",
     "RotationReport",
     "Vault",
-    "generate_master_key",
     "key_store_location",
-    "parse_master_keys",
     "reencrypt",
     "scrub",
     "stored_value",
 ]
-
-MASTER_KEYS_ENV: Final = "TASKTRAIL_MASTER_KEYS"
 
 SEALED: Final = 0x01
 FLAGGED: Final = 0x02
@@ -71,7 +65,6 @@ SENSITIVE: Final = 0x01
 _HEADER: Final = struct.Struct(">BBI")  # kind, flags, data key generation
 _NONCE: Final = 12
 _CHECK_TEXT: Final = b"tasktrail master key check"
-_KEY_ID: Final = re.compile(r"^[A-Za-z0-9_-]{1,32}$")
 _NULL: Final = b"null"
 
 
@@ -120,55 +113,6 @@ class Masked:
 
 
 MASKED: Final = Masked()
-
-
-class MasterKey:
-    """A master key: an id (named in each data key it wraps) and 32 secret bytes."""
-
-    __slots__ = ("aead", "key_id")
-
-    def __init__(self, key_id: str, secret: bytes) -> None:
-        self.key_id = key_id
-        self.aead = AESGCM(secret)
-
-    def __repr__(self) -> str:
-        return f"<MasterKey {self.key_id}>"
-
-
-def generate_master_key() -> str:
-    """A new master key in the form `<id>.<urlsafe base64 of 32 random bytes>`."""
-    secret = base64.urlsafe_b64encode(secrets.token_bytes(32)).decode().rstrip("=")
-    return f"k{secrets.token_hex(4)}.{secret}"
-
-
-def parse_master_keys(keys: Iterable[str]) -> list[MasterKey]:
-    """Parse master keys; the error names the key's position and id, never its secret."""
-    parsed: list[MasterKey] = []
-    for index, text in enumerate(keys):
-        key_id, dot, encoded = text.strip().partition(".")
-        if not dot or not _KEY_ID.match(key_id):
-            raise ConfigError(
-                f"master key {index + 1} is not of the form <id>.<base64 secret>; "
-                "make one with `tasktrail keygen`"
-            )
-        try:
-            secret = base64.urlsafe_b64decode(encoded + "=" * (-len(encoded) % 4))
-        except ValueError:
-            secret = b""
-        if len(secret) != 32:
-            raise ConfigError(
-                f"master key {index + 1} ({key_id}) must hold 32 bytes of urlsafe base64; "
-                "make one with `tasktrail keygen`"
-            )
-        if any(k.key_id == key_id for k in parsed):
-            raise ConfigError(f"master key id {key_id} is given twice")
-        parsed.append(MasterKey(key_id, secret))
-    return parsed
-
-
-def master_keys_from_env() -> tuple[str, ...]:
-    text = os.environ.get(MASTER_KEYS_ENV, "")
-    return tuple(part for part in (p.strip() for p in text.split(",")) if part)
 
 
 def key_store_location(url: str, configured: str | None) -> str | None:

@@ -1,0 +1,1 @@
+"""The PostgreSQL backend (the `postgres` extra): the log, its projection and the data-key store."""
