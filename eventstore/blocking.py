@@ -1,20 +1,20 @@
 """A blocking facade over the async store, for sync task code.
 
-The store runs on an event loop in a background thread (an anyio blocking portal); every call
-here waits for its coroutine there. Method names and arguments are the async API's.
+The store runs on an event loop in a background thread (the bridge, `eventstore.bridge`: anyio's
+blocking portal); every call here waits for its coroutine there. Method names and arguments are
+the async API's.
 """
 
 from __future__ import annotations
 
-import sys
 from collections.abc import Awaitable, Callable
-from contextlib import AbstractContextManager
 from functools import partial
 from types import TracebackType
 from typing import Any, Generic, Protocol, TypeVar
 
-from anyio.from_thread import BlockingPortal, start_blocking_portal
+from anyio.from_thread import BlockingPortal
 
+from eventstore.bridge import Bridge
 from eventstore.log.append import AppendResult
 from eventstore.log.config import Clock, StoreConfig
 from eventstore.log.scopes import Scope
@@ -36,32 +36,20 @@ def open_blocking_store(
     `with open_blocking_store("sqlite:///trail.db") as store:` closes it after the block;
     `store = open_blocking_store(url)` ... `store.close()` for code that keeps it (any thread).
     """
-    portal_cm = start_blocking_portal()
-    portal = portal_cm.__enter__()
+    bridge = Bridge("tasktrail-blocking")
     try:
-        store = portal.call(_open, url, config, clock)
+        store = bridge.enter(open_store(url, config, clock))
     except BaseException:
-        portal_cm.__exit__(*sys.exc_info())
+        bridge.close()
         raise
-    return BlockingStore(portal, store, portal_cm)
-
-
-async def _open(url: str | None, config: StoreConfig | None, clock: Clock | None) -> Store:
-    return await open_store(url, config, clock)
+    return BlockingStore(bridge, store)
 
 
 class BlockingStore:
     """The store as plain calls, run on an event loop in a thread of its own."""
 
-    def __init__(
-        self,
-        portal: BlockingPortal,
-        store: Store,
-        portal_cm: AbstractContextManager[BlockingPortal] | None = None,
-    ) -> None:
-        self._portal = portal
-        self._portal_cm = portal_cm  # the loop's thread, stopped by close() when it is ours
-        self._closed = False
+    def __init__(self, bridge: Bridge, store: Store) -> None:
+        self._bridge = bridge  # its loop holds the store open; close() closes both
         self.store = store
 
     def __enter__(self) -> BlockingStore:
@@ -77,15 +65,7 @@ class BlockingStore:
 
     def close(self) -> None:
         """Commit what is queued, close the store and stop its thread; idempotent."""
-        if self._closed:
-            return
-        self._closed = True
-        portal_cm, self._portal_cm = self._portal_cm, None
-        try:
-            self._portal.call(self.store.aclose)
-        finally:
-            if portal_cm is not None:
-                portal_cm.__exit__(None, None, None)
+        self._bridge.close()
 
     def task_store(
         self,
@@ -100,21 +80,21 @@ class BlockingStore:
         accessor = self.store.task_store(
             dag_id, run_id, task_id, map_index, try_number, actor=actor
         )
-        return BlockingAccessor(self._portal, accessor)
+        return BlockingAccessor(self._bridge.portal, accessor)
 
     def asset_store(
         self, name: str | None = None, uri: str | None = None, *, actor: str = "task"
     ) -> BlockingAccessor[AssetStore]:
-        return BlockingAccessor(self._portal, self.store.asset_store(name, uri, actor=actor))
+        return BlockingAccessor(self._bridge.portal, self.store.asset_store(name, uri, actor=actor))
 
     def history(self, scope: Scope) -> BlockingHistory:
-        return BlockingHistory(self._portal, self.store.history(scope))
+        return BlockingHistory(self._bridge.portal, self.store.history(scope))
 
     def verify(self) -> VerifyReport:
-        return self._portal.call(self.store.verify)
+        return self._bridge.call(self.store.verify)
 
     def compact(self, dry_run: bool = False) -> CompactionReport:
-        return self._portal.call(partial(self.store.compact, dry_run))
+        return self._bridge.call(partial(self.store.compact, dry_run))
 
 
 class BlockingHistory:

@@ -30,7 +30,7 @@ from eventstore.log.errors import ReadOnlyStoreError, StoreClosedError
 from eventstore.log.events import to_micros
 from eventstore.log.feed import Feed, ScopeMatch, Subscription
 from eventstore.log.master_keys import master_keys_from_env
-from eventstore.log.scopes import AssetScope, Scope, TaskScope, scope_key
+from eventstore.log.scopes import AssetScope, Scope, TaskScope, scope_from_key, scope_key
 from eventstore.log.writer import GroupCommitWriter
 from projections.compaction import CompactionReport, Ledger, compact
 from projections.compaction import Progress as CompactionProgress
@@ -294,6 +294,20 @@ class Store(AsyncResource):
         if self._closed:
             raise StoreClosedError()
         return await self.backend.select_scopes_page(where)
+
+    async def written_scopes(self) -> list[Scope]:
+        """Every scope the log ever had a write for, erased and compacted ones included."""
+        return [scope_from_key(row.scope_key) for row in await self.backend.select_all_scopes()]
+
+    async def every_current(self) -> list[tuple[Scope, CurrentRow]]:
+        """Every projection row with its scope, expired or not: what a copy of the projection
+        (Airflow's tables, say) is checked against."""
+        rows = await self.backend.select_all_current()
+        if not rows:
+            return []
+        keys = {row.scope_id: row.scope_key for row in await self.backend.select_all_scopes()}
+        scopes = {scope_id: scope_from_key(key) for scope_id, key in keys.items()}
+        return [(scopes[row.scope_id], row) for row in rows]
 
     async def appended_events(self) -> int:
         """How many events were ever appended (compaction may have removed some since)."""

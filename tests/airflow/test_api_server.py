@@ -123,7 +123,7 @@ def airflow(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Airflow]:
     shutil.copy(REPO / "docs" / "airflow" / "example_dag.py", dags)
     shutil.copy(Path(__file__).parent / "dags" / "tasktrail_secrets.py", dags)
     (plugins / "tasktrail_plugin.py").write_text(
-        "from eventstore.airflow_plugin import TasktrailPlugin  # noqa: F401\n"
+        "from eventstore.airflow.plugin import TasktrailPlugin  # noqa: F401\n"
     )
     passwords = home / "passwords.json"
     passwords.write_text(json.dumps({USER: PASSWORD}))
@@ -466,7 +466,7 @@ def test_the_plugin_is_declared_for_airflow_to_find() -> None:
 
     project = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]
     entry = project["entry-points"]["airflow.plugins"]["tasktrail"]
-    assert entry == "eventstore.airflow_plugin:TasktrailPlugin"
+    assert entry == "eventstore.airflow.plugin:TasktrailPlugin"
 
 
 def test_marking_a_task_successful_clears_its_store_in_tasktrail(airflow: Airflow) -> None:

@@ -700,7 +700,7 @@ class TestStateStoreConfig:
 
 async def _events(store: Any, scope: Any) -> list[Any]:
     """The tasktrail history of a scope (Airflow's or tasktrail's), through the open store."""
-    from eventstore.airflow import _tasktrail_scope
+    from eventstore.airflow.scopes import tasktrail_scope as _tasktrail_scope
 
     events: list[Any] = await store.history(_tasktrail_scope(scope)).events()
     return events

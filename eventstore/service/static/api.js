@@ -3,7 +3,7 @@
 //
 // `site` says where the routes are and how a request proves who asks. The defaults serve this
 // service's own page: routes at the origin's root, the pasted bearer token, no cookies. A page
-// embedded in another site (Airflow's History tab, eventstore/airflow_plugin.py) puts the routes
+// embedded in another site (Airflow's History tab, eventstore/airflow/history.py) puts the routes
 // under its prefix and authenticates with that site's own session cookie instead.
 export const site = { base: "", credentials: "omit" };
 

@@ -11,9 +11,10 @@ server when `[state_store] backend` is `eventstore.airflow.TasktrailBackend`. It
 - a listener: a task instance marked successful by hand, with `[state_store] clear_on_success`,
   has its store cleared in Airflow's table by the API server; `on_task_instance_success` (which
   Airflow calls from that same request, with no previous state) clears it in tasktrail too.
-- a FastAPI app at `/tasktrail` (`history_app`), behind Airflow's own authentication (the
-  session cookie of Airflow's UI, or a bearer token) and its DAG permissions, serving the History
-  view of a task instance; and an external view that puts it on the task instance page as a tab.
+- a FastAPI app at `/tasktrail` (`history_app`, in `eventstore.airflow.history`), behind
+  Airflow's own authentication (the session cookie of Airflow's UI, or a bearer token) and its
+  DAG permissions, serving the History view of a task instance; and an external view that puts
+  it on the task instance page as a tab.
   The view is tasktrail's own scope page (the service's static modules, served from the package),
   reading tasktrail's history routes, answered in process as an auditor would see them (sensitive
   values masked).
@@ -31,11 +32,7 @@ import contextvars
 import json
 import logging
 import re
-import secrets
 import sys
-from collections.abc import MutableMapping
-from datetime import timedelta
-from pathlib import Path
 from typing import Any, Final
 from urllib.parse import parse_qs
 
@@ -43,19 +40,13 @@ import anyio
 from airflow.listeners import hookimpl
 from airflow.plugins_manager import AirflowPlugin
 
-# At module level: FastAPI reads the routes' annotations (strings here) from these globals.
-from fastapi import Depends, FastAPI, HTTPException, Request
-from fastapi.responses import FileResponse, HTMLResponse, Response
-
-from eventstore.airflow import Edit, TasktrailBackend
+from eventstore.airflow.backend import Edit, installed_backend
+from eventstore.airflow.history import PREFIX, history_app
 from eventstore.log.scopes import TaskScope
 
-__all__ = ["EditsReachTheLog", "TasktrailPlugin", "history_app"]
+__all__ = ["EditsReachTheLog", "TasktrailPlugin"]
 
 logger = logging.getLogger("tasktrail.airflow")
-
-PREFIX: Final = "/tasktrail"
-AIRFLOW_STATIC: Final = Path(__file__).parent / "airflow_static"
 
 # The Airflow user of the request being served, for the listener's events.
 _ACTOR: Final = contextvars.ContextVar("tasktrail_airflow_actor", default="api:airflow")
@@ -66,13 +57,6 @@ _TASK_STORE: Final = re.compile(
 )
 _ASSET_STORE: Final = re.compile(r"/api/v2/assets/(?P<asset>\d+)/state-store(?:/(?P<key>.+))?$")
 _WRITES: Final = frozenset({"PUT", "PATCH", "DELETE", "POST"})
-
-
-def _backend() -> TasktrailBackend | None:
-    from airflow.state import get_state_backend
-
-    backend = get_state_backend()
-    return backend if isinstance(backend, TasktrailBackend) else None
 
 
 def _edit_of(method: str, path: str, query: str) -> Edit | None:
@@ -165,7 +149,7 @@ class EditsReachTheLog:
 
 
 def _record(edit: Edit, actor: str) -> None:
-    backend = _backend()
+    backend = installed_backend()
     if backend is None:
         return
     from airflow.utils.session import create_session
@@ -207,161 +191,12 @@ def on_task_instance_success(previous_state: Any, task_instance: Any) -> None:
 
     if not conf.getboolean("state_store", "clear_on_success", fallback=False):
         return
-    backend = _backend()
+    backend = installed_backend()
     if backend is None:
         return
     map_index = task_instance.map_index if task_instance.map_index is not None else -1
     scope = TaskScope(task_instance.dag_id, task_instance.run_id, task_instance.task_id, map_index)
     backend.record_clear_on_success(scope, actor=_ACTOR.get())
-
-
-# -- the History view ----------------------------------------------------------------------------
-
-
-def _make_history_app() -> Any:
-    from airflow.api_fastapi.auth.managers.models.resource_details import DagAccessEntity
-    from airflow.api_fastapi.core_api.security import requires_access_dag
-    from starlette.staticfiles import StaticFiles
-
-    from eventstore.service.ui import STATIC_DIR
-
-    app = FastAPI(title="tasktrail history", docs_url=None, redoc_url=None, openapi_url=None)
-    can_read = [
-        Depends(requires_access_dag(method="GET", access_entity=DagAccessEntity.TASK_INSTANCE))
-    ]
-
-    @app.get("/history/{dag_id}/{run_id}/{task_id}/{map_index}", dependencies=can_read)
-    async def history_page(
-        request: Request, dag_id: str, run_id: str, task_id: str, map_index: str
-    ) -> HTMLResponse:
-        # An unmapped task instance's tab keeps Airflow's placeholder: "{MAP_INDEX}".
-        index = int(map_index) if re.fullmatch(r"-?\d+", map_index) else -1
-        scope = {
-            "scope": "task",
-            "dag_id": dag_id,
-            "run_id": run_id,
-            "task_id": task_id,
-            "map_index": index,
-        }
-        base = request.scope.get("root_path", "").rstrip("/")
-        return HTMLResponse(_PAGE.format(base=base, scope=_script_json(scope)), headers=_HEADERS)
-
-    @app.get("/ui/airflow-history.js")
-    async def entry_module() -> FileResponse:
-        return FileResponse(
-            AIRFLOW_STATIC / "airflow-history.js",
-            media_type="text/javascript",
-            headers=_HEADERS,
-        )
-
-    @app.get("/api/v1/tasks/{dag_id}/{rest:path}", dependencies=can_read)
-    async def task_history(request: Request, dag_id: str, rest: str) -> Response:
-        if not re.fullmatch(r"[^/]+/[^/]+/-?\d+/(history|tries|state|diff|timeline/.+)", rest):
-            raise HTTPException(404, "tasktrail's History view reads a task's history only")
-        return await _answer_from_tasktrail(request)
-
-    app.mount("/ui", StaticFiles(directory=STATIC_DIR), name="tasktrail-ui")
-    return app
-
-
-def _script_json(value: Any) -> str:
-    # In a <script type="application/json">: "</" must not close the element.
-    return json.dumps(value).replace("</", "<\\/")
-
-
-_HEADERS: Final = {
-    "content-security-policy": (
-        "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' data:; "
-        "connect-src 'self'; base-uri 'none'; form-action 'none'; frame-ancestors 'self'"
-    ),
-    "x-content-type-options": "nosniff",
-    "referrer-policy": "no-referrer",
-    "cache-control": "no-cache",
-}
-
-_PAGE: Final = """<!doctype html>
-<html lang="en" data-base="{base}">
-<head>
-  <meta charset="utf-8">
-  <meta name="viewport" content="width=device-width, initial-scale=1">
-  <title>tasktrail history</title>
-  <link rel="stylesheet" href="{base}/ui/style.css">
-  <link rel="icon" href="data:,">
-  <script type="application/json" id="scope">{scope}</script>
-  <script type="module" src="{base}/ui/airflow-history.js"></script>
-</head>
-<body>
-  <header class="bar">
-    <span class="brand">tasktrail</span><span id="crumb" class="crumb"></span>
-  </header>
-  <main id="main"></main>
-</body>
-</html>
-"""
-
-
-async def _answer_from_tasktrail(request: Any) -> Any:
-    """Answer one of tasktrail's history routes in process, as an auditor (sensitive values
-    masked), over the backend's database."""
-    from fastapi.responses import JSONResponse, Response
-
-    backend = _backend()
-    if backend is None:
-        return JSONResponse({"detail": "the state store backend is not tasktrail's"}, 404)
-    if backend.token is not None:
-        return JSONResponse(
-            {
-                "detail": (
-                    "the History view reads tasktrail's database (TASKTRAIL_DB); through a "
-                    f"service, open the service's own page: {backend.url}/ui/"
-                )
-            },
-            501,
-        )
-    import msgspec
-
-    from eventstore.service.app import create_app
-    from eventstore.service.auth import make_token
-
-    secret = secrets.token_bytes(32)
-    # Read-only: the History view never writes (no schema step, no key made, no secret file).
-    config = msgspec.structs.replace(backend.config, read_only=True)
-    service = create_app(backend.url, secret=secret, config=config)
-    token = make_token(secret, "auditor", ttl=timedelta(minutes=5), name="airflow-history")
-    raw: bytes = request.scope.get("raw_path") or request.url.path.encode()
-    path = raw.decode("latin-1")
-    path = path[path.index("/api/v1/") :]
-    scope = {
-        **request.scope,
-        "path": request.url.path[request.url.path.index("/api/v1/") :],
-        "raw_path": path.encode("latin-1"),
-        "root_path": "",
-        "headers": [
-            (b"authorization", f"Bearer {token}".encode()),
-            (b"accept", b"application/json"),
-        ],
-    }
-    scope.pop("router", None)
-    scope.pop("endpoint", None)
-    scope.pop("route", None)
-    scope.pop("app", None)
-    held: list[dict[str, Any]] = []
-
-    async def receive() -> dict[str, Any]:
-        return {"type": "http.request", "body": b"", "more_body": False}
-
-    async def hold(message: MutableMapping[str, Any]) -> None:
-        held.append(dict(message))
-
-    async with service.router.lifespan_context(service):
-        await service(scope, receive, hold)
-    start = next(m for m in held if m["type"] == "http.response.start")
-    body = b"".join(m.get("body", b"") for m in held if m["type"] == "http.response.body")
-    headers = {k.decode(): v.decode() for k, v in start.get("headers", [])}
-    return Response(body, status_code=start["status"], media_type=headers.get("content-type"))
-
-
-history_app: Final = _make_history_app()
 
 
 class TasktrailPlugin(AirflowPlugin):

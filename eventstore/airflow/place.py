@@ -1,0 +1,290 @@
+"""The mirror's writes: where a scope's rows live in Airflow's tables, and the statements that
+keep them equal to the log."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Iterator
+from contextlib import asynccontextmanager, contextmanager
+from datetime import UTC, datetime
+from typing import TYPE_CHECKING, Any
+
+from eventstore.airflow.scopes import Writer, asset_id_of, aware
+from eventstore.log.scopes import AssetScope, Scope, TaskScope
+
+if TYPE_CHECKING:
+    from sqlalchemy.ext.asyncio import AsyncSession
+    from sqlalchemy.orm import Session
+
+__all__ = ["Place", "async_session", "dag_run_query", "sync_session"]
+
+
+@contextmanager
+def sync_session(session: Session | None) -> Iterator[Session]:
+    """The caller's session, or one of Airflow's own, committed at the end of the block."""
+    if session is not None:
+        yield session
+        return
+    from airflow.utils.session import create_session
+
+    with create_session() as opened:
+        yield opened
+
+
+@asynccontextmanager
+async def async_session(session: AsyncSession | None) -> AsyncIterator[AsyncSession]:
+    if session is not None:
+        yield session
+        return
+    from airflow.utils.session import create_session_async
+
+    async with create_session_async() as opened:
+        yield opened
+
+
+class Place:
+    """Where a scope's rows live in Airflow's tables: a task instance's (by its DagRun's id) or
+    an asset's (by its id). `None` ids: Airflow has no such asset, and the mirror is skipped.
+    `try_number`: the running try of the task instance, found with its DagRun."""
+
+    def __init__(
+        self,
+        task: TaskScope | None,
+        dag_run_id: int | None,
+        asset_id: int | None,
+        try_number: int | None = None,
+    ) -> None:
+        self.task = task
+        self.dag_run_id = dag_run_id
+        self.asset_id = asset_id
+        self.try_number = try_number
+
+    @classmethod
+    def find(
+        cls, session: Session, scope: object, target: Scope, *, need_run: bool = True
+    ) -> Place:
+        if isinstance(target, TaskScope):
+            return cls._task(target, session.execute(task_query(target)).one_or_none(), need_run)
+        asset_id = asset_id_of(scope)
+        if asset_id is None:
+            asset_id = session.scalar(asset_query(target))
+        return cls(None, None, asset_id)
+
+    @classmethod
+    async def afind(
+        cls, session: AsyncSession, scope: object, target: Scope, *, need_run: bool = True
+    ) -> Place:
+        if isinstance(target, TaskScope):
+            found = (await session.execute(task_query(target))).one_or_none()
+            return cls._task(target, found, need_run)
+        asset_id = asset_id_of(scope)
+        if asset_id is None:
+            asset_id = await session.scalar(asset_query(target))
+        return cls(None, None, asset_id)
+
+    @classmethod
+    def _task(cls, target: TaskScope, found: Any, need_run: bool) -> Place:
+        run_id, try_number = (None, None) if found is None else (found[0], found[1])
+        if need_run and run_id is None:
+            raise no_dag_run(target)
+        return cls(target, run_id, None, try_number)
+
+    def _upsert_statement(
+        self,
+        dialect: str | None,
+        key: str,
+        text: str | None,
+        writer: Writer,
+        expires_at: datetime | None,
+    ) -> Any:
+        if text is None:
+            return self._delete_statement(key)
+        from airflow.models.asset_state_store import AssetStateStoreModel
+        from airflow.models.task_state_store import TaskStateStoreModel
+        from airflow.state.metastore import _build_upsert_stmt
+
+        now = datetime.now(UTC)
+        if self.task is not None:
+            if self.dag_run_id is None:
+                return None
+            task = self.task
+            values = {
+                "dag_run_id": self.dag_run_id,
+                "dag_id": task.dag_id,
+                "run_id": task.run_id,
+                "task_id": task.task_id,
+                "map_index": task.map_index,
+                "key": key,
+                "value": text,
+                "updated_at": now,
+                "expires_at": expires_at,
+            }
+            return _build_upsert_stmt(
+                dialect,
+                TaskStateStoreModel,
+                ["dag_run_id", "task_id", "map_index", "key"],
+                values,
+                {"value": text, "updated_at": now, "expires_at": expires_at},
+            )
+        if self.asset_id is None:
+            return None
+        fields = {
+            "last_updated_by_kind": writer.kind,
+            "last_updated_by_dag_id": writer.dag_id,
+            "last_updated_by_run_id": writer.run_id,
+            "last_updated_by_task_id": writer.task_id,
+            "last_updated_by_map_index": writer.map_index,
+        }
+        return _build_upsert_stmt(
+            dialect,
+            AssetStateStoreModel,
+            ["asset_id", "key"],
+            dict(asset_id=self.asset_id, key=key, value=text, updated_at=now, **fields),
+            dict(value=text, updated_at=now, **fields),
+        )
+
+    def _delete_statement(self, key: str | None, all_map_indices: bool = False) -> Any:
+        from airflow.models.asset_state_store import AssetStateStoreModel
+        from airflow.models.task_state_store import TaskStateStoreModel
+        from sqlalchemy import delete
+
+        if self.task is not None:
+            model: Any = TaskStateStoreModel
+            task = self.task
+            where = [
+                model.dag_id == task.dag_id,
+                model.run_id == task.run_id,
+                model.task_id == task.task_id,
+            ]
+            if not all_map_indices:
+                where.append(model.map_index == task.map_index)
+        elif self.asset_id is not None:
+            model = AssetStateStoreModel
+            where = [model.asset_id == self.asset_id]
+        else:
+            return None
+        if key is not None:
+            where.append(model.key == key)
+        return delete(model).where(*where)
+
+    def row(self, session: Session, key: str) -> tuple[str, datetime | None, int | None] | None:
+        """The (value, expires_at, dag_run_id) of a key's row in Airflow's table, or None."""
+        from airflow.models.asset_state_store import AssetStateStoreModel
+        from airflow.models.task_state_store import TaskStateStoreModel
+        from sqlalchemy import select
+
+        if self.task is not None:
+            t = TaskStateStoreModel
+            task = self.task
+            found = session.execute(
+                select(t.value, t.expires_at, t.dag_run_id).where(
+                    t.dag_id == task.dag_id,
+                    t.run_id == task.run_id,
+                    t.task_id == task.task_id,
+                    t.map_index == task.map_index,
+                    t.key == key,
+                )
+            ).one_or_none()
+            return None if found is None else (found[0], found[1], found[2])
+        a = AssetStateStoreModel
+        text = session.scalar(select(a.value).where(a.asset_id == self.asset_id, a.key == key))
+        return None if text is None else (text, None, None)
+
+    def upsert(
+        self,
+        session: Session,
+        key: str,
+        text: str | None,
+        writer: Writer,
+        expires_at: datetime | None,
+    ) -> None:
+        from airflow.utils.sqlalchemy import get_dialect_name
+
+        statement = self._upsert_statement(
+            get_dialect_name(session), key, text, writer, aware(expires_at)
+        )
+        if statement is not None:
+            session.execute(statement)
+
+    def delete(self, session: Session, key: str) -> None:
+        statement = self._delete_statement(key)
+        if statement is not None:
+            session.execute(statement)
+
+    def clear(self, session: Session, all_map_indices: bool) -> None:
+        statement = self._delete_statement(None, all_map_indices)
+        if statement is not None:
+            session.execute(statement)
+
+    async def aupsert(
+        self,
+        session: AsyncSession,
+        key: str,
+        text: str | None,
+        writer: Writer,
+        expires_at: datetime | None,
+    ) -> None:
+        from airflow.utils.sqlalchemy import get_dialect_name
+
+        statement = self._upsert_statement(
+            get_dialect_name(session.sync_session), key, text, writer, aware(expires_at)
+        )
+        if statement is not None:
+            await session.execute(statement)
+
+    async def adelete(self, session: AsyncSession, key: str) -> None:
+        statement = self._delete_statement(key)
+        if statement is not None:
+            await session.execute(statement)
+
+    async def aclear(self, session: AsyncSession, all_map_indices: bool) -> None:
+        statement = self._delete_statement(None, all_map_indices)
+        if statement is not None:
+            await session.execute(statement)
+
+
+def dag_run_query(scope: TaskScope) -> Any:
+    from airflow.models.dagrun import DagRun
+    from sqlalchemy import select
+
+    return select(DagRun.id).where(DagRun.dag_id == scope.dag_id, DagRun.run_id == scope.run_id)
+
+
+def asset_query(scope: Scope) -> Any:
+    """The id of the newest of Airflow's assets with the scope's name and uri (those given)."""
+    from airflow.models.asset import AssetModel
+    from sqlalchemy import select
+
+    assert isinstance(scope, AssetScope)
+    query = select(AssetModel.id)
+    if scope.name is not None:
+        query = query.where(AssetModel.name == scope.name)
+    if scope.uri is not None:
+        query = query.where(AssetModel.uri == scope.uri)
+    return query.order_by(AssetModel.id.desc()).limit(1)
+
+
+def no_dag_run(scope: TaskScope) -> ValueError:
+    # Airflow's own message, which its execution API turns into a 404.
+    return ValueError(f"No DagRun found for dag_id={scope.dag_id!r} run_id={scope.run_id!r}")
+
+
+def task_query(scope: TaskScope) -> Any:
+    """The DagRun's id and the task instance's running try, in one query: (id, try) with no
+    task instance yet gives (id, None); no row at all, no DagRun."""
+    from airflow.models.dagrun import DagRun
+    from airflow.models.taskinstance import TaskInstance as TI
+    from sqlalchemy import and_, select
+
+    return (
+        select(DagRun.id, TI.try_number)
+        .outerjoin(
+            TI,
+            and_(
+                TI.dag_id == DagRun.dag_id,
+                TI.run_id == DagRun.run_id,
+                TI.task_id == scope.task_id,
+                TI.map_index == scope.map_index,
+            ),
+        )
+        .where(DagRun.dag_id == scope.dag_id, DagRun.run_id == scope.run_id)
+    )

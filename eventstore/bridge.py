@@ -1,0 +1,83 @@
+"""The one sync bridge: an event loop in a thread, entered through anyio's blocking portal.
+
+Code without an event loop runs the store's coroutines here: the blocking facade
+(`eventstore.blocking`) and the Airflow backend's sync methods. A `Bridge` owns its thread and
+the async resources opened on it (a store, a service connection); `close()` closes them on that
+loop, newest first, then stops the thread.
+
+    bridge = Bridge()
+    store = bridge.enter(open_store(url))       # open on the bridge's loop, kept till close()
+    bridge.call(store.task_store(...).set, "k", 1)
+    bridge.close()
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Awaitable, Callable
+from concurrent.futures import Future
+from contextlib import AbstractAsyncContextManager, AbstractContextManager
+from typing import Any, TypeVar
+
+import anyio
+from anyio.from_thread import BlockingPortal
+
+__all__ = ["Bridge"]
+
+T = TypeVar("T")
+
+
+class Bridge:
+    """An event loop in a daemon thread, run by a blocking portal, and the resources opened on it.
+
+    Any thread may call into it. The thread is a daemon and nothing of it is finalized at exit,
+    so a bridge nobody closed does not hold the interpreter's shutdown (what it holds is then
+    closed by nobody: owners close it, as the Airflow backend does at exit).
+    """
+
+    def __init__(self, name: str = "tasktrail-bridge") -> None:
+        ready: Future[BlockingPortal] = Future()
+
+        async def serve() -> None:
+            async with BlockingPortal() as portal:
+                ready.set_result(portal)
+                await portal.sleep_until_stopped()
+
+        def run() -> None:
+            try:
+                anyio.run(serve)
+            except BaseException as error:
+                if not ready.done():
+                    ready.set_exception(error)
+                raise
+
+        # Not `start_blocking_portal()`: a context manager left open is finalized at exit, and
+        # its finalizer waits for a thread the interpreter no longer runs.
+        self._thread = threading.Thread(target=run, name=name, daemon=True)
+        self._thread.start()
+        self.portal = ready.result()
+        self._opened: list[AbstractContextManager[Any]] = []
+        self._closed = False
+
+    def call(self, func: Callable[..., Awaitable[T]], *args: Any) -> T:
+        """Run `func(*args)` on the bridge's loop and wait for its result."""
+        return self.portal.call(func, *args)
+
+    def enter(self, resource: AbstractAsyncContextManager[T]) -> T:
+        """Enter an async context manager on the bridge's loop; it is exited by `close()`."""
+        entered = self.portal.wrap_async_context_manager(resource)
+        value = entered.__enter__()
+        self._opened.append(entered)
+        return value
+
+    def close(self) -> None:
+        """Exit what was entered, newest first, then stop the loop; idempotent."""
+        if self._closed:
+            return
+        self._closed = True
+        try:
+            while self._opened:
+                self._opened.pop().__exit__(None, None, None)
+        finally:
+            self.portal.call(self.portal.stop)
+            self._thread.join()
