@@ -31,7 +31,11 @@ from eventstore.log.backends.base import (
     ScopeRow,
     WriteTransaction,
 )
-from eventstore.log.backends.migrations import pending_migrations
+from eventstore.log.backends.migrations import (
+    SELECT_SCHEMA_VERSION,
+    pending_migrations,
+    require_current,
+)
 from eventstore.log.backends.postgres import queries as sql
 from eventstore.log.backends.postgres.driver import (
     DRIVER_ERRORS,
@@ -50,7 +54,6 @@ from eventstore.log.backends.postgres.schema import (
     MIGRATION_LOCK,
     MIGRATIONS,
     SCHEMA_VERSION,
-    SELECT_SCHEMA_VERSION,
     TAKE_MIGRATION_LOCK,
     create_schema,
 )
@@ -63,8 +66,6 @@ from eventstore.log.backends.postgres.transaction import (
 from eventstore.log.config import StoreConfig
 from eventstore.log.errors import (
     CompactionRunningError,
-    ReadOnlyStoreError,
-    StorageError,
     StoreClosedError,
 )
 
@@ -151,19 +152,9 @@ class PostgresBackend(LogBackend):
                 version = 0
                 if await conn.fetchval(HAS_SCHEMA_VERSION):
                     version = await conn.fetchval(SELECT_SCHEMA_VERSION) or 0
-        if version == 0:
-            raise StorageError(
-                f"{self._where} holds no tasktrail log; check the URL and its schema",
-                where=self._where,
-                cause="missing",
-            )
-        if pending_migrations(version, MIGRATIONS, self._where):
-            raise ReadOnlyStoreError(
-                self._where,
-                f"has schema version {version}, made by an older tasktrail; this one reads "
-                f"version {SCHEMA_VERSION}, and migrating it writes",
-                "open it once without read_only to migrate it",
-            )
+        require_current(
+            version, MIGRATIONS, self._where, "open it once without read_only to migrate it"
+        )
 
     @asynccontextmanager
     async def snapshot(self) -> AsyncIterator[None]:

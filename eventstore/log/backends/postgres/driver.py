@@ -16,6 +16,7 @@ from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 import asyncpg
 
 from eventstore.log.backends.base import CurrentRow, EventRow, IdempotentRow, ScopeRow
+from eventstore.log.backends.migrations import columns
 from eventstore.log.errors import (
     ConfigError,
     EventStoreError,
@@ -42,10 +43,10 @@ __all__ = [
 
 # The columns of each table in the order of its row Struct's fields, so rows read with them
 # convert by position.
-EVENT_COLUMNS: Final = ", ".join(EventRow.__struct_fields__)
-CURRENT_COLUMNS: Final = ", ".join(CurrentRow.__struct_fields__)
-SCOPE_COLUMNS: Final = ", ".join(ScopeRow.__struct_fields__)
-IDEMPOTENT_COLUMNS: Final = ", ".join(IdempotentRow.__struct_fields__)
+EVENT_COLUMNS: Final = columns(EventRow)
+CURRENT_COLUMNS: Final = columns(CurrentRow)
+SCOPE_COLUMNS: Final = columns(ScopeRow)
+IDEMPOTENT_COLUMNS: Final = columns(IdempotentRow)
 
 
 def split_url(url: str) -> tuple[str, str | None]:

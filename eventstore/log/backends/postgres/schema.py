@@ -7,7 +7,14 @@ from typing import Final
 import anyio
 import asyncpg
 
-from eventstore.log.backends.migrations import Migration, latest_version
+from eventstore.log.backends.migrations import (
+    HISTORY_INDEXES,
+    IDEMPOTENCY_BY_ID,
+    SCOPES_BY_UPDATED,
+    TABLES,
+    Migration,
+    latest_version,
+)
 from eventstore.log.backends.postgres.driver import quote_ident
 
 __all__ = [
@@ -15,7 +22,6 @@ __all__ = [
     "MIGRATIONS",
     "MIGRATION_LOCK",
     "SCHEMA_VERSION",
-    "SELECT_SCHEMA_VERSION",
     "TAKE_MIGRATION_LOCK",
     "create_schema",
 ]
@@ -77,25 +83,12 @@ _SCHEMA_V1: Final = (
 # The schema's history, oldest first, in step with the SQLite backend's; a change to the schema
 # is a new step at the end.
 MIGRATIONS: Final = (
-    Migration(1, "log, scopes, projection and idempotency tables", _SCHEMA_V1),
-    Migration(
-        2,
-        "history indexes: where a try and where a time lands in a scope, in one seek",
-        (
-            """CREATE INDEX IF NOT EXISTS events_by_scope_try ON events (scope_id, try_number)
-            WHERE try_number IS NOT NULL""",
-            """CREATE INDEX IF NOT EXISTS events_by_scope_time ON events (scope_id, recorded_at)""",
-        ),
-    ),
-    Migration(
-        3,
-        "scopes index: the web page lists scopes most recently written first",
-        ("""CREATE INDEX IF NOT EXISTS scopes_by_updated ON scopes (updated_at, scope_id)""",),
-    ),
+    Migration(1, TABLES, _SCHEMA_V1),
+    HISTORY_INDEXES,
+    SCOPES_BY_UPDATED,
     Migration(
         4,
-        "idempotency: keyed by id, then scope, so ids made in time order append to the index; "
-        "with the time each result was recorded, so compaction can forget old ones",
+        IDEMPOTENCY_BY_ID,
         # Ids that grow with time (the client's do) then go to the right edge of the primary
         # key's B-tree, a page or two for a whole batch. Results kept from before have no time
         # of their own: they count as recorded at the log's newest time.
@@ -115,7 +108,6 @@ SCHEMA_VERSION: Final = latest_version(MIGRATIONS)
 MIGRATION_LOCK: Final = 0x7461736B747261
 TAKE_MIGRATION_LOCK: Final = "SELECT pg_advisory_xact_lock($1)"
 HAS_SCHEMA_VERSION: Final = "SELECT to_regclass('schema_version') IS NOT NULL"
-SELECT_SCHEMA_VERSION: Final = "SELECT version FROM schema_version"
 
 
 async def create_schema(dsn: str, schema: str) -> None:
