@@ -12,6 +12,7 @@ import re
 import shutil
 import subprocess
 import sys
+import tomllib
 from pathlib import Path
 
 import pytest
@@ -69,3 +70,29 @@ def test_an_import_against_the_floors_breaks_the_contract(
     dotted = module.removesuffix(".py").replace("/", ".")
     assert f"{dotted} -> {added}" in done.stdout
     assert re.search(rf"^{re.escape(contract)}.* BROKEN", done.stdout, re.MULTILINE)
+
+
+def test_every_face_is_on_the_faces_floor() -> None:
+    """A module added beside the others in eventstore/ is a face: the contracts must name it, or
+    nothing would stop the log from importing it, or it from opening a backend."""
+    contracts = tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["importlinter"]
+    by_name = {contract["name"]: contract for contract in contracts["contracts"]}
+    faces = {
+        f"eventstore.{path.stem}"
+        for path in (ROOT / "eventstore").iterdir()
+        if path.name not in ("log", "__init__.py", "__pycache__")
+        and (path.suffix == ".py" or (path / "__init__.py").is_file())
+    }
+    top_floor = {
+        module.strip()
+        for module in by_name["Floors: the faces, then projections, then the log"]["layers"][
+            0
+        ].split(":")
+    }
+    assert faces - top_floor == set()
+    opening = set(by_name["Only the log opens a storage backend"]["source_modules"])
+    assert faces - opening == set()
+    holding = set(
+        by_name["Faces speak store types: only the store holds the backend"]["source_modules"]
+    )
+    assert faces - holding == {"eventstore.store"}

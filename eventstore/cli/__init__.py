@@ -3,7 +3,6 @@
 # Importing a command module registers its commands with the group.
 from eventstore.cli import (  # noqa: F401
     bench,
-    compaction,
     history,
     live,
     maintenance,

@@ -11,12 +11,11 @@ import click
 
 from eventstore.cli.app import cli, db_option, emit_json, json_option, run
 from eventstore.cli.history import scope_from, scope_options
-from eventstore.cli.maintenance import with_progress
+from eventstore.cli.maintenance import run_with_progress
 from eventstore.log.append import AppendResult
 from eventstore.log.crypto import RotationReport
 from eventstore.log.master_keys import generate_master_key
 from eventstore.store import open_store
-from projections.reencrypt import ReencryptReport
 
 
 @cli.command()
@@ -55,12 +54,7 @@ def rotate_keys(db: str, as_json: bool) -> None:
 @json_option
 def reencrypt(db: str, as_json: bool) -> None:
     """Seal every value written before encryption was turned on, in place (resumable)."""
-
-    async def main() -> ReencryptReport:
-        async with open_store(db) as store:
-            return await with_progress(store, "re-encrypting", store.reencrypt)
-
-    report = run(main)
+    report = run_with_progress(db, "re-encrypting", lambda store: store.reencrypt)
     if as_json:
         emit_json(report)
     else:
