@@ -41,7 +41,7 @@ async def reencrypt(
         raise MasterKeyError(
             f"reencrypt needs master keys (StoreConfig(master_keys=[...]) or {MASTER_KEYS_ENV})"
         )
-    scope_keys = {row.scope_id: row.scope_key for row in await backend.select_all_scopes()}
+    scope_keys = {row.scope_id: row.scope_key for row in await backend.select_scopes()}
     read = sealed = 0
     pending: list[tuple[EventRow, KeySet]] = []
 
@@ -79,7 +79,7 @@ async def reencrypt(
         if event.sealed is not None or bytes(event.value) == NULL_JSON:
             continue
         if row.scope_id not in scope_keys:  # a scope made after the run started
-            scope_keys.update((r.scope_id, r.scope_key) for r in await backend.select_all_scopes())
+            scope_keys.update((r.scope_id, r.scope_key) for r in await backend.select_scopes())
         pending.append((row, event))
         if len(pending) >= batch:
             await flush()

@@ -10,6 +10,7 @@ from __future__ import annotations
 from abc import ABC, abstractmethod
 from collections.abc import AsyncIterator, Collection, Sequence
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
+from typing import Final
 
 import anyio
 import msgspec
@@ -17,10 +18,15 @@ import msgspec
 from eventstore.log.errors import CompactionRunningError
 
 __all__ = [
+    "EVERY_ROW",
+    "CurrentFilter",
     "CurrentRow",
     "EventFilter",
     "EventRow",
     "IdempotentRow",
+    "Ids",
+    "Keys",
+    "KeysAt",
     "LogBackend",
     "LogHead",
     "ScopeFilter",
@@ -115,14 +121,36 @@ class EventFilter(msgspec.Struct, frozen=True, kw_only=True, gc=False):
         )
 
 
+class CurrentFilter(msgspec.Struct, frozen=True, kw_only=True, gc=False):
+    """Which projection rows to select, by key in code point order (as Python orders str)."""
+
+    key: str | None = None
+    after_key: str | None = None  # key > after_key
+    now: int | None = None  # unexpired at now: expires_at is None or expires_at > now
+    limit: int | None = None
+
+    def matches(self, row: CurrentRow) -> bool:
+        """Whether `row` passes every bound (`limit` aside), for reads made in Python."""
+        return (
+            (self.key is None or row.key == self.key)
+            and (self.after_key is None or row.key > self.after_key)
+            and (self.now is None or row.expires_at is None or row.expires_at > self.now)
+        )
+
+
+EVERY_ROW: Final = CurrentFilter()
+
+
 class ScopeFilter(msgspec.Struct, frozen=True, kw_only=True, gc=False):
     """Which scopes to list, newest first; every given field must match.
 
-    `kind` "task" keeps task scopes (those with a dag_id), "asset" the others. Times are bounds
-    on `updated_at`, inclusive. `before` is the cursor of the previous page: the
-    (updated_at, scope_id) of its last row; only rows strictly after it in the order are kept.
+    `scope_key` picks one scope (one seek of its unique index). `kind` "task" keeps task scopes
+    (those with a dag_id), "asset" the others. Times are bounds on `updated_at`, inclusive.
+    `before` is the cursor of the previous page: the (updated_at, scope_id) of its last row; only
+    rows strictly after it in the order are kept. `limit` None: no limit.
     """
 
+    scope_key: str | None = None
     kind: str | None = None  # "task" | "asset"
     dag_id: str | None = None
     run_id: str | None = None
@@ -130,11 +158,34 @@ class ScopeFilter(msgspec.Struct, frozen=True, kw_only=True, gc=False):
     since: int | None = None  # updated_at >= since
     until: int | None = None  # updated_at <= until
     before: tuple[int, int] | None = None
-    limit: int = 100
+    limit: int | None = 100
+
+    def matches(self, row: ScopeRow) -> bool:
+        """Whether `row` passes every field (`limit` aside), for reads made in Python."""
+        return (
+            (self.scope_key is None or row.scope_key == self.scope_key)
+            and (self.kind is None or (self.kind == "task") == (row.dag_id is not None))
+            and (self.dag_id is None or row.dag_id == self.dag_id)
+            and (self.run_id is None or row.run_id == self.run_id)
+            and (self.task_id is None or row.task_id == self.task_id)
+            and (self.since is None or row.updated_at >= self.since)
+            and (self.until is None or row.updated_at <= self.until)
+            and (self.before is None or (row.updated_at, row.scope_id) < self.before)
+        )
+
+
+# The rows `delete_current` removes: (scope_id, key), (scope_id, key, seq), scope ids.
+Keys = Sequence[tuple[int, str]]
+KeysAt = Sequence[tuple[int, str, int]]
+Ids = Sequence[int]
 
 
 class WriteTransaction(ABC):
-    """The primitives the log composes into one atomic append of a batch."""
+    """The primitives the log composes into one atomic append of a batch.
+
+    Compaction removes events in small batches, each in a write transaction of its own, so
+    appends keep being served between them. Positions and versions of events never change.
+    """
 
     @abstractmethod
     async def select_head(self) -> LogHead: ...
@@ -150,7 +201,7 @@ class WriteTransaction(ABC):
 
     @abstractmethod
     async def select_task_scopes(self, dag_id: str, run_id: str, task_id: str) -> list[ScopeRow]:
-        """Every scope of the task, all map indices."""
+        """Every scope of the task, all map indices, those inserted in this transaction too."""
 
     @abstractmethod
     async def select_live_keys(self, scope_id: int, now: int) -> set[str]:
@@ -158,14 +209,12 @@ class WriteTransaction(ABC):
 
     @abstractmethod
     async def select_current_heads(self, scope_id: int, keys: Collection[str]) -> dict[str, bytes]:
-        """The first two bytes of the projection value of each of these keys that has a row
-        (expired ones included): enough for the store to read a stored value's flags."""
+        """The first two bytes (the flags) of each of these keys' projection value, expired too."""
 
     async def select_current_heads_of(
         self, pairs: Collection[tuple[int, str]]
     ) -> dict[tuple[int, str], bytes]:
-        """`select_current_heads` for (scope_id, key) pairs of many scopes: a whole batch's,
-        which a backend may read in one statement."""
+        """`select_current_heads` for (scope_id, key) pairs of many scopes, maybe at once."""
         by_scope: dict[int, list[str]] = {}
         for scope_id, key in pairs:
             by_scope.setdefault(scope_id, []).append(key)
@@ -179,8 +228,7 @@ class WriteTransaction(ABC):
     async def select_idempotent(
         self, keys: Collection[tuple[int, str]]
     ) -> dict[tuple[int, str], bytes]:
-        """The stored results of earlier appends, by (scope_id, idempotency id), for these
-        pairs: one statement for a whole batch, whatever the number of scopes."""
+        """Earlier appends' results by (scope_id, idempotency id): one statement per batch."""
 
     @abstractmethod
     async def insert_scope(self, row: ScopeRow) -> int:
@@ -190,59 +238,39 @@ class WriteTransaction(ABC):
     async def insert_events(self, rows: Sequence[EventRow]) -> None: ...
 
     @abstractmethod
+    async def insert_idempotent(self, rows: Sequence[IdempotentRow]) -> None: ...
+
+    @abstractmethod
     async def upsert_current(self, rows: Sequence[CurrentRow]) -> None: ...
-
-    @abstractmethod
-    async def delete_current(self, pairs: Sequence[tuple[int, str]]) -> None: ...
-
-    @abstractmethod
-    async def clear_current(self, scope_ids: Sequence[int]) -> None: ...
 
     @abstractmethod
     async def update_scopes(self, rows: Sequence[ScopeRow]) -> None: ...
 
     @abstractmethod
-    async def insert_idempotent(self, rows: Sequence[IdempotentRow]) -> None: ...
-
-    @abstractmethod
     async def update_head(self, head: LogHead) -> None: ...
 
     @abstractmethod
-    async def replace_current(self, rows: Sequence[CurrentRow]) -> None:
-        """Replace the whole projection with these rows (rebuild)."""
-
-    # Compaction primitives. Compaction removes events in small batches, each in a write
-    # transaction of its own, so appends keep being served between them.
+    async def delete_current(
+        self, keys: Keys = (), *, keys_at: KeysAt = (), scope_ids: Ids = (), every: bool = False
+    ) -> None:
+        """Remove projection rows: by (scope_id, key), by (scope_id, key, seq) only while the
+        row still comes from that seq, every row of these scopes, or (`every`) all."""
 
     @abstractmethod
     async def delete_events(self, seqs: Sequence[int]) -> int:
-        """Remove the events at these positions; returns how many were there.
-
-        Positions and versions of the events that stay are never changed.
-        """
+        """Remove the events at these positions; returns how many were there."""
 
     @abstractmethod
     async def delete_idempotent(self, *, recorded_before: int, limit: int) -> int:
-        """Forget up to `limit` idempotency results recorded before this time; returns how many
-        went (fewer than `limit`: none is left)."""
-
-    @abstractmethod
-    async def delete_current_at(self, rows: Sequence[tuple[int, str, int]]) -> None:
-        """Remove projection rows given as (scope_id, key, seq), each only if the row still
-        comes from the event at that seq (a concurrent write may have replaced it)."""
+        """Forget up to `limit` results recorded before this time; returns how many went."""
 
     @abstractmethod
     async def update_event_payloads(self, rows: Sequence[tuple[int, bytes]]) -> None:
-        """Rewrite the payloads of events, by (seq, payload); a missing seq is skipped.
-
-        Only for a value's stored form changing and its meaning not: sealing a plain value
-        (reencrypt) or scrubbing an erased one (eventstore.log.crypto).
-        """
+        """Rewrite payloads by (seq, payload), a missing seq skipped: same meaning, new form."""
 
     @abstractmethod
     async def update_current_values(self, rows: Sequence[tuple[bytes, int, str, int]]) -> None:
-        """Set the projection's value by (value, scope_id, key, seq) where the row is still
-        the one written at that seq."""
+        """Set projection values by (value, scope_id, key, seq) where the row is that seq's."""
 
 
 class LogBackend(ABC):
@@ -255,25 +283,20 @@ class LogBackend(ABC):
         """A write transaction: exclusive among writers, committed when the block exits cleanly."""
 
     @abstractmethod
-    async def select_scope(self, scope_key: str) -> ScopeRow | None: ...
+    async def select_scopes(self, where: ScopeFilter | None = None) -> list[ScopeRow]:
+        """The scopes `where` keeps, newest first (updated_at, scope_id descending); None: all
+        of them, by scope_id."""
+
+    async def select_scope(self, scope_key: str) -> ScopeRow | None:
+        """The scope with this key, or None: `select_scopes` for one key."""
+        found = await self.select_scopes(ScopeFilter(scope_key=scope_key))
+        return found[0] if found else None
 
     @abstractmethod
-    async def select_current(self, scope_id: int, key: str) -> CurrentRow | None: ...
-
-    @abstractmethod
-    async def select_current_all(self, scope_id: int) -> list[CurrentRow]:
-        """Every row of the scope's projection, expired ones included, ordered by key."""
-
-    @abstractmethod
-    async def select_current_page(
-        self, scope_id: int, *, after: str | None, limit: int, now: int
+    async def select_current(
+        self, scope_id: int | None = None, where: CurrentFilter = EVERY_ROW
     ) -> list[CurrentRow]:
-        """At most `limit` live rows of the scope (unexpired at `now`) with keys after `after`
-        (None: from the first), ordered by key (code point order, as Python orders str).
-
-        A page of a listing by keyset: one seek of the (scope_id, key) primary key and `limit`
-        rows on, whatever the size of the scope (expired rows not yet compacted are skipped).
-        """
+        """The scope's projection rows `where` keeps, by key; every scope's (None) in any order."""
 
     @abstractmethod
     async def select_events(self, scope_id: int, where: EventFilter) -> list[EventRow]: ...
@@ -282,23 +305,15 @@ class LogBackend(ABC):
     async def select_last_scope_event(
         self, scope_id: int, kind: str, *, through_seq: int | None = None
     ) -> EventRow | None:
-        """The scope's latest key-less event of `kind` ("clear" or "compacted") at or before
-        `through_seq` (no bound when None), or None.
-
-        History bounds every point-in-time state by the last clear, and every question by the
-        last compaction marker; this is one index seek on (scope_id, key, seq) with key NULL.
-        """
+        """The scope's latest key-less event of `kind` ("clear", "compacted") at or before
+        `through_seq`: one index seek on (scope_id, key, seq) with key NULL."""
 
     @abstractmethod
     async def select_latest_per_key(
         self, scope_id: int, *, after_seq: int, through_seq: int
     ) -> list[EventRow]:
-        """For each key of the scope, its latest event (set or delete) with
-        after_seq < seq <= through_seq, in any order.
-
-        This is how a point-in-time state is read without replaying the scope: one index seek
-        per key on (scope_id, key, seq), bounded below by the last clear.
-        """
+        """Each key's latest event with after_seq < seq <= through_seq, in any order: one index
+        seek per key, so a point-in-time state is read without replaying the scope."""
 
     @abstractmethod
     def select_all_events(
@@ -308,34 +323,11 @@ class LogBackend(ABC):
 
     @abstractmethod
     async def select_last_seq(self) -> int:
-        """The last position committed (the log head's): a position a reader may tail up to.
-
-        One row read without any lock: live subscribers (eventstore.log.feed) poll it to learn of
-        commits by other processes and replicas. Every position at or below it has committed
-        (or been removed by compaction), so a reader can move its cursor up to it.
-        """
+        """The log head's last position, read without a lock: every position up to it committed."""
 
     @abstractmethod
     async def select_erased_through(self, scope_ids: Collection[int]) -> dict[int, int]:
-        """The position of each of these scopes' last `erased` marker, for those that have one.
-
-        One statement for a page of a live subscriber's events, however many scopes it holds
-        (one index seek per scope on (scope_id, key, seq) with key NULL).
-        """
-
-    @abstractmethod
-    async def select_all_scopes(self) -> list[ScopeRow]: ...
-
-    @abstractmethod
-    async def select_scopes_page(self, where: ScopeFilter) -> list[ScopeRow]:
-        """Scopes most recently written first (updated_at, then scope_id, both descending),
-        filtered by `where`, at most `where.limit` of them.
-
-        The listing of the web page's start page; one index walk on (updated_at, scope_id).
-        """
-
-    @abstractmethod
-    async def select_all_current(self) -> list[CurrentRow]: ...
+        """The position of each of these scopes' last `erased` marker, in one statement."""
 
     @abstractmethod
     async def count_idempotent(self, *, recorded_before: int) -> int:
@@ -343,35 +335,29 @@ class LogBackend(ABC):
 
     @abstractmethod
     async def select_storage_bytes(self) -> int:
-        """The bytes the log takes where it is stored: database files with their write-ahead
-        log on SQLite, the relations on PostgreSQL, an estimate of the rows in memory."""
+        """The bytes the log takes where it is stored (an estimate of the rows in memory)."""
 
     async def reclaim_space(self, max_pages: int) -> int:
-        """Give up to `max_pages` free pages back to the file system, in one short write
-        transaction; returns the free pages still left to give back (0: done, or nothing to
-        do on this backend, the default). Compaction calls it in a loop after removing events."""
+        """Give up to `max_pages` free pages back in one short write transaction; returns the
+        free pages left (0: done, or nothing to do on this backend, the default)."""
         return 0
 
     @asynccontextmanager
     async def snapshot(self) -> AsyncIterator[None]:
         """Hold the log and the projection still while the caller reads both (verify): by
-        default under the write lock. A backend opened read-only, which has no write lock,
-        reads them in one read transaction instead, where it can."""
+        default under the write lock; a read-only backend uses one read transaction."""
         async with self.write():
             yield
 
     async def checkpoint(self) -> None:  # noqa: B027 (nothing to do is the default)
-        """Fold the write-ahead log back into the database and shrink it (SQLite's
-        wal_checkpoint(TRUNCATE)); by default nothing, for backends without one."""
+        """Fold the write-ahead log back into the database (SQLite); by default nothing."""
 
     @asynccontextmanager
     async def compaction_lock(self) -> AsyncIterator[None]:
-        """Held for a whole compaction, so one compactor at a time runs on the database.
+        """Held for a whole compaction; never waits: raises `CompactionRunningError` when held.
 
-        Never waits: raises `CompactionRunningError` when another compaction holds it. This
-        default only knows this backend object (enough for a database only it can open, as in
-        memory); backends a second process or replica can open override it with a lock the
-        database's other users see too.
+        This default only knows this backend object; backends a second process or replica can
+        open override it with a lock the database's other users see too.
         """
         if self._compaction_held is None:
             self._compaction_held = anyio.Lock()

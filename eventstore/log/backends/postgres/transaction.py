@@ -20,6 +20,9 @@ from eventstore.log.backends.base import (
     CurrentRow,
     EventRow,
     IdempotentRow,
+    Ids,
+    Keys,
+    KeysAt,
     LogHead,
     ScopeRow,
     WriteTransaction,
@@ -298,19 +301,28 @@ class PostgresTransaction(WriteTransaction):
         for row in rows:
             self._current[(row.scope_id, row.key)] = row
 
-    async def delete_current(self, pairs: Sequence[tuple[int, str]]) -> None:
+    async def delete_current(
+        self, keys: Keys = (), *, keys_at: KeysAt = (), scope_ids: Ids = (), every: bool = False
+    ) -> None:
         self._heads.clear()
-        if pairs:
-            await self.flush()
-            await self.conn.execute(
-                _DELETE_CURRENT, [p[0] for p in pairs], [p[1].encode() for p in pairs]
-            )
-
-    async def clear_current(self, scope_ids: Sequence[int]) -> None:
-        self._heads.clear()
+        if not (every or scope_ids or keys or keys_at):
+            return
+        await self.flush()
+        if every:
+            await self.conn.execute(_DELETE_ALL_CURRENT)
         if scope_ids:
-            await self.flush()
             await self.conn.execute(_CLEAR_CURRENT, list(scope_ids))
+        if keys:
+            await self.conn.execute(
+                _DELETE_CURRENT, [p[0] for p in keys], [p[1].encode() for p in keys]
+            )
+        if keys_at:
+            await self.conn.execute(
+                _DELETE_CURRENT_AT,
+                [r[0] for r in keys_at],
+                [r[1].encode() for r in keys_at],
+                [r[2] for r in keys_at],
+            )
 
     async def update_scopes(self, rows: Sequence[ScopeRow]) -> None:
         for row in rows:
@@ -333,27 +345,10 @@ class PostgresTransaction(WriteTransaction):
     async def update_head(self, head: LogHead) -> None:
         self._new_head = LogHead(last_seq=head.last_seq, last_recorded_at=head.last_recorded_at)
 
-    async def replace_current(self, rows: Sequence[CurrentRow]) -> None:
-        self._heads.clear()
-        await self.flush()
-        await self.conn.execute(_DELETE_ALL_CURRENT)
-        await self.upsert_current(rows)
-
     async def delete_events(self, seqs: Sequence[int]) -> int:
         await self.flush()
         status = await self.conn.execute(_DELETE_EVENTS, list(seqs))
         return int(status.split()[-1])  # "DELETE <count>"
-
-    async def delete_current_at(self, rows: Sequence[tuple[int, str, int]]) -> None:
-        self._heads.clear()
-        if rows:
-            await self.flush()
-            await self.conn.execute(
-                _DELETE_CURRENT_AT,
-                [r[0] for r in rows],
-                [r[1].encode() for r in rows],
-                [r[2] for r in rows],
-            )
 
     async def update_event_payloads(self, rows: Sequence[tuple[int, bytes]]) -> None:
         if rows:

@@ -19,6 +19,9 @@ from eventstore.log.backends.base import (
     CurrentRow,
     EventRow,
     IdempotentRow,
+    Ids,
+    Keys,
+    KeysAt,
     LogHead,
     ScopeRow,
     WriteTransaction,
@@ -208,11 +211,23 @@ class SQLiteTransaction(WriteTransaction):
         self.rows += len(rows)
         await self._many(_UPSERT_CURRENT, [astuple(r) for r in rows])
 
-    async def delete_current(self, pairs: Sequence[tuple[int, str]]) -> None:
-        await self._many("DELETE FROM current WHERE scope_id = ? AND key = ?", pairs)
-
-    async def clear_current(self, scope_ids: Sequence[int]) -> None:
-        self.conn.executemany("DELETE FROM current WHERE scope_id = ?", [(s,) for s in scope_ids])
+    async def delete_current(
+        self, keys: Keys = (), *, keys_at: KeysAt = (), scope_ids: Ids = (), every: bool = False
+    ) -> None:
+        if every:
+            self.conn.execute("DELETE FROM current")
+        if scope_ids:
+            self.conn.executemany(
+                "DELETE FROM current WHERE scope_id = ?", [(s,) for s in scope_ids]
+            )
+        if keys:
+            await self._many("DELETE FROM current WHERE scope_id = ? AND key = ?", keys)
+        if keys_at:
+            # Compaction's slices are big: counted as rows so they leave the loop thread.
+            self.rows += len(keys_at)
+            await self._many(
+                "DELETE FROM current WHERE scope_id = ? AND key = ? AND seq = ?", keys_at
+            )
 
     async def update_scopes(self, rows: Sequence[ScopeRow]) -> None:
         self.conn.executemany(
@@ -231,10 +246,6 @@ class SQLiteTransaction(WriteTransaction):
             (head.last_seq, head.last_recorded_at),
         )
 
-    async def replace_current(self, rows: Sequence[CurrentRow]) -> None:
-        self.conn.execute("DELETE FROM current")
-        await self.upsert_current(rows)
-
     # Compaction's and erasure's statements go through _many and count as rows too: their
     # slices are big, and run on the loop thread they kept it (and every writer) waiting.
     async def delete_events(self, seqs: Sequence[int]) -> int:
@@ -242,10 +253,6 @@ class SQLiteTransaction(WriteTransaction):
         before = self.conn.total_changes
         await self._many("DELETE FROM events WHERE seq = ?", [(s,) for s in seqs])
         return self.conn.total_changes - before
-
-    async def delete_current_at(self, rows: Sequence[tuple[int, str, int]]) -> None:
-        self.rows += len(rows)
-        await self._many("DELETE FROM current WHERE scope_id = ? AND key = ? AND seq = ?", rows)
 
     async def update_event_payloads(self, rows: Sequence[tuple[int, bytes]]) -> None:
         # The bytes replaced (a plain value) are overwritten: see secure_delete in _connect.
