@@ -63,8 +63,7 @@ async def reencrypt(
                 new = vault.seal(vault.data_key(key), key, event.key, row.version, event)
                 payloads.append((row.seq, encode_event(new)))
                 values.append((stored_value(new), row.scope_id, event.key, row.seq))
-            await tx.update_event_payloads(payloads)
-            await tx.update_current_values(values)
+            await tx.update_stored(payloads=payloads, values=values)
         sealed += len(payloads)
         pending.clear()
 

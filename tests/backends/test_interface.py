@@ -82,8 +82,11 @@ async def test_transaction_reads_see_the_scopes(log: LogBackend) -> None:
         mapped = await tx.insert_scope(
             ScopeRow(scope_id=0, scope_key="task:d/r/t/0", dag_id="d", run_id="r", task_id="t")
         )
-        rows = await tx.select_task_scopes("d", "r", "t")
-        assert sorted(r.scope_id for r in rows) == sorted([task, mapped])
+        rows = await tx.select_scopes(task=("d", "r", "t"))
+        assert sorted(r.scope_id for r in rows.values()) == sorted([task, mapped])
+        both = await tx.select_scopes(["asset:a"], task=("d", "r", "t"))
+        assert sorted(both) == ["asset:a", "task:d/r/t/-1", "task:d/r/t/0"]
+        assert await tx.select_scopes(task=("d", "r", "other")) == {}
         head, scopes = await tx.select_head_and_scopes(["task:d/r/t/-1"])
         assert head == LogHead()
         assert scopes["task:d/r/t/-1"].scope_id == task
@@ -189,8 +192,10 @@ async def test_compaction_primitives(log: LogBackend) -> None:
         await tx.update_head(LogHead(last_seq=3, last_recorded_at=1_003))
     async with log.write() as tx:
         assert await tx.delete_events([1, 2, 42]) == 2
-        await tx.update_event_payloads([(3, b"sealed"), (42, b"none")])
-        await tx.update_current_values([(b"old", asset, "k", 2), (b"new", asset, "k", 3)])
+        await tx.update_stored(
+            payloads=[(3, b"sealed"), (42, b"none")],
+            values=[(b"old", asset, "k", 2), (b"new", asset, "k", 3)],
+        )
     left = [e async for e in log.select_all_events()]
     assert [(e.seq, e.version, e.payload) for e in left] == [(3, 3, b"sealed")]
     assert [r.value for r in await log.select_current(asset, CurrentFilter(key="k"))] == [b"new"]

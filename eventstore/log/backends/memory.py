@@ -26,8 +26,11 @@ from eventstore.log.backends.base import (
     KeysAt,
     LogBackend,
     LogHead,
+    Payloads,
     ScopeFilter,
     ScopeRow,
+    Task,
+    Values,
     WriteTransaction,
 )
 from eventstore.log.errors import StoreClosedError
@@ -110,21 +113,20 @@ class _MemoryTransaction(WriteTransaction):
         head = self._data.head
         return LogHead(last_seq=head.last_seq, last_recorded_at=head.last_recorded_at)
 
-    async def select_scopes(self, scope_keys: Collection[str]) -> dict[str, ScopeRow]:
+    async def select_scopes(
+        self, scope_keys: Collection[str] = (), *, task: Task | None = None
+    ) -> dict[str, ScopeRow]:
         found = {}
         for key in scope_keys:
             row = self._data.scopes.get(key)
             if row is not None:
                 found[key] = _copy_scope(row)
+        if task is not None:
+            # Scopes inserted earlier in this transaction count too, as they do in SQL.
+            for row in [*self._data.scopes.values(), *self._new_scopes]:
+                if (row.dag_id, row.run_id, row.task_id) == task:
+                    found[row.scope_key] = _copy_scope(row)
         return found
-
-    async def select_task_scopes(self, dag_id: str, run_id: str, task_id: str) -> list[ScopeRow]:
-        # Scopes inserted earlier in this transaction count too, as they do in SQL.
-        return [
-            _copy_scope(row)
-            for row in [*self._data.scopes.values(), *self._new_scopes]
-            if (row.dag_id, row.run_id, row.task_id) == (dag_id, run_id, task_id)
-        ]
 
     async def select_live_keys(self, scope_id: int, now: int) -> set[str]:
         rows = self._data.current.get(scope_id, {})
@@ -183,11 +185,9 @@ class _MemoryTransaction(WriteTransaction):
         self._actions.append(("delete_events", gone))
         return sum(1 for e in self._data.events if e.seq in gone)
 
-    async def update_event_payloads(self, rows: Sequence[tuple[int, bytes]]) -> None:
-        self._actions.append(("payloads", list(rows)))
-
-    async def update_current_values(self, rows: Sequence[tuple[bytes, int, str, int]]) -> None:
-        self._actions.append(("values", list(rows)))
+    async def update_stored(self, *, payloads: Payloads = (), values: Values = ()) -> None:
+        self._actions.append(("payloads", list(payloads)))
+        self._actions.append(("values", list(values)))
 
     def commit(self) -> None:
         data = self._data

@@ -23,7 +23,10 @@ from eventstore.log.backends.base import (
     Keys,
     KeysAt,
     LogHead,
+    Payloads,
     ScopeRow,
+    Task,
+    Values,
     WriteTransaction,
 )
 from eventstore.log.backends.sqlite.schema import (
@@ -138,15 +141,16 @@ class SQLiteTransaction(WriteTransaction):
         row = self.conn.execute("SELECT last_seq, last_recorded_at FROM log_head").fetchone()
         return LogHead(last_seq=row[0], last_recorded_at=row[1])
 
-    async def select_scopes(self, scope_keys: Collection[str]) -> dict[str, ScopeRow]:
-        if not scope_keys:
-            return {}
-        rows = self.conn.execute(_SELECT_SCOPES, (_json_array(scope_keys),)).fetchall()
-        return {r[1]: ScopeRow(*r) for r in rows}
-
-    async def select_task_scopes(self, dag_id: str, run_id: str, task_id: str) -> list[ScopeRow]:
-        rows = self.conn.execute(_SELECT_TASK_SCOPES, (dag_id, run_id, task_id)).fetchall()
-        return [ScopeRow(*r) for r in rows]
+    async def select_scopes(
+        self, scope_keys: Collection[str] = (), *, task: Task | None = None
+    ) -> dict[str, ScopeRow]:
+        found: dict[str, ScopeRow] = {}
+        if scope_keys:
+            rows = self.conn.execute(_SELECT_SCOPES, (_json_array(scope_keys),)).fetchall()
+            found.update((r[1], ScopeRow(*r)) for r in rows)
+        if task is not None:
+            found.update((r[1], ScopeRow(*r)) for r in self.conn.execute(_SELECT_TASK_SCOPES, task))
+        return found
 
     async def select_live_keys(self, scope_id: int, now: int) -> set[str]:
         return {r[0] for r in self.conn.execute(_SELECT_LIVE_KEYS, (scope_id, now))}
@@ -254,16 +258,13 @@ class SQLiteTransaction(WriteTransaction):
         await self._many("DELETE FROM events WHERE seq = ?", [(s,) for s in seqs])
         return self.conn.total_changes - before
 
-    async def update_event_payloads(self, rows: Sequence[tuple[int, bytes]]) -> None:
+    async def update_stored(self, *, payloads: Payloads = (), values: Values = ()) -> None:
         # The bytes replaced (a plain value) are overwritten: see secure_delete in _connect.
-        self.rows += len(rows)
+        self.rows += len(payloads) + len(values)
         await self._many(
-            "UPDATE events SET payload = ? WHERE seq = ?", [(p, seq) for seq, p in rows]
+            "UPDATE events SET payload = ? WHERE seq = ?", [(p, seq) for seq, p in payloads]
         )
-
-    async def update_current_values(self, rows: Sequence[tuple[bytes, int, str, int]]) -> None:
-        self.rows += len(rows)
-        await self._many(_UPDATE_CURRENT_VALUE, rows)
+        await self._many(_UPDATE_CURRENT_VALUE, values)
 
 
 def _json_array(items: Collection[str]) -> str:
