@@ -304,7 +304,7 @@ class MemoryBackend(LogBackend):
         scope = self._data.current.get(scope_id, {})
         if where.key is not None:
             row = scope.get(where.key)
-            return [] if row is None or not where.matches(row) else [row][: where.limit]
+            return [] if row is None else where.keep([row])
         keys = self._data.keys_of(scope_id)
         after = where.after_key
         start = 0 if after is None else bisect.bisect_right(keys, after)

@@ -129,6 +129,13 @@ class CurrentFilter(msgspec.Struct, frozen=True, kw_only=True, gc=False):
             and (self.now is None or row.expires_at is None or row.expires_at > self.now)
         )
 
+    def keep(self, rows: list[CurrentRow]) -> list[CurrentRow]:
+        """Of rows read by `key`, those that pass the other bounds: all of them when nothing
+        else bounds them, so the store's get (a point read) pays for no check."""
+        if self.after_key is None and self.now is None and self.limit is None:
+            return rows
+        return [r for r in rows if self.matches(r)][: self.limit]
+
 
 EVERY_ROW: Final = CurrentFilter()
 

@@ -256,7 +256,7 @@ class PostgresBackend(LogBackend):
             return [r for r in found if where.matches(r)][: where.limit]
         if where.key is not None:
             rows = await self._fetch(sql.SELECT_CURRENT, scope_id, where.key.encode())
-            return [r for r in map(current_row, rows) if where.matches(r)][: where.limit]
+            return where.keep([current_row(r) for r in rows])
         if where == EVERY_ROW:
             return [current_row(r) for r in await self._fetch(sql.SELECT_CURRENT_ALL, scope_id)]
         now = sql.NO_NOW if where.now is None else where.now

@@ -247,8 +247,7 @@ class SQLiteReads(LogBackend):
             points = self._points()
             if where.key is not None:
                 row = points.execute(_SELECT_CURRENT, (scope_id, where.key)).fetchone()
-                one = [] if row is None else [CurrentRow(*row)]
-                return [r for r in one if where.matches(r)][: where.limit]
+                return [] if row is None else where.keep([CurrentRow(*row)])
             if where == EVERY_ROW:
                 return [CurrentRow(*r) for r in points.execute(_SELECT_CURRENT_ALL, (scope_id,))]
             now = _NO_NOW if where.now is None else where.now
