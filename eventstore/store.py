@@ -23,7 +23,13 @@ from eventstore.accessors import AssetStore, TaskStore
 from eventstore.log.append import AppendRequest, AppendResult, EraseOp
 from eventstore.log.archive import open_archive
 from eventstore.log.backends import open_backend
-from eventstore.log.backends.base import CurrentRow, LogBackend, ScopeFilter, ScopeRow
+from eventstore.log.backends.base import (
+    CurrentFilter,
+    CurrentRow,
+    LogBackend,
+    ScopeFilter,
+    ScopeRow,
+)
 from eventstore.log.config import Clock, StoreConfig, system_clock
 from eventstore.log.crypto import RotationReport, Vault
 from eventstore.log.errors import ReadOnlyStoreError, StoreClosedError
@@ -221,7 +227,8 @@ class Store(AsyncResource):
         scope_id = await self.scope_id(scope)
         if scope_id is None:
             return None
-        row = await self.backend.select_current(scope_id, key)
+        rows = await self.backend.select_current(scope_id, CurrentFilter(key=key))
+        row = rows[0] if rows else None
         if row is None or _expired(row, to_micros(self.now())):
             return None
         return row
@@ -232,7 +239,7 @@ class Store(AsyncResource):
         if scope_id is None:
             return []
         now = to_micros(self.now())
-        return [r for r in await self.backend.select_current_all(scope_id) if not _expired(r, now)]
+        return [r for r in await self.backend.select_current(scope_id) if not _expired(r, now)]
 
     async def read_page(self, scope: Scope, *, after: str | None, limit: int) -> list[CurrentRow]:
         """Up to `limit` live projection rows of the scope with keys after `after`, ordered by
@@ -241,7 +248,9 @@ class Store(AsyncResource):
         if scope_id is None or limit <= 0:
             return []
         now = to_micros(self.now())
-        return await self.backend.select_current_page(scope_id, after=after, limit=limit, now=now)
+        return await self.backend.select_current(
+            scope_id, CurrentFilter(after_key=after, limit=limit, now=now)
+        )
 
     def open_value(self, scope: Scope, row: CurrentRow) -> Any:
         """The value a projection row holds, opened if it is sealed; ERASED if it was erased."""
@@ -293,25 +302,25 @@ class Store(AsyncResource):
         """Scopes most recently written first, filtered by dag, run, task and time, paged."""
         if self._closed:
             raise StoreClosedError()
-        return await self.backend.select_scopes_page(where)
+        return await self.backend.select_scopes(where)
 
     async def written_scopes(self) -> list[Scope]:
         """Every scope the log ever had a write for, erased and compacted ones included."""
-        return [scope_from_key(row.scope_key) for row in await self.backend.select_all_scopes()]
+        return [scope_from_key(row.scope_key) for row in await self.backend.select_scopes()]
 
     async def every_current(self) -> list[tuple[Scope, CurrentRow]]:
         """Every projection row with its scope, expired or not: what a copy of the projection
         (Airflow's tables, say) is checked against."""
-        rows = await self.backend.select_all_current()
+        rows = await self.backend.select_current()
         if not rows:
             return []
-        keys = {row.scope_id: row.scope_key for row in await self.backend.select_all_scopes()}
+        keys = {row.scope_id: row.scope_key for row in await self.backend.select_scopes()}
         scopes = {scope_id: scope_from_key(key) for scope_id, key in keys.items()}
         return [(scopes[row.scope_id], row) for row in rows]
 
     async def appended_events(self) -> int:
         """How many events were ever appended (compaction may have removed some since)."""
-        return sum(row.version for row in await self.backend.select_all_scopes())
+        return sum(row.version for row in await self.backend.select_scopes())
 
     async def verify(self, progress: Progress | None = None) -> VerifyReport:
         """Fold the whole log and compare it with the projection; with an archive, check

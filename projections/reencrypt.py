@@ -41,7 +41,7 @@ async def reencrypt(
         raise MasterKeyError(
             f"reencrypt needs master keys (StoreConfig(master_keys=[...]) or {MASTER_KEYS_ENV})"
         )
-    scope_keys = {row.scope_id: row.scope_key for row in await backend.select_all_scopes()}
+    scope_keys = {row.scope_id: row.scope_key for row in await backend.select_scopes()}
     read = sealed = 0
     pending: list[tuple[EventRow, KeySet]] = []
 
@@ -63,8 +63,7 @@ async def reencrypt(
                 new = vault.seal(vault.data_key(key), key, event.key, row.version, event)
                 payloads.append((row.seq, encode_event(new)))
                 values.append((stored_value(new), row.scope_id, event.key, row.seq))
-            await tx.update_event_payloads(payloads)
-            await tx.update_current_values(values)
+            await tx.update_stored(payloads=payloads, values=values)
         sealed += len(payloads)
         pending.clear()
 
@@ -79,7 +78,7 @@ async def reencrypt(
         if event.sealed is not None or bytes(event.value) == NULL_JSON:
             continue
         if row.scope_id not in scope_keys:  # a scope made after the run started
-            scope_keys.update((r.scope_id, r.scope_key) for r in await backend.select_all_scopes())
+            scope_keys.update((r.scope_id, r.scope_key) for r in await backend.select_scopes())
         pending.append((row, event))
         if len(pending) >= batch:
             await flush()

@@ -100,7 +100,7 @@ async def rewind(
         if scope_id is not None:
             head = await backend.select_scope(scope_key(history.scope))
             version = 0 if head is None else head.version
-            for row in await backend.select_current_all(scope_id):
+            for row in await backend.select_current(scope_id):
                 if row.expires_at is not None and row.expires_at <= now_us:
                     continue
                 encoded = history.vault.open_json(skey, row.key, row.version, row.value)

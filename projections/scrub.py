@@ -28,6 +28,6 @@ async def scrub(backend: LogBackend, scope_id: int, through_seq: int) -> int:
             payloads.append((row.seq, encode_event(scrubbed)))
     if payloads:
         async with backend.write() as tx:
-            await tx.update_event_payloads(payloads)
+            await tx.update_stored(payloads=payloads)
         await backend.checkpoint()  # the old pages leave the write-ahead log too
     return len(payloads)

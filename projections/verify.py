@@ -60,7 +60,7 @@ async def verify(backend: LogBackend, progress: Progress | None = None) -> Verif
     async with backend.snapshot():
         folded = await fold_log(backend, count)
         stored: dict[tuple[int, str], CurrentRow] = {
-            (row.scope_id, row.key): row for row in await backend.select_all_current()
+            (row.scope_id, row.key): row for row in await backend.select_current()
         }
     expected = {(s, k): row for s, state in folded.items() for k, row in state.items()}
     mismatches = [
@@ -87,5 +87,6 @@ async def rebuild(backend: LogBackend, progress: Progress | None = None) -> int:
     async with backend.write() as tx:
         folded = await fold_log(backend, progress)
         rows = [row for state in folded.values() for row in state.values()]
-        await tx.replace_current(rows)
+        await tx.delete_current(every=True)
+        await tx.upsert_current(rows)
     return len(rows)

@@ -150,7 +150,7 @@ async def compact_once(path: Path, archive: Path | None, built: float) -> Outcom
     )
     url = f"sqlite:///{path}"
     async with open_store(url, config=config, clock=clock) as store:
-        total = sum(r.version for r in await store.backend.select_all_scopes())
+        total = sum(r.version for r in await store.backend.select_scopes())
         before = await disk_bytes(path)
         print(f"store: {total:,} events in {built:.1f} s, {before / 2**20:,.1f} MiB (db + WAL)")
 

@@ -86,14 +86,14 @@ async def run_script(store: Store, clock: FakeClock, ops: list[tuple[Any, ...]])
 async def snapshot(store: Store) -> dict[str, Any]:
     """Everything a reader can see, with backend-specific scope ids replaced by scope keys."""
     backend = store.backend
-    scopes = {row.scope_id: row for row in await backend.select_all_scopes()}
+    scopes = {row.scope_id: row for row in await backend.select_scopes()}
     events = [
         (scopes[row.scope_id].scope_key, *_fields(row))
         async for row in backend.select_all_events(batch=7)
     ]
     current = sorted(
         (scopes[row.scope_id].scope_key, row.key, row.value, row.expires_at, row.version, row.seq)
-        for row in await backend.select_all_current()
+        for row in await backend.select_current()
     )
     heads = sorted(
         (row.scope_key, row.version, row.max_try, row.updated_at, row.map_index)

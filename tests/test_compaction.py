@@ -22,7 +22,7 @@ from eventstore import (
     open_store,
 )
 from eventstore.cli import cli
-from eventstore.log.backends.base import EventFilter, EventRow
+from eventstore.log.backends.base import CurrentFilter, EventFilter, EventRow
 from eventstore.log.errors import ConfigError
 from eventstore.log.events import Compacted, decode_event
 from eventstore.log.scopes import Scope, TaskScope
@@ -68,7 +68,9 @@ async def test_expired_key_leaves_the_log_and_the_projection(
         assert (report.keys_expired, report.events_removed, report.scopes_touched) == (1, 2, 1)
         rows = await log_of(store, ts.scope)
         assert [r.key for r in rows if r.kind != "compacted"] == ["job_id"]
-        assert await store.backend.select_current(rows[0].scope_id, "lease") is None
+        assert (
+            await store.backend.select_current(rows[0].scope_id, CurrentFilter(key="lease")) == []
+        )
         assert await ts.items() == {"job_id": "spark-1"}
         (marker,) = markers(rows)
         assert marker.keys_expired == ["lease"]
@@ -315,7 +317,7 @@ async def test_projection_rows_go_only_if_they_still_come_from_the_removed_event
         await ts.set("k", 2, retention=NEVER_EXPIRE)  # a writer got there after the plan
 
         async with store.backend.write() as tx:
-            await tx.delete_current_at([(scope_id, "k", 1)])
+            await tx.delete_current(keys_at=[(scope_id, "k", 1)])
 
         assert await ts.get("k") == 2
 

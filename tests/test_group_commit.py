@@ -253,7 +253,7 @@ async def test_a_leader_cancelled_mid_commit_finishes_it_and_hands_the_lead_on(
     # at its next checkpoint); the nine queued behind it were committed by the next leader.
     assert all(isinstance(outcomes[i], AppendResult) for i in range(10))
     assert gate.batches == 2
-    assert sorted(row.seq for row in await backend.select_all_current()) == list(range(1, 11))
+    assert sorted(row.seq for row in await backend.select_current()) == list(range(1, 11))
     assert writer.queued == 0
     await writer.aclose()
     with pytest.raises(StoreClosedError, match="store is closed"):
@@ -290,7 +290,7 @@ async def test_a_next_leader_cancelled_before_its_turn_leaves_its_batch_committe
     assert 1 not in outcomes
     assert all(isinstance(outcomes[i], AppendResult) for i in (0, *range(2, 10)))
     assert gate.batches == 2
-    assert len(await backend.select_all_current()) == 10
+    assert len(await backend.select_current()) == 10
     await backend.aclose()
 
 
@@ -342,7 +342,7 @@ async def test_a_next_leader_cancelled_as_the_lead_comes_to_it_still_commits(
     assert 1 not in outcomes
     assert all(isinstance(outcomes[i], AppendResult) for i in (0, *range(2, 10)))
     assert commits == 2
-    assert len(await backend.select_all_current()) == 10
+    assert len(await backend.select_current()) == 10
     await backend.aclose()
 
 

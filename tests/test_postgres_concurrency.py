@@ -215,7 +215,7 @@ async def whole_log(backend: LogBackend) -> list[EventRow]:
 
 async def map_index_of(backend: LogBackend) -> dict[int, int]:
     found = {}
-    for row in await backend.select_all_scopes():
+    for row in await backend.select_scopes():
         scope = scope_from_key(row.scope_key)
         assert isinstance(scope, TaskScope)
         found[row.scope_id] = scope.map_index
@@ -276,9 +276,7 @@ async def test_a_stale_try_never_lands_after_a_newer_try_wrote(pg_url: str) -> N
         await tailer.catch_up()
         log = await whole_log(store.backend)
         report = await store.verify()
-        head = await store.backend.select_scope(
-            (await store.backend.select_all_scopes())[0].scope_key
-        )
+        head = await store.backend.select_scope((await store.backend.select_scopes())[0].scope_key)
 
     assert report.ok
     tries = [row.try_number for row in log]

@@ -125,7 +125,7 @@ async def test_value_heads_after_a_write_in_the_batch_are_the_tables(
             row = CurrentRow(scope_id, "pw", b"\x00plain", None, 2, head.last_seq + 1, 0)
             await tx.upsert_current([row])
             seen["upserted"] = await tx.select_current_heads(scope_id, ["pw"])
-            await tx.clear_current([scope_id])
+            await tx.delete_current(scope_ids=[scope_id])
             seen["cleared"] = await tx.select_current_heads(scope_id, ["pw"])
             raise _RolledBack  # the batch leaves nothing behind
 

@@ -40,8 +40,8 @@ async def snapshot(store: Store) -> Snapshot:
     """Everything a write could change: the whole log, the projection and the scope heads."""
     backend = store.backend
     events = [row async for row in backend.select_all_events()]
-    current = sorted(await backend.select_all_current(), key=lambda r: (r.scope_id, r.key))
-    scopes = sorted(await backend.select_all_scopes(), key=lambda r: r.scope_id)
+    current = sorted(await backend.select_current(), key=lambda r: (r.scope_id, r.key))
+    scopes = sorted(await backend.select_scopes(), key=lambda r: r.scope_id)
     return events, current, scopes
 
 
@@ -120,7 +120,7 @@ async def test_delete_of_never_written_scope_appends_nothing(store: Store, ts: T
     result = await ts.delete("a")
     assert (result.events, result.seq, result.version) == (0, None, 0)
     assert await events_of(store) == []
-    assert await store.backend.select_all_scopes() == []
+    assert await store.backend.select_scopes() == []
 
 
 async def test_clear_removes_every_key_of_this_map_index_only(store: Store) -> None:
@@ -1037,7 +1037,7 @@ async def test_verify_reports_a_projection_that_disagrees_with_the_log(
 ) -> None:
     await ts.set("a", 1)
     await ts.set("b", 2)
-    (row, _) = await store.backend.select_all_current()
+    (row, _) = await store.backend.select_current()
     async with store.backend.write() as tx:
         await tx.delete_current([(row.scope_id, row.key)])
     report = await store.verify()

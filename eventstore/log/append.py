@@ -255,7 +255,7 @@ class _Batch(BatchHeads):
         # In slices, as planning: a backend may run its statements on the event loop's thread.
         await _in_slices(self.events, tx.insert_events)
         if self.cleared:
-            await tx.clear_current(sorted(self.cleared))
+            await tx.delete_current(scope_ids=sorted(self.cleared))
         await _in_slices(
             [pair for pair, row in self.final.items() if row is None], tx.delete_current
         )

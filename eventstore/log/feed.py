@@ -276,7 +276,7 @@ class Subscription(AsyncResource):
         """The scopes of a page's events, and where each was last erased: two reads at most."""
         unknown = {row.scope_id for row in rows if row.scope_id not in self._scopes}
         if unknown:
-            for found in await self._backend.select_all_scopes():
+            for found in await self._backend.select_scopes():
                 self._scopes[found.scope_id] = scope_from_key(found.scope_key)
                 self._keys[found.scope_id] = found.scope_key
             missing = unknown - self._scopes.keys()

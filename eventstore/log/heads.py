@@ -171,7 +171,8 @@ class BatchHeads:
         scope = view.scope
         if not fleet or not isinstance(scope, TaskScope):
             return [view]
-        rows = await self.tx.select_task_scopes(scope.dag_id, scope.run_id, scope.task_id)
+        task = (scope.dag_id, scope.run_id, scope.task_id)
+        rows = (await self.tx.select_scopes(task=task)).values()
         targets = [view]
         for row in sorted(rows, key=lambda r: r.map_index or 0):
             if row.scope_key != view.row.scope_key:

@@ -130,7 +130,7 @@ async def compact(
         forget_before = to_micros(now - timedelta(days=config.idempotency_days))
     bytes_before = await backend.select_storage_bytes()
 
-    scopes = await backend.select_all_scopes()
+    scopes = await backend.select_scopes()
     plans: list[ScopePlan] = []
     # Scopes this run leaves with nothing to remove: (version, wake-up time). A planned scope
     # is settled at its marker's version once the plan is applied.

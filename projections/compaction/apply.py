@@ -124,7 +124,7 @@ async def remove(
             async with backend.write() as tx:
                 await tx.delete_events(chunk)
                 if current:
-                    await tx.delete_current_at(current)
+                    await tx.delete_current(keys_at=current)
         done += len(chunk)
         report("remove", done, total)
 

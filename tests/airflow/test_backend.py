@@ -40,8 +40,7 @@ def events_of(url: str) -> list[RecordedEvent]:
     async def read() -> list[RecordedEvent]:
         async with open_store(url) as store:
             scopes = {
-                r.scope_id: scope_from_key(r.scope_key)
-                for r in await store.backend.select_all_scopes()
+                r.scope_id: scope_from_key(r.scope_key) for r in await store.backend.select_scopes()
             }
             return [
                 recorded_event(row, scopes[row.scope_id])

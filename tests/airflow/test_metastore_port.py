@@ -711,9 +711,7 @@ async def _log(store: Any) -> list[Any]:
     from eventstore.log.append import recorded_event
     from eventstore.log.scopes import scope_from_key
 
-    scopes = {
-        r.scope_id: scope_from_key(r.scope_key) for r in await store.backend.select_all_scopes()
-    }
+    scopes = {r.scope_id: scope_from_key(r.scope_key) for r in await store.backend.select_scopes()}
     return [
         recorded_event(row, scopes[row.scope_id]) async for row in store.backend.select_all_events()
     ]

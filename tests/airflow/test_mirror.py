@@ -237,7 +237,7 @@ async def _log(url: str) -> list[Any]:
 
     async with open_store(url) as store:
         scopes = {
-            r.scope_id: scope_from_key(r.scope_key) for r in await store.backend.select_all_scopes()
+            r.scope_id: scope_from_key(r.scope_key) for r in await store.backend.select_scopes()
         }
         return [
             recorded_event(row, scopes[row.scope_id])

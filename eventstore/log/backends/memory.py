@@ -15,14 +15,22 @@ import anyio
 from msgspec.structs import replace
 
 from eventstore.log.backends.base import (
+    EVERY_ROW,
+    CurrentFilter,
     CurrentRow,
     EventFilter,
     EventRow,
     IdempotentRow,
+    Ids,
+    Keys,
+    KeysAt,
     LogBackend,
     LogHead,
+    Payloads,
     ScopeFilter,
     ScopeRow,
+    Task,
+    Values,
     WriteTransaction,
 )
 from eventstore.log.errors import StoreClosedError
@@ -105,21 +113,20 @@ class _MemoryTransaction(WriteTransaction):
         head = self._data.head
         return LogHead(last_seq=head.last_seq, last_recorded_at=head.last_recorded_at)
 
-    async def select_scopes(self, scope_keys: Collection[str]) -> dict[str, ScopeRow]:
+    async def select_scopes(
+        self, scope_keys: Collection[str] = (), *, task: Task | None = None
+    ) -> dict[str, ScopeRow]:
         found = {}
         for key in scope_keys:
             row = self._data.scopes.get(key)
             if row is not None:
                 found[key] = _copy_scope(row)
+        if task is not None:
+            # Scopes inserted earlier in this transaction count too, as they do in SQL.
+            for row in [*self._data.scopes.values(), *self._new_scopes]:
+                if (row.dag_id, row.run_id, row.task_id) == task:
+                    found[row.scope_key] = _copy_scope(row)
         return found
-
-    async def select_task_scopes(self, dag_id: str, run_id: str, task_id: str) -> list[ScopeRow]:
-        # Scopes inserted earlier in this transaction count too, as they do in SQL.
-        return [
-            _copy_scope(row)
-            for row in [*self._data.scopes.values(), *self._new_scopes]
-            if (row.dag_id, row.run_id, row.task_id) == (dag_id, run_id, task_id)
-        ]
 
     async def select_live_keys(self, scope_id: int, now: int) -> set[str]:
         rows = self._data.current.get(scope_id, {})
@@ -147,11 +154,16 @@ class _MemoryTransaction(WriteTransaction):
     async def upsert_current(self, rows: Sequence[CurrentRow]) -> None:
         self._actions.append(("upsert", list(rows)))
 
-    async def delete_current(self, pairs: Sequence[tuple[int, str]]) -> None:
-        self._actions.append(("delete", list(pairs)))
-
-    async def clear_current(self, scope_ids: Sequence[int]) -> None:
-        self._actions.append(("clear", list(scope_ids)))
+    async def delete_current(
+        self, keys: Keys = (), *, keys_at: KeysAt = (), scope_ids: Ids = (), every: bool = False
+    ) -> None:
+        if every:
+            self._actions.append(("clear_all", None))
+        if scope_ids:
+            self._actions.append(("clear", list(scope_ids)))
+        if keys or keys_at:
+            at = [*((scope_id, key, None) for scope_id, key in keys), *keys_at]
+            self._actions.append(("delete", at))
 
     async def update_scopes(self, rows: Sequence[ScopeRow]) -> None:
         self._actions.append(("scopes", [_copy_scope(r) for r in rows]))
@@ -168,22 +180,14 @@ class _MemoryTransaction(WriteTransaction):
     async def update_head(self, head: LogHead) -> None:
         self._actions.append(("head", LogHead(head.last_seq, head.last_recorded_at)))
 
-    async def replace_current(self, rows: Sequence[CurrentRow]) -> None:
-        self._actions.append(("replace", list(rows)))
-
     async def delete_events(self, seqs: Sequence[int]) -> int:
         gone = set(seqs)
         self._actions.append(("delete_events", gone))
         return sum(1 for e in self._data.events if e.seq in gone)
 
-    async def delete_current_at(self, rows: Sequence[tuple[int, str, int]]) -> None:
-        self._actions.append(("delete_current_at", list(rows)))
-
-    async def update_event_payloads(self, rows: Sequence[tuple[int, bytes]]) -> None:
-        self._actions.append(("payloads", list(rows)))
-
-    async def update_current_values(self, rows: Sequence[tuple[bytes, int, str, int]]) -> None:
-        self._actions.append(("values", list(rows)))
+    async def update_stored(self, *, payloads: Payloads = (), values: Values = ()) -> None:
+        self._actions.append(("payloads", list(payloads)))
+        self._actions.append(("values", list(values)))
 
     def commit(self) -> None:
         data = self._data
@@ -204,15 +208,28 @@ class _MemoryTransaction(WriteTransaction):
                             changes.add(current.scope_id, current.key)
                         rows[current.key] = current
                 case "delete":
-                    for scope_id, key in arg:  # type: ignore[attr-defined]
-                        if data.current.get(scope_id, {}).pop(key, None) is not None:
+                    # A seq of None removes the row whichever event wrote it.
+                    for scope_id, key, seq in arg:  # type: ignore[attr-defined]
+                        rows = data.current.get(scope_id, {})
+                        found = rows.get(key)
+                        if found is not None and seq in (None, found.seq):
+                            del rows[key]
                             changes.remove(scope_id, key)
                 case "clear":
                     for scope_id in arg:  # type: ignore[attr-defined]
                         data.current.pop(scope_id, None)
                         data.sorted_keys.pop(scope_id, None)
                 case "scopes":
+                    # The head fields only, as the SQL backends' UPDATE: a scope keeps its parts.
                     for row in arg:  # type: ignore[attr-defined]
+                        old = data.scopes_by_id.get(row.scope_id)
+                        if old is not None:
+                            row = replace(
+                                old,
+                                version=row.version,
+                                max_try=row.max_try,
+                                updated_at=row.updated_at,
+                            )
                         data.scopes[row.scope_key] = row
                         data.scopes_by_id[row.scope_id] = row
                 case "idempotent":
@@ -221,11 +238,9 @@ class _MemoryTransaction(WriteTransaction):
                 case "forget":
                     for key in arg:  # type: ignore[attr-defined]
                         data.idempotent.pop(key, None)
-                case "replace":
+                case "clear_all":
                     data.current = {}
                     data.sorted_keys = {}
-                    for current in arg:  # type: ignore[attr-defined]
-                        data.current.setdefault(current.scope_id, {})[current.key] = current
                 case "head":
                     data.head = arg  # type: ignore[assignment]
                 case "delete_events":
@@ -237,13 +252,6 @@ class _MemoryTransaction(WriteTransaction):
                             for e in data.scope_events.get(scope_id, [])
                             if e.seq not in arg  # type: ignore[operator]
                         ]
-                case "delete_current_at":
-                    for scope_id, key, seq in arg:  # type: ignore[attr-defined]
-                        rows = data.current.get(scope_id, {})
-                        found = rows.get(key)
-                        if found is not None and found.seq == seq:
-                            del rows[key]
-                            changes.remove(scope_id, key)
                 case "payloads":
                     where = {e.seq: i for i, e in enumerate(data.events)}
                     for seq, payload in arg:  # type: ignore[attr-defined]
@@ -274,34 +282,38 @@ class MemoryBackend(LogBackend):
             yield tx
             tx.commit()
 
-    async def select_scope(self, scope_key: str) -> ScopeRow | None:
+    async def select_scopes(self, where: ScopeFilter | None = None) -> list[ScopeRow]:
         self._check_open()
-        row = self._data.scopes.get(scope_key)
-        return None if row is None else _copy_scope(row)
+        if where is None:
+            return [_copy_scope(r) for r in sorted(self._data.scopes_by_id.values(), key=_by_id)]
+        if where.scope_key is not None:
+            row = self._data.scopes.get(where.scope_key)
+            found = [] if row is None or not where.matches(row) else [_copy_scope(row)]
+        else:
+            found = [_copy_scope(r) for r in self._data.scopes_by_id.values() if where.matches(r)]
+        found.sort(key=lambda r: (r.updated_at, r.scope_id), reverse=True)
+        return found[: where.limit]
 
-    async def select_current(self, scope_id: int, key: str) -> CurrentRow | None:
-        self._check_open()
-        return self._data.current.get(scope_id, {}).get(key)
-
-    async def select_current_all(self, scope_id: int) -> list[CurrentRow]:
-        self._check_open()
-        rows = self._data.current.get(scope_id, {})
-        return [rows[k] for k in sorted(rows)]
-
-    async def select_current_page(
-        self, scope_id: int, *, after: str | None, limit: int, now: int
+    async def select_current(
+        self, scope_id: int | None = None, where: CurrentFilter = EVERY_ROW
     ) -> list[CurrentRow]:
         self._check_open()
-        rows = self._data.current.get(scope_id, {})
+        if scope_id is None:
+            rows = [row for rows in self._data.current.values() for row in rows.values()]
+            return [r for r in rows if where.matches(r)][: where.limit]
+        scope = self._data.current.get(scope_id, {})
+        if where.key is not None:
+            row = scope.get(where.key)
+            return [] if row is None else where.keep([row])
         keys = self._data.keys_of(scope_id)
+        after = where.after_key
         start = 0 if after is None else bisect.bisect_right(keys, after)
         page: list[CurrentRow] = []
-        for key in itertools.islice(keys, start, None):
-            if len(page) >= limit:
+        for k in itertools.islice(keys, start, None):
+            if where.limit is not None and len(page) >= where.limit:
                 break
-            row = rows[key]
-            if row.expires_at is None or row.expires_at > now:
-                page.append(row)
+            if where.matches(scope[k]):
+                page.append(scope[k])
         return page
 
     async def select_events(self, scope_id: int, where: EventFilter) -> list[EventRow]:
@@ -372,22 +384,6 @@ class MemoryBackend(LogBackend):
         self._check_open()
         return self._data.head.last_seq
 
-    async def select_all_scopes(self) -> list[ScopeRow]:
-        self._check_open()
-        return [_copy_scope(r) for r in self._data.scopes_by_id.values()]
-
-    async def select_scopes_page(self, where: ScopeFilter) -> list[ScopeRow]:
-        self._check_open()
-        found = [
-            _copy_scope(r) for r in self._data.scopes_by_id.values() if _scope_matches(r, where)
-        ]
-        found.sort(key=lambda r: (r.updated_at, r.scope_id), reverse=True)
-        return found[: where.limit]
-
-    async def select_all_current(self) -> list[CurrentRow]:
-        self._check_open()
-        return [row for rows in self._data.current.values() for row in rows.values()]
-
     async def count_idempotent(self, *, recorded_before: int) -> int:
         self._check_open()
         rows = self._data.idempotent.values()
@@ -415,21 +411,8 @@ class MemoryBackend(LogBackend):
 _ROW_OVERHEAD = 64
 
 
-def _scope_matches(row: ScopeRow, where: ScopeFilter) -> bool:
-    if where.kind is not None and (where.kind == "task") != (row.dag_id is not None):
-        return False
-    for wanted, have in (
-        (where.dag_id, row.dag_id),
-        (where.run_id, row.run_id),
-        (where.task_id, row.task_id),
-    ):
-        if wanted is not None and wanted != have:
-            return False
-    if where.since is not None and row.updated_at < where.since:
-        return False
-    if where.until is not None and row.updated_at > where.until:
-        return False
-    return where.before is None or (row.updated_at, row.scope_id) < where.before
+def _by_id(row: ScopeRow) -> int:
+    return row.scope_id
 
 
 def _replace_in_scope(data: _Data, event: EventRow) -> None:

@@ -23,6 +23,8 @@ import asyncpg
 from asyncpg.pool import PoolConnectionProxy
 
 from eventstore.log.backends.base import (
+    EVERY_ROW,
+    CurrentFilter,
     CurrentRow,
     EventFilter,
     EventRow,
@@ -215,22 +217,42 @@ class PostgresBackend(LogBackend):
             rows: list[asyncpg.Record] = await pool.fetch(sql, *args)
         return rows
 
-    async def select_scope(self, scope_key: str) -> ScopeRow | None:
-        rows = await self._fetch(sql.SELECT_SCOPE, scope_key)
-        return next((scope_row(r) for r in rows), None)
+    async def select_scopes(self, where: ScopeFilter | None = None) -> list[ScopeRow]:
+        if where is None:
+            return [scope_row(r) for r in await self._fetch(sql.SELECT_ALL_SCOPES)]
+        if where.scope_key is not None:
+            rows = await self._fetch(sql.SELECT_SCOPE, where.scope_key)
+            found = [scope_row(r) for r in rows]
+            return [r for r in found if where.matches(r)][: where.limit]
+        before_at, before_id = where.before if where.before is not None else (None, None)
+        rows = await self._fetch(
+            sql.SELECT_SCOPES_PAGE,
+            where.kind,
+            encode(where.dag_id),
+            encode(where.run_id),
+            encode(where.task_id),
+            where.since,
+            where.until,
+            before_at,
+            before_id,
+            where.limit,
+        )
+        return [scope_row(r) for r in rows]
 
-    async def select_current(self, scope_id: int, key: str) -> CurrentRow | None:
-        rows = await self._fetch(sql.SELECT_CURRENT, scope_id, key.encode())
-        return next((current_row(r) for r in rows), None)
-
-    async def select_current_all(self, scope_id: int) -> list[CurrentRow]:
-        return [current_row(r) for r in await self._fetch(sql.SELECT_CURRENT_ALL, scope_id)]
-
-    async def select_current_page(
-        self, scope_id: int, *, after: str | None, limit: int, now: int
+    async def select_current(
+        self, scope_id: int | None = None, where: CurrentFilter = EVERY_ROW
     ) -> list[CurrentRow]:
-        after_key = (after or "").encode()
-        rows = await self._fetch(sql.SELECT_CURRENT_PAGE, scope_id, after_key, now, limit)
+        if scope_id is None:
+            found = [current_row(r) for r in await self._fetch(sql.SELECT_ALL_CURRENT)]
+            return [r for r in found if where.matches(r)][: where.limit]
+        if where.key is not None:
+            rows = await self._fetch(sql.SELECT_CURRENT, scope_id, where.key.encode())
+            return where.keep([current_row(r) for r in rows])
+        if where == EVERY_ROW:
+            return [current_row(r) for r in await self._fetch(sql.SELECT_CURRENT_ALL, scope_id)]
+        now = sql.NO_NOW if where.now is None else where.now
+        after = (where.after_key or "").encode()
+        rows = await self._fetch(sql.SELECT_CURRENT_PAGE, scope_id, after, now, where.limit)
         return [current_row(r) for r in rows]
 
     async def select_events(self, scope_id: int, where: EventFilter) -> list[EventRow]:
@@ -270,28 +292,6 @@ class PostgresBackend(LogBackend):
         # and sees the last committed head.
         rows = await self._fetch(sql.SELECT_LAST_SEQ)
         return int(rows[0][0])
-
-    async def select_all_scopes(self) -> list[ScopeRow]:
-        return [scope_row(r) for r in await self._fetch(sql.SELECT_ALL_SCOPES)]
-
-    async def select_scopes_page(self, where: ScopeFilter) -> list[ScopeRow]:
-        before_at, before_id = where.before if where.before is not None else (None, None)
-        rows = await self._fetch(
-            sql.SELECT_SCOPES_PAGE,
-            where.kind,
-            encode(where.dag_id),
-            encode(where.run_id),
-            encode(where.task_id),
-            where.since,
-            where.until,
-            before_at,
-            before_id,
-            where.limit,
-        )
-        return [scope_row(r) for r in rows]
-
-    async def select_all_current(self) -> list[CurrentRow]:
-        return [current_row(r) for r in await self._fetch(sql.SELECT_ALL_CURRENT)]
 
     async def count_idempotent(self, *, recorded_before: int) -> int:
         rows = await self._fetch(sql.COUNT_IDEMPOTENT, recorded_before)

@@ -42,6 +42,8 @@ SELECT_ALL_EVENTS: Final = (
     f"SELECT {EVENT_COLUMNS} FROM events WHERE seq > $1 ORDER BY seq LIMIT $2"
 )
 NO_BOUND: Final = 2**63 - 1
+# Below every expiry time: a page read without `now` keeps expired rows too.
+NO_NOW: Final = -(2**63)
 
 # A clear or a compaction marker has no key: one seek on the (scope_id, key, seq) index.
 SELECT_LAST_SCOPE_EVENT: Final = (

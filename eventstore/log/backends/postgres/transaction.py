@@ -20,8 +20,14 @@ from eventstore.log.backends.base import (
     CurrentRow,
     EventRow,
     IdempotentRow,
+    Ids,
+    Keys,
+    KeysAt,
     LogHead,
+    Payloads,
     ScopeRow,
+    Task,
+    Values,
     WriteTransaction,
 )
 from eventstore.log.backends.postgres.driver import (
@@ -210,9 +216,14 @@ class PostgresTransaction(WriteTransaction):
             head = self.head = LogHead(last_seq=row[0], last_recorded_at=row[1])
         return LogHead(last_seq=head.last_seq, last_recorded_at=head.last_recorded_at)
 
-    async def select_scopes(self, scope_keys: Collection[str]) -> dict[str, ScopeRow]:
+    async def select_scopes(
+        self, scope_keys: Collection[str] = (), *, task: Task | None = None
+    ) -> dict[str, ScopeRow]:
         await self.flush()
-        rows = await self.conn.fetch(_SELECT_SCOPES, list(scope_keys))
+        rows = await self.conn.fetch(_SELECT_SCOPES, list(scope_keys)) if scope_keys else []
+        if task is not None:
+            parts = [part.encode() for part in task]
+            rows = [*rows, *await self.conn.fetch(_SELECT_TASK_SCOPES, *parts)]
         return {r[1]: scope_row(r) for r in rows}
 
     async def select_head_and_scopes(
@@ -228,13 +239,6 @@ class PostgresTransaction(WriteTransaction):
             if r[2] is not None and len(keys) <= _HEADS_READ:
                 self._heads[r[2]] = dict(zip((k.decode() for k in keys), r[12] or (), strict=True))
         return await self.select_head(), scopes
-
-    async def select_task_scopes(self, dag_id: str, run_id: str, task_id: str) -> list[ScopeRow]:
-        await self.flush()
-        rows = await self.conn.fetch(
-            _SELECT_TASK_SCOPES, dag_id.encode(), run_id.encode(), task_id.encode()
-        )
-        return [scope_row(r) for r in rows]
 
     async def select_live_keys(self, scope_id: int, now: int) -> set[str]:
         await self.flush()
@@ -298,19 +302,28 @@ class PostgresTransaction(WriteTransaction):
         for row in rows:
             self._current[(row.scope_id, row.key)] = row
 
-    async def delete_current(self, pairs: Sequence[tuple[int, str]]) -> None:
+    async def delete_current(
+        self, keys: Keys = (), *, keys_at: KeysAt = (), scope_ids: Ids = (), every: bool = False
+    ) -> None:
         self._heads.clear()
-        if pairs:
-            await self.flush()
-            await self.conn.execute(
-                _DELETE_CURRENT, [p[0] for p in pairs], [p[1].encode() for p in pairs]
-            )
-
-    async def clear_current(self, scope_ids: Sequence[int]) -> None:
-        self._heads.clear()
+        if not (every or scope_ids or keys or keys_at):
+            return
+        await self.flush()
+        if every:
+            await self.conn.execute(_DELETE_ALL_CURRENT)
         if scope_ids:
-            await self.flush()
             await self.conn.execute(_CLEAR_CURRENT, list(scope_ids))
+        if keys:
+            await self.conn.execute(
+                _DELETE_CURRENT, [p[0] for p in keys], [p[1].encode() for p in keys]
+            )
+        if keys_at:
+            await self.conn.execute(
+                _DELETE_CURRENT_AT,
+                [r[0] for r in keys_at],
+                [r[1].encode() for r in keys_at],
+                [r[2] for r in keys_at],
+            )
 
     async def update_scopes(self, rows: Sequence[ScopeRow]) -> None:
         for row in rows:
@@ -333,43 +346,28 @@ class PostgresTransaction(WriteTransaction):
     async def update_head(self, head: LogHead) -> None:
         self._new_head = LogHead(last_seq=head.last_seq, last_recorded_at=head.last_recorded_at)
 
-    async def replace_current(self, rows: Sequence[CurrentRow]) -> None:
-        self._heads.clear()
-        await self.flush()
-        await self.conn.execute(_DELETE_ALL_CURRENT)
-        await self.upsert_current(rows)
-
     async def delete_events(self, seqs: Sequence[int]) -> int:
         await self.flush()
         status = await self.conn.execute(_DELETE_EVENTS, list(seqs))
         return int(status.split()[-1])  # "DELETE <count>"
 
-    async def delete_current_at(self, rows: Sequence[tuple[int, str, int]]) -> None:
-        self._heads.clear()
-        if rows:
-            await self.flush()
+    async def update_stored(self, *, payloads: Payloads = (), values: Values = ()) -> None:
+        if values:
+            self._heads.clear()
+        if not (payloads or values):
+            return
+        await self.flush()
+        if payloads:
             await self.conn.execute(
-                _DELETE_CURRENT_AT,
-                [r[0] for r in rows],
-                [r[1].encode() for r in rows],
-                [r[2] for r in rows],
+                _UPDATE_PAYLOADS, [r[0] for r in payloads], [r[1] for r in payloads]
             )
-
-    async def update_event_payloads(self, rows: Sequence[tuple[int, bytes]]) -> None:
-        if rows:
-            await self.flush()
-            await self.conn.execute(_UPDATE_PAYLOADS, [r[0] for r in rows], [r[1] for r in rows])
-
-    async def update_current_values(self, rows: Sequence[tuple[bytes, int, str, int]]) -> None:
-        self._heads.clear()
-        if rows:
-            await self.flush()
+        if values:
             await self.conn.execute(
                 _UPDATE_CURRENT_VALUES,
-                [r[0] for r in rows],
-                [r[1] for r in rows],
-                [r[2].encode() for r in rows],
-                [r[3] for r in rows],
+                [r[0] for r in values],
+                [r[1] for r in values],
+                [r[2].encode() for r in values],
+                [r[3] for r in values],
             )
 
 

@@ -1,7 +1,7 @@
 """The SQLite log's reads: point reads on the loop thread, history and scans in aiosqlite's.
 
-Point reads (`select_scope`, `select_current`, `select_current_all`, a page of current values)
-run on the loop thread, on a connection of their own: in WAL mode they never wait for a writer,
+Point reads (a scope by key, one scope's current values: a key, all of them or a page) run on
+the loop thread, on a connection of their own: in WAL mode they never wait for a writer,
 and each one is a new autocommit statement, so it sees every committed write, including those of
 other processes. Long reads (history, the whole log) go through aiosqlite's thread so they do not
 stall the loop.
@@ -22,6 +22,8 @@ import anyio
 import msgspec
 
 from eventstore.log.backends.base import (
+    EVERY_ROW,
+    CurrentFilter,
     CurrentRow,
     EventFilter,
     EventRow,
@@ -51,6 +53,10 @@ _SELECT_CURRENT_PAGE: Final = (
 )
 
 _SELECT_SCOPE: Final = f"SELECT {SCOPE_COLUMNS} FROM scopes WHERE scope_key = ?"
+_SELECT_ALL_SCOPES: Final = f"SELECT {SCOPE_COLUMNS} FROM scopes ORDER BY scope_id"
+_SELECT_ALL_CURRENT: Final = f"SELECT {CURRENT_COLUMNS} FROM current"
+# Below every expiry time: a page read without `now` keeps expired rows too.
+_NO_NOW: Final = -(2**63)
 
 # Each filter is a parameter that is either NULL (no filter) or the value to match, so one
 # statement serves every combination; the cursor is (updated_at, scope_id) of the last row seen.
@@ -206,27 +212,48 @@ class SQLiteReads(LogBackend):
             raise StoreClosedError("SQLite log")
         return self._point_conn
 
-    async def select_scope(self, scope_key: str) -> ScopeRow | None:
+    async def select_scopes(self, where: ScopeFilter | None = None) -> list[ScopeRow]:
         with self._errors:
-            row = self._points().execute(_SELECT_SCOPE, (scope_key,)).fetchone()
-            return None if row is None else ScopeRow(*row)
+            if where is None:
+                rows = await self._reader().execute_fetchall(_SELECT_ALL_SCOPES)
+                return [ScopeRow(*r) for r in rows]
+            if where.scope_key is not None:
+                row = self._points().execute(_SELECT_SCOPE, (where.scope_key,)).fetchone()
+                found = None if row is None else ScopeRow(*row)
+                return [found][: where.limit] if found and where.matches(found) else []
+            before_at, before_id = where.before if where.before is not None else (None, None)
+            params = {
+                "kind": where.kind,
+                "dag_id": where.dag_id,
+                "run_id": where.run_id,
+                "task_id": where.task_id,
+                "since": where.since,
+                "until": where.until,
+                "before_at": before_at,
+                "before_id": before_id,
+                "limit": -1 if where.limit is None else where.limit,
+            }
+            rows = await self._reader().execute_fetchall(_SELECT_SCOPES_PAGE, params)
+            return [ScopeRow(*r) for r in rows]
 
-    async def select_current(self, scope_id: int, key: str) -> CurrentRow | None:
-        with self._errors:
-            row = self._points().execute(_SELECT_CURRENT, (scope_id, key)).fetchone()
-            return None if row is None else CurrentRow(*row)
-
-    async def select_current_all(self, scope_id: int) -> list[CurrentRow]:
-        with self._errors:
-            rows = self._points().execute(_SELECT_CURRENT_ALL, (scope_id,)).fetchall()
-            return [CurrentRow(*r) for r in rows]
-
-    async def select_current_page(
-        self, scope_id: int, *, after: str | None, limit: int, now: int
+    async def select_current(
+        self, scope_id: int | None = None, where: CurrentFilter = EVERY_ROW
     ) -> list[CurrentRow]:
         with self._errors:
-            rows = self._points().execute(_SELECT_CURRENT_PAGE, (scope_id, after or "", now, limit))
-            return [CurrentRow(*r) for r in rows]
+            if scope_id is None:
+                rows = await self._reader().execute_fetchall(_SELECT_ALL_CURRENT)
+                found = [CurrentRow(*r) for r in rows]
+                return [r for r in found if where.matches(r)][: where.limit]
+            points = self._points()
+            if where.key is not None:
+                row = points.execute(_SELECT_CURRENT, (scope_id, where.key)).fetchone()
+                return [] if row is None else where.keep([CurrentRow(*row)])
+            if where == EVERY_ROW:
+                return [CurrentRow(*r) for r in points.execute(_SELECT_CURRENT_ALL, (scope_id,))]
+            now = _NO_NOW if where.now is None else where.now
+            limit = -1 if where.limit is None else where.limit
+            page = (scope_id, where.after_key or "", now, limit)
+            return [CurrentRow(*r) for r in points.execute(_SELECT_CURRENT_PAGE, page)]
 
     async def select_events(self, scope_id: int, where: EventFilter) -> list[EventRow]:
         with self._errors:
@@ -278,33 +305,6 @@ class SQLiteReads(LogBackend):
         with self._errors:
             rows = await self._reader().execute_fetchall(_SELECT_LAST_SEQ)
             return int(next(iter(rows))[0])
-
-    async def select_all_scopes(self) -> list[ScopeRow]:
-        with self._errors:
-            rows = await self._reader().execute_fetchall(f"SELECT {SCOPE_COLUMNS} FROM scopes")
-            return [ScopeRow(*r) for r in rows]
-
-    async def select_scopes_page(self, where: ScopeFilter) -> list[ScopeRow]:
-        with self._errors:
-            before_at, before_id = where.before if where.before is not None else (None, None)
-            params = {
-                "kind": where.kind,
-                "dag_id": where.dag_id,
-                "run_id": where.run_id,
-                "task_id": where.task_id,
-                "since": where.since,
-                "until": where.until,
-                "before_at": before_at,
-                "before_id": before_id,
-                "limit": where.limit,
-            }
-            rows = await self._reader().execute_fetchall(_SELECT_SCOPES_PAGE, params)
-            return [ScopeRow(*r) for r in rows]
-
-    async def select_all_current(self) -> list[CurrentRow]:
-        with self._errors:
-            rows = await self._reader().execute_fetchall(f"SELECT {CURRENT_COLUMNS} FROM current")
-            return [CurrentRow(*r) for r in rows]
 
     async def count_idempotent(self, *, recorded_before: int) -> int:
         with self._errors:

@@ -19,8 +19,14 @@ from eventstore.log.backends.base import (
     CurrentRow,
     EventRow,
     IdempotentRow,
+    Ids,
+    Keys,
+    KeysAt,
     LogHead,
+    Payloads,
     ScopeRow,
+    Task,
+    Values,
     WriteTransaction,
 )
 from eventstore.log.backends.sqlite.schema import (
@@ -135,15 +141,16 @@ class SQLiteTransaction(WriteTransaction):
         row = self.conn.execute("SELECT last_seq, last_recorded_at FROM log_head").fetchone()
         return LogHead(last_seq=row[0], last_recorded_at=row[1])
 
-    async def select_scopes(self, scope_keys: Collection[str]) -> dict[str, ScopeRow]:
-        if not scope_keys:
-            return {}
-        rows = self.conn.execute(_SELECT_SCOPES, (_json_array(scope_keys),)).fetchall()
-        return {r[1]: ScopeRow(*r) for r in rows}
-
-    async def select_task_scopes(self, dag_id: str, run_id: str, task_id: str) -> list[ScopeRow]:
-        rows = self.conn.execute(_SELECT_TASK_SCOPES, (dag_id, run_id, task_id)).fetchall()
-        return [ScopeRow(*r) for r in rows]
+    async def select_scopes(
+        self, scope_keys: Collection[str] = (), *, task: Task | None = None
+    ) -> dict[str, ScopeRow]:
+        found: dict[str, ScopeRow] = {}
+        if scope_keys:
+            rows = self.conn.execute(_SELECT_SCOPES, (_json_array(scope_keys),)).fetchall()
+            found.update((r[1], ScopeRow(*r)) for r in rows)
+        if task is not None:
+            found.update((r[1], ScopeRow(*r)) for r in self.conn.execute(_SELECT_TASK_SCOPES, task))
+        return found
 
     async def select_live_keys(self, scope_id: int, now: int) -> set[str]:
         return {r[0] for r in self.conn.execute(_SELECT_LIVE_KEYS, (scope_id, now))}
@@ -208,11 +215,23 @@ class SQLiteTransaction(WriteTransaction):
         self.rows += len(rows)
         await self._many(_UPSERT_CURRENT, [astuple(r) for r in rows])
 
-    async def delete_current(self, pairs: Sequence[tuple[int, str]]) -> None:
-        await self._many("DELETE FROM current WHERE scope_id = ? AND key = ?", pairs)
-
-    async def clear_current(self, scope_ids: Sequence[int]) -> None:
-        self.conn.executemany("DELETE FROM current WHERE scope_id = ?", [(s,) for s in scope_ids])
+    async def delete_current(
+        self, keys: Keys = (), *, keys_at: KeysAt = (), scope_ids: Ids = (), every: bool = False
+    ) -> None:
+        if every:
+            self.conn.execute("DELETE FROM current")
+        if scope_ids:
+            self.conn.executemany(
+                "DELETE FROM current WHERE scope_id = ?", [(s,) for s in scope_ids]
+            )
+        if keys:
+            await self._many("DELETE FROM current WHERE scope_id = ? AND key = ?", keys)
+        if keys_at:
+            # Compaction's slices are big: counted as rows so they leave the loop thread.
+            self.rows += len(keys_at)
+            await self._many(
+                "DELETE FROM current WHERE scope_id = ? AND key = ? AND seq = ?", keys_at
+            )
 
     async def update_scopes(self, rows: Sequence[ScopeRow]) -> None:
         self.conn.executemany(
@@ -231,10 +250,6 @@ class SQLiteTransaction(WriteTransaction):
             (head.last_seq, head.last_recorded_at),
         )
 
-    async def replace_current(self, rows: Sequence[CurrentRow]) -> None:
-        self.conn.execute("DELETE FROM current")
-        await self.upsert_current(rows)
-
     # Compaction's and erasure's statements go through _many and count as rows too: their
     # slices are big, and run on the loop thread they kept it (and every writer) waiting.
     async def delete_events(self, seqs: Sequence[int]) -> int:
@@ -243,20 +258,13 @@ class SQLiteTransaction(WriteTransaction):
         await self._many("DELETE FROM events WHERE seq = ?", [(s,) for s in seqs])
         return self.conn.total_changes - before
 
-    async def delete_current_at(self, rows: Sequence[tuple[int, str, int]]) -> None:
-        self.rows += len(rows)
-        await self._many("DELETE FROM current WHERE scope_id = ? AND key = ? AND seq = ?", rows)
-
-    async def update_event_payloads(self, rows: Sequence[tuple[int, bytes]]) -> None:
+    async def update_stored(self, *, payloads: Payloads = (), values: Values = ()) -> None:
         # The bytes replaced (a plain value) are overwritten: see secure_delete in _connect.
-        self.rows += len(rows)
+        self.rows += len(payloads) + len(values)
         await self._many(
-            "UPDATE events SET payload = ? WHERE seq = ?", [(p, seq) for seq, p in rows]
+            "UPDATE events SET payload = ? WHERE seq = ?", [(p, seq) for seq, p in payloads]
         )
-
-    async def update_current_values(self, rows: Sequence[tuple[bytes, int, str, int]]) -> None:
-        self.rows += len(rows)
-        await self._many(_UPDATE_CURRENT_VALUE, rows)
+        await self._many(_UPDATE_CURRENT_VALUE, values)
 
 
 def _json_array(items: Collection[str]) -> str:
