@@ -52,7 +52,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from datetime import datetime
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import msgspec
 
@@ -64,11 +64,9 @@ from eventstore.log.events import EVENT_KINDS, KeySet, RecordedEvent, decode_eve
 from projections.diff import Diff, diff_states, masked
 from projections.horizon import HorizonReader
 from projections.points import At
+from projections.rewind import RewindResult, rewind
 from projections.scope_reads import Position
 from projections.tries import TrySummary
-
-if TYPE_CHECKING:
-    from projections.rewind import RewindResult
 
 __all__ = ["Diff", "History", "Position", "TrySummary", "diff_states"]
 
@@ -257,8 +255,6 @@ class History(HorizonReader):
     ) -> RewindResult:
         """Append, in one transaction, the sets and deletes that make the current values equal
         `state(at)`; see `projections.rewind`. `dry_run=True` plans and writes nothing."""
-        from projections.rewind import rewind
-
         if self._append is None or self._clock is None:
             raise TypeError("this History cannot write; get one from store.history(scope)")
         return await rewind(

@@ -22,7 +22,7 @@ from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
 from datetime import datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import msgspec
 
@@ -33,8 +33,12 @@ from eventstore.log.crypto import ERASED, is_sensitive, stored_value
 from eventstore.log.errors import ConcurrencyError, HistoryCompactedError
 from eventstore.log.events import KeySet, decode_event, from_micros, to_micros
 from eventstore.log.scopes import scope_key
-from projections.history import Diff, History, diff_states
+from projections.diff import Diff, diff_states
 from projections.points import At
+
+if TYPE_CHECKING:
+    # Only a type: history calls into rewind, never the other way round.
+    from projections.history import History
 
 __all__ = ["RewindResult", "rewind"]
 
