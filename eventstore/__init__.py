@@ -10,7 +10,6 @@ not by this `__init__`.
 import importlib
 from typing import TYPE_CHECKING, Any
 
-from eventstore.log.append import AppendResult
 from eventstore.log.config import NEVER_EXPIRE, StoreConfig
 from eventstore.log.crypto import ERASED, MASKED
 from eventstore.log.errors import (
@@ -29,6 +28,7 @@ from eventstore.log.errors import (
 from eventstore.log.events import RecordedEvent
 from eventstore.log.feed import ScopeMatch, Subscription
 from eventstore.log.master_keys import generate_master_key
+from eventstore.log.requests import AppendResult
 from eventstore.log.scopes import AssetScope, Scope, TaskScope
 
 if TYPE_CHECKING:

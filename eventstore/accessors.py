@@ -13,10 +13,10 @@ from typing import TYPE_CHECKING, Any, Final
 
 import anyio.lowlevel
 
-from eventstore.log.append import AppendRequest, AppendResult, ClearOp, DeleteOp, Op, SetOp
 from eventstore.log.config import NeverExpire, check_retention
 from eventstore.log.crypto import ERASED
 from eventstore.log.errors import ExpiryValueError
+from eventstore.log.requests import AppendRequest, AppendResult, ClearOp, DeleteOp, Op, SetOp
 from eventstore.log.scopes import AssetScope, Scope, TaskScope
 from eventstore.log.values import check_key, check_label, encode_value
 

@@ -15,8 +15,8 @@ from typing import Any, Generic, Protocol, TypeVar
 from anyio.from_thread import BlockingPortal
 
 from eventstore.bridge import Bridge
-from eventstore.log.append import AppendResult
 from eventstore.log.config import Clock, StoreConfig
+from eventstore.log.requests import AppendResult
 from eventstore.log.scopes import Scope
 from eventstore.store import AssetStore, Store, TaskStore, open_store
 from projections.compaction import CompactionReport

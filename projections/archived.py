@@ -13,7 +13,8 @@ from typing import NamedTuple
 import anyio.to_thread
 
 from eventstore.log.archive import Archive
-from eventstore.log.backends.base import EventFilter, EventRow, LogBackend, ScopeRow
+from eventstore.log.backends.base import LogBackend
+from eventstore.log.backends.rows import EventFilter, EventRow, ScopeRow
 
 __all__ = ["ArchivedReads"]
 

@@ -56,11 +56,11 @@ from typing import Any
 
 import msgspec
 
-from eventstore.log.append import recorded_event
-from eventstore.log.backends.base import EventFilter, EventRow
+from eventstore.log.backends.rows import EventFilter, EventRow
 from eventstore.log.crypto import ERASED, MASKED
 from eventstore.log.errors import HistoryCompactedError
 from eventstore.log.events import EVENT_KINDS, KeySet, RecordedEvent, decode_event, to_micros
+from eventstore.log.recorded import recorded_event
 from projections.diff import Diff, diff_states, masked
 from projections.horizon import HorizonReader
 from projections.points import At

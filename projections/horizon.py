@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import msgspec
 
-from eventstore.log.backends.base import EventFilter, EventRow
+from eventstore.log.backends.rows import EventFilter, EventRow
 from eventstore.log.errors import HistoryCompactedError
 from eventstore.log.events import Compacted, Shown, TryHorizon, decode_event, to_micros
 from projections.compaction.horizons import answerable_from

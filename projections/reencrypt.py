@@ -7,7 +7,8 @@ from collections.abc import Callable
 import anyio.to_thread
 import msgspec
 
-from eventstore.log.backends.base import EventRow, LogBackend
+from eventstore.log.backends.base import LogBackend
+from eventstore.log.backends.rows import EventRow
 from eventstore.log.envelope import NULL_JSON, stored_value
 from eventstore.log.errors import MasterKeyError
 from eventstore.log.events import KeySet, decode_event, encode_event

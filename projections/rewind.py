@@ -26,12 +26,12 @@ from typing import TYPE_CHECKING, Any
 
 import msgspec
 
-from eventstore.log.append import AppendRequest, AppendResult, DeleteOp, Op, SetOp
-from eventstore.log.backends.base import EventRow
+from eventstore.log.backends.rows import EventRow
 from eventstore.log.config import NEVER_EXPIRE
 from eventstore.log.crypto import ERASED, is_sensitive, stored_value
 from eventstore.log.errors import ConcurrencyError, HistoryCompactedError
 from eventstore.log.events import KeySet, decode_event, from_micros, to_micros
+from eventstore.log.requests import AppendRequest, AppendResult, DeleteOp, Op, SetOp
 from eventstore.log.scopes import scope_key
 from projections.diff import Diff, diff_states
 from projections.points import At

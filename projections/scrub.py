@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import msgspec
 
-from eventstore.log.backends.base import EventFilter, LogBackend
+from eventstore.log.backends.base import LogBackend
+from eventstore.log.backends.rows import EventFilter
 from eventstore.log.envelope import NULL_JSON
 from eventstore.log.events import KeySet, decode_event, encode_event
 

@@ -6,7 +6,7 @@ from datetime import datetime
 
 import msgspec
 
-from eventstore.log.backends.base import EventRow
+from eventstore.log.backends.rows import EventRow
 from eventstore.log.events import from_micros
 
 __all__ = ["TryCounter", "TrySummary"]

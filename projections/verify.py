@@ -6,7 +6,8 @@ from collections.abc import Callable
 
 import msgspec
 
-from eventstore.log.backends.base import CurrentRow, LogBackend
+from eventstore.log.backends.base import LogBackend
+from eventstore.log.backends.rows import CurrentRow
 from projections.current import ScopeState, apply
 
 __all__ = ["Mismatch", "VerifyReport", "fold_log", "rebuild", "verify"]

@@ -38,9 +38,10 @@ from pathlib import Path
 import anyio
 
 from eventstore import NEVER_EXPIRE, Store, StoreConfig, open_store
-from eventstore.log.append import AppendRequest, SetOp, append_batch
+from eventstore.log.append import append_batch
 from eventstore.log.backends.base import WriteTransaction
 from eventstore.log.config import NeverExpire
+from eventstore.log.requests import AppendRequest, SetOp
 from eventstore.log.scopes import TaskScope
 from eventstore.log.values import encode_value
 

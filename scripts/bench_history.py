@@ -26,7 +26,8 @@ from typing import Any
 import anyio
 
 from eventstore import StoreConfig, TaskScope, open_store
-from eventstore.log.backends.base import EventFilter, LogBackend
+from eventstore.log.backends.base import LogBackend
+from eventstore.log.backends.rows import EventFilter
 from eventstore.log.events import KeySet, decode_event
 from eventstore.log.values import decode_value
 from projections import At

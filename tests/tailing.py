@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import anyio
 
-from eventstore.log.backends.base import EventRow, LogBackend
+from eventstore.log.backends.base import LogBackend
+from eventstore.log.backends.rows import EventRow
 
 
 class Tailer:

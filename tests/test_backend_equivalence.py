@@ -27,7 +27,7 @@ from eventstore import (
     StoreConfig,
     open_store,
 )
-from eventstore.log.backends.base import EventFilter
+from eventstore.log.backends.rows import EventFilter
 
 KEYS = st.sampled_from(["a", "b", "job/id", "ключ", "nul\x00key", "z" * 512])
 VALUES = st.one_of(

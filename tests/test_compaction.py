@@ -22,7 +22,7 @@ from eventstore import (
     open_store,
 )
 from eventstore.cli import cli
-from eventstore.log.backends.base import CurrentFilter, EventFilter, EventRow
+from eventstore.log.backends.rows import CurrentFilter, EventFilter, EventRow
 from eventstore.log.errors import ConfigError
 from eventstore.log.events import Compacted, decode_event
 from eventstore.log.scopes import Scope, TaskScope

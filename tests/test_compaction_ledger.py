@@ -16,7 +16,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from eventstore import NEVER_EXPIRE, Store, StoreConfig, open_store
-from eventstore.log.backends.base import EventFilter, EventRow
+from eventstore.log.backends.rows import EventFilter, EventRow
 from projections.compaction import CompactionReport, compact
 from tests.conftest import FakeClock
 from tests.test_compaction_properties import configs, ops

@@ -9,7 +9,8 @@ from typing import TYPE_CHECKING
 import pytest
 
 from eventstore import ConcurrencyError, StaleAttemptError, Store, TaskScope, TaskStore
-from eventstore.log.append import AppendRequest, AppendResult, DeleteOp, SetOp, append_batch
+from eventstore.log.append import append_batch
+from eventstore.log.requests import AppendRequest, AppendResult, DeleteOp, SetOp
 from eventstore.log.values import encode_value
 
 if TYPE_CHECKING:

@@ -13,7 +13,7 @@ from click.testing import CliRunner
 
 from eventstore import ERASED, StoreConfig, TaskScope, generate_master_key, open_store
 from eventstore.cli import cli
-from eventstore.log.backends.base import EventFilter
+from eventstore.log.backends.rows import EventFilter
 from eventstore.log.scopes import scope_key
 from projections import At
 from tests.conftest import FakeClock, StoreFactory

@@ -9,7 +9,6 @@ import anyio
 import pytest
 
 from eventstore import StoreConfig, TaskScope
-from eventstore.log.append import AppendRequest, AppendResult, SetOp
 from eventstore.log.backends.base import LogBackend, WriteTransaction
 from eventstore.log.backends.memory import MemoryBackend
 from eventstore.log.errors import (
@@ -18,6 +17,7 @@ from eventstore.log.errors import (
     StaleAttemptError,
     StoreClosedError,
 )
+from eventstore.log.requests import AppendRequest, AppendResult, SetOp
 from eventstore.log.writer import GroupCommitWriter
 from tests.conftest import FakeClock, StoreFactory
 

@@ -15,7 +15,7 @@ from eventstore import (
     StoreClosedError,
     TaskScope,
 )
-from eventstore.log.backends.base import EventRow
+from eventstore.log.backends.rows import EventRow
 from eventstore.log.errors import NoSuchPointError
 from eventstore.log.events import Compacted, encode_event, to_micros
 from eventstore.log.scopes import Scope, scope_key

@@ -13,12 +13,12 @@ import pytest
 from conftest import FakeClock, postgres_schema_url
 
 from eventstore import TaskScope, open_store
-from eventstore.log.append import AppendResult
 from eventstore.log.backends.migrations import Migration, latest_version, pending_migrations
 from eventstore.log.backends.postgres import backend as postgres
 from eventstore.log.backends.sqlite import backend as sqlite
 from eventstore.log.errors import SchemaVersionError
 from eventstore.log.events import KeySet, encode_event
+from eventstore.log.requests import AppendResult
 from eventstore.log.scopes import scope_key
 
 KINDS = ["sqlite", "postgres"]

@@ -24,7 +24,8 @@ from conftest import postgres_schema_url
 from tailing import Tailer, assert_tailer_saw_everything_once
 
 from eventstore import ConcurrencyError, StaleAttemptError, TaskScope, open_store
-from eventstore.log.backends.base import EventRow, LogBackend
+from eventstore.log.backends.base import LogBackend
+from eventstore.log.backends.rows import EventRow
 from eventstore.log.scopes import scope_from_key
 
 pytestmark = pytest.mark.slow

@@ -12,9 +12,10 @@ import pytest
 from conftest import FakeClock, postgres_schema_url
 
 from eventstore import StoreConfig, open_store
-from eventstore.log.backends.base import CurrentRow, WriteTransaction
+from eventstore.log.backends.base import WriteTransaction
 from eventstore.log.backends.postgres.backend import PostgresBackend
 from eventstore.log.backends.postgres.transaction import PostgresTransaction
+from eventstore.log.backends.rows import CurrentRow
 from eventstore.log.crypto import is_sensitive
 from eventstore.log.scopes import TaskScope, scope_key
 

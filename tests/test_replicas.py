@@ -42,7 +42,7 @@ from tailing import Tailer, assert_tailer_saw_everything_once
 
 from eventstore import ConcurrencyError, StaleAttemptError, TaskScope, open_store
 from eventstore.client import Remote, RemoteTaskStore, connect
-from eventstore.log.append import AppendResult
+from eventstore.log.requests import AppendResult
 from eventstore.log.scopes import scope_key
 from eventstore.service.auth import make_token
 

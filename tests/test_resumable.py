@@ -7,7 +7,7 @@ from typing import Any
 import pytest
 
 from eventstore import Store, TaskStore
-from eventstore.log.backends.base import EventFilter
+from eventstore.log.backends.rows import EventFilter
 from eventstore.resumable import resumable_job
 from eventstore.testing import TaskTries
 

@@ -6,7 +6,7 @@ from datetime import timedelta
 
 from conftest import FakeClock
 
-from eventstore.log.backends.base import ScopeFilter
+from eventstore.log.backends.rows import ScopeFilter
 from eventstore.log.events import to_micros
 from eventstore.log.scopes import scope_from_key
 from eventstore.store import Store

@@ -9,7 +9,7 @@ from pathlib import Path
 import msgspec
 
 from eventstore import TaskScope, open_store
-from eventstore.log.backends.base import EventFilter
+from eventstore.log.backends.rows import EventFilter
 from eventstore.log.backends.sqlite.reads import (
     _SELECT_LAST_SCOPE_EVENT,
     _SELECT_LATEST_PER_KEY,

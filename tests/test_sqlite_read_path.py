@@ -11,7 +11,7 @@ import anyio
 import pytest
 
 from eventstore import StoreConfig, open_store
-from eventstore.log.backends.base import EventFilter
+from eventstore.log.backends.rows import EventFilter
 from eventstore.log.backends.sqlite.backend import SQLiteBackend
 from eventstore.log.errors import ConcurrencyError
 from tests.conftest import FakeClock

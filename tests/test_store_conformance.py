@@ -24,7 +24,7 @@ from eventstore import (
     TaskScope,
     TaskStore,
 )
-from eventstore.log.backends.base import CurrentRow, EventRow, ScopeRow
+from eventstore.log.backends.rows import CurrentRow, EventRow, ScopeRow
 from eventstore.log.config import MAX_RETENTION
 from eventstore.log.errors import ValueTooDeepError
 from eventstore.log.events import KeySet, ScopeCleared, decode_event, to_micros

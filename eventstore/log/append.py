@@ -19,12 +19,8 @@ import anyio.lowlevel
 import anyio.to_thread
 import msgspec
 
-from eventstore.log.backends.base import (
-    CurrentRow,
-    EventRow,
-    IdempotentRow,
-    LogBackend,
-)
+from eventstore.log.backends.base import LogBackend
+from eventstore.log.backends.rows import CurrentRow, EventRow, IdempotentRow
 from eventstore.log.config import NEVER_EXPIRE, StoreConfig
 from eventstore.log.crypto import Vault, stored_value
 from eventstore.log.errors import ConcurrencyError, StaleAttemptError
@@ -39,7 +35,6 @@ from eventstore.log.events import (
     to_micros,
 )
 from eventstore.log.heads import BatchHeads, ScopeView, to_micros_delta
-from eventstore.log.recorded import recorded_event
 from eventstore.log.requests import (
     AppendRequest,
     AppendResult,
@@ -47,27 +42,13 @@ from eventstore.log.requests import (
     DeleteOp,
     EraseOp,
     MarkOp,
-    Op,
     SetOp,
     encode_result,
 )
 from eventstore.log.scopes import Scope, scope_key
 from eventstore.log.sealing import prepare_keys
 
-# The request types and the reading of events live in their own modules; the log's callers
-# import them from here, with append_batch.
-__all__ = [
-    "AppendRequest",
-    "AppendResult",
-    "ClearOp",
-    "DeleteOp",
-    "EraseOp",
-    "MarkOp",
-    "Op",
-    "SetOp",
-    "append_batch",
-    "recorded_event",
-]
+__all__ = ["append_batch"]
 
 
 class _Batch(BatchHeads):

@@ -39,7 +39,7 @@ from typing import Final
 import anyio.to_thread
 import msgspec
 
-from eventstore.log.backends.base import EventRow
+from eventstore.log.backends.rows import EventRow
 from eventstore.log.config import archive_directory
 from eventstore.log.errors import ArchiveError
 from eventstore.log.events import KeySet, decode_event, encode_event

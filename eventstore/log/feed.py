@@ -40,10 +40,11 @@ import anyio
 import msgspec
 from anyio.abc import AsyncResource
 
-from eventstore.log.append import recorded_event
-from eventstore.log.backends.base import EventFilter, EventRow, LogBackend
+from eventstore.log.backends.base import LogBackend
+from eventstore.log.backends.rows import EventFilter, EventRow
 from eventstore.log.crypto import Vault
 from eventstore.log.events import RecordedEvent
+from eventstore.log.recorded import recorded_event
 from eventstore.log.scopes import AssetScope, Scope, TaskScope, scope_from_key, scope_key
 
 __all__ = ["DEFAULT_POLL_INTERVAL", "Feed", "ScopeMatch", "Subscription"]

@@ -5,13 +5,8 @@ from __future__ import annotations
 from collections.abc import Sequence
 from datetime import datetime, timedelta
 
-from eventstore.log.backends.base import (
-    CurrentRow,
-    EventRow,
-    IdempotentRow,
-    ScopeRow,
-    WriteTransaction,
-)
+from eventstore.log.backends.base import WriteTransaction
+from eventstore.log.backends.rows import CurrentRow, EventRow, IdempotentRow, ScopeRow
 from eventstore.log.config import StoreConfig
 from eventstore.log.crypto import Vault, is_sensitive
 from eventstore.log.events import from_micros

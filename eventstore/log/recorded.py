@@ -6,7 +6,7 @@ from typing import Any
 
 import msgspec
 
-from eventstore.log.backends.base import EventRow
+from eventstore.log.backends.rows import EventRow
 from eventstore.log.crypto import ERASED, Vault
 from eventstore.log.events import (
     KeyDeleted,

@@ -32,11 +32,12 @@ from datetime import datetime
 import anyio
 import anyio.lowlevel
 
-from eventstore.log.append import AppendRequest, AppendResult, append_batch
+from eventstore.log.append import append_batch
 from eventstore.log.backends.base import LogBackend
 from eventstore.log.config import StoreConfig
 from eventstore.log.crypto import Vault
 from eventstore.log.errors import StoreClosedError
+from eventstore.log.requests import AppendRequest, AppendResult
 
 __all__ = ["GroupCommitWriter"]
 

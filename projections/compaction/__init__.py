@@ -56,7 +56,8 @@ from typing import Final
 import anyio
 
 from eventstore.log.archive import Archive
-from eventstore.log.backends.base import EventFilter, LogBackend
+from eventstore.log.backends.base import LogBackend
+from eventstore.log.backends.rows import EventFilter
 from eventstore.log.config import StoreConfig
 from eventstore.log.events import to_micros
 from projections.compaction.apply import (

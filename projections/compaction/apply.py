@@ -14,9 +14,9 @@ from typing import Final
 import anyio
 import msgspec
 
-from eventstore.log.append import AppendRequest, AppendResult, MarkOp
 from eventstore.log.archive import ArchivedEvent
 from eventstore.log.backends.base import LogBackend
+from eventstore.log.requests import AppendRequest, AppendResult, MarkOp
 from eventstore.log.scopes import scope_from_key
 from projections.compaction.plan import ScopePlan, reason
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Final, NamedTuple
 
-from eventstore.log.backends.base import EventRow
+from eventstore.log.backends.rows import EventRow
 from eventstore.log.events import Compacted, Shown, TryHorizon, decode_event, from_micros
 
 __all__ = ["MAX_SHOWN", "answerable_from", "key_horizons", "last_marker", "try_horizons"]

@@ -18,7 +18,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from eventstore.log.backends.base import EventRow, ScopeRow
+from eventstore.log.backends.rows import EventRow, ScopeRow
 
 __all__ = ["Ledger", "wake_at"]
 

@@ -12,7 +12,7 @@ from typing import Final
 
 import msgspec
 
-from eventstore.log.backends.base import EventRow
+from eventstore.log.backends.rows import EventRow
 from eventstore.log.events import AnyEvent, Compacted, Shown, TryHorizon
 from projections.compaction.horizons import (
     answerable_from,

@@ -29,7 +29,7 @@ from airflow_support import free_port
 
 from eventstore import AssetScope, RecordedEvent, TaskScope, open_store
 from eventstore.airflow import TasktrailBackend
-from eventstore.log.append import recorded_event
+from eventstore.log.recorded import recorded_event
 from eventstore.log.scopes import scope_key
 from tests.service.browser import launch, require_browser
 

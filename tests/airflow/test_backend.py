@@ -26,8 +26,8 @@ from eventstore import AssetScope as TrailAsset
 from eventstore import RecordedEvent, StaleAttemptError, open_store
 from eventstore import TaskScope as TrailTask
 from eventstore.airflow import TasktrailBackend
-from eventstore.log.append import recorded_event
 from eventstore.log.errors import ConfigError, ValueTooLargeError
+from eventstore.log.recorded import recorded_event
 from eventstore.log.scopes import scope_from_key
 from eventstore.service.auth import make_token
 

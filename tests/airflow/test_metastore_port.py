@@ -708,7 +708,7 @@ async def _events(store: Any, scope: Any) -> list[Any]:
 
 async def _log(store: Any) -> list[Any]:
     """Every event the log holds, in position order."""
-    from eventstore.log.append import recorded_event
+    from eventstore.log.recorded import recorded_event
     from eventstore.log.scopes import scope_from_key
 
     scopes = {r.scope_id: scope_from_key(r.scope_key) for r in await store.backend.select_scopes()}

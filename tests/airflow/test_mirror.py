@@ -232,7 +232,7 @@ def test_cleanup_runs_tasktrail_compaction_embedded_and_through_a_service(
 
 
 async def _log(url: str) -> list[Any]:
-    from eventstore.log.append import recorded_event
+    from eventstore.log.recorded import recorded_event
     from eventstore.log.scopes import scope_from_key
 
     async with open_store(url) as store:

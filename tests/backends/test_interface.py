@@ -7,7 +7,7 @@ from __future__ import annotations
 import pytest
 
 from eventstore.log.backends import LogBackend
-from eventstore.log.backends.base import (
+from eventstore.log.backends.rows import (
     EVERY_ROW,
     CurrentFilter,
     CurrentRow,

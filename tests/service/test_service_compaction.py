@@ -17,7 +17,7 @@ import pytest
 from conftest import postgres_schema_url
 
 from eventstore import NEVER_EXPIRE, StoreConfig, open_store
-from eventstore.log.backends.base import EventFilter
+from eventstore.log.backends.rows import EventFilter
 from eventstore.service import create_app, serve_in_thread
 from projections import compaction
 from service.service_helpers import SECRET, FakeClock, Service, task_path

@@ -32,25 +32,7 @@ from eventstore.log.backends.rows import (
 )
 from eventstore.log.errors import CompactionRunningError
 
-__all__ = [
-    "EVERY_ROW",
-    "CurrentFilter",
-    "CurrentRow",
-    "EventFilter",
-    "EventRow",
-    "IdempotentRow",
-    "Ids",
-    "Keys",
-    "KeysAt",
-    "LogBackend",
-    "LogHead",
-    "Payloads",
-    "ScopeFilter",
-    "ScopeRow",
-    "Task",
-    "Values",
-    "WriteTransaction",
-]
+__all__ = ["LogBackend", "WriteTransaction"]
 
 
 class WriteTransaction(ABC):

@@ -14,7 +14,8 @@ from contextlib import asynccontextmanager
 import anyio
 from msgspec.structs import replace
 
-from eventstore.log.backends.base import (
+from eventstore.log.backends.base import LogBackend, WriteTransaction
+from eventstore.log.backends.rows import (
     EVERY_ROW,
     CurrentFilter,
     CurrentRow,
@@ -24,14 +25,12 @@ from eventstore.log.backends.base import (
     Ids,
     Keys,
     KeysAt,
-    LogBackend,
     LogHead,
     Payloads,
     ScopeFilter,
     ScopeRow,
     Task,
     Values,
-    WriteTransaction,
 )
 from eventstore.log.errors import StoreClosedError
 

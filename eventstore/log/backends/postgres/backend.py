@@ -22,17 +22,7 @@ import anyio
 import asyncpg
 from asyncpg.pool import PoolConnectionProxy
 
-from eventstore.log.backends.base import (
-    EVERY_ROW,
-    CurrentFilter,
-    CurrentRow,
-    EventFilter,
-    EventRow,
-    LogBackend,
-    ScopeFilter,
-    ScopeRow,
-    WriteTransaction,
-)
+from eventstore.log.backends.base import LogBackend, WriteTransaction
 from eventstore.log.backends.migrations import (
     SELECT_SCHEMA_VERSION,
     pending_migrations,
@@ -64,6 +54,15 @@ from eventstore.log.backends.postgres.transaction import (
     COMMIT,
     PostgresTransaction,
     rollback,
+)
+from eventstore.log.backends.rows import (
+    EVERY_ROW,
+    CurrentFilter,
+    CurrentRow,
+    EventFilter,
+    EventRow,
+    ScopeFilter,
+    ScopeRow,
 )
 from eventstore.log.config import StoreConfig
 from eventstore.log.errors import (

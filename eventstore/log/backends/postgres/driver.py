@@ -15,8 +15,8 @@ from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 import asyncpg
 
-from eventstore.log.backends.base import CurrentRow, EventRow, IdempotentRow, ScopeRow
 from eventstore.log.backends.migrations import columns
+from eventstore.log.backends.rows import CurrentRow, EventRow, IdempotentRow, ScopeRow
 from eventstore.log.errors import (
     ConfigError,
     EventStoreError,

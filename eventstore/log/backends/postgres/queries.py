@@ -4,13 +4,13 @@ from __future__ import annotations
 
 from typing import Any, Final
 
-from eventstore.log.backends.base import EventFilter
 from eventstore.log.backends.postgres.driver import (
     CURRENT_COLUMNS,
     EVENT_COLUMNS,
     SCOPE_COLUMNS,
     encode,
 )
+from eventstore.log.backends.rows import EventFilter
 
 SELECT_LAST_SEQ: Final = "SELECT last_seq FROM log_head WHERE id = 1"
 SELECT_ERASED_THROUGH: Final = (

@@ -16,7 +16,17 @@ from asyncpg.pool import PoolConnectionProxy
 from msgspec import Struct
 from msgspec.structs import astuple
 
-from eventstore.log.backends.base import (
+from eventstore.log.backends.base import WriteTransaction
+from eventstore.log.backends.postgres.driver import (
+    CURRENT_COLUMNS,
+    DRIVER_ERRORS,
+    EVENT_COLUMNS,
+    IDEMPOTENT_COLUMNS,
+    SCOPE_COLUMNS,
+    encode,
+    scope_row,
+)
+from eventstore.log.backends.rows import (
     CurrentRow,
     EventRow,
     IdempotentRow,
@@ -28,16 +38,6 @@ from eventstore.log.backends.base import (
     ScopeRow,
     Task,
     Values,
-    WriteTransaction,
-)
-from eventstore.log.backends.postgres.driver import (
-    CURRENT_COLUMNS,
-    DRIVER_ERRORS,
-    EVENT_COLUMNS,
-    IDEMPOTENT_COLUMNS,
-    SCOPE_COLUMNS,
-    encode,
-    scope_row,
 )
 
 __all__ = ["BEGIN_AND_LOCK", "COMMIT", "PostgresTransaction", "rollback"]

@@ -21,13 +21,13 @@ import aiosqlite
 import anyio
 import msgspec
 
-from eventstore.log.backends.base import (
+from eventstore.log.backends.base import LogBackend
+from eventstore.log.backends.rows import (
     EVERY_ROW,
     CurrentFilter,
     CurrentRow,
     EventFilter,
     EventRow,
-    LogBackend,
     ScopeFilter,
     ScopeRow,
 )

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 from typing import Final
 
-from eventstore.log.backends.base import CurrentRow, EventRow, IdempotentRow, ScopeRow
 from eventstore.log.backends.migrations import (
     HISTORY_INDEXES,
     IDEMPOTENCY_BY_ID,
@@ -22,6 +21,7 @@ from eventstore.log.backends.migrations import (
     columns,
     latest_version,
 )
+from eventstore.log.backends.rows import CurrentRow, EventRow, IdempotentRow, ScopeRow
 
 __all__ = [
     "CURRENT_COLUMNS",

@@ -15,7 +15,8 @@ from typing import Any, Final
 import msgspec
 from msgspec.structs import astuple
 
-from eventstore.log.backends.base import (
+from eventstore.log.backends.base import WriteTransaction
+from eventstore.log.backends.rows import (
     CurrentRow,
     EventRow,
     IdempotentRow,
@@ -27,7 +28,6 @@ from eventstore.log.backends.base import (
     ScopeRow,
     Task,
     Values,
-    WriteTransaction,
 )
 from eventstore.log.backends.sqlite.schema import (
     CURRENT_COLUMNS,
