@@ -129,6 +129,7 @@ class LogBackend(ABC):
     """One database holding the event log, the projection and the scope heads."""
 
     _compaction_held: anyio.Lock | None = None
+    read_only: bool = False  # opened without writing: no write lock to take
 
     @abstractmethod
     def write(self) -> AbstractAsyncContextManager[WriteTransaction]:
@@ -196,10 +197,24 @@ class LogBackend(ABC):
 
     @asynccontextmanager
     async def snapshot(self) -> AsyncIterator[None]:
-        """Hold the log and the projection still while the caller reads both (verify): by
-        default under the write lock; a read-only backend uses one read transaction."""
+        """Hold the log and the projection still while the caller reads both (verify): under
+        the write lock; read-only, what `read_only_snapshot` holds."""
+        if self.read_only:
+            async with self.read_only_snapshot():
+                yield
+            return
         async with self.write():
             yield
+
+    @asynccontextmanager
+    async def read_only_snapshot(self) -> AsyncIterator[None]:
+        """What a read-only backend holds for `snapshot`; by default nothing.
+
+        Without it, a writer elsewhere (a replica's primary) can commit between two reads and
+        make verify report a mismatch that is not there: run it again, or verify on a writable
+        store.
+        """
+        yield
 
     async def checkpoint(self) -> None:  # noqa: B027 (nothing to do is the default)
         """Fold the write-ahead log back into the database (SQLite); by default nothing."""

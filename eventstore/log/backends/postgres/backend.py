@@ -157,17 +157,6 @@ class PostgresBackend(LogBackend):
             version, MIGRATIONS, self._where, "open it once without read_only to migrate it"
         )
 
-    @asynccontextmanager
-    async def snapshot(self) -> AsyncIterator[None]:
-        if not self.read_only:
-            async with super().snapshot():
-                yield
-            return
-        # Read-only sessions cannot take the write lock. Reads go through the pool, one
-        # connection each, so a replica writing meanwhile can make verify report a mismatch
-        # that is not there: run it again, or verify on a writable store.
-        yield
-
     def _open_pool(self) -> asyncpg.Pool:
         if self._pool is None:
             raise StoreClosedError("PostgreSQL log")

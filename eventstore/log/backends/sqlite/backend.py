@@ -254,12 +254,8 @@ class SQLiteBackend(SQLiteReads):
             os.close(fd)  # closing the last descriptor of the file releases the flock
 
     @asynccontextmanager
-    async def snapshot(self) -> AsyncIterator[None]:
-        if not self.read_only:
-            async with super().snapshot():
-                yield
-            return
-        # Read-only: one read transaction of the long-reads connection, which every read of
+    async def read_only_snapshot(self) -> AsyncIterator[None]:
+        # One read transaction of the long-reads connection, which every read of
         # verify goes through, sees one state of the file whatever other processes commit.
         reader = self._reader()
         await reader.execute("BEGIN")
