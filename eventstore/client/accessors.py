@@ -103,6 +103,21 @@ class _RemoteAccessor:
         _, content = await self._call(method, path, query=query, body=body, headers=headers)
         return _decode_result(content)
 
+    async def _write_value(
+        self,
+        method: str,
+        key: str,
+        value: object,
+        expiry: bytes,
+        sensitive: bool | None,
+        expected_version: int | None,
+        idempotency_id: str | None,
+    ) -> AppendResult:
+        """One key's PUT or PATCH: its value, `expiry` (its JSON members, or nothing), its flag."""
+        body = b'{"value":' + encode_value(check_key(key), value, 0) + expiry + _closing(sensitive)
+        path = "/store/" + segment(key)
+        return await self._write(method, path, body, expected_version, idempotency_id)
+
     async def get(self, key: str, default: Any = None) -> Any:
         """The key's current value, or `default` if it is absent or expired."""
         entry = await self.entry(key)
@@ -155,9 +170,9 @@ class _RemoteAccessor:
     ) -> AppendResult:
         """Change a live key's value and keep its expiry (and its sensitive flag, unless
         `sensitive` says otherwise)."""
-        body = b'{"value":' + encode_value(check_key(key), value, 0) + _closing(sensitive)
-        path = "/store/" + segment(key)
-        return await self._write("PATCH", path, body, expected_version, idempotency_id)
+        return await self._write_value(
+            "PATCH", key, value, b"", sensitive, expected_version, idempotency_id
+        )
 
     async def _set_many(
         self,
@@ -226,18 +241,17 @@ class RemoteTaskStore(_RemoteAccessor):
 
         `expires_at` (an aware datetime, kept exactly) sets the expiry instead of a retention.
         """
-        body = b'{"value":' + encode_value(check_key(key), value, 0)
         if expires_at is None:
-            body += b',"retention":' + _retention(retention)
+            expiry = b',"retention":' + _retention(retention)
         elif retention is not None:
             raise ValueError("pass retention or expires_at, not both")
         elif not isinstance(expires_at, datetime) or expires_at.tzinfo is None:
             raise TypeError(f"expires_at must be an aware datetime, got {expires_at!r}")
         else:
-            body += b',"expires_at":' + _encode(expires_at)
-        body += _closing(sensitive)
-        path = "/store/" + segment(key)
-        return await self._write("PUT", path, body, expected_version, idempotency_id)
+            expiry = b',"expires_at":' + _encode(expires_at)
+        return await self._write_value(
+            "PUT", key, value, expiry, sensitive, expected_version, idempotency_id
+        )
 
     async def set_many(
         self,
@@ -287,10 +301,9 @@ class RemoteAssetStore(_RemoteAccessor):
         idempotency_id: str | None = None,
         sensitive: bool | None = None,
     ) -> AppendResult:
-        body = b'{"value":' + encode_value(check_key(key), value, 0)
-        body += _closing(sensitive)
-        path = "/store/" + segment(key)
-        return await self._write("PUT", path, body, expected_version, idempotency_id)
+        return await self._write_value(
+            "PUT", key, value, b"", sensitive, expected_version, idempotency_id
+        )
 
     async def set_many(
         self,
