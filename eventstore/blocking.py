@@ -16,6 +16,7 @@ from anyio.from_thread import BlockingPortal
 
 from eventstore.bridge import Bridge
 from eventstore.log.config import Clock, StoreConfig
+from eventstore.log.events import RecordedEvent
 from eventstore.log.requests import AppendResult
 from eventstore.log.scopes import Scope
 from eventstore.store import AssetStore, Store, TaskStore, open_store
@@ -87,7 +88,7 @@ class BlockingStore:
     ) -> BlockingAccessor[AssetStore]:
         return BlockingAccessor(self._bridge.portal, self.store.asset_store(name, uri, actor=actor))
 
-    def history(self, scope: Scope) -> BlockingHistory:
+    def history(self, scope: Scope) -> BlockingHistory[History]:
         return BlockingHistory(self._bridge.portal, self.store.history(scope))
 
     def verify(self) -> VerifyReport:
@@ -97,23 +98,37 @@ class BlockingStore:
         return self._bridge.call(partial(self.store.compact, dry_run))
 
 
-class BlockingHistory:
+class AsyncHistory(Protocol):
+    """What the blocking facade wraps: a store's History or a RemoteHistory (eventstore.client)."""
+
+    @property
+    def state(self) -> Callable[[At], Awaitable[dict[str, Any]]]: ...
+    @property
+    def diff(self) -> Callable[[At, At], Awaitable[Diff]]: ...
+    @property
+    def events(self) -> Callable[..., Awaitable[list[RecordedEvent]]]: ...
+    @property
+    def rewind(self) -> Callable[..., Awaitable[RewindResult]]: ...
+
+
+H = TypeVar("H", bound=AsyncHistory)
+
+
+class BlockingHistory(Generic[H]):
     """A scope's history as plain calls: state, diff, events, and rewind."""
 
-    def __init__(self, portal: BlockingPortal, history: History) -> None:
+    def __init__(self, portal: BlockingPortal, history: H) -> None:
         self._portal = portal
         self._history = history
 
     def state(self, at: At) -> dict[str, Any]:
-        result: dict[str, Any] = self._portal.call(self._history.state, at)
-        return result
+        return self._portal.call(self._history.state, at)
 
     def diff(self, a: At, b: At) -> Diff:
         return self._portal.call(self._history.diff, a, b)
 
-    def events(self, **filters: Any) -> list[Any]:
-        result: list[Any] = self._portal.call(partial(self._history.events, **filters))
-        return result
+    def events(self, **filters: Any) -> list[RecordedEvent]:
+        return self._portal.call(partial(self._history.events, **filters))
 
     def rewind(self, at: At, **options: Any) -> RewindResult:
         """`History.rewind` (try_number, actor, expected_version, dry_run)."""

@@ -9,14 +9,14 @@ from typing import Any
 
 from anyio.from_thread import BlockingPortal, start_blocking_portal
 
-from eventstore.blocking import BlockingAccessor
+from eventstore.blocking import BlockingAccessor, BlockingHistory
 from eventstore.client.accessors import RemoteAssetStore, RemoteTaskStore
 from eventstore.client.history import RemoteHistory
 from eventstore.client.remote import Remote, connect
 from eventstore.log.events import RecordedEvent
 from eventstore.log.scopes import Scope
 from eventstore.store import AppendResult
-from projections import At, Diff, RewindResult, TrySummary
+from projections import TrySummary
 
 __all__ = [
     "BlockingRemote",
@@ -61,31 +61,14 @@ class BlockingRemote:
         return BlockingRemoteHistory(self._portal, self.remote.history(scope))
 
 
-class BlockingRemoteHistory:
-    """RemoteHistory as plain calls: events, state, diff, timeline, tries."""
-
-    def __init__(self, portal: BlockingPortal, history: RemoteHistory) -> None:
-        self._portal = portal
-        self._history = history
-
-    def events(self, **filters: Any) -> list[RecordedEvent]:
-        result: list[RecordedEvent] = self._portal.call(partial(self._history.events, **filters))
-        return result
-
-    def state(self, at: At) -> dict[str, Any]:
-        return self._portal.call(self._history.state, at)
-
-    def diff(self, a: At, b: At) -> Diff:
-        return self._portal.call(self._history.diff, a, b)
+class BlockingRemoteHistory(BlockingHistory[RemoteHistory]):
+    """RemoteHistory as plain calls: the embedded facade's, plus timeline and tries."""
 
     def timeline(self, key: str, *, after_seq: int | None = None) -> list[RecordedEvent]:
         return self._portal.call(partial(self._history.timeline, key, after_seq=after_seq))
 
     def tries(self) -> list[TrySummary]:
         return self._portal.call(self._history.tries)
-
-    def rewind(self, at: At, **options: Any) -> RewindResult:
-        return self._portal.call(partial(self._history.rewind, at, **options))
 
 
 class BlockingRemoteAccessor(BlockingAccessor[RemoteTaskStore | RemoteAssetStore]):
