@@ -11,7 +11,7 @@ import importlib
 from typing import TYPE_CHECKING, Any
 
 from eventstore.log.config import NEVER_EXPIRE, StoreConfig
-from eventstore.log.crypto import ERASED, MASKED
+from eventstore.log.envelope import ERASED, MASKED
 from eventstore.log.errors import (
     ArchiveError,
     CompactionRunningError,

@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Any, Final
 import anyio.lowlevel
 
 from eventstore.log.config import NeverExpire, check_retention
-from eventstore.log.crypto import ERASED
+from eventstore.log.envelope import ERASED
 from eventstore.log.errors import ExpiryValueError
 from eventstore.log.requests import AppendRequest, AppendResult, ClearOp, DeleteOp, Op, SetOp
 from eventstore.log.scopes import AssetScope, Scope, TaskScope

@@ -7,7 +7,7 @@ this fold is the definition that `verify` and `rebuild` hold the table to.
 from __future__ import annotations
 
 from eventstore.log.backends.rows import CurrentRow, EventRow
-from eventstore.log.crypto import stored_value
+from eventstore.log.envelope import stored_value
 from eventstore.log.events import KeySet, decode_event
 
 __all__ = ["ScopeState", "apply"]

@@ -6,7 +6,7 @@ from typing import Any
 
 import msgspec
 
-from eventstore.log.crypto import MASKED
+from eventstore.log.envelope import MASKED
 
 __all__ = ["Diff", "diff_states", "masked"]
 

@@ -57,7 +57,7 @@ from typing import Any
 import msgspec
 
 from eventstore.log.backends.rows import EventFilter, EventRow
-from eventstore.log.crypto import ERASED, MASKED
+from eventstore.log.envelope import ERASED, MASKED
 from eventstore.log.errors import HistoryCompactedError
 from eventstore.log.events import EVENT_KINDS, KeySet, RecordedEvent, decode_event, to_micros
 from eventstore.log.recorded import recorded_event

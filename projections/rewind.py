@@ -28,7 +28,7 @@ import msgspec
 
 from eventstore.log.backends.rows import EventRow
 from eventstore.log.config import NEVER_EXPIRE
-from eventstore.log.crypto import ERASED, is_sensitive, stored_value
+from eventstore.log.envelope import ERASED, is_sensitive, stored_value
 from eventstore.log.errors import ConcurrencyError, HistoryCompactedError
 from eventstore.log.events import KeySet, decode_event, from_micros, to_micros
 from eventstore.log.requests import AppendRequest, AppendResult, DeleteOp, Op, SetOp

@@ -17,7 +17,7 @@ from eventstore import (
     generate_master_key,
     open_store,
 )
-from eventstore.log.crypto import is_sensitive
+from eventstore.log.envelope import is_sensitive
 from eventstore.log.errors import ConfigError
 from eventstore.log.master_keys import parse_master_keys
 from projections import At

@@ -16,7 +16,7 @@ from eventstore.log.backends.base import WriteTransaction
 from eventstore.log.backends.postgres.backend import PostgresBackend
 from eventstore.log.backends.postgres.transaction import PostgresTransaction
 from eventstore.log.backends.rows import CurrentRow
-from eventstore.log.crypto import is_sensitive
+from eventstore.log.envelope import is_sensitive
 from eventstore.log.scopes import TaskScope, scope_key
 
 

@@ -19,7 +19,7 @@ from eventstore import (
     open_store,
 )
 from eventstore.blocking import open_blocking_store
-from eventstore.log.crypto import is_sensitive
+from eventstore.log.envelope import is_sensitive
 from eventstore.log.errors import ReadOnlyStoreError
 from projections import At
 from tests.conftest import FakeClock, StoreFactory

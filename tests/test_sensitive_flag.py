@@ -5,7 +5,7 @@ its flag. On every backend, through the library."""
 from __future__ import annotations
 
 from eventstore import Store
-from eventstore.log.crypto import MASKED
+from eventstore.log.envelope import MASKED
 from eventstore.log.events import RecordedEvent
 from eventstore.log.scopes import TaskScope
 from projections import At

@@ -12,7 +12,7 @@ from eventstore.airflow.operations import Target
 from eventstore.airflow.place import Place, dag_run_query
 from eventstore.airflow.scopes import Writer, aware
 from eventstore.airflow.settings import ACTOR
-from eventstore.log.crypto import ERASED
+from eventstore.log.envelope import ERASED
 from eventstore.log.errors import ConfigError
 from eventstore.log.events import from_micros, to_micros
 from eventstore.log.scopes import AssetScope, Scope, TaskScope, scope_key
@@ -61,7 +61,7 @@ async def projection_rows(
             "checking the mirror reads tasktrail's projection directly: run it where the "
             "database is (TASKTRAIL_DB), not through a service"
         )
-    from eventstore.log.crypto import is_sensitive
+    from eventstore.log.envelope import is_sensitive
 
     now = to_micros(target.now())
     known = frozenset(scope_key(scope) for scope in await target.written_scopes())

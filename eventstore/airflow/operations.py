@@ -10,7 +10,7 @@ import msgspec
 
 from eventstore.airflow.settings import ACTOR
 from eventstore.log.config import NEVER_EXPIRE
-from eventstore.log.crypto import ERASED
+from eventstore.log.envelope import ERASED
 from eventstore.log.events import to_micros
 from eventstore.log.scopes import AssetScope, Scope, TaskScope
 from eventstore.log.values import check_key, decode_value, encode_value

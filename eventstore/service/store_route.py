@@ -13,7 +13,7 @@ from msgspec import UNSET, UnsetType
 from starlette.responses import Response
 
 from eventstore.log.config import NEVER_EXPIRE, NeverExpire
-from eventstore.log.crypto import is_sensitive
+from eventstore.log.envelope import is_sensitive
 from eventstore.log.errors import ConcurrencyError
 from eventstore.log.events import from_micros
 from eventstore.log.scopes import TaskScope
