@@ -10,6 +10,7 @@ clock.
 from __future__ import annotations
 
 import os
+from collections.abc import Sequence
 from datetime import datetime
 from functools import partial
 from typing import Any, Final
@@ -88,13 +89,12 @@ async def _open_store(url: str | None, config: StoreConfig | None, clock: Clock 
     config = config or StoreConfig()
     url = url or default_url()
     master_keys = tuple(config.master_keys) or master_keys_from_env()
-    vault = await anyio.to_thread.run_sync(
-        partial(Vault.open, url, master_keys, config.key_store, read_only=config.read_only)
-    )
+    vault = await Vault.open(url, master_keys, config.key_store, read_only=config.read_only)
     try:
         backend = await open_backend(url, config)
     except BaseException:
-        vault.close()
+        with anyio.CancelScope(shield=True):
+            await vault.aclose()
         raise
     return Store(backend, config, clock or system_clock, vault)
 
@@ -231,6 +231,7 @@ class Store(AsyncResource):
         row = rows[0] if rows else None
         if row is None or _expired(row, to_micros(self.now())):
             return None
+        await self.ready(scope, [row])
         return row
 
     async def read_all(self, scope: Scope) -> list[CurrentRow]:
@@ -239,7 +240,9 @@ class Store(AsyncResource):
         if scope_id is None:
             return []
         now = to_micros(self.now())
-        return [r for r in await self.backend.select_current(scope_id) if not _expired(r, now)]
+        rows = [r for r in await self.backend.select_current(scope_id) if not _expired(r, now)]
+        await self.ready(scope, rows)
+        return rows
 
     async def read_page(self, scope: Scope, *, after: str | None, limit: int) -> list[CurrentRow]:
         """Up to `limit` live projection rows of the scope with keys after `after`, ordered by
@@ -248,9 +251,20 @@ class Store(AsyncResource):
         if scope_id is None or limit <= 0:
             return []
         now = to_micros(self.now())
-        return await self.backend.select_current(
+        rows = await self.backend.select_current(
             scope_id, CurrentFilter(after_key=after, limit=limit, now=now)
         )
+        await self.ready(scope, rows)
+        return rows
+
+    async def ready(self, scope: Scope, rows: Sequence[CurrentRow]) -> None:
+        """Fetch the data keys the rows' sealed values need, if they are not at hand (nothing
+        awaited when they are). The reads above call it: their caller opens the rows
+        (open_value, open_json) before it awaits anything else, or calls it again after."""
+        key = scope_key(scope)
+        values = [r.value for r in rows]
+        if self.vault.unready(key, values):
+            await self.vault.ready({key: values})
 
     def open_value(self, scope: Scope, row: CurrentRow) -> Any:
         """The value a projection row holds, opened if it is sealed; ERASED if it was erased."""
@@ -288,7 +302,7 @@ class Store(AsyncResource):
     async def rotate_keys(self) -> RotationReport:
         """Re-wrap every data key with the first master key; retire master keys no longer used."""
         self._check_writable()
-        return await anyio.to_thread.run_sync(self.vault.rotate)
+        return await self.vault.rotate()
 
     def history(self, scope: Scope) -> History:
         """The history of a task or asset scope: events, states as of a point, diffs, tries."""
@@ -316,6 +330,10 @@ class Store(AsyncResource):
             return []
         keys = {row.scope_id: row.scope_key for row in await self.backend.select_scopes()}
         scopes = {scope_id: scope_from_key(key) for scope_id, key in keys.items()}
+        values: dict[str, list[bytes]] = {}
+        for row in rows:
+            values.setdefault(keys[row.scope_id], []).append(row.value)
+        await self.vault.ready(values)
         return [(scopes[row.scope_id], row) for row in rows]
 
     async def appended_events(self) -> int:
@@ -390,7 +408,7 @@ class Store(AsyncResource):
                 try:
                     await self.backend.aclose()
                 finally:
-                    self.vault.close()
+                    await self.vault.aclose()
                     self._close_done.set()
 
 
