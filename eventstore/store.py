@@ -201,9 +201,10 @@ class Store(AsyncResource):
         new ones end at once too. The store itself stays open for writes."""
         self._feed.close()
 
-    async def scope_id(self, scope: Scope) -> int | None:
-        """The backend's id of a scope, or None if nothing was ever written to it."""
-        key = scope_key(scope)
+    async def scope_id(self, scope: Scope, key: str | None = None) -> int | None:
+        """The backend's id of a scope, or None if nothing was ever written to it (`key`: the
+        scope's key, when the caller has it already)."""
+        key = key or scope_key(scope)
         scope_id = self._scope_ids.get(key)
         if scope_id is None:
             row = await self.backend.select_scope(key)
@@ -224,14 +225,18 @@ class Store(AsyncResource):
 
     async def read(self, scope: Scope, key: str) -> CurrentRow | None:
         """The live projection row of a key, or None if absent or expired."""
-        scope_id = await self.scope_id(scope)
+        skey = scope_key(scope)
+        scope_id = await self.scope_id(scope, skey)
         if scope_id is None:
             return None
         rows = await self.backend.select_current(scope_id, CurrentFilter(key=key))
         row = rows[0] if rows else None
         if row is None or _expired(row, to_micros(self.now())):
             return None
-        await self.ready(scope, [row])
+        vault = self.vault
+        # Nothing awaited for a key at hand (or a plaintext store): a get's hot path.
+        if vault.store is not None and vault.unready(skey, (row.value,)):
+            await self.ready(scope, (row,))
         return row
 
     async def read_all(self, scope: Scope) -> list[CurrentRow]:
@@ -261,6 +266,8 @@ class Store(AsyncResource):
         """Fetch the data keys the rows' sealed values need, if they are not at hand (nothing
         awaited when they are). The reads above call it: their caller opens the rows
         (open_value, open_json) before it awaits anything else, or calls it again after."""
+        if self.vault.store is None:
+            return
         key = scope_key(scope)
         values = [r.value for r in rows]
         if self.vault.unready(key, values):

@@ -49,7 +49,6 @@ from eventstore.log.values import decode_value
 __all__ = ["DataKey", "RotationReport", "Vault", "key_store_location"]
 
 _CHECK_TEXT: Final = b"tasktrail master key check"
-_SEALED_KIND: Final = bytes([SEALED])
 
 DataKey = tuple[int, AESGCM]  # a scope's data key and its generation
 
@@ -250,10 +249,11 @@ class Vault:
         if stored is None:
             return scope_key not in self._loaded
         erased = self._loaded.get(scope_key, 0)
+        keys = self._keys
         for value in stored:
-            if value[:1] == _SEALED_KIND and len(value) >= HEADER.size:
-                generation = HEADER.unpack(value[: HEADER.size])[2]
-                if generation > erased and (scope_key, generation) not in self._keys:
+            if value and value[0] == SEALED and len(value) >= HEADER.size:
+                generation = HEADER.unpack_from(value)[2]
+                if generation > erased and (scope_key, generation) not in keys:
                     return True
         return False
 
