@@ -10,6 +10,7 @@ clock.
 from __future__ import annotations
 
 import os
+from collections.abc import Sequence
 from datetime import datetime
 from functools import partial
 from typing import Any, Final
@@ -83,13 +84,12 @@ async def _open_store(url: str | None, config: StoreConfig | None, clock: Clock 
     config = config or StoreConfig()
     url = url or default_url()
     master_keys = tuple(config.master_keys) or master_keys_from_env()
-    vault = await anyio.to_thread.run_sync(
-        partial(Vault.open, url, master_keys, config.key_store, read_only=config.read_only)
-    )
+    vault = await Vault.open(url, master_keys, config.key_store, read_only=config.read_only)
     try:
         backend = await open_backend(url, config)
     except BaseException:
-        vault.close()
+        with anyio.CancelScope(shield=True):
+            await vault.aclose()
         raise
     return Store(backend, config, clock or system_clock, vault)
 
@@ -196,9 +196,10 @@ class Store(AsyncResource):
         new ones end at once too. The store itself stays open for writes."""
         self._feed.close()
 
-    async def scope_id(self, scope: Scope) -> int | None:
-        """The backend's id of a scope, or None if nothing was ever written to it."""
-        key = scope_key(scope)
+    async def scope_id(self, scope: Scope, key: str | None = None) -> int | None:
+        """The backend's id of a scope, or None if nothing was ever written to it (`key`: the
+        scope's key, when the caller has it already)."""
+        key = key or scope_key(scope)
         scope_id = self._scope_ids.get(key)
         if scope_id is None:
             row = await self.backend.select_scope(key)
@@ -219,13 +220,18 @@ class Store(AsyncResource):
 
     async def read(self, scope: Scope, key: str) -> CurrentRow | None:
         """The live projection row of a key, or None if absent or expired."""
-        scope_id = await self.scope_id(scope)
+        skey = scope_key(scope)
+        scope_id = await self.scope_id(scope, skey)
         if scope_id is None:
             return None
         rows = await self.backend.select_current(scope_id, CurrentFilter(key=key))
         row = rows[0] if rows else None
         if row is None or _expired(row, to_micros(self.now())):
             return None
+        vault = self.vault
+        # Nothing awaited for a key at hand (or a plaintext store): a get's hot path.
+        if vault.store is not None and vault.unready(skey, (row.value,)):
+            await self.ready(scope, (row,))
         return row
 
     async def read_all(self, scope: Scope) -> list[CurrentRow]:
@@ -234,7 +240,9 @@ class Store(AsyncResource):
         if scope_id is None:
             return []
         now = to_micros(self.now())
-        return [r for r in await self.backend.select_current(scope_id) if not _expired(r, now)]
+        rows = [r for r in await self.backend.select_current(scope_id) if not _expired(r, now)]
+        await self.ready(scope, rows)
+        return rows
 
     async def read_page(self, scope: Scope, *, after: str | None, limit: int) -> list[CurrentRow]:
         """Up to `limit` live projection rows of the scope with keys after `after`, ordered by
@@ -243,9 +251,22 @@ class Store(AsyncResource):
         if scope_id is None or limit <= 0:
             return []
         now = to_micros(self.now())
-        return await self.backend.select_current(
+        rows = await self.backend.select_current(
             scope_id, CurrentFilter(after_key=after, limit=limit, now=now)
         )
+        await self.ready(scope, rows)
+        return rows
+
+    async def ready(self, scope: Scope, rows: Sequence[CurrentRow]) -> None:
+        """Fetch the data keys the rows' sealed values need, if they are not at hand (nothing
+        awaited when they are). The reads above call it: their caller opens the rows
+        (open_value, open_json) before it awaits anything else, or calls it again after."""
+        if self.vault.store is None:
+            return
+        key = scope_key(scope)
+        values = [r.value for r in rows]
+        if self.vault.unready(key, values):
+            await self.vault.ready({key: values})
 
     def open_value(self, scope: Scope, row: CurrentRow) -> Any:
         """The value a projection row holds, opened if it is sealed; ERASED if it was erased."""
@@ -283,7 +304,7 @@ class Store(AsyncResource):
     async def rotate_keys(self) -> RotationReport:
         """Re-wrap every data key with the first master key; retire master keys no longer used."""
         self._check_writable()
-        return await anyio.to_thread.run_sync(self.vault.rotate)
+        return await self.vault.rotate()
 
     def history(self, scope: Scope) -> History:
         """The history of a task or asset scope: events, states as of a point, diffs, tries."""
@@ -311,6 +332,10 @@ class Store(AsyncResource):
             return []
         keys = {row.scope_id: row.scope_key for row in await self.backend.select_scopes()}
         scopes = {scope_id: scope_from_key(key) for scope_id, key in keys.items()}
+        values: dict[str, list[bytes]] = {}
+        for row in rows:
+            values.setdefault(keys[row.scope_id], []).append(row.value)
+        await self.vault.ready(values)
         return [(scopes[row.scope_id], row) for row in rows]
 
     async def appended_events(self) -> int:
@@ -385,7 +410,7 @@ class Store(AsyncResource):
                 try:
                     await self.backend.aclose()
                 finally:
-                    self.vault.close()
+                    await self.vault.aclose()
                     self._close_done.set()
 
 

@@ -127,6 +127,8 @@ class History(HorizonReader):
         self, scope_id: int, rows: list[EventRow], mask: bool = False
     ) -> list[RecordedEvent]:
         erased = await self._erased_through(scope_id) if rows else 0
+        if rows and self.vault.unready(self._scope_key):
+            await self.vault.ready({self._scope_key: None})
         events = [
             recorded_event(
                 row, self.scope, self.vault, erased_before=erased, scope_key_=self._scope_key
@@ -206,6 +208,8 @@ class History(HorizonReader):
                 return {}, sensitive
             now = point.expiry_low
         erased = await self._erased_through(scope_id)
+        if self.vault.unready(self._scope_key):
+            await self.vault.ready({self._scope_key: None})
         state: dict[str, Any] = {}
         for row in sorted(rows.latest, key=lambda r: r.key or ""):
             if row.kind != "set" or (

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-import anyio.to_thread
 import msgspec
 
 from eventstore.log.backends.base import LogBackend
@@ -51,7 +50,7 @@ async def reencrypt(
         needed = [scope_keys[row.scope_id] for row, _ in pending]
         missing = vault.missing(needed)
         if missing:
-            await anyio.to_thread.run_sync(vault.ensure_keys, missing)
+            await vault.ensure_keys(missing)
         async with backend.write() as tx:
             # Under the write lock: a scope erased since the rows were read stays erased.
             erased = await backend.select_erased_through({row.scope_id for row, _ in pending})

@@ -104,7 +104,11 @@ async def rewind(
         if scope_id is not None:
             head = await backend.select_scope(scope_key(history.scope))
             version = 0 if head is None else head.version
-            for row in await backend.select_current(scope_id):
+            rows = await backend.select_current(scope_id)
+            values = [row.value for row in rows]
+            if history.vault.unready(skey, values):
+                await history.vault.ready({skey: values})
+            for row in rows:
                 if row.expires_at is not None and row.expires_at <= now_us:
                     continue
                 encoded = history.vault.open_json(skey, row.key, row.version, row.value)
@@ -210,6 +214,8 @@ async def _targets(
         )
         if row.key is not None and row.kind == "set"
     }
+    if history.vault.unready(skey):
+        await history.vault.ready({skey: None})
     targets: dict[str, _Target] = {}
     for key, value in state.items():
         if value is ERASED:

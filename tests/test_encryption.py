@@ -232,12 +232,12 @@ async def test_rotation_resumes_after_an_interruption(
         rewrap = store.vault.store.rewrap
         calls = 0
 
-        def failing(*args):  # type: ignore[no-untyped-def]
+        async def failing(*args):  # type: ignore[no-untyped-def]
             nonlocal calls
             calls += 1
             if calls == 3:
                 raise OSError("interrupted")
-            rewrap(*args)
+            await rewrap(*args)
 
         monkeypatch.setattr(store.vault.store, "rewrap", failing)
         with pytest.raises(OSError, match="interrupted"):

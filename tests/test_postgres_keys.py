@@ -155,7 +155,7 @@ async def test_a_destroyed_data_key_is_in_no_page_of_the_postgres_key_store(
             await store.task_store(scope.dag_id, scope.run_id, scope.task_id).set("v", 1)
         vault = store.vault.store
         assert vault is not None
-        wrapped = [vault.data_keys(scope_key(s))[0][0][3] for s in scopes]
+        wrapped = [(await vault.data_keys(scope_key(s)))[0][0][3] for s in scopes]
         assert await _raw_pages_holding(keys, wrapped) == list(range(len(scopes)))
         # The first key made and the last: one at the end of the page, one before free space.
         for n in (0, 39):
@@ -180,7 +180,7 @@ async def test_an_erasure_outwaits_a_short_transaction_before_it_vacuums_the_key
             await store.task_store("etl", "run_1", "kept").set("v", 2)  # the table keeps a page
             vault = store.vault.store
             assert vault is not None
-            wrapped = vault.data_keys(scope_key(TaskScope("etl", "run_1", "t")))[0][0][3]
+            wrapped = (await vault.data_keys(scope_key(TaskScope("etl", "run_1", "t"))))[0][0][3]
             await blocker.execute("BEGIN; SELECT txid_current()")
 
             async def end_blocker() -> None:

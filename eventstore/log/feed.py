@@ -241,6 +241,11 @@ class Subscription(AsyncResource):
         await self._learn_scopes(rows)
         events = []
         for row in rows:
+            if row.kind == "set" and self._vault is not None:
+                # Before each row: an erasure met in this page may have dropped the keys.
+                key = self._scope_key(row.scope_id)
+                if self._vault.unready(key):
+                    await self._vault.ready({key: None})
             event = self._event(row)
             if event is not None:
                 events.append(event)
@@ -289,6 +294,12 @@ class Subscription(AsyncResource):
             for scope_id in fresh:
                 self._erased[scope_id] = erased.get(scope_id, 0)
 
+    def _scope_key(self, scope_id: int) -> str:
+        key = self._keys.get(scope_id)
+        if key is None:
+            key = self._keys[scope_id] = scope_key(self._scopes[scope_id])
+        return key
+
     def _event(self, row: EventRow) -> RecordedEvent | None:
         scope = self._scopes[row.scope_id]
         if isinstance(self._scope, ScopeMatch) and not self._scope.matches(scope):
@@ -297,9 +308,7 @@ class Subscription(AsyncResource):
         if row.kind == "erased":
             self._erased[row.scope_id] = max(erased, row.seq)
             self._vault.refresh()
-        key = self._keys.get(row.scope_id)
-        if key is None:
-            key = self._keys[row.scope_id] = scope_key(scope)
+        key = self._scope_key(row.scope_id)
         event = recorded_event(row, scope, self._vault, erased_before=erased, scope_key_=key)
         if self._mask and event.sensitive and event.value is not None:
             event = msgspec.structs.replace(event, value=None)

@@ -4,19 +4,17 @@ A key store holds, per scope, its data keys (wrapped by a master key, one row pe
 tombstone per erased scope, and one check per master key (a known text sealed under it). It knows
 nothing of cryptography: `eventstore.log.crypto.Vault` wraps and unwraps, the key store keeps bytes.
 
-The calls are plain (blocking) and small; the vault makes the ones that commit from a worker
-thread. `SQLiteKeyStore` (eventstore.log.backends.sqlite.keys) is a SQLite file (or memory);
-`PostgresKeyStore` (eventstore.log.backends.postgres.keys) is a PostgreSQL schema, for stores
-whose replicas share it; `eventstore.log.backends.open_key_store` picks one by location.
+The calls are awaited on the caller's event loop, like the log's: `SQLiteKeyStore`
+(eventstore.log.backends.sqlite.keys) is a SQLite file (or memory), its blocking calls made from a
+worker thread; `PostgresKeys` (eventstore.log.backends.postgres.keys) is a PostgreSQL schema, for
+stores whose replicas share it; `eventstore.log.backends.open_key_store` picks one by location.
+Only `changed` is plain: the vault asks it on its hot paths, and it reads no table.
 """
 
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Sequence
-from typing import TypeVar
-
-T = TypeVar("T")
 
 __all__ = ["DataKeyRow", "KeyStore", "MakeKey"]
 
@@ -33,45 +31,45 @@ class KeyStore(ABC):
     read_only: bool = False  # opened without writing: every write raises ReadOnlyStoreError
 
     @abstractmethod
-    def checks(self) -> dict[str, bytes]:
+    async def checks(self) -> dict[str, bytes]:
         """The master key checks, by master key id."""
 
     @abstractmethod
-    def add_check(self, key_id: str, sealed: bytes) -> None: ...
+    async def add_check(self, key_id: str, sealed: bytes) -> None: ...
 
     @abstractmethod
-    def master_ids(self) -> set[str]:
+    async def master_ids(self) -> set[str]:
         """The master keys that wrap at least one data key."""
 
     @abstractmethod
-    def current_keys(self, scope_keys: Sequence[str], make: MakeKey) -> list[DataKeyRow]:
+    async def current_keys(self, scope_keys: Sequence[str], make: MakeKey) -> list[DataKeyRow]:
         """Each scope's newest data key, made (by `make`) for scopes without one, in one
         transaction: two processes making the first key of a scope at once agree on one. A new
         key's generation follows the scope's erased ones."""
 
     @abstractmethod
-    def data_keys(self, scope_key: str) -> tuple[list[DataKeyRow], int]:
+    async def data_keys(self, scope_key: str) -> tuple[list[DataKeyRow], int]:
         """Every data key of the scope, and the last generation erased (0: none)."""
 
     @abstractmethod
-    def destroy(self, scope_key: str) -> int:
+    async def destroy(self, scope_key: str) -> int:
         """Delete the scope's data keys and record its tombstone; returns the last generation
         destroyed (0 when it had none)."""
 
     @abstractmethod
-    def wrapped_by_others(self, key_id: str) -> list[DataKeyRow]:
+    async def wrapped_by_others(self, key_id: str) -> list[DataKeyRow]:
         """The data keys wrapped by a master key other than `key_id`."""
 
     @abstractmethod
-    def rewrap(self, row: DataKeyRow, key_id: str, wrapped: bytes) -> None:
+    async def rewrap(self, row: DataKeyRow, key_id: str, wrapped: bytes) -> None:
         """Replace one data key's wrapping, if it is still wrapped as `row` says (one commit)."""
 
     @abstractmethod
-    def retire(self, keep: str) -> list[str]:
+    async def retire(self, keep: str) -> list[str]:
         """Remove the checks of master keys, other than `keep`, that wrap no data key."""
 
     @abstractmethod
-    def count(self) -> int:
+    async def count(self) -> int:
         """How many data keys there are."""
 
     @abstractmethod
@@ -79,4 +77,4 @@ class KeyStore(ABC):
         """Whether another connection changed the key store since this one last looked."""
 
     @abstractmethod
-    def close(self) -> None: ...
+    async def aclose(self) -> None: ...

@@ -4,8 +4,6 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-import anyio.to_thread
-
 from eventstore.log.crypto import DataKey, Vault
 from eventstore.log.requests import AppendRequest, EraseOp, SetOp
 from eventstore.log.scopes import scope_key
@@ -41,16 +39,16 @@ async def prepare_keys(vault: Vault | None, requests: Sequence[AppendRequest]) -
     if not erasing:
         missing = vault.missing([scope_key(r.scope) for r in sealing])
         if missing:
-            await anyio.to_thread.run_sync(vault.ensure_keys, missing)
+            await vault.ensure_keys(missing)
         for r in sealing:
             prepared.sealing[id(r)] = vault.data_key(scope_key(r.scope))
         return prepared
     for r in requests:
         key = scope_key(r.scope)
         if any(isinstance(op, EraseOp) for op in r.ops):
-            prepared.erased[id(r)] = await anyio.to_thread.run_sync(vault.destroy, key)
+            prepared.erased[id(r)] = await vault.destroy(key)
         if vault.encrypting and any(isinstance(op, SetOp) for op in r.ops):
             if vault.missing([key]):
-                await anyio.to_thread.run_sync(vault.ensure_keys, [key])
+                await vault.ensure_keys([key])
             prepared.sealing[id(r)] = vault.data_key(key)
     return prepared

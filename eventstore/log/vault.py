@@ -9,16 +9,20 @@ Destroying a scope's data keys (`Store.erase`) makes every value of the scope un
 live database and in every backup of the log (crypto-shredding).
 
 `Vault` is the one seam every reader and the write path go through; the stored forms are in
-`eventstore.log.envelope`.
+`eventstore.log.envelope`. Its calls that may reach the key store are awaited; opening a value is
+not, so that a read of many values pays nothing per value: a reader first asks `unready` of the
+values it holds (plain work, no await) and awaits `load_keys` for the rare scope whose data keys are
+not at hand yet, then opens them.
 """
 
 from __future__ import annotations
 
 import re
 import secrets
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from typing import Any, Final
 
+import anyio
 import msgspec
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
@@ -88,13 +92,15 @@ class Vault:
         self.store = store
         self._keys: dict[tuple[str, int], AESGCM] = {}
         self._current: dict[str, int] = {}  # scope key -> generation new values are sealed with
+        # scope key -> its last generation erased, for the scopes whose keys load_keys fetched
+        self._loaded: dict[str, int] = {}
 
     @property
     def encrypting(self) -> bool:
         return self.primary is not None
 
     @classmethod
-    def open(
+    async def open(
         cls,
         url: str,
         master_keys: Sequence[str],
@@ -113,10 +119,10 @@ class Vault:
             found = (
                 None
                 if location is None
-                else open_key_store(location, create=False, log_url=url, read_only=read_only)
+                else await open_key_store(location, create=False, log_url=url, read_only=read_only)
             )
             if found is not None:
-                found.close()
+                await found.aclose()
                 raise MasterKeyError(
                     f"the store {_shown(url)} is encrypted (its key store {found.location} holds "
                     f"data keys); pass its master keys in StoreConfig(master_keys=[...]) or "
@@ -132,21 +138,24 @@ class Vault:
             )
         if location == url:
             raise ConfigError("the key store must live apart from the log, not in its database")
-        store = open_key_store(location, create=not read_only, log_url=url, read_only=read_only)
+        store = await open_key_store(
+            location, create=not read_only, log_url=url, read_only=read_only
+        )
         if store is None:  # read-only, and there is none: nothing was ever sealed
             return cls()
         try:
             vault = cls(keys, store)
-            vault._check_masters(_shown(url))
+            await vault._check_masters(_shown(url))
         except BaseException:
-            store.close()
+            with anyio.CancelScope(shield=True):
+                await store.aclose()
             raise
         return vault
 
-    def _check_masters(self, url: str) -> None:
+    async def _check_masters(self, url: str) -> None:
         assert self.store is not None
         assert self.primary is not None
-        checks = self.store.checks()
+        checks = await self.store.checks()
         for key_id, sealed in checks.items():
             master = self.masters.get(key_id)
             if master is None:
@@ -162,7 +171,7 @@ class Vault:
                     f"master key {key_id} is not the key the key store of {url} was written "
                     "with (its check does not open): the key is wrong"
                 ) from None
-        missing = sorted(self.store.master_ids() - self.masters.keys())
+        missing = sorted(await self.store.master_ids() - self.masters.keys())
         if missing:
             raise MasterKeyError(
                 f"data keys of {url} are wrapped by master keys {missing}, not given"
@@ -171,12 +180,12 @@ class Vault:
         if primary.key_id not in checks and not self.store.read_only:
             nonce = secrets.token_bytes(NONCE)
             sealed = nonce + primary.aead.encrypt(nonce, _CHECK_TEXT, primary.key_id.encode())
-            self.store.add_check(primary.key_id, sealed)
+            await self.store.add_check(primary.key_id, sealed)
 
-    def close(self) -> None:
-        if self.store is not None:
-            self.store.close()
-            self.store = None
+    async def aclose(self) -> None:
+        store, self.store = self.store, None
+        if store is not None:
+            await store.aclose()
 
     # -- data keys --
 
@@ -190,7 +199,7 @@ class Vault:
         generation = self._current[scope_key]
         return generation, self._keys[(scope_key, generation)]
 
-    def ensure_keys(self, scope_keys: Iterable[str]) -> None:
+    async def ensure_keys(self, scope_keys: Iterable[str]) -> None:
         """Make sure each scope has a data key to seal new values with (one commit for all)."""
         primary = self.primary
         if primary is None:
@@ -206,7 +215,9 @@ class Vault:
                 nonce, AESGCM.generate_key(256), aad
             )
 
-        for scope_key, generation, master_id, wrapped in self._store().current_keys(wanted, make):
+        for scope_key, generation, master_id, wrapped in await self._store().current_keys(
+            wanted, make
+        ):
             self._keys[(scope_key, generation)] = self._unwrap(
                 scope_key, generation, master_id, wrapped
             )
@@ -218,15 +229,56 @@ class Vault:
         if self.store is not None and self.store.changed():
             self._current.clear()
             self._keys.clear()
+            self._loaded.clear()
 
-    def destroy(self, scope_key: str) -> int:
+    async def destroy(self, scope_key: str) -> int:
         """Erase the scope's data keys; values sealed with them never open again.
 
         Returns the last generation destroyed (0 when the scope had none)."""
         self._current.pop(scope_key, None)
+        self._loaded.pop(scope_key, None)
         for pair in [p for p in self._keys if p[0] == scope_key]:
             del self._keys[pair]
-        return 0 if self.store is None else self.store.destroy(scope_key)
+        return 0 if self.store is None else await self.store.destroy(scope_key)
+
+    def unready(self, scope_key: str, stored: Iterable[bytes] | None = None) -> bool:
+        """Whether `load_keys(scope_key)` must be awaited before these stored values of the scope
+        open (None: any value of it, when the values are not at hand). Plain work, no I/O."""
+        if self.store is None:
+            return False
+        if stored is None:
+            return scope_key not in self._loaded
+        erased = self._loaded.get(scope_key, 0)
+        keys = self._keys
+        for value in stored:
+            if value and value[0] == SEALED and len(value) >= HEADER.size:
+                generation = HEADER.unpack_from(value)[2]
+                if generation > erased and (scope_key, generation) not in keys:
+                    return True
+        return False
+
+    async def ready(self, wanted: Mapping[str, Sequence[bytes] | None]) -> None:
+        """Fetch the data keys the scopes' stored values need (see `unready`) until all are at
+        hand: on return they open without awaiting, until the caller next awaits (another
+        task's `refresh` may drop them then). A key the key store lacks is fetched once, and
+        opening its value then raises."""
+        fetched: set[str] = set()
+        while missing := [
+            s
+            for s, stored in wanted.items()
+            if self.unready(s, stored) and not (s in fetched and s in self._loaded)
+        ]:
+            for scope_key in missing:
+                fetched.add(scope_key)
+                await self.load_keys(scope_key)
+
+    async def load_keys(self, scope_key: str) -> None:
+        """Fetch every data key of the scope from the key store, for its values to open."""
+        rows, erased = await self._store().data_keys(scope_key)
+        for _, found, master_id, wrapped in rows:
+            if (scope_key, found) not in self._keys:
+                self._keys[(scope_key, found)] = self._unwrap(scope_key, found, master_id, wrapped)
+        self._loaded[scope_key] = erased
 
     def _key(self, scope_key: str, generation: int) -> AESGCM | None:
         """The data key, or None if it was erased; raises if it is missing otherwise."""
@@ -234,13 +286,12 @@ class Vault:
         if aead is not None:
             return aead
         store = self._store()
-        rows, erased = store.data_keys(scope_key)
-        for _, found, master_id, wrapped in rows:
-            if (scope_key, found) not in self._keys:
-                self._keys[(scope_key, found)] = self._unwrap(scope_key, found, master_id, wrapped)
-        aead = self._keys.get((scope_key, generation))
-        if aead is not None:
-            return aead
+        erased = self._loaded.get(scope_key)
+        if erased is None:
+            raise RuntimeError(
+                f"the data keys of scope {scope_key!r} were not loaded: await "
+                "Vault.load_keys before opening its values (see Vault.unready)"
+            )
         if erased >= generation:
             return None
         raise DecryptionError(
@@ -326,14 +377,14 @@ class Vault:
             return ERASED
         return self.open_stored(scope_key, event.key, version, stored_value(event))
 
-    def rotate(self) -> RotationReport:
+    async def rotate(self) -> RotationReport:
         """Re-wrap every data key with the first master key, one commit per key (resumable),
         then retire the checks of master keys no data key needs any more."""
         primary = self.primary
         if primary is None:
             raise MasterKeyError("rotate-keys needs master keys: the new one first")
         store = self._store()
-        rows = store.wrapped_by_others(primary.key_id)
+        rows = await store.wrapped_by_others(primary.key_id)
         for row in rows:
             scope_key, generation, master_id, wrapped = row
             master = self.masters.get(master_id)
@@ -344,9 +395,11 @@ class Vault:
             )
             nonce = secrets.token_bytes(NONCE)
             aad = wrap_aad(scope_key, generation, primary.key_id)
-            store.rewrap(row, primary.key_id, nonce + primary.aead.encrypt(nonce, secret, aad))
-        retired = store.retire(primary.key_id)
-        return RotationReport(rewrapped=len(rows), data_keys=store.count(), retired=retired)
+            await store.rewrap(
+                row, primary.key_id, nonce + primary.aead.encrypt(nonce, secret, aad)
+            )
+        retired = await store.retire(primary.key_id)
+        return RotationReport(rewrapped=len(rows), data_keys=await store.count(), retired=retired)
 
 
 def _shown(url: str) -> str:

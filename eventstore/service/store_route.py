@@ -237,6 +237,7 @@ async def list_keys(call: Call) -> Response:
         entries.append(_entry(call, row))
         if i % 250 == 0:  # a long page is made in slices: the event loop turns between them
             await anyio.lowlevel.checkpoint()
+            await call.store.ready(scope, page[i:])  # keys a refresh meanwhile dropped
     body = KeyList(
         items=[e for e in entries if e is not None],
         next=page[-1].key if more else None,

@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+from functools import partial
+
+import anyio
+
 from eventstore.log.backends.base import LogBackend
 from eventstore.log.config import StoreConfig
 from eventstore.log.errors import ConfigError
@@ -48,7 +52,7 @@ async def open_backend(url: str, config: StoreConfig) -> LogBackend:
     )
 
 
-def open_key_store(
+async def open_key_store(
     location: str, *, create: bool, log_url: str = "", read_only: bool = False
 ) -> KeyStore | None:
     """The key store at a location (a SQLite path, ":memory:", or a postgresql:// URL).
@@ -58,16 +62,18 @@ def open_key_store(
     """
     create = create and not read_only
     if location.startswith(("postgresql://", "postgres://")):
-        from eventstore.log.backends.postgres.keys import PostgresKeyStore, check_apart
+        from eventstore.log.backends.postgres.keys import PostgresKeys, check_apart
 
         check_apart(log_url, location)
-        store = PostgresKeyStore(location, read_only=read_only)
-        if not create and not store.checks():
-            store.close()
+        store = await PostgresKeys.connect(location, read_only=read_only)
+        if not create and not await store.checks():
+            await store.aclose()
             return None
         return store
     from eventstore.log.backends.sqlite.keys import SQLiteKeyStore, has_checks
 
-    if not create and (location == ":memory:" or not has_checks(location)):
+    if not create and (
+        location == ":memory:" or not await anyio.to_thread.run_sync(has_checks, location)
+    ):
         return None
-    return SQLiteKeyStore(location, read_only=read_only)
+    return await anyio.to_thread.run_sync(partial(SQLiteKeyStore, location, read_only=read_only))

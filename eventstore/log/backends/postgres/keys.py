@@ -10,19 +10,15 @@ loop. Writes take one transaction-scoped advisory lock, so replicas making keys 
 turns. An erasure notifies the other replicas (LISTEN/NOTIFY), which then forget the data keys
 they hold.
 
-The vault still calls key stores with plain blocking calls (eventstore.log.keystore), rarely: a
-scope's first write, an erasure, a rotation, a read of a scope not seen yet, the last one from
-its synchronous read path. Until that path awaits, `PostgresKeyStore` serves those calls by
-running `PostgresKeys` on an event loop of its own, in a thread: the one thing to remove then.
+The vault awaits it rarely: a scope's first write, an erasure, a rotation, the first read of a
+scope's sealed values (eventstore.log.keystore).
 """
 
 from __future__ import annotations
 
-import asyncio
-import threading
-from collections.abc import AsyncIterator, Coroutine, Sequence
+from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
-from typing import Any, Final, TypeVar
+from typing import Any, Final
 
 import anyio
 import asyncpg
@@ -31,9 +27,7 @@ from eventstore.log.backends.postgres.driver import describe, quote_ident, split
 from eventstore.log.errors import ConfigError
 from eventstore.log.keystore import DataKeyRow, KeyStore, MakeKey
 
-__all__ = ["PostgresKeyStore", "PostgresKeys", "check_apart"]
-
-T = TypeVar("T")
+__all__ = ["PostgresKeys", "check_apart"]
 
 _CHANNEL: Final = "tasktrail_keys_erased"
 _LOCK: Final = 0x7461736B6B657973  # "taskkeys": one advisory lock for key store writes
@@ -101,12 +95,15 @@ _RETIRE: Final = (
 )
 
 
-class PostgresKeys:
+class PostgresKeys(KeyStore):
     """The key store's statements, awaited on one connection (see the module doc)."""
 
-    def __init__(self, conn: asyncpg.Connection, location: str, *, exists: bool) -> None:
+    def __init__(
+        self, conn: asyncpg.Connection, location: str, *, exists: bool, read_only: bool = False
+    ) -> None:
         self._conn = conn
         self.location = location
+        self.read_only = read_only
         self.exists = exists  # read-only: whether the key store's tables are there at all
         self._dirty = False
         # One statement at a time on the connection, whichever task asks.
@@ -120,7 +117,7 @@ class PostgresKeys:
             conn = await asyncpg.connect(dsn)
             try:
                 exists = await _prepare(conn, schema, read_only=read_only)
-                keys = cls(conn, location, exists=exists)
+                keys = cls(conn, location, exists=exists, read_only=read_only)
                 await conn.add_listener(_CHANNEL, keys._notified)
             except BaseException:
                 with anyio.CancelScope(shield=True):
@@ -260,77 +257,6 @@ async def _prepare(conn: asyncpg.Connection, schema: str | None, *, read_only: b
         for statement in _SCHEMA:
             await conn.execute(statement)
     return True
-
-
-class PostgresKeyStore(KeyStore):
-    """`PostgresKeys` for the vault's blocking calls, on an event loop in a thread of its own."""
-
-    def __init__(self, url: str, *, read_only: bool = False) -> None:
-        self.read_only = read_only
-        self._loop = asyncio.new_event_loop()
-        self._thread = threading.Thread(
-            target=self._loop.run_forever, name="tasktrail-keys", daemon=True
-        )
-        self._thread.start()
-        try:
-            self._keys = self._run(PostgresKeys.connect(url, read_only=read_only))
-        except BaseException:
-            self._stop()
-            raise
-        self.location = self._keys.location
-
-    def _run(self, coro: Coroutine[Any, Any, T]) -> T:
-        return asyncio.run_coroutine_threadsafe(coro, self._loop).result()
-
-    def checks(self) -> dict[str, bytes]:
-        return self._run(self._keys.checks())
-
-    def add_check(self, key_id: str, sealed: bytes) -> None:
-        self._run(self._keys.add_check(key_id, sealed))
-
-    def master_ids(self) -> set[str]:
-        return self._run(self._keys.master_ids())
-
-    def current_keys(self, scope_keys: Sequence[str], make: MakeKey) -> list[DataKeyRow]:
-        return self._run(self._keys.current_keys(scope_keys, make))
-
-    def data_keys(self, scope_key: str) -> tuple[list[DataKeyRow], int]:
-        return self._run(self._keys.data_keys(scope_key))
-
-    def destroy(self, scope_key: str) -> int:
-        return self._run(self._keys.destroy(scope_key))
-
-    def wrapped_by_others(self, key_id: str) -> list[DataKeyRow]:
-        return self._run(self._keys.wrapped_by_others(key_id))
-
-    def rewrap(self, row: DataKeyRow, key_id: str, wrapped: bytes) -> None:
-        self._run(self._keys.rewrap(row, key_id, wrapped))
-
-    def retire(self, keep: str) -> list[str]:
-        return self._run(self._keys.retire(keep))
-
-    def count(self) -> int:
-        return self._run(self._keys.count())
-
-    def changed(self) -> bool:
-        return self._keys.changed()
-
-    def changed_pending(self) -> bool:
-        """Whether an erasure elsewhere was heard of and not yet looked at (for tests)."""
-        return self._keys.changed_pending()
-
-    def close(self) -> None:
-        if not self._thread.is_alive():
-            return
-        try:
-            self._run(self._keys.aclose())
-        finally:
-            self._stop()
-
-    def _stop(self) -> None:
-        self._loop.call_soon_threadsafe(self._loop.stop)
-        self._thread.join()
-        self._loop.close()
 
 
 def check_apart(log_url: str, key_store_url: str) -> None:

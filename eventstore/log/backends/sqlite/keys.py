@@ -1,4 +1,8 @@
-"""The SQLite key store: the wrapped data keys in a SQLite file beside the log (or in memory)."""
+"""The SQLite key store: the wrapped data keys in a SQLite file beside the log (or in memory).
+
+The sqlite3 calls block (a commit syncs the file, a writer of another process holds the lock): each
+runs in a worker thread, so the caller's event loop goes on meanwhile.
+"""
 
 from __future__ import annotations
 
@@ -7,6 +11,8 @@ import threading
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any, Final, TypeVar
+
+import anyio
 
 from eventstore.log.backends.sqlite.files import connect_read_only, translate, translate_os
 from eventstore.log.errors import ReadOnlyStoreError
@@ -63,7 +69,7 @@ class SQLiteKeyStore(KeyStore):
             if path != ":memory:":
                 self._conn.execute("PRAGMA journal_mode = WAL")
                 self._conn.execute("PRAGMA synchronous = FULL")
-            self._write(lambda conn: [conn.execute(statement) for statement in _SCHEMA])
+            self._write_now(lambda conn: [conn.execute(statement) for statement in _SCHEMA])
         except sqlite3.Error as error:
             self._conn.close()
             raise translate(error, path) from error
@@ -71,7 +77,13 @@ class SQLiteKeyStore(KeyStore):
             self._conn.close()
             raise
 
-    def _write(self, work: Callable[[sqlite3.Connection], T]) -> T:
+    async def _write(self, work: Callable[[sqlite3.Connection], T]) -> T:
+        return await anyio.to_thread.run_sync(self._write_now, work)
+
+    async def _read(self, sql: str, params: Sequence[object] = ()) -> list[Any]:
+        return await anyio.to_thread.run_sync(self._read_now, sql, params)
+
+    def _write_now(self, work: Callable[[sqlite3.Connection], T]) -> T:
         if self.read_only:
             raise ReadOnlyStoreError(
                 f"the key store {self.location}",
@@ -93,18 +105,21 @@ class SQLiteKeyStore(KeyStore):
             self._seen = self._data_version()
             return result
 
-    def _read(self, sql: str, params: Sequence[object] = ()) -> list[Any]:
+    def _read_now(self, sql: str, params: Sequence[object] = ()) -> list[Any]:
         with self._lock:
             try:
                 return self._conn.execute(sql, params).fetchall()
             except sqlite3.Error as error:
                 raise translate(error, self.location) from error
 
-    def checks(self) -> dict[str, bytes]:
-        return {str(k): bytes(s) for k, s in self._read("SELECT key_id, sealed FROM master_checks")}
+    async def checks(self) -> dict[str, bytes]:
+        return {
+            str(k): bytes(s)
+            for k, s in await self._read("SELECT key_id, sealed FROM master_checks")
+        }
 
-    def add_check(self, key_id: str, sealed: bytes) -> None:
-        self._write(
+    async def add_check(self, key_id: str, sealed: bytes) -> None:
+        await self._write(
             lambda conn: conn.execute(
                 "INSERT INTO master_checks (key_id, sealed) VALUES (?, ?) "
                 "ON CONFLICT (key_id) DO NOTHING",
@@ -112,10 +127,10 @@ class SQLiteKeyStore(KeyStore):
             )
         )
 
-    def master_ids(self) -> set[str]:
-        return {str(r[0]) for r in self._read("SELECT DISTINCT master_id FROM data_keys")}
+    async def master_ids(self) -> set[str]:
+        return {str(r[0]) for r in await self._read("SELECT DISTINCT master_id FROM data_keys")}
 
-    def current_keys(self, scope_keys: Sequence[str], make: MakeKey) -> list[DataKeyRow]:
+    async def current_keys(self, scope_keys: Sequence[str], make: MakeKey) -> list[DataKeyRow]:
         def work(conn: sqlite3.Connection) -> list[DataKeyRow]:
             found: list[DataKeyRow] = []
             for scope_key in scope_keys:
@@ -139,20 +154,20 @@ class SQLiteKeyStore(KeyStore):
                 found.append((scope_key, int(row[0]), str(row[1]), bytes(row[2])))
             return found
 
-        return self._write(work)
+        return await self._write(work)
 
-    def data_keys(self, scope_key: str) -> tuple[list[DataKeyRow], int]:
-        rows = self._read(
+    async def data_keys(self, scope_key: str) -> tuple[list[DataKeyRow], int]:
+        rows = await self._read(
             "SELECT generation, master_id, wrapped FROM data_keys WHERE scope_key = ?",
             (scope_key,),
         )
-        erased = self._read(
+        erased = await self._read(
             "SELECT through_generation FROM erased WHERE scope_key = ?", (scope_key,)
         )
         keys = [(scope_key, int(g), str(m), bytes(w)) for g, m, w in rows]
         return keys, int(erased[0][0]) if erased else 0
 
-    def destroy(self, scope_key: str) -> int:
+    async def destroy(self, scope_key: str) -> int:
         def work(conn: sqlite3.Connection) -> int:
             row = conn.execute(
                 "SELECT MAX(generation) FROM data_keys WHERE scope_key = ?", (scope_key,)
@@ -172,8 +187,8 @@ class SQLiteKeyStore(KeyStore):
             )
             return through
 
-        through = self._write(work)
-        self._checkpoint()
+        through = await self._write(work)
+        await anyio.to_thread.run_sync(self._checkpoint)
         return through
 
     def _checkpoint(self) -> None:
@@ -185,16 +200,16 @@ class SQLiteKeyStore(KeyStore):
             with self._lock:
                 self._conn.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchall()
 
-    def wrapped_by_others(self, key_id: str) -> list[DataKeyRow]:
-        rows = self._read(
+    async def wrapped_by_others(self, key_id: str) -> list[DataKeyRow]:
+        rows = await self._read(
             "SELECT scope_key, generation, master_id, wrapped FROM data_keys WHERE master_id != ?",
             (key_id,),
         )
         return [(str(s), int(g), str(m), bytes(w)) for s, g, m, w in rows]
 
-    def rewrap(self, row: DataKeyRow, key_id: str, wrapped: bytes) -> None:
+    async def rewrap(self, row: DataKeyRow, key_id: str, wrapped: bytes) -> None:
         scope_key, generation, old_id, _ = row
-        self._write(
+        await self._write(
             lambda conn: conn.execute(
                 "UPDATE data_keys SET master_id = ?, wrapped = ? "
                 "WHERE scope_key = ? AND generation = ? AND master_id = ?",
@@ -202,7 +217,7 @@ class SQLiteKeyStore(KeyStore):
             )
         )
 
-    def retire(self, keep: str) -> list[str]:
+    async def retire(self, keep: str) -> list[str]:
         def work(conn: sqlite3.Connection) -> list[str]:
             rows = conn.execute(
                 "SELECT key_id FROM master_checks WHERE key_id != ? "
@@ -213,14 +228,14 @@ class SQLiteKeyStore(KeyStore):
             conn.executemany("DELETE FROM master_checks WHERE key_id = ?", [(k,) for k in retired])
             return retired
 
-        retired = self._write(work)
+        retired = await self._write(work)
         # The end of a rotation: the WAL's older frames hold the keys as the old master key
         # wrapped them.
-        self._checkpoint()
+        await anyio.to_thread.run_sync(self._checkpoint)
         return retired
 
-    def count(self) -> int:
-        return int(self._read("SELECT COUNT(*) FROM data_keys")[0][0])
+    async def count(self) -> int:
+        return int((await self._read("SELECT COUNT(*) FROM data_keys"))[0][0])
 
     def changed(self) -> bool:
         with self._lock:
@@ -233,7 +248,10 @@ class SQLiteKeyStore(KeyStore):
     def _data_version(self) -> int:
         return int(self._conn.execute("PRAGMA data_version").fetchone()[0])
 
-    def close(self) -> None:
+    async def aclose(self) -> None:
+        await anyio.to_thread.run_sync(self._close)
+
+    def _close(self) -> None:
         with self._lock:
             self._conn.close()
 
