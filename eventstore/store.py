@@ -26,13 +26,13 @@ from eventstore.log.backends import open_backend
 from eventstore.log.backends.base import LogBackend
 from eventstore.log.backends.rows import CurrentFilter, CurrentRow, ScopeFilter, ScopeRow
 from eventstore.log.config import Clock, StoreConfig, system_clock
-from eventstore.log.crypto import RotationReport, Vault
 from eventstore.log.errors import ReadOnlyStoreError, StoreClosedError
 from eventstore.log.events import to_micros
 from eventstore.log.feed import Feed, ScopeMatch, Subscription
 from eventstore.log.master_keys import master_keys_from_env
 from eventstore.log.requests import AppendRequest, AppendResult, EraseOp
 from eventstore.log.scopes import AssetScope, Scope, TaskScope, scope_from_key, scope_key
+from eventstore.log.vault import RotationReport, Vault
 from eventstore.log.writer import GroupCommitWriter
 from projections.compaction import CompactionReport, Ledger, compact
 from projections.compaction import Progress as CompactionProgress

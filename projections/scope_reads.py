@@ -16,11 +16,11 @@ import msgspec
 from eventstore.log.archive import Archive
 from eventstore.log.backends.base import LogBackend
 from eventstore.log.backends.rows import EventFilter, EventRow, ScopeRow
-from eventstore.log.crypto import Vault
 from eventstore.log.errors import NoSuchPointError
 from eventstore.log.events import from_micros, to_micros
 from eventstore.log.requests import AppendRequest, AppendResult
 from eventstore.log.scopes import Scope, scope_key
+from eventstore.log.vault import Vault
 from projections.archived import ArchivedReads
 from projections.points import At
 from projections.tries import TryCounter, TrySummary

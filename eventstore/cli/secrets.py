@@ -12,9 +12,9 @@ import click
 from eventstore.cli.app import cli, db_option, emit_json, json_option, run
 from eventstore.cli.history import scope_from, scope_options
 from eventstore.cli.maintenance import run_with_progress
-from eventstore.log.crypto import RotationReport
 from eventstore.log.master_keys import generate_master_key
 from eventstore.log.requests import AppendResult
+from eventstore.log.vault import RotationReport
 from eventstore.store import open_store
 
 

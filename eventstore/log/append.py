@@ -22,7 +22,7 @@ import msgspec
 from eventstore.log.backends.base import LogBackend
 from eventstore.log.backends.rows import CurrentRow, EventRow, IdempotentRow
 from eventstore.log.config import NEVER_EXPIRE, StoreConfig
-from eventstore.log.crypto import Vault, stored_value
+from eventstore.log.envelope import stored_value
 from eventstore.log.errors import ConcurrencyError, StaleAttemptError
 from eventstore.log.events import (
     AnyEvent,
@@ -47,6 +47,7 @@ from eventstore.log.requests import (
 )
 from eventstore.log.scopes import Scope, scope_key
 from eventstore.log.sealing import prepare_keys
+from eventstore.log.vault import Vault
 
 __all__ = ["append_batch"]
 
@@ -276,7 +277,7 @@ async def append_batch(
     """Append every request in one transaction; each gets its result or its own error.
 
     An error of the transaction itself (disk full, lost connection) is every request's error.
-    With a vault, values are sealed (eventstore.log.crypto) with the data keys `prepare_keys` found.
+    With a vault, values are sealed (eventstore.log.vault) with the data keys `prepare_keys` found.
     """
     results: list[AppendResult | BaseException] = []
     scope_keys: dict[Scope, str] = {}

@@ -72,7 +72,7 @@ class StoreConfig(msgspec.Struct, frozen=True, kw_only=True):
     # Group commit: most appends written in one transaction, and most waiting before callers block.
     max_batch: int = 256
     max_pending: int = 8192
-    # Encryption at rest (eventstore.log.crypto): master keys made by `tasktrail keygen`; the first
+    # Encryption at rest (eventstore.log.vault): master keys made by `tasktrail keygen`; the first
     # wraps new data keys, all of them unwrap. Empty: $TASKTRAIL_MASTER_KEYS, else no encryption.
     master_keys: tuple[str, ...] = ()
     # Where the wrapped data keys live, apart from the log: sqlite:///PATH, memory://, or

@@ -41,10 +41,10 @@ class Event(msgspec.Struct, frozen=True, tag_field="kind"):
 class KeySet(Event, frozen=True, tag="set"):
     key: str
     # The value's JSON, encoded once by the store and kept byte for byte; null when the value is
-    # sealed (then in `sealed`) or was scrubbed by an erasure. See eventstore.log.crypto.
+    # sealed (then in `sealed`) or was scrubbed by an erasure. See eventstore.log.envelope.
     value: msgspec.Raw
     expires_at: datetime | None = None
-    sealed: bytes | None = None  # the encrypted value, with its header (eventstore.log.crypto)
+    sealed: bytes | None = None  # the encrypted value, with its header (eventstore.log.envelope)
     sensitive: bool = False  # set(..., sensitive=True): faces mask the value
     # Written by a rewind (projections.rewind): the global position the scope was rewound to
     # (0: before its first event). None for every other write.

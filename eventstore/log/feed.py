@@ -42,10 +42,10 @@ from anyio.abc import AsyncResource
 
 from eventstore.log.backends.base import LogBackend
 from eventstore.log.backends.rows import EventFilter, EventRow
-from eventstore.log.crypto import Vault
 from eventstore.log.events import RecordedEvent
 from eventstore.log.recorded import recorded_event
 from eventstore.log.scopes import AssetScope, Scope, TaskScope, scope_from_key, scope_key
+from eventstore.log.vault import Vault
 
 __all__ = ["DEFAULT_POLL_INTERVAL", "Feed", "ScopeMatch", "Subscription"]
 

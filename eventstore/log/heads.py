@@ -8,11 +8,12 @@ from datetime import datetime, timedelta
 from eventstore.log.backends.base import WriteTransaction
 from eventstore.log.backends.rows import CurrentRow, EventRow, IdempotentRow, ScopeRow
 from eventstore.log.config import StoreConfig
-from eventstore.log.crypto import Vault, is_sensitive
+from eventstore.log.envelope import is_sensitive
 from eventstore.log.events import from_micros
 from eventstore.log.requests import AppendRequest, AppendResult, Op, SetOp, decode_result
 from eventstore.log.scopes import Scope, TaskScope, scope_from_key, scope_key
 from eventstore.log.sealing import BatchKeys
+from eventstore.log.vault import Vault
 
 __all__ = ["BatchHeads", "ScopeView", "to_micros_delta"]
 

@@ -2,7 +2,7 @@
 
 A key store holds, per scope, its data keys (wrapped by a master key, one row per generation), a
 tombstone per erased scope, and one check per master key (a known text sealed under it). It knows
-nothing of cryptography: `eventstore.log.crypto.Vault` wraps and unwraps, the key store keeps bytes.
+nothing of cryptography: `eventstore.log.vault.Vault` wraps and unwraps, the key store keeps bytes.
 
 The calls are awaited on the caller's event loop, like the log's: `SQLiteKeyStore`
 (eventstore.log.backends.sqlite.keys) is a SQLite file (or memory), its blocking calls made from a

@@ -1,6 +1,6 @@
 """Master keys: the form `<id>.<urlsafe base64 of 32 bytes>`, made by `tasktrail keygen`, read
 from `StoreConfig.master_keys` or `TASKTRAIL_MASTER_KEYS`. Config checks them here, below the vault
-that uses them (`eventstore.log.crypto`)."""
+that uses them (`eventstore.log.vault`)."""
 
 from __future__ import annotations
 

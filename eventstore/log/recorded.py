@@ -7,7 +7,7 @@ from typing import Any
 import msgspec
 
 from eventstore.log.backends.rows import EventRow
-from eventstore.log.crypto import ERASED, Vault
+from eventstore.log.envelope import ERASED
 from eventstore.log.events import (
     KeyDeleted,
     KeySet,
@@ -17,6 +17,7 @@ from eventstore.log.events import (
     from_micros,
 )
 from eventstore.log.scopes import Scope, scope_key
+from eventstore.log.vault import Vault
 
 __all__ = ["recorded_event"]
 

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from eventstore.log.crypto import DataKey, Vault
 from eventstore.log.requests import AppendRequest, EraseOp, SetOp
 from eventstore.log.scopes import scope_key
+from eventstore.log.vault import DataKey, Vault
 
 __all__ = ["BatchKeys", "prepare_keys"]
 

@@ -35,9 +35,9 @@ import anyio.lowlevel
 from eventstore.log.append import append_batch
 from eventstore.log.backends.base import LogBackend
 from eventstore.log.config import StoreConfig
-from eventstore.log.crypto import Vault
 from eventstore.log.errors import StoreClosedError
 from eventstore.log.requests import AppendRequest, AppendResult
+from eventstore.log.vault import Vault
 
 __all__ = ["GroupCommitWriter"]
 

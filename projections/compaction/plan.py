@@ -126,7 +126,7 @@ def plan_scope(
         and newest_of_key[key] < now
     }
 
-    # An erasure (eventstore.log.crypto) left its values unreadable: their sets go whatever the
+    # An erasure (eventstore.log.vault) left its values unreadable: their sets go whatever the
     # horizon, superseded by the erasure's clear.
     erased_at = max((row.seq for row in rows if row.kind == "erased"), default=0)
     why = [0] * n

@@ -149,7 +149,7 @@ _SELECT_TASK_SCOPES: Final = (
     f"SELECT {SCOPE_COLUMNS} FROM scopes WHERE dag_id = $1 AND run_id = $2 AND task_id = $3"
 )
 
-# The flags of stored values (eventstore.log.crypto) are in their first two bytes.
+# The flags of stored values (eventstore.log.envelope) are in their first two bytes.
 # The value heads of (scope_id, key) pairs of any scopes, in one statement.
 _SELECT_CURRENT_HEADS: Final = (
     "SELECT c.scope_id, c.key, substring(c.value FROM 1 FOR 2) FROM current AS c "

@@ -67,7 +67,7 @@ _SELECT_LIVE_KEYS: Final = (
     "SELECT key FROM current WHERE scope_id = ? AND (expires_at IS NULL OR expires_at > ?)"
 )
 
-# The flags of stored values (eventstore.log.crypto) are in their first two bytes.
+# The flags of stored values (eventstore.log.envelope) are in their first two bytes.
 _SELECT_CURRENT_HEAD: Final = (
     "SELECT substr(value, 1, 2) FROM current WHERE scope_id = ? AND key = ?"
 )
