@@ -216,7 +216,7 @@ class Store(AsyncResource):
     async def last_seq(self) -> int:
         """The log's head: the position of the last event committed (0 for an empty log), by
         any process or replica."""
-        return await self.backend.select_last_seq()
+        return (await self.backend.select_head()).last_seq
 
     async def read(self, scope: Scope, key: str) -> CurrentRow | None:
         """The live projection row of a key, or None if absent or expired."""

@@ -7,7 +7,7 @@ each position once (a crash between archiving and removing leaves an event in bo
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Collection, Iterable
 from typing import NamedTuple
 
 import anyio.to_thread
@@ -68,18 +68,21 @@ class ArchivedReads:
             merged.reverse()
         return merged if where.limit is None else merged[: where.limit]
 
-    async def select_last_scope_event(
-        self, scope_id: int, kind: str, *, through_seq: int | None = None
-    ) -> EventRow | None:
-        kept = await self.backend.select_last_scope_event(scope_id, kind, through_seq=through_seq)
-        found = [
-            r
-            for r in await self.archived(scope_id)
-            if r.key is None and r.kind == kind and (through_seq is None or r.seq <= through_seq)
-        ]
-        if kept is not None:
-            found.append(kept)
-        return max(found, key=lambda r: r.seq, default=None)
+    async def select_markers(
+        self, scope_ids: Collection[int], kinds: Collection[str], *, through_seq: int | None = None
+    ) -> dict[tuple[int, str], EventRow]:
+        found = await self.backend.select_markers(scope_ids, kinds, through_seq=through_seq)
+        for scope_id in scope_ids:
+            for r in await self.archived(scope_id):
+                if (
+                    r.key is None
+                    and r.kind in kinds
+                    and (through_seq is None or r.seq <= through_seq)
+                ):
+                    kept = found.get((scope_id, r.kind))
+                    if kept is None or kept.seq < r.seq:
+                        found[(scope_id, r.kind)] = r
+        return found
 
     async def select_latest_per_key(
         self, scope_id: int, *, after_seq: int, through_seq: int

@@ -29,9 +29,7 @@ class HorizonReader(ScopeReader):
         rows: list[EventRow] = []
         through: int | None = None
         while True:
-            row = await self._reads.select_last_scope_event(
-                scope_id, "compacted", through_seq=through
-            )
+            row = await self._marker(scope_id, "compacted", through)
             if row is None:
                 break
             rows.append(row)

@@ -53,7 +53,12 @@ async def reencrypt(
             await vault.ensure_keys(missing)
         async with backend.write() as tx:
             # Under the write lock: a scope erased since the rows were read stays erased.
-            erased = await backend.select_erased_through({row.scope_id for row, _ in pending})
+            erased = {
+                scope_id: marker.seq
+                for (scope_id, _), marker in (
+                    await backend.select_markers({row.scope_id for row, _ in pending}, ["erased"])
+                ).items()
+            }
             payloads: list[tuple[int, bytes]] = []
             values: list[tuple[bytes, int, str, int]] = []
             for row, event in pending:

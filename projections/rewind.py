@@ -206,7 +206,8 @@ async def _targets(
         return {}
     backend = history.backend
     skey = scope_key(history.scope)
-    clear = await backend.select_last_scope_event(scope_id, "clear", through_seq=through_seq)
+    markers = await backend.select_markers([scope_id], ["clear"], through_seq=through_seq)
+    clear = markers.get((scope_id, "clear"))
     rows: dict[str, EventRow] = {
         row.key: row
         for row in await backend.select_latest_per_key(

@@ -7,7 +7,7 @@ Reads go to the log, or, with an archive, to the log and the archive together
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Collection
 from datetime import datetime
 from typing import NamedTuple, Protocol
 
@@ -143,15 +143,24 @@ class ScopeReader:
         That event is the latest of: the last clear, the last marker, and each key's latest
         event after that clear. Those are index seeks, and the state needs them anyway.
         """
-        rows = await self._rows(scope_id, seq)
-        marker = await self._reads.select_last_scope_event(scope_id, "compacted", through_seq=seq)
+        markers = await self._reads.select_markers(
+            [scope_id], ("clear", "compacted"), through_seq=seq
+        )
+        rows = await self._latest(scope_id, seq, markers.get((scope_id, "clear")))
+        marker = markers.get((scope_id, "compacted"))
         candidates = [r for r in (rows.clear, marker) if r is not None] + rows.latest
         return max(candidates, key=lambda r: r.seq, default=None), rows
 
     async def _rows(self, scope_id: int, through_seq: int) -> Rows:
-        clear = await self._reads.select_last_scope_event(
-            scope_id, "clear", through_seq=through_seq
-        )
+        clear = await self._marker(scope_id, "clear", through_seq)
+        return await self._latest(scope_id, through_seq, clear)
+
+    async def _marker(self, scope_id: int, kind: str, through_seq: int | None) -> EventRow | None:
+        """The scope's last marker of this kind at or before `through_seq`."""
+        found = await self._reads.select_markers([scope_id], [kind], through_seq=through_seq)
+        return found.get((scope_id, kind))
+
+    async def _latest(self, scope_id: int, through_seq: int, clear: EventRow | None) -> Rows:
         latest = await self._reads.select_latest_per_key(
             scope_id, after_seq=0 if clear is None else clear.seq, through_seq=through_seq
         )
@@ -198,7 +207,7 @@ class ScopeReader:
     async def _erased_through(self, scope_id: int) -> int:
         """The position of the scope's last erasure; every value before it reads as erased."""
         self.vault.refresh()  # an erasure by another process destroyed keys this one holds
-        marker = await self._reads.select_last_scope_event(scope_id, "erased")
+        marker = await self._marker(scope_id, "erased", None)
         return 0 if marker is None else marker.seq
 
 
@@ -214,9 +223,9 @@ class _Reads(Protocol):
 
     async def select_events(self, scope_id: int, where: EventFilter) -> list[EventRow]: ...
 
-    async def select_last_scope_event(
-        self, scope_id: int, kind: str, *, through_seq: int | None = None
-    ) -> EventRow | None: ...
+    async def select_markers(
+        self, scope_ids: Collection[int], kinds: Collection[str], *, through_seq: int | None = None
+    ) -> dict[tuple[int, str], EventRow]: ...
 
     async def select_latest_per_key(
         self, scope_id: int, *, after_seq: int, through_seq: int

@@ -7,7 +7,7 @@ from collections.abc import Callable
 import msgspec
 
 from eventstore.log.backends.base import LogBackend
-from eventstore.log.backends.rows import CurrentRow
+from eventstore.log.backends.rows import CurrentRow, Insert
 from projections.current import ScopeState, apply
 
 __all__ = ["Mismatch", "VerifyReport", "fold_log", "rebuild", "verify"]
@@ -89,5 +89,5 @@ async def rebuild(backend: LogBackend, progress: Progress | None = None) -> int:
         folded = await fold_log(backend, progress)
         rows = [row for state in folded.values() for row in state.values()]
         await tx.delete_current(every=True)
-        await tx.upsert_current(rows)
+        await tx.insert(Insert(current=rows))
     return len(rows)

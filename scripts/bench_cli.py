@@ -363,7 +363,7 @@ _PROFILE_PARTS: Final = (
     ("writer: append_batch, one per batch", "eventstore/log/append.py", "append_batch"),
     (
         "  reading the log's and the scopes' heads",
-        "eventstore/log/backends/base.py",
+        "eventstore/log/backends/sqlite/transaction.py",
         "select_head_and_scopes",
     ),
     ("  planning: checks, versions, event rows", "eventstore/log/append.py", "plan"),

@@ -70,7 +70,7 @@ def percentile(values: list[float], q: float) -> float:
 
 async def latency(url: str, writers: int, seconds: float, other_process: bool) -> None:
     async with open_store(url, config=CONFIG) as store:
-        start = await store.backend.select_last_seq()
+        start = (await store.backend.select_head()).last_seq
         run = f"latency-{'proc' if other_process else 'here'}-{time.time_ns()}"
         delays: list[float] = []
         finished = anyio.Event()
@@ -91,7 +91,7 @@ async def latency(url: str, writers: int, seconds: float, other_process: bool) -
                 await anyio.run_process(command, stdout=None, stderr=None, check=True)
             else:
                 await write_with(store, writers, seconds, run)
-            final = await store.backend.select_last_seq()
+            final = (await store.backend.select_head()).last_seq
             finished.set()
             # Wake the subscriber if it is already past the end.
             await store.task_store("bench", run, "done").set("done", True)
@@ -106,7 +106,7 @@ async def latency(url: str, writers: int, seconds: float, other_process: bool) -
 
 async def build(url: str, events: int) -> None:
     async with open_store(url, config=CONFIG) as store:
-        have = await store.backend.select_last_seq()
+        have = (await store.backend.select_head()).last_seq
         if have >= events:
             return
         per_request = 200
@@ -122,13 +122,13 @@ async def build(url: str, events: int) -> None:
             for n in range(16):
                 tg.start_soon(writer, n, 16)
         took = time.perf_counter() - started
-        total = await store.backend.select_last_seq()
+        total = (await store.backend.select_head()).last_seq
         print(f"built a log of {total:,} events in {took:.1f} s")
 
 
 async def catch_up(url: str) -> None:
     async with open_store(url, config=CONFIG) as store:
-        head = await store.backend.select_last_seq()
+        head = (await store.backend.select_head()).last_seq
 
         started = time.perf_counter()
         raw = 0

@@ -167,7 +167,7 @@ async def follow_while_processes_write(url: str) -> None:
             with anyio.fail_after(120):  # a hang guard; a pass does not depend on it
                 while True:
                     done = all(w.returncode is not None for w in writers)
-                    if done and seen[-1].seq == await store.backend.select_last_seq():
+                    if done and seen[-1].seq == (await store.backend.select_head()).last_seq:
                         break
                     resume = seen[-1].seq if seen else 0
                     # Read a stretch, then disconnect, as a client would; a stretch also ends

@@ -15,7 +15,7 @@ from eventstore import (
     StoreClosedError,
     TaskScope,
 )
-from eventstore.log.backends.rows import EventRow
+from eventstore.log.backends.rows import EventRow, Insert
 from eventstore.log.errors import NoSuchPointError
 from eventstore.log.events import Compacted, encode_event, to_micros
 from eventstore.log.scopes import Scope, scope_key
@@ -32,33 +32,30 @@ def task(store: Store, try_number: int | None = 1, map_index: int = -1):  # type
 async def append_marker(store: Store, scope: Scope, marker: Compacted) -> int:
     """Append a compaction marker the way compaction will: straight through the backend."""
     async with store.backend.write() as tx:
-        head = await tx.select_head()
         key = scope_key(scope)
-        row = (await tx.select_scopes([key]))[key]
+        head, scopes = await tx.select_head_and_scopes([key])
+        row = scopes[key]
         row.version += 1
         now = max(to_micros(store.now()), head.last_recorded_at)
         seq = head.last_seq + 1
-        await tx.insert_events(
-            [
-                EventRow(
-                    seq=seq,
-                    scope_id=row.scope_id,
-                    version=row.version,
-                    kind="compacted",
-                    key=None,
-                    expires_at=None,
-                    recorded_at=now,
-                    try_number=None,
-                    actor="system",
-                    payload=encode_event(marker),
-                )
-            ]
-        )
+        event = [
+            EventRow(
+                seq=seq,
+                scope_id=row.scope_id,
+                version=row.version,
+                kind="compacted",
+                key=None,
+                expires_at=None,
+                recorded_at=now,
+                try_number=None,
+                actor="system",
+                payload=encode_event(marker),
+            )
+        ]
         row.updated_at = now
-        await tx.update_scopes([row])
         head.last_seq = seq
         head.last_recorded_at = now
-        await tx.update_head(head)
+        await tx.insert(Insert(events=event, scopes=[row], head=head))
     return seq
 
 

@@ -76,7 +76,7 @@ async def test_replicas_opening_a_new_database_together_migrate_it_once(pg_url: 
     try:
         assert len(backends) == 4
         async with backends[0].write() as tx:
-            assert (await tx.select_head()).last_seq == 0
+            assert (await tx.select_head_and_scopes())[0].last_seq == 0
     finally:
         for backend in backends:
             await backend.aclose()

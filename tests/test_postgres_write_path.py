@@ -15,7 +15,7 @@ from eventstore import StoreConfig, open_store
 from eventstore.log.backends.base import WriteTransaction
 from eventstore.log.backends.postgres.backend import PostgresBackend
 from eventstore.log.backends.postgres.transaction import PostgresTransaction
-from eventstore.log.backends.rows import CurrentRow
+from eventstore.log.backends.rows import CurrentRow, Insert
 from eventstore.log.envelope import is_sensitive
 from eventstore.log.scopes import TaskScope, scope_key
 
@@ -68,6 +68,12 @@ async def _statements(conn: Any) -> AsyncIterator[list[str]]:
         conn.remove_query_logger(log)
 
 
+async def _heads(tx: WriteTransaction, scope_id: int, keys: list[str]) -> dict[str, bytes]:
+    """The value heads of these keys of one scope, by key."""
+    heads = await tx.select_current_heads([(scope_id, key) for key in keys])
+    return {key: head for (_, key), head in heads.items()}
+
+
 async def test_small_scopes_answer_value_heads_from_the_batchs_first_read(
     backend: PostgresBackend,
 ) -> None:
@@ -75,8 +81,8 @@ async def test_small_scopes_answer_value_heads_from_the_batchs_first_read(
         async with backend.write() as tx, _statements(_pg(tx).conn) as seen:
             _, scopes = await tx.select_head_and_scopes(_keys("t0", "t1", "t3"))
             t0, t1 = scopes[_keys("t0")[0]].scope_id, scopes[_keys("t1")[0]].scope_id
-            plain = await tx.select_current_heads(t0, ["k", "absent"])
-            flagged = await tx.select_current_heads(t1, ["pw"])
+            plain = await _heads(tx, t0, ["k", "absent"])
+            flagged = await _heads(tx, t1, ["pw"])
     assert len(seen) == 1, seen
     assert {k: is_sensitive(h) for k, h in plain.items()} == {"k": False}
     assert {k: is_sensitive(h) for k, h in flagged.items()} == {"pw": True}
@@ -89,7 +95,7 @@ async def test_a_scope_with_many_keys_is_asked_when_planning_needs_it(
     async with backend.write() as tx:
         _, scopes = await tx.select_head_and_scopes(_keys("t2"))
         async with _statements(_pg(tx).conn) as seen:
-            heads = await tx.select_current_heads(scopes[_keys("t2")[0]].scope_id, ["zz", "k00"])
+            heads = await _heads(tx, scopes[_keys("t2")[0]].scope_id, ["zz", "k00"])
     assert len([s for s in seen if "FROM current" in s]) == 1, seen
     assert {k: is_sensitive(h) for k, h in heads.items()} == {"zz": True, "k00": False}
 
@@ -101,7 +107,7 @@ async def test_the_heads_of_a_whole_batch_take_at_most_one_statement(
         _, scopes = await tx.select_head_and_scopes(_keys("t0", "t1", "t2"))
         t0, t1, t2 = (scopes[key].scope_id for key in _keys("t0", "t1", "t2"))
         async with _statements(_pg(tx).conn) as seen:
-            heads = await _pg(tx).select_current_heads_of(
+            heads = await _pg(tx).select_current_heads(
                 [(t0, "k"), (t1, "pw"), (t2, "zz"), (t2, "k01"), (t2, "absent")]
             )
     assert len([s for s in seen if "FROM current" in s]) == 1, seen
@@ -122,12 +128,12 @@ async def test_value_heads_after_a_write_in_the_batch_are_the_tables(
         async with backend.write() as tx:
             _, scopes = await tx.select_head_and_scopes(_keys("t1"))
             scope_id = scopes[_keys("t1")[0]].scope_id
-            head = await tx.select_head()
+            head, _ = await tx.select_head_and_scopes()
             row = CurrentRow(scope_id, "pw", b"\x00plain", None, 2, head.last_seq + 1, 0)
-            await tx.upsert_current([row])
-            seen["upserted"] = await tx.select_current_heads(scope_id, ["pw"])
+            await tx.insert(Insert(current=[row]))
+            seen["upserted"] = await _heads(tx, scope_id, ["pw"])
             await tx.delete_current(scope_ids=[scope_id])
-            seen["cleared"] = await tx.select_current_heads(scope_id, ["pw"])
+            seen["cleared"] = await _heads(tx, scope_id, ["pw"])
             raise _RolledBack  # the batch leaves nothing behind
 
     with pytest.raises(_RolledBack):

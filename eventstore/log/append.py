@@ -20,7 +20,7 @@ import anyio.to_thread
 import msgspec
 
 from eventstore.log.backends.base import LogBackend
-from eventstore.log.backends.rows import CurrentRow, EventRow, IdempotentRow
+from eventstore.log.backends.rows import CurrentRow, EventRow, IdempotentRow, Insert, LogHead
 from eventstore.log.config import NEVER_EXPIRE, StoreConfig
 from eventstore.log.envelope import stored_value
 from eventstore.log.errors import ConcurrencyError, StaleAttemptError
@@ -232,20 +232,21 @@ class _Batch(BatchHeads):
         for pair in [p for p in self.final if p[0] == scope_id]:
             del self.final[pair]
 
-    async def apply(self) -> None:
+    async def apply(self, head: LogHead | None) -> None:
+        """Write the batch; with the new log `head`, if it handed out positions."""
         tx = self.tx
         # In slices, as planning: a backend may run its statements on the event loop's thread.
-        await _in_slices(self.events, tx.insert_events)
+        await _in_slices(self.events, lambda rows: tx.insert(Insert(events=rows)))
         if self.cleared:
             await tx.delete_current(scope_ids=sorted(self.cleared))
         await _in_slices(
             [pair for pair, row in self.final.items() if row is None], tx.delete_current
         )
-        await _in_slices([row for row in self.final.values() if row is not None], tx.upsert_current)
-        if self.touched:
-            await tx.update_scopes([view.row for view in self.touched.values()])
-        if self.new_idempotent:
-            await tx.insert_idempotent(self.new_idempotent)
+        upserts = [row for row in self.final.values() if row is not None]
+        await _in_slices(upserts, lambda rows: tx.insert(Insert(current=rows)))
+        scopes = [view.row for view in self.touched.values()]
+        if scopes or self.new_idempotent or head is not None:
+            await tx.insert(Insert(scopes=scopes, idempotent=self.new_idempotent, head=head))
 
 
 # How many ops a batch plans, and how many rows it writes, between two turns of the event loop.
@@ -254,7 +255,7 @@ _SLICE: Final = 250
 T = TypeVar("T")
 
 
-async def _in_slices(items: list[T], write: Callable[[list[T]], Awaitable[None]]) -> None:
+async def _in_slices(items: list[T], write: Callable[[list[T]], Awaitable[object]]) -> None:
     """`write(items)` in runs of `_SLICE`, the event loop turning between them; a small batch
     (nearly all of them) is one call."""
     if len(items) <= _SLICE:
@@ -299,9 +300,6 @@ async def append_batch(
                 results.append(await batch.plan(request))
             except (ConcurrencyError, StaleAttemptError) as error:
                 results.append(error)
-        await batch.apply()
-        if batch.seq != head.last_seq:
-            head.last_seq = batch.seq
-            head.last_recorded_at = now_us
-            await tx.update_head(head)
+        moved = batch.seq != head.last_seq
+        await batch.apply(LogHead(batch.seq, now_us) if moved else None)
     return results

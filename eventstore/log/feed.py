@@ -136,7 +136,7 @@ class Feed:
             self._polling = True
             self._polled_at = anyio.current_time()
             try:
-                head = await self.backend.select_last_seq()
+                head = (await self.backend.select_head()).last_seq
             finally:
                 self._polling = False
             self.committed(head)
@@ -290,9 +290,10 @@ class Subscription(AsyncResource):
                 raise AssertionError(f"the log has events of scope ids {missing} but no scopes")
         fresh = {row.scope_id for row in rows if row.scope_id not in self._erased}
         if fresh:
-            erased = await self._backend.select_erased_through(fresh)
+            erased = await self._backend.select_markers(fresh, ["erased"])
             for scope_id in fresh:
-                self._erased[scope_id] = erased.get(scope_id, 0)
+                marker = erased.get((scope_id, "erased"))
+                self._erased[scope_id] = 0 if marker is None else marker.seq
 
     def _scope_key(self, scope_id: int) -> str:
         key = self._keys.get(scope_id)

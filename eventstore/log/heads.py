@@ -6,7 +6,7 @@ from collections.abc import Sequence
 from datetime import datetime, timedelta
 
 from eventstore.log.backends.base import WriteTransaction
-from eventstore.log.backends.rows import CurrentRow, EventRow, IdempotentRow, ScopeRow
+from eventstore.log.backends.rows import CurrentRow, EventRow, IdempotentRow, Insert, ScopeRow
 from eventstore.log.config import StoreConfig
 from eventstore.log.envelope import is_sensitive
 from eventstore.log.events import from_micros
@@ -95,7 +95,7 @@ class BatchHeads:
                     if isinstance(op, SetOp) and op.sensitive is not True:
                         wanted[(scope_id, op.key)] = None
         if wanted:
-            heads = await self.tx.select_current_heads_of(wanted)
+            heads = await self.tx.select_current_heads(wanted)
             for pair in wanted:
                 head = heads.get(pair)
                 self.flags[pair] = head is not None and is_sensitive(head)
@@ -104,7 +104,7 @@ class BatchHeads:
         key = self.scope_keys.get(scope) or scope_key(scope)
         view = self.views.get(key)
         if view is None:
-            row = (await self.tx.select_scopes([key])).get(key)
+            row = (await self.tx.select_head_and_scopes([key]))[1].get(key)
             view = ScopeView(scope, row or new_scope_row(scope, key))
             self.views[key] = view
         return view
@@ -112,7 +112,10 @@ class BatchHeads:
     async def live_keys(self, view: ScopeView) -> set[str]:
         if view.live is None:
             scope_id = view.row.scope_id
-            live = await self.tx.select_live_keys(scope_id, self.now) if scope_id else set()
+            live: set[str] = set()
+            if scope_id:
+                heads = await self.tx.select_current_heads(scope_id=scope_id, now=self.now)
+                live = {key for _, key in heads}
             # Sets earlier in this batch are not in the table yet; only sets can come before
             # the first load (deletes and clears load it), so the pending rows complete it.
             for (pending_scope, key), row in self.final.items():
@@ -143,9 +146,9 @@ class BatchHeads:
         ]
         if not wanted:
             return
-        heads = await self.tx.select_current_heads(scope_id, wanted)
+        heads = await self.tx.select_current_heads([(scope_id, key) for key in wanted])
         for key in wanted:
-            head = heads.get(key)
+            head = heads.get((scope_id, key))
             self.flags[(scope_id, key)] = head is not None and is_sensitive(head)
 
     def _flagged(self, scope_id: int, key: str) -> bool:
@@ -161,14 +164,14 @@ class BatchHeads:
 
     async def _ensure_stored(self, view: ScopeView) -> None:
         if not view.row.scope_id:
-            view.row.scope_id = await self.tx.insert_scope(view.row)
+            [view.row.scope_id] = await self.tx.insert(Insert(scopes=[view.row]))
 
     async def _clear_targets(self, view: ScopeView, fleet: bool) -> list[ScopeView]:
         scope = view.scope
         if not fleet or not isinstance(scope, TaskScope):
             return [view]
         task = (scope.dag_id, scope.run_id, scope.task_id)
-        rows = (await self.tx.select_scopes(task=task)).values()
+        rows = (await self.tx.select_head_and_scopes(task=task))[1].values()
         targets = [view]
         for row in sorted(rows, key=lambda r: r.map_index or 0):
             if row.scope_key != view.row.scope_key:

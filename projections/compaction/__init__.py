@@ -129,7 +129,10 @@ async def compact(
     forget_before: int | None = None
     if config.idempotency_days is not None:
         forget_before = to_micros(now - timedelta(days=config.idempotency_days))
-    bytes_before = await backend.select_storage_bytes()
+    # A dry run counts the idempotency results it would forget in the same read.
+    counted = forget_before if dry_run else None
+    storage = await backend.select_storage(idempotent_before=counted)
+    bytes_before = storage.bytes
 
     scopes = await backend.select_scopes()
     plans: list[ScopePlan] = []
@@ -161,8 +164,7 @@ async def compact(
     archive_file: str | None = None
     archive_bytes = 0
     if dry_run:
-        if forget_before is not None:
-            forgotten = await backend.count_idempotent(recorded_before=forget_before)
+        forgotten = storage.idempotent_before
     else:
         manifest = None
         if archive is not None and plans:
@@ -184,7 +186,7 @@ async def compact(
         if forget_before is not None:
             forgotten = await forget(backend, forget_before, delete_batch or DELETE_BATCH, report)
         await reclaim(backend, reclaim_pages or RECLAIM_PAGES, report)
-        bytes_after = await backend.select_storage_bytes()
+        bytes_after = (await backend.select_storage()).bytes
     if ledger is not None:
         ledger.update(settled, horizon_us)
 

@@ -131,7 +131,7 @@ async def remove(
 
 async def forget(backend: LogBackend, before: int, batch: int, report: Reporter) -> int:
     """Forget the idempotency results recorded before `before`, in short transactions."""
-    total = await backend.count_idempotent(recorded_before=before)
+    total = (await backend.select_storage(idempotent_before=before)).idempotent_before
     size = _BatchSize(batch)
     done = 0
     while done < total:

@@ -14,6 +14,7 @@ from eventstore.log.backends.rows import (
     EventFilter,
     EventRow,
     IdempotentRow,
+    Insert,
     LogHead,
     ScopeFilter,
     ScopeRow,
@@ -34,16 +35,25 @@ def _current(scope_id: int, key: str, seq: int, expires_at: int | None = None) -
 async def _two_scopes(log: LogBackend) -> tuple[int, int]:
     """An asset scope and a task scope, the task one written later."""
     async with log.write() as tx:
-        asset = await tx.insert_scope(ScopeRow(scope_id=0, scope_key="asset:a"))
-        task = await tx.insert_scope(
-            ScopeRow(scope_id=0, scope_key="task:d/r/t/-1", dag_id="d", run_id="r", task_id="t")
+        asset, task = await tx.insert(
+            Insert(
+                scopes=[
+                    ScopeRow(scope_id=0, scope_key="asset:a"),
+                    ScopeRow(
+                        scope_id=0, scope_key="task:d/r/t/-1", dag_id="d", run_id="r", task_id="t"
+                    ),
+                ]
+            )
         )
-        await tx.update_scopes(
-            [
-                ScopeRow(scope_id=asset, scope_key="asset:a", version=2, updated_at=10),
-                ScopeRow(scope_id=task, scope_key="task:d/r/t/-1", version=1, updated_at=20),
-            ]
+        updated = await tx.insert(
+            Insert(
+                scopes=[
+                    ScopeRow(scope_id=asset, scope_key="asset:a", version=2, updated_at=10),
+                    ScopeRow(scope_id=task, scope_key="task:d/r/t/-1", version=1, updated_at=20),
+                ]
+            )
         )
+        assert updated == []  # no new scope among them
     return asset, task
 
 
@@ -77,16 +87,22 @@ async def test_scopes_round_trip_and_filters(log: LogBackend) -> None:
 async def test_transaction_reads_see_the_scopes(log: LogBackend) -> None:
     asset, task = await _two_scopes(log)
     async with log.write() as tx:
-        found = await tx.select_scopes(["asset:a", "asset:none"])
+        _, found = await tx.select_head_and_scopes(["asset:a", "asset:none"])
         assert {k: r.scope_id for k, r in found.items()} == {"asset:a": asset}
-        mapped = await tx.insert_scope(
-            ScopeRow(scope_id=0, scope_key="task:d/r/t/0", dag_id="d", run_id="r", task_id="t")
+        [mapped] = await tx.insert(
+            Insert(
+                scopes=[
+                    ScopeRow(
+                        scope_id=0, scope_key="task:d/r/t/0", dag_id="d", run_id="r", task_id="t"
+                    )
+                ]
+            )
         )
-        rows = await tx.select_scopes(task=("d", "r", "t"))
+        _, rows = await tx.select_head_and_scopes(task=("d", "r", "t"))
         assert sorted(r.scope_id for r in rows.values()) == sorted([task, mapped])
-        both = await tx.select_scopes(["asset:a"], task=("d", "r", "t"))
+        _, both = await tx.select_head_and_scopes(["asset:a"], task=("d", "r", "t"))
         assert sorted(both) == ["asset:a", "task:d/r/t/-1", "task:d/r/t/0"]
-        assert await tx.select_scopes(task=("d", "r", "other")) == {}
+        assert (await tx.select_head_and_scopes(task=("d", "r", "other")))[1] == {}
         head, scopes = await tx.select_head_and_scopes(["task:d/r/t/-1"])
         assert head == LogHead()
         assert scopes["task:d/r/t/-1"].scope_id == task
@@ -96,11 +112,11 @@ async def test_events_after_a_position(log: LogBackend) -> None:
     asset, task = await _two_scopes(log)
     events = [_event(1, asset, 1, "k"), _event(2, task, 1, "k"), _event(3, asset, 2, "j")]
     async with log.write() as tx:
-        await tx.insert_events(events)
-        await tx.update_head(LogHead(last_seq=3, last_recorded_at=1_003))
-    assert await log.select_last_seq() == 3
+        await tx.insert(Insert(events=events, head=LogHead(last_seq=3, last_recorded_at=1_003)))
+    assert await log.select_head() == LogHead(last_seq=3, last_recorded_at=1_003)
     async with log.write() as tx:
-        assert await tx.select_head() == LogHead(last_seq=3, last_recorded_at=1_003)
+        head, _ = await tx.select_head_and_scopes()
+        assert head == LogHead(last_seq=3, last_recorded_at=1_003)
     assert [e async for e in log.select_all_events()] == events
     assert [e async for e in log.select_all_events(after_seq=1, batch=1)] == events[1:]
     assert [e async for e in log.select_all_events(after_seq=3)] == []
@@ -121,14 +137,18 @@ async def test_markers_and_latest_per_key(log: LogBackend) -> None:
         _event(7, asset, 6, "k"),
     ]
     async with log.write() as tx:
-        await tx.insert_events(events)
-    clear = await log.select_last_scope_event(asset, "clear")
-    assert clear == events[1]
-    assert await log.select_last_scope_event(asset, "clear", through_seq=1) is None
-    assert await log.select_last_scope_event(task, "clear") is None
+        await tx.insert(Insert(events=events))
+    clear = await log.select_markers([asset], ["clear"])
+    assert clear == {(asset, "clear"): events[1]}
+    assert await log.select_markers([asset], ["clear"], through_seq=1) == {}
+    assert await log.select_markers([task], ["clear"]) == {}
     latest = await log.select_latest_per_key(asset, after_seq=2, through_seq=6)
     assert sorted(latest, key=lambda e: e.seq) == [events[2], events[3]]
-    assert await log.select_erased_through([asset, task, 99]) == {asset: 5, task: 6}
+    erased = await log.select_markers([asset, task, 99], ["erased"])
+    assert erased == {(asset, "erased"): events[4], (task, "erased"): events[5]}
+    both = await log.select_markers([asset, task], ["clear", "erased"], through_seq=4)
+    assert both == {(asset, "clear"): events[1]}
+    assert await log.select_markers([], ["clear"]) == {}
 
 
 async def _keys(log: LogBackend, scope_id: int, where: CurrentFilter = EVERY_ROW) -> str:
@@ -141,7 +161,7 @@ async def test_current_by_key_range_and_expiry(log: LogBackend) -> None:
     rows.append(_current(asset, "b", 4, expires_at=50))
     rows.append(_current(task, "a", 5))
     async with log.write() as tx:
-        await tx.upsert_current(rows)
+        await tx.insert(Insert(current=rows))
     assert await _keys(log, asset) == "abcd"  # expired rows included, by key
     assert await _keys(log, asset, CurrentFilter(now=50)) == "acd"
     assert await _keys(log, asset, CurrentFilter(now=49)) == "abcd"
@@ -157,10 +177,13 @@ async def test_current_by_key_range_and_expiry(log: LogBackend) -> None:
         rows, key=lambda r: (r.scope_id, r.key)
     )
     async with log.write() as tx:
-        assert await tx.select_live_keys(asset, 50) == {"a", "c", "d"}
-        assert await tx.select_current_heads(asset, ["b", "zz"]) == {"b": b"\x00\x01"}
-        heads = await tx.select_current_heads_of([(asset, "a"), (task, "a"), (task, "zz")])
+        live = await tx.select_current_heads(scope_id=asset, now=50)
+        assert live == {(asset, k): b"\x00\x01" for k in "acd"}
+        assert await tx.select_current_heads([(asset, "b")]) == {(asset, "b"): b"\x00\x01"}
+        heads = await tx.select_current_heads([(asset, "a"), (task, "a"), (task, "zz")])
         assert heads == {(asset, "a"): b"\x00\x01", (task, "a"): b"\x00\x01"}
+        both = await tx.select_current_heads([(task, "a")], scope_id=asset, now=50)
+        assert both == {**live, (task, "a"): b"\x00\x01"}
 
 
 async def test_delete_current_by_key_seq_scope_and_all(log: LogBackend) -> None:
@@ -168,7 +191,7 @@ async def test_delete_current_by_key_seq_scope_and_all(log: LogBackend) -> None:
     rows = [_current(asset, k, i + 1) for i, k in enumerate(["a", "b", "c", "d"])]
     rows.append(_current(task, "a", 5))
     async with log.write() as tx:
-        await tx.upsert_current(rows)
+        await tx.insert(Insert(current=rows))
     async with log.write() as tx:
         await tx.delete_current([(asset, "a")], keys_at=[(asset, "b", 2), (asset, "c", 99)])
     # Only the row still written at the seq named goes: "c" was written at 3.
@@ -179,7 +202,7 @@ async def test_delete_current_by_key_seq_scope_and_all(log: LogBackend) -> None:
     assert [r.key for r in await log.select_current(task)] == ["a"]
     async with log.write() as tx:
         await tx.delete_current(every=True)
-        await tx.upsert_current([_current(asset, "z", 6)])
+        await tx.insert(Insert(current=[_current(asset, "z", 6)]))
     assert [(r.scope_id, r.key) for r in await log.select_current()] == [(asset, "z")]
 
 
@@ -187,9 +210,8 @@ async def test_compaction_primitives(log: LogBackend) -> None:
     asset, _ = await _two_scopes(log)
     events = [_event(seq, asset, seq, "k") for seq in (1, 2, 3)]
     async with log.write() as tx:
-        await tx.insert_events(events)
-        await tx.upsert_current([_current(asset, "k", 3)])
-        await tx.update_head(LogHead(last_seq=3, last_recorded_at=1_003))
+        head = LogHead(last_seq=3, last_recorded_at=1_003)
+        await tx.insert(Insert(events=events, current=[_current(asset, "k", 3)], head=head))
     async with log.write() as tx:
         assert await tx.delete_events([1, 2, 42]) == 2
         await tx.update_stored(
@@ -199,35 +221,34 @@ async def test_compaction_primitives(log: LogBackend) -> None:
     left = [e async for e in log.select_all_events()]
     assert [(e.seq, e.version, e.payload) for e in left] == [(3, 3, b"sealed")]
     assert [r.value for r in await log.select_current(asset, CurrentFilter(key="k"))] == [b"new"]
-    assert await log.select_last_seq() == 3  # positions are never handed out again
+    assert (await log.select_head()).last_seq == 3  # positions are never handed out again
 
 
 async def test_idempotency_results_kept_and_forgotten(log: LogBackend) -> None:
     asset, task = await _two_scopes(log)
     async with log.write() as tx:
-        await tx.insert_idempotent(
-            [
-                IdempotentRow(scope_id=asset, idempotency_id="x", result=b"rx", recorded_at=1),
-                IdempotentRow(scope_id=task, idempotency_id="x", result=b"ry", recorded_at=2),
-                IdempotentRow(scope_id=asset, idempotency_id="z", result=b"rz", recorded_at=9),
-            ]
-        )
+        kept = [
+            IdempotentRow(scope_id=asset, idempotency_id="x", result=b"rx", recorded_at=1),
+            IdempotentRow(scope_id=task, idempotency_id="x", result=b"ry", recorded_at=2),
+            IdempotentRow(scope_id=asset, idempotency_id="z", result=b"rz", recorded_at=9),
+        ]
+        await tx.insert(Insert(idempotent=kept))
     async with log.write() as tx:
         found = await tx.select_idempotent([(asset, "x"), (task, "x"), (task, "z")])
         assert found == {(asset, "x"): b"rx", (task, "x"): b"ry"}
-    assert await log.count_idempotent(recorded_before=9) == 2
+    assert (await log.select_storage(idempotent_before=9)).idempotent_before == 2
     async with log.write() as tx:
         assert await tx.delete_idempotent(recorded_before=9, limit=1) == 1
     async with log.write() as tx:
         assert await tx.delete_idempotent(recorded_before=9, limit=5) == 1
-    assert await log.count_idempotent(recorded_before=10) == 1
+    assert (await log.select_storage(idempotent_before=10)).idempotent_before == 1
 
 
 async def _failing_batch(log: LogBackend, scope_id: int) -> None:
     async with log.write() as tx:
-        await tx.insert_events([_event(1, scope_id, 1, "k")])
-        await tx.upsert_current([_current(scope_id, "k", 1)])
-        await tx.insert_scope(ScopeRow(scope_id=0, scope_key="asset:b"))
+        await tx.insert(Insert(events=[_event(1, scope_id, 1, "k")]))
+        await tx.insert(Insert(current=[_current(scope_id, "k", 1)]))
+        await tx.insert(Insert(scopes=[ScopeRow(scope_id=0, scope_key="asset:b")]))
         raise RuntimeError("batch failed")
 
 
@@ -243,8 +264,10 @@ async def test_a_failed_transaction_leaves_nothing(log: LogBackend) -> None:
 async def test_close(log: LogBackend) -> None:
     asset, _ = await _two_scopes(log)
     async with log.write() as tx:
-        await tx.insert_events([_event(1, asset, 1, "k")])
-    assert await log.select_storage_bytes() > 0
+        await tx.insert(Insert(events=[_event(1, asset, 1, "k")]))
+    storage = await log.select_storage()
+    assert storage.bytes > 0
+    assert storage.idempotent_before == 0  # not asked
     await log.aclose()
     await log.aclose()  # again: nothing to do
     with pytest.raises(StoreClosedError):

@@ -14,24 +14,9 @@ from contextlib import asynccontextmanager
 import anyio
 from msgspec.structs import replace
 
+from eventstore.log.backends import rows as shape
 from eventstore.log.backends.base import LogBackend, WriteTransaction
-from eventstore.log.backends.rows import (
-    EVERY_ROW,
-    CurrentFilter,
-    CurrentRow,
-    EventFilter,
-    EventRow,
-    IdempotentRow,
-    Ids,
-    Keys,
-    KeysAt,
-    LogHead,
-    Payloads,
-    ScopeFilter,
-    ScopeRow,
-    Task,
-    Values,
-)
+from eventstore.log.backends.rows import CurrentRow, EventRow, IdempotentRow, LogHead, ScopeRow
 from eventstore.log.errors import StoreClosedError
 
 __all__ = ["MemoryBackend"]
@@ -108,13 +93,9 @@ class _MemoryTransaction(WriteTransaction):
         self._new_scopes: list[ScopeRow] = []
         self._next_scope_id = max(data.scopes_by_id, default=0) + 1
 
-    async def select_head(self) -> LogHead:
-        head = self._data.head
-        return LogHead(last_seq=head.last_seq, last_recorded_at=head.last_recorded_at)
-
-    async def select_scopes(
-        self, scope_keys: Collection[str] = (), *, task: Task | None = None
-    ) -> dict[str, ScopeRow]:
+    async def select_head_and_scopes(
+        self, scope_keys: Collection[str] = (), *, task: shape.Task | None = None
+    ) -> tuple[LogHead, dict[str, ScopeRow]]:
         found = {}
         for key in scope_keys:
             row = self._data.scopes.get(key)
@@ -125,15 +106,18 @@ class _MemoryTransaction(WriteTransaction):
             for row in [*self._data.scopes.values(), *self._new_scopes]:
                 if (row.dag_id, row.run_id, row.task_id) == task:
                     found[row.scope_key] = _copy_scope(row)
+        return replace(self._data.head), found
+
+    async def select_current_heads(
+        self, pairs: shape.Pairs = (), *, scope_id: int | None = None, now: int = 0
+    ) -> dict[tuple[int, str], bytes]:
+        current = self._data.current
+        found = {(s, k): current[s][k].value[:2] for s, k in pairs if k in current.get(s, {})}
+        if scope_id is not None:
+            for key, row in current.get(scope_id, {}).items():
+                if row.expires_at is None or row.expires_at > now:
+                    found[(scope_id, key)] = row.value[:2]
         return found
-
-    async def select_live_keys(self, scope_id: int, now: int) -> set[str]:
-        rows = self._data.current.get(scope_id, {})
-        return {k for k, r in rows.items() if r.expires_at is None or r.expires_at > now}
-
-    async def select_current_heads(self, scope_id: int, keys: Collection[str]) -> dict[str, bytes]:
-        rows = self._data.current.get(scope_id, {})
-        return {k: rows[k].value[:2] for k in keys if k in rows}
 
     async def select_idempotent(
         self, keys: Collection[tuple[int, str]]
@@ -141,20 +125,28 @@ class _MemoryTransaction(WriteTransaction):
         table = self._data.idempotent
         return {key: table[key].result for key in keys if key in table}
 
-    async def insert_scope(self, row: ScopeRow) -> int:
-        scope_id = self._next_scope_id
-        self._next_scope_id += 1
-        self._new_scopes.append(_copy_scope(row, scope_id=scope_id))
-        return scope_id
-
-    async def insert_events(self, rows: Sequence[EventRow]) -> None:
-        self._actions.append(("events", list(rows)))
-
-    async def upsert_current(self, rows: Sequence[CurrentRow]) -> None:
-        self._actions.append(("upsert", list(rows)))
+    async def insert(self, batch: shape.Insert) -> list[int]:
+        new = []
+        for row in batch.scopes:
+            if row.scope_id == 0:
+                new.append(self._next_scope_id)
+                self._new_scopes.append(_copy_scope(row, scope_id=self._next_scope_id))
+                self._next_scope_id += 1
+        self._actions.append(("events", list(batch.events)))
+        self._actions.append(("upsert", list(batch.current)))
+        self._actions.append(("scopes", [_copy_scope(r) for r in batch.scopes if r.scope_id]))
+        self._actions.append(("idempotent", list(batch.idempotent)))
+        if batch.head is not None:
+            self._actions.append(("head", replace(batch.head)))
+        return new
 
     async def delete_current(
-        self, keys: Keys = (), *, keys_at: KeysAt = (), scope_ids: Ids = (), every: bool = False
+        self,
+        keys: shape.Keys = (),
+        *,
+        keys_at: shape.KeysAt = (),
+        scope_ids: shape.Ids = (),
+        every: bool = False,
     ) -> None:
         if every:
             self._actions.append(("clear_all", None))
@@ -164,27 +156,20 @@ class _MemoryTransaction(WriteTransaction):
             at = [*((scope_id, key, None) for scope_id, key in keys), *keys_at]
             self._actions.append(("delete", at))
 
-    async def update_scopes(self, rows: Sequence[ScopeRow]) -> None:
-        self._actions.append(("scopes", [_copy_scope(r) for r in rows]))
-
-    async def insert_idempotent(self, rows: Sequence[IdempotentRow]) -> None:
-        self._actions.append(("idempotent", list(rows)))
-
     async def delete_idempotent(self, *, recorded_before: int, limit: int) -> int:
         table = self._data.idempotent
         old = [key for key, row in table.items() if row.recorded_at < recorded_before][:limit]
         self._actions.append(("forget", old))
         return len(old)
 
-    async def update_head(self, head: LogHead) -> None:
-        self._actions.append(("head", LogHead(head.last_seq, head.last_recorded_at)))
-
     async def delete_events(self, seqs: Sequence[int]) -> int:
         gone = set(seqs)
         self._actions.append(("delete_events", gone))
         return sum(1 for e in self._data.events if e.seq in gone)
 
-    async def update_stored(self, *, payloads: Payloads = (), values: Values = ()) -> None:
+    async def update_stored(
+        self, *, payloads: shape.Payloads = (), values: shape.Values = ()
+    ) -> None:
         self._actions.append(("payloads", list(payloads)))
         self._actions.append(("values", list(values)))
 
@@ -281,7 +266,7 @@ class MemoryBackend(LogBackend):
             yield tx
             tx.commit()
 
-    async def select_scopes(self, where: ScopeFilter | None = None) -> list[ScopeRow]:
+    async def select_scopes(self, where: shape.ScopeFilter | None = None) -> list[ScopeRow]:
         self._check_open()
         if where is None:
             return [_copy_scope(r) for r in sorted(self._data.scopes_by_id.values(), key=_by_id)]
@@ -294,7 +279,7 @@ class MemoryBackend(LogBackend):
         return found[: where.limit]
 
     async def select_current(
-        self, scope_id: int | None = None, where: CurrentFilter = EVERY_ROW
+        self, scope_id: int | None = None, where: shape.CurrentFilter = shape.EVERY_ROW
     ) -> list[CurrentRow]:
         self._check_open()
         if scope_id is None:
@@ -315,7 +300,7 @@ class MemoryBackend(LogBackend):
                 page.append(scope[k])
         return page
 
-    async def select_events(self, scope_id: int, where: EventFilter) -> list[EventRow]:
+    async def select_events(self, scope_id: int, where: shape.EventFilter) -> list[EventRow]:
         self._check_open()
         # The scope's own events from the cursor on, up to the limit: a page costs its size.
         events = self._data.scope_events.get(scope_id, [])
@@ -333,18 +318,19 @@ class MemoryBackend(LogBackend):
                 selected.append(events[i])
         return selected
 
-    async def select_last_scope_event(
-        self, scope_id: int, kind: str, *, through_seq: int | None = None
-    ) -> EventRow | None:
+    async def select_markers(
+        self, scope_ids: Collection[int], kinds: Collection[str], *, through_seq: int | None = None
+    ) -> dict[tuple[int, str], EventRow]:
         self._check_open()
-        events = self._data.events
-        end = len(events)
-        if through_seq is not None:
-            end = bisect.bisect_right(events, through_seq, key=lambda e: e.seq)
-        for row in reversed(events[:end]):
-            if row.scope_id == scope_id and row.key is None and row.kind == kind:
-                return row
-        return None
+        found: dict[tuple[int, str], EventRow] = {}
+        for scope_id in set(scope_ids):
+            # The scope's events alone, newest first.
+            for row in reversed(self._data.scope_events.get(scope_id, [])):
+                if through_seq is not None and row.seq > through_seq:
+                    continue
+                if row.key is None and row.kind in kinds:
+                    found.setdefault((scope_id, row.kind), row)
+        return found
 
     async def select_latest_per_key(
         self, scope_id: int, *, after_seq: int, through_seq: int
@@ -368,27 +354,11 @@ class MemoryBackend(LogBackend):
         for row in events[start:]:
             yield row
 
-    async def select_erased_through(self, scope_ids: Collection[int]) -> dict[int, int]:
+    async def select_head(self) -> LogHead:
         self._check_open()
-        found: dict[int, int] = {}
-        for scope_id in set(scope_ids):
-            # The scope's last erasure: its events alone, newest first.
-            for row in reversed(self._data.scope_events.get(scope_id, [])):
-                if row.key is None and row.kind == "erased":
-                    found[scope_id] = row.seq
-                    break
-        return found
+        return replace(self._data.head)
 
-    async def select_last_seq(self) -> int:
-        self._check_open()
-        return self._data.head.last_seq
-
-    async def count_idempotent(self, *, recorded_before: int) -> int:
-        self._check_open()
-        rows = self._data.idempotent.values()
-        return sum(1 for row in rows if row.recorded_at < recorded_before)
-
-    async def select_storage_bytes(self) -> int:
+    async def select_storage(self, *, idempotent_before: int | None = None) -> shape.Storage:
         self._check_open()
         # An estimate: the stored bytes of every row plus a fixed overhead for its columns.
         data = self._data
@@ -396,8 +366,11 @@ class MemoryBackend(LogBackend):
         current = sum(
             len(r.value) + _ROW_OVERHEAD for rows in data.current.values() for r in rows.values()
         )
-        idempotent = sum(len(r.result) + _ROW_OVERHEAD for r in data.idempotent.values())
-        return events + current + idempotent
+        idempotent = data.idempotent.values()
+        kept = sum(len(r.result) + _ROW_OVERHEAD for r in idempotent)
+        before = idempotent_before
+        old = 0 if before is None else sum(1 for r in idempotent if r.recorded_at < before)
+        return shape.Storage(events + current + kept, old)
 
     async def aclose(self) -> None:
         self._closed = True

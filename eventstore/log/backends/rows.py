@@ -3,7 +3,7 @@ are the column lists of the tables (the SQL backends name their columns after th
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from typing import Final
 
 import msgspec
@@ -16,12 +16,15 @@ __all__ = [
     "EventRow",
     "IdempotentRow",
     "Ids",
+    "Insert",
     "Keys",
     "KeysAt",
     "LogHead",
+    "Pairs",
     "Payloads",
     "ScopeFilter",
     "ScopeRow",
+    "Storage",
     "Task",
     "Values",
 ]
@@ -83,6 +86,25 @@ class LogHead(msgspec.Struct, gc=False):
 
     last_seq: int = 0
     last_recorded_at: int = 0
+
+
+class Insert(msgspec.Struct, frozen=True, kw_only=True, gc=False):
+    """What one `WriteTransaction.insert` writes: events and idempotency results inserted,
+    projection rows upserted (by scope_id and key), scopes inserted (scope_id 0: a new one, its
+    id handed out) or their heads updated (version, max_try, updated_at), and the log head."""
+
+    events: Sequence[EventRow] = ()
+    current: Sequence[CurrentRow] = ()
+    scopes: Sequence[ScopeRow] = ()
+    idempotent: Sequence[IdempotentRow] = ()
+    head: LogHead | None = None
+
+
+class Storage(msgspec.Struct, frozen=True, gc=False):
+    """The bytes the log takes, and how many idempotency results are older than asked."""
+
+    bytes: int
+    idempotent_before: int = 0
 
 
 class EventFilter(msgspec.Struct, frozen=True, kw_only=True, gc=False):
@@ -182,3 +204,5 @@ Ids = Sequence[int]
 # What `update_stored` rewrites: (seq, payload) and (value, scope_id, key, seq).
 Payloads = Sequence[tuple[int, bytes]]
 Values = Sequence[tuple[bytes, int, str, int]]
+# Rows named by (scope_id, key), or by (scope_id, idempotency id).
+Pairs = Collection[tuple[int, str]]

@@ -22,6 +22,7 @@ import anyio
 import asyncpg
 from asyncpg.pool import PoolConnectionProxy
 
+from eventstore.log.backends import rows as shape
 from eventstore.log.backends.base import LogBackend, WriteTransaction
 from eventstore.log.backends.migrations import (
     SELECT_SCHEMA_VERSION,
@@ -55,15 +56,7 @@ from eventstore.log.backends.postgres.transaction import (
     PostgresTransaction,
     rollback,
 )
-from eventstore.log.backends.rows import (
-    EVERY_ROW,
-    CurrentFilter,
-    CurrentRow,
-    EventFilter,
-    EventRow,
-    ScopeFilter,
-    ScopeRow,
-)
+from eventstore.log.backends.rows import CurrentRow, EventRow, LogHead, ScopeRow
 from eventstore.log.config import StoreConfig
 from eventstore.log.errors import (
     CompactionRunningError,
@@ -205,7 +198,7 @@ class PostgresBackend(LogBackend):
             rows: list[asyncpg.Record] = await pool.fetch(sql, *args)
         return rows
 
-    async def select_scopes(self, where: ScopeFilter | None = None) -> list[ScopeRow]:
+    async def select_scopes(self, where: shape.ScopeFilter | None = None) -> list[ScopeRow]:
         if where is None:
             return [scope_row(r) for r in await self._fetch(sql.SELECT_ALL_SCOPES)]
         if where.scope_key is not None:
@@ -228,7 +221,7 @@ class PostgresBackend(LogBackend):
         return [scope_row(r) for r in rows]
 
     async def select_current(
-        self, scope_id: int | None = None, where: CurrentFilter = EVERY_ROW
+        self, scope_id: int | None = None, where: shape.CurrentFilter = shape.EVERY_ROW
     ) -> list[CurrentRow]:
         if scope_id is None:
             found = [current_row(r) for r in await self._fetch(sql.SELECT_ALL_CURRENT)]
@@ -236,23 +229,23 @@ class PostgresBackend(LogBackend):
         if where.key is not None:
             rows = await self._fetch(sql.SELECT_CURRENT, scope_id, where.key.encode())
             return where.keep([current_row(r) for r in rows])
-        if where == EVERY_ROW:
+        if where == shape.EVERY_ROW:
             return [current_row(r) for r in await self._fetch(sql.SELECT_CURRENT_ALL, scope_id)]
         now = sql.NO_NOW if where.now is None else where.now
         after = (where.after_key or "").encode()
         rows = await self._fetch(sql.SELECT_CURRENT_PAGE, scope_id, after, now, where.limit)
         return [current_row(r) for r in rows]
 
-    async def select_events(self, scope_id: int, where: EventFilter) -> list[EventRow]:
+    async def select_events(self, scope_id: int, where: shape.EventFilter) -> list[EventRow]:
         query, params = sql.events_query(scope_id, where)
         return [event_row(r) for r in await self._fetch(query, *params)]
 
-    async def select_last_scope_event(
-        self, scope_id: int, kind: str, *, through_seq: int | None = None
-    ) -> EventRow | None:
+    async def select_markers(
+        self, scope_ids: Collection[int], kinds: Collection[str], *, through_seq: int | None = None
+    ) -> dict[tuple[int, str], EventRow]:
         bound = sql.NO_BOUND if through_seq is None else through_seq
-        rows = await self._fetch(sql.SELECT_LAST_SCOPE_EVENT, scope_id, kind, bound)
-        return next((event_row(r) for r in rows), None)
+        rows = await self._fetch(sql.SELECT_MARKERS, sorted(scope_ids), sorted(kinds), bound)
+        return {(r.scope_id, r.kind): r for r in map(event_row, rows)}
 
     async def select_latest_per_key(
         self, scope_id: int, *, after_seq: int, through_seq: int
@@ -271,23 +264,18 @@ class PostgresBackend(LogBackend):
                 return
             after_seq = rows[-1][0]
 
-    async def select_erased_through(self, scope_ids: Collection[int]) -> dict[int, int]:
-        rows = await self._fetch(sql.SELECT_ERASED_THROUGH, sorted(scope_ids))
-        return {int(r[0]): int(r[1]) for r in rows}
-
-    async def select_last_seq(self) -> int:
+    async def select_head(self) -> LogHead:
         # A plain read of the head row: MVCC, so it never waits for the writer holding its lock,
         # and sees the last committed head.
-        rows = await self._fetch(sql.SELECT_LAST_SEQ)
-        return int(rows[0][0])
+        rows = await self._fetch(sql.SELECT_HEAD)
+        return LogHead(rows[0][0], rows[0][1])
 
-    async def count_idempotent(self, *, recorded_before: int) -> int:
-        rows = await self._fetch(sql.COUNT_IDEMPOTENT, recorded_before)
-        return int(rows[0][0])
-
-    async def select_storage_bytes(self) -> int:
-        rows = await self._fetch(sql.SELECT_STORAGE_BYTES)
-        return int(rows[0][0])
+    async def select_storage(self, *, idempotent_before: int | None = None) -> shape.Storage:
+        total = int((await self._fetch(sql.SELECT_STORAGE_BYTES))[0][0])
+        if idempotent_before is None:
+            return shape.Storage(total)
+        rows = await self._fetch(sql.COUNT_IDEMPOTENT, idempotent_before)
+        return shape.Storage(total, int(rows[0][0]))
 
     async def aclose(self) -> None:
         pool, self._pool = self._pool, None

@@ -12,11 +12,7 @@ from eventstore.log.backends.postgres.driver import (
 )
 from eventstore.log.backends.rows import EventFilter
 
-SELECT_LAST_SEQ: Final = "SELECT last_seq FROM log_head WHERE id = 1"
-SELECT_ERASED_THROUGH: Final = (
-    "SELECT scope_id, max(seq) FROM events WHERE scope_id = ANY($1::bigint[]) "
-    "AND key IS NULL AND kind = 'erased' GROUP BY scope_id"
-)
+SELECT_HEAD: Final = "SELECT last_seq, last_recorded_at FROM log_head WHERE id = 1"
 COUNT_IDEMPOTENT: Final = "SELECT count(*) FROM idempotency WHERE recorded_at < $1"
 
 # The tables of the store's schema, with their indexes and TOAST. PostgreSQL does not give the
@@ -45,10 +41,12 @@ NO_BOUND: Final = 2**63 - 1
 # Below every expiry time: a page read without `now` keeps expired rows too.
 NO_NOW: Final = -(2**63)
 
-# A clear or a compaction marker has no key: one seek on the (scope_id, key, seq) index.
-SELECT_LAST_SCOPE_EVENT: Final = (
-    f"SELECT {EVENT_COLUMNS} FROM events "
-    "WHERE scope_id = $1 AND key IS NULL AND kind = $2 AND seq <= $3 ORDER BY seq DESC LIMIT 1"
+# A marker (a clear, a compaction, an erasure) has no key: each scope's last one of a kind is
+# one seek on the (scope_id, key, seq) index.
+SELECT_MARKERS: Final = (
+    f"SELECT e.* FROM unnest($1::bigint[]) AS s (id) CROSS JOIN unnest($2::text[]) AS k (kind) "
+    f"CROSS JOIN LATERAL (SELECT {EVENT_COLUMNS} FROM events WHERE scope_id = s.id "
+    "AND key IS NULL AND kind = k.kind AND seq <= $3 ORDER BY seq DESC LIMIT 1) AS e"
 )
 
 # The latest event of every key in ($2, $3]. The recursive part walks the scope's distinct keys

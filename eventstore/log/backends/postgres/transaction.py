@@ -14,8 +14,9 @@ from typing import Any, Final
 import asyncpg
 from asyncpg.pool import PoolConnectionProxy
 from msgspec import Struct
-from msgspec.structs import astuple
+from msgspec.structs import astuple, replace
 
+from eventstore.log.backends import rows as shape
 from eventstore.log.backends.base import WriteTransaction
 from eventstore.log.backends.postgres.driver import (
     CURRENT_COLUMNS,
@@ -26,19 +27,7 @@ from eventstore.log.backends.postgres.driver import (
     encode,
     scope_row,
 )
-from eventstore.log.backends.rows import (
-    CurrentRow,
-    EventRow,
-    IdempotentRow,
-    Ids,
-    Keys,
-    KeysAt,
-    LogHead,
-    Payloads,
-    ScopeRow,
-    Task,
-    Values,
-)
+from eventstore.log.backends.rows import CurrentRow, EventRow, IdempotentRow, LogHead, ScopeRow
 
 __all__ = ["BEGIN_AND_LOCK", "COMMIT", "PostgresTransaction", "rollback"]
 
@@ -156,8 +145,9 @@ _SELECT_CURRENT_HEADS: Final = (
     "JOIN unnest($1::bigint[], $2::bytea[]) AS w (scope_id, key) "
     "ON c.scope_id = w.scope_id AND c.key = w.key"
 )
-_SELECT_LIVE_KEYS: Final = (
-    "SELECT key FROM current WHERE scope_id = $1 AND (expires_at IS NULL OR expires_at > $2)"
+_SELECT_LIVE_HEADS: Final = (
+    "SELECT key, substring(value FROM 1 FOR 2) FROM current "
+    "WHERE scope_id = $1 AND (expires_at IS NULL OR expires_at > $2)"
 )
 
 
@@ -208,7 +198,7 @@ class PostgresTransaction(WriteTransaction):
         if self._new_head is not None:
             self.head, self._new_head = self._new_head, None
 
-    async def select_head(self) -> LogHead:
+    async def _select_head(self) -> LogHead:
         head = self._new_head or self.head
         if head is None:
             row = await self.conn.fetchrow(_SELECT_HEAD)
@@ -216,21 +206,16 @@ class PostgresTransaction(WriteTransaction):
             head = self.head = LogHead(last_seq=row[0], last_recorded_at=row[1])
         return LogHead(last_seq=head.last_seq, last_recorded_at=head.last_recorded_at)
 
-    async def select_scopes(
-        self, scope_keys: Collection[str] = (), *, task: Task | None = None
-    ) -> dict[str, ScopeRow]:
-        await self.flush()
-        rows = await self.conn.fetch(_SELECT_SCOPES, list(scope_keys)) if scope_keys else []
-        if task is not None:
-            parts = [part.encode() for part in task]
-            rows = [*rows, *await self.conn.fetch(_SELECT_TASK_SCOPES, *parts)]
-        return {r[1]: scope_row(r) for r in rows}
-
     async def select_head_and_scopes(
-        self, scope_keys: Collection[str]
+        self, scope_keys: Collection[str] = (), *, task: shape.Task | None = None
     ) -> tuple[LogHead, dict[str, ScopeRow]]:
-        if self.head is not None or self._new_head is not None:
-            return await self.select_head(), await self.select_scopes(scope_keys)
+        if task is not None or self.head is not None or self._new_head is not None:
+            await self.flush()
+            rows = await self.conn.fetch(_SELECT_SCOPES, list(scope_keys)) if scope_keys else []
+            if task is not None:
+                parts = [part.encode() for part in task]
+                rows = [*rows, *await self.conn.fetch(_SELECT_TASK_SCOPES, *parts)]
+            return await self._select_head(), {r[1]: scope_row(r) for r in rows}
         rows = await self.conn.fetch(_SELECT_HEAD_AND_SCOPES, list(scope_keys), _HEADS_READ + 1)
         self.head = LogHead(last_seq=rows[0][0], last_recorded_at=rows[0][1])
         scopes = {r[3]: scope_row(r[2:]) for r in rows if r[2] is not None}
@@ -238,49 +223,56 @@ class PostgresTransaction(WriteTransaction):
             keys = r[11] or ()
             if r[2] is not None and len(keys) <= _HEADS_READ:
                 self._heads[r[2]] = dict(zip((k.decode() for k in keys), r[12] or (), strict=True))
-        return await self.select_head(), scopes
+        return await self._select_head(), scopes
 
-    async def select_live_keys(self, scope_id: int, now: int) -> set[str]:
-        await self.flush()
-        return {r[0].decode() for r in await self.conn.fetch(_SELECT_LIVE_KEYS, scope_id, now)}
-
-    async def select_current_heads(self, scope_id: int, keys: Collection[str]) -> dict[str, bytes]:
-        heads = await self.select_current_heads_of([(scope_id, key) for key in keys])
-        return {key: head for (_, key), head in heads.items()}
-
-    async def select_current_heads_of(
-        self, pairs: Collection[tuple[int, str]]
+    async def select_current_heads(
+        self, pairs: shape.Pairs = (), *, scope_id: int | None = None, now: int = 0
     ) -> dict[tuple[int, str], bytes]:
         """The heads of a batch's keys: of small scopes from its first read, the rest in one
         statement."""
         found: dict[tuple[int, str], bytes] = {}
         asked: list[tuple[int, str]] = []
-        for scope_id, key in pairs:
-            known = self._heads.get(scope_id)
+        for pair_scope, key in pairs:
+            known = self._heads.get(pair_scope)
             if known is None:
-                asked.append((scope_id, key))
+                asked.append((pair_scope, key))
             elif key in known:
-                found[(scope_id, key)] = known[key]
-        if asked:
+                found[(pair_scope, key)] = known[key]
+        if asked or scope_id is not None:
             await self.flush()
+        if asked:
             rows = await self.conn.fetch(
                 _SELECT_CURRENT_HEADS, [p[0] for p in asked], [p[1].encode() for p in asked]
             )
             found.update(((r[0], r[1].decode()), r[2]) for r in rows)
+        if scope_id is not None:
+            rows = await self.conn.fetch(_SELECT_LIVE_HEADS, scope_id, now)
+            found.update(((scope_id, r[0].decode()), r[1]) for r in rows)
         return found
 
-    async def select_idempotent(
-        self, keys: Collection[tuple[int, str]]
-    ) -> dict[tuple[int, str], bytes]:
-        if not keys:
+    async def select_idempotent(self, pairs: shape.Pairs) -> dict[tuple[int, str], bytes]:
+        if not pairs:
             return {}
         await self.flush()
         rows = await self.conn.fetch(
-            _SELECT_IDEMPOTENT, [k[0] for k in keys], [k[1].encode() for k in keys]
+            _SELECT_IDEMPOTENT, [k[0] for k in pairs], [k[1].encode() for k in pairs]
         )
         return {(r[0], r[1].decode()): r[2] for r in rows}
 
-    async def insert_scope(self, row: ScopeRow) -> int:
+    async def insert(self, batch: shape.Insert) -> list[int]:
+        ids = [await self._insert_scope(r) for r in batch.scopes if not r.scope_id]
+        if batch.events:
+            await self._insert_events(batch.events)
+        if batch.current:
+            await self._upsert_current(batch.current)
+        if len(ids) < len(batch.scopes):
+            self._update_scopes([r for r in batch.scopes if r.scope_id])
+        self._idempotent.extend(batch.idempotent)
+        if batch.head is not None:
+            self._new_head = replace(batch.head)
+        return ids
+
+    async def _insert_scope(self, row: ScopeRow) -> int:
         scope_id: int = await self.conn.fetchval(
             _INSERT_SCOPE,
             row.scope_key,
@@ -294,16 +286,21 @@ class PostgresTransaction(WriteTransaction):
         )
         return scope_id
 
-    async def insert_events(self, rows: Sequence[EventRow]) -> None:
+    async def _insert_events(self, rows: Sequence[EventRow]) -> None:
         self._events.extend(rows)
 
-    async def upsert_current(self, rows: Sequence[CurrentRow]) -> None:
+    async def _upsert_current(self, rows: Sequence[CurrentRow]) -> None:
         self._heads.clear()
         for row in rows:
             self._current[(row.scope_id, row.key)] = row
 
     async def delete_current(
-        self, keys: Keys = (), *, keys_at: KeysAt = (), scope_ids: Ids = (), every: bool = False
+        self,
+        keys: shape.Keys = (),
+        *,
+        keys_at: shape.KeysAt = (),
+        scope_ids: shape.Ids = (),
+        every: bool = False,
     ) -> None:
         self._heads.clear()
         if not (every or scope_ids or keys or keys_at):
@@ -325,7 +322,7 @@ class PostgresTransaction(WriteTransaction):
                 [r[2] for r in keys_at],
             )
 
-    async def update_scopes(self, rows: Sequence[ScopeRow]) -> None:
+    def _update_scopes(self, rows: Sequence[ScopeRow]) -> None:
         for row in rows:
             self._scopes[row.scope_id] = ScopeRow(
                 scope_id=row.scope_id,
@@ -335,23 +332,19 @@ class PostgresTransaction(WriteTransaction):
                 updated_at=row.updated_at,
             )
 
-    async def insert_idempotent(self, rows: Sequence[IdempotentRow]) -> None:
-        self._idempotent.extend(rows)
-
     async def delete_idempotent(self, *, recorded_before: int, limit: int) -> int:
         await self.flush()
         status = await self.conn.execute(_DELETE_IDEMPOTENT, recorded_before, limit)
         return int(status.split()[-1])  # "DELETE <count>"
-
-    async def update_head(self, head: LogHead) -> None:
-        self._new_head = LogHead(last_seq=head.last_seq, last_recorded_at=head.last_recorded_at)
 
     async def delete_events(self, seqs: Sequence[int]) -> int:
         await self.flush()
         status = await self.conn.execute(_DELETE_EVENTS, list(seqs))
         return int(status.split()[-1])  # "DELETE <count>"
 
-    async def update_stored(self, *, payloads: Payloads = (), values: Values = ()) -> None:
+    async def update_stored(
+        self, *, payloads: shape.Payloads = (), values: shape.Values = ()
+    ) -> None:
         if values:
             self._heads.clear()
         if not (payloads or values):

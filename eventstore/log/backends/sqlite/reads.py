@@ -21,16 +21,9 @@ import aiosqlite
 import anyio
 import msgspec
 
+from eventstore.log.backends import rows as shape
 from eventstore.log.backends.base import LogBackend
-from eventstore.log.backends.rows import (
-    EVERY_ROW,
-    CurrentFilter,
-    CurrentRow,
-    EventFilter,
-    EventRow,
-    ScopeFilter,
-    ScopeRow,
-)
+from eventstore.log.backends.rows import CurrentRow, EventFilter, EventRow, LogHead, ScopeRow
 from eventstore.log.backends.sqlite.files import Translating
 from eventstore.log.backends.sqlite.pragmas import SELECT_PAGE_BYTES
 from eventstore.log.backends.sqlite.schema import CURRENT_COLUMNS, EVENT_COLUMNS, SCOPE_COLUMNS
@@ -75,23 +68,21 @@ _SELECT_SCOPES_PAGE: Final = (
 
 _COUNT_IDEMPOTENT: Final = "SELECT count(*) FROM idempotency WHERE recorded_at < ?"
 
-_SELECT_LAST_SEQ: Final = "SELECT last_seq FROM log_head"
-
-_SELECT_ERASED_THROUGH: Final = (
-    "SELECT scope_id, max(seq) FROM events WHERE scope_id IN (SELECT value FROM json_each(?)) "
-    "AND key IS NULL AND kind = 'erased' GROUP BY scope_id"
-)
+_SELECT_HEAD: Final = "SELECT last_seq, last_recorded_at FROM log_head"
 
 _SELECT_ALL_EVENTS: Final = f"SELECT {EVENT_COLUMNS} FROM events WHERE seq > ? ORDER BY seq LIMIT ?"
 
 _NO_BOUND: Final = 2**63 - 1
 
-# A clear or a compaction marker has no key, so the (scope_id, key, seq) index finds the last one
-# with one seek.
-_SELECT_LAST_SCOPE_EVENT: Final = (
-    f"SELECT {EVENT_COLUMNS} FROM events "
-    "WHERE scope_id = ? AND key IS NULL AND kind = ? AND seq <= ? ORDER BY seq DESC LIMIT 1"
-)
+# A marker (a clear, a compaction, an erasure) has no key, so the (scope_id, key, seq) index
+# finds each scope's last one of a kind with one seek; the scopes and kinds travel as JSON arrays.
+_SELECT_MARKERS: Final = f"""
+SELECT {EVENT_COLUMNS} FROM events WHERE seq IN (
+    SELECT (
+        SELECT e.seq FROM events AS e WHERE e.scope_id = s.value AND e.key IS NULL
+        AND e.kind = k.value AND e.seq <= :through ORDER BY e.seq DESC LIMIT 1
+    ) FROM json_each(:scopes) AS s, json_each(:kinds) AS k
+)"""
 
 # The latest event of every key in (after_seq, through_seq]. The recursive part walks the distinct
 # keys of the scope by skipping along the (scope_id, key, seq) index, one seek per key, instead of
@@ -212,7 +203,7 @@ class SQLiteReads(LogBackend):
             raise StoreClosedError("SQLite log")
         return self._point_conn
 
-    async def select_scopes(self, where: ScopeFilter | None = None) -> list[ScopeRow]:
+    async def select_scopes(self, where: shape.ScopeFilter | None = None) -> list[ScopeRow]:
         with self._errors:
             if where is None:
                 rows = await self._reader().execute_fetchall(_SELECT_ALL_SCOPES)
@@ -237,7 +228,7 @@ class SQLiteReads(LogBackend):
             return [ScopeRow(*r) for r in rows]
 
     async def select_current(
-        self, scope_id: int | None = None, where: CurrentFilter = EVERY_ROW
+        self, scope_id: int | None = None, where: shape.CurrentFilter = shape.EVERY_ROW
     ) -> list[CurrentRow]:
         with self._errors:
             if scope_id is None:
@@ -248,7 +239,7 @@ class SQLiteReads(LogBackend):
             if where.key is not None:
                 row = points.execute(_SELECT_CURRENT, (scope_id, where.key)).fetchone()
                 return [] if row is None else where.keep([CurrentRow(*row)])
-            if where == EVERY_ROW:
+            if where == shape.EVERY_ROW:
                 return [CurrentRow(*r) for r in points.execute(_SELECT_CURRENT_ALL, (scope_id,))]
             now = _NO_NOW if where.now is None else where.now
             limit = -1 if where.limit is None else where.limit
@@ -261,15 +252,19 @@ class SQLiteReads(LogBackend):
             rows = await self._reader().execute_fetchall(sql, params)
             return [EventRow(*r) for r in rows]
 
-    async def select_last_scope_event(
-        self, scope_id: int, kind: str, *, through_seq: int | None = None
-    ) -> EventRow | None:
+    async def select_markers(
+        self, scope_ids: Collection[int], kinds: Collection[str], *, through_seq: int | None = None
+    ) -> dict[tuple[int, str], EventRow]:
+        if not scope_ids or not kinds:
+            return {}
+        params = {
+            "scopes": _encode_json(sorted(scope_ids)).decode(),
+            "kinds": _encode_json(sorted(kinds)).decode(),
+            "through": _NO_BOUND if through_seq is None else through_seq,
+        }
         with self._errors:
-            bound = _NO_BOUND if through_seq is None else through_seq
-            rows = await self._reader().execute_fetchall(
-                _SELECT_LAST_SCOPE_EVENT, (scope_id, kind, bound)
-            )
-            return next((EventRow(*r) for r in rows), None)
+            rows = await self._reader().execute_fetchall(_SELECT_MARKERS, params)
+        return {(r.scope_id, r.kind): r for r in (EventRow(*row) for row in rows)}
 
     async def select_latest_per_key(
         self, scope_id: int, *, after_seq: int, through_seq: int
@@ -294,30 +289,23 @@ class SQLiteReads(LogBackend):
                 return
             after_seq = rows[-1][0]
 
-    async def select_erased_through(self, scope_ids: Collection[int]) -> dict[int, int]:
+    async def select_head(self) -> LogHead:
         with self._errors:
-            rows = await self._reader().execute_fetchall(
-                _SELECT_ERASED_THROUGH, (_encode_json(sorted(scope_ids)).decode(),)
-            )
-            return {int(r[0]): int(r[1]) for r in rows}
+            rows = await self._reader().execute_fetchall(_SELECT_HEAD)
+            return LogHead(*next(iter(rows)))
 
-    async def select_last_seq(self) -> int:
-        with self._errors:
-            rows = await self._reader().execute_fetchall(_SELECT_LAST_SEQ)
-            return int(next(iter(rows))[0])
-
-    async def count_idempotent(self, *, recorded_before: int) -> int:
-        with self._errors:
-            rows = await self._reader().execute_fetchall(_COUNT_IDEMPOTENT, (recorded_before,))
-            return int(next(iter(rows))[0])
-
-    async def select_storage_bytes(self) -> int:
+    async def select_storage(self, *, idempotent_before: int | None = None) -> shape.Storage:
         with self._errors:
             if self.in_memory:
-                return int(self._points().execute(SELECT_PAGE_BYTES).fetchone()[0])
-            total = 0
-            for suffix in ("", "-wal"):
-                path = anyio.Path(self.path + suffix)
-                if await path.exists():
-                    total += (await path.stat()).st_size
-            return total
+                total = int(self._points().execute(SELECT_PAGE_BYTES).fetchone()[0])
+            else:
+                total = 0
+                for suffix in ("", "-wal"):
+                    path = anyio.Path(self.path + suffix)
+                    if await path.exists():
+                        total += (await path.stat()).st_size
+            if idempotent_before is None:
+                return shape.Storage(total)
+            params = (idempotent_before,)
+            rows = await self._reader().execute_fetchall(_COUNT_IDEMPOTENT, params)
+            return shape.Storage(total, int(next(iter(rows))[0]))

@@ -15,20 +15,9 @@ from typing import Any, Final
 import msgspec
 from msgspec.structs import astuple
 
+from eventstore.log.backends import rows as shape
 from eventstore.log.backends.base import WriteTransaction
-from eventstore.log.backends.rows import (
-    CurrentRow,
-    EventRow,
-    IdempotentRow,
-    Ids,
-    Keys,
-    KeysAt,
-    LogHead,
-    Payloads,
-    ScopeRow,
-    Task,
-    Values,
-)
+from eventstore.log.backends.rows import CurrentRow, EventRow, LogHead, ScopeRow
 from eventstore.log.backends.sqlite.schema import (
     CURRENT_COLUMNS,
     EVENT_COLUMNS,
@@ -63,18 +52,17 @@ _SELECT_TASK_SCOPES: Final = (
     f"SELECT {SCOPE_COLUMNS} FROM scopes WHERE dag_id = ? AND run_id = ? AND task_id = ?"
 )
 
-_SELECT_LIVE_KEYS: Final = (
-    "SELECT key FROM current WHERE scope_id = ? AND (expires_at IS NULL OR expires_at > ?)"
+_SELECT_HEAD: Final = "SELECT last_seq, last_recorded_at FROM log_head"
+_UPDATE_HEAD: Final = "UPDATE log_head SET last_seq = ?, last_recorded_at = ?"
+
+_SELECT_LIVE_HEADS: Final = (
+    "SELECT key, substr(value, 1, 2) FROM current "
+    "WHERE scope_id = ? AND (expires_at IS NULL OR expires_at > ?)"
 )
 
 # The flags of stored values (eventstore.log.envelope) are in their first two bytes.
 _SELECT_CURRENT_HEAD: Final = (
     "SELECT substr(value, 1, 2) FROM current WHERE scope_id = ? AND key = ?"
-)
-
-_SELECT_CURRENT_HEADS: Final = (
-    "SELECT key, substr(value, 1, 2) FROM current "
-    "WHERE scope_id = ? AND key IN (SELECT value FROM json_each(?))"
 )
 
 # The pairs travel as one JSON array of [scope_id, key]; each is one seek of the primary key.
@@ -137,69 +125,63 @@ class SQLiteTransaction(WriteTransaction):
         else:
             await self.in_thread(self.conn.executemany, sql, rows)
 
-    async def select_head(self) -> LogHead:
-        row = self.conn.execute("SELECT last_seq, last_recorded_at FROM log_head").fetchone()
-        return LogHead(last_seq=row[0], last_recorded_at=row[1])
-
-    async def select_scopes(
-        self, scope_keys: Collection[str] = (), *, task: Task | None = None
-    ) -> dict[str, ScopeRow]:
+    async def select_head_and_scopes(
+        self, scope_keys: Collection[str] = (), *, task: shape.Task | None = None
+    ) -> tuple[LogHead, dict[str, ScopeRow]]:
+        head = LogHead(*self.conn.execute(_SELECT_HEAD).fetchone())
         found: dict[str, ScopeRow] = {}
         if scope_keys:
             rows = self.conn.execute(_SELECT_SCOPES, (_json_array(scope_keys),)).fetchall()
             found.update((r[1], ScopeRow(*r)) for r in rows)
         if task is not None:
             found.update((r[1], ScopeRow(*r)) for r in self.conn.execute(_SELECT_TASK_SCOPES, task))
+        return head, found
+
+    async def select_current_heads(
+        self, pairs: shape.Pairs = (), *, scope_id: int | None = None, now: int = 0
+    ) -> dict[tuple[int, str], bytes]:
+        found: dict[tuple[int, str], bytes] = {}
+        if scope_id is not None:
+            live = self.conn.execute(_SELECT_LIVE_HEADS, (scope_id, now))
+            found.update(((scope_id, r[0]), r[1]) for r in live)
+        if len(pairs) == 1:  # one write: a plain seek, no JSON array
+            [(pair_scope, key)] = pairs
+            row = self.conn.execute(_SELECT_CURRENT_HEAD, (pair_scope, key)).fetchone()
+            if row is not None:
+                found[(pair_scope, key)] = row[0]
+        elif pairs:
+            params = (_encode_json(list(pairs)).decode(),)
+            if len(pairs) <= _INLINE_ROWS:
+                rows = self.conn.execute(_SELECT_CURRENT_HEADS_OF, params).fetchall()
+            else:
+                rows = await self.in_thread(
+                    lambda: self.conn.execute(_SELECT_CURRENT_HEADS_OF, params).fetchall()
+                )
+            found.update(((r[0], r[1]), r[2]) for r in rows)
         return found
 
-    async def select_live_keys(self, scope_id: int, now: int) -> set[str]:
-        return {r[0] for r in self.conn.execute(_SELECT_LIVE_KEYS, (scope_id, now))}
-
-    async def select_current_heads(self, scope_id: int, keys: Collection[str]) -> dict[str, bytes]:
-        if not keys:
+    async def select_idempotent(self, pairs: shape.Pairs) -> dict[tuple[int, str], bytes]:
+        if not pairs:
             return {}
-        if len(keys) == 1:  # the usual write of one key: a plain seek, no JSON array
-            [key] = keys
-            row = self.conn.execute(_SELECT_CURRENT_HEAD, (scope_id, key)).fetchone()
-            return {} if row is None else {key: row[0]}
-        params = (scope_id, _json_array(keys))
-        if len(keys) <= _INLINE_ROWS:
-            rows = self.conn.execute(_SELECT_CURRENT_HEADS, params).fetchall()
-        else:
-            rows = await self.in_thread(
-                lambda: self.conn.execute(_SELECT_CURRENT_HEADS, params).fetchall()
-            )
-        return {r[0]: r[1] for r in rows}
-
-    async def select_current_heads_of(
-        self, pairs: Collection[tuple[int, str]]
-    ) -> dict[tuple[int, str], bytes]:
-        if len(pairs) == 1:  # one write: a plain seek, no JSON array
-            [(scope_id, key)] = pairs
-            row = self.conn.execute(_SELECT_CURRENT_HEAD, (scope_id, key)).fetchone()
-            return {} if row is None else {(scope_id, key): row[0]}
-        params = (_encode_json(list(pairs)).decode(),)
-        if len(pairs) <= _INLINE_ROWS:
-            rows = self.conn.execute(_SELECT_CURRENT_HEADS_OF, params).fetchall()
-        else:
-            rows = await self.in_thread(
-                lambda: self.conn.execute(_SELECT_CURRENT_HEADS_OF, params).fetchall()
-            )
+        rows = self.conn.execute(_SELECT_IDEMPOTENT, (_encode_json(list(pairs)).decode(),))
         return {(r[0], r[1]): r[2] for r in rows}
 
-    async def select_idempotent(
-        self, keys: Collection[tuple[int, str]]
-    ) -> dict[tuple[int, str], bytes]:
-        if not keys:
-            return {}
-        rows = self.conn.execute(_SELECT_IDEMPOTENT, (_encode_json(list(keys)).decode(),))
-        return {(r[0], r[1]): r[2] for r in rows}
+    async def insert(self, batch: shape.Insert) -> list[int]:
+        new = [r for r in batch.scopes if not r.scope_id]
+        ids = [int(self.conn.execute(_INSERT_SCOPE, astuple(r)[1:]).fetchone()[0]) for r in new]
+        if batch.events:
+            await self._insert_events(batch.events)
+        if batch.current:
+            await self._upsert_current(batch.current)
+        if len(new) < len(batch.scopes):
+            self._update_scopes([r for r in batch.scopes if r.scope_id])
+        if batch.idempotent:
+            self.conn.executemany(_INSERT_IDEMPOTENT, map(astuple, batch.idempotent))
+        if batch.head is not None:
+            self.conn.execute(_UPDATE_HEAD, (batch.head.last_seq, batch.head.last_recorded_at))
+        return ids
 
-    async def insert_scope(self, row: ScopeRow) -> int:
-        found = self.conn.execute(_INSERT_SCOPE, astuple(row)[1:]).fetchone()
-        return int(found[0])
-
-    async def insert_events(self, rows: Sequence[EventRow]) -> None:
+    async def _insert_events(self, rows: Sequence[EventRow]) -> None:
         self.rows += len(rows)
         await self._many(_INSERT_EVENT, [astuple(r) for r in rows])
         # Where each try starts, kept once per try (see MIGRATIONS, step 5): the first of a
@@ -211,12 +193,17 @@ class SQLiteTransaction(WriteTransaction):
         if starts:
             self.conn.executemany(_INSERT_TRY, [(*k, v) for k, v in starts.items()])
 
-    async def upsert_current(self, rows: Sequence[CurrentRow]) -> None:
+    async def _upsert_current(self, rows: Sequence[CurrentRow]) -> None:
         self.rows += len(rows)
         await self._many(_UPSERT_CURRENT, [astuple(r) for r in rows])
 
     async def delete_current(
-        self, keys: Keys = (), *, keys_at: KeysAt = (), scope_ids: Ids = (), every: bool = False
+        self,
+        keys: shape.Keys = (),
+        *,
+        keys_at: shape.KeysAt = (),
+        scope_ids: shape.Ids = (),
+        every: bool = False,
     ) -> None:
         if every:
             self.conn.execute("DELETE FROM current")
@@ -233,22 +220,13 @@ class SQLiteTransaction(WriteTransaction):
                 "DELETE FROM current WHERE scope_id = ? AND key = ? AND seq = ?", keys_at
             )
 
-    async def update_scopes(self, rows: Sequence[ScopeRow]) -> None:
+    def _update_scopes(self, rows: Sequence[ScopeRow]) -> None:
         self.conn.executemany(
             _UPDATE_SCOPE, [(r.version, r.max_try, r.updated_at, r.scope_id) for r in rows]
         )
 
-    async def insert_idempotent(self, rows: Sequence[IdempotentRow]) -> None:
-        self.conn.executemany(_INSERT_IDEMPOTENT, map(astuple, rows))
-
     async def delete_idempotent(self, *, recorded_before: int, limit: int) -> int:
         return self.conn.execute(_DELETE_IDEMPOTENT, (recorded_before, limit)).rowcount
-
-    async def update_head(self, head: LogHead) -> None:
-        self.conn.execute(
-            "UPDATE log_head SET last_seq = ?, last_recorded_at = ?",
-            (head.last_seq, head.last_recorded_at),
-        )
 
     # Compaction's and erasure's statements go through _many and count as rows too: their
     # slices are big, and run on the loop thread they kept it (and every writer) waiting.
@@ -258,7 +236,9 @@ class SQLiteTransaction(WriteTransaction):
         await self._many("DELETE FROM events WHERE seq = ?", [(s,) for s in seqs])
         return self.conn.total_changes - before
 
-    async def update_stored(self, *, payloads: Payloads = (), values: Values = ()) -> None:
+    async def update_stored(
+        self, *, payloads: shape.Payloads = (), values: shape.Values = ()
+    ) -> None:
         # The bytes replaced (a plain value) are overwritten: see secure_delete in _connect.
         self.rows += len(payloads) + len(values)
         await self._many(
