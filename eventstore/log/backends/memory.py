@@ -16,7 +16,7 @@ from msgspec.structs import replace
 
 from eventstore.log.backends import rows as shape
 from eventstore.log.backends.base import LogBackend, WriteTransaction
-from eventstore.log.backends.rows import CurrentRow, EventRow, IdempotentRow, LogHead, ScopeRow
+from eventstore.log.backends.rows import CurrentRow, EventRow, Ids, Keys, KeysAt, LogHead, ScopeRow
 from eventstore.log.errors import StoreClosedError
 
 __all__ = ["MemoryBackend"]
@@ -32,7 +32,7 @@ class _Data:
         # Each scope's projection keys in order, for pages by keyset; made when a page is first
         # asked for, kept up to date by commits from then on (see `_KeyChanges`).
         self.sorted_keys: dict[int, list[str]] = {}
-        self.idempotent: dict[tuple[int, str], IdempotentRow] = {}
+        self.idempotent: dict[tuple[int, str], shape.IdempotentRow] = {}
         self.head = LogHead()
 
     def keys_of(self, scope_id: int) -> list[str]:
@@ -142,10 +142,10 @@ class _MemoryTransaction(WriteTransaction):
 
     async def delete_current(
         self,
-        keys: shape.Keys = (),
+        keys: Keys = (),
         *,
-        keys_at: shape.KeysAt = (),
-        scope_ids: shape.Ids = (),
+        keys_at: KeysAt = (),
+        scope_ids: Ids = (),
         every: bool = False,
     ) -> None:
         if every:

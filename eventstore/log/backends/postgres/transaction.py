@@ -27,7 +27,7 @@ from eventstore.log.backends.postgres.driver import (
     encode,
     scope_row,
 )
-from eventstore.log.backends.rows import CurrentRow, EventRow, IdempotentRow, LogHead, ScopeRow
+from eventstore.log.backends.rows import CurrentRow, EventRow, Ids, Keys, KeysAt, LogHead, ScopeRow
 
 __all__ = ["BEGIN_AND_LOCK", "COMMIT", "PostgresTransaction", "rollback"]
 
@@ -164,7 +164,7 @@ class PostgresTransaction(WriteTransaction):
         self._events: list[EventRow] = []
         self._current: dict[tuple[int, str], CurrentRow] = {}
         self._scopes: dict[int, ScopeRow] = {}
-        self._idempotent: list[IdempotentRow] = []
+        self._idempotent: list[shape.IdempotentRow] = []
         self._new_head: LogHead | None = None
         # Every value head of the scopes read whole by `select_head_and_scopes`, by scope_id;
         # dropped at the first write to the projection, after which the table answers.
@@ -189,7 +189,7 @@ class PostgresTransaction(WriteTransaction):
             *_columns(events, EventRow, text="key"),
             *_columns(current, CurrentRow, text="key"),
             *(scope_heads[i] for i in _SCOPE_HEAD_COLUMNS),
-            *_columns(idempotent, IdempotentRow, text="idempotency_id"),
+            *_columns(idempotent, shape.IdempotentRow, text="idempotency_id"),
             head.last_seq,
             head.last_recorded_at,
             self._new_head is not None,
@@ -296,10 +296,10 @@ class PostgresTransaction(WriteTransaction):
 
     async def delete_current(
         self,
-        keys: shape.Keys = (),
+        keys: Keys = (),
         *,
-        keys_at: shape.KeysAt = (),
-        scope_ids: shape.Ids = (),
+        keys_at: KeysAt = (),
+        scope_ids: Ids = (),
         every: bool = False,
     ) -> None:
         self._heads.clear()

@@ -100,31 +100,31 @@ class SQLiteBackend(SQLiteReads):
         self._closed = False
 
     async def open(self) -> None:
-        if self.read_only:
-            await self._open_read_only()
-            return
-        if not self.in_memory:
-            try:
-                Path(self.path).parent.mkdir(parents=True, exist_ok=True)
-            except OSError as error:
-                raise translate_os(error, self.path) from error
-        with self._errors:
-            await self._open()
+        try:  # whatever was opened before a failure is closed again
+            if self.read_only:
+                await self._open_read_only()
+                return
+            if not self.in_memory:
+                try:
+                    Path(self.path).parent.mkdir(parents=True, exist_ok=True)
+                except OSError as error:
+                    raise translate_os(error, self.path) from error
+            with self._errors:
+                await self._open()
+        except BaseException:
+            with anyio.CancelScope(shield=True):
+                await self.aclose()
+            raise
 
     async def _open_read_only(self) -> None:
         if self.in_memory:
             raise ConfigError(
                 "an in-memory SQLite store cannot be opened read-only: it would start empty"
             )
-        try:
-            with self._errors:
-                self._point_conn = await self._in_thread(self._connect_read_only)
-                self._check_schema(self._point_conn)
-                self._read_conn = await aiosqlite.Connection(self._connect_read_only, 64)
-        except BaseException:
-            with anyio.CancelScope(shield=True):
-                await self.aclose()
-            raise
+        with self._errors:
+            self._point_conn = await self._in_thread(self._connect_read_only)
+            self._check_schema(self._point_conn)
+            self._read_conn = await aiosqlite.Connection(self._connect_read_only, 64)
 
     def _connect_read_only(self) -> sqlite3.Connection:
         return connect_read_only(self.path, busy_timeout_ms=BUSY_TIMEOUT_MS)
@@ -139,23 +139,18 @@ class SQLiteBackend(SQLiteReads):
         )
 
     async def _open(self) -> None:
-        try:
-            # Opening may wait for another process's lock (WAL switch, migration): not on the loop.
-            write_conn = self._write_conn = await self._in_thread(self._connect)
-            await self._in_thread(self._migrate, write_conn)
-            write_conn.execute("PRAGMA busy_timeout = 0")  # see _begin
-            write_conn.execute(f"PRAGMA wal_autocheckpoint = {CHECKPOINT_PAGES}")
-            if self.in_memory:
-                # An in-memory database lives in its one connection, so reads share it.
-                self._point_conn = write_conn
-                self._read_conn = await aiosqlite.Connection(lambda: write_conn, 64)
-            else:
-                self._point_conn = await self._in_thread(self._connect)
-                self._read_conn = await aiosqlite.Connection(self._connect, 64)
-        except BaseException:
-            with anyio.CancelScope(shield=True):
-                await self.aclose()
-            raise
+        # Opening may wait for another process's lock (WAL switch, migration): not on the loop.
+        write_conn = self._write_conn = await self._in_thread(self._connect)
+        await self._in_thread(self._migrate, write_conn)
+        write_conn.execute("PRAGMA busy_timeout = 0")  # see _begin
+        write_conn.execute(f"PRAGMA wal_autocheckpoint = {CHECKPOINT_PAGES}")
+        if self.in_memory:
+            # An in-memory database lives in its one connection, so reads share it.
+            self._point_conn = write_conn
+            self._read_conn = await aiosqlite.Connection(lambda: write_conn, 64)
+        else:
+            self._point_conn = await self._in_thread(self._connect)
+            self._read_conn = await aiosqlite.Connection(self._connect, 64)
 
     def _connect(self) -> sqlite3.Connection:
         return connect(self.path, durability=self._durability)

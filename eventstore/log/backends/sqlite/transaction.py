@@ -17,7 +17,7 @@ from msgspec.structs import astuple
 
 from eventstore.log.backends import rows as shape
 from eventstore.log.backends.base import WriteTransaction
-from eventstore.log.backends.rows import CurrentRow, EventRow, LogHead, ScopeRow
+from eventstore.log.backends.rows import CurrentRow, EventRow, Ids, Keys, KeysAt, LogHead, ScopeRow
 from eventstore.log.backends.sqlite.schema import (
     CURRENT_COLUMNS,
     EVENT_COLUMNS,
@@ -199,10 +199,10 @@ class SQLiteTransaction(WriteTransaction):
 
     async def delete_current(
         self,
-        keys: shape.Keys = (),
+        keys: Keys = (),
         *,
-        keys_at: shape.KeysAt = (),
-        scope_ids: shape.Ids = (),
+        keys_at: KeysAt = (),
+        scope_ids: Ids = (),
         every: bool = False,
     ) -> None:
         if every:
