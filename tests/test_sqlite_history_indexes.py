@@ -11,8 +11,8 @@ import msgspec
 from eventstore import TaskScope, open_store
 from eventstore.log.backends.rows import EventFilter
 from eventstore.log.backends.sqlite.reads import (
-    _SELECT_LAST_SCOPE_EVENT,
     _SELECT_LATEST_PER_KEY,
+    _SELECT_MARKERS,
     _events_query,
 )
 from eventstore.log.backends.sqlite.schema import MIGRATIONS
@@ -33,7 +33,7 @@ async def test_history_queries_seek_indexes_instead_of_scanning(tmp_path: Path) 
     latest = plan(db, _SELECT_LATEST_PER_KEY, {"scope": 1, "after": 0, "through": 10})
     assert "SCAN events" not in latest
     assert "events_by_scope_key (scope_id=? AND key=? AND seq<?)" in latest
-    last_clear = plan(db, _SELECT_LAST_SCOPE_EVENT, (1, "clear", 10))
+    last_clear = plan(db, _SELECT_MARKERS, {"scopes": "[1]", "kinds": '["clear"]', "through": 10})
     assert "events_by_scope_key (scope_id=? AND key=?" in last_clear
     for where, index in [
         (EventFilter(try_number=1, descending=True, limit=1), "events_by_scope_try"),

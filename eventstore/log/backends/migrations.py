@@ -8,9 +8,10 @@ never opened half-understood.
 
 Steps are append-only: a released step is never edited, a change to the schema is a new step.
 
-What both database backends share besides: the statement that reads the version, the check a
-read-only open makes (`require_current`: it cannot migrate), and column lists made from the row
-Structs (`columns`), so that a column is named once, in `eventstore.log.backends.base`.
+What both database backends share besides: step 1's tables, written once and spelled per
+database by a `Dialect` (`tables_v1`), the statement that reads the version, the check a read-only
+open makes (`require_current`: it cannot migrate), and column lists made from the row Structs
+(`columns`), so that a column is named once, in `eventstore.log.backends.rows`.
 """
 
 from __future__ import annotations
@@ -28,11 +29,13 @@ __all__ = [
     "SCOPES_BY_UPDATED",
     "SELECT_SCHEMA_VERSION",
     "TABLES",
+    "Dialect",
     "Migration",
     "columns",
     "latest_version",
     "pending_migrations",
     "require_current",
+    "tables_v1",
 ]
 
 SELECT_SCHEMA_VERSION: Final = "SELECT version FROM schema_version"
@@ -69,6 +72,80 @@ SCOPES_BY_UPDATED: Final = Migration(
     "scopes index: the web page lists scopes most recently written first",
     ("""CREATE INDEX IF NOT EXISTS scopes_by_updated ON scopes (updated_at, scope_id)""",),
 )
+
+
+class Dialect(msgspec.Struct, frozen=True):
+    """How a database spells the column types of step 1's tables."""
+
+    int: str  # a 64-bit integer
+    scope_id: str  # the scope's id, handed out by the database
+    name: str  # keys, idempotency ids and task parts (dag, run, task ids)
+    blob: str  # payloads, values and results
+    keyed: str  # after a table keyed by its primary key alone ("" or " WITHOUT ROWID")
+
+
+# Step 1's tables and indexes, written once for both databases; `tables_v1` renders them.
+_TABLES_V1: Final = (
+    """CREATE TABLE schema_version (version INTEGER NOT NULL)""",
+    """INSERT INTO schema_version (version) VALUES (0)""",
+    """CREATE TABLE log_head (
+        id INTEGER PRIMARY KEY CHECK (id = 1),
+        last_seq {int} NOT NULL,
+        last_recorded_at {int} NOT NULL
+    )""",
+    """INSERT INTO log_head (id, last_seq, last_recorded_at) VALUES (1, 0, 0)""",
+    """CREATE TABLE scopes (
+        scope_id {scope_id},
+        scope_key TEXT NOT NULL UNIQUE,
+        version {int} NOT NULL,
+        max_try {int},
+        updated_at {int} NOT NULL,
+        dag_id {name},
+        run_id {name},
+        task_id {name},
+        map_index {int}
+    )""",
+    """CREATE INDEX scopes_by_task ON scopes (dag_id, run_id, task_id) WHERE dag_id IS NOT NULL""",
+    """CREATE TABLE events (
+        seq {int} PRIMARY KEY,
+        scope_id {int} NOT NULL,
+        version {int} NOT NULL,
+        kind TEXT NOT NULL,
+        key {name},
+        expires_at {int},
+        recorded_at {int} NOT NULL,
+        try_number {int},
+        actor TEXT NOT NULL,
+        payload {blob} NOT NULL
+    )""",
+    """CREATE UNIQUE INDEX events_by_scope_version ON events (scope_id, version)""",
+    """CREATE INDEX events_by_scope_key ON events (scope_id, key, seq)""",
+    """CREATE TABLE current (
+        scope_id {int} NOT NULL,
+        key {name} NOT NULL,
+        value {blob} NOT NULL,
+        expires_at {int},
+        version {int} NOT NULL,
+        seq {int} NOT NULL,
+        updated_at {int} NOT NULL,
+        PRIMARY KEY (scope_id, key)
+    ){keyed}""",
+    """CREATE INDEX current_by_expiry ON current (expires_at) WHERE expires_at IS NOT NULL""",
+    """CREATE TABLE idempotency (
+        scope_id {int} NOT NULL,
+        idempotency_id {name} NOT NULL,
+        result {blob} NOT NULL,
+        PRIMARY KEY (scope_id, idempotency_id)
+    ){keyed}""",
+)
+
+
+def tables_v1(dialect: Dialect) -> tuple[str, ...]:
+    """Step 1's statements as `dialect` spells them."""
+    spelling = msgspec.structs.asdict(dialect)
+    return tuple(statement.format(**spelling) for statement in _TABLES_V1)
+
+
 IDEMPOTENCY_BY_ID: Final = (
     "idempotency: keyed by id, then scope, so ids made in time order append to the index; "
     "with the time each result was recorded, so compaction can forget old ones"

@@ -17,9 +17,11 @@ from eventstore.log.backends.migrations import (
     IDEMPOTENCY_BY_ID,
     SCOPES_BY_UPDATED,
     TABLES,
+    Dialect,
     Migration,
     columns,
     latest_version,
+    tables_v1,
 )
 from eventstore.log.backends.rows import CurrentRow, EventRow, IdempotentRow, ScopeRow
 
@@ -32,58 +34,14 @@ __all__ = [
     "SCOPE_COLUMNS",
 ]
 
-_SCHEMA_V1: Final = (
-    """CREATE TABLE schema_version (version INTEGER NOT NULL)""",
-    """INSERT INTO schema_version (version) VALUES (0)""",
-    """CREATE TABLE log_head (
-        id INTEGER PRIMARY KEY CHECK (id = 1),
-        last_seq INTEGER NOT NULL,
-        last_recorded_at INTEGER NOT NULL
-    )""",
-    """INSERT INTO log_head (id, last_seq, last_recorded_at) VALUES (1, 0, 0)""",
-    """CREATE TABLE scopes (
-        scope_id INTEGER PRIMARY KEY,
-        scope_key TEXT NOT NULL UNIQUE,
-        version INTEGER NOT NULL,
-        max_try INTEGER,
-        updated_at INTEGER NOT NULL,
-        dag_id TEXT,
-        run_id TEXT,
-        task_id TEXT,
-        map_index INTEGER
-    )""",
-    """CREATE INDEX scopes_by_task ON scopes (dag_id, run_id, task_id) WHERE dag_id IS NOT NULL""",
-    """CREATE TABLE events (
-        seq INTEGER PRIMARY KEY,
-        scope_id INTEGER NOT NULL,
-        version INTEGER NOT NULL,
-        kind TEXT NOT NULL,
-        key TEXT,
-        expires_at INTEGER,
-        recorded_at INTEGER NOT NULL,
-        try_number INTEGER,
-        actor TEXT NOT NULL,
-        payload BLOB NOT NULL
-    )""",
-    """CREATE UNIQUE INDEX events_by_scope_version ON events (scope_id, version)""",
-    """CREATE INDEX events_by_scope_key ON events (scope_id, key, seq)""",
-    """CREATE TABLE current (
-        scope_id INTEGER NOT NULL,
-        key TEXT NOT NULL,
-        value BLOB NOT NULL,
-        expires_at INTEGER,
-        version INTEGER NOT NULL,
-        seq INTEGER NOT NULL,
-        updated_at INTEGER NOT NULL,
-        PRIMARY KEY (scope_id, key)
-    ) WITHOUT ROWID""",
-    """CREATE INDEX current_by_expiry ON current (expires_at) WHERE expires_at IS NOT NULL""",
-    """CREATE TABLE idempotency (
-        scope_id INTEGER NOT NULL,
-        idempotency_id TEXT NOT NULL,
-        result BLOB NOT NULL,
-        PRIMARY KEY (scope_id, idempotency_id)
-    ) WITHOUT ROWID""",
+_SCHEMA_V1: Final = tables_v1(
+    Dialect(
+        int="INTEGER",
+        scope_id="INTEGER PRIMARY KEY",
+        name="TEXT",
+        blob="BLOB",
+        keyed=" WITHOUT ROWID",
+    )
 )
 
 # The schema's history, oldest first; a change to the schema is a new step at the end.
