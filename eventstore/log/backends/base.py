@@ -15,6 +15,7 @@ from contextlib import AbstractAsyncContextManager, asynccontextmanager
 import anyio
 
 from eventstore.log.backends import rows
+from eventstore.log.backends.rows import Ids, Keys, KeysAt
 from eventstore.log.errors import CompactionRunningError
 
 __all__ = ["LogBackend", "WriteTransaction"]
@@ -47,12 +48,7 @@ class WriteTransaction(ABC):
 
     @abstractmethod
     async def delete_current(
-        self,
-        keys: rows.Keys = (),
-        *,
-        keys_at: rows.KeysAt = (),
-        scope_ids: rows.Ids = (),
-        every: bool = False,
+        self, keys: Keys = (), *, keys_at: KeysAt = (), scope_ids: Ids = (), every: bool = False
     ) -> None:
         """Remove projection rows: by (scope_id, key), by (scope_id, key, seq) only while the
         row still comes from that seq, every row of these scopes, or (`every`) all."""

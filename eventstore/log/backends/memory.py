@@ -141,12 +141,7 @@ class _MemoryTransaction(WriteTransaction):
         return new
 
     async def delete_current(
-        self,
-        keys: Keys = (),
-        *,
-        keys_at: KeysAt = (),
-        scope_ids: Ids = (),
-        every: bool = False,
+        self, keys: Keys = (), *, keys_at: KeysAt = (), scope_ids: Ids = (), every: bool = False
     ) -> None:
         if every:
             self._actions.append(("clear_all", None))

@@ -32,6 +32,7 @@ __all__ = [
     "Dialect",
     "Migration",
     "columns",
+    "first_steps",
     "latest_version",
     "pending_migrations",
     "require_current",
@@ -84,6 +85,11 @@ class Dialect(msgspec.Struct, frozen=True):
     keyed: str  # after a table keyed by its primary key alone ("" or " WITHOUT ROWID")
 
 
+def first_steps(dialect: Dialect) -> tuple[Migration, ...]:
+    """Steps 1 to 3, alike on both databases but for the spelling of step 1's types."""
+    return (Migration(1, TABLES, tables_v1(dialect)), HISTORY_INDEXES, SCOPES_BY_UPDATED)
+
+
 # Step 1's tables and indexes, written once for both databases; `tables_v1` renders them.
 _TABLES_V1: Final = (
     """CREATE TABLE schema_version (version INTEGER NOT NULL)""",
@@ -95,7 +101,7 @@ _TABLES_V1: Final = (
     )""",
     """INSERT INTO log_head (id, last_seq, last_recorded_at) VALUES (1, 0, 0)""",
     """CREATE TABLE scopes (
-        scope_id {scope_id},
+        scope_id {scope_id} PRIMARY KEY,
         scope_key TEXT NOT NULL UNIQUE,
         version {int} NOT NULL,
         max_try {int},

@@ -295,12 +295,7 @@ class PostgresTransaction(WriteTransaction):
             self._current[(row.scope_id, row.key)] = row
 
     async def delete_current(
-        self,
-        keys: Keys = (),
-        *,
-        keys_at: KeysAt = (),
-        scope_ids: Ids = (),
-        every: bool = False,
+        self, keys: Keys = (), *, keys_at: KeysAt = (), scope_ids: Ids = (), every: bool = False
     ) -> None:
         self._heads.clear()
         if not (every or scope_ids or keys or keys_at):

@@ -13,15 +13,12 @@ from __future__ import annotations
 from typing import Final
 
 from eventstore.log.backends.migrations import (
-    HISTORY_INDEXES,
     IDEMPOTENCY_BY_ID,
-    SCOPES_BY_UPDATED,
-    TABLES,
     Dialect,
     Migration,
     columns,
+    first_steps,
     latest_version,
-    tables_v1,
 )
 from eventstore.log.backends.rows import CurrentRow, EventRow, IdempotentRow, ScopeRow
 
@@ -34,21 +31,12 @@ __all__ = [
     "SCOPE_COLUMNS",
 ]
 
-_SCHEMA_V1: Final = tables_v1(
-    Dialect(
-        int="INTEGER",
-        scope_id="INTEGER PRIMARY KEY",
-        name="TEXT",
-        blob="BLOB",
-        keyed=" WITHOUT ROWID",
-    )
-)
+# Column types: integers, the scope id, names and keys, blobs; after a table keyed alone.
+_TYPES: Final = Dialect("INTEGER", "INTEGER", "TEXT", "BLOB", " WITHOUT ROWID")
 
 # The schema's history, oldest first; a change to the schema is a new step at the end.
 MIGRATIONS: Final = (
-    Migration(1, TABLES, _SCHEMA_V1),
-    HISTORY_INDEXES,
-    SCOPES_BY_UPDATED,
+    *first_steps(_TYPES),
     Migration(
         4,
         IDEMPOTENCY_BY_ID,

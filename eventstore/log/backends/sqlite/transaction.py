@@ -198,12 +198,7 @@ class SQLiteTransaction(WriteTransaction):
         await self._many(_UPSERT_CURRENT, [astuple(r) for r in rows])
 
     async def delete_current(
-        self,
-        keys: Keys = (),
-        *,
-        keys_at: KeysAt = (),
-        scope_ids: Ids = (),
-        every: bool = False,
+        self, keys: Keys = (), *, keys_at: KeysAt = (), scope_ids: Ids = (), every: bool = False
     ) -> None:
         if every:
             self.conn.execute("DELETE FROM current")
