@@ -2,7 +2,7 @@
 
 A point-in-time state is read through indexes, never by replaying the scope: the last clear at
 or before the point bounds it, and the latest event of each key between that clear and the point
-gives the key's value (`LogBackend.select_last_scope_event`, `LogBackend.select_latest_per_key`).
+gives the key's value (`LogBackend.select_markers`, `LogBackend.select_latest_per_key`).
 
 Points resolve, per scope, to a position: the scope's last event at or before the point.
 

@@ -18,7 +18,7 @@ How a subscriber learns of new commits
 - Commits of this store: `Store.append` tells the feed the position each write committed at,
   which wakes every waiting subscriber at once.
 - Commits of other processes (SQLite) and other replicas (PostgreSQL): a waiting subscriber
-  reads the log head (`LogBackend.select_last_seq`, one row) after `poll_interval` seconds
+  reads the log head (`LogBackend.select_head`, one row) after `poll_interval` seconds
   without news, which bounds the latency. One poll at a time per store, whatever the number of
   subscribers: a subscriber whose wait ends while another poll is under way, or after one that
   began since it started waiting, waits again instead.
