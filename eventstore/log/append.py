@@ -235,18 +235,24 @@ class _Batch(BatchHeads):
     async def apply(self, head: LogHead | None) -> None:
         """Write the batch; with the new log `head`, if it handed out positions."""
         tx = self.tx
-        # In slices, as planning: a backend may run its statements on the event loop's thread.
-        await _in_slices(self.events, lambda rows: tx.insert(Insert(events=rows)))
+        # The projection's deletes first: a key cleared and set again in the batch is set.
         if self.cleared:
             await tx.delete_current(scope_ids=sorted(self.cleared))
         await _in_slices(
             [pair for pair, row in self.final.items() if row is None], tx.delete_current
         )
-        upserts = [row for row in self.final.values() if row is not None]
-        await _in_slices(upserts, lambda rows: tx.insert(Insert(current=rows)))
+        events, current = self.events, [row for row in self.final.values() if row is not None]
+        if len(events) > _SLICE or len(current) > _SLICE:
+            # In slices, as planning: a backend may run its statements on the event loop's thread.
+            await _in_slices(events, lambda rows: tx.insert(Insert(events=rows)))
+            await _in_slices(current, lambda rows: tx.insert(Insert(current=rows)))
+            events, current = [], []
         scopes = [view.row for view in self.touched.values()]
-        if scopes or self.new_idempotent or head is not None:
-            await tx.insert(Insert(scopes=scopes, idempotent=self.new_idempotent, head=head))
+        # A usual batch: everything it writes in one call.
+        rows = Insert(
+            events=events, current=current, scopes=scopes, idempotent=self.new_idempotent, head=head
+        )
+        await tx.insert(rows)
 
 
 # How many ops a batch plans, and how many rows it writes, between two turns of the event loop.

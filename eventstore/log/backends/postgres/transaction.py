@@ -260,13 +260,19 @@ class PostgresTransaction(WriteTransaction):
         return {(r[0], r[1].decode()): r[2] for r in rows}
 
     async def insert(self, batch: shape.Insert) -> list[int]:
-        ids = [await self._insert_scope(r) for r in batch.scopes if not r.scope_id]
+        ids: list[int] = []
+        old: list[ScopeRow] = []
+        for row in batch.scopes:
+            if row.scope_id:
+                old.append(row)
+            else:
+                ids.append(await self._insert_scope(row))
         if batch.events:
             await self._insert_events(batch.events)
         if batch.current:
             await self._upsert_current(batch.current)
-        if len(ids) < len(batch.scopes):
-            self._update_scopes([r for r in batch.scopes if r.scope_id])
+        if old:
+            self._update_scopes(old)
         self._idempotent.extend(batch.idempotent)
         if batch.head is not None:
             self._new_head = replace(batch.head)

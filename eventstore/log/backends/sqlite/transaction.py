@@ -167,14 +167,19 @@ class SQLiteTransaction(WriteTransaction):
         return {(r[0], r[1]): r[2] for r in rows}
 
     async def insert(self, batch: shape.Insert) -> list[int]:
-        new = [r for r in batch.scopes if not r.scope_id]
-        ids = [int(self.conn.execute(_INSERT_SCOPE, astuple(r)[1:]).fetchone()[0]) for r in new]
+        ids: list[int] = []
+        old: list[ScopeRow] = []
+        for row in batch.scopes:
+            if row.scope_id:
+                old.append(row)
+            else:
+                ids.append(self.conn.execute(_INSERT_SCOPE, astuple(row)[1:]).fetchone()[0])
         if batch.events:
             await self._insert_events(batch.events)
         if batch.current:
             await self._upsert_current(batch.current)
-        if len(new) < len(batch.scopes):
-            self._update_scopes([r for r in batch.scopes if r.scope_id])
+        if old:
+            self._update_scopes(old)
         if batch.idempotent:
             self.conn.executemany(_INSERT_IDEMPOTENT, map(astuple, batch.idempotent))
         if batch.head is not None:
