@@ -108,6 +108,27 @@ async def test_transaction_reads_see_the_scopes(log: LogBackend) -> None:
         assert scopes["task:d/r/t/-1"].scope_id == task
 
 
+async def test_insert_hands_out_ids_to_new_scopes_and_updates_the_others(log: LogBackend) -> None:
+    asset, task = await _two_scopes(log)
+    async with log.write() as tx:
+        new = await tx.insert(
+            Insert(
+                scopes=[
+                    ScopeRow(scope_id=0, scope_key="asset:b"),
+                    ScopeRow(scope_id=task, scope_key="task:d/r/t/-1", version=7, updated_at=30),
+                    ScopeRow(scope_id=0, scope_key="asset:c"),
+                ]
+            )
+        )
+    assert len(new) == 2
+    assert len({asset, task, *new}) == 4
+    found = {r.scope_key: r for r in await log.select_scopes()}
+    assert [found["asset:b"].scope_id, found["asset:c"].scope_id] == new
+    updated = found["task:d/r/t/-1"]
+    assert (updated.version, updated.updated_at) == (7, 30)
+    assert updated.dag_id == "d"  # an update of the head leaves the scope's parts alone
+
+
 async def test_events_after_a_position(log: LogBackend) -> None:
     asset, task = await _two_scopes(log)
     events = [_event(1, asset, 1, "k"), _event(2, task, 1, "k"), _event(3, asset, 2, "j")]
