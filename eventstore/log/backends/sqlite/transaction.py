@@ -168,18 +168,18 @@ class SQLiteTransaction(WriteTransaction):
 
     async def insert(self, batch: shape.Insert) -> list[int]:
         ids: list[int] = []
-        old: list[ScopeRow] = []
+        heads: list[tuple[int, int | None, int, int]] = []
         for row in batch.scopes:
-            if row.scope_id:
-                old.append(row)
+            if row.scope_id:  # the head only: a scope keeps its parts
+                heads.append((row.version, row.max_try, row.updated_at, row.scope_id))
             else:
                 ids.append(self.conn.execute(_INSERT_SCOPE, astuple(row)[1:]).fetchone()[0])
+        if heads:
+            self.conn.executemany(_UPDATE_SCOPE, heads)
         if batch.events:
             await self._insert_events(batch.events)
         if batch.current:
             await self._upsert_current(batch.current)
-        if old:
-            self._update_scopes(old)
         if batch.idempotent:
             self.conn.executemany(_INSERT_IDEMPOTENT, map(astuple, batch.idempotent))
         if batch.head is not None:
@@ -219,11 +219,6 @@ class SQLiteTransaction(WriteTransaction):
             await self._many(
                 "DELETE FROM current WHERE scope_id = ? AND key = ? AND seq = ?", keys_at
             )
-
-    def _update_scopes(self, rows: Sequence[ScopeRow]) -> None:
-        self.conn.executemany(
-            _UPDATE_SCOPE, [(r.version, r.max_try, r.updated_at, r.scope_id) for r in rows]
-        )
 
     async def delete_idempotent(self, *, recorded_before: int, limit: int) -> int:
         return self.conn.execute(_DELETE_IDEMPOTENT, (recorded_before, limit)).rowcount
