@@ -47,10 +47,13 @@ async def reencrypt(
 
     async def flush() -> None:
         nonlocal sealed
-        needed = [scope_keys[row.scope_id] for row, _ in pending]
+        needed = {scope_keys[row.scope_id] for row, _ in pending}
         missing = vault.missing(needed)
         if missing:
             await vault.ensure_keys(missing)
+        # Taken now, as a batch of appends takes them: a refresh while the write lock is awaited
+        # may forget every key at hand.
+        data_keys = {key: vault.data_key(key) for key in needed}
         async with backend.write() as tx:
             # Under the write lock: a scope erased since the rows were read stays erased.
             erased = {
@@ -65,7 +68,7 @@ async def reencrypt(
                 if row.seq < erased.get(row.scope_id, 0):
                     continue
                 key = scope_keys[row.scope_id]
-                new = vault.seal(vault.data_key(key), key, event.key, row.version, event)
+                new = vault.seal(data_keys[key], key, event.key, row.version, event)
                 payloads.append((row.seq, encode_event(new)))
                 values.append((stored_value(new), row.scope_id, event.key, row.seq))
             await tx.update_stored(payloads=payloads, values=values)

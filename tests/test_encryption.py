@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import shutil
 import sqlite3
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from pathlib import Path
 
 import anyio
@@ -17,9 +19,11 @@ from eventstore import (
     generate_master_key,
     open_store,
 )
+from eventstore.log.backends.base import WriteTransaction
 from eventstore.log.envelope import is_sensitive
 from eventstore.log.errors import ConfigError
 from eventstore.log.master_keys import parse_master_keys
+from eventstore.log.vault import Vault
 from projections import At
 from tests.conftest import FakeClock, StoreFactory, postgres_schema_url
 from tests.test_erasure import encrypted
@@ -372,3 +376,44 @@ def test_cli_keygen_rotate_keys_and_reencrypt(
     with open_blocking_store(url) as store:
         assert store.task_store("etl", "run_1", "ingest").get("a") == MARKER
     assert leaks(db) == []
+
+
+async def test_reencrypt_keeps_its_data_keys_when_the_key_store_changes_while_it_waits(
+    tmp_path: Path, key: str, clock: FakeClock, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # reencrypt makes the data keys of a batch, then asks for the write lock. Meanwhile another
+    # process makes a key (the key store changed) and a set of this process refreshes the vault,
+    # which forgets every key at hand: the batch must still seal with the keys it made.
+    url = f"sqlite:///{tmp_path / 'trail.db'}"
+    await write_history(url, StoreConfig(), clock)
+    async with open_store(url, config=StoreConfig(master_keys=(key,)), clock=clock) as store:
+        asked = [anyio.Event(), anyio.Event()]  # reencrypt's transaction, then the set's
+        go = anyio.Event()
+        write = store.backend.write
+
+        @asynccontextmanager
+        async def gated() -> AsyncIterator[WriteTransaction]:
+            asked[asked[0].is_set()].set()
+            await go.wait()
+            async with write() as tx:
+                yield tx
+
+        monkeypatch.setattr(store.backend, "write", gated)
+        reports = []
+
+        async def run_reencrypt() -> None:
+            reports.append(await store.reencrypt())
+
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(run_reencrypt)
+            await asked[0].wait()
+            elsewhere = await Vault.open(url, (key,), None)  # as another process would
+            await elsewhere.ensure_keys(["another scope"])
+            await elsewhere.aclose()
+            tg.start_soon(store.task_store("etl", "run_1", "late").set, "k", 2)
+            await asked[1].wait()  # the set refreshed the vault before asking
+            go.set()
+        assert [report.sealed for report in reports] == [5]
+        ts = store.task_store("etl", "run_1", "ingest", try_number=2)
+        assert await ts.items() == {"token": f"{MARKER}-2", "url": {"signed": f"{MARKER}-url"}}
+        assert (await store.verify()).ok
