@@ -7,9 +7,10 @@ values, retention and expiry, the expected version and the idempotency id.
 
 from __future__ import annotations
 
+from abc import ABC, abstractmethod
 from collections.abc import Mapping
 from datetime import UTC, datetime, timedelta
-from typing import TYPE_CHECKING, Any, Final
+from typing import TYPE_CHECKING, Any, Final, Generic, TypeVar
 
 import anyio.lowlevel
 
@@ -23,7 +24,43 @@ from eventstore.log.values import check_key, check_label, encode_value
 if TYPE_CHECKING:
     from eventstore.store import Store
 
-__all__ = ["AssetStore", "TaskStore"]
+__all__ = ["AssetStore", "ScopeOpener", "TaskStore"]
+
+TaskT = TypeVar("TaskT", covariant=True)
+AssetT = TypeVar("AssetT", covariant=True)
+
+
+class ScopeOpener(ABC, Generic[TaskT, AssetT]):
+    """`task_store` and `asset_store` as the store and its blocking facade offer them: each
+    names its scope and opens it with `open_task` or `open_asset` (for a scope at hand)."""
+
+    def task_store(
+        self,
+        dag_id: str,
+        run_id: str,
+        task_id: str,
+        map_index: int = -1,
+        try_number: int | None = None,
+        *,
+        actor: str = "task",
+    ) -> TaskT:
+        """The store of one task instance, writing as try `try_number` of it (None: not
+        tracked, no fencing) and as `actor`."""
+        return self.open_task(TaskScope(dag_id, run_id, task_id, map_index), try_number, actor)
+
+    def asset_store(
+        self, name: str | None = None, uri: str | None = None, *, actor: str = "task"
+    ) -> AssetT:
+        """The store of one asset (at least one of `name` and `uri`), writing as `actor`."""
+        return self.open_asset(AssetScope(name, uri), actor)
+
+    @abstractmethod
+    def open_task(
+        self, scope: TaskScope, try_number: int | None = None, actor: str = "task"
+    ) -> TaskT: ...
+
+    @abstractmethod
+    def open_asset(self, scope: AssetScope, actor: str = "task") -> AssetT: ...
 
 
 class _Accessor:

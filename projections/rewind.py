@@ -146,17 +146,19 @@ async def rewind(
             {k: v[3] for k, v in current.items()},
             {k: msgspec.json.decode(t.json) for k, t in target.items()},
         )
+        # The plan is the result of a dry run; a rewind that appends adds its version and seq.
+        planned = RewindResult(
+            point=str(at),
+            rewound_to=position.seq,
+            version=version,
+            seq=None,
+            set=to_set,
+            deleted=to_delete,
+            diff=diff,
+            dry_run=dry_run,
+        )
         if dry_run or not ops:
-            return RewindResult(
-                point=str(at),
-                rewound_to=position.seq,
-                version=version,
-                seq=None,
-                set=to_set,
-                deleted=to_delete,
-                diff=diff,
-                dry_run=dry_run,
-            )
+            return planned
         try:
             result = await append(
                 AppendRequest(
@@ -171,15 +173,7 @@ async def rewind(
             if expected_version is not None:
                 raise
             continue  # another write landed since the plan: plan again
-        return RewindResult(
-            point=str(at),
-            rewound_to=position.seq,
-            version=result.version,
-            seq=result.seq,
-            set=to_set,
-            deleted=to_delete,
-            diff=diff,
-        )
+        return msgspec.structs.replace(planned, version=result.version, seq=result.seq)
     raise ConcurrencyError(scope, version, await _version(history))
 
 

@@ -36,15 +36,8 @@ __all__ = [
 
 def local_accessor(store: Store, scope: Scope, try_number: int | None, actor: str = ACTOR) -> Any:
     if isinstance(scope, TaskScope):
-        return store.task_store(
-            scope.dag_id,
-            scope.run_id,
-            scope.task_id,
-            scope.map_index,
-            try_number,
-            actor=actor,
-        )
-    return store.asset_store(scope.name, scope.uri, actor=actor)
+        return store.open_task(scope, try_number, actor)
+    return store.open_asset(scope, actor)
 
 
 def remote_accessor(
@@ -52,10 +45,8 @@ def remote_accessor(
 ) -> RemoteTaskStore | RemoteAssetStore:
     """Through a service the actor is the token's (`api:<its name>`), whatever the writer."""
     if isinstance(scope, TaskScope):
-        return remote.task_store(
-            scope.dag_id, scope.run_id, scope.task_id, scope.map_index, try_number
-        )
-    return remote.asset_store(scope.name, scope.uri)
+        return remote.open_task(scope, try_number)
+    return remote.open_asset(scope)
 
 
 async def read_value(target: Target, scope: Scope, key: str) -> str | None:
