@@ -44,7 +44,10 @@ async def async_session(session: AsyncSession | None) -> AsyncIterator[AsyncSess
 class Place:
     """Where a scope's rows live in Airflow's tables: a task instance's (by its DagRun's id) or
     an asset's (by its id). `None` ids: Airflow has no such asset, and the mirror is skipped.
-    `try_number`: the running try of the task instance, found with its DagRun."""
+    `try_number`: the running try of the task instance, found with its DagRun.
+
+    Its writes take a sync session; with an async one, `await session.run_sync(place.upsert,
+    ...)` runs the same code (SQLAlchemy's bridge for that)."""
 
     def __init__(
         self,
@@ -214,32 +217,6 @@ class Place:
         statement = self._delete_statement(None, all_map_indices)
         if statement is not None:
             session.execute(statement)
-
-    async def aupsert(
-        self,
-        session: AsyncSession,
-        key: str,
-        text: str | None,
-        writer: Writer,
-        expires_at: datetime | None,
-    ) -> None:
-        from airflow.utils.sqlalchemy import get_dialect_name
-
-        statement = self._upsert_statement(
-            get_dialect_name(session.sync_session), key, text, writer, aware(expires_at)
-        )
-        if statement is not None:
-            await session.execute(statement)
-
-    async def adelete(self, session: AsyncSession, key: str) -> None:
-        statement = self._delete_statement(key)
-        if statement is not None:
-            await session.execute(statement)
-
-    async def aclear(self, session: AsyncSession, all_map_indices: bool) -> None:
-        statement = self._delete_statement(None, all_map_indices)
-        if statement is not None:
-            await session.execute(statement)
 
 
 def dag_run_query(scope: TaskScope) -> Any:

@@ -133,38 +133,40 @@ async def get_key(call: Call) -> Response:
     return json_response(entry)
 
 
+def _stamps(
+    expected_version: int | None, idempotency_id: str | None, sensitive: bool | UnsetType
+) -> dict[str, Any]:
+    """What every write of a request carries besides its values, as the accessors take it."""
+    return {
+        "expected_version": expected_version,
+        "idempotency_id": idempotency_id,
+        "sensitive": _flag(sensitive),
+    }
+
+
+def _put_expiry(body: PutBody) -> dict[str, Any]:
+    """A task PUT's retention or expires_at (neither: the store's default retention)."""
+    expires_at = None if body.expires_at is UNSET else body.expires_at
+    if body.retention is UNSET:
+        return {"retention": None, "expires_at": expires_at}
+    if expires_at is not None:
+        raise HTTPProblem(422, "bad_retention", "pass retention or expires_at, not both")
+    return {"retention": _retention(body.retention), "expires_at": None}
+
+
 async def put_key(call: Call) -> Response:
     key = call.key()
     accessor = call.accessor()
     expected, idempotency = call.expected_version(), call.idempotency_id()
+    body: PutBody | AssetPutBody
+    expiry: dict[str, Any] = {}  # none for an asset: asset entries never expire
     if isinstance(accessor, TaskStore):
-        body: PutBody = await call.body(PutBody)
-        expires_at = None if body.expires_at is UNSET else body.expires_at
-        if body.retention is UNSET:
-            retention = None
-        elif expires_at is not None:
-            raise HTTPProblem(422, "bad_retention", "pass retention or expires_at, not both")
-        else:
-            retention = _retention(body.retention)
-        result = await accessor.set(
-            key,
-            body.value,
-            retention=retention,
-            expires_at=expires_at,
-            expected_version=expected,
-            idempotency_id=idempotency,
-            sensitive=_flag(body.sensitive),
-        )
+        body = task_body = await call.body(PutBody)
+        expiry = _put_expiry(task_body)
     else:
-        asset_body: AssetPutBody = await call.body(AssetPutBody)
-        result = await accessor.set(
-            key,
-            asset_body.value,
-            expected_version=expected,
-            idempotency_id=idempotency,
-            sensitive=_flag(asset_body.sensitive),
-        )
-    return _write_response(call, result)
+        body = await call.body(AssetPutBody)
+    stamps = _stamps(expected, idempotency, body.sensitive)
+    return _write_response(call, await accessor.set(key, body.value, **expiry, **stamps))
 
 
 async def patch_key(call: Call) -> Response:
@@ -184,25 +186,13 @@ async def patch_key(call: Call) -> Response:
         row = await call.store.read(scope, key)
         if row is None:
             raise await _not_found(call, key)
+        expiry: dict[str, Any] = {}
+        if isinstance(accessor, TaskStore):
+            expiry["retention"] = NEVER_EXPIRE if row.expires_at is None else None
+            expiry["expires_at"] = None if row.expires_at is None else from_micros(row.expires_at)
+        stamps = _stamps(version if expected is None else expected, idempotency, body.sensitive)
         try:
-            if isinstance(accessor, TaskStore):
-                result = await accessor.set(
-                    key,
-                    body.value,
-                    retention=NEVER_EXPIRE if row.expires_at is None else None,
-                    expires_at=None if row.expires_at is None else from_micros(row.expires_at),
-                    expected_version=version if expected is None else expected,
-                    idempotency_id=idempotency,
-                    sensitive=_flag(body.sensitive),
-                )
-            else:
-                result = await accessor.set(
-                    key,
-                    body.value,
-                    expected_version=version if expected is None else expected,
-                    idempotency_id=idempotency,
-                    sensitive=_flag(body.sensitive),
-                )
+            result = await accessor.set(key, body.value, **expiry, **stamps)
         except ConcurrencyError:
             if expected is not None:
                 raise
@@ -263,24 +253,15 @@ async def clear_scope(call: Call) -> Response:
 async def set_batch(call: Call) -> Response:
     accessor = call.accessor()
     expected, idempotency = call.expected_version(), call.idempotency_id()
+    body: BatchBody | AssetBatchBody
+    expiry: dict[str, Any] = {}
     if isinstance(accessor, TaskStore):
-        body: BatchBody = await call.body(BatchBody)
-        result = await accessor.set_many(
-            body.values,
-            retention=_retention(body.retention),
-            expected_version=expected,
-            idempotency_id=idempotency,
-            sensitive=_flag(body.sensitive),
-        )
+        body = batch = await call.body(BatchBody)
+        expiry["retention"] = _retention(batch.retention)
     else:
-        asset_body: AssetBatchBody = await call.body(AssetBatchBody)
-        result = await accessor.set_many(
-            asset_body.values,
-            expected_version=expected,
-            idempotency_id=idempotency,
-            sensitive=_flag(asset_body.sensitive),
-        )
-    return _write_response(call, result)
+        body = await call.body(AssetBatchBody)
+    stamps = _stamps(expected, idempotency, body.sensitive)
+    return _write_response(call, await accessor.set_many(body.values, **expiry, **stamps))
 
 
 async def erase_scope(call: Call) -> Response:
