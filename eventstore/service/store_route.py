@@ -41,18 +41,15 @@ from eventstore.service.operation import (
     unknown_scope,
 )
 from eventstore.service.params import (
-    ASSET_NAME_PREFIX,
-    ASSET_URI_PREFIX,
     AUTH_STATUSES,
     IDEMPOTENCY,
     IF_MATCH,
     KEY,
-    NAME_PARAMS,
-    TASK_PARAMS,
-    TASK_PREFIX,
+    SCOPE_KINDS,
     TRY,
-    URI_PARAMS,
     WRITE_STATUSES,
+    prefix_of,
+    scope_params,
     suffix_of,
 )
 from eventstore.service.responses import json_response
@@ -272,9 +269,8 @@ async def erase_scope(call: Call) -> Response:
     return _write_response(call, await call.store.erase(scope))
 
 
-def _store_operations(
-    prefix: str, kind: ScopeKind, scope_params: tuple[Param, ...]
-) -> list[Operation]:
+def _store_operations(kind: ScopeKind) -> list[Operation]:
+    prefix, scope = prefix_of(kind), scope_params(kind)
     what = "task instance" if kind == "task" else "asset"
     tag = "task store" if kind == "task" else "asset store"
     suffix = suffix_of(kind)
@@ -330,7 +326,7 @@ def _store_operations(
     # TaskPutBody is PutBody annotated with what its schema adds (retention or expires_at).
     put_body: Any = TaskPutBody if kind == "task" else AssetPutBody
     batch_body = BatchBody if kind == "task" else AssetBatchBody
-    one = (*scope_params, KEY)
+    one = (*scope, KEY)
     return [
         op(
             "GET",
@@ -339,7 +335,7 @@ def _store_operations(
             f"List the live keys of the {what}, ordered by key",
             list_keys,
             "read",
-            (*scope_params, *page_params),
+            (*scope, *page_params),
             AUTH_STATUSES,
         ),
         op(
@@ -349,7 +345,7 @@ def _store_operations(
             f"Remove every key of the {what}",
             clear_scope,
             "clear",
-            (*scope_params, *clear_params),
+            (*scope, *clear_params),
             WRITE_STATUSES,
         ),
         op(
@@ -359,7 +355,7 @@ def _store_operations(
             f"Set several keys of the {what} in one atomic step",
             set_batch,
             "write",
-            (*scope_params, *write_params),
+            (*scope, *write_params),
             WRITE_STATUSES,
             batch_body,
         ),
@@ -371,7 +367,7 @@ def _store_operations(
             "history keeps the metadata, every earlier value reads as erased",
             erase_scope,
             "erase",
-            scope_params,
+            scope,
             AUTH_STATUSES,
         ),
         op("GET", item, "get", "Read one key", get_key, "read", one, AUTH_STATUSES),
@@ -411,7 +407,5 @@ def _store_operations(
 
 
 STORE_OPERATIONS: list[Operation] = [
-    *_store_operations(TASK_PREFIX, "task", TASK_PARAMS),
-    *_store_operations(ASSET_NAME_PREFIX, "asset_name", NAME_PARAMS),
-    *_store_operations(ASSET_URI_PREFIX, "asset_uri", URI_PARAMS),
+    operation for kind in SCOPE_KINDS for operation in _store_operations(kind)
 ]
