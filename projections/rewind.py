@@ -20,8 +20,6 @@ global position the point resolved to, so history shows a rewind and not a task 
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
-from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
 import msgspec
@@ -31,7 +29,7 @@ from eventstore.log.config import NEVER_EXPIRE
 from eventstore.log.envelope import ERASED, is_sensitive, stored_value
 from eventstore.log.errors import ConcurrencyError, HistoryCompactedError
 from eventstore.log.events import KeySet, decode_event, from_micros, to_micros
-from eventstore.log.requests import AppendRequest, AppendResult, DeleteOp, Op, SetOp
+from eventstore.log.requests import AppendRequest, DeleteOp, Op, SetOp
 from eventstore.log.scopes import scope_key
 from projections.diff import Diff, diff_states
 from projections.points import At
@@ -41,8 +39,6 @@ if TYPE_CHECKING:
     from projections.history import History
 
 __all__ = ["RewindResult", "rewind"]
-
-Append = Callable[[AppendRequest], Awaitable[AppendResult]]
 
 # A rewind that keeps losing the race against the scope's writers (each lost race is a write
 # that landed) gives up after this many plans with ConcurrencyError.
@@ -78,17 +74,17 @@ async def rewind(
     history: History,
     at: At,
     *,
-    append: Append,
-    now: Callable[[], datetime],
     try_number: int | None = None,
     actor: str = "system",
     expected_version: int | None = None,
     dry_run: bool = False,
 ) -> RewindResult:
-    """Append the sets and deletes that make `history.scope`'s current values its state at `at`.
+    """Append, in one transaction, the sets and deletes that make the current values equal
+    `state(at)`; `dry_run=True` plans and writes nothing. `History.rewind` is this function.
 
     See the module's docstring. Fencing is that of any write with `try_number`.
     """
+    append, now = history.write_path()
     backend = history.backend
     scope = history.scope
     skey = scope_key(scope)
