@@ -18,7 +18,6 @@ from eventstore.client.transport import (
     decode_error,
     error_of,
     new_idempotency_id,
-    scope_path,
     segment,
 )
 from eventstore.log.config import NeverExpire
@@ -61,31 +60,9 @@ class _RemoteAccessor:
         self.remote = remote
         self.scope = scope
         self.try_number = try_number
-        self._prefix, self._query = scope_path(scope)
 
     def __repr__(self) -> str:
         return f"<{type(self).__name__} {self.scope}>"
-
-    async def _call(
-        self,
-        method: str,
-        path: str,
-        *,
-        query: Mapping[str, str] | None = None,
-        body: bytes | None = None,
-        headers: Mapping[str, str] | None = None,
-        ok: frozenset[int] = frozenset({200}),
-    ) -> tuple[int, bytes]:
-        merged = {**self._query, **(query or {})}
-        return await self.remote.request(
-            method,
-            self._prefix + path,
-            query=merged,
-            body=body,
-            headers=headers,
-            scope=self.scope,
-            ok=ok,
-        )
 
     async def _write(
         self,
@@ -101,7 +78,9 @@ class _RemoteAccessor:
             headers["Tasktrail-Try"] = str(self.try_number)
         if expected_version is not None:
             headers["If-Match"] = f'"{expected_version}"'
-        _, content = await self._call(method, path, query=query, body=body, headers=headers)
+        _, content = await self.remote.request(
+            method, path, query=query, body=body, headers=headers, scope=self.scope
+        )
         return _decode_result(content)
 
     async def _set(self, request: SetRequest) -> AppendResult:
@@ -139,7 +118,9 @@ class _RemoteAccessor:
         """The key's live entry (its JSON value as sent back, when it was set, when it expires),
         or None if it is absent or expired."""
         path = "/store/" + segment(check_key(key))
-        status, content = await self._call("GET", path, ok=frozenset({200, 404}))
+        status, content = await self.remote.request(
+            "GET", path, scope=self.scope, ok=frozenset({200, 404})
+        )
         if status == 404:
             reason = decode_error(content).reason
             if reason in ("unknown_key", "unknown_scope"):
@@ -152,7 +133,7 @@ class _RemoteAccessor:
         result: dict[str, Any] = {}
         query = {"limit": "1000"}
         while True:
-            _, content = await self._call("GET", "/store", query=query)
+            _, content = await self.remote.request("GET", "/store", query=query, scope=self.scope)
             page = _decode_page(content)
             for entry in page.items:
                 result[entry.key] = decode_value(entry.value)
@@ -161,7 +142,8 @@ class _RemoteAccessor:
             query = {"limit": "1000", "after": page.next}
 
     async def version(self) -> int:
-        _, content = await self._call("GET", "/store", query={"limit": "0"})
+        query = {"limit": "0"}
+        _, content = await self.remote.request("GET", "/store", query=query, scope=self.scope)
         return _decode_page(content).version
 
     async def patch(

@@ -7,7 +7,7 @@ from typing import Any, TypeVar
 
 import msgspec
 
-from eventstore.client.transport import Transport, decode_error, error_of, scope_path, segment
+from eventstore.client.transport import Transport, decode_error, error_of, segment
 from eventstore.log.errors import NoSuchPointError
 from eventstore.log.events import RecordedEvent
 from eventstore.log.scopes import Scope
@@ -58,7 +58,6 @@ class RemoteHistory(EventsReader):
     def __init__(self, remote: Transport, scope: Scope) -> None:
         self.remote = remote
         self.scope = scope
-        self._prefix, self._query = scope_path(scope)
 
     def __repr__(self) -> str:
         return f"<RemoteHistory of {self.scope}>"
@@ -67,8 +66,8 @@ class RemoteHistory(EventsReader):
         """The answer, or None if nothing was ever written to the scope."""
         status, content = await self.remote.request(
             "GET",
-            self._prefix + path,
-            query={**self._query, **query},
+            path,
+            query=query,
             scope=self.scope,
             ok=frozenset({200, 404}),
         )
@@ -154,8 +153,7 @@ class RemoteHistory(EventsReader):
             headers["If-Match"] = f'"{expected_version}"'
         _, content = await self.remote.request(
             "POST",
-            self._prefix + "/store:rewind",
-            query=self._query,
+            "/store:rewind",
             body=msgspec.json.encode(body),
             headers=headers,
             scope=self.scope,
