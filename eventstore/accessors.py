@@ -8,18 +8,15 @@ values, retention and expiry, the expected version and the idempotency id.
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from collections.abc import Mapping
-from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any, Final, Generic, TypeVar
 
 import anyio.lowlevel
 
-from eventstore.log.config import NeverExpire
 from eventstore.log.envelope import ERASED
 from eventstore.log.requests import AppendRequest, AppendResult, ClearOp, DeleteOp, Op, SetOp
 from eventstore.log.scopes import AssetScope, Scope, TaskScope
 from eventstore.log.values import check_key, check_label, encode_value
-from eventstore.writes import AssetWrites, SetRequest, Stamps, TaskWrites, set_request, stamps
+from eventstore.writes import AssetWrites, SetRequest, Stamps, TaskWrites
 
 if TYPE_CHECKING:
     from eventstore.store import Store
@@ -136,20 +133,6 @@ class TaskStore(_Accessor, TaskWrites):
     """The store of one task instance, as one try of it sees it."""
 
     scope: TaskScope
-
-    async def set_many(
-        self,
-        values: Mapping[str, object],
-        *,
-        retention: timedelta | NeverExpire | None = None,
-        expires_at: datetime | None = None,
-        expected_version: int | None = None,
-        idempotency_id: str | None = None,
-        sensitive: bool | None = None,
-    ) -> AppendResult:
-        """Store several keys in one atomic step, one version each."""
-        stamped = stamps(expected_version, idempotency_id)
-        return await self._set(set_request(values, retention, expires_at, sensitive, stamped))
 
 
 class AssetStore(_Accessor, AssetWrites):

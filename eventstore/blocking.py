@@ -9,7 +9,6 @@ from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
 from functools import partial
-from types import TracebackType
 from typing import Any, Generic, Protocol, TypeVar
 
 from anyio.from_thread import BlockingPortal
@@ -57,12 +56,7 @@ class BlockingStore(ScopeOpener["BlockingAccessor[TaskStore]", "BlockingAccessor
     def __enter__(self) -> BlockingStore:
         return self
 
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
+    def __exit__(self, *exc_info: object) -> None:
         self.close()
 
     def close(self) -> None:

@@ -106,8 +106,7 @@ class _Writes(ABC):
 
 
 class TaskWrites(_Writes):
-    """The writes of one task instance's store (set_many is each face's: the service's batch
-    takes a retention only)."""
+    """The writes of one task instance's store."""
 
     async def set(
         self,
@@ -131,6 +130,20 @@ class TaskWrites(_Writes):
         values = {check_key(key): value}
         stamped = stamps(expected_version, idempotency_id)
         return await self._set(set_request(values, retention, expires_at, sensitive, stamped, True))
+
+    async def set_many(
+        self,
+        values: Mapping[str, object],
+        *,
+        retention: timedelta | NeverExpire | None = None,
+        expires_at: datetime | None = None,
+        expected_version: int | None = None,
+        idempotency_id: str | None = None,
+        sensitive: bool | None = None,
+    ) -> AppendResult:
+        """Store several keys in one atomic step, one version each."""
+        stamped = stamps(expected_version, idempotency_id)
+        return await self._set(set_request(values, retention, expires_at, sensitive, stamped))
 
     async def clear(
         self,

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager, contextmanager
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
@@ -41,6 +42,7 @@ async def async_session(session: AsyncSession | None) -> AsyncIterator[AsyncSess
         yield opened
 
 
+@dataclass
 class Place:
     """Where a scope's rows live in Airflow's tables: a task instance's (by its DagRun's id) or
     an asset's (by its id). `None` ids: Airflow has no such asset, and the mirror is skipped.
@@ -49,17 +51,10 @@ class Place:
     Its writes take a sync session; with an async one, `await session.run_sync(place.upsert,
     ...)` runs the same code (SQLAlchemy's bridge for that)."""
 
-    def __init__(
-        self,
-        task: TaskScope | None,
-        dag_run_id: int | None,
-        asset_id: int | None,
-        try_number: int | None = None,
-    ) -> None:
-        self.task = task
-        self.dag_run_id = dag_run_id
-        self.asset_id = asset_id
-        self.try_number = try_number
+    task: TaskScope | None
+    dag_run_id: int | None
+    asset_id: int | None
+    try_number: int | None = None
 
     @classmethod
     def find(

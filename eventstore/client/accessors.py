@@ -24,7 +24,7 @@ from eventstore.log.config import NeverExpire
 from eventstore.log.scopes import AssetScope, Scope, TaskScope
 from eventstore.log.values import check_key, decode_value, encode_value
 from eventstore.store import AppendResult
-from eventstore.writes import AssetWrites, SetRequest, Stamps, TaskWrites, set_request, stamps
+from eventstore.writes import AssetWrites, SetRequest, Stamps, TaskWrites, stamps
 
 __all__ = ["RemoteAssetStore", "RemoteEntry", "RemoteTaskStore"]
 
@@ -96,8 +96,7 @@ class _RemoteAccessor:
             _encode(check_key(key)) + b":" + encode_value(key, value, 0)
             for key, value in request.values.items()
         ]
-        body = b'{"values":{' + b",".join(parts) + b"}"
-        body += b',"retention":' + _retention(request.retention) if task else b""
+        body = b'{"values":{' + b",".join(parts) + b"}" + (_expiry(request) if task else b"")
         return await self._write("POST", "/store:batch", body + closing, request.stamps)
 
     async def _delete(self, key: str, stamped: Stamps) -> AppendResult:
@@ -174,7 +173,7 @@ def _closing(sensitive: bool | None) -> bytes:
 
 
 def _expiry(request: SetRequest) -> bytes:
-    """A task PUT's expiry members: `expires_at` (the instant, in UTC) or the retention."""
+    """A task write's expiry members: `expires_at` (the instant, in UTC) or the retention."""
     if request.expires_at is None:
         return b',"retention":' + _retention(request.retention)
     return b',"expires_at":' + _encode(request.expires_at)
@@ -192,19 +191,6 @@ class RemoteTaskStore(_RemoteAccessor, TaskWrites):
     """A task instance's store through the service: the embedded TaskStore's methods."""
 
     scope: TaskScope
-
-    async def set_many(
-        self,
-        values: Mapping[str, object],
-        *,
-        retention: timedelta | NeverExpire | None = None,
-        expected_version: int | None = None,
-        idempotency_id: str | None = None,
-        sensitive: bool | None = None,
-    ) -> AppendResult:
-        """Store several keys in one atomic step, one version each."""
-        stamped = stamps(expected_version, idempotency_id)
-        return await self._set(set_request(values, retention, None, sensitive, stamped))
 
 
 class RemoteAssetStore(_RemoteAccessor, AssetWrites):

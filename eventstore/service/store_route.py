@@ -28,6 +28,7 @@ from eventstore.service.models import (
     KeyList,
     PatchBody,
     PutBody,
+    TaskBatchBody,
     TaskPutBody,
     WriteResult,
 )
@@ -141,8 +142,8 @@ def _stamps(
     }
 
 
-def _put_expiry(body: PutBody) -> dict[str, Any]:
-    """A task PUT's retention or expires_at (neither: the store's default retention)."""
+def _expiry(body: PutBody | BatchBody) -> dict[str, Any]:
+    """A task write's retention or expires_at (neither: the store's default retention)."""
     expires_at = None if body.expires_at is UNSET else body.expires_at
     if body.retention is UNSET:
         return {"retention": None, "expires_at": expires_at}
@@ -159,7 +160,7 @@ async def put_key(call: Call) -> Response:
     expiry: dict[str, Any] = {}  # none for an asset: asset entries never expire
     if isinstance(accessor, TaskStore):
         body = task_body = await call.body(PutBody)
-        expiry = _put_expiry(task_body)
+        expiry = _expiry(task_body)
     else:
         body = await call.body(AssetPutBody)
     stamps = _stamps(expected, idempotency, body.sensitive)
@@ -254,7 +255,7 @@ async def set_batch(call: Call) -> Response:
     expiry: dict[str, Any] = {}
     if isinstance(accessor, TaskStore):
         body = batch = await call.body(BatchBody)
-        expiry["retention"] = _retention(batch.retention)
+        expiry = _expiry(batch)
     else:
         body = await call.body(AssetBatchBody)
     stamps = _stamps(expected, idempotency, body.sensitive)
@@ -323,9 +324,10 @@ def _store_operations(kind: ScopeKind) -> list[Operation]:
         ),
         Param("after", "query", {"type": "string"}, "the `next` of the previous page"),
     )
-    # TaskPutBody is PutBody annotated with what its schema adds (retention or expires_at).
+    # TaskPutBody and TaskBatchBody are annotated with what their schemas add (retention or
+    # expires_at).
     put_body: Any = TaskPutBody if kind == "task" else AssetPutBody
-    batch_body = BatchBody if kind == "task" else AssetBatchBody
+    batch_body: Any = TaskBatchBody if kind == "task" else AssetBatchBody
     one = (*scope, KEY)
     return [
         op(
