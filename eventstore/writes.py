@@ -65,7 +65,8 @@ def set_request(
     retention: timedelta | NeverExpire | None,
     expires_at: datetime | None,
     sensitive: bool | None,
-    stamped: Stamps,
+    expected_version: int | None,
+    idempotency_id: str | None,
     one: bool = False,
 ) -> SetRequest:
     if not isinstance(values, Mapping):
@@ -81,6 +82,7 @@ def set_request(
             raise ExpiryValueError(expires_at) from None
     check_retention(retention)
     flag = None if sensitive is None else bool(sensitive)
+    stamped = stamps(expected_version, idempotency_id)
     return SetRequest(values, retention, expires_at, flag, stamped, one)
 
 
@@ -128,8 +130,11 @@ class TaskWrites(_Writes):
         clears it (an event history shows). Deleting or clearing the key ends it.
         """
         values = {check_key(key): value}
-        stamped = stamps(expected_version, idempotency_id)
-        return await self._set(set_request(values, retention, expires_at, sensitive, stamped, True))
+        return await self._set(
+            set_request(
+                values, retention, expires_at, sensitive, expected_version, idempotency_id, True
+            )
+        )
 
     async def set_many(
         self,
@@ -142,8 +147,9 @@ class TaskWrites(_Writes):
         sensitive: bool | None = None,
     ) -> AppendResult:
         """Store several keys in one atomic step, one version each."""
-        stamped = stamps(expected_version, idempotency_id)
-        return await self._set(set_request(values, retention, expires_at, sensitive, stamped))
+        return await self._set(
+            set_request(values, retention, expires_at, sensitive, expected_version, idempotency_id)
+        )
 
     async def clear(
         self,
@@ -172,8 +178,10 @@ class AssetWrites(_Writes):
         sensitive: bool | None = None,
     ) -> AppendResult:
         values = {check_key(key): value}
-        stamped = stamps(expected_version, idempotency_id)
-        return await self._set(set_request(values, NEVER, None, sensitive, stamped, True))
+        request = set_request(
+            values, NEVER, None, sensitive, expected_version, idempotency_id, True
+        )
+        return await self._set(request)
 
     async def set_many(
         self,
@@ -183,8 +191,8 @@ class AssetWrites(_Writes):
         idempotency_id: str | None = None,
         sensitive: bool | None = None,
     ) -> AppendResult:
-        stamped = stamps(expected_version, idempotency_id)
-        return await self._set(set_request(values, NEVER, None, sensitive, stamped))
+        request = set_request(values, NEVER, None, sensitive, expected_version, idempotency_id)
+        return await self._set(request)
 
     async def clear(
         self, *, expected_version: int | None = None, idempotency_id: str | None = None

@@ -54,7 +54,7 @@ from eventstore.service.params import (
     suffix_of,
 )
 from eventstore.service.responses import json_response
-from eventstore.store import AppendResult, CurrentRow, TaskStore
+from eventstore.store import AppendResult, AssetStore, CurrentRow, TaskStore
 
 __all__ = ["STORE_OPERATIONS"]
 
@@ -152,19 +152,28 @@ def _expiry(body: PutBody | BatchBody) -> dict[str, Any]:
     return {"retention": _retention(body.retention), "expires_at": None}
 
 
-async def put_key(call: Call) -> Response:
-    key = call.key()
+async def _write_body(
+    call: Call,
+    task_kind: type[PutBody | BatchBody],
+    asset_kind: type[AssetPutBody | AssetBatchBody],
+) -> tuple[TaskStore | AssetStore, Any, dict[str, Any]]:
+    """A set's accessor, its body, and what the accessor takes beside the values: the expiry
+    (a task's; asset entries never expire) and the stamps."""
     accessor = call.accessor()
     expected, idempotency = call.expected_version(), call.idempotency_id()
-    body: PutBody | AssetPutBody
-    expiry: dict[str, Any] = {}  # none for an asset: asset entries never expire
+    options: dict[str, Any] = {}
     if isinstance(accessor, TaskStore):
-        body = task_body = await call.body(PutBody)
-        expiry = _expiry(task_body)
+        body: Any = await call.body(task_kind)
+        options = _expiry(body)
     else:
-        body = await call.body(AssetPutBody)
-    stamps = _stamps(expected, idempotency, body.sensitive)
-    return _write_response(call, await accessor.set(key, body.value, **expiry, **stamps))
+        body = await call.body(asset_kind)
+    return accessor, body, {**options, **_stamps(expected, idempotency, body.sensitive)}
+
+
+async def put_key(call: Call) -> Response:
+    key = call.key()
+    accessor, body, options = await _write_body(call, PutBody, AssetPutBody)
+    return _write_response(call, await accessor.set(key, body.value, **options))
 
 
 async def patch_key(call: Call) -> Response:
@@ -249,17 +258,8 @@ async def clear_scope(call: Call) -> Response:
 
 
 async def set_batch(call: Call) -> Response:
-    accessor = call.accessor()
-    expected, idempotency = call.expected_version(), call.idempotency_id()
-    body: BatchBody | AssetBatchBody
-    expiry: dict[str, Any] = {}
-    if isinstance(accessor, TaskStore):
-        body = batch = await call.body(BatchBody)
-        expiry = _expiry(batch)
-    else:
-        body = await call.body(AssetBatchBody)
-    stamps = _stamps(expected, idempotency, body.sensitive)
-    return _write_response(call, await accessor.set_many(body.values, **expiry, **stamps))
+    accessor, body, options = await _write_body(call, BatchBody, AssetBatchBody)
+    return _write_response(call, await accessor.set_many(body.values, **options))
 
 
 async def erase_scope(call: Call) -> Response:
