@@ -136,12 +136,6 @@ async def rewind(
                     rewound_to=position.seq,
                 )
             )
-        to_delete = sorted(k for k in current if k not in target)
-        ops += [DeleteOp(k, rewound_to=position.seq) for k in to_delete]
-        diff = diff_states(
-            {k: v[3] for k, v in current.items()},
-            {k: msgspec.json.decode(t.json) for k, t in target.items()},
-        )
         # The plan is the result of a dry run; a rewind that appends adds its version and seq.
         planned = RewindResult(
             point=str(at),
@@ -149,10 +143,14 @@ async def rewind(
             version=version,
             seq=None,
             set=to_set,
-            deleted=to_delete,
-            diff=diff,
+            deleted=sorted(k for k in current if k not in target),
+            diff=diff_states(
+                {k: v[3] for k, v in current.items()},
+                {k: msgspec.json.decode(t.json) for k, t in target.items()},
+            ),
             dry_run=dry_run,
         )
+        ops += [DeleteOp(k, rewound_to=position.seq) for k in planned.deleted]
         if dry_run or not ops:
             return planned
         try:
