@@ -9,16 +9,16 @@ from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
 from functools import partial
-from types import TracebackType
 from typing import Any, Generic, Protocol, TypeVar
 
 from anyio.from_thread import BlockingPortal
 
+from eventstore.accessors import ScopeOpener
 from eventstore.bridge import Bridge
 from eventstore.log.config import Clock, StoreConfig
 from eventstore.log.events import RecordedEvent
 from eventstore.log.requests import AppendResult
-from eventstore.log.scopes import Scope
+from eventstore.log.scopes import AssetScope, Scope, TaskScope
 from eventstore.store import AssetStore, Store, TaskStore, open_store
 from projections.compaction import CompactionReport
 from projections.history import Diff, History
@@ -46,7 +46,7 @@ def open_blocking_store(
     return BlockingStore(bridge, store)
 
 
-class BlockingStore:
+class BlockingStore(ScopeOpener["BlockingAccessor[TaskStore]", "BlockingAccessor[AssetStore]"]):
     """The store as plain calls, run on an event loop in a thread of its own."""
 
     def __init__(self, bridge: Bridge, store: Store) -> None:
@@ -56,37 +56,20 @@ class BlockingStore:
     def __enter__(self) -> BlockingStore:
         return self
 
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
+    def __exit__(self, *exc_info: object) -> None:
         self.close()
 
     def close(self) -> None:
         """Commit what is queued, close the store and stop its thread; idempotent."""
         self._bridge.close()
 
-    def task_store(
-        self,
-        dag_id: str,
-        run_id: str,
-        task_id: str,
-        map_index: int = -1,
-        try_number: int | None = None,
-        *,
-        actor: str = "task",
+    def open_task(
+        self, scope: TaskScope, try_number: int | None = None, actor: str = "task"
     ) -> BlockingAccessor[TaskStore]:
-        accessor = self.store.task_store(
-            dag_id, run_id, task_id, map_index, try_number, actor=actor
-        )
-        return BlockingAccessor(self._bridge.portal, accessor)
+        return BlockingAccessor(self._bridge.portal, self.store.open_task(scope, try_number, actor))
 
-    def asset_store(
-        self, name: str | None = None, uri: str | None = None, *, actor: str = "task"
-    ) -> BlockingAccessor[AssetStore]:
-        return BlockingAccessor(self._bridge.portal, self.store.asset_store(name, uri, actor=actor))
+    def open_asset(self, scope: AssetScope, actor: str = "task") -> BlockingAccessor[AssetStore]:
+        return BlockingAccessor(self._bridge.portal, self.store.open_asset(scope, actor))
 
     def history(self, scope: Scope) -> BlockingHistory[History]:
         return BlockingHistory(self._bridge.portal, self.store.history(scope))

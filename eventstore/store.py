@@ -20,7 +20,7 @@ import msgspec
 from anyio.abc import AsyncResource
 
 from eventstore._opening import Opening
-from eventstore.accessors import AssetStore, TaskStore
+from eventstore.accessors import AssetStore, ScopeOpener, TaskStore
 from eventstore.log.archive import open_archive
 from eventstore.log.backends import open_backend
 from eventstore.log.backends.base import LogBackend
@@ -94,7 +94,7 @@ async def _open_store(url: str | None, config: StoreConfig | None, clock: Clock 
     return Store(backend, config, clock or system_clock, vault)
 
 
-class Store(AsyncResource):
+class Store(AsyncResource, ScopeOpener[TaskStore, AssetStore]):
     """One open store. Make accessors with `task_store` and `asset_store`.
 
     Close it with `aclose()` (or use it in `async with`), from any task.
@@ -126,22 +126,13 @@ class Store(AsyncResource):
             raise ValueError(f"the store's clock returned a naive datetime {now!r}; return UTC")
         return now
 
-    def task_store(
-        self,
-        dag_id: str,
-        run_id: str,
-        task_id: str,
-        map_index: int = -1,
-        try_number: int | None = None,
-        *,
-        actor: str = "task",
+    def open_task(
+        self, scope: TaskScope, try_number: int | None = None, actor: str = "task"
     ) -> TaskStore:
-        return TaskStore(self, TaskScope(dag_id, run_id, task_id, map_index), try_number, actor)
+        return TaskStore(self, scope, try_number, actor)
 
-    def asset_store(
-        self, name: str | None = None, uri: str | None = None, *, actor: str = "task"
-    ) -> AssetStore:
-        return AssetStore(self, AssetScope(name, uri), None, actor)
+    def open_asset(self, scope: AssetScope, actor: str = "task") -> AssetStore:
+        return AssetStore(self, scope, None, actor)
 
     def _check_writable(self) -> None:
         if self._closed:

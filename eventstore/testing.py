@@ -98,15 +98,7 @@ class TaskTries:
     def next(self) -> TaskStore:
         """The accessor of the next try of the task, stamped with its try number."""
         self.try_number += 1
-        scope = self.scope
-        return self.store.task_store(
-            scope.dag_id,
-            scope.run_id,
-            scope.task_id,
-            scope.map_index,
-            try_number=self.try_number,
-            actor=self.actor,
-        )
+        return self.store.open_task(self.scope, self.try_number, self.actor)
 
     def history(self) -> History:
         """The task instance's history: `state(At.end_of_try(1))`, `diff(...)`, `tries()`."""

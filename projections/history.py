@@ -50,8 +50,6 @@ The parts: `projections.scope_reads` (the scope's reads, where a point lands), `
 
 from __future__ import annotations
 
-from collections.abc import Iterable
-from datetime import datetime
 from typing import Any
 
 import msgspec
@@ -59,19 +57,20 @@ import msgspec
 from eventstore.log.backends.rows import EventFilter, EventRow
 from eventstore.log.envelope import ERASED, MASKED
 from eventstore.log.errors import HistoryCompactedError
-from eventstore.log.events import EVENT_KINDS, KeySet, RecordedEvent, decode_event, to_micros
+from eventstore.log.events import KeySet, RecordedEvent, decode_event, to_micros
 from eventstore.log.recorded import recorded_event
 from projections.diff import Diff, diff_states, masked
+from projections.events_query import EventQuery, EventsReader, check_limit
 from projections.horizon import HorizonReader
 from projections.points import At
-from projections.rewind import RewindResult, rewind
+from projections.rewind import rewind
 from projections.scope_reads import Position
 from projections.tries import TrySummary
 
 __all__ = ["Diff", "History", "Position", "TrySummary", "diff_states"]
 
 
-class History(HorizonReader):
+class History(HorizonReader, EventsReader):
     """The history of one scope, read from the log. Get one with `store.history(scope)`."""
 
     def __repr__(self) -> str:
@@ -80,48 +79,13 @@ class History(HorizonReader):
     # States and diffs hold ERASED (eventstore.ERASED) for a value erased with its scope;
     # events and timelines carry value None and erased=True.
 
-    async def events(
-        self,
-        key: str | None = None,
-        kinds: Iterable[str] | None = None,
-        try_number: int | None = None,
-        since: datetime | None = None,
-        until: datetime | None = None,
-        after_seq: int | None = None,
-        limit: int | None = None,
-        *,
-        mask: bool = False,
-    ) -> list[RecordedEvent]:
-        """The scope's events, oldest first, filtered; page with `after_seq` and `limit`.
-
-        mask: a value written with sensitive=True reads as None (the event says sensitive=True),
-        for faces showing history to readers who may not see it.
-        """
-        kind_set = None
-        if kinds is not None:
-            kind_set = frozenset([kinds] if isinstance(kinds, str) else kinds)
-            unknown = sorted(kind_set - set(EVENT_KINDS))
-            if unknown:
-                raise ValueError(f"unknown event kinds {unknown}; use some of {list(EVENT_KINDS)}")
-        _check_limit(limit)
-        since_us = None if since is None else to_micros(_aware("since", since))
-        until_us = None if until is None else to_micros(_aware("until", until))
+    async def _events(self, query: EventQuery) -> list[RecordedEvent]:
         scope_id = await self._id()
         if scope_id is None:
             return []
-        rows = await self._reads.select_events(
-            scope_id,
-            EventFilter(
-                key=key,
-                kinds=kind_set,
-                try_number=try_number,
-                since=since_us,
-                until=until_us,
-                after_seq=after_seq,
-                limit=limit,
-            ),
+        return await self._recorded(
+            scope_id, await self._reads.select_events(scope_id, query.where())
         )
-        return await self._recorded(scope_id, rows, mask)
 
     async def _recorded(
         self, scope_id: int, rows: list[EventRow], mask: bool = False
@@ -149,7 +113,7 @@ class History(HorizonReader):
     ) -> list[RecordedEvent]:
         """Every event of one key, oldest first (sets and deletes; clears are in `events`);
         page with `after_seq` and `limit`."""
-        _check_limit(limit)
+        check_limit(limit)
         scope_id = await self._id()
         if scope_id is None:
             return []
@@ -248,37 +212,5 @@ class History(HorizonReader):
             },
         )
 
-    async def rewind(
-        self,
-        at: At,
-        *,
-        try_number: int | None = None,
-        actor: str = "system",
-        expected_version: int | None = None,
-        dry_run: bool = False,
-    ) -> RewindResult:
-        """Append, in one transaction, the sets and deletes that make the current values equal
-        `state(at)`; see `projections.rewind`. `dry_run=True` plans and writes nothing."""
-        if self._append is None or self._clock is None:
-            raise TypeError("this History cannot write; get one from store.history(scope)")
-        return await rewind(
-            self,
-            at,
-            append=self._append,
-            now=self._clock,
-            try_number=try_number,
-            actor=actor,
-            expected_version=expected_version,
-            dry_run=dry_run,
-        )
-
-
-def _aware(name: str, moment: datetime) -> datetime:
-    if not isinstance(moment, datetime) or moment.tzinfo is None:
-        raise TypeError(f"{name} must be an aware datetime (e.g. in UTC), got {moment!r}")
-    return moment
-
-
-def _check_limit(limit: int | None) -> None:
-    if limit is not None and (type(limit) is not int or limit < 0):
-        raise ValueError(f"limit must be an int >= 0 or None, got {limit!r}")
+    # History.rewind is projections.rewind.rewind, with this history as its first argument.
+    rewind = rewind

@@ -20,8 +20,6 @@ global position the point resolved to, so history shows a rewind and not a task 
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
-from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
 import msgspec
@@ -31,7 +29,7 @@ from eventstore.log.config import NEVER_EXPIRE
 from eventstore.log.envelope import ERASED, is_sensitive, stored_value
 from eventstore.log.errors import ConcurrencyError, HistoryCompactedError
 from eventstore.log.events import KeySet, decode_event, from_micros, to_micros
-from eventstore.log.requests import AppendRequest, AppendResult, DeleteOp, Op, SetOp
+from eventstore.log.requests import AppendRequest, DeleteOp, Op, SetOp
 from eventstore.log.scopes import scope_key
 from projections.diff import Diff, diff_states
 from projections.points import At
@@ -41,8 +39,6 @@ if TYPE_CHECKING:
     from projections.history import History
 
 __all__ = ["RewindResult", "rewind"]
-
-Append = Callable[[AppendRequest], Awaitable[AppendResult]]
 
 # A rewind that keeps losing the race against the scope's writers (each lost race is a write
 # that landed) gives up after this many plans with ConcurrencyError.
@@ -78,17 +74,17 @@ async def rewind(
     history: History,
     at: At,
     *,
-    append: Append,
-    now: Callable[[], datetime],
     try_number: int | None = None,
     actor: str = "system",
     expected_version: int | None = None,
     dry_run: bool = False,
 ) -> RewindResult:
-    """Append the sets and deletes that make `history.scope`'s current values its state at `at`.
+    """Append, in one transaction, the sets and deletes that make the current values equal
+    `state(at)`; `dry_run=True` plans and writes nothing. `History.rewind` is this function.
 
     See the module's docstring. Fencing is that of any write with `try_number`.
     """
+    append, now = history.write_path()
     backend = history.backend
     scope = history.scope
     skey = scope_key(scope)
@@ -140,23 +136,23 @@ async def rewind(
                     rewound_to=position.seq,
                 )
             )
-        to_delete = sorted(k for k in current if k not in target)
-        ops += [DeleteOp(k, rewound_to=position.seq) for k in to_delete]
-        diff = diff_states(
-            {k: v[3] for k, v in current.items()},
-            {k: msgspec.json.decode(t.json) for k, t in target.items()},
+        # The plan is the result of a dry run; a rewind that appends adds its version and seq.
+        planned = RewindResult(
+            point=str(at),
+            rewound_to=position.seq,
+            version=version,
+            seq=None,
+            set=to_set,
+            deleted=sorted(k for k in current if k not in target),
+            diff=diff_states(
+                {k: v[3] for k, v in current.items()},
+                {k: msgspec.json.decode(t.json) for k, t in target.items()},
+            ),
+            dry_run=dry_run,
         )
+        ops += [DeleteOp(k, rewound_to=position.seq) for k in planned.deleted]
         if dry_run or not ops:
-            return RewindResult(
-                point=str(at),
-                rewound_to=position.seq,
-                version=version,
-                seq=None,
-                set=to_set,
-                deleted=to_delete,
-                diff=diff,
-                dry_run=dry_run,
-            )
+            return planned
         try:
             result = await append(
                 AppendRequest(
@@ -171,15 +167,7 @@ async def rewind(
             if expected_version is not None:
                 raise
             continue  # another write landed since the plan: plan again
-        return RewindResult(
-            point=str(at),
-            rewound_to=position.seq,
-            version=result.version,
-            seq=result.seq,
-            set=to_set,
-            deleted=to_delete,
-            diff=diff,
-        )
+        return msgspec.structs.replace(planned, version=result.version, seq=result.seq)
     raise ConcurrencyError(scope, version, await _version(history))
 
 

@@ -69,6 +69,15 @@ class ScopeReader:
         self.vault = vault or Vault()
         self._scope_id: int | None = None
 
+    def write_path(
+        self,
+    ) -> tuple[Callable[[AppendRequest], Awaitable[AppendResult]], Callable[[], datetime]]:
+        """The store's write path and clock, for rewind; a history made without them cannot
+        write."""
+        if self._append is None or self._clock is None:
+            raise TypeError("this History cannot write; get one from store.history(scope)")
+        return self._append, self._clock
+
     async def _id(self) -> int | None:
         """The scope's id (None: never written); every question starts here, so this is
         where the archive's part is brought up to date."""

@@ -267,7 +267,7 @@ class TasktrailBackend(MetastoreBackend):
                     sensitive,
                 )
             mirrored = self._mirrored(decoded, sensitive or sealed)
-            await place.aupsert(opened, key, mirrored, writer, expires_at)
+            await opened.run_sync(place.upsert, key, mirrored, writer, expires_at)
 
     async def adelete(self, scope: Any, key: str, *, session: AsyncSession | None = None) -> None:
         async with async_session(session) as opened:
@@ -276,7 +276,7 @@ class TasktrailBackend(MetastoreBackend):
             try_number = place.try_number
             async with self._open() as store:
                 await ops.write_delete(store, target, key, try_number, ACTOR)
-            await place.adelete(opened, key)
+            await opened.run_sync(place.delete, key)
 
     async def aclear(
         self, scope: Any, *, all_map_indices: bool = False, session: AsyncSession | None = None
@@ -287,7 +287,7 @@ class TasktrailBackend(MetastoreBackend):
             try_number = None if all_map_indices else place.try_number
             async with self._open() as store:
                 await ops.write_clear(store, target, all_map_indices, try_number, ACTOR)
-            await place.aclear(opened, all_map_indices)
+            await opened.run_sync(place.clear, all_map_indices)
 
     # -- the mirror ---------------------------------------------------------------------------
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 from datetime import datetime
-from typing import TYPE_CHECKING, Any, TypeAlias
+from typing import TYPE_CHECKING, Any, NamedTuple, TypeAlias
 
 import msgspec
 
@@ -36,15 +36,8 @@ __all__ = [
 
 def local_accessor(store: Store, scope: Scope, try_number: int | None, actor: str = ACTOR) -> Any:
     if isinstance(scope, TaskScope):
-        return store.task_store(
-            scope.dag_id,
-            scope.run_id,
-            scope.task_id,
-            scope.map_index,
-            try_number,
-            actor=actor,
-        )
-    return store.asset_store(scope.name, scope.uri, actor=actor)
+        return store.open_task(scope, try_number, actor)
+    return store.open_asset(scope, actor)
 
 
 def remote_accessor(
@@ -52,10 +45,8 @@ def remote_accessor(
 ) -> RemoteTaskStore | RemoteAssetStore:
     """Through a service the actor is the token's (`api:<its name>`), whatever the writer."""
     if isinstance(scope, TaskScope):
-        return remote.task_store(
-            scope.dag_id, scope.run_id, scope.task_id, scope.map_index, try_number
-        )
-    return remote.asset_store(scope.name, scope.uri)
+        return remote.open_task(scope, try_number)
+    return remote.open_asset(scope)
 
 
 async def read_value(target: Target, scope: Scope, key: str) -> str | None:
@@ -80,16 +71,16 @@ async def write_set(
     sensitive: bool = False,
 ) -> bool:
     """Append the set (unless it repeats the newest event); True if the store seals values."""
-    encoded = encode_value(key, value, 0)
     sealed = isinstance(target, Store) and target.vault.encrypting
     if isinstance(scope, AssetScope):
         expires_at = None  # asset entries never expire
+    wanted = _Wanted(scope, key, encode_value(key, value, 0), expires_at, try_number)
     if isinstance(target, Store):
-        if await _is_repeat(target, scope, key, encoded, expires_at, try_number):
+        if await _is_repeat(target, wanted):
             return sealed
         accessor = local_accessor(target, scope, try_number, actor)
     else:
-        if await _is_remote_repeat(target, scope, key, encoded, expires_at, try_number):
+        if await _is_remote_repeat(target, wanted):
             return sealed
         accessor = remote_accessor(target, scope, try_number)
     if isinstance(scope, AssetScope):
@@ -101,15 +92,19 @@ async def write_set(
     return sealed
 
 
-async def _is_repeat(
-    store: Store,
-    scope: Scope,
-    key: str,
-    encoded: bytes,
-    expires_at: datetime | None,
-    try_number: int | None,
-) -> bool:
+class _Wanted(NamedTuple):
+    """The set write_set is about to append: a scope's key, its value as JSON, expiry and try."""
+
+    scope: Scope
+    key: str
+    encoded: bytes
+    expires_at: datetime | None
+    try_number: int | None
+
+
+async def _is_repeat(store: Store, wanted: _Wanted) -> bool:
     """Whether the scope's newest event already sets key to this value, expiry and try."""
+    scope, key, encoded, expires_at, try_number = wanted
     row = await store.read(scope, key)
     if row is None or store.open_json(scope, row) != encoded:
         return False
@@ -122,16 +117,10 @@ async def _is_repeat(
     return len(events) == 1 and events[0].seq == row.seq and events[0].try_number == try_number
 
 
-async def _is_remote_repeat(
-    remote: Remote,
-    scope: Scope,
-    key: str,
-    encoded: bytes,
-    expires_at: datetime | None,
-    try_number: int | None,
-) -> bool:
+async def _is_remote_repeat(remote: Remote, wanted: _Wanted) -> bool:
     """`_is_repeat` through the service: the key's entry, then its newest events and the
     scope's version only when the value and expiry match (as they do on a repeat)."""
+    scope, key, encoded, expires_at, try_number = wanted
     accessor = remote_accessor(remote, scope, None)
     entry = await accessor.entry(key)
     if entry is None or encode_value(key, decode_value(entry.value), 0) != encoded:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager, contextmanager
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
@@ -41,22 +42,19 @@ async def async_session(session: AsyncSession | None) -> AsyncIterator[AsyncSess
         yield opened
 
 
+@dataclass
 class Place:
     """Where a scope's rows live in Airflow's tables: a task instance's (by its DagRun's id) or
     an asset's (by its id). `None` ids: Airflow has no such asset, and the mirror is skipped.
-    `try_number`: the running try of the task instance, found with its DagRun."""
+    `try_number`: the running try of the task instance, found with its DagRun.
 
-    def __init__(
-        self,
-        task: TaskScope | None,
-        dag_run_id: int | None,
-        asset_id: int | None,
-        try_number: int | None = None,
-    ) -> None:
-        self.task = task
-        self.dag_run_id = dag_run_id
-        self.asset_id = asset_id
-        self.try_number = try_number
+    Its writes take a sync session; with an async one, `await session.run_sync(place.upsert,
+    ...)` runs the same code (SQLAlchemy's bridge for that)."""
+
+    task: TaskScope | None
+    dag_run_id: int | None
+    asset_id: int | None
+    try_number: int | None = None
 
     @classmethod
     def find(
@@ -214,32 +212,6 @@ class Place:
         statement = self._delete_statement(None, all_map_indices)
         if statement is not None:
             session.execute(statement)
-
-    async def aupsert(
-        self,
-        session: AsyncSession,
-        key: str,
-        text: str | None,
-        writer: Writer,
-        expires_at: datetime | None,
-    ) -> None:
-        from airflow.utils.sqlalchemy import get_dialect_name
-
-        statement = self._upsert_statement(
-            get_dialect_name(session.sync_session), key, text, writer, aware(expires_at)
-        )
-        if statement is not None:
-            await session.execute(statement)
-
-    async def adelete(self, session: AsyncSession, key: str) -> None:
-        statement = self._delete_statement(key)
-        if statement is not None:
-            await session.execute(statement)
-
-    async def aclear(self, session: AsyncSession, all_map_indices: bool) -> None:
-        statement = self._delete_statement(None, all_map_indices)
-        if statement is not None:
-            await session.execute(statement)
 
 
 def dag_run_query(scope: TaskScope) -> Any:

@@ -157,6 +157,14 @@ def emit_json(data: Any) -> None:
     sys.stdout.write(msgspec.json.format(_json.encode(data)).decode() + "\n")
 
 
+def emit(data: Any, as_json: bool, line: str) -> None:
+    """A command's answer: `data` as JSON with --json, else one line for people."""
+    if as_json:
+        emit_json(data)
+    else:
+        click.echo(line)
+
+
 def run(main: Callable[[], Awaitable[T]]) -> T:
     """Run a command's coroutine; tasktrail's errors become a message and an exit code."""
     try:

@@ -19,6 +19,7 @@ from eventstore.cli.app import (
     cli,
     console,
     db_option,
+    emit,
     emit_json,
     json_option,
     open_for_reading,
@@ -107,10 +108,7 @@ def verify(db: str, archive: str | None, as_json: bool, read_only: bool) -> None
 def rebuild(db: str, as_json: bool) -> None:
     """Recompute the projection from the log."""
     keys = run_with_progress(db, "rebuilding", lambda store: store.rebuild)
-    if as_json:
-        emit_json({"keys": keys})
-    else:
-        click.echo(f"rebuilt the projection: {keys} keys")
+    emit({"keys": keys}, as_json, f"rebuilt the projection: {keys} keys")
 
 
 _PHASES = {

@@ -9,7 +9,7 @@ from typing import Any
 
 import click
 
-from eventstore.cli.app import cli, db_option, emit_json, json_option, run
+from eventstore.cli.app import cli, db_option, emit, emit_json, json_option, run
 from eventstore.cli.history import scope_from, scope_options
 from eventstore.cli.maintenance import run_with_progress
 from eventstore.log.master_keys import generate_master_key
@@ -55,10 +55,7 @@ def rotate_keys(db: str, as_json: bool) -> None:
 def reencrypt(db: str, as_json: bool) -> None:
     """Seal every value written before encryption was turned on, in place (resumable)."""
     report = run_with_progress(db, "re-encrypting", lambda store: store.reencrypt)
-    if as_json:
-        emit_json(report)
-    else:
-        click.echo(f"sealed {report.sealed} plain values ({report.events} set events read)")
+    emit(report, as_json, f"sealed {report.sealed} plain values ({report.events} set events read)")
 
 
 @cli.command()
@@ -80,7 +77,5 @@ def erase(db: str, as_json: bool, yes: bool, **options: Any) -> None:
             return await store.erase(scope)
 
     result = run(main)
-    if as_json:
-        emit_json({"scope": str(scope), "version": result.version, "seq": result.seq})
-    else:
-        click.echo(f"erased {scope} (erasure recorded at position {result.seq})")
+    answer = {"scope": str(scope), "version": result.version, "seq": result.seq}
+    emit(answer, as_json, f"erased {scope} (erasure recorded at position {result.seq})")

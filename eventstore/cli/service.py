@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from typing import Any
 
 import click
 
@@ -109,34 +110,15 @@ def serve(
 @click.option("--ttl", default="24h", show_default=True, help="Lifetime: 3600, 30m, 12h, 7d.")
 @click.option("--name", default="", help="Who the token is for; admin writes record api:NAME.")
 @_secret_option
-def token(
-    db: str,
-    role: str,
-    dag: str | None,
-    run: str | None,
-    task: str | None,
-    map_index: int,
-    try_number: int | None,
-    ttl: str,
-    name: str,
-    secret_file: str | None,
-) -> None:
+def token(db: str, ttl: str, secret_file: str | None, **claims: Any) -> None:
     """Print a bearer token signed with the service's secret."""
     from eventstore.service.auth import make_token, parse_ttl
 
     secret = _secret(db, secret_file)
     try:
-        made = make_token(
-            secret,
-            role,  # type: ignore[arg-type]
-            ttl=parse_ttl(ttl),
-            name=name,
-            dag=dag,
-            run=run,
-            task=task,
-            map_index=map_index,
-            try_number=try_number,
-        )
+        # The options --role, --dag, --run, --task, --map-index, --try and --name are named
+        # as make_token's claims.
+        made = make_token(secret, ttl=parse_ttl(ttl), **claims)
     except ValueError as error:
         raise click.UsageError(str(error)) from None
     click.echo(made)

@@ -18,13 +18,13 @@ from eventstore.client.transport import (
     decode_error,
     error_of,
     new_idempotency_id,
-    scope_path,
     segment,
 )
-from eventstore.log.config import NEVER_EXPIRE, NeverExpire, check_retention
+from eventstore.log.config import NeverExpire
 from eventstore.log.scopes import AssetScope, Scope, TaskScope
 from eventstore.log.values import check_key, decode_value, encode_value
 from eventstore.store import AppendResult
+from eventstore.writes import AssetWrites, SetRequest, Stamps, TaskWrites, stamps
 
 __all__ = ["RemoteAssetStore", "RemoteEntry", "RemoteTaskStore"]
 
@@ -60,63 +60,53 @@ class _RemoteAccessor:
         self.remote = remote
         self.scope = scope
         self.try_number = try_number
-        self._prefix, self._query = scope_path(scope)
 
     def __repr__(self) -> str:
         return f"<{type(self).__name__} {self.scope}>"
-
-    async def _call(
-        self,
-        method: str,
-        path: str,
-        *,
-        query: Mapping[str, str] | None = None,
-        body: bytes | None = None,
-        headers: Mapping[str, str] | None = None,
-        ok: frozenset[int] = frozenset({200}),
-    ) -> tuple[int, bytes]:
-        merged = {**self._query, **(query or {})}
-        return await self.remote.request(
-            method,
-            self._prefix + path,
-            query=merged,
-            body=body,
-            headers=headers,
-            scope=self.scope,
-            ok=ok,
-        )
 
     async def _write(
         self,
         method: str,
         path: str,
         body: bytes | None,
-        expected_version: int | None,
-        idempotency_id: str | None,
+        stamped: Stamps,
         query: Mapping[str, str] | None = None,
     ) -> AppendResult:
+        expected_version, idempotency_id = stamped
         headers = {"Idempotency-Key": idempotency_id or new_idempotency_id()}
         if self.try_number is not None:
             headers["Tasktrail-Try"] = str(self.try_number)
         if expected_version is not None:
             headers["If-Match"] = f'"{expected_version}"'
-        _, content = await self._call(method, path, query=query, body=body, headers=headers)
+        _, content = await self.remote.request(
+            method, path, query=query, body=body, headers=headers, scope=self.scope
+        )
         return _decode_result(content)
 
-    async def _write_value(
-        self,
-        method: str,
-        key: str,
-        value: object,
-        expiry: bytes,
-        sensitive: bool | None,
-        expected_version: int | None,
-        idempotency_id: str | None,
-    ) -> AppendResult:
-        """One key's PUT or PATCH: its value, `expiry` (its JSON members, or nothing), its flag."""
-        body = b'{"value":' + encode_value(check_key(key), value, 0) + expiry + _closing(sensitive)
-        path = "/store/" + segment(key)
-        return await self._write(method, path, body, expected_version, idempotency_id)
+    async def _set(self, request: SetRequest) -> AppendResult:
+        """A set's PUT (its value, expiry and flag) or a set_many's POST :batch."""
+        task = isinstance(self.scope, TaskScope)  # an asset's entries never expire
+        closing = _closing(request.sensitive)
+        if request.one:
+            [(key, value)] = request.values.items()
+            expiry = _expiry(request) if task else b""
+            body = b'{"value":' + encode_value(check_key(key), value, 0) + expiry + closing
+            return await self._write("PUT", "/store/" + segment(key), body, request.stamps)
+        parts = [
+            _encode(check_key(key)) + b":" + encode_value(key, value, 0)
+            for key, value in request.values.items()
+        ]
+        body = b'{"values":{' + b",".join(parts) + b"}" + (_expiry(request) if task else b"")
+        return await self._write("POST", "/store:batch", body + closing, request.stamps)
+
+    async def _delete(self, key: str, stamped: Stamps) -> AppendResult:
+        return await self._write("DELETE", "/store/" + segment(key), None, stamped)
+
+    async def _clear(self, all_map_indices: bool, stamped: Stamps) -> AppendResult:
+        query = None
+        if isinstance(self.scope, TaskScope):
+            query = {"all_map_indices": "true" if all_map_indices else "false"}
+        return await self._write("DELETE", "/store", None, stamped, query)
 
     async def get(self, key: str, default: Any = None) -> Any:
         """The key's current value, or `default` if it is absent or expired."""
@@ -127,7 +117,9 @@ class _RemoteAccessor:
         """The key's live entry (its JSON value as sent back, when it was set, when it expires),
         or None if it is absent or expired."""
         path = "/store/" + segment(check_key(key))
-        status, content = await self._call("GET", path, ok=frozenset({200, 404}))
+        status, content = await self.remote.request(
+            "GET", path, scope=self.scope, ok=frozenset({200, 404})
+        )
         if status == 404:
             reason = decode_error(content).reason
             if reason in ("unknown_key", "unknown_scope"):
@@ -140,7 +132,7 @@ class _RemoteAccessor:
         result: dict[str, Any] = {}
         query = {"limit": "1000"}
         while True:
-            _, content = await self._call("GET", "/store", query=query)
+            _, content = await self.remote.request("GET", "/store", query=query, scope=self.scope)
             page = _decode_page(content)
             for entry in page.items:
                 result[entry.key] = decode_value(entry.value)
@@ -149,15 +141,9 @@ class _RemoteAccessor:
             query = {"limit": "1000", "after": page.next}
 
     async def version(self) -> int:
-        _, content = await self._call("GET", "/store", query={"limit": "0"})
+        query = {"limit": "0"}
+        _, content = await self.remote.request("GET", "/store", query=query, scope=self.scope)
         return _decode_page(content).version
-
-    async def delete(
-        self, key: str, *, expected_version: int | None = None, idempotency_id: str | None = None
-    ) -> AppendResult:
-        """Remove a key; a key that is absent already is left as it is."""
-        path = "/store/" + segment(check_key(key))
-        return await self._write("DELETE", path, None, expected_version, idempotency_id)
 
     async def patch(
         self,
@@ -170,37 +156,12 @@ class _RemoteAccessor:
     ) -> AppendResult:
         """Change a live key's value and keep its expiry (and its sensitive flag, unless
         `sensitive` says otherwise)."""
-        return await self._write_value(
-            "PATCH", key, value, b"", sensitive, expected_version, idempotency_id
-        )
+        body = b'{"value":' + encode_value(check_key(key), value, 0) + _closing(sensitive)
+        stamped = stamps(expected_version, idempotency_id)
+        return await self._write("PATCH", "/store/" + segment(key), body, stamped)
 
-    async def _set_many(
-        self,
-        values: Mapping[str, object],
-        retention: bytes | None,
-        expected_version: int | None,
-        idempotency_id: str | None,
-        sensitive: bool | None = None,
-    ) -> AppendResult:
-        if not isinstance(values, Mapping):
-            raise TypeError(
-                f"set_many takes a mapping of key to value, got {type(values).__name__}"
-            )
-        parts = [
-            _encode(check_key(key)) + b":" + encode_value(key, value, 0)
-            for key, value in values.items()
-        ]
-        body = b'{"values":{' + b",".join(parts) + b"}"
-        body += b"" if retention is None else b',"retention":' + retention
-        body += _closing(sensitive)
-        return await self._write("POST", "/store:batch", body, expected_version, idempotency_id)
-
-    # The embedded store's async-accessor aliases, so Airflow-style code runs unchanged.
-    async def aget(self, key: str, default: Any = None) -> Any:
-        return await self.get(key, default)
-
-    async def adelete(self, key: str, **options: Any) -> AppendResult:
-        return await self.delete(key, **options)
+    # The embedded store's async-accessor alias, so Airflow-style code runs unchanged.
+    aget = get
 
 
 def _closing(sensitive: bool | None) -> bytes:
@@ -211,117 +172,28 @@ def _closing(sensitive: bool | None) -> bytes:
     return b',"sensitive":true}' if sensitive else b',"sensitive":false}'
 
 
+def _expiry(request: SetRequest) -> bytes:
+    """A task write's expiry members: `expires_at` (the instant, in UTC) or the retention."""
+    if request.expires_at is None:
+        return b',"retention":' + _retention(request.retention)
+    return b',"expires_at":' + _encode(request.expires_at)
+
+
 def _retention(retention: timedelta | NeverExpire | None) -> bytes:
-    check_retention(retention)
     if retention is None:
         return b'"default"'
-    if retention is NEVER_EXPIRE:
+    if isinstance(retention, NeverExpire):
         return b'"never"'
-    assert isinstance(retention, timedelta)
     return _encode(retention.total_seconds())
 
 
-class RemoteTaskStore(_RemoteAccessor):
+class RemoteTaskStore(_RemoteAccessor, TaskWrites):
     """A task instance's store through the service: the embedded TaskStore's methods."""
 
     scope: TaskScope
 
-    async def set(
-        self,
-        key: str,
-        value: object,
-        *,
-        retention: timedelta | NeverExpire | None = None,
-        expires_at: datetime | None = None,
-        expected_version: int | None = None,
-        idempotency_id: str | None = None,
-        sensitive: bool | None = None,
-    ) -> AppendResult:
-        """Store a JSON value under key; retention defaults to the store's configured days.
 
-        `expires_at` (an aware datetime, kept exactly) sets the expiry instead of a retention.
-        """
-        if expires_at is None:
-            expiry = b',"retention":' + _retention(retention)
-        elif retention is not None:
-            raise ValueError("pass retention or expires_at, not both")
-        elif not isinstance(expires_at, datetime) or expires_at.tzinfo is None:
-            raise TypeError(f"expires_at must be an aware datetime, got {expires_at!r}")
-        else:
-            expiry = b',"expires_at":' + _encode(expires_at)
-        return await self._write_value(
-            "PUT", key, value, expiry, sensitive, expected_version, idempotency_id
-        )
-
-    async def set_many(
-        self,
-        values: Mapping[str, object],
-        *,
-        retention: timedelta | NeverExpire | None = None,
-        expected_version: int | None = None,
-        idempotency_id: str | None = None,
-        sensitive: bool | None = None,
-    ) -> AppendResult:
-        """Store several keys in one atomic step, one version each."""
-        return await self._set_many(
-            values, _retention(retention), expected_version, idempotency_id, sensitive
-        )
-
-    async def clear(
-        self,
-        all_map_indices: bool = False,
-        *,
-        expected_version: int | None = None,
-        idempotency_id: str | None = None,
-    ) -> AppendResult:
-        """Remove every key of this map index, or of every map index of the task at once."""
-        query = {"all_map_indices": "true" if all_map_indices else "false"}
-        return await self._write(
-            "DELETE", "/store", None, expected_version, idempotency_id, query=query
-        )
-
-    async def aset(self, key: str, value: object, **options: Any) -> AppendResult:
-        return await self.set(key, value, **options)
-
-    async def aclear(self, all_map_indices: bool = False, **options: Any) -> AppendResult:
-        return await self.clear(all_map_indices, **options)
-
-
-class RemoteAssetStore(_RemoteAccessor):
+class RemoteAssetStore(_RemoteAccessor, AssetWrites):
     """An asset's store through the service. Asset entries never expire."""
 
     scope: AssetScope
-
-    async def set(
-        self,
-        key: str,
-        value: object,
-        *,
-        expected_version: int | None = None,
-        idempotency_id: str | None = None,
-        sensitive: bool | None = None,
-    ) -> AppendResult:
-        return await self._write_value(
-            "PUT", key, value, b"", sensitive, expected_version, idempotency_id
-        )
-
-    async def set_many(
-        self,
-        values: Mapping[str, object],
-        *,
-        expected_version: int | None = None,
-        idempotency_id: str | None = None,
-        sensitive: bool | None = None,
-    ) -> AppendResult:
-        return await self._set_many(values, None, expected_version, idempotency_id, sensitive)
-
-    async def clear(
-        self, *, expected_version: int | None = None, idempotency_id: str | None = None
-    ) -> AppendResult:
-        return await self._write("DELETE", "/store", None, expected_version, idempotency_id)
-
-    async def aset(self, key: str, value: object, **options: Any) -> AppendResult:
-        return await self.set(key, value, **options)
-
-    async def aclear(self, **options: Any) -> AppendResult:
-        return await self.clear(**options)

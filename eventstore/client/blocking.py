@@ -12,9 +12,9 @@ from anyio.from_thread import BlockingPortal, start_blocking_portal
 from eventstore.blocking import BlockingAccessor, BlockingHistory
 from eventstore.client.accessors import RemoteAssetStore, RemoteTaskStore
 from eventstore.client.history import RemoteHistory
-from eventstore.client.remote import Remote, connect
+from eventstore.client.remote import Remote, RemoteScopeOpener, connect
 from eventstore.log.events import RecordedEvent
-from eventstore.log.scopes import Scope
+from eventstore.log.scopes import AssetScope, Scope, TaskScope
 from eventstore.store import AppendResult
 from projections import TrySummary
 
@@ -36,26 +36,16 @@ def connect_blocking(base_url: str, *, token: str, **options: Any) -> Iterator[B
         yield BlockingRemote(portal, remote)
 
 
-class BlockingRemote:
+class BlockingRemote(RemoteScopeOpener["BlockingRemoteAccessor", "BlockingRemoteAccessor"]):
     def __init__(self, portal: BlockingPortal, remote: Remote) -> None:
         self._portal = portal
         self.remote = remote
 
-    def task_store(
-        self,
-        dag_id: str,
-        run_id: str,
-        task_id: str,
-        map_index: int = -1,
-        try_number: int | None = None,
-    ) -> BlockingRemoteAccessor:
-        accessor = self.remote.task_store(dag_id, run_id, task_id, map_index, try_number)
-        return BlockingRemoteAccessor(self._portal, accessor)
+    def open_task(self, scope: TaskScope, try_number: int | None = None) -> BlockingRemoteAccessor:
+        return BlockingRemoteAccessor(self._portal, self.remote.open_task(scope, try_number))
 
-    def asset_store(
-        self, name: str | None = None, uri: str | None = None
-    ) -> BlockingRemoteAccessor:
-        return BlockingRemoteAccessor(self._portal, self.remote.asset_store(name, uri))
+    def open_asset(self, scope: AssetScope) -> BlockingRemoteAccessor:
+        return BlockingRemoteAccessor(self._portal, self.remote.open_asset(scope))
 
     def history(self, scope: Scope) -> BlockingRemoteHistory:
         return BlockingRemoteHistory(self._portal, self.remote.history(scope))

@@ -2,19 +2,19 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
-from datetime import datetime
+from collections.abc import Mapping
 from typing import Any, TypeVar
 
 import msgspec
 
-from eventstore.client.transport import Transport, decode_error, error_of, scope_path, segment
+from eventstore.client.transport import Transport, decode_error, error_of, segment
 from eventstore.log.errors import NoSuchPointError
 from eventstore.log.events import RecordedEvent
 from eventstore.log.scopes import Scope
 from eventstore.log.values import check_key
 from eventstore.service.models import RewindAnswer
 from projections import At, Diff, RewindResult, TrySummary
+from projections.events_query import EventQuery, EventsReader
 
 __all__ = ["RemoteHistory"]
 
@@ -52,13 +52,12 @@ def _point_body(at: At) -> dict[str, Any]:
     return {at.kind: at.number}
 
 
-class RemoteHistory:
+class RemoteHistory(EventsReader):
     """`store.history(scope)` through the service: events, state, diff, timeline, tries."""
 
     def __init__(self, remote: Transport, scope: Scope) -> None:
         self.remote = remote
         self.scope = scope
-        self._prefix, self._query = scope_path(scope)
 
     def __repr__(self) -> str:
         return f"<RemoteHistory of {self.scope}>"
@@ -67,8 +66,8 @@ class RemoteHistory:
         """The answer, or None if nothing was ever written to the scope."""
         status, content = await self.remote.request(
             "GET",
-            self._prefix + path,
-            query={**self._query, **query},
+            path,
+            query=query,
             scope=self.scope,
             ok=frozenset({200, 404}),
         )
@@ -78,37 +77,29 @@ class RemoteHistory:
             raise error_of(status, content, self.scope)
         return msgspec.json.decode(content, type=kind)
 
-    async def events(
-        self,
-        key: str | None = None,
-        kinds: Iterable[str] | None = None,
-        try_number: int | None = None,
-        since: datetime | None = None,
-        until: datetime | None = None,
-        after_seq: int | None = None,
-        limit: int | None = None,
-    ) -> list[RecordedEvent]:
-        """The scope's events, oldest first, filtered; fetched page by page up to `limit`."""
-        query: dict[str, str] = {}
-        if key is not None:
-            query["key"] = check_key(key)
-        if kinds is not None:
-            query["kinds"] = kinds if isinstance(kinds, str) else ",".join(kinds)
-        if try_number is not None:
-            query["try"] = str(try_number)
-        if since is not None:
-            query["since"] = since.isoformat()
-        if until is not None:
-            query["until"] = until.isoformat()
+    async def _events(self, query: EventQuery) -> list[RecordedEvent]:
+        """The events the query asks for, fetched page by page up to its `limit`."""
+        params: dict[str, str] = {}
+        if query.key is not None:
+            params["key"] = check_key(query.key)
+        if query.kinds is not None:
+            params["kinds"] = ",".join(sorted(query.kinds))
+        if query.try_number is not None:
+            params["try"] = str(query.try_number)
+        if query.since is not None:
+            params["since"] = query.since.isoformat()
+        if query.until is not None:
+            params["until"] = query.until.isoformat()
+        limit, after_seq = query.limit, query.after_seq
         found: list[RecordedEvent] = []
         while limit is None or len(found) < limit:
             page_size = 1000 if limit is None else min(1000, limit - len(found))
             if page_size == 0:
                 break
-            query["limit"] = str(page_size)
+            params["limit"] = str(page_size)
             if after_seq is not None:
-                query["after_seq"] = str(after_seq)
-            page = await self._get("/history", query, _EventPage)
+                params["after_seq"] = str(after_seq)
+            page = await self._get("/history", params, _EventPage)
             if page is None:
                 return []
             found += page.events
@@ -162,8 +153,7 @@ class RemoteHistory:
             headers["If-Match"] = f'"{expected_version}"'
         _, content = await self.remote.request(
             "POST",
-            self._prefix + "/store:rewind",
-            query=self._query,
+            "/store:rewind",
             body=msgspec.json.encode(body),
             headers=headers,
             scope=self.scope,

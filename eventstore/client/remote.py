@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from abc import ABC, abstractmethod
+from typing import Generic, TypeVar
+
 import aiohttp
 
 from eventstore._opening import Opening
@@ -12,11 +15,16 @@ from eventstore.client.transport import Transport
 from eventstore.log.feed import ScopeMatch
 from eventstore.log.scopes import AssetScope, Scope, TaskScope
 
-__all__ = ["Remote", "connect"]
+__all__ = ["Remote", "RemoteScopeOpener", "connect"]
 
 
-class Remote(Transport):
-    """A connection to a tasktrail service; make accessors with task_store and asset_store."""
+TaskT = TypeVar("TaskT", covariant=True)
+AssetT = TypeVar("AssetT", covariant=True)
+
+
+class RemoteScopeOpener(ABC, Generic[TaskT, AssetT]):
+    """`task_store` and `asset_store` as the client and its blocking facade offer them (the
+    store's, without `actor`: through a service the actor is the token's)."""
 
     def task_store(
         self,
@@ -25,17 +33,33 @@ class Remote(Transport):
         task_id: str,
         map_index: int = -1,
         try_number: int | None = None,
-    ) -> RemoteTaskStore:
+    ) -> TaskT:
         """The store of one task instance.
 
         Writes are stamped with the token's try. Given a `try_number`, the client says it with
         every write: the service refuses writes whose task token is for another try, and stamps
         an admin token's writes with it.
         """
-        return RemoteTaskStore(self, TaskScope(dag_id, run_id, task_id, map_index), try_number)
+        return self.open_task(TaskScope(dag_id, run_id, task_id, map_index), try_number)
 
-    def asset_store(self, name: str | None = None, uri: str | None = None) -> RemoteAssetStore:
-        return RemoteAssetStore(self, AssetScope(name, uri), None)
+    def asset_store(self, name: str | None = None, uri: str | None = None) -> AssetT:
+        return self.open_asset(AssetScope(name, uri))
+
+    @abstractmethod
+    def open_task(self, scope: TaskScope, try_number: int | None = None) -> TaskT: ...
+
+    @abstractmethod
+    def open_asset(self, scope: AssetScope) -> AssetT: ...
+
+
+class Remote(Transport, RemoteScopeOpener[RemoteTaskStore, RemoteAssetStore]):
+    """A connection to a tasktrail service; make accessors with task_store and asset_store."""
+
+    def open_task(self, scope: TaskScope, try_number: int | None = None) -> RemoteTaskStore:
+        return RemoteTaskStore(self, scope, try_number)
+
+    def open_asset(self, scope: AssetScope) -> RemoteAssetStore:
+        return RemoteAssetStore(self, scope, None)
 
     def history(self, scope: Scope) -> RemoteHistory:
         """The history of a task or asset scope, read through the service."""

@@ -175,8 +175,13 @@ class Transport(AsyncResource):
     ) -> tuple[int, bytes]:
         """Send a request (path already escaped), retrying connection errors and 5xx answers.
 
-        Answers with a status in `ok` are returned; every other raises its error.
+        With a `scope`, `path` is one of the scope's routes: the scope's prefix goes before it
+        and its query (an asset's uri) with `query`. Answers with a status in `ok` are
+        returned; every other raises its error.
         """
+        if scope is not None:
+            prefix, scope_query = scope_path(scope)
+            path, query = prefix + path, {**scope_query, **(query or {})}
         text = self._base + path
         if query:
             text += "?" + urlencode(query)

@@ -100,64 +100,65 @@ class KeyValueError(InvalidKeyError, ValueError):
 
 
 class InvalidValueError(EventStoreError):
-    """A value that cannot be stored as JSON."""
+    """A value that cannot be stored as JSON; the message names its key, then the problem."""
+
+    def __init__(self, key: str, problem: str) -> None:
+        self.key = key
+        super().__init__(f"value for key {key!r} {problem}")
 
 
 class ValueTypeError(InvalidValueError, TypeError):
     def __init__(self, key: str, detail: str) -> None:
-        self.key = key
         self.detail = detail
         super().__init__(
-            f"value for key {key!r} is not JSON: {detail}; store str, int, float, bool, "
-            "list or dict with str keys (convert datetimes with .isoformat(), sets to lists)"
+            key,
+            f"is not JSON: {detail}; store str, int, float, bool, "
+            "list or dict with str keys (convert datetimes with .isoformat(), sets to lists)",
         )
 
 
 class NoneValueError(InvalidValueError, ValueError):
     def __init__(self, key: str) -> None:
-        self.key = key
-        super().__init__(
-            f"value for key {key!r} cannot be None; to remove the key call delete({key!r})"
-        )
+        super().__init__(key, f"cannot be None; to remove the key call delete({key!r})")
 
 
 class NonFiniteValueError(InvalidValueError, ValueError):
     def __init__(self, key: str) -> None:
-        self.key = key
         super().__init__(
-            f"value for key {key!r} contains NaN or Infinity, which JSON cannot represent; "
-            "store None inside a container, a string, or a finite number instead"
+            key,
+            "contains NaN or Infinity, which JSON cannot represent; "
+            "store None inside a container, a string, or a finite number instead",
         )
 
 
 class UnicodeValueError(InvalidValueError, ValueError):
     def __init__(self, key: str) -> None:
-        self.key = key
         super().__init__(
-            f"value for key {key!r} holds a str that is not valid Unicode text (a lone "
-            "surrogate), which JSON cannot carry; decode bytes with errors='replace' first"
+            key,
+            "holds a str that is not valid Unicode text (a lone "
+            "surrogate), which JSON cannot carry; decode bytes with errors='replace' first",
         )
 
 
 class ValueTooLargeError(InvalidValueError, ValueError):
     def __init__(self, key: str, size: int, limit: int) -> None:
-        self.key = key
         self.size = size
         self.limit = limit
         super().__init__(
-            f"value for key {key!r} is {size} bytes as JSON, over the limit of {limit}; "
+            key,
+            f"is {size} bytes as JSON, over the limit of {limit}; "
             "keep large data elsewhere and store a reference, or raise "
-            "StoreConfig(max_value_bytes=...)"
+            "StoreConfig(max_value_bytes=...)",
         )
 
 
 class ValueTooDeepError(InvalidValueError, ValueError):
     def __init__(self, key: str, limit: int) -> None:
-        self.key = key
         self.limit = limit
         super().__init__(
-            f"value for key {key!r} nests lists and dicts more than {limit} levels deep; "
-            "flatten it (e.g. store the deep part as a JSON string or under its own keys)"
+            key,
+            f"nests lists and dicts more than {limit} levels deep; "
+            "flatten it (e.g. store the deep part as a JSON string or under its own keys)",
         )
 
 

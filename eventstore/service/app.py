@@ -281,19 +281,18 @@ class _Server(uvicorn.Server):
         await super().shutdown(sockets)
 
 
+# uvicorn's settings the service runs with; `serve`'s options may change the first two.
+_DEFAULTS: Final[dict[str, Any]] = {"log_level": "warning", "timeout_graceful_shutdown": 30}
+_FIXED: Final[dict[str, Any]] = {
+    "access_log": False,
+    "proxy_headers": False,
+    "server_header": False,
+    "date_header": False,
+}
+
+
 def _config(app: Any, host: str, port: int, **options: Any) -> uvicorn.Config:
-    return uvicorn.Config(
-        app,
-        host=host,
-        port=port,
-        access_log=False,
-        proxy_headers=False,
-        server_header=False,
-        date_header=False,
-        log_level=options.pop("log_level", "warning"),
-        timeout_graceful_shutdown=options.pop("timeout_graceful_shutdown", 30),
-        **options,
-    )
+    return uvicorn.Config(app, host=host, port=port, **{**_DEFAULTS, **_FIXED, **options})
 
 
 def serve(

@@ -217,16 +217,8 @@ class TokenVerifier:
             checked = _convert_claims(payload, _Token)
         except msgspec.ValidationError as error:
             raise TokenError(f"the token's claims are not valid: {error}") from None
-        return Claims(
-            role=checked.role,
-            exp=checked.exp,
-            name=checked.name,
-            dag=checked.dag,
-            run=checked.run,
-            task=checked.task,
-            map_index=checked.map_index,
-            try_=checked.try_,
-        )
+        # The claims without the registered ones JWT adds (aud, iat).
+        return Claims(**{name: getattr(checked, name) for name in Claims.__struct_fields__})
 
 
 def _canonical(segment: str) -> bool:

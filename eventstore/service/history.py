@@ -29,14 +29,8 @@ from eventstore.service.operation import (
     ScopeKind,
     unknown_scope,
 )
-from eventstore.service.params import (
-    ASSET_NAME_PREFIX,
-    ASSET_URI_PREFIX,
-    TASK_PREFIX,
-    scope_params,
-    suffix_of,
-)
-from eventstore.service.parsing import in_utc_calendar
+from eventstore.service.params import SCOPE_KINDS, prefix_of, scope_params, suffix_of
+from eventstore.service.parsing import query_time
 from eventstore.service.responses import json_response
 from projections import At, History, TrySummary
 
@@ -119,16 +113,7 @@ def _point(call: Call, prefix: str = "") -> At:
 
 
 def _time(call: Call, name: str) -> datetime:
-    text = call.request.query_params[name]
-    try:
-        moment = datetime.fromisoformat(text)
-    except ValueError:
-        raise HTTPProblem(
-            422, "bad_query", f"{name} must be an ISO 8601 time like 2026-01-01T00:00:00Z"
-        ) from None
-    if moment.tzinfo is None:
-        raise HTTPProblem(422, "bad_query", f"{name} must name its time zone, e.g. a final Z")
-    return in_utc_calendar(name, moment)
+    return query_time(name, call.request.query_params[name])
 
 
 def _mask(call: Call) -> bool:
@@ -226,7 +211,8 @@ _STATUSES: Final = (401, 403, 404, 410, 422)
 _KINDS: Final = "|".join(EVENT_KINDS)
 
 
-def _operations(prefix: str, kind: ScopeKind) -> list[Operation]:
+def _operations(kind: ScopeKind) -> list[Operation]:
+    prefix = prefix_of(kind)
     scope = scope_params(kind)
     suffix = suffix_of(kind)
     tag = "history"
@@ -325,7 +311,5 @@ def _operations(prefix: str, kind: ScopeKind) -> list[Operation]:
 
 
 HISTORY_OPERATIONS: Final[list[Operation]] = [
-    *_operations(TASK_PREFIX, "task"),
-    *_operations(ASSET_NAME_PREFIX, "asset_name"),
-    *_operations(ASSET_URI_PREFIX, "asset_uri"),
+    operation for kind in SCOPE_KINDS for operation in _operations(kind)
 ]

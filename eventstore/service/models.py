@@ -74,29 +74,30 @@ _SENSITIVE_DOC = (
 Sensitive = Annotated[bool, msgspec.Meta(description=_SENSITIVE_DOC)] | UnsetType
 
 
+_ExpiresAt = Annotated[
+    datetime,
+    msgspec.Meta(
+        tz=True,
+        description="when the value expires (RFC 3339 with an offset), kept exactly; "
+        "instead of retention (a body with both is refused)",
+    ),
+]
+
+
 class PutBody(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     """Set one key of a task instance."""
 
     value: Value
     retention: Annotated[Retention, msgspec.Meta(description=_RETENTION_DOC)] | UnsetType = UNSET
-    expires_at: (
-        Annotated[
-            datetime,
-            msgspec.Meta(
-                tz=True,
-                description="when the value expires (RFC 3339 with an offset), kept exactly; "
-                "instead of retention (a body with both is refused)",
-            ),
-        ]
-        | UnsetType
-    ) = UNSET
+    expires_at: _ExpiresAt | UnsetType = UNSET
     sensitive: Sensitive = UNSET
 
 
-# The body as the route takes it: retention or expires_at, not both (neither: "default").
-TaskPutBody: Final = Annotated[
-    PutBody, msgspec.Meta(extra_json_schema={"not": {"required": ["retention", "expires_at"]}})
-]
+# The bodies as the routes take them: retention or expires_at, not both (neither: "default").
+_ONE_EXPIRY: Final = msgspec.Meta(
+    extra_json_schema={"not": {"required": ["retention", "expires_at"]}}
+)
+TaskPutBody: Final = Annotated[PutBody, _ONE_EXPIRY]
 
 
 class AssetPutBody(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
@@ -117,8 +118,12 @@ class BatchBody(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     """Set several keys of a task instance in one atomic step."""
 
     values: BatchValues
-    retention: Annotated[Retention, msgspec.Meta(description=_RETENTION_DOC)] = "default"
+    retention: Annotated[Retention, msgspec.Meta(description=_RETENTION_DOC)] | UnsetType = UNSET
+    expires_at: _ExpiresAt | UnsetType = UNSET
     sensitive: Sensitive = UNSET
+
+
+TaskBatchBody: Final = Annotated[BatchBody, _ONE_EXPIRY]
 
 
 class AssetBatchBody(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):

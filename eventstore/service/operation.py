@@ -159,8 +159,8 @@ class Call:
         assert claims is not None
         scope = self.the_scope()
         if isinstance(scope, TaskScope):
-            return TaskStore(self.store, scope, self.try_number(), claims.actor)
-        return AssetStore(self.store, scope, None, claims.actor)
+            return self.store.open_task(scope, self.try_number(), claims.actor)
+        return self.store.open_asset(scope, claims.actor)
 
     def try_number(self) -> int | None:
         """The try a task write is stamped with: a task token's own; an admin's says it.

@@ -14,11 +14,13 @@ __all__ = [
     "IF_MATCH",
     "KEY",
     "NAME_PARAMS",
+    "SCOPE_KINDS",
     "TASK_PARAMS",
     "TASK_PREFIX",
     "TRY",
     "URI_PARAMS",
     "WRITE_STATUSES",
+    "prefix_of",
     "scope_params",
     "str_schema",
     "suffix_of",
@@ -84,3 +86,11 @@ def suffix_of(kind: ScopeKind) -> str:
 TASK_PREFIX: Final = "/api/v1/tasks/{dag_id}/{run_id}/{task_id}/{map_index:mapindex}"
 ASSET_NAME_PREFIX: Final = "/api/v1/assets/by-name/{name}"
 ASSET_URI_PREFIX: Final = "/api/v1/assets/by-uri"
+# Every resource is served for each kind of scope, under its prefix.
+SCOPE_KINDS: Final[tuple[ScopeKind, ...]] = ("task", "asset_name", "asset_uri")
+
+
+def prefix_of(kind: ScopeKind) -> str:
+    return {"task": TASK_PREFIX, "asset_name": ASSET_NAME_PREFIX, "asset_uri": ASSET_URI_PREFIX}[
+        kind
+    ]

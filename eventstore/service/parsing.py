@@ -15,7 +15,14 @@ from eventstore.log.values import MAX_VALUE_DEPTH
 from eventstore.service.errors import HTTPProblem
 from eventstore.service.models import MAX_BATCH_KEYS
 
-__all__ = ["INLINE_BODY_BYTES", "decode_body", "in_utc_calendar", "read_body", "too_large"]
+__all__ = [
+    "INLINE_BODY_BYTES",
+    "decode_body",
+    "in_utc_calendar",
+    "query_time",
+    "read_body",
+    "too_large",
+]
 
 
 async def read_body(receive: Receive, limit: int) -> bytes:
@@ -169,3 +176,21 @@ def in_utc_calendar(name: str, moment: datetime, reason: str = "bad_query") -> d
             f"{name} {moment.isoformat()} is outside the UTC calendar (years 1 to 9999 in UTC)",
         ) from None
     return moment
+
+
+def query_time(name: str, text: str, *, assume_utc: bool = False) -> datetime:
+    """A time a query names in ISO 8601, refused (422) unless it parses, names its time zone
+    (or, with `assume_utc`, is read as UTC without one) and lies within the UTC calendar."""
+    try:
+        moment = datetime.fromisoformat(text)
+    except ValueError:
+        raise HTTPProblem(
+            422,
+            "bad_query",
+            f"{name} must be an ISO time like 2026-01-01T00:00:00Z, got {text!r}",
+        ) from None
+    if moment.tzinfo is None:
+        if not assume_utc:
+            raise HTTPProblem(422, "bad_query", f"{name} must name its time zone, e.g. a final Z")
+        moment = moment.replace(tzinfo=UTC)
+    return in_utc_calendar(name, moment)

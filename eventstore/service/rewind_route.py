@@ -19,11 +19,10 @@ from eventstore.service.errors import HTTPProblem
 from eventstore.service.models import RewindAnswer
 from eventstore.service.operation import Call, Operation, ScopeKind, unknown_scope
 from eventstore.service.params import (
-    ASSET_NAME_PREFIX,
-    ASSET_URI_PREFIX,
     IF_MATCH,
-    TASK_PREFIX,
+    SCOPE_KINDS,
     TRY,
+    prefix_of,
     scope_params,
     suffix_of,
 )
@@ -104,11 +103,11 @@ async def rewind_scope(call: Call) -> Response:
     return json_response(answer, headers={"ETag": f'"{result.version}"'})
 
 
-def _operation(prefix: str, kind: ScopeKind) -> Operation:
+def _operation(kind: ScopeKind) -> Operation:
     what = "task instance" if kind == "task" else "asset"
     return Operation(
         "POST",
-        f"{prefix}/store:rewind",
+        f"{prefix_of(kind)}/store:rewind",
         f"rewind_{suffix_of(kind)}",
         f"Rewind the {what} to a past point (admins): append the sets and deletes that make its "
         "current values the state there; dry_run answers the diff and writes nothing",
@@ -123,8 +122,4 @@ def _operation(prefix: str, kind: ScopeKind) -> Operation:
     )
 
 
-REWIND_OPERATIONS: Final[list[Operation]] = [
-    _operation(TASK_PREFIX, "task"),
-    _operation(ASSET_NAME_PREFIX, "asset_name"),
-    _operation(ASSET_URI_PREFIX, "asset_uri"),
-]
+REWIND_OPERATIONS: Final[list[Operation]] = [_operation(kind) for kind in SCOPE_KINDS]

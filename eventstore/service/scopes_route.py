@@ -6,7 +6,7 @@ Filters by kind, dag, run, task and time of the last write; paginated with an op
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Annotated, Any, Final, Literal
 
 import msgspec
@@ -16,7 +16,7 @@ from eventstore.log.events import from_micros, to_micros
 from eventstore.log.scopes import Scope, scope_from_key
 from eventstore.service.errors import HTTPProblem
 from eventstore.service.operation import Call, Operation, Param
-from eventstore.service.parsing import in_utc_calendar
+from eventstore.service.parsing import query_time
 from eventstore.service.responses import json_response
 from eventstore.store import ScopeFilter, ScopeRow
 
@@ -54,16 +54,7 @@ def _entry(row: ScopeRow) -> ScopeEntry:
 
 def _time(call: Call, name: str) -> int | None:
     text = call.request.query_params.get(name)
-    if text is None:
-        return None
-    try:
-        moment = datetime.fromisoformat(text)
-    except ValueError:
-        raise HTTPProblem(
-            422, "bad_query", f"{name} must be an ISO time like 2026-03-01T12:00:00Z, got {text!r}"
-        ) from None
-    aware = moment if moment.tzinfo is not None else moment.replace(tzinfo=UTC)
-    return to_micros(in_utc_calendar(name, aware))
+    return None if text is None else to_micros(query_time(name, text, assume_utc=True))
 
 
 def _cursor(text: str | None) -> tuple[int, int] | None:

@@ -28,6 +28,7 @@ from eventstore.service.models import (
     KeyList,
     PatchBody,
     PutBody,
+    TaskBatchBody,
     TaskPutBody,
     WriteResult,
 )
@@ -41,22 +42,19 @@ from eventstore.service.operation import (
     unknown_scope,
 )
 from eventstore.service.params import (
-    ASSET_NAME_PREFIX,
-    ASSET_URI_PREFIX,
     AUTH_STATUSES,
     IDEMPOTENCY,
     IF_MATCH,
     KEY,
-    NAME_PARAMS,
-    TASK_PARAMS,
-    TASK_PREFIX,
+    SCOPE_KINDS,
     TRY,
-    URI_PARAMS,
     WRITE_STATUSES,
+    prefix_of,
+    scope_params,
     suffix_of,
 )
 from eventstore.service.responses import json_response
-from eventstore.store import AppendResult, CurrentRow, TaskStore
+from eventstore.store import AppendResult, AssetStore, CurrentRow, TaskStore
 
 __all__ = ["STORE_OPERATIONS"]
 
@@ -133,38 +131,49 @@ async def get_key(call: Call) -> Response:
     return json_response(entry)
 
 
-async def put_key(call: Call) -> Response:
-    key = call.key()
+def _stamps(
+    expected_version: int | None, idempotency_id: str | None, sensitive: bool | UnsetType
+) -> dict[str, Any]:
+    """What every write of a request carries besides its values, as the accessors take it."""
+    return {
+        "expected_version": expected_version,
+        "idempotency_id": idempotency_id,
+        "sensitive": _flag(sensitive),
+    }
+
+
+def _expiry(body: PutBody | BatchBody) -> dict[str, Any]:
+    """A task write's retention or expires_at (neither: the store's default retention)."""
+    expires_at = None if body.expires_at is UNSET else body.expires_at
+    if body.retention is UNSET:
+        return {"retention": None, "expires_at": expires_at}
+    if expires_at is not None:
+        raise HTTPProblem(422, "bad_retention", "pass retention or expires_at, not both")
+    return {"retention": _retention(body.retention), "expires_at": None}
+
+
+async def _write_body(
+    call: Call,
+    task_kind: type[PutBody | BatchBody],
+    asset_kind: type[AssetPutBody | AssetBatchBody],
+) -> tuple[TaskStore | AssetStore, Any, dict[str, Any]]:
+    """A set's accessor, its body, and what the accessor takes beside the values: the expiry
+    (a task's; asset entries never expire) and the stamps."""
     accessor = call.accessor()
     expected, idempotency = call.expected_version(), call.idempotency_id()
+    options: dict[str, Any] = {}
     if isinstance(accessor, TaskStore):
-        body: PutBody = await call.body(PutBody)
-        expires_at = None if body.expires_at is UNSET else body.expires_at
-        if body.retention is UNSET:
-            retention = None
-        elif expires_at is not None:
-            raise HTTPProblem(422, "bad_retention", "pass retention or expires_at, not both")
-        else:
-            retention = _retention(body.retention)
-        result = await accessor.set(
-            key,
-            body.value,
-            retention=retention,
-            expires_at=expires_at,
-            expected_version=expected,
-            idempotency_id=idempotency,
-            sensitive=_flag(body.sensitive),
-        )
+        body: Any = await call.body(task_kind)
+        options = _expiry(body)
     else:
-        asset_body: AssetPutBody = await call.body(AssetPutBody)
-        result = await accessor.set(
-            key,
-            asset_body.value,
-            expected_version=expected,
-            idempotency_id=idempotency,
-            sensitive=_flag(asset_body.sensitive),
-        )
-    return _write_response(call, result)
+        body = await call.body(asset_kind)
+    return accessor, body, {**options, **_stamps(expected, idempotency, body.sensitive)}
+
+
+async def put_key(call: Call) -> Response:
+    key = call.key()
+    accessor, body, options = await _write_body(call, PutBody, AssetPutBody)
+    return _write_response(call, await accessor.set(key, body.value, **options))
 
 
 async def patch_key(call: Call) -> Response:
@@ -184,25 +193,13 @@ async def patch_key(call: Call) -> Response:
         row = await call.store.read(scope, key)
         if row is None:
             raise await _not_found(call, key)
+        expiry: dict[str, Any] = {}
+        if isinstance(accessor, TaskStore):
+            expiry["retention"] = NEVER_EXPIRE if row.expires_at is None else None
+            expiry["expires_at"] = None if row.expires_at is None else from_micros(row.expires_at)
+        stamps = _stamps(version if expected is None else expected, idempotency, body.sensitive)
         try:
-            if isinstance(accessor, TaskStore):
-                result = await accessor.set(
-                    key,
-                    body.value,
-                    retention=NEVER_EXPIRE if row.expires_at is None else None,
-                    expires_at=None if row.expires_at is None else from_micros(row.expires_at),
-                    expected_version=version if expected is None else expected,
-                    idempotency_id=idempotency,
-                    sensitive=_flag(body.sensitive),
-                )
-            else:
-                result = await accessor.set(
-                    key,
-                    body.value,
-                    expected_version=version if expected is None else expected,
-                    idempotency_id=idempotency,
-                    sensitive=_flag(body.sensitive),
-                )
+            result = await accessor.set(key, body.value, **expiry, **stamps)
         except ConcurrencyError:
             if expected is not None:
                 raise
@@ -261,26 +258,8 @@ async def clear_scope(call: Call) -> Response:
 
 
 async def set_batch(call: Call) -> Response:
-    accessor = call.accessor()
-    expected, idempotency = call.expected_version(), call.idempotency_id()
-    if isinstance(accessor, TaskStore):
-        body: BatchBody = await call.body(BatchBody)
-        result = await accessor.set_many(
-            body.values,
-            retention=_retention(body.retention),
-            expected_version=expected,
-            idempotency_id=idempotency,
-            sensitive=_flag(body.sensitive),
-        )
-    else:
-        asset_body: AssetBatchBody = await call.body(AssetBatchBody)
-        result = await accessor.set_many(
-            asset_body.values,
-            expected_version=expected,
-            idempotency_id=idempotency,
-            sensitive=_flag(asset_body.sensitive),
-        )
-    return _write_response(call, result)
+    accessor, body, options = await _write_body(call, BatchBody, AssetBatchBody)
+    return _write_response(call, await accessor.set_many(body.values, **options))
 
 
 async def erase_scope(call: Call) -> Response:
@@ -291,9 +270,8 @@ async def erase_scope(call: Call) -> Response:
     return _write_response(call, await call.store.erase(scope))
 
 
-def _store_operations(
-    prefix: str, kind: ScopeKind, scope_params: tuple[Param, ...]
-) -> list[Operation]:
+def _store_operations(kind: ScopeKind) -> list[Operation]:
+    prefix, scope = prefix_of(kind), scope_params(kind)
     what = "task instance" if kind == "task" else "asset"
     tag = "task store" if kind == "task" else "asset store"
     suffix = suffix_of(kind)
@@ -346,10 +324,11 @@ def _store_operations(
         ),
         Param("after", "query", {"type": "string"}, "the `next` of the previous page"),
     )
-    # TaskPutBody is PutBody annotated with what its schema adds (retention or expires_at).
+    # TaskPutBody and TaskBatchBody are annotated with what their schemas add (retention or
+    # expires_at).
     put_body: Any = TaskPutBody if kind == "task" else AssetPutBody
-    batch_body = BatchBody if kind == "task" else AssetBatchBody
-    one = (*scope_params, KEY)
+    batch_body: Any = TaskBatchBody if kind == "task" else AssetBatchBody
+    one = (*scope, KEY)
     return [
         op(
             "GET",
@@ -358,7 +337,7 @@ def _store_operations(
             f"List the live keys of the {what}, ordered by key",
             list_keys,
             "read",
-            (*scope_params, *page_params),
+            (*scope, *page_params),
             AUTH_STATUSES,
         ),
         op(
@@ -368,7 +347,7 @@ def _store_operations(
             f"Remove every key of the {what}",
             clear_scope,
             "clear",
-            (*scope_params, *clear_params),
+            (*scope, *clear_params),
             WRITE_STATUSES,
         ),
         op(
@@ -378,7 +357,7 @@ def _store_operations(
             f"Set several keys of the {what} in one atomic step",
             set_batch,
             "write",
-            (*scope_params, *write_params),
+            (*scope, *write_params),
             WRITE_STATUSES,
             batch_body,
         ),
@@ -390,7 +369,7 @@ def _store_operations(
             "history keeps the metadata, every earlier value reads as erased",
             erase_scope,
             "erase",
-            scope_params,
+            scope,
             AUTH_STATUSES,
         ),
         op("GET", item, "get", "Read one key", get_key, "read", one, AUTH_STATUSES),
@@ -430,7 +409,5 @@ def _store_operations(
 
 
 STORE_OPERATIONS: list[Operation] = [
-    *_store_operations(TASK_PREFIX, "task", TASK_PARAMS),
-    *_store_operations(ASSET_NAME_PREFIX, "asset_name", NAME_PARAMS),
-    *_store_operations(ASSET_URI_PREFIX, "asset_uri", URI_PARAMS),
+    operation for kind in SCOPE_KINDS for operation in _store_operations(kind)
 ]

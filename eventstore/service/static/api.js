@@ -59,6 +59,11 @@ export async function getJSON(path, params = {}, bearer = token.get()) {
     credentials: site.credentials,
     cache: "no-store",
   });
+  return answerOf(response);
+}
+
+/** The JSON a response carries (null: none); an ApiError when it is not a success. */
+async function answerOf(response) {
   let body = null;
   try {
     body = await response.json();
@@ -150,12 +155,5 @@ export async function rewind(scope, point, { dryRun = false, expectedVersion = n
     credentials: "omit",
     cache: "no-store",
   });
-  let answer = null;
-  try {
-    answer = await response.json();
-  } catch {
-    answer = null;
-  }
-  if (!response.ok) throw new ApiError(response.status, answer);
-  return answer;
+  return answerOf(response);
 }
