@@ -88,7 +88,7 @@ class Place:
             raise no_dag_run(target)
         return cls(target, run_id, None, try_number)
 
-    def _upsert_statement(
+    def upsert_statement(
         self,
         dialect: str | None,
         key: str,
@@ -97,7 +97,7 @@ class Place:
         expires_at: datetime | None,
     ) -> Any:
         if text is None:
-            return self._delete_statement(key)
+            return self.delete_statement(key)
         from airflow.models.asset_state_store import AssetStateStoreModel
         from airflow.models.task_state_store import TaskStateStoreModel
         from airflow.state.metastore import _build_upsert_stmt
@@ -142,7 +142,7 @@ class Place:
             dict(value=text, updated_at=now, **fields),
         )
 
-    def _delete_statement(self, key: str | None, all_map_indices: bool = False) -> Any:
+    def delete_statement(self, key: str | None, all_map_indices: bool = False) -> Any:
         from airflow.models.asset_state_store import AssetStateStoreModel
         from airflow.models.task_state_store import TaskStateStoreModel
         from sqlalchemy import delete
@@ -199,19 +199,19 @@ class Place:
     ) -> None:
         from airflow.utils.sqlalchemy import get_dialect_name
 
-        statement = self._upsert_statement(
+        statement = self.upsert_statement(
             get_dialect_name(session), key, text, writer, aware(expires_at)
         )
         if statement is not None:
             session.execute(statement)
 
     def delete(self, session: Session, key: str) -> None:
-        statement = self._delete_statement(key)
+        statement = self.delete_statement(key)
         if statement is not None:
             session.execute(statement)
 
     def clear(self, session: Session, all_map_indices: bool) -> None:
-        statement = self._delete_statement(None, all_map_indices)
+        statement = self.delete_statement(None, all_map_indices)
         if statement is not None:
             session.execute(statement)
 
@@ -225,19 +225,19 @@ class Place:
     ) -> None:
         from airflow.utils.sqlalchemy import get_dialect_name
 
-        statement = self._upsert_statement(
+        statement = self.upsert_statement(
             get_dialect_name(session.sync_session), key, text, writer, aware(expires_at)
         )
         if statement is not None:
             await session.execute(statement)
 
     async def adelete(self, session: AsyncSession, key: str) -> None:
-        statement = self._delete_statement(key)
+        statement = self.delete_statement(key)
         if statement is not None:
             await session.execute(statement)
 
     async def aclear(self, session: AsyncSession, all_map_indices: bool) -> None:
-        statement = self._delete_statement(None, all_map_indices)
+        statement = self.delete_statement(None, all_map_indices)
         if statement is not None:
             await session.execute(statement)
 
