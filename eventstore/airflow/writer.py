@@ -25,7 +25,7 @@ from anyio.abc import TaskStatus
 
 from eventstore.airflow.catchup import catch_up, write_watermark
 from eventstore.airflow.place import Place
-from eventstore.airflow.scopes import Writer, aware
+from eventstore.airflow.scopes import Writer
 from eventstore.log.events import to_micros
 from eventstore.store import Store
 
@@ -56,19 +56,22 @@ class MirrorOp(NamedTuple):
     expires_at: datetime | None = None
     all_map_indices: bool = False
 
-    def apply(self, connection: Connection) -> None:
+    def statement(self, dialect: str) -> tuple[Any, dict[str, Any]] | None:
+        """The statement and its parameters; None: nothing to write (no place in Airflow)."""
         if self.kind == "upsert":
             assert self.key is not None
             assert self.writer is not None
-            statement = self.place.upsert_statement(
-                connection.dialect.name, self.key, self.text, self.writer, aware(self.expires_at)
+            return self.place.upsert_statement(
+                dialect, self.key, self.text, self.writer, self.expires_at
             )
-        elif self.kind == "delete":
-            statement = self.place.delete_statement(self.key)
-        else:
-            statement = self.place.delete_statement(None, self.all_map_indices)
+        if self.kind == "delete":
+            return self.place.delete_statement(self.key)
+        return self.place.delete_statement(None, self.all_map_indices)
+
+    def apply(self, connection: Connection) -> None:
+        statement = self.statement(connection.dialect.name)
         if statement is not None:
-            connection.execute(statement)
+            connection.execute(*statement)
 
     def covers(self, other: MirrorOp) -> bool:
         """Whether this change, made later, leaves nothing of `other` in Airflow's tables."""
@@ -227,9 +230,8 @@ class MirrorWriter:
         try:
             with self.engine.begin() as connection:
                 lock_mirror(connection)
-                for number, change in batch:
-                    if not self._superseded(number, change):
-                        change.apply(connection)
+                changes = [c for n, c in batch if not self._superseded(n, c)]
+                _apply(connection, changes)
                 write_watermark(connection, through)
             return
         except Exception:
@@ -250,3 +252,22 @@ class MirrorWriter:
                     error,
                     REPAIR,
                 )
+
+
+def _apply(connection: Connection, changes: list[MirrorOp]) -> None:
+    """The changes in order; a run of rows for one statement goes as one executemany."""
+    dialect = connection.dialect.name
+    run: list[dict[str, Any]] = []
+    current: Any = None
+    for change in changes:
+        found = change.statement(dialect)
+        if found is None:
+            continue
+        statement, params = found
+        if statement is not current or change.kind != "upsert":
+            if run:
+                connection.execute(current, run)
+            current, run = statement, []
+        run.append(params)
+    if run:
+        connection.execute(current, run)
