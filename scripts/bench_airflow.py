@@ -8,8 +8,10 @@ Run it in the Airflow environment the tests use:
 Each request is what the execution API does for a task's store call: one session of Airflow's
 database, the task instance looked up, the backend called, the session committed. Both backends
 write the same SQLite metadata database (their own DagRun each, so their rows never collide);
-tasktrail also writes its log, in its own SQLite file, and mirrors into Airflow's table (the
-mirror is inside the measurement). Rounds alternate which backend goes first; the medians are
+tasktrail also writes its log, in its own SQLite file, and mirrors into Airflow's table: each
+timed phase ends once tasktrail's mirror writer has written every row (the mirror is inside the
+measurement), and the rows are then checked to be all there (after the sets) or all gone (after
+the clears). Rounds alternate which backend goes first; the medians are
 printed as tasktrail / MetastoreBackend, one request at a time and with --threads concurrent
 requests (threads, as the API server's thread pool runs them).
 """
@@ -36,12 +38,13 @@ os.environ.setdefault("AIRFLOW__CORE__LOAD_EXAMPLES", "False")
 from airflow.models import import_all_models  # noqa: E402
 from airflow.models.base import Base  # noqa: E402
 from airflow.models.dagrun import DagRun, DagRunType  # noqa: E402
+from airflow.models.task_state_store import TaskStateStoreModel  # noqa: E402
 from airflow.models.taskinstance import TaskInstance  # noqa: E402
 from airflow.settings import engine  # noqa: E402
 from airflow.state import TaskScope  # noqa: E402
 from airflow.state.metastore import MetastoreBackend  # noqa: E402
 from airflow.utils.session import create_session  # noqa: E402
-from sqlalchemy import insert, select  # noqa: E402
+from sqlalchemy import func, insert, select  # noqa: E402
 
 from eventstore.airflow import TasktrailBackend  # noqa: E402
 
@@ -113,7 +116,8 @@ def phases(backend: Any, scopes: list[TaskScope], keys: int) -> dict[str, list[C
     }
 
 
-def rate(calls: list[Callable[[], None]], threads: int) -> float:
+def rate(calls: list[Callable[[], None]], threads: int, finish: Callable[[], None]) -> float:
+    """Requests per second, from the first call until `finish()` (the mirror written) returns."""
     start = time.perf_counter()
     if threads <= 1:
         for call in calls:
@@ -122,7 +126,22 @@ def rate(calls: list[Callable[[], None]], threads: int) -> float:
         with ThreadPoolExecutor(threads) as pool:
             for future in [pool.submit(call) for call in calls]:
                 future.result()
+    finish()
     return len(calls) / (time.perf_counter() - start)
+
+
+def check_mirror(run_id: str, op: str, expected: int) -> None:
+    """The rows Airflow's table holds for the run: every key after the sets, none after clears."""
+    t = TaskStateStoreModel
+    with create_session() as session:
+        found = session.scalar(select(func.count()).where(t.dag_id == DAG, t.run_id == run_id))
+    wanted = expected if op == "set" else 0 if op == "clear" else found
+    if found != wanted:
+        raise SystemExit(f"{run_id}: {found} rows in task_state_store after {op}, not {wanted}")
+
+
+def _nothing() -> None:
+    pass
 
 
 def main() -> int:
@@ -144,8 +163,12 @@ def main() -> int:
         for number in range(args.rounds):
             order = list(backends) if number % 2 == 0 else list(reversed(backends))
             for name in order:
-                for op, calls in phases(backends[name], scopes[name], args.keys).items():
-                    results.setdefault((name, op, concurrency), []).append(rate(calls, concurrency))
+                backend = backends[name]
+                finish = TasktrailBackend.wait_for_mirror if name == "tasktrail" else _nothing
+                for op, calls in phases(backend, scopes[name], args.keys).items():
+                    speed = rate(calls, concurrency, finish)
+                    results.setdefault((name, op, concurrency), []).append(speed)
+                    check_mirror(name, op, args.tis * args.keys)
     print(
         f"{args.tis} task instances x {args.keys} keys, {args.rounds} alternating rounds, "
         f"medians (requests/s); Airflow's SQLite metadata database, tasktrail's SQLite file"

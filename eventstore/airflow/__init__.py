@@ -35,8 +35,9 @@ The async methods are native: each opens the store (or connects to the service) 
 event loop for the call.
 
 Airflow's own tables (`task_state_store`, `asset_state_store`) are kept as one more projection
-of the log (the mirror): every write through this backend also writes them, in the session
-Airflow passes (or one of its own), so Airflow's UI and REST API show what tasks wrote. What the
+of the log (the mirror): every write through this backend also writes them, through the
+process's mirror writer (`writer`), behind the log and in log order, so Airflow's UI and REST API
+show what tasks wrote. What the
 mirror holds for sensitive keys (by name, as Airflow masks Variables) and for sealed values (an
 encrypted store) is the `[tasktrail] mirror` setting: `masked` (the default: the row says
 "<masked>"), `values` or `off` (no row). `cleanup()` (`airflow state-store clean`) runs
@@ -48,7 +49,9 @@ puts it right. Edits made through Airflow's REST API and UI reach the log throug
 Importing `eventstore` never imports this package, nor Airflow.
 
 The package: `backend` (the class), `operations` (its calls against a store or a service),
-`place` (the mirror's writes into Airflow's tables), `mirror` (the mirror checked and repaired),
+`place` and `statements` (the mirror's writes into Airflow's tables), `writer` (the mirror
+writer), `catchup` (its watermark and catch-up), `mirror` (the mirror checked and repaired),
+`assets` (asset ids as asset scopes),
 `scopes` (Airflow's scopes and values as tasktrail's), `settings`, `loop` (the sync methods'
 bridge), `plugin` and `history` (what the API server loads: edits reaching the log, the History
 tab).

@@ -18,6 +18,7 @@ except ImportError as e:
     ) from e
 
 from eventstore.airflow import operations as ops
+from eventstore.airflow.assets import AssetNames
 from eventstore.airflow.loop import PROCESS_LOOP
 from eventstore.airflow.mirror import MirrorReport, compare_mirror, expired_keys, projection_rows
 from eventstore.airflow.place import Place, async_session, sync_session
@@ -27,7 +28,6 @@ from eventstore.airflow.scopes import (
     asset_writer,
     aware,
     decode,
-    tasktrail_scope,
 )
 from eventstore.airflow.settings import (
     ACTOR,
@@ -41,8 +41,9 @@ from eventstore.airflow.settings import (
     sensitive_names,
     store_config,
 )
+from eventstore.airflow.writer import MirrorOp
 from eventstore.log.errors import ConfigError
-from eventstore.log.scopes import AssetScope, Scope, TaskScope
+from eventstore.log.scopes import Scope, TaskScope
 from eventstore.store import open_store
 
 if TYPE_CHECKING:
@@ -104,7 +105,7 @@ class TasktrailBackend(MetastoreBackend):
             )
         self.sensitive_names = sensitive_names(sensitive_keys)
         self._key = (url, self.config, self.token)
-        self._assets: dict[int, AssetScope] = {}
+        self._assets = AssetNames()
 
     def __repr__(self) -> str:
         return f"<TasktrailBackend {self.url}>"
@@ -171,28 +172,24 @@ class TasktrailBackend(MetastoreBackend):
         with sync_session(session) as opened:
             target = self._scope(scope, opened)
             place = Place.find(opened, scope, target)
-            try_number = place.try_number
             sensitive = self.is_sensitive(key)
-            sealed = self._call(
-                ops.write_set,
-                target,
-                key,
-                decoded,
-                aware(expires_at),
-                try_number,
-                writer.actor,
-                sensitive,
-            )
-            place.upsert(
-                opened, key, self._mirrored(decoded, sensitive or sealed), writer, expires_at
+
+            def mirror(sealed: bool) -> MirrorOp:
+                text = self._mirrored(decoded, sensitive or sealed)
+                return MirrorOp("upsert", place, key, text, writer, expires_at)
+
+            args = (target, key, decoded, aware(expires_at), place.try_number)
+            self._write(
+                opened, session is None, ops.write_set, (*args, writer.actor, sensitive), mirror
             )
 
     def delete(self, scope: Any, key: str, *, session: Session | None = None) -> None:
         with sync_session(session) as opened:
             target = self._scope(scope, opened)
             place = Place.find(opened, scope, target, need_run=False)
-            self._call(ops.write_delete, target, key, place.try_number, ACTOR)
-            place.delete(opened, key)
+            change = MirrorOp("delete", place, key)
+            args = (target, key, place.try_number, ACTOR)
+            self._write(opened, session is None, ops.write_delete, args, lambda _: change)
 
     def clear(
         self, scope: Any, *, all_map_indices: bool = False, session: Session | None = None
@@ -201,8 +198,27 @@ class TasktrailBackend(MetastoreBackend):
             target = self._scope(scope, opened)
             place = Place.find(opened, scope, target, need_run=False)
             try_number = None if all_map_indices else place.try_number
-            self._call(ops.write_clear, target, all_map_indices, try_number, ACTOR)
-            place.clear(opened, all_map_indices)
+            change = MirrorOp("clear", place, all_map_indices=all_map_indices)
+            args = (target, all_map_indices, try_number, ACTOR)
+            self._write(opened, session is None, ops.write_clear, args, lambda _: change)
+
+    def _write(
+        self,
+        session: Session,
+        owned: bool,
+        operation: Callable[..., Awaitable[T]],
+        args: tuple[Any, ...],
+        mirror: Callable[[T], MirrorOp | None],
+    ) -> T:
+        """Append to the log; the mirror change goes to the mirror writer (`ProcessLoop.write`)."""
+        opened = (self._key, self._open, self)
+        return PROCESS_LOOP.write(opened, session, owned, operation, args, mirror)
+
+    @staticmethod
+    def wait_for_mirror() -> None:
+        """Wait until Airflow's tables hold every write this process made so far (the mirror
+        writer's queue drained); the paths that read the mirror call it first."""
+        PROCESS_LOOP.drain()
 
     # -- async: native, on the caller's event loop ----------------------------------------------
 
@@ -304,6 +320,7 @@ class TasktrailBackend(MetastoreBackend):
         erased with `tasktrail erase`, or compacted from tasktrail's side, leave it; rows that
         differ otherwise are reported, and left to `python -m eventstore.airflow mirror
         --repair`)."""
+        self.wait_for_mirror()
         report = self._call(ops.compact, False)
         ops.log_report(report)
         super().cleanup()
@@ -337,6 +354,7 @@ class TasktrailBackend(MetastoreBackend):
     ) -> MirrorReport:
         """Compare Airflow's tables with the projection; with `repair`, make them equal (with
         `remove_only`, only delete the rows of no live key)."""
+        self.wait_for_mirror()
         rows, known = self._call(projection_rows)
         with sync_session(session) as opened:
             return compare_mirror(self, opened, rows, repair, remove_only, known)
@@ -395,45 +413,10 @@ class TasktrailBackend(MetastoreBackend):
     # -- scopes ---------------------------------------------------------------------------------
 
     def _scope(self, scope: object, session: Session | None) -> Scope:
-        asset_id = asset_id_of(scope)
-        if asset_id is None:
-            return tasktrail_scope(scope)
-        known = self._assets.get(asset_id)
-        if known is None:
-            # Looked up once per asset id, in a session of Airflow's own if none was passed.
-            from airflow.models.asset import AssetModel
-            from sqlalchemy import select
-
-            with sync_session(session) as opened:
-                found = opened.execute(
-                    select(AssetModel.name, AssetModel.uri).where(AssetModel.id == asset_id)
-                ).one_or_none()
-            known = self._remember(asset_id, found)
-        return known
+        return self._assets.scope(scope, session)
 
     async def _ascope(self, scope: object, session: AsyncSession | None) -> Scope:
-        asset_id = asset_id_of(scope)
-        if asset_id is None:
-            return tasktrail_scope(scope)
-        known = self._assets.get(asset_id)
-        if known is None:
-            from airflow.models.asset import AssetModel
-            from sqlalchemy import select
-
-            async with async_session(session) as opened:
-                result = await opened.execute(
-                    select(AssetModel.name, AssetModel.uri).where(AssetModel.id == asset_id)
-                )
-                found = result.one_or_none()
-            known = self._remember(asset_id, found)
-        return known
-
-    def _remember(self, asset_id: int, found: Any) -> AssetScope:
-        if found is None:
-            raise LookupError(f"Airflow has no asset with id {asset_id}")
-        # An asset's name and uri never change under one id.
-        scope = self._assets[asset_id] = AssetScope(found[0] or None, found[1] or None)
-        return scope
+        return await self._assets.ascope(scope, session)
 
 
 def installed_backend() -> TasktrailBackend | None:

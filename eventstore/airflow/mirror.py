@@ -23,7 +23,13 @@ if TYPE_CHECKING:
 
     from eventstore.airflow.backend import TasktrailBackend
 
-__all__ = ["MirrorReport", "compare_mirror", "expired_keys", "projection_rows"]
+__all__ = [
+    "MirrorReport",
+    "compare_mirror",
+    "current_rows",
+    "expired_keys",
+    "projection_rows",
+]
 
 
 def _expired(expires_at: int | None, now: int) -> bool:
@@ -61,25 +67,34 @@ async def projection_rows(
             "checking the mirror reads tasktrail's projection directly: run it where the "
             "database is (TASKTRAIL_DB), not through a service"
         )
+    known = frozenset(scope_key(scope) for scope in await target.written_scopes())
+    return _current(target, await target.every_current()), known
+
+
+async def current_rows(store: Store, scopes: list[Scope]) -> dict[Scope, dict[str, _Current]]:
+    """The live keys of the projection in the given scopes, as `projection_rows` gives them."""
+    rows = [(scope, row) for scope in scopes for row in await store.read_all(scope)]
+    return _current(store, rows)
+
+
+def _current(store: Store, rows: list[tuple[Scope, Any]]) -> dict[Scope, dict[str, _Current]]:
     from eventstore.log.envelope import is_sensitive
 
-    now = to_micros(target.now())
-    known = frozenset(scope_key(scope) for scope in await target.written_scopes())
-    rows = await target.every_current()
+    now = to_micros(store.now())
     found: dict[Scope, dict[str, _Current]] = {}
     for scope, row in rows:
         if _expired(row.expires_at, now):
             continue
-        value = target.open_value(scope, row)
+        value = store.open_value(scope, row)
         if value is ERASED:
             continue
         found.setdefault(scope, {})[row.key] = _Current(
             value,
-            is_sensitive(row.value) or target.vault.encrypting,
+            is_sensitive(row.value) or store.vault.encrypting,
             None if row.expires_at is None else from_micros(row.expires_at),
             from_micros(row.updated_at),
         )
-    return found, known
+    return found
 
 
 class MirrorReport(msgspec.Struct, kw_only=True):
@@ -103,7 +118,10 @@ def compare_mirror(
     repair: bool,
     remove_only: bool = False,
     known: frozenset[str] = frozenset(),
+    only: frozenset[str] | None = None,
 ) -> MirrorReport:
+    """How Airflow's tables differ from `projection`; with `repair`, put them right. `only`:
+    the scope keys to compare (the catch-up's), every scope if None."""
     from airflow.models.asset import AssetModel
     from airflow.models.asset_state_store import AssetStateStoreModel
     from airflow.models.task_state_store import TaskStateStoreModel
@@ -154,6 +172,9 @@ def compare_mirror(
     a = AssetStateStoreModel
     for row in session.execute(select(a.asset_id, a.key, a.value)):
         have[("asset", row[0], row[1])] = (row[2], None)
+    ids = {asset_id: scope for scope, asset_id in assets.items()}
+    if only is not None:
+        have = {p: row for p, row in have.items() if _scope_of_place(p, ids) in only}
     report.rows_checked = len(have)
     now = datetime.now(UTC)
     for place, (text, expires_at, scope) in wanted.items():
@@ -166,7 +187,6 @@ def compare_mirror(
             continue
         if repair and not remove_only:
             _repair_row(session, place, text, expires_at, scope)
-    ids = {asset_id: scope for scope, asset_id in assets.items()}
     for place, (_, expires_at) in have.items():
         if place in wanted or (expires_at is not None and expires_at <= now):
             continue  # an expired row is `cleanup()`'s to remove

@@ -9,7 +9,9 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
+from eventstore.airflow import statements
 from eventstore.airflow.scopes import Writer, asset_id_of, aware
+from eventstore.airflow.statements import ASSET_WRITER, TaskTarget, delete_rows, upsert_rows
 from eventstore.log.scopes import AssetScope, Scope, TaskScope
 
 if TYPE_CHECKING:
@@ -61,7 +63,7 @@ class Place:
         cls, session: Session, scope: object, target: Scope, *, need_run: bool = True
     ) -> Place:
         if isinstance(target, TaskScope):
-            return cls._task(target, session.execute(task_query(target)).one_or_none(), need_run)
+            return cls._task(target, session.execute(*task_query(target)).one_or_none(), need_run)
         asset_id = asset_id_of(scope)
         if asset_id is None:
             asset_id = session.scalar(asset_query(target))
@@ -72,7 +74,7 @@ class Place:
         cls, session: AsyncSession, scope: object, target: Scope, *, need_run: bool = True
     ) -> Place:
         if isinstance(target, TaskScope):
-            found = (await session.execute(task_query(target))).one_or_none()
+            found = (await session.execute(*task_query(target))).one_or_none()
             return cls._task(target, found, need_run)
         asset_id = asset_id_of(scope)
         if asset_id is None:
@@ -86,26 +88,17 @@ class Place:
             raise no_dag_run(target)
         return cls(target, run_id, None, try_number)
 
-    def _upsert_statement(
-        self,
-        dialect: str | None,
-        key: str,
-        text: str | None,
-        writer: Writer,
-        expires_at: datetime | None,
-    ) -> Any:
-        if text is None:
-            return self._delete_statement(key)
-        from airflow.models.asset_state_store import AssetStateStoreModel
-        from airflow.models.task_state_store import TaskStateStoreModel
-        from airflow.state.metastore import _build_upsert_stmt
-
+    def upsert_values(
+        self, key: str, text: str, writer: Writer, expires_at: datetime | None
+    ) -> tuple[TaskTarget, dict[str, Any]] | None:
+        """The table and the row's column values (for `upsert_rows`); None: no place to write
+        (no DagRun, no asset)."""
         now = datetime.now(UTC)
         if self.task is not None:
             if self.dag_run_id is None:
                 return None
             task = self.task
-            values = {
+            return "task", {
                 "dag_run_id": self.dag_run_id,
                 "dag_id": task.dag_id,
                 "run_id": task.run_id,
@@ -114,55 +107,47 @@ class Place:
                 "key": key,
                 "value": text,
                 "updated_at": now,
-                "expires_at": expires_at,
+                "expires_at": aware(expires_at),
             }
-            return _build_upsert_stmt(
-                dialect,
-                TaskStateStoreModel,
-                ["dag_run_id", "task_id", "map_index", "key"],
-                values,
-                {"value": text, "updated_at": now, "expires_at": expires_at},
-            )
         if self.asset_id is None:
             return None
-        fields = {
-            "last_updated_by_kind": writer.kind,
-            "last_updated_by_dag_id": writer.dag_id,
-            "last_updated_by_run_id": writer.run_id,
-            "last_updated_by_task_id": writer.task_id,
-            "last_updated_by_map_index": writer.map_index,
-        }
-        return _build_upsert_stmt(
-            dialect,
-            AssetStateStoreModel,
-            ["asset_id", "key"],
-            dict(asset_id=self.asset_id, key=key, value=text, updated_at=now, **fields),
-            dict(value=text, updated_at=now, **fields),
-        )
+        fields = (writer.kind, writer.dag_id, writer.run_id, writer.task_id, writer.map_index)
+        row = {"asset_id": self.asset_id, "key": key, "value": text, "updated_at": now}
+        return "asset", {**row, **dict(zip(ASSET_WRITER, fields, strict=True))}
 
-    def _delete_statement(self, key: str | None, all_map_indices: bool = False) -> Any:
-        from airflow.models.asset_state_store import AssetStateStoreModel
-        from airflow.models.task_state_store import TaskStateStoreModel
-        from sqlalchemy import delete
-
-        if self.task is not None:
-            model: Any = TaskStateStoreModel
-            task = self.task
-            where = [
-                model.dag_id == task.dag_id,
-                model.run_id == task.run_id,
-                model.task_id == task.task_id,
-            ]
-            if not all_map_indices:
-                where.append(model.map_index == task.map_index)
-        elif self.asset_id is not None:
-            model = AssetStateStoreModel
-            where = [model.asset_id == self.asset_id]
-        else:
+    def upsert_statement(
+        self,
+        dialect: str | None,
+        key: str,
+        text: str | None,
+        writer: Writer,
+        expires_at: datetime | None,
+    ) -> tuple[Any, dict[str, Any]] | None:
+        """The statement and parameters that make the key's row hold `text` (None: no row)."""
+        if text is None:
+            return self.delete_statement(key)
+        found = self.upsert_values(key, text, writer, expires_at)
+        if found is None:
             return None
-        if key is not None:
-            where.append(model.key == key)
-        return delete(model).where(*where)
+        table, values = found
+        return upsert_rows(dialect, table), values
+
+    def delete_statement(
+        self, key: str | None, all_map_indices: bool = False
+    ) -> tuple[Any, dict[str, Any]] | None:
+        """The statement and parameters that delete the key's row (None: every row of the
+        place, of every map index with `all_map_indices`)."""
+        params: dict[str, Any] = {} if key is None else {"p_key": key}
+        if self.task is not None:
+            task = self.task
+            params.update(p_dag_id=task.dag_id, p_run_id=task.run_id, p_task_id=task.task_id)
+            if not all_map_indices:
+                params["p_map_index"] = task.map_index
+            return delete_rows("task", key is not None, not all_map_indices), params
+        if self.asset_id is None:
+            return None
+        params["p_asset_id"] = self.asset_id
+        return delete_rows("asset", key is not None), params
 
     def row(self, session: Session, key: str) -> tuple[str, datetime | None, int | None] | None:
         """The (value, expires_at, dag_run_id) of a key's row in Airflow's table, or None."""
@@ -197,21 +182,19 @@ class Place:
     ) -> None:
         from airflow.utils.sqlalchemy import get_dialect_name
 
-        statement = self._upsert_statement(
-            get_dialect_name(session), key, text, writer, aware(expires_at)
-        )
+        statement = self.upsert_statement(get_dialect_name(session), key, text, writer, expires_at)
         if statement is not None:
-            session.execute(statement)
+            session.execute(*statement)
 
     def delete(self, session: Session, key: str) -> None:
-        statement = self._delete_statement(key)
+        statement = self.delete_statement(key)
         if statement is not None:
-            session.execute(statement)
+            session.execute(*statement)
 
     def clear(self, session: Session, all_map_indices: bool) -> None:
-        statement = self._delete_statement(None, all_map_indices)
+        statement = self.delete_statement(None, all_map_indices)
         if statement is not None:
-            session.execute(statement)
+            session.execute(*statement)
 
 
 def dag_run_query(scope: TaskScope) -> Any:
@@ -240,23 +223,12 @@ def no_dag_run(scope: TaskScope) -> ValueError:
     return ValueError(f"No DagRun found for dag_id={scope.dag_id!r} run_id={scope.run_id!r}")
 
 
-def task_query(scope: TaskScope) -> Any:
-    """The DagRun's id and the task instance's running try, in one query: (id, try) with no
-    task instance yet gives (id, None); no row at all, no DagRun."""
-    from airflow.models.dagrun import DagRun
-    from airflow.models.taskinstance import TaskInstance as TI
-    from sqlalchemy import and_, select
-
-    return (
-        select(DagRun.id, TI.try_number)
-        .outerjoin(
-            TI,
-            and_(
-                TI.dag_id == DagRun.dag_id,
-                TI.run_id == DagRun.run_id,
-                TI.task_id == scope.task_id,
-                TI.map_index == scope.map_index,
-            ),
-        )
-        .where(DagRun.dag_id == scope.dag_id, DagRun.run_id == scope.run_id)
-    )
+def task_query(scope: TaskScope) -> tuple[Any, dict[str, Any]]:
+    """The DagRun's id and the task instance's running try (`statements.task_query`)."""
+    params = {
+        "p_dag_id": scope.dag_id,
+        "p_run_id": scope.run_id,
+        "p_task_id": scope.task_id,
+        "p_map_index": scope.map_index,
+    }
+    return statements.task_query(), params

@@ -3,7 +3,9 @@
 Installed with `tasktrail[airflow]` (entry point `airflow.plugins`), loaded by Airflow's API
 server when `[state_store] backend` is `eventstore.airflow.TasktrailBackend`. It adds:
 
-- a root middleware (`EditsReachTheLog`): Airflow's public routes of the task and asset state
+- a root middleware (`EditsReachTheLog`): before a request reads or edits Airflow's state store
+  tables (or makes any other write), the backend's queued mirror writes are written
+  (read-your-writes). Airflow's public routes of the task and asset state
   store (PUT, PATCH, DELETE of a key; DELETE of the whole store) write Airflow's own table, the
   backend's mirror. Once such a request has succeeded, and before its answer leaves, the middleware
   records the edit in tasktrail's log (`TasktrailBackend.record_edit`) with the actor
@@ -42,6 +44,7 @@ from airflow.plugins_manager import AirflowPlugin
 
 from eventstore.airflow.backend import Edit, installed_backend
 from eventstore.airflow.history import PREFIX, history_app
+from eventstore.airflow.loop import PROCESS_LOOP
 from eventstore.log.scopes import TaskScope
 
 __all__ = ["EditsReachTheLog", "TasktrailPlugin"]
@@ -114,11 +117,16 @@ class EditsReachTheLog:
         self.app = app
 
     async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
-        if scope["type"] != "http" or scope["method"] not in _WRITES:
+        if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
         path: str = scope["path"]
-        if "/api/v2/" not in path:
+        writes = scope["method"] in _WRITES and "/api/v2/" in path
+        if (writes or "/state-store" in path) and not PROCESS_LOOP.idle():
+            # Read-your-writes: what Airflow reads or edits in its table is what the backend
+            # wrote so far, the mirror writer's queue drained.
+            await anyio.to_thread.run_sync(PROCESS_LOOP.drain)
+        if not writes:
             await self.app(scope, receive, send)
             return
         edit = _edit_of(scope["method"], path, scope.get("query_string", b"").decode("latin-1"))

@@ -27,6 +27,9 @@ INGEST = TaskScope(DAG_ID, RUN_ID, "ingest")
 
 
 def rows(db: AirflowDatabase) -> dict[str, tuple[str, datetime | None]]:
+    # Read straight from Airflow's table, not through a path that reads the mirror: once the
+    # mirror writer has written what this process queued.
+    TasktrailBackend.wait_for_mirror()
     t = TaskStateStoreModel
     with db.session() as session:
         found = session.execute(select(t.key, t.value, t.expires_at).where(t.task_id == "ingest"))
