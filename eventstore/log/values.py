@@ -40,7 +40,8 @@ _decode = msgspec.json.Decoder().decode
 def check_key(key: object) -> str:
     if not isinstance(key, str):
         raise KeyTypeError(key)
-    if not key or len(key) > MAX_KEY_LENGTH or not is_unicode(key):
+    # isascii reads a flag the str keeps: most keys need no trial encoding.
+    if not key or len(key) > MAX_KEY_LENGTH or not (key.isascii() or is_unicode(key)):
         raise KeyValueError(key, MAX_KEY_LENGTH)
     return key
 
