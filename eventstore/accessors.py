@@ -81,7 +81,7 @@ class _Accessor:
         idempotency_id: str | None,
         sensitive: bool | None = None,
     ) -> AppendResult:
-        if not isinstance(values, Mapping):
+        if type(values) is not dict and not isinstance(values, Mapping):
             raise TypeError(
                 f"set_many takes a mapping of key to value, got {type(values).__name__}"
             )

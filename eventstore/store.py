@@ -165,10 +165,12 @@ class Store(AsyncResource):
 
     async def append(self, request: AppendRequest) -> AppendResult:
         """Append one request through group commit; its ops land together or not at all."""
-        self._check_writable()
+        if self._closed or self.config.read_only:
+            self._check_writable()
         result = await self._writer.append(request)
-        if result.seq is not None:
-            self._feed.committed(result.seq)  # wakes this store's subscribers at once
+        seq = result.seq
+        if seq is not None and seq > self._feed.head:
+            self._feed.committed(seq)  # wakes this store's subscribers at once
         return result
 
     def subscribe(
