@@ -14,7 +14,7 @@ import anyio.lowlevel
 
 from eventstore.log.envelope import ERASED
 from eventstore.log.requests import AppendRequest, AppendResult, ClearOp, DeleteOp, Op, SetOp
-from eventstore.log.scopes import AssetScope, Scope, TaskScope
+from eventstore.log.scopes import AssetScope, Scope, TaskScope, scope_key
 from eventstore.log.values import check_key, check_label, encode_value
 from eventstore.writes import AssetWrites, SetRequest, Stamps, TaskWrites
 
@@ -70,6 +70,7 @@ class _Accessor:
         self.scope = scope
         self.try_number = try_number
         self.actor = check_label("actor", actor)
+        self._scope_key = scope_key(scope)  # computed once: every get needs it
 
     def __repr__(self) -> str:
         tried = "" if self.try_number is None else f", try {self.try_number}"
@@ -77,12 +78,9 @@ class _Accessor:
 
     async def get(self, key: str, default: Any = None) -> Any:
         """The key's current value, or `default` if it is absent or expired."""
-        row = await self.store.read(self.scope, check_key(key))
-        if row is None:
-            return default
-        value = self.store.open_value(self.scope, row)
-        # An erased key reads as absent (a projection restored from before an erasure).
-        return default if value is ERASED else value
+        value = await self.store.read_value(self.scope, check_key(key), self._scope_key)
+        # None: absent, expired, or erased (a projection restored from before an erasure).
+        return default if value is None else value
 
     async def items(self) -> dict[str, Any]:
         """Every current {key: value} of the scope; expired and erased keys are left out."""

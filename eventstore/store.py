@@ -10,6 +10,7 @@ clock.
 from __future__ import annotations
 
 import os
+import time
 from collections.abc import Sequence
 from datetime import datetime
 from functools import partial
@@ -26,12 +27,14 @@ from eventstore.log.backends import open_backend
 from eventstore.log.backends.base import LogBackend
 from eventstore.log.backends.rows import CurrentFilter, CurrentRow, ScopeFilter, ScopeRow
 from eventstore.log.config import Clock, StoreConfig, system_clock
+from eventstore.log.envelope import ERASED, plain_json
 from eventstore.log.errors import ReadOnlyStoreError, StoreClosedError
 from eventstore.log.events import to_micros
 from eventstore.log.feed import Feed, ScopeMatch, Subscription
 from eventstore.log.master_keys import master_keys_from_env
 from eventstore.log.requests import AppendRequest, AppendResult, EraseOp
 from eventstore.log.scopes import AssetScope, Scope, TaskScope, scope_from_key, scope_key
+from eventstore.log.values import decode_value
 from eventstore.log.vault import RotationReport, Vault
 from eventstore.log.writer import GroupCommitWriter
 from projections.compaction import CompactionReport, Ledger, compact
@@ -126,6 +129,13 @@ class Store(AsyncResource, ScopeOpener[TaskStore, AssetStore]):
             raise ValueError(f"the store's clock returned a naive datetime {now!r}; return UTC")
         return now
 
+    def _now_micros(self) -> int:
+        """now() as the integer microseconds rows are compared in. The system clock is read
+        straight: time_ns floored to the microsecond is what datetime.now(UTC) gives."""
+        if self._clock is system_clock:
+            return time.time_ns() // 1000
+        return to_micros(self.now())
+
     def open_task(
         self, scope: TaskScope, try_number: int | None = None, actor: str = "task"
     ) -> TaskStore:
@@ -146,10 +156,12 @@ class Store(AsyncResource, ScopeOpener[TaskStore, AssetStore]):
 
     async def append(self, request: AppendRequest) -> AppendResult:
         """Append one request through group commit; its ops land together or not at all."""
-        self._check_writable()
+        if self._closed or self.config.read_only:
+            self._check_writable()
         result = await self._writer.append(request)
-        if result.seq is not None:
-            self._feed.committed(result.seq)  # wakes this store's subscribers at once
+        seq = result.seq
+        if seq is not None and seq > self._feed.head:
+            self._feed.committed(seq)  # wakes this store's subscribers at once
         return result
 
     def subscribe(
@@ -224,6 +236,28 @@ class Store(AsyncResource, ScopeOpener[TaskStore, AssetStore]):
         if vault.store is not None and vault.unready(skey, (row.value,)):
             await self.ready(scope, (row,))
         return row
+
+    async def read_value(self, scope: Scope, key: str, skey: str | None = None) -> Any:
+        """A get: the key's current value, opened; None if it is absent, expired or erased (a
+        stored value is never None). `skey`: the scope's key, when the caller keeps it.
+
+        One point read of the value alone; a sealed value, bound to the version it was
+        written at, is opened from its whole row."""
+        skey = skey or scope_key(scope)
+        scope_id = self._scope_ids.get(skey)
+        if scope_id is None:
+            scope_id = await self.scope_id(scope, skey)
+            if scope_id is None:
+                return None
+        stored = await self.backend.select_value(scope_id, key, self._now_micros())
+        if stored is None:
+            return None
+        encoded = plain_json(stored)
+        if encoded is not None:
+            return decode_value(encoded)
+        row = await self.read(scope, key)
+        value = None if row is None else self.open_value(scope, row)
+        return None if value is ERASED else value
 
     async def read_all(self, scope: Scope) -> list[CurrentRow]:
         """Every live projection row of the scope, ordered by key."""

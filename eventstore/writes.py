@@ -69,7 +69,7 @@ def set_request(
     idempotency_id: str | None,
     one: bool = False,
 ) -> SetRequest:
-    if not isinstance(values, Mapping):
+    if type(values) is not dict and not isinstance(values, Mapping):
         raise TypeError(f"set_many takes a mapping of key to value, got {type(values).__name__}")
     if expires_at is not None:
         if retention is not None:

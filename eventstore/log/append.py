@@ -72,7 +72,9 @@ class _Batch(BatchHeads):
         if request.expected_version is not None and request.expected_version != row.version:
             raise ConcurrencyError(request.scope, request.expected_version, row.version)
 
-        if row.scope_id:
+        # Once `load_flags` read the batch's stored flags, a scope without them is one this
+        # batch made: nothing of it is stored yet.
+        if row.scope_id and not self.flags_loaded:
             await self._load_flags(row.scope_id, request.ops)
         appended = 0
         last_seq: int | None = None
@@ -137,8 +139,12 @@ class _Batch(BatchHeads):
         return result
 
     def _append_set(self, view: ScopeView, request: AppendRequest, op: SetOp) -> int:
-        expires = self._expiry(op)
-        data_key = self.keys.sealing.get(id(request))
+        default = self.default_retention
+        if op.retention is None and op.expires_at is None:  # the usual set: no call needed
+            expires = None if default is None else self.now + default
+        else:
+            expires = self._expiry(op)
+        data_key = self.keys.sealing.get(id(request)) if self.keys.sealing else None
         flagged = op.sensitive is not True and self._flagged(view.row.scope_id, op.key)
         sensitive = flagged if op.sensitive is None else op.sensitive
         event = KeySet(

@@ -35,6 +35,7 @@ __all__ = [
     "Masked",
     "enc_hook",
     "is_sensitive",
+    "plain_json",
     "stored_value",
     "value_aad",
     "wrap_aad",
@@ -106,6 +107,17 @@ def stored_value(event: KeySet) -> bytes:
     if event.sensitive:
         return bytes((FLAGGED, SENSITIVE)) + bytes(event.value)
     return bytes(event.value)
+
+
+def plain_json(stored: bytes) -> bytes | None:
+    """The JSON of a plain or flagged stored value, None for a sealed (or empty) one: what a
+    read opens without the vault, and without the version a sealed value is bound to."""
+    if not stored:
+        return None
+    kind = stored[0]
+    if kind == FLAGGED:
+        return stored[2:]
+    return None if kind == SEALED else stored
 
 
 def is_sensitive(stored: bytes) -> bool:

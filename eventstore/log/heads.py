@@ -57,6 +57,7 @@ class BatchHeads:
         self.new_idempotent: list[IdempotentRow] = []
         self.scope_keys: dict[Scope, str] = {}
         self.idempotent_loaded = False
+        self.flags_loaded = False  # load_flags read the stored flags of the whole batch
         # The sensitive flags of keys as stored before the batch, by (scope_id, key).
         self.flags: dict[tuple[int, str], bool] = {}
         self.recorded_at = from_micros(now)
@@ -99,6 +100,7 @@ class BatchHeads:
             for pair in wanted:
                 head = heads.get(pair)
                 self.flags[pair] = head is not None and is_sensitive(head)
+        self.flags_loaded = True
 
     async def view(self, scope: Scope) -> ScopeView:
         key = self.scope_keys.get(scope) or scope_key(scope)

@@ -40,7 +40,8 @@ _decode = msgspec.json.Decoder().decode
 def check_key(key: object) -> str:
     if not isinstance(key, str):
         raise KeyTypeError(key)
-    if not key or len(key) > MAX_KEY_LENGTH or not is_unicode(key):
+    # isascii reads a flag the str keeps: most keys need no trial encoding.
+    if not key or len(key) > MAX_KEY_LENGTH or not (key.isascii() or is_unicode(key)):
         raise KeyValueError(key, MAX_KEY_LENGTH)
     return key
 
@@ -68,7 +69,8 @@ def encode_value(key: str, value: object, max_bytes: int) -> bytes:
     """Check that value is plain JSON and return its encoding; raise naming the problem."""
     if value is None:
         raise NoneValueError(key)
-    _check_json(key, value, 0)
+    if type(value) not in _PLAIN:
+        _check_json(key, value, 0)
     try:
         encoded = _encode(value)
     except UnicodeEncodeError:
@@ -80,6 +82,11 @@ def encode_value(key: str, value: object, max_bytes: int) -> bytes:
 
 def decode_value(encoded: bytes) -> Any:
     return _decode(encoded)
+
+
+# Items of exactly these types (None too) are plain JSON: checked where they stand, with no
+# call each. Their subclasses and floats (which may not be finite) take the call.
+_PLAIN: Final = frozenset((str, int, bool, type(None)))
 
 
 def _check_json(key: str, value: object, depth: int) -> None:
@@ -95,7 +102,7 @@ def _check_json(key: str, value: object, depth: int) -> None:
         if depth > MAX_VALUE_DEPTH:
             raise ValueTooDeepError(key, MAX_VALUE_DEPTH)
         for item in value:
-            if item is not None:
+            if type(item) not in _PLAIN:
                 _check_json(key, item, depth)
         return
     if isinstance(value, dict):
@@ -103,11 +110,11 @@ def _check_json(key: str, value: object, depth: int) -> None:
         if depth > MAX_VALUE_DEPTH:
             raise ValueTooDeepError(key, MAX_VALUE_DEPTH)
         for name, item in value.items():
-            if not isinstance(name, str):
+            if type(name) is not str and not isinstance(name, str):
                 raise ValueTypeError(
                     key, f"a dict key {name!r} is a {type(name).__name__}, not a str"
                 )
-            if item is not None:
+            if type(item) not in _PLAIN:
                 _check_json(key, item, depth)
         return
     raise ValueTypeError(key, f"{type(value).__name__} {_short_repr(value)}")

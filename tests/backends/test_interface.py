@@ -207,6 +207,22 @@ async def test_current_by_key_range_and_expiry(log: LogBackend) -> None:
         assert both == {**live, (task, "a"): b"\x00\x01"}
 
 
+async def test_point_read_of_a_value_unexpired_at_now(log: LogBackend) -> None:
+    asset, task = await _two_scopes(log)
+    async with log.write() as tx:
+        await tx.upsert_current([_current(asset, "a", 1), _current(asset, "b", 2, expires_at=50)])
+    assert await log.select_value(asset, "a", 10**15) == b"\x00\x01a"
+    assert await log.select_value(asset, "b", 49) == b"\x00\x01b"
+    assert await log.select_value(asset, "b", 50) is None  # expired at its expiry time
+    assert await log.select_value(asset, "zz", 0) is None
+    assert await log.select_value(task, "a", 0) is None  # another scope's key
+    async with log.write() as tx:
+        await tx.upsert_current([_current(asset, "a", 3)])
+        await tx.delete_current([(asset, "b")])
+    assert await log.select_value(asset, "a", 0) == b"\x00\x01a"
+    assert await log.select_value(asset, "b", 0) is None
+
+
 async def test_delete_current_by_key_seq_scope_and_all(log: LogBackend) -> None:
     asset, task = await _two_scopes(log)
     rows = [_current(asset, k, i + 1) for i, k in enumerate(["a", "b", "c", "d"])]
@@ -289,9 +305,12 @@ async def test_close(log: LogBackend) -> None:
     storage = await log.select_storage()
     assert storage.bytes > 0
     assert storage.idempotent_before == 0  # not asked
+    assert await log.select_value(asset, "k", 0) is None  # SQLite keeps a cursor for it
     await log.aclose()
     await log.aclose()  # again: nothing to do
     with pytest.raises(StoreClosedError):
         await log.select_scopes()
     with pytest.raises(StoreClosedError):
         await log.select_current()
+    with pytest.raises(StoreClosedError):
+        await log.select_value(asset, "k", 0)

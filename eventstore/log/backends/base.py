@@ -94,6 +94,12 @@ class LogBackend(ABC):
     ) -> list[rows.CurrentRow]:
         """The scope's projection rows `where` keeps, by key; every scope's (None) in any order."""
 
+    async def select_value(self, scope_id: int, key: str, now: int) -> bytes | None:
+        """The stored value of one key, if its row is unexpired at `now`: a get's point read,
+        `select_current` for one key unless a backend has a leaner statement for it."""
+        found = await self.select_current(scope_id, rows.CurrentFilter(key=key, now=now))
+        return found[0].value if found else None
+
     @abstractmethod
     async def select_events(
         self, scope_id: int, where: rows.EventFilter

@@ -89,6 +89,7 @@ class SQLiteBackend(SQLiteReads):
         self._write_conn: sqlite3.Connection | None = None
         # Point reads, on the loop thread.
         self._point_conn: sqlite3.Connection | None = None
+        self._value_cursor: sqlite3.Cursor | None = None
         # Long reads, in aiosqlite's thread.
         self._read_conn: aiosqlite.Connection | None = None
         # fast_acquire: an uncontended lock is taken without a trip through the event loop,
@@ -301,6 +302,7 @@ class SQLiteBackend(SQLiteReads):
         self._closed = True
         reader, self._read_conn = self._read_conn, None
         points, self._point_conn = self._point_conn, None
+        self._value_cursor = None
         writer, self._write_conn = self._write_conn, None
         with anyio.CancelScope(shield=True):
             if reader is not None:

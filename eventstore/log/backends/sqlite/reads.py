@@ -24,7 +24,7 @@ import msgspec
 from eventstore.log.backends import rows as shape
 from eventstore.log.backends.base import LogBackend
 from eventstore.log.backends.rows import CurrentRow, EventFilter, EventRow, LogHead, ScopeRow
-from eventstore.log.backends.sqlite.files import Translating
+from eventstore.log.backends.sqlite.files import Translating, translate
 from eventstore.log.backends.sqlite.pragmas import SELECT_PAGE_BYTES
 from eventstore.log.backends.sqlite.schema import CURRENT_COLUMNS, EVENT_COLUMNS, SCOPE_COLUMNS
 from eventstore.log.errors import StoreClosedError
@@ -34,6 +34,13 @@ __all__ = ["SQLiteReads"]
 _encode_json = msgspec.json.Encoder().encode
 
 _SELECT_CURRENT: Final = f"SELECT {CURRENT_COLUMNS} FROM current WHERE scope_id = ? AND key = ?"
+
+# A get's point read: the value alone, of a row unexpired at the given time. One column, as
+# sqlite3 describes every column a statement returns (a name and a tuple each) at each execute.
+_SELECT_VALUE: Final = (
+    "SELECT value FROM current WHERE scope_id = ? AND key = ? "
+    "AND (expires_at IS NULL OR expires_at > ?)"
+)
 
 _SELECT_CURRENT_ALL: Final = (
     f"SELECT {CURRENT_COLUMNS} FROM current WHERE scope_id = ? ORDER BY key"
@@ -186,6 +193,7 @@ class SQLiteReads(LogBackend):
 
     path: str
     _point_conn: sqlite3.Connection | None
+    _value_cursor: sqlite3.Cursor | None  # select_value's, on the point-read connection
     _read_conn: aiosqlite.Connection | None
     _errors: Translating
 
@@ -245,6 +253,17 @@ class SQLiteReads(LogBackend):
             limit = -1 if where.limit is None else where.limit
             page = (scope_id, where.after_key or "", now, limit)
             return [CurrentRow(*r) for r in points.execute(_SELECT_CURRENT_PAGE, page)]
+
+    async def select_value(self, scope_id: int, key: str, now: int) -> bytes | None:
+        # The hot path of every get: a cursor kept for it, no context manager, one column.
+        cursor = self._value_cursor
+        if cursor is None:
+            cursor = self._value_cursor = self._points().cursor()
+        try:
+            row = cursor.execute(_SELECT_VALUE, (scope_id, key, now)).fetchone()
+        except sqlite3.Error as error:
+            raise translate(error, self.path) from error
+        return None if row is None else row[0]
 
     async def select_events(self, scope_id: int, where: EventFilter) -> list[EventRow]:
         with self._errors:
