@@ -210,14 +210,16 @@ async def test_current_by_key_range_and_expiry(log: LogBackend) -> None:
 async def test_point_read_of_a_value_unexpired_at_now(log: LogBackend) -> None:
     asset, task = await _two_scopes(log)
     async with log.write() as tx:
-        await tx.upsert_current([_current(asset, "a", 1), _current(asset, "b", 2, expires_at=50)])
+        await tx.insert(
+            Insert(current=[_current(asset, "a", 1), _current(asset, "b", 2, expires_at=50)])
+        )
     assert await log.select_value(asset, "a", 10**15) == b"\x00\x01a"
     assert await log.select_value(asset, "b", 49) == b"\x00\x01b"
     assert await log.select_value(asset, "b", 50) is None  # expired at its expiry time
     assert await log.select_value(asset, "zz", 0) is None
     assert await log.select_value(task, "a", 0) is None  # another scope's key
     async with log.write() as tx:
-        await tx.upsert_current([_current(asset, "a", 3)])
+        await tx.insert(Insert(current=[_current(asset, "a", 3)]))
         await tx.delete_current([(asset, "b")])
     assert await log.select_value(asset, "a", 0) == b"\x00\x01a"
     assert await log.select_value(asset, "b", 0) is None
