@@ -54,8 +54,11 @@ class BlockingRemote(RemoteScopeOpener["BlockingRemoteAccessor", "BlockingRemote
 class BlockingRemoteHistory(BlockingHistory[RemoteHistory]):
     """RemoteHistory as plain calls: the embedded facade's, plus timeline and tries."""
 
-    def timeline(self, key: str, *, after_seq: int | None = None) -> list[RecordedEvent]:
-        return self._portal.call(partial(self._history.timeline, key, after_seq=after_seq))
+    def timeline(
+        self, key: str, *, after_seq: int | None = None, limit: int | None = None
+    ) -> list[RecordedEvent]:
+        call = partial(self._history.timeline, key, after_seq=after_seq, limit=limit)
+        return self._portal.call(call)
 
     def tries(self) -> list[TrySummary]:
         return self._portal.call(self._history.tries)

@@ -14,7 +14,7 @@ from eventstore.log.scopes import Scope
 from eventstore.log.values import check_key
 from eventstore.service.models import RewindAnswer
 from projections import At, Diff, RewindResult, TrySummary
-from projections.events_query import EventQuery, EventsReader
+from projections.events_query import EventQuery, EventsReader, check_limit
 
 __all__ = ["RemoteHistory"]
 
@@ -35,10 +35,6 @@ class _StateAnswer(msgspec.Struct):
 class _EventPage(msgspec.Struct):
     events: list[RecordedEvent]
     next_after_seq: int | None
-
-
-class _Timeline(msgspec.Struct):
-    events: list[RecordedEvent]
 
 
 class _Tries(msgspec.Struct):
@@ -90,7 +86,12 @@ class RemoteHistory(EventsReader):
             params["since"] = query.since.isoformat()
         if query.until is not None:
             params["until"] = query.until.isoformat()
-        limit, after_seq = query.limit, query.after_seq
+        return await self._pages("/history", params, query.after_seq, query.limit)
+
+    async def _pages(
+        self, path: str, params: dict[str, str], after_seq: int | None, limit: int | None
+    ) -> list[RecordedEvent]:
+        """The events of a paged route, fetched page by page up to `limit` (None: all)."""
         found: list[RecordedEvent] = []
         while limit is None or len(found) < limit:
             page_size = 1000 if limit is None else min(1000, limit - len(found))
@@ -99,7 +100,7 @@ class RemoteHistory(EventsReader):
             params["limit"] = str(page_size)
             if after_seq is not None:
                 params["after_seq"] = str(after_seq)
-            page = await self._get("/history", params, _EventPage)
+            page = await self._get(path, params, _EventPage)
             if page is None:
                 return []
             found += page.events
@@ -125,11 +126,13 @@ class RemoteHistory(EventsReader):
             return Diff(added={}, removed={}, changed={})
         return answer
 
-    async def timeline(self, key: str, *, after_seq: int | None = None) -> list[RecordedEvent]:
-        """Every set and delete of one key, oldest first."""
-        query = {} if after_seq is None else {"after_seq": str(after_seq)}
-        answer = await self._get("/timeline/" + segment(check_key(key)), query, _Timeline)
-        return [] if answer is None else answer.events
+    async def timeline(
+        self, key: str, *, after_seq: int | None = None, limit: int | None = None
+    ) -> list[RecordedEvent]:
+        """Every set and delete of one key, oldest first; page with `after_seq` and `limit`."""
+        check_limit(limit)
+        path = "/timeline/" + segment(check_key(key))
+        return await self._pages(path, {}, after_seq, limit)
 
     async def tries(self) -> list[TrySummary]:
         """One summary per try that wrote to the scope, in try order."""

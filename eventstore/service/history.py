@@ -76,10 +76,12 @@ class DiffAnswer(msgspec.Struct, kw_only=True, rename={"from_": "from"}):
 
 
 class Timeline(msgspec.Struct, kw_only=True):
-    """Every set and delete of one key, oldest first."""
+    """A page of one key's sets and deletes, oldest first; `next_after_seq` asks for the next
+    page (null: this was the last)."""
 
     key: str
     events: list[RecordedEvent]
+    next_after_seq: int | None
 
 
 class Tries(msgspec.Struct, kw_only=True):
@@ -127,6 +129,13 @@ async def _history(call: Call) -> History:
     return call.store.history(scope)
 
 
+def _paged(events: list[RecordedEvent], limit: int) -> tuple[list[RecordedEvent], int | None]:
+    """A page of `limit` events read as `limit + 1`, and where the next page starts (None: no
+    more)."""
+    page = events[:limit]
+    return page, page[-1].seq if len(events) > limit else None
+
+
 async def list_events(call: Call) -> Response:
     query = call.request.query_params
     limit = call.query_int("limit", 100, 1, MAX_LIST_LIMIT)
@@ -150,9 +159,8 @@ async def list_events(call: Call) -> Response:
         limit=limit + 1,
         mask=_mask(call),
     )
-    more = len(events) > limit
-    page = events[:limit]
-    return json_response(EventPage(events=page, next_after_seq=page[-1].seq if more else None))
+    page, next_after_seq = _paged(events, limit)
+    return json_response(EventPage(events=page, next_after_seq=next_after_seq))
 
 
 async def state_at(call: Call) -> Response:
@@ -179,9 +187,12 @@ async def diff_points(call: Call) -> Response:
 async def timeline(call: Call) -> Response:
     key = check_key(call.request.path_params["key"])
     after = call.query_int("after_seq", None, 0, 2**62)
+    limit = call.query_int("limit", 100, 1, MAX_LIST_LIMIT)
+    assert limit is not None
     history = await _history(call)
-    events = await history.timeline(key, after_seq=after, mask=_mask(call))
-    return json_response(Timeline(key=key, events=events))
+    events = await history.timeline(key, after_seq=after, limit=limit + 1, mask=_mask(call))
+    page, next_after_seq = _paged(events, limit)
+    return json_response(Timeline(key=key, events=page, next_after_seq=next_after_seq))
 
 
 async def tries(call: Call) -> Response:
@@ -191,6 +202,12 @@ async def tries(call: Call) -> Response:
 
 _SEQ: Final[dict[str, Any]] = {"type": "integer", "minimum": 0, "maximum": 2**62}
 _TIME: Final[dict[str, Any]] = {"type": "string", "format": "date-time"}
+_LIMIT: Final = Param(
+    "limit",
+    "query",
+    {"type": "integer", "minimum": 1, "maximum": MAX_LIST_LIMIT},
+    "most events on a page (default 100)",
+)
 _POINT_DOCS: Final[dict[str, tuple[dict[str, Any], str]]] = {
     "seq": (_SEQ, "as of this global position"),
     "version": (_SEQ, "as of this version of the scope (0: before its first event)"),
@@ -264,12 +281,7 @@ def _operations(kind: ScopeKind) -> list[Operation]:
                 Param("since", "query", _TIME, "recorded at or after this time"),
                 Param("until", "query", _TIME, "recorded at or before this time"),
                 seq_param,
-                Param(
-                    "limit",
-                    "query",
-                    {"type": "integer", "minimum": 1, "maximum": MAX_LIST_LIMIT},
-                    "most events on a page (default 100)",
-                ),
+                _LIMIT,
             ),
             (401, 403, 404, 422),
         ),
@@ -304,6 +316,7 @@ def _operations(kind: ScopeKind) -> list[Operation]:
                     True,
                 ),
                 seq_param,
+                _LIMIT,
             ),
         ),
         op("/tries", "tries", "One summary per try that wrote to the scope", tries, Tries, ()),

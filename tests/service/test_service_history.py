@@ -162,6 +162,34 @@ def test_timeline_of_a_slash_key(service: Service, dag: str, story: dict[str, An
     assert [e["value"] for e in got.json()["events"]] == [1, 2]
 
 
+def test_timeline_comes_in_pages(service: Service, dag: str, story: dict[str, Any]) -> None:
+    token = story["token"]
+    for value in range(3, 8):
+        service.call("PUT", task_path(dag, "a"), {"value": value}, token=token)
+    route = history_path(dag, "/timeline/a")
+    first = service.call("GET", route + "?limit=4", token=token).json()
+    assert [e["value"] for e in first["events"]] == [1, 2, 3, 4]
+    after = first["next_after_seq"]
+    assert after == first["events"][-1]["seq"]
+    last = service.call("GET", f"{route}?limit=4&after_seq={after}", token=token).json()
+    assert [e["value"] for e in last["events"]] == [5, 6, 7]
+    assert last["next_after_seq"] is None
+    too_many = service.call("GET", route + "?limit=0", token=token)
+    assert (too_many.status, too_many.reason) == (422, "bad_query")
+
+
+async def test_remote_timeline_pages_to_its_limit(
+    service: Service, dag: str, story: dict[str, Any]
+) -> None:
+    async with connect(service.base_url, token=service.token("auditor")) as remote:
+        h = remote.history(TaskScope(dag, "r", "t"))
+        assert [e.value for e in await h.timeline("a", limit=1)] == [1]
+        whole = await h.timeline("a")
+        assert [e.value for e in await h.timeline("a", after_seq=whole[0].seq)] == [2]
+        with pytest.raises(ValueError, match="limit must be an int >= 0"):
+            await h.timeline("a", limit=-1)
+
+
 def test_tries_summarise_each_try(service: Service, dag: str, story: dict[str, Any]) -> None:
     tries = service.call("GET", history_path(dag, "/tries"), token=story["token"]).json()["tries"]
     assert [(t["try_number"], t["writes"], t["keys"]) for t in tries] == [
