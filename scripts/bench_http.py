@@ -56,13 +56,15 @@ def serve(db: str, port: int) -> None:
     from eventstore.service.app import create_app
     from eventstore.service.app import serve as run
     from eventstore.service.operation import Call, Operation
+    from eventstore.service.responses import json_response
 
     async def noop(call: Call) -> Response:
         await call.raw_body()
-        return Response(b"{}", media_type="application/json")
+        return json_response({})
 
     # Routed and wrapped as the API's operations are (the same router, the same per-request
-    # metrics), with no token to check and nothing to do: the least a request costs this server.
+    # metrics, the same JSON answer), with no token to check and nothing to do: the least a
+    # request costs this server.
     bare = Operation("PUT", "/bench/noop", "bench_noop", "Nothing", noop, "bench")
     app = create_app(db, secret=SECRET, extra_operations=[bare])
     run(app, "127.0.0.1", port, log_level="warning")

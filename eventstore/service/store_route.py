@@ -4,7 +4,8 @@ set many, erase."""
 from __future__ import annotations
 
 import math
-from datetime import timedelta
+from collections.abc import Callable, Mapping
+from datetime import datetime, timedelta
 from typing import Any
 
 import anyio.lowlevel
@@ -55,7 +56,7 @@ from eventstore.service.params import (
     WRITE_STATUSES,
     suffix_of,
 )
-from eventstore.service.responses import json_response
+from eventstore.service.responses import json_response, versioned_response
 from eventstore.store import AppendResult, CurrentRow, TaskStore
 
 __all__ = ["STORE_OPERATIONS"]
@@ -70,7 +71,7 @@ def _write_response(call: Call, result: AppendResult) -> Response:
         events=result.events,
         recorded_at=result.recorded_at,
     )
-    return json_response(body, headers={"ETag": f'"{result.version}"'})
+    return versioned_response(body, result.version)
 
 
 def _entry(call: Call, row: CurrentRow) -> KeyEntry | None:
@@ -135,20 +136,28 @@ async def get_key(call: Call) -> Response:
 
 async def put_key(call: Call) -> Response:
     key = call.key()
+    return await _set(call, lambda body: {key: body.value}, PutBody, AssetPutBody)
+
+
+async def set_batch(call: Call) -> Response:
+    return await _set(call, lambda body: body.values, BatchBody, AssetBatchBody)
+
+
+async def _set(
+    call: Call,
+    values_of: Callable[[Any], Mapping[str, object]],
+    task_body: type[PutBody | BatchBody],
+    asset_body: type[AssetPutBody | AssetBatchBody],
+) -> Response:
+    """Set the values a body names (`values_of`): a task's with the body's expiry, an
+    asset's (which never expire) without."""
     accessor = call.accessor()
     expected, idempotency = call.expected_version(), call.idempotency_id()
     if isinstance(accessor, TaskStore):
-        body: PutBody = await call.body(PutBody)
-        expires_at = None if body.expires_at is UNSET else body.expires_at
-        if body.retention is UNSET:
-            retention = None
-        elif expires_at is not None:
-            raise HTTPProblem(422, "bad_retention", "pass retention or expires_at, not both")
-        else:
-            retention = _retention(body.retention)
-        result = await accessor.set(
-            key,
-            body.value,
+        body = await call.body(task_body)
+        retention, expires_at = _expiry(body)
+        result = await accessor.set_many(
+            values_of(body),
             retention=retention,
             expires_at=expires_at,
             expected_version=expected,
@@ -156,15 +165,26 @@ async def put_key(call: Call) -> Response:
             sensitive=_flag(body.sensitive),
         )
     else:
-        asset_body: AssetPutBody = await call.body(AssetPutBody)
-        result = await accessor.set(
-            key,
-            asset_body.value,
+        asset = await call.body(asset_body)
+        result = await accessor.set_many(
+            values_of(asset),
             expected_version=expected,
             idempotency_id=idempotency,
-            sensitive=_flag(asset_body.sensitive),
+            sensitive=_flag(asset.sensitive),
         )
     return _write_response(call, result)
+
+
+def _expiry(body: PutBody | BatchBody) -> tuple[timedelta | NeverExpire | None, datetime | None]:
+    """A task body's retention and expiry time: one of them, or neither (the default)."""
+    if isinstance(body, BatchBody):
+        return _retention(body.retention), None
+    expires_at = None if body.expires_at is UNSET else body.expires_at
+    if body.retention is UNSET:
+        return None, expires_at
+    if expires_at is not None:
+        raise HTTPProblem(422, "bad_retention", "pass retention or expires_at, not both")
+    return _retention(body.retention), None
 
 
 async def patch_key(call: Call) -> Response:
@@ -243,7 +263,7 @@ async def list_keys(call: Call) -> Response:
         next=page[-1].key if more else None,
         version=version,
     )
-    return json_response(body, headers={"ETag": f'"{version}"'})
+    return versioned_response(body, version)
 
 
 async def clear_scope(call: Call) -> Response:
@@ -257,29 +277,6 @@ async def clear_scope(call: Call) -> Response:
         )
     else:
         result = await accessor.clear(expected_version=expected, idempotency_id=idempotency)
-    return _write_response(call, result)
-
-
-async def set_batch(call: Call) -> Response:
-    accessor = call.accessor()
-    expected, idempotency = call.expected_version(), call.idempotency_id()
-    if isinstance(accessor, TaskStore):
-        body: BatchBody = await call.body(BatchBody)
-        result = await accessor.set_many(
-            body.values,
-            retention=_retention(body.retention),
-            expected_version=expected,
-            idempotency_id=idempotency,
-            sensitive=_flag(body.sensitive),
-        )
-    else:
-        asset_body: AssetBatchBody = await call.body(AssetBatchBody)
-        result = await accessor.set_many(
-            asset_body.values,
-            expected_version=expected,
-            idempotency_id=idempotency,
-            sensitive=_flag(asset_body.sensitive),
-        )
     return _write_response(call, result)
 
 
