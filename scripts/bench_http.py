@@ -19,10 +19,13 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import cProfile
 import http.client
 import multiprocessing
 import os
+import pstats
 import shutil
+import signal
 import socket
 import statistics
 import subprocess
@@ -49,8 +52,16 @@ from eventstore.service.models import MAX_BATCH_KEYS  # noqa: E402
 SECRET = b"bench-secret-0123456789abcdef"
 
 
-def serve(db: str, port: int) -> None:
-    """The server side: the service app plus a route that does nothing."""
+def serve(db: str, port: int, profile: str | None = None) -> None:
+    """The server side: the service app plus a route that does nothing.
+
+    With `profile` (a file), SIGUSR1 starts cProfile on the server's thread (its CPU clock, so
+    time the thread waits is not counted) and SIGUSR2 stops it and writes the stats there.
+    """
+    if profile:
+        profiler = cProfile.Profile(time.thread_time)
+        signal.signal(signal.SIGUSR1, lambda *_: profiler.enable())
+        signal.signal(signal.SIGUSR2, lambda *_: (profiler.disable(), profiler.dump_stats(profile)))
     from starlette.responses import Response
 
     from eventstore.service.app import create_app
@@ -143,12 +154,19 @@ async def rounds(
     seconds: float,
     count: int,
     server_pid: int | None = None,
+    profile: Sample | None = None,
 ) -> None:
     """Run the workloads in turn, `count` times each, so a change in the machine's load
-    (it is shared) falls on all of them alike rather than on whichever ran at the time."""
+    (it is shared) falls on all of them alike rather than on whichever ran at the time.
+    The server profiles `profile`'s runs (see `serve`)."""
     for _ in range(count):
         for sample, op in workloads:
+            profiled = server_pid is not None and sample is profile
+            if profiled:
+                os.kill(server_pid, signal.SIGUSR1)
             await drive(sample, concurrency, seconds / count, op, server_pid)
+            if profiled:
+                os.kill(server_pid, signal.SIGUSR2)
 
 
 async def bench(
@@ -158,6 +176,7 @@ async def bench(
     embedded_url: str,
     server: subprocess.Popen[bytes],
     base: str,
+    profile: tuple[str, Path] | None = None,
 ) -> None:
     pid = server.pid
     backend = "SQLite durability=full" if embedded_url.startswith("sqlite") else "PostgreSQL"
@@ -196,7 +215,15 @@ async def bench(
                 (Sample("service set"), service_set),
                 (Sample("service get"), service_get),
             ]
-            await rounds(http, concurrency, seconds, count, pid)
+            profiled = {"bare": 0, "set": 1, "get": 2}[profile[0]] if profile else None
+            await rounds(
+                http,
+                concurrency,
+                seconds,
+                count,
+                pid,
+                None if profiled is None else http[profiled][0],
+            )
             rows += [sample.row() for sample, _ in http]
     finally:
         server.terminate()
@@ -247,6 +274,25 @@ async def bench(
         f"server CPU per set / per bare request: {server_ratio:.2f} "
         f"(target <= 1.5: {'met' if server_ratio <= 1.5 else 'NOT met'})"
     )
+    if profile:
+        name, stats_file = profile
+        index = {"bare": 0, "set": 1, "get": 2}[name]
+        print_profile(stats_file, str(rows[index]["name"]), int(rows[index]["requests"]))
+
+
+def print_profile(stats_file: Path, name: str, requests: int, top: int = 25) -> None:
+    """The server's functions that took the most of its thread's CPU during `name`."""
+    stats: dict[tuple[str, int, str], tuple[Any, ...]] = pstats.Stats(str(stats_file)).stats  # type: ignore[attr-defined]
+    total = sum(entry[2] for entry in stats.values())
+    print(
+        f"server profile during {name} (cProfile on the server's thread CPU clock, which "
+        f"profiling slows 2-3x: read the shares), {total / requests * 1e6:.0f} us per request:"
+    )
+    print(f"{'self':>7}{'incl':>7}  function")
+    by_self = sorted(stats.items(), key=lambda item: -item[1][2])
+    for (file, line, function), entry in by_self[:top]:
+        where = f"{Path(file).name}:{line}" if line else "~"
+        print(f"{entry[2] / total:>7.1%}{entry[3] / total:>7.1%}  {function} ({where})")
 
 
 STALL_KEYS = 400_000
@@ -389,11 +435,18 @@ def main() -> None:
     parser.add_argument(
         "--no-stall", action="store_true", help="only the throughput rows (no stall line)"
     )
+    parser.add_argument(
+        "--profile",
+        choices=["bare", "set", "get"],
+        help="profile the server (cProfile) during this workload and print its top functions "
+        "(that workload's row then counts the profiler's cost too)",
+    )
     parser.add_argument("--serve", metavar="DB_URL", help=argparse.SUPPRESS)
+    parser.add_argument("--stats", help=argparse.SUPPRESS)
     parser.add_argument("--port", type=int, default=0, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.serve:
-        serve(args.serve, args.port)
+        serve(args.serve, args.port, args.stats)
         return
     try:
         import uvloop
@@ -415,8 +468,10 @@ def main() -> None:
         embedded_url = f"sqlite:///{workdir / 'embedded.db'}"
     try:
         if not args.stall_only:
+            stats = workdir / "server.prof"
+            profiling = ["--stats", str(stats)] if args.profile else []
             server = subprocess.Popen(
-                [sys.executable, __file__, "--serve", db, "--port", str(port)]
+                [sys.executable, __file__, "--serve", db, "--port", str(port), *profiling]
             )
             try:
                 asyncio.run(
@@ -427,6 +482,7 @@ def main() -> None:
                         embedded_url,
                         server,
                         f"http://127.0.0.1:{port}",
+                        (args.profile, stats) if args.profile else None,
                     )
                 )
             finally:
