@@ -19,10 +19,9 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import http.client
-import multiprocessing
 import os
 import shutil
+import signal
 import socket
 import statistics
 import subprocess
@@ -32,11 +31,8 @@ import time
 import uuid
 from collections.abc import Awaitable, Callable
 from pathlib import Path
-from typing import Any
-from urllib.parse import urlsplit
 
 import aiohttp
-import msgspec
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
@@ -44,25 +40,31 @@ sys.path.insert(0, str(ROOT))
 from eventstore import open_store  # noqa: E402
 from eventstore.client import connect  # noqa: E402
 from eventstore.service.auth import make_token  # noqa: E402
-from eventstore.service.models import MAX_BATCH_KEYS  # noqa: E402
 
 SECRET = b"bench-secret-0123456789abcdef"
 
 
-def serve(db: str, port: int) -> None:
-    """The server side: the service app plus a route that does nothing."""
+def serve(db: str, port: int, profile: str | None = None) -> None:
+    """The server side: the service app plus a route that does nothing (and, with `profile`,
+    a profiler: see `bench_http_profile`)."""
+    if profile:
+        from bench_http_profile import profile_on_signals
+
+        profile_on_signals(profile)
     from starlette.responses import Response
 
     from eventstore.service.app import create_app
     from eventstore.service.app import serve as run
     from eventstore.service.operation import Call, Operation
+    from eventstore.service.responses import json_response
 
     async def noop(call: Call) -> Response:
         await call.raw_body()
-        return Response(b"{}", media_type="application/json")
+        return json_response({})
 
     # Routed and wrapped as the API's operations are (the same router, the same per-request
-    # metrics), with no token to check and nothing to do: the least a request costs this server.
+    # metrics, the same JSON answer), with no token to check and nothing to do: the least a
+    # request costs this server.
     bare = Operation("PUT", "/bench/noop", "bench_noop", "Nothing", noop, "bench")
     app = create_app(db, secret=SECRET, extra_operations=[bare])
     run(app, "127.0.0.1", port, log_level="warning")
@@ -141,12 +143,19 @@ async def rounds(
     seconds: float,
     count: int,
     server_pid: int | None = None,
+    profile: Sample | None = None,
 ) -> None:
     """Run the workloads in turn, `count` times each, so a change in the machine's load
-    (it is shared) falls on all of them alike rather than on whichever ran at the time."""
+    (it is shared) falls on all of them alike rather than on whichever ran at the time.
+    The server profiles `profile`'s runs (see `serve`)."""
     for _ in range(count):
         for sample, op in workloads:
+            profiled = server_pid is not None and sample is profile
+            if profiled:
+                os.kill(server_pid, signal.SIGUSR1)
             await drive(sample, concurrency, seconds / count, op, server_pid)
+            if profiled:
+                os.kill(server_pid, signal.SIGUSR2)
 
 
 async def bench(
@@ -156,6 +165,7 @@ async def bench(
     embedded_url: str,
     server: subprocess.Popen[bytes],
     base: str,
+    profile: tuple[str, Path] | None = None,
 ) -> None:
     pid = server.pid
     backend = "SQLite durability=full" if embedded_url.startswith("sqlite") else "PostgreSQL"
@@ -194,7 +204,15 @@ async def bench(
                 (Sample("service set"), service_set),
                 (Sample("service get"), service_get),
             ]
-            await rounds(http, concurrency, seconds, count, pid)
+            profiled = {"bare": 0, "set": 1, "get": 2}[profile[0]] if profile else None
+            await rounds(
+                http,
+                concurrency,
+                seconds,
+                count,
+                pid,
+                None if profiled is None else http[profiled][0],
+            )
             rows += [sample.row() for sample, _ in http]
     finally:
         server.terminate()
@@ -245,118 +263,12 @@ async def bench(
         f"server CPU per set / per bare request: {server_ratio:.2f} "
         f"(target <= 1.5: {'met' if server_ratio <= 1.5 else 'NOT met'})"
     )
+    if profile:
+        name, stats_file = profile
+        index = {"bare": 0, "set": 1, "get": 2}[name]
+        from bench_http_profile import print_profile
 
-
-STALL_KEYS = 400_000
-
-
-async def wait_until_up(session: aiohttp.ClientSession, base: str) -> None:
-    for _ in range(200):
-        try:
-            async with session.get(base + "/healthz") as response:
-                if response.status == 200:
-                    return
-        except aiohttp.ClientConnectionError:
-            await asyncio.sleep(0.05)
-
-
-def poll_health(base: str, stop: Any, results: Any) -> None:
-    """GET /healthz one after the other until `stop` is set; then the waits (seconds) go to
-    `results`. A process of its own, so the client's work does not count as the server's."""
-    split = urlsplit(base)
-    connection = http.client.HTTPConnection(split.hostname, split.port, timeout=60)
-    waits: list[float] = []
-    try:
-        while not stop.is_set():
-            started = time.perf_counter()
-            connection.request("GET", "/healthz")
-            response = connection.getresponse()
-            response.read()
-            waits.append(time.perf_counter() - started)
-            assert response.status == 200, response.status
-    finally:
-        connection.close()
-        results.put(waits)
-
-
-async def stall(base: str) -> None:
-    """The longest /healthz wait while maximal batches and a 400,000-key listing run."""
-    token = make_token(SECRET, "admin")
-    headers = {"Authorization": f"Bearer {token}", "Content-Type": "application/json"}
-    big = base + "/api/v1/tasks/stall/run/big/-1"
-
-    def batch_body(prefix: str, start: int) -> bytes:
-        values = {
-            f"{prefix}{i:07d}": {"offset": i, "rows": 5}
-            for i in range(start, start + MAX_BATCH_KEYS)
-        }
-        return msgspec.json.encode({"values": values, "retention": "never"})
-
-    async with aiohttp.ClientSession(headers=headers) as session:
-        await wait_until_up(session, base)
-        began = time.perf_counter()
-        for start in range(0, STALL_KEYS, MAX_BATCH_KEYS):
-            async with session.post(big + "/store:batch", data=batch_body("k", start)) as response:
-                assert response.status == 200, await response.text()
-        seeded = time.perf_counter() - began
-        # What the service imports and warms on first use is not what this line measures.
-        warm = base + "/api/v1/tasks/stall/run/warm/-1/store:batch"
-        async with session.post(warm, data=batch_body("w", 0)) as response:
-            assert response.status == 200, await response.text()
-
-        batch_times: list[float] = []
-        page_times: list[float] = []
-        listed = 0
-
-        async def batches() -> None:
-            for n in range(5):
-                body = batch_body(f"b{n}-", 0)
-                started = time.perf_counter()
-                url = base + f"/api/v1/tasks/stall/run/batch{n}/-1/store:batch"
-                async with session.post(url, data=body) as response:
-                    assert response.status == 200, await response.text()
-                batch_times.append(time.perf_counter() - started)
-
-        async def listing() -> None:
-            nonlocal listed
-            after: str | None = None
-            while True:
-                params = {"limit": "1000", **({"after": after} if after else {})}
-                started = time.perf_counter()
-                async with session.get(big + "/store", params=params) as response:
-                    page = msgspec.json.decode(await response.read())
-                page_times.append(time.perf_counter() - started)
-                listed += len(page["items"])
-                after = page["next"]
-                if after is None:
-                    return
-
-        context = multiprocessing.get_context("spawn")
-        stop, results = context.Event(), context.Queue()
-        poller = context.Process(target=poll_health, args=(base, stop, results))
-        poller.start()
-        await asyncio.sleep(1.0)  # the poller's interpreter starts
-        try:
-            await asyncio.gather(batches(), listing())
-        finally:
-            stop.set()
-            waits: list[float] = await asyncio.to_thread(results.get, True, 60)
-            await asyncio.to_thread(poller.join)
-    waits.sort()
-    longest = waits[-1] * 1000
-    print(
-        f"stall: seeded {STALL_KEYS} keys in {seeded:.1f} s; then 5 batches of {MAX_BATCH_KEYS} "
-        f"keys (median {statistics.median(batch_times) * 1000:.0f} ms each) while listing "
-        f"{listed} keys in {len(page_times)} pages of 1000 "
-        f"(median {statistics.median(page_times) * 1000:.1f} ms, "
-        f"slowest {max(page_times) * 1000:.1f} ms)"
-    )
-    over = sum(1 for wait in waits if wait >= 0.05)
-    print(
-        f"longest /healthz wait meanwhile: {longest:.1f} ms over {len(waits)} probes "
-        f"(p99 {waits[int(len(waits) * 0.99) - 1] * 1000:.1f} ms, {over} of 50 ms or more); "
-        f"target < 50 ms: {'met' if longest < 50 else 'NOT met'}"
-    )
+        print_profile(stats_file, str(rows[index]["name"]), int(rows[index]["requests"]))
 
 
 async def drop_schemas(url: str, schemas: list[str]) -> None:
@@ -387,11 +299,18 @@ def main() -> None:
     parser.add_argument(
         "--no-stall", action="store_true", help="only the throughput rows (no stall line)"
     )
+    parser.add_argument(
+        "--profile",
+        choices=["bare", "set", "get"],
+        help="profile the server (cProfile) during this workload and print its top functions "
+        "(that workload's row then counts the profiler's cost too)",
+    )
     parser.add_argument("--serve", metavar="DB_URL", help=argparse.SUPPRESS)
+    parser.add_argument("--stats", help=argparse.SUPPRESS)
     parser.add_argument("--port", type=int, default=0, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.serve:
-        serve(args.serve, args.port)
+        serve(args.serve, args.port, args.stats)
         return
     try:
         import uvloop
@@ -413,8 +332,10 @@ def main() -> None:
         embedded_url = f"sqlite:///{workdir / 'embedded.db'}"
     try:
         if not args.stall_only:
+            stats = workdir / "server.prof"
+            profiling = ["--stats", str(stats)] if args.profile else []
             server = subprocess.Popen(
-                [sys.executable, __file__, "--serve", db, "--port", str(port)]
+                [sys.executable, __file__, "--serve", db, "--port", str(port), *profiling]
             )
             try:
                 asyncio.run(
@@ -425,6 +346,7 @@ def main() -> None:
                         embedded_url,
                         server,
                         f"http://127.0.0.1:{port}",
+                        (args.profile, stats) if args.profile else None,
                     )
                 )
             finally:
@@ -438,7 +360,9 @@ def main() -> None:
             [sys.executable, __file__, "--serve", embedded_url, "--port", str(port)]
         )
         try:
-            asyncio.run(stall(f"http://127.0.0.1:{port}"))
+            from bench_http_stall import stall
+
+            asyncio.run(stall(f"http://127.0.0.1:{port}", SECRET))
         finally:
             server.terminate()
             server.wait()

@@ -19,7 +19,7 @@ from eventstore.service.errors import HTTPProblem, problem_of
 from eventstore.service.operation import Call, Operation, ServiceState, header_of
 from eventstore.service.responses import problem_response
 
-__all__ = ["endpoint", "headers_of"]
+__all__ = ["endpoint"]
 
 log = logging.getLogger("tasktrail.service")
 
@@ -29,41 +29,42 @@ def endpoint(
 ) -> Callable[[Request], Awaitable[Response]]:
     """The Starlette endpoint of an operation: auth, scope, handler, errors, metrics."""
 
+    action, kind, template, method = op.action, op.scope, op.template, op.method
+    writes = action in _WRITES
+
     async def run(request: Request) -> Response:
         state = state_of(request)
         started = time.perf_counter()
-        headers = headers_of(request)
+        raw = request.scope["headers"]
+        # The raw headers by (lower-case) name, the last of a repeated one: made once, where
+        # Starlette's `Headers` scans the whole list again on every lookup.
+        headers = dict(raw)
         try:
-            if len(headers) != len(request.scope["headers"]):
-                _check_repeats(request.scope["headers"])
+            if len(headers) != len(raw):
+                _check_repeats(raw)
             claims = None
             scope = None
-            if op.action is not None:
-                claims = _authenticate(
-                    header_of(headers, b"authorization"), state.verifier, state.wall()
-                )
-                if op.scope is not None:
-                    scope = state.scopes.scope(op.scope, request)
-                denial = authorize(claims, op.action, scope)
+            if action is not None:
+                claims = _authenticate(headers.get(b"authorization"), state.verifier, state.wall())
+                if kind is not None:
+                    scope = state.scopes.scope(kind, request)
+                denial = authorize(claims, action, scope)
                 if denial is not None:
                     raise HTTPProblem(403, "forbidden", denial)
-                if op.action in _WRITES:
+                if writes:
                     _check_try(header_of(headers, b"tasktrail-try"), claims)
             response = await op.handler(Call(request, headers, state, op, claims, scope))
         except Exception as error:
             problem = problem_of(error)
             if problem is None:
-                log.exception("%s %s failed", op.method, request.url.path)
+                log.exception("%s %s failed", method, request.url.path)
                 problem = HTTPProblem(
                     500, "internal_error", f"the service failed: {type(error).__name__}"
                 )
-            if op.action in ("write", "delete", "clear"):
-                kind = "task" if op.scope == "task" else "asset"
-                state.metrics.append(kind, problem.reason)
+            if writes:
+                state.metrics.append("task" if kind == "task" else "asset", problem.reason)
             response = problem_response(problem)
-        state.metrics.request(
-            op.template, op.method, response.status_code, time.perf_counter() - started
-        )
+        state.metrics.request(template, method, response.status_code, time.perf_counter() - started)
         return response
 
     run.__name__ = op.name
@@ -71,12 +72,6 @@ def endpoint(
 
 
 _WRITES: Final = frozenset({"write", "delete", "clear"})
-
-
-def headers_of(request: Request) -> dict[bytes, bytes]:
-    """The request's raw headers by (lower-case) name, the last of a repeated one: made once,
-    where Starlette's `Headers` scans the whole list again on every lookup."""
-    return dict(request.scope["headers"])
 
 
 # The headers the service reads: sent twice, which one counts would be a guess (an intermediary
@@ -117,12 +112,12 @@ def _check_try(said: str | None, claims: Claims) -> None:
         )
 
 
-def _authenticate(header: str | None, verifier: TokenVerifier, now: float) -> Claims:
-    if header is None:
+def _authenticate(raw: bytes | None, verifier: TokenVerifier, now: float) -> Claims:
+    if raw is None:
         raise HTTPProblem(
             401, "unauthenticated", "send a bearer token: Authorization: Bearer <token>"
         )
-    scheme, _, token = header.partition(" ")
+    scheme, _, token = raw.decode("latin-1").partition(" ")
     if scheme.lower() != "bearer" or not token:
         raise HTTPProblem(401, "unauthenticated", "the Authorization header must be Bearer <token>")
     try:

@@ -12,6 +12,7 @@ from __future__ import annotations
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
+from functools import cached_property
 from typing import Any, Final, Literal
 from urllib.parse import unquote
 
@@ -48,7 +49,8 @@ MAX_LIST_LIMIT: Final = 1000
 
 
 class ScopeCache:
-    """Scopes as `scope_of` parses them, by the path segments and query parameter that name them.
+    """Scopes as `scope_of` parses them, by the path segments and query parameter that name them,
+    and the accessors that write them, by scope, try and actor.
 
     A task writes to its own scope over and over; unescaping and checking each part again on
     every request costs more than the rest of its routing.
@@ -56,7 +58,23 @@ class ScopeCache:
 
     def __init__(self, size: int = 4096) -> None:
         self._scopes: dict[tuple[object, ...], Scope] = {}
+        self._accessors: dict[tuple[Scope, int | None, str], TaskStore | AssetStore] = {}
         self._size = size
+
+    def accessor(
+        self, store: Store, scope: Scope, try_number: int | None, actor: str
+    ) -> TaskStore | AssetStore:
+        key = (scope, try_number, actor)
+        accessor = self._accessors.get(key)
+        if accessor is None or accessor.store is not store:
+            if isinstance(scope, TaskScope):
+                accessor = store.open_task(scope, try_number, actor)
+            else:
+                accessor = store.open_asset(scope, actor)
+            if len(self._accessors) >= self._size:
+                self._accessors.clear()
+            self._accessors[key] = accessor
+        return accessor
 
     def scope(self, kind: ScopeKind, request: Request) -> Scope:
         params = request.path_params
@@ -119,7 +137,7 @@ class Operation:
     statuses: tuple[int, ...] = ()
     media_type: str = "application/json"
 
-    @property
+    @cached_property
     def template(self) -> str:
         """The path as OpenAPI writes it: {key}, {map_index}."""
         return self.path.replace(":path}", "}").replace(":mapindex}", "}")
@@ -158,9 +176,8 @@ class Call:
         claims = self.claims
         assert claims is not None
         scope = self.the_scope()
-        if isinstance(scope, TaskScope):
-            return self.store.open_task(scope, self.try_number(), claims.actor)
-        return self.store.open_asset(scope, claims.actor)
+        try_number = self.try_number() if isinstance(scope, TaskScope) else None
+        return self.state.scopes.accessor(self.store, scope, try_number, claims.actor)
 
     def try_number(self) -> int | None:
         """The try a task write is stamped with: a task token's own; an admin's says it.
@@ -170,7 +187,7 @@ class Call:
         """
         claims = self.claims
         assert claims is not None
-        said = self.header("tasktrail-try")
+        said = header_of(self.headers, b"tasktrail-try")
         if claims.role == "admin" and said is not None and said.isascii() and said.isdigit():
             return int(said)
         return claims.try_number
@@ -188,7 +205,7 @@ class Call:
 
     async def body(self, kind: type[Any]) -> Any:
         limit = self.state.max_body_bytes
-        declared = self.header("content-length") or ""
+        declared = header_of(self.headers, b"content-length") or ""
         # A declared length over the limit is refused before reading; a lying one once the
         # body read passes the limit.
         if declared.isascii() and declared.isdigit() and int(declared) > limit:
@@ -201,7 +218,7 @@ class Call:
         return await anyio.to_thread.run_sync(decode_body, raw, kind)
 
     def expected_version(self) -> int | None:
-        header = self.header("if-match")
+        header = header_of(self.headers, b"if-match")
         if header is None:
             return None
         text = header.strip().removeprefix("W/").strip('"')
@@ -214,7 +231,7 @@ class Call:
         return int(text)
 
     def idempotency_id(self) -> str | None:
-        header = self.header("idempotency-key")
+        header = header_of(self.headers, b"idempotency-key")
         if header is not None and not 0 < len(header) <= 200:
             raise HTTPProblem(422, "bad_header", "Idempotency-Key must be 1 to 200 characters")
         return header

@@ -8,7 +8,7 @@ from starlette.responses import Response
 from eventstore.log.envelope import enc_hook
 from eventstore.service.errors import ErrorBody, HTTPProblem
 
-__all__ = ["json_response", "problem_response"]
+__all__ = ["json_response", "problem_response", "versioned_response"]
 
 
 _encoder = msgspec.json.Encoder(enc_hook=enc_hook)
@@ -39,6 +39,13 @@ def json_response(
     data: object, status: int = 200, headers: dict[str, str] | None = None
 ) -> Response:
     return _JSONResponse(_encoder.encode(data), status, headers)
+
+
+def versioned_response(data: object, version: int) -> Response:
+    """A JSON answer with the scope's version as its ETag (what every write answers)."""
+    response = _JSONResponse(_encoder.encode(data), 200, None)
+    response.raw_headers.append((b"etag", b'"%d"' % version))
+    return response
 
 
 def problem_response(problem: HTTPProblem) -> Response:

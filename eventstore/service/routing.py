@@ -40,7 +40,8 @@ def raw_scope_path(scope: ASGIScope) -> str:
     name) put back as sent, escaped; the rest of it (a key with its `/`) decoded."""
     path: str = scope["path"]
     raw_path = scope.get("raw_path")
-    if not raw_path:
+    # Without an escape the raw path is the path (the usual request: nothing to put back).
+    if not raw_path or b"%" not in raw_path:
         return path
     for prefix, count in _RAW_PREFIXES:
         if path.startswith(prefix):

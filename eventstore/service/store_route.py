@@ -53,7 +53,7 @@ from eventstore.service.params import (
     scope_params,
     suffix_of,
 )
-from eventstore.service.responses import json_response
+from eventstore.service.responses import json_response, versioned_response
 from eventstore.store import AppendResult, AssetStore, CurrentRow, TaskStore
 
 __all__ = ["STORE_OPERATIONS"]
@@ -68,7 +68,7 @@ def _write_response(call: Call, result: AppendResult) -> Response:
         events=result.events,
         recorded_at=result.recorded_at,
     )
-    return json_response(body, headers={"ETag": f'"{result.version}"'})
+    return versioned_response(body, result.version)
 
 
 def _entry(call: Call, row: CurrentRow) -> KeyEntry | None:
@@ -240,7 +240,7 @@ async def list_keys(call: Call) -> Response:
         next=page[-1].key if more else None,
         version=version,
     )
-    return json_response(body, headers={"ETag": f'"{version}"'})
+    return versioned_response(body, version)
 
 
 async def clear_scope(call: Call) -> Response:
