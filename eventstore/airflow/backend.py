@@ -105,6 +105,8 @@ class TasktrailBackend(MetastoreBackend):
             )
         self.sensitive_names = sensitive_names(sensitive_keys)
         self._key = (url, self.config, self.token)
+        # What the process loop needs of this backend for a write (ProcessLoop.write).
+        self._store = (self._key, self._open, self)
         self._assets = AssetNames()
 
     def __repr__(self) -> str:
@@ -178,10 +180,9 @@ class TasktrailBackend(MetastoreBackend):
                 text = self._mirrored(decoded, sensitive or sealed)
                 return MirrorOp("upsert", place, key, text, writer, expires_at)
 
-            args = (target, key, decoded, aware(expires_at), place.try_number)
-            self._write(
-                opened, session is None, ops.write_set, (*args, writer.actor, sensitive), mirror
-            )
+            expiry, try_number = aware(expires_at), place.try_number
+            args = (target, key, decoded, expiry, try_number, writer.actor, sensitive)
+            PROCESS_LOOP.write(self._store, opened, session is None, ops.write_set, args, mirror)
 
     def delete(self, scope: Any, key: str, *, session: Session | None = None) -> None:
         with sync_session(session) as opened:
@@ -189,7 +190,8 @@ class TasktrailBackend(MetastoreBackend):
             place = Place.find(opened, scope, target, need_run=False)
             change = MirrorOp("delete", place, key)
             args = (target, key, place.try_number, ACTOR)
-            self._write(opened, session is None, ops.write_delete, args, lambda _: change)
+            owned = session is None
+            PROCESS_LOOP.write(self._store, opened, owned, ops.write_delete, args, lambda _: change)
 
     def clear(
         self, scope: Any, *, all_map_indices: bool = False, session: Session | None = None
@@ -200,19 +202,8 @@ class TasktrailBackend(MetastoreBackend):
             try_number = None if all_map_indices else place.try_number
             change = MirrorOp("clear", place, all_map_indices=all_map_indices)
             args = (target, all_map_indices, try_number, ACTOR)
-            self._write(opened, session is None, ops.write_clear, args, lambda _: change)
-
-    def _write(
-        self,
-        session: Session,
-        owned: bool,
-        operation: Callable[..., Awaitable[T]],
-        args: tuple[Any, ...],
-        mirror: Callable[[T], MirrorOp | None],
-    ) -> T:
-        """Append to the log; the mirror change goes to the mirror writer (`ProcessLoop.write`)."""
-        opened = (self._key, self._open, self)
-        return PROCESS_LOOP.write(opened, session, owned, operation, args, mirror)
+            owned = session is None
+            PROCESS_LOOP.write(self._store, opened, owned, ops.write_clear, args, lambda _: change)
 
     @staticmethod
     def wait_for_mirror() -> None:
