@@ -25,6 +25,7 @@ from eventstore.log.errors import ReadOnlyStoreError, SchemaVersionError, Storag
 __all__ = [
     "HISTORY_INDEXES",
     "IDEMPOTENCY_BY_ID",
+    "LOG_LAYOUT",
     "SCOPES_BY_UPDATED",
     "SELECT_SCHEMA_VERSION",
     "TABLES",
@@ -51,7 +52,7 @@ class Migration(msgspec.Struct, frozen=True):
     statements: tuple[str, ...]
 
 
-# What the backends' steps share: the summaries of steps 1 and 4, whose statements differ by
+# What the backends' steps share: the summaries of steps 1, 4 and 5, whose statements differ by
 # database, and steps 2 and 3 whole, which read the same on both.
 TABLES: Final = "log, scopes, projection and idempotency tables"
 HISTORY_INDEXES: Final = Migration(
@@ -72,6 +73,11 @@ SCOPES_BY_UPDATED: Final = Migration(
 IDEMPOTENCY_BY_ID: Final = (
     "idempotency: keyed by id, then scope, so ids made in time order append to the index; "
     "with the time each result was recorded, so compaction can forget old ones"
+)
+LOG_LAYOUT: Final = (
+    "history through the version index: where each try starts is kept once per try, and "
+    "times and positions are found by a search over versions; the per-event try and time "
+    "indexes, which cost every write a page each, go"
 )
 
 

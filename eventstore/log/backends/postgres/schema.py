@@ -1,4 +1,11 @@
-"""The PostgreSQL log's tables, and their history as migrations (in step with SQLite's)."""
+"""The PostgreSQL log's tables, and their history as migrations (in step with SQLite's).
+
+The log is `events` (positions in `seq`) with two indexes per scope: by version (the scope's
+order; a time, a position and a try are each found as a range of versions) and by key (a key's
+timeline, and the latest event of each key as of a point). `tries` holds where each try of a
+scope starts, `log_head` the head of the log, `scopes` each scope's version and latest try,
+`current` the current-values projection and `idempotency` the results kept for retries.
+"""
 
 from __future__ import annotations
 
@@ -10,6 +17,7 @@ import asyncpg
 from eventstore.log.backends.migrations import (
     HISTORY_INDEXES,
     IDEMPOTENCY_BY_ID,
+    LOG_LAYOUT,
     SCOPES_BY_UPDATED,
     TABLES,
     Migration,
@@ -98,6 +106,30 @@ MIGRATIONS: Final = (
             """ALTER TABLE idempotency ALTER COLUMN recorded_at SET NOT NULL""",
             """ALTER TABLE idempotency DROP CONSTRAINT idempotency_pkey""",
             """ALTER TABLE idempotency ADD PRIMARY KEY (idempotency_id, scope_id)""",
+        ),
+    ),
+    Migration(
+        5,
+        LOG_LAYOUT,
+        # As SQLite's step 5: within a scope, seq and recorded_at grow with the version (the
+        # log keeps recorded_at monotonic), so a bound on either is a bound on the version,
+        # found by a binary search over the (scope_id, version) index (queries.version_through).
+        # Attempt fencing keeps every event of try N between the start of try N and the start
+        # of the next higher try. Kept from a log compacted before: a try starts at its first
+        # event still there.
+        (
+            """CREATE TABLE tries (
+                scope_id BIGINT NOT NULL,
+                try_number BIGINT NOT NULL,
+                first_version BIGINT NOT NULL
+            )""",
+            """INSERT INTO tries (scope_id, try_number, first_version)
+            SELECT scope_id, try_number, min(version) FROM events
+            WHERE try_number IS NOT NULL GROUP BY scope_id, try_number""",
+            """DROP INDEX IF EXISTS events_by_scope_try""",
+            """DROP INDEX IF EXISTS events_by_scope_time""",
+            # The try index of the events, one entry per try instead of one per event.
+            """CREATE UNIQUE INDEX events_by_scope_try ON tries (scope_id, try_number)""",
         ),
     ),
 )
