@@ -14,8 +14,9 @@ from conftest import FakeClock, postgres_schema_url
 from eventstore import StoreConfig, open_store
 from eventstore.log.backends.base import WriteTransaction
 from eventstore.log.backends.postgres.backend import PostgresBackend
+from eventstore.log.backends.postgres.heads import BEGIN_AND_CHECK
 from eventstore.log.backends.postgres.transaction import PostgresTransaction
-from eventstore.log.backends.rows import CurrentRow
+from eventstore.log.backends.rows import CurrentRow, LogHead
 from eventstore.log.envelope import is_sensitive
 from eventstore.log.scopes import TaskScope, scope_key
 
@@ -137,3 +138,72 @@ async def test_value_heads_after_a_write_in_the_batch_are_the_tables(
 
 class _RolledBack(Exception):
     pass
+
+
+async def test_a_batch_after_this_writers_own_commit_reads_no_heads(
+    backend: PostgresBackend,
+) -> None:
+    keys = _keys("t0", "t1", "t3")
+    async with backend.write() as tx:  # a new writer knows nothing yet: it reads, and keeps
+        await tx.select_head_and_scopes(keys)
+    async with backend.write() as tx, _statements(_pg(tx).conn) as seen:
+        head, scopes = await tx.select_head_and_scopes(keys)
+        t1 = scopes[keys[1]].scope_id
+        flagged = await tx.select_current_heads(t1, ["pw", "absent"])
+    assert seen == [BEGIN_AND_CHECK]
+    assert {k: is_sensitive(h) for k, h in flagged.items()} == {"pw": True}
+    assert (head.last_seq, sorted(scopes)) == (43, sorted(keys[:2]))
+
+
+async def test_after_another_writer_commits_the_heads_are_read_again(
+    backend: PostgresBackend, pg_url: str, clock: FakeClock
+) -> None:
+    keys = _keys("t0")
+    async with backend.write() as tx:
+        _, before = await tx.select_head_and_scopes(keys)
+    async with open_store(pg_url, clock=clock) as other:
+        await other.task_store("d", "r", "t0").set("k", "theirs", sensitive=True)
+    async with backend.write() as tx, _statements(_pg(tx).conn) as seen:
+        head, after = await tx.select_head_and_scopes(keys)
+        heads = await tx.select_current_heads(after[keys[0]].scope_id, ["k"])
+    assert len(seen) == 2, seen  # the check, then the heads
+    assert after[keys[0]].version == before[keys[0]].version + 1
+    assert head.last_seq == 44
+    assert {k: is_sensitive(h) for k, h in heads.items()} == {"k": True}
+
+
+async def test_a_batch_that_does_not_commit_leaves_nothing_kept(
+    backend: PostgresBackend,
+) -> None:
+    keys = _keys("t0")
+
+    async def batch() -> None:
+        async with backend.write() as tx:
+            head, scopes = await tx.select_head_and_scopes(keys)
+            row = scopes[keys[0]]
+            row.version += 5
+            await tx.update_scopes([row])
+            await tx.update_head(LogHead(head.last_seq + 5, head.last_recorded_at))
+            raise _RolledBack
+
+    with pytest.raises(_RolledBack):
+        await batch()
+    async with backend.write() as tx:
+        head, scopes = await tx.select_head_and_scopes(keys)
+    assert (head.last_seq, scopes[keys[0]].version) == (43, 1)
+
+
+async def test_writes_of_two_stores_taking_turns_get_every_version_once(
+    pg_url: str, clock: FakeClock
+) -> None:
+    async with open_store(pg_url, clock=clock) as one, open_store(pg_url, clock=clock) as two:
+        results = []
+        for i in range(6):
+            store = (one, two)[i % 2]
+            ts = store.task_store("d", "r", "shared", try_number=1 + i // 2)
+            results.append(await ts.set("k", i))
+        assert [r.version for r in results] == [1, 2, 3, 4, 5, 6]
+        assert [r.seq for r in results] == [1, 2, 3, 4, 5, 6]
+        h = one.history(one.task_store("d", "r", "shared").scope)
+        assert [e.seq for e in await h.events(try_number=2)] == [3, 4]
+        assert (await one.verify()).ok
