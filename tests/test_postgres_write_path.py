@@ -15,7 +15,7 @@ from eventstore import StoreConfig, open_store
 from eventstore.log.backends.base import WriteTransaction
 from eventstore.log.backends.postgres.backend import PostgresBackend
 from eventstore.log.backends.postgres.heads import BEGIN_AND_CHECK
-from eventstore.log.backends.postgres.transaction import PostgresTransaction
+from eventstore.log.backends.postgres.transaction import COMMIT, PostgresTransaction
 from eventstore.log.backends.rows import CurrentRow, LogHead
 from eventstore.log.envelope import is_sensitive
 from eventstore.log.scopes import TaskScope, scope_key
@@ -47,6 +47,13 @@ async def backend(pg_url: str, clock: FakeClock) -> AsyncIterator[PostgresBacken
 def _pg(tx: WriteTransaction) -> PostgresTransaction:
     assert isinstance(tx, PostgresTransaction)
     return tx
+
+
+def _pg_writer(backend: PostgresBackend) -> Any:
+    """The connection the backend writes on (kept from one write transaction to the next)."""
+    conn = backend._writer
+    assert conn is not None
+    return conn
 
 
 def _keys(*tasks: str) -> list[str]:
@@ -145,12 +152,13 @@ async def test_a_batch_after_this_writers_own_commit_reads_no_heads(
 ) -> None:
     keys = _keys("t0", "t1", "t3")
     async with backend.write() as tx:  # a new writer knows nothing yet: it reads, and keeps
-        await tx.select_head_and_scopes(keys)
-    async with backend.write() as tx, _statements(_pg(tx).conn) as seen:
+        head, scopes = await tx.select_head_and_scopes(keys)
+        await tx.update_head(LogHead(head.last_seq, head.last_recorded_at + 1))
+    async with _statements(_pg_writer(backend)) as seen, backend.write() as tx:
         head, scopes = await tx.select_head_and_scopes(keys)
         t1 = scopes[keys[1]].scope_id
         flagged = await tx.select_current_heads(t1, ["pw", "absent"])
-    assert seen == [BEGIN_AND_CHECK]
+    assert seen == [BEGIN_AND_CHECK, COMMIT]
     assert {k: is_sensitive(h) for k, h in flagged.items()} == {"pw": True}
     assert (head.last_seq, sorted(scopes)) == (43, sorted(keys[:2]))
 
@@ -160,13 +168,14 @@ async def test_after_another_writer_commits_the_heads_are_read_again(
 ) -> None:
     keys = _keys("t0")
     async with backend.write() as tx:
-        _, before = await tx.select_head_and_scopes(keys)
+        head, before = await tx.select_head_and_scopes(keys)
+        await tx.update_head(LogHead(head.last_seq, head.last_recorded_at + 1))
     async with open_store(pg_url, clock=clock) as other:
         await other.task_store("d", "r", "t0").set("k", "theirs", sensitive=True)
-    async with backend.write() as tx, _statements(_pg(tx).conn) as seen:
+    async with _statements(_pg_writer(backend)) as seen, backend.write() as tx:
         head, after = await tx.select_head_and_scopes(keys)
         heads = await tx.select_current_heads(after[keys[0]].scope_id, ["k"])
-    assert len(seen) == 2, seen  # the check, then the heads
+    assert len(seen) == 3, seen  # the check, the heads, COMMIT
     assert after[keys[0]].version == before[keys[0]].version + 1
     assert head.last_seq == 44
     assert {k: is_sensitive(h) for k, h in heads.items()} == {"k": True}

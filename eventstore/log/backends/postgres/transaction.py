@@ -63,7 +63,7 @@ COMMIT: Final = "COMMIT"
 class PostgresTransaction(WriteTransaction):
     """The write primitives; writes are kept until a read or the commit needs them applied.
 
-    The transaction begins, and takes the lock, at its first primitive. Kept writes go out in one
+    The backend begins the transaction (`begin`) before handing it out. Kept writes go out in one
     `sql.APPLY` statement. Deletes from the projection apply what is kept first and then run at
     once, so every write lands in the order the log asked for it. What the transaction reads
     and writes of the heads goes into the writer's heads (`heads.WriterHeads`); if it does not
@@ -75,7 +75,7 @@ class PostgresTransaction(WriteTransaction):
         self._holder = holder
         self._kept: WriterHeads | None = None  # the writer's heads, once begun
         self._stamped = False  # this transaction's id is in log_head's xmin
-        self._changed = False  # a statement changed the database, or the heads were read anew
+        self._changed = False  # a statement changed the database
         self._events: list[EventRow] = []
         self._current: dict[tuple[int, str], CurrentRow] = {}
         self._scopes: dict[int, ScopeRow] = {}
@@ -87,6 +87,10 @@ class PostgresTransaction(WriteTransaction):
     def begun(self) -> bool:
         return self._kept is not None
 
+    async def begin(self) -> None:
+        """Begin, take the lock, and learn whether the heads kept are current."""
+        await self._begin()
+
     async def _begin(self) -> WriterHeads:
         kept = self._kept
         if kept is None:
@@ -94,9 +98,9 @@ class PostgresTransaction(WriteTransaction):
             kept = self._holder.heads if status == KEPT else None
             if kept is None:
                 # Another writer changed the database since (or nothing is kept yet): what
-                # this transaction reads under the lock is kept from now on.
+                # this transaction reads under the lock is kept from now on. (Stamped only if
+                # it writes: after a transaction that wrote nothing, the heads are read again.)
                 kept = self._holder.heads = WriterHeads()
-                self._changed = True
             self._kept = kept
         return kept
 
