@@ -149,7 +149,7 @@ class PostgresTransaction(WriteTransaction):
             kept.head, self._new_head = self._new_head, None
 
     async def commit(self) -> None:
-        """Apply what is kept and commit; a transaction that did nothing sends nothing."""
+        """Apply what is kept and commit; a transaction that changed anything stamps log_head."""
         if not self.begun:
             return
         await self.flush(stamp=self._changed)
