@@ -14,8 +14,8 @@ from conftest import FakeClock, postgres_schema_url
 from eventstore import StoreConfig, open_store
 from eventstore.log.backends.base import WriteTransaction
 from eventstore.log.backends.postgres.backend import PostgresBackend
-from eventstore.log.backends.postgres.heads import BEGIN_AND_CHECK
-from eventstore.log.backends.postgres.transaction import COMMIT, PostgresTransaction
+from eventstore.log.backends.postgres.heads import RELEASE, TAKE_AND_CHECK
+from eventstore.log.backends.postgres.transaction import PostgresTransaction
 from eventstore.log.backends.rows import CurrentRow, LogHead
 from eventstore.log.envelope import is_sensitive
 from eventstore.log.scopes import TaskScope, scope_key
@@ -158,7 +158,7 @@ async def test_a_batch_after_this_writers_own_commit_reads_no_heads(
         head, scopes = await tx.select_head_and_scopes(keys)
         t1 = scopes[keys[1]].scope_id
         flagged = await tx.select_current_heads(t1, ["pw", "absent"])
-    assert seen == [BEGIN_AND_CHECK, COMMIT]
+    assert seen == [TAKE_AND_CHECK, RELEASE]
     assert {k: is_sensitive(h) for k, h in flagged.items()} == {"pw": True}
     assert (head.last_seq, sorted(scopes)) == (43, sorted(keys[:2]))
 
@@ -175,7 +175,7 @@ async def test_after_another_writer_commits_the_heads_are_read_again(
     async with _statements(_pg_writer(backend)) as seen, backend.write() as tx:
         head, after = await tx.select_head_and_scopes(keys)
         heads = await tx.select_current_heads(after[keys[0]].scope_id, ["k"])
-    assert len(seen) == 3, seen  # the check, the heads, COMMIT
+    assert len(seen) == 3, seen  # the lease and the check, the heads, the lease given up
     assert after[keys[0]].version == before[keys[0]].version + 1
     assert head.last_seq == 44
     assert {k: is_sensitive(h) for k, h in heads.items()} == {"k": True}

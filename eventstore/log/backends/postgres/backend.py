@@ -176,7 +176,7 @@ class PostgresBackend(LogBackend):
                     conn = self._writer = await pool.acquire()
                 try:
                     transaction = PostgresTransaction(conn, self._heads)
-                    await transaction.begin()  # the lock is held for the whole block
+                    await transaction.begin()  # the lease is held for the whole block
                     yield transaction
                     await transaction.commit()
                 except BaseException:

@@ -26,7 +26,6 @@ __all__ = [
     "DELETE_IDEMPOTENT",
     "HEADS_READ",
     "INSERT_SCOPE",
-    "ROLLBACK",
     "SCOPE_HEAD_COLUMNS",
     "SELECT_CURRENT_HEADS",
     "SELECT_HEAD",
@@ -39,7 +38,6 @@ __all__ = [
     "UPDATE_PAYLOADS",
 ]
 
-ROLLBACK: Final = "ROLLBACK"
 SELECT_HEAD: Final = "SELECT last_seq, last_recorded_at FROM log_head WHERE id = 1"
 
 # The head and the scopes a batch addresses, in one round trip (the head repeats on every row),
@@ -84,7 +82,7 @@ APPLY: Final = (
     # Always: the row's new xmin tells every writer that this transaction changed the database.
     "UPDATE log_head SET last_seq = CASE WHEN $28::boolean THEN $26 ELSE last_seq END, "
     "last_recorded_at = CASE WHEN $28::boolean THEN $27 ELSE last_recorded_at END "
-    f"WHERE id = 1 {STAMP}"
+    f"{STAMP}"
 )
 DELETE_CURRENT: Final = (
     "DELETE FROM current AS c USING unnest($1::bigint[], $2::bytea[]) AS d (scope_id, key) "

@@ -1,17 +1,17 @@
 """The write transaction: one writer at a time on the database, positions in commit order.
 
-A batch that writes to scopes the log knows costs three round trips whatever its size: BEGIN
-with the lock (and the check that the heads this writer kept are current, `heads`), one
-statement that applies every write as arrays (`unnest`), COMMIT. When another process wrote since,
-the heads are read again: one more. Idempotency ids add one (all of the batch's at once), a new
-scope one each.
+A batch that writes to scopes the log knows costs two round trips whatever its size: take the
+writer's lease (and check that the heads this writer kept are current, `heads`), then one
+statement that applies every write as arrays (`unnest`), commits and gives the lease up. When
+another process wrote since, the heads are read again: one more. Idempotency ids add one (all of
+the batch's at once); a new scope, or any write beyond the one statement, a transaction block
+(BEGIN, the write, and COMMIT with the lease given up after it).
 """
 
 from __future__ import annotations
 
 from collections.abc import Collection, Sequence
-from contextlib import suppress
-from typing import Any, Final
+from typing import Any
 
 import anyio
 import asyncpg
@@ -26,7 +26,16 @@ from eventstore.log.backends.postgres.driver import (
     encode,
     scope_row,
 )
-from eventstore.log.backends.postgres.heads import BEGIN_AND_CHECK, KEPT, HeadsHolder, WriterHeads
+from eventstore.log.backends.postgres.heads import (
+    BEGIN,
+    COMMIT_AND_RELEASE,
+    KEPT,
+    RELEASE,
+    RELEASE_ALL,
+    TAKE_AND_CHECK,
+    HeadsHolder,
+    WriterHeads,
+)
 from eventstore.log.backends.rows import (
     CurrentRow,
     EventRow,
@@ -41,31 +50,33 @@ from eventstore.log.backends.rows import (
     Values,
 )
 
-__all__ = ["COMMIT", "PostgresTransaction", "rollback"]
+__all__ = ["PostgresTransaction", "rollback"]
 
-# Global positions in commit order. The log planner hands out `seq` from the log_head row it
-# reads inside the write transaction, so every write transaction starts by locking that row,
-# before anything else is read: every writer of every process and replica on this database
-# queues on it, and the next one can only read the head once the previous one has committed. At
-# READ COMMITTED (asked for explicitly, whatever the server's default) each statement after the
-# lock sees everything committed before it: the head the previous writer left, its scope heads,
-# its idempotency ids. So positions are handed out in exactly the order the transactions commit:
-# when a reader can see position p, every position below p is committed and visible too, and a
-# reader tailing the log from p never skips an event that commits later. A sequence or identity
-# column would not do: its values are taken before commit, so a transaction holding position 5
-# could commit after one holding 6, and a tailer that saw 6 would move past 5 for good.
-# The lock is also what makes version checks, fencing and idempotency hold across processes: the
-# planner reads scope heads after taking it, so no other writer can change them before commit.
-# BEGIN and the lock travel in one simple-protocol message (heads.BEGIN_AND_CHECK): one round trip.
-COMMIT: Final = "COMMIT"
+# Global positions in commit order. The log planner hands out `seq` from the log head it reads
+# while it holds the writer's lease (heads.py), a session-level advisory lock every writer of
+# every process and replica on this database takes before anything else: the next writer can
+# only read the head once the previous one has committed (it waits for the handover lock that
+# the previous batch's last statement holds until its commit). Every statement runs at READ
+# COMMITTED (asked for explicitly in a transaction block, and the default of a statement outside
+# one), so each statement after the lease is taken sees everything committed before it: the head
+# the previous writer left, its scope heads, its idempotency ids. So positions are handed out in
+# exactly the order the transactions commit: when a reader can see position p, every position
+# below p is committed and visible too, and a reader tailing the log from p never skips an event
+# that commits later. A sequence or identity column would not do: its values are taken before
+# commit, so a transaction holding position 5 could commit after one holding 6, and a tailer
+# that saw 6 would move past 5 for good. The lease is also what makes version checks, fencing and
+# idempotency hold across processes: the planner reads scope heads after taking it, so no other
+# writer can change them before commit.
 
 
 class PostgresTransaction(WriteTransaction):
     """The write primitives; writes are kept until a read or the commit needs them applied.
 
-    The backend begins the transaction (`begin`) before handing it out. Kept writes go out in one
-    `sql.APPLY` statement. Deletes from the projection apply what is kept first and then run at
-    once, so every write lands in the order the log asked for it. What the transaction reads
+    The backend takes the lease (`begin`) before handing the transaction out. Kept writes go out
+    in one `sql.APPLY` statement, outside a transaction block when it is the only write (it then
+    commits by itself); any other write first begins a block. Deletes from the projection apply
+    what is kept first and then run at once, so every write lands in the order the log asked for
+    it. What the transaction reads
     and writes of the heads goes into the writer's heads (`heads.WriterHeads`); if it does not
     commit, the backend forgets them.
     """
@@ -76,6 +87,7 @@ class PostgresTransaction(WriteTransaction):
         self._kept: WriterHeads | None = None  # the writer's heads, once begun
         self._stamped = False  # this transaction's id is in log_head's xmin
         self._changed = False  # a statement changed the database
+        self._block = False  # in a transaction block (BEGIN sent)
         self._events: list[EventRow] = []
         self._current: dict[tuple[int, str], CurrentRow] = {}
         self._scopes: dict[int, ScopeRow] = {}
@@ -88,13 +100,13 @@ class PostgresTransaction(WriteTransaction):
         return self._kept is not None
 
     async def begin(self) -> None:
-        """Begin, take the lock, and learn whether the heads kept are current."""
+        """Take the lease, and learn whether the heads kept are current."""
         await self._begin()
 
     async def _begin(self) -> WriterHeads:
         kept = self._kept
         if kept is None:
-            status = await self.conn.execute(BEGIN_AND_CHECK)
+            status = await self.conn.execute(TAKE_AND_CHECK)
             kept = self._holder.heads if status == KEPT else None
             if kept is None:
                 # Another writer changed the database since (or nothing is kept yet): what
@@ -104,15 +116,24 @@ class PostgresTransaction(WriteTransaction):
             self._kept = kept
         return kept
 
+    async def _in_block(self) -> None:
+        """Begin a transaction block, if not yet: a write before the last must not commit alone."""
+        if not self._block:
+            await self.conn.execute(BEGIN)
+            self._block = True
+
     async def _run(self, sql: str, *args: Any) -> str:
-        """A statement that changes the database, after every kept write."""
+        """A statement that changes the database, after every kept write, in the block."""
         await self.flush()
+        await self._in_block()
         self._changed = True
         status: str = await self.conn.execute(sql, *args)
         return status
 
-    async def flush(self, *, stamp: bool = False) -> None:
-        """Apply every kept write, in one statement (with `stamp`, also when nothing is kept)."""
+    async def flush(self, *, stamp: bool = False, last: bool = False) -> bool:
+        """Apply every kept write, in one statement (with `stamp`, also when nothing is kept);
+        returns whether it did. The `last` statement outside a block commits and gives the lease
+        up; any other runs in the block."""
         kept = await self._begin()
         if not (
             self._events
@@ -122,7 +143,9 @@ class PostgresTransaction(WriteTransaction):
             or self._new_head is not None
             or (stamp and not self._stamped)
         ):
-            return
+            return False
+        if not last:
+            await self._in_block()
         events, current = self._events, list(self._current.values())
         scopes, idempotent = list(self._scopes.values()), self._idempotent
         tries = kept.new_tries(self._tries)
@@ -140,6 +163,7 @@ class PostgresTransaction(WriteTransaction):
             [pair[0] for pair in tries],
             [pair[1] for pair in tries],
             list(tries.values()),
+            last and not self._block,
         )
         self._stamped = self._changed = True
         kept.record_tries(tries)
@@ -147,14 +171,19 @@ class PostgresTransaction(WriteTransaction):
         self._tries = {}
         if self._new_head is not None:
             kept.head, self._new_head = self._new_head, None
+        return True
 
     async def commit(self) -> None:
-        """Apply what is kept and commit; a transaction that changed anything stamps log_head."""
+        """Apply what is kept and commit (a transaction that changed anything stamps log_head),
+        then give the lease up."""
         if not self.begun:
             return
-        await self.flush(stamp=self._changed)
         with anyio.CancelScope(shield=True):
-            await self.conn.execute(COMMIT)
+            if self._block:
+                await self.flush(stamp=self._changed)
+                await self.conn.execute(COMMIT_AND_RELEASE)
+            elif not await self.flush(stamp=self._changed, last=True):
+                await self.conn.execute(RELEASE)
 
     async def select_head(self) -> LogHead:
         kept = await self._begin()
@@ -248,6 +277,7 @@ class PostgresTransaction(WriteTransaction):
 
     async def insert_scope(self, row: ScopeRow) -> int:
         await self.flush()
+        await self._in_block()
         self._changed = True
         scope_id: int = await self.conn.fetchval(
             sql.INSERT_SCOPE,
@@ -356,10 +386,14 @@ class PostgresTransaction(WriteTransaction):
 
 
 async def rollback(conn: PoolConnectionProxy[asyncpg.Record]) -> None:
-    # If the connection is gone, the server rolls the transaction back itself.
-    with suppress(*DRIVER_ERRORS):
+    """End a failed transaction and give the lease up. A connection that cannot is closed: the
+    server then rolls back and releases the lease itself."""
+    try:
         if conn.is_in_transaction():
-            await conn.execute(sql.ROLLBACK)
+            await conn.execute("ROLLBACK")
+        await conn.execute(RELEASE_ALL)
+    except DRIVER_ERRORS:
+        conn.terminate()
 
 
 def _columns(
