@@ -7,13 +7,15 @@ from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager
 from typing import Any
 
+import anyio
 import anyio.lowlevel
+import asyncpg
 import pytest
 from conftest import FakeClock, postgres_schema_url
 
 from eventstore import StoreConfig, open_store
 from eventstore.log.backends.base import WriteTransaction
-from eventstore.log.backends.postgres.backend import PostgresBackend
+from eventstore.log.backends.postgres.backend import PostgresBackend, split_url
 from eventstore.log.backends.postgres.heads import RELEASE, TAKE_AND_CHECK
 from eventstore.log.backends.postgres.transaction import PostgresTransaction
 from eventstore.log.backends.rows import CurrentRow, LogHead
@@ -216,3 +218,46 @@ async def test_writes_of_two_stores_taking_turns_get_every_version_once(
         h = one.history(one.task_store("d", "r", "shared").scope)
         assert [e.seq for e in await h.events(try_number=2)] == [3, 4]
         assert (await one.verify()).ok
+
+
+async def _lease_waiters(dsn: str) -> int:
+    conn = await asyncpg.connect(dsn)
+    try:
+        found: int = await conn.fetchval(
+            "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND NOT granted "
+            "AND classid = 1953655927"
+        )
+        return found
+    finally:
+        await conn.close()
+
+
+async def test_a_writer_cancelled_while_it_waits_for_the_lease_leaves_it_free(
+    backend: PostgresBackend, pg_url: str
+) -> None:
+    dsn, _ = split_url(pg_url)
+    other = await PostgresBackend.connect(pg_url, StoreConfig())
+    try:
+        async with backend.write() as tx, anyio.create_task_group() as tg:
+            head = await tx.select_head()
+
+            async def wait_for_the_lease() -> None:
+                async with other.write():
+                    raise AssertionError("the lease is held by the first writer")
+
+            tg.start_soon(wait_for_the_lease)
+            # Only the server knows when the other writer waits: ask it until it does.
+            while not await _lease_waiters(dsn):  # noqa: ASYNC110
+                await anyio.sleep(0.01)
+            tg.cancel_scope.cancel()
+            await tx.update_head(LogHead(head.last_seq, head.last_recorded_at + 1))
+        start = head.last_recorded_at
+        for writer in (other, backend, other):  # each sees the commit of the one before
+            async with writer.write() as tx:
+                head = await tx.select_head()
+                await tx.update_head(LogHead(head.last_seq, head.last_recorded_at + 1))
+        async with backend.write() as tx:
+            assert (await tx.select_head()).last_recorded_at == start + 4
+    finally:
+        await other.aclose()
+    assert await _lease_waiters(dsn) == 0
