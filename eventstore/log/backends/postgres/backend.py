@@ -6,10 +6,11 @@ created if missing (default: the connection's search_path, normally `public`). S
 one per test, can share a database that way.
 
 Semantics are SQLite's: one write transaction at a time across every process and replica on the
-database (`transaction`), reads from a pool of connections see committed data only (`queries`).
-All SQL is constant text, so asyncpg prepares each statement once per connection and reuses it.
-The tables and their migrations are in `schema`; the URL, the rows and the one place driver
-errors are translated in `driver`; the data-key store in `keys`.
+database (`transaction`, under the writer's lease of `heads`), reads from a pool of connections
+see committed data only (`queries`). All SQL is constant text, so asyncpg prepares each statement
+once per connection and reuses it. The tables and their migrations are in `schema`; the write
+transaction's statements in `statements`; the URL, the rows and the one place driver errors are
+translated in `driver`; the data-key store in `keys`.
 """
 
 from __future__ import annotations

@@ -76,9 +76,8 @@ class PostgresTransaction(WriteTransaction):
     in one `sql.APPLY` statement, outside a transaction block when it is the only write (it then
     commits by itself); any other write first begins a block. Deletes from the projection apply
     what is kept first and then run at once, so every write lands in the order the log asked for
-    it. What the transaction reads
-    and writes of the heads goes into the writer's heads (`heads.WriterHeads`); if it does not
-    commit, the backend forgets them.
+    it. What the transaction reads and writes of the heads goes into the writer's heads
+    (`heads.WriterHeads`); if it does not commit, the backend forgets them.
     """
 
     def __init__(self, conn: PoolConnectionProxy[asyncpg.Record], holder: HeadsHolder) -> None:
@@ -110,7 +109,7 @@ class PostgresTransaction(WriteTransaction):
             kept = self._holder.heads if status == KEPT else None
             if kept is None:
                 # Another writer changed the database since (or nothing is kept yet): what
-                # this transaction reads under the lock is kept from now on. (Stamped only if
+                # this transaction reads under the lease is kept from now on. (Stamped only if
                 # it writes: after a transaction that wrote nothing, the heads are read again.)
                 kept = self._holder.heads = WriterHeads()
             self._kept = kept
