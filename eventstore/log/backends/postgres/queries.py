@@ -12,6 +12,7 @@ from eventstore.log.backends.postgres.driver import (
     encode,
 )
 from eventstore.log.backends.rows import EventFilter
+from eventstore.log.backends.versions import version_through
 
 SELECT_HEAD: Final = "SELECT last_seq, last_recorded_at FROM log_head WHERE id = 1"
 COUNT_IDEMPOTENT: Final = "SELECT count(*) FROM idempotency WHERE recorded_at < $1"
@@ -86,29 +87,6 @@ SELECT_SCOPES_PAGE: Final = (
     "ORDER BY updated_at DESC, scope_id DESC LIMIT $9"
 )
 SELECT_ALL_CURRENT: Final = f"SELECT {CURRENT_COLUMNS} FROM current"
-
-# The largest version of the scope whose {column} is at most the parameter :{bound}, by a binary
-# search over the (scope_id, version) index: within a scope, seq and recorded_at grow with the
-# version, so ~2 log2(n) seeks answer where a position or a time lands, with no index of its own
-# to write. Versions may have gaps (compaction): each probe takes the first version at or past
-# the middle. Invariant: the answer (0 for none) lies in [lo, hi]; each step halves the interval.
-_VERSION_THROUGH: Final = """(WITH RECURSIVE search (lo, hi) AS (
-    SELECT 0::bigint, coalesce((SELECT max(version) FROM events WHERE scope_id = :scope), 0)
-    UNION ALL
-    SELECT
-        CASE WHEN ({probe}) <= :{bound} THEN (lo + hi + 1) / 2 ELSE lo END,
-        CASE WHEN ({probe}) <= :{bound} THEN hi ELSE (lo + hi + 1) / 2 - 1 END
-    FROM search WHERE lo < hi
-) SELECT min(hi) FROM search)"""
-_PROBE: Final = (
-    "SELECT {column} FROM events WHERE scope_id = :scope AND version >= (lo + hi + 1) / 2 "
-    "ORDER BY version LIMIT 1"
-)
-
-
-def version_through(column: str, bound: str) -> str:
-    return _VERSION_THROUGH.format(probe=_PROBE.format(column=column), bound=bound)
-
 
 # The event filters: each present bound adds its clause, a range of the scope's versions (or,
 # with a key, of the key's positions), so there are finitely many query texts, each prepared
