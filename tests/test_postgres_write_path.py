@@ -7,15 +7,18 @@ from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager
 from typing import Any
 
+import anyio
 import anyio.lowlevel
+import asyncpg
 import pytest
 from conftest import FakeClock, postgres_schema_url
 
 from eventstore import StoreConfig, open_store
 from eventstore.log.backends.base import WriteTransaction
-from eventstore.log.backends.postgres.backend import PostgresBackend
+from eventstore.log.backends.postgres.backend import PostgresBackend, split_url
+from eventstore.log.backends.postgres.heads import RELEASE, TAKE_AND_CHECK
 from eventstore.log.backends.postgres.transaction import PostgresTransaction
-from eventstore.log.backends.rows import CurrentRow, Insert
+from eventstore.log.backends.rows import CurrentRow, Insert, LogHead
 from eventstore.log.envelope import is_sensitive
 from eventstore.log.scopes import TaskScope, scope_key
 
@@ -46,6 +49,13 @@ async def backend(pg_url: str, clock: FakeClock) -> AsyncIterator[PostgresBacken
 def _pg(tx: WriteTransaction) -> PostgresTransaction:
     assert isinstance(tx, PostgresTransaction)
     return tx
+
+
+def _pg_writer(backend: PostgresBackend) -> Any:
+    """The connection the backend writes on (kept from one write transaction to the next)."""
+    conn = backend._writer
+    assert conn is not None
+    return conn
 
 
 def _keys(*tasks: str) -> list[str]:
@@ -143,3 +153,118 @@ async def test_value_heads_after_a_write_in_the_batch_are_the_tables(
 
 class _RolledBack(Exception):
     pass
+
+
+async def test_a_batch_after_this_writers_own_commit_reads_no_heads(
+    backend: PostgresBackend,
+) -> None:
+    keys = _keys("t0", "t1", "t3")
+    async with backend.write() as tx:  # a new writer knows nothing yet: it reads, and keeps
+        head, scopes = await tx.select_head_and_scopes(keys)
+        await tx.insert(Insert(head=LogHead(head.last_seq, head.last_recorded_at + 1)))
+    async with _statements(_pg_writer(backend)) as seen, backend.write() as tx:
+        head, scopes = await tx.select_head_and_scopes(keys)
+        t1 = scopes[keys[1]].scope_id
+        flagged = await _heads(tx, t1, ["pw", "absent"])
+    assert seen == [TAKE_AND_CHECK, RELEASE]
+    assert {k: is_sensitive(h) for k, h in flagged.items()} == {"pw": True}
+    assert (head.last_seq, sorted(scopes)) == (43, sorted(keys[:2]))
+
+
+async def test_after_another_writer_commits_the_heads_are_read_again(
+    backend: PostgresBackend, pg_url: str, clock: FakeClock
+) -> None:
+    keys = _keys("t0")
+    async with backend.write() as tx:
+        head, before = await tx.select_head_and_scopes(keys)
+        await tx.insert(Insert(head=LogHead(head.last_seq, head.last_recorded_at + 1)))
+    async with open_store(pg_url, clock=clock) as other:
+        await other.task_store("d", "r", "t0").set("k", "theirs", sensitive=True)
+    async with _statements(_pg_writer(backend)) as seen, backend.write() as tx:
+        head, after = await tx.select_head_and_scopes(keys)
+        heads = await _heads(tx, after[keys[0]].scope_id, ["k"])
+    assert len(seen) == 3, seen  # the lease and the check, the heads, the lease given up
+    assert after[keys[0]].version == before[keys[0]].version + 1
+    assert head.last_seq == 44
+    assert {k: is_sensitive(h) for k, h in heads.items()} == {"k": True}
+
+
+async def test_a_batch_that_does_not_commit_leaves_nothing_kept(
+    backend: PostgresBackend,
+) -> None:
+    keys = _keys("t0")
+
+    async def batch() -> None:
+        async with backend.write() as tx:
+            head, scopes = await tx.select_head_and_scopes(keys)
+            row = scopes[keys[0]]
+            row.version += 5
+            await tx.insert(Insert(scopes=[row]))
+            await tx.insert(Insert(head=LogHead(head.last_seq + 5, head.last_recorded_at)))
+            raise _RolledBack
+
+    with pytest.raises(_RolledBack):
+        await batch()
+    async with backend.write() as tx:
+        head, scopes = await tx.select_head_and_scopes(keys)
+    assert (head.last_seq, scopes[keys[0]].version) == (43, 1)
+
+
+async def test_writes_of_two_stores_taking_turns_get_every_version_once(
+    pg_url: str, clock: FakeClock
+) -> None:
+    async with open_store(pg_url, clock=clock) as one, open_store(pg_url, clock=clock) as two:
+        results = []
+        for i in range(6):
+            store = (one, two)[i % 2]
+            ts = store.task_store("d", "r", "shared", try_number=1 + i // 2)
+            results.append(await ts.set("k", i))
+        assert [r.version for r in results] == [1, 2, 3, 4, 5, 6]
+        assert [r.seq for r in results] == [1, 2, 3, 4, 5, 6]
+        h = one.history(one.task_store("d", "r", "shared").scope)
+        assert [e.seq for e in await h.events(try_number=2)] == [3, 4]
+        assert (await one.verify()).ok
+
+
+async def _lease_waiters(dsn: str) -> int:
+    conn = await asyncpg.connect(dsn)
+    try:
+        found: int = await conn.fetchval(
+            "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND NOT granted "
+            "AND classid = 1953655927"
+        )
+        return found
+    finally:
+        await conn.close()
+
+
+async def test_a_writer_cancelled_while_it_waits_for_the_lease_leaves_it_free(
+    backend: PostgresBackend, pg_url: str
+) -> None:
+    dsn, _ = split_url(pg_url)
+    other = await PostgresBackend.connect(pg_url, StoreConfig())
+    try:
+        async with backend.write() as tx, anyio.create_task_group() as tg:
+            head, _ = await tx.select_head_and_scopes()
+
+            async def wait_for_the_lease() -> None:
+                async with other.write():
+                    raise AssertionError("the lease is held by the first writer")
+
+            tg.start_soon(wait_for_the_lease)
+            # Only the server knows when the other writer waits: ask it until it does.
+            while not await _lease_waiters(dsn):  # noqa: ASYNC110
+                await anyio.sleep(0.01)
+            tg.cancel_scope.cancel()
+            await tx.insert(Insert(head=LogHead(head.last_seq, head.last_recorded_at + 1)))
+        start = head.last_recorded_at
+        for writer in (other, backend, other):  # each sees the commit of the one before
+            async with writer.write() as tx:
+                head, _ = await tx.select_head_and_scopes()
+                await tx.insert(Insert(head=LogHead(head.last_seq, head.last_recorded_at + 1)))
+        async with backend.write() as tx:
+            head, _ = await tx.select_head_and_scopes()
+        assert head.last_recorded_at == start + 4
+    finally:
+        await other.aclose()
+    assert await _lease_waiters(dsn) == 0

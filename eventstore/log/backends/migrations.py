@@ -26,6 +26,7 @@ from eventstore.log.errors import ReadOnlyStoreError, SchemaVersionError, Storag
 __all__ = [
     "HISTORY_INDEXES",
     "IDEMPOTENCY_BY_ID",
+    "LOG_LAYOUT",
     "SCOPES_BY_UPDATED",
     "SELECT_SCHEMA_VERSION",
     "TABLES",
@@ -34,6 +35,7 @@ __all__ = [
     "columns",
     "first_steps",
     "latest_version",
+    "log_layout",
     "pending_migrations",
     "require_current",
     "tables_v1",
@@ -55,7 +57,7 @@ class Migration(msgspec.Struct, frozen=True):
     statements: tuple[str, ...]
 
 
-# What the backends' steps share: the summaries of steps 1 and 4, whose statements differ by
+# What the backends' steps share: the summaries of steps 1, 4 and 5, whose statements differ by
 # database, and steps 2 and 3 whole, which read the same on both.
 TABLES: Final = "log, scopes, projection and idempotency tables"
 HISTORY_INDEXES: Final = Migration(
@@ -156,6 +158,38 @@ IDEMPOTENCY_BY_ID: Final = (
     "idempotency: keyed by id, then scope, so ids made in time order append to the index; "
     "with the time each result was recorded, so compaction can forget old ones"
 )
+
+
+LOG_LAYOUT: Final = (
+    "history through the version index: where each try starts is kept once per try, and "
+    "times and positions are found by a search over versions; the per-event try and time "
+    "indexes, which cost every write a page each, go"
+)
+# Within a scope, seq and recorded_at grow with the version (the log keeps recorded_at
+# monotonic), so a bound on either is a bound on the version, found by a binary search over the
+# (scope_id, version) index. Attempt fencing keeps every event of try N between the start of try
+# N and the start of the next higher try. Kept from a log compacted before: a try starts at its
+# first event still there.
+_LOG_LAYOUT: Final = (
+    """CREATE TABLE tries (
+        scope_id {int} NOT NULL,
+        try_number {int} NOT NULL,
+        first_version {int} NOT NULL
+    )""",
+    """INSERT INTO tries (scope_id, try_number, first_version)
+    SELECT scope_id, try_number, min(version) FROM events
+    WHERE try_number IS NOT NULL GROUP BY scope_id, try_number""",
+    """DROP INDEX IF EXISTS events_by_scope_try""",
+    """DROP INDEX IF EXISTS events_by_scope_time""",
+    # The try index of the events, one entry per try instead of one per event.
+    """CREATE UNIQUE INDEX events_by_scope_try ON tries (scope_id, try_number)""",
+)
+
+
+def log_layout(dialect: Dialect) -> Migration:
+    """Step 5, alike on both databases but for the spelling of its integers."""
+    statements = tuple(statement.format(int=dialect.int) for statement in _LOG_LAYOUT)
+    return Migration(5, LOG_LAYOUT, statements)
 
 
 def latest_version(migrations: Sequence[Migration]) -> int:

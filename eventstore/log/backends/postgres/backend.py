@@ -6,10 +6,11 @@ created if missing (default: the connection's search_path, normally `public`). S
 one per test, can share a database that way.
 
 Semantics are SQLite's: one write transaction at a time across every process and replica on the
-database (`transaction`), reads from a pool of connections see committed data only (`queries`).
-All SQL is constant text, so asyncpg prepares each statement once per connection and reuses it.
-The tables and their migrations are in `schema`; the URL, the rows and the one place driver
-errors are translated in `driver`; the data-key store in `keys`.
+database (`transaction`, under the writer's lease of `heads`), reads from a pool of connections
+see committed data only (`queries`). All SQL is constant text, so asyncpg prepares each statement
+once per connection and reuses it. The tables and their migrations are in `schema`; the write
+transaction's statements in `statements`; the URL, the rows and the one place driver errors are
+translated in `driver`; the data-key store in `keys`.
 """
 
 from __future__ import annotations
@@ -42,6 +43,7 @@ from eventstore.log.backends.postgres.driver import (
     split_url,
     translated,
 )
+from eventstore.log.backends.postgres.heads import HeadsHolder
 from eventstore.log.backends.postgres.schema import (
     HAS_SCHEMA_VERSION,
     MIGRATION_LOCK,
@@ -50,12 +52,7 @@ from eventstore.log.backends.postgres.schema import (
     TAKE_MIGRATION_LOCK,
     create_schema,
 )
-from eventstore.log.backends.postgres.transaction import (
-    BEGIN_AND_LOCK,
-    COMMIT,
-    PostgresTransaction,
-    rollback,
-)
+from eventstore.log.backends.postgres.transaction import PostgresTransaction, rollback
 from eventstore.log.backends.rows import CurrentRow, EventRow, LogHead, ScopeRow
 from eventstore.log.config import StoreConfig
 from eventstore.log.errors import (
@@ -86,6 +83,10 @@ class PostgresBackend(LogBackend):
         # Writers of this process queue here instead of each holding a pooled connection while
         # they wait for the database lock.
         self._write_lock = anyio.Lock()
+        # The writer's connection, kept from one write transaction to the next: its session
+        # holds the id of its last transaction, which tells whether the heads kept are current.
+        self._writer: PoolConnectionProxy[asyncpg.Record] | None = None
+        self._heads = HeadsHolder()
         self.read_only = False  # set by connect
 
     @classmethod
@@ -160,18 +161,24 @@ class PostgresBackend(LogBackend):
         async with self._write_lock:
             pool = self._open_pool()
             with translated(self._where):
-                async with pool.acquire() as conn:
-                    try:
-                        await conn.execute(BEGIN_AND_LOCK)
-                        transaction = PostgresTransaction(conn)
-                        yield transaction
-                        await transaction.flush()
-                        with anyio.CancelScope(shield=True):
-                            await conn.execute(COMMIT)
-                    except BaseException:
-                        with anyio.CancelScope(shield=True):
-                            await rollback(conn)
-                        raise
+                conn = self._writer
+                if conn is None or conn.is_closed():
+                    self._heads.heads = None
+                    self._writer = None
+                    if conn is not None:  # lost: the pool replaces it
+                        await pool.release(conn)
+                    conn = self._writer = await pool.acquire()
+                try:
+                    transaction = PostgresTransaction(conn, self._heads)
+                    await transaction.begin()  # the lease is held for the whole block
+                    yield transaction
+                    await transaction.commit()
+                except BaseException:
+                    # What the transaction kept of the heads is not what the tables hold.
+                    self._heads.heads = None
+                    with anyio.CancelScope(shield=True):
+                        await rollback(conn)
+                    raise
 
     @asynccontextmanager
     async def compaction_lock(self) -> AsyncIterator[None]:
@@ -279,8 +286,11 @@ class PostgresBackend(LogBackend):
 
     async def aclose(self) -> None:
         pool, self._pool = self._pool, None
+        writer, self._writer = self._writer, None
         if pool is not None:
             with anyio.CancelScope(shield=True):
+                if writer is not None:
+                    await pool.release(writer)
                 await pool.close()
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from typing import Any, Final
 
 from eventstore.log.backends.postgres.driver import (
@@ -11,6 +12,7 @@ from eventstore.log.backends.postgres.driver import (
     encode,
 )
 from eventstore.log.backends.rows import EventFilter
+from eventstore.log.backends.versions import version_through
 
 SELECT_HEAD: Final = "SELECT last_seq, last_recorded_at FROM log_head WHERE id = 1"
 COUNT_IDEMPOTENT: Final = "SELECT count(*) FROM idempotency WHERE recorded_at < $1"
@@ -86,30 +88,43 @@ SELECT_SCOPES_PAGE: Final = (
 )
 SELECT_ALL_CURRENT: Final = f"SELECT {CURRENT_COLUMNS} FROM current"
 
-# The event filters: each present bound adds its clause, so there are finitely many query texts,
-# each prepared once; values only ever travel as parameters.
+# The event filters: each present bound adds its clause, a range of the scope's versions (or,
+# with a key, of the key's positions), so there are finitely many query texts, each prepared
+# once; values only ever travel as parameters (`:name`, numbered $n when the text is made).
 _EVENT_CLAUSES: Final = (
-    ("key", "key = ${}"),
-    ("kinds", "kind = ANY(${}::text[])"),
-    ("try_number", "try_number = ${}"),
-    ("since", "recorded_at >= ${}"),
-    ("until", "recorded_at <= ${}"),
-    # The next page after an event of this scope starts past that event's version too: the
-    # (scope_id, version) index then seeks straight to it (a cursor from elsewhere: seq alone).
+    ("key", "key = :key"),
+    ("kinds", "kind = ANY(:kinds::text[])"),
+    # Fencing keeps every event of try N from the start of try N to the start of the next
+    # higher try; tries holds where each starts.
+    (
+        "try_number",
+        "try_number = :try_number "
+        "AND version >= (SELECT first_version FROM tries "
+        "WHERE scope_id = :scope AND try_number = :try_number) "
+        "AND version < coalesce((SELECT min(first_version) FROM tries "
+        "WHERE scope_id = :scope AND try_number > :try_number), :no_bound)",
+    ),
+    ("since", f"recorded_at >= :since AND version > {version_through('recorded_at', 'before')}"),
+    ("until", f"recorded_at <= :until AND version <= {version_through('recorded_at', 'until')}"),
+    # The next page after an event of this scope starts past that event's version: one seek.
+    # A cursor from elsewhere (a global position) is found by the search.
     (
         "after_seq",
-        "seq > ${0} AND version > COALESCE("
-        "(SELECT e.version FROM events AS e WHERE e.seq = ${0} AND e.scope_id = $1), 0)",
+        "seq > :after_seq AND version > coalesce("
+        "(SELECT e.version FROM events AS e WHERE e.seq = :after_seq AND e.scope_id = :scope), "
+        f"{version_through('seq', 'after_seq')})",
     ),
-    ("through_seq", "seq <= ${}"),
-    ("through_version", "version <= ${}"),
+    ("through_seq", f"seq <= :through_seq AND version <= {version_through('seq', 'through_seq')}"),
+    ("through_version", "version <= :through_version"),
 )
+_PARAMETER: Final = re.compile(r"(?<!:):([a-z_]+)\b")
 
-_events_sql: dict[tuple[bool, ...], str] = {}
+_events_sql: dict[tuple[bool, ...], tuple[str, tuple[str, ...]]] = {}
 
 
 def events_query(scope_id: int, where: EventFilter) -> tuple[str, list[Any]]:
-    values = {
+    values: dict[str, Any] = {
+        "scope": scope_id,
         "key": encode(where.key),
         "kinds": None if where.kinds is None else sorted(where.kinds),
         "try_number": where.try_number,
@@ -118,32 +133,37 @@ def events_query(scope_id: int, where: EventFilter) -> tuple[str, list[Any]]:
         "after_seq": where.after_seq,
         "through_seq": where.through_seq,
         "through_version": where.through_version,
+        "limit": where.limit,
+        "before": None if where.since is None else where.since - 1,
+        "no_bound": NO_BOUND,
     }
     present = tuple(values[name] is not None for name, _ in _EVENT_CLAUSES)
     shape = (*present, where.limit is not None, where.descending)
-    params: list[Any] = [scope_id]
-    params.extend(values[name] for name, _ in _EVENT_CLAUSES if values[name] is not None)
-    if where.limit is not None:
-        params.append(where.limit)
-    sql = _events_sql.get(shape)
-    if sql is None:
-        clauses = ["scope_id = $1"]
+    made = _events_sql.get(shape)
+    if made is None:
+        clauses = ["scope_id = :scope"]
         for (_, clause), used in zip(_EVENT_CLAUSES, present, strict=True):
             if used:
-                clauses.append(clause.format(len(clauses) + 1))
-        # Within a scope, version and (recorded_at, seq) grow with seq: each filter orders by
-        # what its index holds, so a LIMIT 1 (where a point lands) is one seek, not a sort.
+                clauses.append(clause)
+        # Within one scope, ordering by version is ordering by seq; with a key, the
+        # (scope_id, key, seq) index yields the rows in order.
         order = "DESC" if where.descending else "ASC"
-        if where.key is not None or where.try_number is not None:
-            ordering = f"seq {order}"
-        elif where.since is not None or where.until is not None:
-            ordering = f"recorded_at {order}, seq {order}"
-        else:
-            ordering = f"version {order}"
-        sql = (
+        ordering = f"seq {order}" if where.key is not None else f"version {order}"
+        text = (
             f"SELECT {EVENT_COLUMNS} FROM events WHERE {' AND '.join(clauses)} ORDER BY {ordering}"
         )
         if where.limit is not None:
-            sql += f" LIMIT ${len(clauses) + 1}"
-        _events_sql[shape] = sql
-    return sql, params
+            text += " LIMIT :limit"
+        made = _events_sql[shape] = _numbered(text)
+    sql, names = made
+    return sql, [values[name] for name in names]
+
+
+def _numbered(text: str) -> tuple[str, tuple[str, ...]]:
+    """`text` with each `:name` as $n (one number per name), and the names in number order."""
+    names: dict[str, int] = {}
+
+    def number(found: re.Match[str]) -> str:
+        return f"${names.setdefault(found[1], len(names) + 1)}"
+
+    return _PARAMETER.sub(number, text), tuple(names)

@@ -1,4 +1,11 @@
-"""The PostgreSQL log's tables, and their history as migrations (in step with SQLite's)."""
+"""The PostgreSQL log's tables, and their history as migrations (in step with SQLite's).
+
+The log is `events` (positions in `seq`) with two indexes per scope: by version (the scope's
+order; a time, a position and a try are each found as a range of versions) and by key (a key's
+timeline, and the latest event of each key as of a point). `tries` holds where each try of a
+scope starts, `log_head` the head of the log, `scopes` each scope's version and latest try,
+`current` the current-values projection and `idempotency` the results kept for retries.
+"""
 
 from __future__ import annotations
 
@@ -13,6 +20,7 @@ from eventstore.log.backends.migrations import (
     Migration,
     first_steps,
     latest_version,
+    log_layout,
 )
 from eventstore.log.backends.postgres.driver import quote_ident
 
@@ -46,6 +54,7 @@ MIGRATIONS: Final = (
             """ALTER TABLE idempotency ADD PRIMARY KEY (idempotency_id, scope_id)""",
         ),
     ),
+    log_layout(_TYPES),
 )
 SCHEMA_VERSION: Final = latest_version(MIGRATIONS)
 

@@ -1,16 +1,19 @@
 """The write transaction: one writer at a time on the database, positions in commit order.
 
-A batch that writes to scopes the log knows costs four round trips whatever its size: BEGIN with
-the lock, the heads it plans from, one statement that applies every write as arrays (`unnest`),
-COMMIT. Idempotency ids add one (all of the batch's at once), a new scope one each.
+A batch that writes to scopes the log knows costs two round trips whatever its size: take the
+writer's lease (and check that the heads this writer kept are current, `heads`), then one
+statement that applies every write as arrays (`unnest`), commits and gives the lease up. When
+another process wrote since, the heads are read again: one more. Idempotency ids add one (all of
+the batch's at once); a new scope, or any write beyond the one statement, a transaction block
+(BEGIN, the write, and COMMIT with the lease given up after it).
 """
 
 from __future__ import annotations
 
 from collections.abc import Collection, Sequence
-from contextlib import suppress
-from typing import Any, Final
+from typing import Any
 
+import anyio
 import asyncpg
 from asyncpg.pool import PoolConnectionProxy
 from msgspec import Struct
@@ -18,235 +21,232 @@ from msgspec.structs import astuple, replace
 
 from eventstore.log.backends import rows as shape
 from eventstore.log.backends.base import WriteTransaction
+from eventstore.log.backends.postgres import statements as sql
 from eventstore.log.backends.postgres.driver import (
-    CURRENT_COLUMNS,
     DRIVER_ERRORS,
-    EVENT_COLUMNS,
-    IDEMPOTENT_COLUMNS,
-    SCOPE_COLUMNS,
     encode,
     scope_row,
 )
+from eventstore.log.backends.postgres.heads import (
+    BEGIN,
+    COMMIT_AND_RELEASE,
+    KEPT,
+    RELEASE,
+    RELEASE_ALL,
+    TAKE_AND_CHECK,
+    HeadsHolder,
+    WriterHeads,
+)
 from eventstore.log.backends.rows import CurrentRow, EventRow, Ids, Keys, KeysAt, LogHead, ScopeRow
 
-__all__ = ["BEGIN_AND_LOCK", "COMMIT", "PostgresTransaction", "rollback"]
+__all__ = ["PostgresTransaction", "rollback"]
 
-# Global positions in commit order. The log planner hands out `seq` from the log_head row it
-# reads inside the write transaction, so every write transaction starts by locking that row,
-# before anything else is read: every writer of every process and replica on this database
-# queues on it, and the next one can only read the head once the previous one has committed. At
-# READ COMMITTED (asked for explicitly, whatever the server's default) each statement after the
-# lock sees everything committed before it: the head the previous writer left, its scope heads,
-# its idempotency ids. So positions are handed out in exactly the order the transactions commit:
-# when a reader can see position p, every position below p is committed and visible too, and a
-# reader tailing the log from p never skips an event that commits later. A sequence or identity
-# column would not do: its values are taken before commit, so a transaction holding position 5
-# could commit after one holding 6, and a tailer that saw 6 would move past 5 for good.
-# The lock is also what makes version checks, fencing and idempotency hold across processes: the
-# planner reads scope heads after taking it, so no other writer can change them before commit.
-# BEGIN and the lock travel in one simple-protocol message: one round trip.
-BEGIN_AND_LOCK: Final = (
-    "BEGIN ISOLATION LEVEL READ COMMITTED; SELECT 1 FROM log_head WHERE id = 1 FOR UPDATE"
-)
-COMMIT: Final = "COMMIT"
-_ROLLBACK: Final = "ROLLBACK"
-_SELECT_HEAD: Final = "SELECT last_seq, last_recorded_at FROM log_head WHERE id = 1"
-
-# The head and the scopes a batch addresses, in one round trip (the head repeats on every row),
-# with the value heads (`select_current_heads`) of each scope's first `_HEADS_READ` keys. Each
-# write that does not say `sensitive` keeps its key's stored flag, so planning asks for the heads
-# of the keys it sets, a round trip per scope; most scopes hold a handful of keys, and for those
-# the answer is then already here. A scope with more keys (`_HEADS_READ` + 1 come back) is asked
-# when planning needs it, as before.
-_HEADS_READ: Final = 16
-_SELECT_HEAD_AND_SCOPES: Final = (
-    "SELECT h.last_seq, h.last_recorded_at, "
-    + ", ".join(f"s.{column}" for column in ScopeRow.__struct_fields__)
-    + ", c.keys, c.heads "
-    "FROM log_head AS h LEFT JOIN scopes AS s ON s.scope_key = ANY($1::text[]) "
-    "LEFT JOIN LATERAL (SELECT array_agg(f.key) AS keys, array_agg(f.head) AS heads FROM ("
-    "SELECT key, substring(value FROM 1 FOR 2) AS head FROM current "
-    "WHERE scope_id = s.scope_id ORDER BY key LIMIT $2) AS f) AS c ON true WHERE h.id = 1"
-)
-
-# A batch's writes to the log, the projection's upserts, the scope heads, the idempotency table
-# and the head travel as arrays in this one statement (one round trip): each data-modifying WITH
-# runs exactly once, and they touch different tables, so their order does not matter.
-_APPLY: Final = (
-    f"WITH new_events AS (INSERT INTO events ({EVENT_COLUMNS}) SELECT * FROM unnest("
-    "$1::bigint[], $2::bigint[], $3::bigint[], $4::text[], $5::bytea[], $6::bigint[], "
-    "$7::bigint[], $8::bigint[], $9::text[], $10::bytea[])), "
-    f"new_current AS (INSERT INTO current ({CURRENT_COLUMNS}) SELECT * FROM unnest("
-    "$11::bigint[], $12::bytea[], $13::bytea[], $14::bigint[], $15::bigint[], $16::bigint[], "
-    "$17::bigint[]) "
-    "ON CONFLICT (scope_id, key) DO UPDATE SET value = excluded.value, "
-    "expires_at = excluded.expires_at, version = excluded.version, seq = excluded.seq, "
-    "updated_at = excluded.updated_at), "
-    "scope_heads AS (UPDATE scopes AS s SET version = u.version, max_try = u.max_try, "
-    "updated_at = u.updated_at "
-    "FROM unnest($18::bigint[], $19::bigint[], $20::bigint[], $21::bigint[]) "
-    "AS u (scope_id, version, max_try, updated_at) WHERE s.scope_id = u.scope_id), "
-    f"new_idempotent AS (INSERT INTO idempotency ({IDEMPOTENT_COLUMNS}) SELECT * FROM "
-    "unnest($22::bigint[], $23::bytea[], $24::bytea[], $25::bigint[])) "
-    "UPDATE log_head SET last_seq = $26, last_recorded_at = $27 WHERE id = 1 AND $28::boolean"
-)
-_DELETE_CURRENT: Final = (
-    "DELETE FROM current AS c USING unnest($1::bigint[], $2::bytea[]) AS d (scope_id, key) "
-    "WHERE c.scope_id = d.scope_id AND c.key = d.key"
-)
-_CLEAR_CURRENT: Final = "DELETE FROM current WHERE scope_id = ANY($1::bigint[])"
-
-# Compaction: events by position, and projection rows only while they still come from the event
-# compaction removes (a concurrent write may have replaced one).
-_DELETE_EVENTS: Final = "DELETE FROM events WHERE seq = ANY($1::bigint[])"
-
-# Old idempotency results, a few hundred at a time (each batch its own short transaction).
-_DELETE_IDEMPOTENT: Final = (
-    "DELETE FROM idempotency WHERE ctid = ANY(ARRAY("
-    "SELECT ctid FROM idempotency WHERE recorded_at < $1 LIMIT $2))"
-)
-_DELETE_CURRENT_AT: Final = (
-    "DELETE FROM current AS c "
-    "USING unnest($1::bigint[], $2::bytea[], $3::bigint[]) AS d (scope_id, key, seq) "
-    "WHERE c.scope_id = d.scope_id AND c.key = d.key AND c.seq = d.seq"
-)
-_DELETE_ALL_CURRENT: Final = "DELETE FROM current"
-_UPDATE_PAYLOADS: Final = (
-    "UPDATE events AS e SET payload = u.payload "
-    "FROM unnest($1::bigint[], $2::bytea[]) AS u (seq, payload) WHERE e.seq = u.seq"
-)
-_UPDATE_CURRENT_VALUES: Final = (
-    "UPDATE current AS c SET value = u.value "
-    "FROM unnest($1::bytea[], $2::bigint[], $3::bytea[], $4::bigint[]) "
-    "AS u (value, scope_id, key, seq) "
-    "WHERE c.scope_id = u.scope_id AND c.key = u.key AND c.seq = u.seq"
-)
-
-# Every (scope_id, id) pair of a batch in one statement: two parallel arrays, unnested.
-_SELECT_IDEMPOTENT: Final = (
-    "SELECT i.scope_id, i.idempotency_id, i.result FROM idempotency AS i "
-    "JOIN unnest($1::bigint[], $2::bytea[]) AS w (scope_id, idempotency_id) "
-    "ON i.scope_id = w.scope_id AND i.idempotency_id = w.idempotency_id"
-)
-# Every column but the identity, which the server hands out.
-_INSERT_SCOPE: Final = (
-    f"INSERT INTO scopes ({', '.join(ScopeRow.__struct_fields__[1:])}) "
-    "VALUES ($1, $2, $3, $4, $5, $6, $7, $8) RETURNING scope_id"
-)
-_SELECT_SCOPES: Final = f"SELECT {SCOPE_COLUMNS} FROM scopes WHERE scope_key = ANY($1::text[])"
-_SELECT_TASK_SCOPES: Final = (
-    f"SELECT {SCOPE_COLUMNS} FROM scopes WHERE dag_id = $1 AND run_id = $2 AND task_id = $3"
-)
-
-# The flags of stored values (eventstore.log.envelope) are in their first two bytes.
-# The value heads of (scope_id, key) pairs of any scopes, in one statement.
-_SELECT_CURRENT_HEADS: Final = (
-    "SELECT c.scope_id, c.key, substring(c.value FROM 1 FOR 2) FROM current AS c "
-    "JOIN unnest($1::bigint[], $2::bytea[]) AS w (scope_id, key) "
-    "ON c.scope_id = w.scope_id AND c.key = w.key"
-)
-_SELECT_LIVE_HEADS: Final = (
-    "SELECT key, substring(value FROM 1 FOR 2) FROM current "
-    "WHERE scope_id = $1 AND (expires_at IS NULL OR expires_at > $2)"
-)
+# Global positions in commit order. The log planner hands out `seq` from the log head it reads
+# while it holds the writer's lease (heads.py), a session-level advisory lock every writer of
+# every process and replica on this database takes before anything else: the next writer can
+# only read the head once the previous one has committed (it waits for the handover lock that
+# the previous batch's last statement holds until its commit). Every statement runs at READ
+# COMMITTED (asked for explicitly in a transaction block, and the default of a statement outside
+# one), so each statement after the lease is taken sees everything committed before it: the head
+# the previous writer left, its scope heads, its idempotency ids. So positions are handed out in
+# exactly the order the transactions commit: when a reader can see position p, every position
+# below p is committed and visible too, and a reader tailing the log from p never skips an event
+# that commits later. A sequence or identity column would not do: its values are taken before
+# commit, so a transaction holding position 5 could commit after one holding 6, and a tailer
+# that saw 6 would move past 5 for good. The lease is also what makes version checks, fencing and
+# idempotency hold across processes: the planner reads scope heads after taking it, so no other
+# writer can change them before commit.
 
 
 class PostgresTransaction(WriteTransaction):
     """The write primitives; writes are kept until a read or the commit needs them applied.
 
-    Kept writes go out in one `_APPLY` statement. Deletes from the projection apply what is kept
-    first and then run at once, so every write lands in the order the log asked for it.
+    The backend takes the lease (`begin`) before handing the transaction out. Kept writes go out
+    in one `sql.APPLY` statement, outside a transaction block when it is the only write (it then
+    commits by itself); any other write first begins a block. Deletes from the projection apply
+    what is kept first and then run at once, so every write lands in the order the log asked for
+    it. What the transaction reads and writes of the heads goes into the writer's heads
+    (`heads.WriterHeads`); if it does not commit, the backend forgets them.
     """
 
-    def __init__(self, conn: PoolConnectionProxy[asyncpg.Record]) -> None:
+    def __init__(self, conn: PoolConnectionProxy[asyncpg.Record], holder: HeadsHolder) -> None:
         self.conn = conn
-        self.head: LogHead | None = None  # read under the lock, so it cannot change before commit
+        self._holder = holder
+        self._kept: WriterHeads | None = None  # the writer's heads, once begun
+        self._stamped = False  # this transaction's id is in log_head's xmin
+        self._changed = False  # a statement changed the database
+        self._block = False  # in a transaction block (BEGIN sent)
         self._events: list[EventRow] = []
         self._current: dict[tuple[int, str], CurrentRow] = {}
         self._scopes: dict[int, ScopeRow] = {}
         self._idempotent: list[shape.IdempotentRow] = []
+        self._tries: dict[tuple[int, int], int] = {}
         self._new_head: LogHead | None = None
-        # Every value head of the scopes read whole by `select_head_and_scopes`, by scope_id;
-        # dropped at the first write to the projection, after which the table answers.
-        self._heads: dict[int, dict[str, bytes]] = {}
 
-    async def flush(self) -> None:
-        """Apply every kept write, in one statement."""
+    @property
+    def begun(self) -> bool:
+        return self._kept is not None
+
+    async def begin(self) -> None:
+        """Take the lease, and learn whether the heads kept are current."""
+        await self._begin()
+
+    async def _begin(self) -> WriterHeads:
+        kept = self._kept
+        if kept is None:
+            status = await self.conn.execute(TAKE_AND_CHECK)
+            kept = self._holder.heads if status == KEPT else None
+            if kept is None:
+                # Another writer changed the database since (or nothing is kept yet): what
+                # this transaction reads under the lease is kept from now on. (Stamped only if
+                # it writes: after a transaction that wrote nothing, the heads are read again.)
+                kept = self._holder.heads = WriterHeads()
+            self._kept = kept
+        return kept
+
+    async def _in_block(self) -> None:
+        """Begin a transaction block, if not yet: a write before the last must not commit alone."""
+        if not self._block:
+            await self.conn.execute(BEGIN)
+            self._block = True
+
+    async def _run(self, sql: str, *args: Any) -> str:
+        """A statement that changes the database, after every kept write, in the block."""
+        await self.flush()
+        await self._in_block()
+        self._changed = True
+        status: str = await self.conn.execute(sql, *args)
+        return status
+
+    async def flush(self, *, stamp: bool = False, last: bool = False) -> bool:
+        """Apply every kept write, in one statement (with `stamp`, also when nothing is kept);
+        returns whether it did. The `last` statement outside a block commits and gives the lease
+        up; any other runs in the block."""
+        kept = await self._begin()
         if not (
             self._events
             or self._current
             or self._scopes
             or self._idempotent
             or self._new_head is not None
+            or (stamp and not self._stamped)
         ):
-            return
+            return False
+        if not last:
+            await self._in_block()
         events, current = self._events, list(self._current.values())
         scopes, idempotent = list(self._scopes.values()), self._idempotent
-        head = self._new_head or self.head or LogHead()
+        tries = kept.new_tries(self._tries)
+        head = self._new_head or kept.head or LogHead()
         scope_heads = _columns(scopes, ScopeRow)
         await self.conn.execute(
-            _APPLY,
+            sql.APPLY,
             *_columns(events, EventRow, text="key"),
             *_columns(current, CurrentRow, text="key"),
-            *(scope_heads[i] for i in _SCOPE_HEAD_COLUMNS),
+            *(scope_heads[i] for i in sql.SCOPE_HEAD_COLUMNS),
             *_columns(idempotent, shape.IdempotentRow, text="idempotency_id"),
             head.last_seq,
             head.last_recorded_at,
             self._new_head is not None,
+            [pair[0] for pair in tries],
+            [pair[1] for pair in tries],
+            list(tries.values()),
+            last and not self._block,
         )
+        self._stamped = self._changed = True
+        kept.record_tries(tries)
         self._events, self._current, self._scopes, self._idempotent = [], {}, {}, []
+        self._tries = {}
         if self._new_head is not None:
-            self.head, self._new_head = self._new_head, None
+            kept.head, self._new_head = self._new_head, None
+        return True
+
+    async def commit(self) -> None:
+        """Apply what is kept and commit (a transaction that changed anything stamps log_head),
+        then give the lease up."""
+        if not self.begun:
+            return
+        with anyio.CancelScope(shield=True):
+            if self._block:
+                await self.flush(stamp=self._changed)
+                await self.conn.execute(COMMIT_AND_RELEASE)
+            elif not await self.flush(stamp=self._changed, last=True):
+                await self.conn.execute(RELEASE)
 
     async def _select_head(self) -> LogHead:
-        head = self._new_head or self.head
+        kept = await self._begin()
+        head = self._new_head or kept.head
         if head is None:
-            row = await self.conn.fetchrow(_SELECT_HEAD)
+            row = await self.conn.fetchrow(sql.SELECT_HEAD)
             assert row is not None, "log_head has its one row from the first migration"
-            head = self.head = LogHead(last_seq=row[0], last_recorded_at=row[1])
+            head = kept.head = LogHead(last_seq=row[0], last_recorded_at=row[1])
         return LogHead(last_seq=head.last_seq, last_recorded_at=head.last_recorded_at)
+
+    async def _select_scopes(
+        self, scope_keys: list[str], task: shape.Task | None
+    ) -> dict[str, ScopeRow]:
+        await self.flush()
+        rows = await self.conn.fetch(sql.SELECT_SCOPES, scope_keys) if scope_keys else []
+        if task is not None:
+            parts = [part.encode() for part in task]
+            rows = [*rows, *await self.conn.fetch(sql.SELECT_TASK_SCOPES, *parts)]
+        return {r[1]: scope_row(r) for r in rows}
 
     async def select_head_and_scopes(
         self, scope_keys: Collection[str] = (), *, task: shape.Task | None = None
     ) -> tuple[LogHead, dict[str, ScopeRow]]:
-        if task is not None or self.head is not None or self._new_head is not None:
-            await self.flush()
-            rows = await self.conn.fetch(_SELECT_SCOPES, list(scope_keys)) if scope_keys else []
-            if task is not None:
-                parts = [part.encode() for part in task]
-                rows = [*rows, *await self.conn.fetch(_SELECT_TASK_SCOPES, *parts)]
-            return await self._select_head(), {r[1]: scope_row(r) for r in rows}
-        rows = await self.conn.fetch(_SELECT_HEAD_AND_SCOPES, list(scope_keys), _HEADS_READ + 1)
-        self.head = LogHead(last_seq=rows[0][0], last_recorded_at=rows[0][1])
+        kept = await self._begin()
+        wanted = list(scope_keys)
+        fresh = kept.head is not None and self._new_head is None and not self._pending()
+        if fresh and task is None:
+            found = kept.known(wanted)
+            if found is not None:
+                return await self._select_head(), found
+        if task is not None or self._new_head is not None or self._pending():
+            return await self._select_head(), await self._select_scopes(wanted, task)
+        rows = await self.conn.fetch(sql.SELECT_HEAD_AND_SCOPES, wanted, sql.HEADS_READ + 1)
+        kept.head = LogHead(last_seq=rows[0][0], last_recorded_at=rows[0][1])
         scopes = {r[3]: scope_row(r[2:]) for r in rows if r[2] is not None}
+        for key in wanted:
+            row = scopes.get(key)
+            if row is None:
+                kept.keep_absent(key)
+            else:
+                kept.keep_scope(row)
         for r in rows:
             keys = r[11] or ()
-            if r[2] is not None and len(keys) <= _HEADS_READ:
-                self._heads[r[2]] = dict(zip((k.decode() for k in keys), r[12] or (), strict=True))
+            if r[2] is not None and len(keys) <= sql.HEADS_READ:
+                heads = dict(zip((k.decode() for k in keys), r[12] or (), strict=True))
+                kept.keep_values(r[2], heads)
         return await self._select_head(), scopes
+
+    def _pending(self) -> bool:
+        return bool(self._events or self._current or self._scopes or self._idempotent)
 
     async def select_current_heads(
         self, pairs: shape.Pairs = (), *, scope_id: int | None = None, now: int = 0
     ) -> dict[tuple[int, str], bytes]:
-        """The heads of a batch's keys: of small scopes from its first read, the rest in one
-        statement."""
+        """The heads of a batch's keys: of the scopes whose every value head is known (small
+        scopes) from what is kept, the rest in one statement; a whole scope's live keys in
+        one more."""
+        kept = await self._begin()
         found: dict[tuple[int, str], bytes] = {}
         asked: list[tuple[int, str]] = []
-        for pair_scope, key in pairs:
-            known = self._heads.get(pair_scope)
+        for pair in pairs:
+            known = kept.values.get(pair[0])
             if known is None:
-                asked.append((pair_scope, key))
-            elif key in known:
-                found[(pair_scope, key)] = known[key]
+                asked.append(pair)
+            elif pair[1] in known:
+                found[pair] = known[pair[1]]
         if asked or scope_id is not None:
             await self.flush()
         if asked:
             rows = await self.conn.fetch(
-                _SELECT_CURRENT_HEADS, [p[0] for p in asked], [p[1].encode() for p in asked]
+                sql.SELECT_CURRENT_HEADS, [p[0] for p in asked], [p[1].encode() for p in asked]
             )
             found.update(((r[0], r[1].decode()), r[2]) for r in rows)
         if scope_id is not None:
-            rows = await self.conn.fetch(_SELECT_LIVE_HEADS, scope_id, now)
+            rows = await self.conn.fetch(sql.SELECT_LIVE_HEADS, scope_id, now)
             found.update(((scope_id, r[0].decode()), r[1]) for r in rows)
         return found
 
@@ -255,32 +255,41 @@ class PostgresTransaction(WriteTransaction):
             return {}
         await self.flush()
         rows = await self.conn.fetch(
-            _SELECT_IDEMPOTENT, [k[0] for k in pairs], [k[1].encode() for k in pairs]
+            sql.SELECT_IDEMPOTENT, [k[0] for k in pairs], [k[1].encode() for k in pairs]
         )
         return {(r[0], r[1].decode()): r[2] for r in rows}
 
     async def insert(self, batch: shape.Insert) -> list[int]:
-        ids: list[int] = []
-        old: list[ScopeRow] = []
+        """New scopes go in at once (their ids are needed now), in the transaction block; the
+        rest is kept for the statement that applies the batch."""
+        kept = await self._begin()
+        ids = [await self._insert_scope(row) for row in batch.scopes if not row.scope_id]
+        if batch.events:
+            self._keep_events(batch.events)
+        for current in batch.current:
+            self._current[(current.scope_id, current.key)] = current
+            kept.set_value(current.scope_id, current.key, current.value[:2])
         for row in batch.scopes:
             if row.scope_id:
-                old.append(row)
-            else:
-                ids.append(await self._insert_scope(row))
-        if batch.events:
-            await self._insert_events(batch.events)
-        if batch.current:
-            await self._upsert_current(batch.current)
-        if old:
-            self._update_scopes(old)
+                self._scopes[row.scope_id] = ScopeRow(
+                    scope_id=row.scope_id,
+                    scope_key=row.scope_key,
+                    version=row.version,
+                    max_try=row.max_try,
+                    updated_at=row.updated_at,
+                )
+                kept.keep_scope(row)
         self._idempotent.extend(batch.idempotent)
         if batch.head is not None:
             self._new_head = replace(batch.head)
         return ids
 
     async def _insert_scope(self, row: ScopeRow) -> int:
+        await self.flush()
+        await self._in_block()
+        self._changed = True
         scope_id: int = await self.conn.fetchval(
-            _INSERT_SCOPE,
+            sql.INSERT_SCOPE,
             row.scope_key,
             row.version,
             row.max_try,
@@ -290,93 +299,85 @@ class PostgresTransaction(WriteTransaction):
             encode(row.task_id),
             row.map_index,
         )
+        kept = await self._begin()
+        kept.keep_scope(replace(row, scope_id=scope_id))
+        kept.values[scope_id] = {}
         return scope_id
 
-    async def _insert_events(self, rows: Sequence[EventRow]) -> None:
+    def _keep_events(self, rows: Sequence[EventRow]) -> None:
         self._events.extend(rows)
-
-    async def _upsert_current(self, rows: Sequence[CurrentRow]) -> None:
-        self._heads.clear()
-        for row in rows:
-            self._current[(row.scope_id, row.key)] = row
+        # Where each try starts, kept once per try (schema step 5): the first of a batch's
+        # events of a try it may start; a try already started keeps its row.
+        starts = self._tries
+        for r in rows:
+            if r.try_number is not None:
+                starts.setdefault((r.scope_id, r.try_number), r.version)
 
     async def delete_current(
         self, keys: Keys = (), *, keys_at: KeysAt = (), scope_ids: Ids = (), every: bool = False
     ) -> None:
-        self._heads.clear()
         if not (every or scope_ids or keys or keys_at):
             return
-        await self.flush()
+        kept = await self._begin()
         if every:
-            await self.conn.execute(_DELETE_ALL_CURRENT)
+            await self._run(sql.DELETE_ALL_CURRENT)
+            kept.values.clear()
         if scope_ids:
-            await self.conn.execute(_CLEAR_CURRENT, list(scope_ids))
+            await self._run(sql.CLEAR_CURRENT, list(scope_ids))
+            for scope_id in scope_ids:
+                if scope_id in kept.values:
+                    kept.values[scope_id] = {}
         if keys:
-            await self.conn.execute(
-                _DELETE_CURRENT, [p[0] for p in keys], [p[1].encode() for p in keys]
-            )
+            await self._run(sql.DELETE_CURRENT, [p[0] for p in keys], [p[1].encode() for p in keys])
+            for scope_id, key in keys:
+                kept.values.get(scope_id, {}).pop(key, None)
         if keys_at:
-            await self.conn.execute(
-                _DELETE_CURRENT_AT,
+            await self._run(
+                sql.DELETE_CURRENT_AT,
                 [r[0] for r in keys_at],
                 [r[1].encode() for r in keys_at],
                 [r[2] for r in keys_at],
             )
-
-    def _update_scopes(self, rows: Sequence[ScopeRow]) -> None:
-        for row in rows:
-            self._scopes[row.scope_id] = ScopeRow(
-                scope_id=row.scope_id,
-                scope_key=row.scope_key,
-                version=row.version,
-                max_try=row.max_try,
-                updated_at=row.updated_at,
-            )
+            for r in keys_at:  # only while still that seq's: what is left is not known
+                kept.values.pop(r[0], None)
 
     async def delete_idempotent(self, *, recorded_before: int, limit: int) -> int:
-        await self.flush()
-        status = await self.conn.execute(_DELETE_IDEMPOTENT, recorded_before, limit)
+        status = await self._run(sql.DELETE_IDEMPOTENT, recorded_before, limit)
         return int(status.split()[-1])  # "DELETE <count>"
 
     async def delete_events(self, seqs: Sequence[int]) -> int:
-        await self.flush()
-        status = await self.conn.execute(_DELETE_EVENTS, list(seqs))
+        status = await self._run(sql.DELETE_EVENTS, list(seqs))
         return int(status.split()[-1])  # "DELETE <count>"
 
     async def update_stored(
         self, *, payloads: shape.Payloads = (), values: shape.Values = ()
     ) -> None:
-        if values:
-            self._heads.clear()
         if not (payloads or values):
             return
-        await self.flush()
+        kept = await self._begin()
         if payloads:
-            await self.conn.execute(
-                _UPDATE_PAYLOADS, [r[0] for r in payloads], [r[1] for r in payloads]
-            )
+            await self._run(sql.UPDATE_PAYLOADS, [r[0] for r in payloads], [r[1] for r in payloads])
         if values:
-            await self.conn.execute(
-                _UPDATE_CURRENT_VALUES,
+            await self._run(
+                sql.UPDATE_CURRENT_VALUES,
                 [r[0] for r in values],
                 [r[1] for r in values],
                 [r[2].encode() for r in values],
                 [r[3] for r in values],
             )
+            for r in values:
+                kept.values.pop(r[1], None)
 
 
 async def rollback(conn: PoolConnectionProxy[asyncpg.Record]) -> None:
-    # If the connection is gone, the server rolls the transaction back itself.
-    with suppress(*DRIVER_ERRORS):
+    """End a failed transaction and give the lease up. A connection that cannot is closed: the
+    server then rolls back and releases the lease itself."""
+    try:
         if conn.is_in_transaction():
-            await conn.execute(_ROLLBACK)
-
-
-# The columns of `scopes` a batch updates: the scope head, by position in ScopeRow.
-_SCOPE_HEAD_COLUMNS: Final = tuple(
-    ScopeRow.__struct_fields__.index(name)
-    for name in ("scope_id", "version", "max_try", "updated_at")
-)
+            await conn.execute("ROLLBACK")
+        await conn.execute(RELEASE_ALL)
+    except DRIVER_ERRORS:
+        conn.terminate()
 
 
 def _columns(

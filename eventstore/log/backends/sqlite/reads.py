@@ -27,6 +27,7 @@ from eventstore.log.backends.rows import CurrentRow, EventFilter, EventRow, LogH
 from eventstore.log.backends.sqlite.files import Translating, translate
 from eventstore.log.backends.sqlite.pragmas import SELECT_PAGE_BYTES
 from eventstore.log.backends.sqlite.schema import CURRENT_COLUMNS, EVENT_COLUMNS, SCOPE_COLUMNS
+from eventstore.log.backends.versions import version_through
 from eventstore.log.errors import StoreClosedError
 
 __all__ = ["SQLiteReads"]
@@ -110,30 +111,6 @@ SELECT {EVENT_COLUMNS} FROM events WHERE seq IN (
 ) AND seq > :after"""
 
 
-# The largest version of the scope whose {column} is at most the parameter :{bound}, by a binary
-# search over the (scope_id, version) index: within a scope, seq and recorded_at grow with the
-# version, so ~2 log2(n) seeks answer where a position or a time lands, with no index of its own.
-# Versions may have gaps (compaction): each probe takes the first version at or past the middle.
-# Invariant: the answer (0 for none) lies in [lo, hi]; each step halves the interval.
-_VERSION_THROUGH: Final = """(WITH RECURSIVE search(lo, hi) AS (
-    SELECT 0, coalesce((SELECT max(version) FROM events WHERE scope_id = :scope), 0)
-    UNION ALL
-    SELECT
-        CASE WHEN ({probe}) <= :{bound} THEN (lo + hi + 1) / 2 ELSE lo END,
-        CASE WHEN ({probe}) <= :{bound} THEN hi ELSE (lo + hi + 1) / 2 - 1 END
-    FROM search WHERE lo < hi
-) SELECT min(hi) FROM search)"""
-_PROBE: Final = (
-    "SELECT {column} FROM events WHERE scope_id = :scope AND version >= (lo + hi + 1) / 2 "
-    "ORDER BY version LIMIT 1"
-)
-
-
-def _version_through(column: str, bound: str) -> str:
-    probe = _PROBE.format(column=column)
-    return _VERSION_THROUGH.format(probe=probe, bound=bound)
-
-
 _BOUNDS: Final = {
     "key": "key = :key",
     # Fencing keeps every event of try N from the start of try N to the start of the next
@@ -145,16 +122,16 @@ _BOUNDS: Final = {
         "AND version < coalesce((SELECT min(first_version) FROM tries "
         "WHERE scope_id = :scope AND try_number > :try_number), :no_bound)"
     ),
-    "since": f"recorded_at >= :since AND version > {_version_through('recorded_at', 'before')}",
-    "until": f"recorded_at <= :until AND version <= {_version_through('recorded_at', 'until')}",
+    "since": f"recorded_at >= :since AND version > {version_through('recorded_at', 'before')}",
+    "until": f"recorded_at <= :until AND version <= {version_through('recorded_at', 'until')}",
     # The next page after an event of this scope starts past that event's version: one seek.
     # A cursor from elsewhere (a global position) is found by the search.
     "after_seq": (
         "seq > :after_seq AND version > coalesce("
         "(SELECT e.version FROM events AS e WHERE e.seq = :after_seq AND e.scope_id = :scope), "
-        f"{_version_through('seq', 'after_seq')})"
+        f"{version_through('seq', 'after_seq')})"
     ),
-    "through_seq": (f"seq <= :through_seq AND version <= {_version_through('seq', 'through_seq')}"),
+    "through_seq": (f"seq <= :through_seq AND version <= {version_through('seq', 'through_seq')}"),
     "through_version": "version <= :through_version",
 }
 

@@ -19,6 +19,7 @@ from eventstore.log.backends.migrations import (
     columns,
     first_steps,
     latest_version,
+    log_layout,
 )
 from eventstore.log.backends.rows import CurrentRow, EventRow, IdempotentRow, ScopeRow
 
@@ -60,31 +61,7 @@ MIGRATIONS: Final = (
             """ALTER TABLE idempotency_v4 RENAME TO idempotency""",
         ),
     ),
-    Migration(
-        5,
-        "history through the version index: where each try starts is kept once per try, and "
-        "times and positions are found by a search over versions; the per-event try and time "
-        "indexes, which cost every write a page each, go",
-        # Within a scope, seq and recorded_at grow with the version (the log keeps recorded_at
-        # monotonic), so a bound on either is a bound on the version, found by a binary search
-        # over the (scope_id, version) index (_version_through). Attempt fencing keeps every
-        # event of try N between the start of try N and the start of the next higher try.
-        # Kept from a log compacted before: a try starts at its first event still there.
-        (
-            """CREATE TABLE tries (
-                scope_id INTEGER NOT NULL,
-                try_number INTEGER NOT NULL,
-                first_version INTEGER NOT NULL
-            )""",
-            """INSERT INTO tries (scope_id, try_number, first_version)
-            SELECT scope_id, try_number, min(version) FROM events
-            WHERE try_number IS NOT NULL GROUP BY scope_id, try_number""",
-            """DROP INDEX IF EXISTS events_by_scope_try""",
-            """DROP INDEX IF EXISTS events_by_scope_time""",
-            # The try index of the events, one entry per try instead of one per event.
-            """CREATE UNIQUE INDEX events_by_scope_try ON tries (scope_id, try_number)""",
-        ),
-    ),
+    log_layout(_TYPES),
 )
 SCHEMA_VERSION: Final = latest_version(MIGRATIONS)
 

@@ -1,0 +1,165 @@
+"""The writer's lease on the log, and what it knows of the log between its transactions.
+
+One writer at a time, across every process and replica on the database: a writer holds the lease
+(a session-level advisory lock) from before it reads the log head until its batch has committed.
+Positions handed out from the head it read are therefore committed in the order handed out (see
+transaction.py). The lease, unlike a lock on a row, outlives a transaction, so a batch whose
+writes all go in one statement runs that statement outside any explicit transaction: it commits
+on its own, and gives the lease up in the same round trip. A batch is then two round trips: take
+the lease, apply and commit.
+
+That statement gives the lease up just before its transaction commits. The next writer must not
+read until it has: the statement also holds a transaction-level advisory lock (the handover),
+which the next writer waits for, in shared mode, right after taking the lease.
+
+Every batch plans from the log head, the heads of the scopes it writes and the value heads (the
+flags) of their keys. Read afresh, that is a round trip per batch. But when the last transaction
+that changed the database was this writer's own, what it read and wrote then is still what the
+tables hold, so a batch can plan from that. Whether it was is one comparison, made in the same
+message that takes the lease (`TAKE_AND_CHECK`): every write transaction of every tasktrail
+process updates the `log_head` row (the statement that applies a batch always does), so the row's
+`xmin` is the id of the last transaction that changed anything; and the writer's connection keeps
+the id of its own last one in a setting of its session (`tasktrail.head_xmin`, set by that same
+statement, so it is rolled back with it). Equal: nobody else wrote since, the heads kept are
+current. Different (another process or replica wrote, or the connection is new): the heads are
+read again.
+"""
+
+from __future__ import annotations
+
+from typing import Final
+
+from msgspec.structs import replace
+
+from eventstore.log.backends.rows import LogHead, ScopeRow
+
+__all__ = [
+    "BEGIN",
+    "COMMIT_AND_RELEASE",
+    "KEPT",
+    "RELEASE",
+    "RELEASE_ALL",
+    "STAMP",
+    "TAKE_AND_CHECK",
+    "HeadsHolder",
+    "WriterHeads",
+]
+
+# Two 32-bit keys, as for the compaction lock: a fixed class ("trlw", "trlx") and the schema the
+# tables live in, so the logs of different schemas of one database have leases of their own.
+_LEASE: Final = "1953655927, hashtext(current_schema())"
+_HANDOVER: Final = "1953655928, hashtext(current_schema())"
+
+# One simple-protocol message, one round trip, run as one implicit transaction: take the lease
+# (waiting for the writer holding it), wait for the commit of the statement that gave it up,
+# then, with a snapshot taken after, compare the committed row's xmin with this session's last
+# transaction. The status of the last statement says which: "SELECT 1" when the heads kept are
+# current.
+TAKE_AND_CHECK: Final = (
+    f"SELECT pg_advisory_lock({_LEASE}); "
+    f"SELECT pg_advisory_xact_lock_shared({_HANDOVER}); "
+    "SELECT 1 FROM log_head WHERE id = 1 "
+    "AND xmin::text = current_setting('tasktrail.head_xmin', true)"
+)
+KEPT: Final = "SELECT 1"
+# A batch that writes more than its one statement (a new scope, deletes, compaction) runs in a
+# transaction of its own, begun at its first such write, and gives the lease up once committed.
+BEGIN: Final = "BEGIN ISOLATION LEVEL READ COMMITTED"
+COMMIT_AND_RELEASE: Final = f"COMMIT; SELECT pg_advisory_unlock({_LEASE})"
+RELEASE: Final = f"SELECT pg_advisory_unlock({_LEASE})"
+# After a failure, whatever the session holds goes (the writer's connection holds only the lease).
+RELEASE_ALL: Final = "SELECT pg_advisory_unlock_all()"
+# How the statement that applies a batch ends. It takes the handover lock (joined, so before the
+# row is updated), updates log_head, records this transaction's id in the session for the next
+# TAKE_AND_CHECK, and, when it is the batch's last statement outside a transaction block ($32),
+# gives the lease up: the handover lock is held until its commit.
+STAMP: Final = (
+    f"FROM (SELECT pg_advisory_xact_lock({_HANDOVER})) AS handover WHERE id = 1 "
+    "RETURNING set_config('tasktrail.head_xmin', xmin::text, false), "
+    f"CASE WHEN $32::boolean THEN pg_advisory_unlock({_LEASE}) END"
+)
+
+# Bounds on what is kept, so a writer of many scopes does not grow without end: the oldest
+# scopes go first; the value heads of a scope are kept while it holds few keys.
+_SCOPES_KEPT: Final = 8192
+_VALUE_HEADS_KEPT: Final = 64
+
+
+class WriterHeads:
+    """The heads a writer knows, as its last committed transaction left them.
+
+    `scopes` maps a scope key to its row, or None for a scope known not to exist yet; `values`
+    the value heads of every key of a scope, for scopes known whole; `tries` the highest try of
+    a scope known to have its start recorded in `tries`.
+    """
+
+    __slots__ = ("head", "scopes", "tries", "values")
+
+    def __init__(self) -> None:
+        self.head: LogHead | None = None
+        self.scopes: dict[str, ScopeRow | None] = {}
+        self.values: dict[int, dict[str, bytes]] = {}
+        self.tries: dict[int, int] = {}
+
+    def known(self, scope_keys: list[str]) -> dict[str, ScopeRow] | None:
+        """Copies of these scopes' rows (the batch changes them as it plans), or None when one
+        of them is not known."""
+        scopes = self.scopes
+        found: dict[str, ScopeRow] = {}
+        for key in scope_keys:
+            if key not in scopes:
+                return None
+            row = scopes[key]
+            if row is not None:
+                found[key] = replace(row)
+        return found
+
+    def keep_scope(self, row: ScopeRow) -> None:
+        scopes = self.scopes
+        scopes.pop(row.scope_key, None)  # to the end: the oldest scopes are dropped first
+        scopes[row.scope_key] = replace(row)
+        if len(scopes) > _SCOPES_KEPT:
+            oldest = next(iter(scopes))
+            dropped = scopes.pop(oldest)
+            if dropped is not None:
+                self.values.pop(dropped.scope_id, None)
+                self.tries.pop(dropped.scope_id, None)
+
+    def keep_absent(self, scope_key: str) -> None:
+        self.scopes[scope_key] = None
+
+    def keep_values(self, scope_id: int, heads: dict[str, bytes]) -> None:
+        if len(heads) <= _VALUE_HEADS_KEPT:
+            self.values[scope_id] = heads
+
+    def set_value(self, scope_id: int, key: str, head: bytes) -> None:
+        heads = self.values.get(scope_id)
+        if heads is not None:
+            heads[key] = head
+            if len(heads) > _VALUE_HEADS_KEPT:
+                del self.values[scope_id]
+
+    def new_tries(self, starts: dict[tuple[int, int], int]) -> dict[tuple[int, int], int]:
+        """The try starts not recorded yet. Fencing refuses writes of a try below a scope's
+        latest, so a try at most the highest one recorded has its start recorded already."""
+        tries = self.tries
+        return {
+            (scope_id, try_number): version
+            for (scope_id, try_number), version in starts.items()
+            if try_number > tries.get(scope_id, -1)
+        }
+
+    def record_tries(self, starts: dict[tuple[int, int], int]) -> None:
+        tries = self.tries
+        for scope_id, try_number in starts:
+            if try_number > tries.get(scope_id, -1):
+                tries[scope_id] = try_number
+
+
+class HeadsHolder:
+    """Where a backend keeps its writer's heads between transactions (None: not known)."""
+
+    __slots__ = ("heads",)
+
+    def __init__(self) -> None:
+        self.heads: WriterHeads | None = None
