@@ -16,8 +16,10 @@ from eventstore import (
     StoreClosedError,
     StoreConfig,
     TaskScope,
+    generate_master_key,
     open_store,
 )
+from eventstore.log.scopes import scope_key
 from tests.conftest import FakeClock, StoreFactory, postgres_schema_url
 
 WRITER = Path(__file__).with_name("feed_writer.py")
@@ -243,3 +245,25 @@ async def test_a_subscriber_catching_up_past_an_erasure_gets_the_values_erased(
             ("clear", None, False),
             ("erased", None, False),
         ]
+
+
+async def test_a_matching_subscription_fetches_the_data_keys_of_its_scopes_only(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    url = f"sqlite:///{tmp_path / 'trail.db'}"
+    config = StoreConfig(master_keys=(generate_master_key(),))
+    async with open_store(url, config) as store:
+        await store.task_store("etl", "run_1", "ingest").set("k", "followed")
+        await store.task_store("other", "run_1", "ingest").set("k", "not followed")
+    async with open_store(url, config) as store:  # no data key at hand yet
+        fetched: list[str] = []
+        load_keys = store.vault.load_keys
+
+        async def recording(scope_key: str) -> None:
+            fetched.append(scope_key)
+            await load_keys(scope_key)
+
+        monkeypatch.setattr(store.vault, "load_keys", recording)
+        events = await take(store.subscribe(scope=ScopeMatch(dag_id="etl")), 1)
+        assert [e.value for e in events] == ["followed"]
+        assert fetched == [scope_key(SCOPE)]

@@ -241,14 +241,14 @@ class Subscription(AsyncResource):
         await self._learn_scopes(rows)
         events = []
         for row in rows:
+            if not self._matches(row):
+                continue
             if row.kind == "set" and self._vault is not None:
                 # Before each row: an erasure met in this page may have dropped the keys.
                 key = self._scope_key(row.scope_id)
                 if self._vault.unready(key):
                     await self._vault.ready({key: None})
-            event = self._event(row)
-            if event is not None:
-                events.append(event)
+            events.append(self._event(row))
         # No await from here on: a read cancelled above (a timeout at the caller) leaves the
         # subscription as it was, and the same events are read again next time.
         self._buffer.extend(events)
@@ -301,10 +301,14 @@ class Subscription(AsyncResource):
             key = self._keys[scope_id] = scope_key(self._scopes[scope_id])
         return key
 
-    def _event(self, row: EventRow) -> RecordedEvent | None:
+    def _matches(self, row: EventRow) -> bool:
+        """Whether the row's scope is one the subscription follows (its keys are fetched, its
+        erasures kept track of, only then)."""
+        match = self._scope
+        return not isinstance(match, ScopeMatch) or match.matches(self._scopes[row.scope_id])
+
+    def _event(self, row: EventRow) -> RecordedEvent:
         scope = self._scopes[row.scope_id]
-        if isinstance(self._scope, ScopeMatch) and not self._scope.matches(scope):
-            return None
         erased = self._erased[row.scope_id]
         if row.kind == "erased":
             self._erased[row.scope_id] = max(erased, row.seq)
