@@ -357,7 +357,7 @@ def memory_check(
 
 # Where the time of the 100-writer workload goes: (label, file suffix, function name).
 _PROFILE_PARTS: Final = (
-    ("tasks: set() on the caller's task", "eventstore/accessors.py", "set"),
+    ("tasks: set() on the caller's task", "eventstore/writes.py", "set"),
     ("  checking and encoding values", "eventstore/log/values.py", "encode_value"),
     ("  joining a batch and waking up", "eventstore/log/writer.py", "append"),
     ("writer: append_batch, one per batch", "eventstore/log/append.py", "append_batch"),
