@@ -37,6 +37,8 @@ import aiohttp
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from bench_http_stall import wait_until_up  # noqa: E402 (beside this script)
+
 from eventstore import open_store  # noqa: E402
 from eventstore.client import connect  # noqa: E402
 from eventstore.service.auth import make_token  # noqa: E402
@@ -171,13 +173,7 @@ async def bench(
     backend = "SQLite durability=full" if embedded_url.startswith("sqlite") else "PostgreSQL"
     try:
         async with aiohttp.ClientSession() as probe:
-            for _ in range(200):
-                try:
-                    async with probe.get(base + "/healthz") as response:
-                        if response.status == 200:
-                            break
-                except aiohttp.ClientConnectionError:
-                    await asyncio.sleep(0.05)
+            await wait_until_up(probe, base)
         token = make_token(SECRET, "admin")
         rows = []
         async with connect(base, token=token) as remote:
