@@ -14,7 +14,7 @@ from conftest import postgres_schema_url
 from eventstore.log.backends.postgres.backend import SCHEMA_VERSION, split_url
 from tests.migrated_log import TRIES, check_every_history_question
 
-# Made by tests/fixtures/make_postgres_schema_4_tries.py with tasktrail at main bb1f6ef: the
+# Made by tests/fixtures/make_schema_4_tries.py with tasktrail at main bb1f6ef: the
 # schema `tasktrail_schema_4_fixture`, dumped by pg_dump.
 FIXTURE: Final = Path(__file__).parent / "fixtures" / "postgres-schema-4-tries.sql"
 FIXTURE_SCHEMA: Final = "tasktrail_schema_4_fixture"
