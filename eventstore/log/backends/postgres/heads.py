@@ -29,9 +29,8 @@ from __future__ import annotations
 
 from typing import Final
 
-from msgspec.structs import replace
-
-from eventstore.log.backends.rows import LogHead, ScopeRow
+# Shared with SQLite's writer; named here too, where this backend's modules find its heads.
+from eventstore.log.backends.kept_heads import WriterHeads
 
 __all__ = [
     "BEGIN",
@@ -78,82 +77,6 @@ STAMP: Final = (
     "RETURNING set_config('tasktrail.head_xmin', xmin::text, false), "
     f"CASE WHEN $32::boolean THEN pg_advisory_unlock({_LEASE}) END"
 )
-
-# Bounds on what is kept, so a writer of many scopes does not grow without end: the oldest
-# scopes go first; the value heads of a scope are kept while it holds few keys.
-_SCOPES_KEPT: Final = 8192
-_VALUE_HEADS_KEPT: Final = 64
-
-
-class WriterHeads:
-    """The heads a writer knows, as its last committed transaction left them.
-
-    `scopes` maps a scope key to its row, or None for a scope known not to exist yet; `values`
-    the value heads of every key of a scope, for scopes known whole; `tries` the highest try of
-    a scope known to have its start recorded in `tries`.
-    """
-
-    __slots__ = ("head", "scopes", "tries", "values")
-
-    def __init__(self) -> None:
-        self.head: LogHead | None = None
-        self.scopes: dict[str, ScopeRow | None] = {}
-        self.values: dict[int, dict[str, bytes]] = {}
-        self.tries: dict[int, int] = {}
-
-    def known(self, scope_keys: list[str]) -> dict[str, ScopeRow] | None:
-        """Copies of these scopes' rows (the batch changes them as it plans), or None when one
-        of them is not known."""
-        scopes = self.scopes
-        found: dict[str, ScopeRow] = {}
-        for key in scope_keys:
-            if key not in scopes:
-                return None
-            row = scopes[key]
-            if row is not None:
-                found[key] = replace(row)
-        return found
-
-    def keep_scope(self, row: ScopeRow) -> None:
-        scopes = self.scopes
-        scopes.pop(row.scope_key, None)  # to the end: the oldest scopes are dropped first
-        scopes[row.scope_key] = replace(row)
-        if len(scopes) > _SCOPES_KEPT:
-            oldest = next(iter(scopes))
-            dropped = scopes.pop(oldest)
-            if dropped is not None:
-                self.values.pop(dropped.scope_id, None)
-                self.tries.pop(dropped.scope_id, None)
-
-    def keep_absent(self, scope_key: str) -> None:
-        self.scopes[scope_key] = None
-
-    def keep_values(self, scope_id: int, heads: dict[str, bytes]) -> None:
-        if len(heads) <= _VALUE_HEADS_KEPT:
-            self.values[scope_id] = heads
-
-    def set_value(self, scope_id: int, key: str, head: bytes) -> None:
-        heads = self.values.get(scope_id)
-        if heads is not None:
-            heads[key] = head
-            if len(heads) > _VALUE_HEADS_KEPT:
-                del self.values[scope_id]
-
-    def new_tries(self, starts: dict[tuple[int, int], int]) -> dict[tuple[int, int], int]:
-        """The try starts not recorded yet. Fencing refuses writes of a try below a scope's
-        latest, so a try at most the highest one recorded has its start recorded already."""
-        tries = self.tries
-        return {
-            (scope_id, try_number): version
-            for (scope_id, try_number), version in starts.items()
-            if try_number > tries.get(scope_id, -1)
-        }
-
-    def record_tries(self, starts: dict[tuple[int, int], int]) -> None:
-        tries = self.tries
-        for scope_id, try_number in starts:
-            if try_number > tries.get(scope_id, -1):
-                tries[scope_id] = try_number
 
 
 class HeadsHolder:

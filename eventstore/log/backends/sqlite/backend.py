@@ -13,6 +13,13 @@ IMMEDIATE is first tried on the loop thread without waiting (the write connectio
 is 0), which succeeds unless another process is writing; only then is it retried in the worker
 thread, waiting up to the busy timeout.
 
+A writer keeps the heads it read and wrote (the log head, scope rows, value heads, try starts:
+`kept_heads.WriterHeads`) from one transaction to the next, and plans from them while they are
+the file's: `PRAGMA data_version`, asked right after BEGIN IMMEDIATE (under the write lock),
+changes exactly when another connection, of this process or another, committed to the file
+since, and never for the write connection's own commits. When it moved, or the last transaction
+did not commit, the heads are read again.
+
 COMMIT (the fsync) runs on the loop thread too while commits are quick, and in the worker
 thread once they are not (`_commit`): on a busy machine, waking a thread for the commit and
 waking the loop again afterwards took longer than a quick fsync, and a batch's writers waited for
@@ -40,6 +47,7 @@ import anyio
 import anyio.to_thread
 
 from eventstore.log.backends.base import WriteTransaction
+from eventstore.log.backends.kept_heads import WriterHeads
 from eventstore.log.backends.migrations import pending_migrations, require_current
 from eventstore.log.backends.sqlite.files import Translating, connect_read_only, translate_os
 from eventstore.log.backends.sqlite.pragmas import (
@@ -48,6 +56,7 @@ from eventstore.log.backends.sqlite.pragmas import (
     begin_waiting,
     checkpoint,
     connect,
+    pragma_int,
     reclaim_step,
     rollback,
     schema_version,
@@ -98,6 +107,10 @@ class SQLiteBackend(SQLiteReads):
         # One step in a worker thread at a time, so steps never share the connection.
         self._limiter = anyio.CapacityLimiter(1)
         self._commit_seconds = 0.0  # how long COMMIT takes, on average (see _commit)
+        # The writer's heads as its last committed transaction left them (None: not known), and
+        # the write connection's data_version then.
+        self._kept: WriterHeads | None = None
+        self._data_version = -1
         self._closed = False
 
     async def open(self) -> None:
@@ -268,16 +281,28 @@ class SQLiteBackend(SQLiteReads):
             with self._errors:
                 try:
                     await self._begin(conn)
-                    tx = SQLiteTransaction(conn, self._in_thread)
+                    tx = SQLiteTransaction(conn, self._in_thread, self._kept_heads(conn))
                     yield tx
                     # The fsync. Once it has started, it finishes: the caller must not be told
                     # a write failed when it landed.
                     with anyio.CancelScope(shield=True):
                         await self._commit(conn, big=tx.rows > _INLINE_COMMIT_ROWS)
                 except BaseException:
+                    # What the transaction kept of the heads is not what the file holds.
+                    self._kept = None
                     # Also when cancelled while BEGIN ran in its thread: it may have begun.
                     rollback(conn)
                     raise
+
+    def _kept_heads(self, conn: sqlite3.Connection) -> WriterHeads:
+        """The heads kept since the last transaction, if no other connection has committed to
+        the file since; else an empty start. Called under the write lock, right after BEGIN."""
+        version = pragma_int(conn, "data_version")
+        kept = self._kept
+        if kept is None or version != self._data_version:
+            kept = self._kept = WriterHeads()
+            self._data_version = version
+        return kept
 
     async def _commit(self, conn: sqlite3.Connection, *, big: bool = False) -> None:
         if self._commit_seconds < _INLINE_COMMIT_SECONDS and not big:
