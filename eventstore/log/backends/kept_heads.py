@@ -30,16 +30,18 @@ class WriterHeads:
     """The heads a writer knows, as its last committed transaction left them.
 
     `scopes` maps a scope key to its row, or None for a scope known not to exist yet; `values`
-    the value heads of every key of a scope, for scopes known whole; `tries` the highest try of
-    a scope known to have its start recorded in `tries`.
+    the value heads of every key of a scope, for scopes known whole; `many` the scopes known to
+    hold more keys than that (their value heads are asked for key by key); `tries` the highest
+    try of a scope known to have its start recorded in `tries`.
     """
 
-    __slots__ = ("head", "scopes", "tries", "values")
+    __slots__ = ("head", "many", "scopes", "tries", "values")
 
     def __init__(self) -> None:
         self.head: LogHead | None = None
         self.scopes: dict[str, ScopeRow | None] = {}
         self.values: dict[int, dict[str, bytes]] = {}
+        self.many: set[int] = set()
         self.tries: dict[int, int] = {}
 
     def known(self, scope_keys: list[str]) -> dict[str, ScopeRow] | None:
@@ -71,6 +73,7 @@ class WriterHeads:
             dropped = scopes.pop(oldest)
             if dropped is not None:
                 self.values.pop(dropped.scope_id, None)
+                self.many.discard(dropped.scope_id)
                 self.tries.pop(dropped.scope_id, None)
 
     def keep_absent(self, scope_key: str) -> None:
@@ -79,6 +82,14 @@ class WriterHeads:
     def keep_values(self, scope_id: int, heads: dict[str, bytes]) -> None:
         if len(heads) <= VALUE_HEADS_KEPT:
             self.values[scope_id] = heads
+        else:
+            self.keep_many(scope_id)
+
+    def keep_many(self, scope_id: int) -> None:
+        many = self.many
+        if len(many) >= _SCOPES_KEPT:
+            many.clear()  # forgotten, they are read again: bounded like the scopes
+        many.add(scope_id)
 
     def set_value(self, scope_id: int, key: str, head: bytes) -> None:
         heads = self.values.get(scope_id)
@@ -86,6 +97,7 @@ class WriterHeads:
             heads[key] = head
             if len(heads) > VALUE_HEADS_KEPT:
                 del self.values[scope_id]
+                self.keep_many(scope_id)
 
     def deleted_current(
         self, keys: Keys = (), *, keys_at: KeysAt = (), scope_ids: Ids = (), every: bool = False
@@ -93,8 +105,10 @@ class WriterHeads:
         """Follow the deletes of `WriteTransaction.delete_current` (same arguments)."""
         if every:
             self.values.clear()
+            self.many.clear()
         for scope_id in scope_ids:
-            if scope_id in self.values:
+            if scope_id in self.values or scope_id in self.many:
+                self.many.discard(scope_id)
                 self.values[scope_id] = {}
         for scope_id, key in keys:
             self.values.get(scope_id, {}).pop(key, None)

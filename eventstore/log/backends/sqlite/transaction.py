@@ -202,8 +202,8 @@ class SQLiteTransaction(WriteTransaction):
         if scope_id is not None:
             live = self.conn.execute(_SELECT_LIVE_HEADS, (scope_id, now))
             found.update(((scope_id, r[0]), r[1]) for r in live)
-        values = self.kept.values
-        unknown = list({pair[0]: None for pair in pairs if pair[0] not in values})
+        values, many = self.kept.values, self.kept.many
+        unknown = list({p[0]: None for p in pairs if p[0] not in values and p[0] not in many})
         if unknown:
             await self._keep_small_scopes(unknown)
         asked: list[tuple[int, str]] = []
@@ -240,8 +240,11 @@ class SQLiteTransaction(WriteTransaction):
             of_scope = heads.setdefault(scope_id, {})
             if key is not None:
                 of_scope[key] = head
-        for scope_id, of_scope in heads.items():
-            kept.keep_values(scope_id, of_scope)
+        for scope_id in scope_ids:
+            if scope_id in heads:
+                kept.keep_values(scope_id, heads[scope_id])
+            else:  # not among the small scopes
+                kept.keep_many(scope_id)
 
     async def select_idempotent(self, pairs: shape.Pairs) -> dict[tuple[int, str], bytes]:
         if not pairs:
