@@ -76,12 +76,6 @@ class _Batch:
         if self.turn is not None:
             self.turn.set()
 
-    async def wait_done(self) -> None:
-        if not self.committed:
-            if self.done is None:
-                self.done = anyio.Event()
-            await self.done.wait()
-
     async def wait_turn(self) -> None:
         if not (self.committed or self.handed):
             if self.turn is None:
@@ -141,7 +135,10 @@ class GroupCommitWriter:
         elif index == 0:
             await self._wait_for_turn(batch)
         else:
-            await batch.wait_done()
+            done = batch.done
+            if done is None:
+                done = batch.done = anyio.Event()
+            await done.wait()
         result = batch.results[index]
         if isinstance(result, BaseException):
             raise result
