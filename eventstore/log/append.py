@@ -139,11 +139,10 @@ class _Batch(BatchHeads):
         return result
 
     def _append_set(self, view: ScopeView, request: AppendRequest, op: SetOp) -> int:
-        expires: int | None = None
+        expires: int | None
         expires_time: datetime | None = None
         if op.retention is None and op.expires_at is None:  # the usual set: no call needed
-            if self.default_expiry is not None:
-                expires, expires_time = self.default_expiry
+            expires, expires_time = self.default_expiry_at or self.default_expiry()
         else:
             expires = self._expiry(op)
             if expires is not None:

@@ -66,15 +66,29 @@ class BatchHeads:
         self.flags: dict[tuple[int, str], bool] = {}
         self.recorded_at = from_micros(now) if recorded_at is None else recorded_at
         self.expiry_times: dict[int, datetime] = {}
-        # The expiry of a set with the default retention, in microseconds and as the datetime
-        # its event carries: the same for every such set of the batch, so worked out once.
-        self.default_retention: int | None = None
-        self.default_expiry: tuple[int, datetime] | None = None
         retention = _default_retention(config.default_retention_days)
-        if retention is not None:
-            micros, delta = retention
-            self.default_retention = micros
-            self.default_expiry = (now + micros, self.recorded_at + delta)
+        self.default_retention = None if retention is None else retention[0]
+        # The expiry of a set with the default retention, in microseconds and as the datetime
+        # its event carries: the same for every such set of the batch, so worked out once, by
+        # the first (`default_expiry`).
+        self.default_expiry_at: tuple[int | None, datetime | None] | None = None
+
+    def default_expiry(self) -> tuple[int | None, datetime | None]:
+        """The expiry of a set with the default retention: (None, None) if it never expires."""
+        expiry = self.default_expiry_at
+        if expiry is None:
+            retention = _default_retention(self.config.default_retention_days)
+            if retention is None:
+                expiry = (None, None)
+            else:
+                micros, delta = retention
+                try:
+                    moment = self.recorded_at + delta
+                except OverflowError:  # past year 9999: fail as the conversion always did
+                    moment = from_micros(self.now + micros)
+                expiry = (self.now + micros, moment)
+            self.default_expiry_at = expiry
+        return expiry
 
     def add_views(self, scope_keys: dict[Scope, str], found: dict[str, ScopeRow]) -> None:
         """Views of the scopes the batch addresses, from their heads read all at once."""
