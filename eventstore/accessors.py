@@ -95,6 +95,11 @@ class _Accessor:
 
     async def _set(self, request: SetRequest) -> AppendResult:
         limit = self.store.config.max_value_bytes
+        retention, expires_at, sensitive = request.retention, request.expires_at, request.sensitive
+        if request.one:  # a set: its key was checked by `set`
+            [(key, value)] = request.values.items()
+            one = SetOp(key, encode_value(key, value, limit), retention, expires_at, sensitive)
+            return await self.store.append(self._request([one], request.stamps))
         ops: list[Op] = []
         for i, (key, value) in enumerate(request.values.items(), 1):
             if i % _SLICE == 0:
@@ -102,28 +107,24 @@ class _Accessor:
                 await anyio.lowlevel.checkpoint()
             check_key(key)
             encoded = encode_value(key, value, limit)
-            ops.append(
-                SetOp(key, encoded, request.retention, request.expires_at, request.sensitive)
-            )
-        return await self._append(ops, request.stamps)
+            ops.append(SetOp(key, encoded, retention, expires_at, sensitive))
+        return await self.store.append(self._request(ops, request.stamps))
 
     async def _delete(self, key: str, stamped: Stamps) -> AppendResult:
-        return await self._append([DeleteOp(key)], stamped)
+        return await self.store.append(self._request([DeleteOp(key)], stamped))
 
     async def _clear(self, all_map_indices: bool, stamped: Stamps) -> AppendResult:
-        return await self._append([ClearOp(all_map_indices)], stamped)
+        return await self.store.append(self._request([ClearOp(all_map_indices)], stamped))
 
-    async def _append(self, ops: list[Op], stamped: Stamps) -> AppendResult:
+    def _request(self, ops: list[Op], stamped: Stamps) -> AppendRequest:
         expected_version, idempotency_id = stamped
-        return await self.store.append(
-            AppendRequest(
-                scope=self.scope,
-                ops=ops,
-                try_number=self.try_number,
-                actor=self.actor,
-                expected_version=expected_version,
-                idempotency_id=idempotency_id,
-            )
+        return AppendRequest(
+            scope=self.scope,
+            ops=ops,
+            try_number=self.try_number,
+            actor=self.actor,
+            expected_version=expected_version,
+            idempotency_id=idempotency_id,
         )
 
 

@@ -57,7 +57,7 @@ class SetRequest(NamedTuple):
     expires_at: datetime | None
     sensitive: bool | None
     stamps: Stamps
-    one: bool  # a set of one key (set) rather than a batch (set_many)
+    one: bool  # a set of one key (set), checked already, rather than a batch (set_many)
 
 
 def set_request(

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
 import anyio
+import anyio.lowlevel
 import pytest
 
 from eventstore import StoreConfig, TaskScope
@@ -73,6 +75,51 @@ async def test_concurrent_writes_share_one_transaction(
         assert sorted(r.seq for r in results.values()) == list(range(2, 52))
         for i in range(50):
             assert await store.task_store("d", "r", f"t{i}").get("k") == i
+
+
+async def test_writers_started_together_share_the_first_leaders_commit(
+    make_store: StoreFactory, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    async with make_store() as store:
+        commits = 0
+        write_tx = store.backend.write
+
+        @asynccontextmanager
+        async def counted() -> AsyncIterator[WriteTransaction]:
+            nonlocal commits
+            async with write_tx() as tx:
+                yield tx
+            commits += 1
+
+        monkeypatch.setattr(store.backend, "write", counted)
+        async with anyio.create_task_group() as tg:
+            for i in range(10):
+                tg.start_soon(store.task_store("d", "r", f"t{i}").set, "k", i)
+        # The first lets the nine ready behind it queue before it commits, even where the
+        # commit itself never yields (SQLite's runs on the loop thread).
+        assert commits == 1
+
+
+async def test_a_lone_writer_lets_other_tasks_run_at_every_write(make_store: StoreFactory) -> None:
+    async with make_store() as store:
+        ts = store.task_store("d", "r", "t")
+        turns = 0
+        seen: list[int] = []
+
+        async def other_task() -> None:
+            nonlocal turns
+            while True:
+                turns += 1
+                await anyio.lowlevel.checkpoint()
+
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(other_task)
+            for i in range(20):
+                await ts.set("k", i)
+                seen.append(turns)
+            tg.cancel_scope.cancel()
+        # Every write is a checkpoint: the other task ran during each of them.
+        assert all(later > earlier for earlier, later in itertools.pairwise(seen))
 
 
 async def test_a_bad_write_in_a_batch_fails_alone(

@@ -997,6 +997,23 @@ async def test_recorded_at_never_goes_backwards(
     assert times == sorted(times)
 
 
+async def test_recorded_at_and_expiry_are_utc_whatever_zone_the_clock_answers_in(
+    make_store: StoreFactory,
+) -> None:
+    # 19:00 the day before in New York's winter zone is 2026-01-01 00:00:00.000007 UTC.
+    eastern = datetime(2025, 12, 31, 19, 0, 0, 7, tzinfo=timezone(timedelta(hours=-5)))
+    config = StoreConfig(default_retention_days=1.5)
+    async with make_store(config, clock_=lambda: eastern) as store:
+        result = await store.task_store("etl", "run_1", "ingest").set("a", 1)
+        [event] = await store.history(TaskScope("etl", "run_1", "ingest")).events()
+    assert result.recorded_at == eastern
+    assert result.recorded_at.utcoffset() == timedelta(0)
+    assert event.recorded_at == result.recorded_at
+    assert event.expires_at == datetime(2026, 1, 2, 12, 0, 0, 7, tzinfo=UTC)
+    assert event.expires_at is not None
+    assert event.expires_at.utcoffset() == timedelta(0)
+
+
 async def test_naive_clock_is_refused(make_store: StoreFactory) -> None:
     async with make_store(clock_=lambda: datetime(2026, 1, 1)) as store:
         ts = store.task_store("etl", "run_1", "ingest")

@@ -12,7 +12,7 @@ Around it: the requests and results (`requests`), what a batch reads of its scop
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable, Sequence
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Final, TypeVar
 
 import anyio.lowlevel
@@ -139,18 +139,21 @@ class _Batch(BatchHeads):
         return result
 
     def _append_set(self, view: ScopeView, request: AppendRequest, op: SetOp) -> int:
-        default = self.default_retention
+        expires: int | None
+        expires_time: datetime | None = None
         if op.retention is None and op.expires_at is None:  # the usual set: no call needed
-            expires = None if default is None else self.now + default
+            expires, expires_time = self.default_expiry_at or self.default_expiry()
         else:
             expires = self._expiry(op)
+            if expires is not None:
+                expires_time = self._expiry_time(expires)
         data_key = self.keys.sealing.get(id(request)) if self.keys.sealing else None
         flagged = op.sensitive is not True and self._flagged(view.row.scope_id, op.key)
         sensitive = flagged if op.sensitive is None else op.sensitive
         event = KeySet(
             key=op.key,
             value=msgspec.Raw(op.value),
-            expires_at=None if expires is None else self._expiry_time(expires),
+            expires_at=expires_time,
             sensitive=sensitive,
             sensitive_cleared=True if flagged and not sensitive else msgspec.UNSET,
             rewound_to=op.rewound_to,
@@ -244,9 +247,9 @@ class _Batch(BatchHeads):
         # The projection's deletes first: a key cleared and set again in the batch is set.
         if self.cleared:
             await tx.delete_current(scope_ids=sorted(self.cleared))
-        await _in_slices(
-            [pair for pair, row in self.final.items() if row is None], tx.delete_current
-        )
+        deleted = [pair for pair, row in self.final.items() if row is None]
+        if deleted:
+            await _in_slices(deleted, tx.delete_current)
         events, current = self.events, [row for row in self.final.values() if row is not None]
         if len(events) > _SLICE or len(current) > _SLICE:
             # In slices, as planning: a backend may run its statements on the event loop's thread.
@@ -297,13 +300,21 @@ async def append_batch(
     for request in requests:
         if request.scope not in scope_keys:
             scope_keys[request.scope] = scope_key(request.scope)
-    keys = await prepare_keys(vault, requests)
+    keys = (
+        await prepare_keys(vault, requests)
+        if vault is not None and vault.store is not None
+        else None
+    )
+    now_us = to_micros(now)
+    # The clock's own datetime is the recorded time, unless it is of another kind or zone.
+    recorded_at = now if type(now) is datetime and now.tzinfo is UTC else None
     async with backend.write() as tx:
         # The heads of the log and of every scope addressed, read under the write lock.
         head, found = await tx.select_head_and_scopes(list(scope_keys.values()))
         # Recorded times never go backwards, so "as of a time" is a prefix of the log.
-        now_us = max(to_micros(now), head.last_recorded_at)
-        batch = _Batch(tx, config, now_us, head.last_seq, vault, keys)
+        if now_us < head.last_recorded_at:
+            now_us, recorded_at = head.last_recorded_at, None
+        batch = _Batch(tx, config, now_us, head.last_seq, vault, keys, recorded_at)
         batch.add_views(scope_keys, found)
         await batch.load_idempotent(requests)
         await batch.load_flags(requests)

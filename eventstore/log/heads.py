@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Sequence
 from datetime import datetime, timedelta
 
@@ -41,7 +42,10 @@ class BatchHeads:
         last_seq: int,
         vault: Vault | None = None,
         keys: BatchKeys | None = None,
+        recorded_at: datetime | None = None,
     ) -> None:
+        """`now`: the batch's recorded time in microseconds; `recorded_at`: the same instant as
+        a UTC datetime, when the caller has it (else it is converted from `now`)."""
         self.tx = tx
         self.vault = vault
         self.keys = keys or BatchKeys()
@@ -60,11 +64,31 @@ class BatchHeads:
         self.flags_loaded = False  # load_flags read the stored flags of the whole batch
         # The sensitive flags of keys as stored before the batch, by (scope_id, key).
         self.flags: dict[tuple[int, str], bool] = {}
-        self.recorded_at = from_micros(now)
+        self.recorded_at = from_micros(now) if recorded_at is None else recorded_at
         self.expiry_times: dict[int, datetime] = {}
-        days = config.default_retention_days
-        # timedelta rounds fractional days to the microsecond; float arithmetic truncates.
-        self.default_retention = None if days == 0 else to_micros_delta(timedelta(days=days))
+        retention = _default_retention(config.default_retention_days)
+        self.default_retention = None if retention is None else retention[0]
+        # The expiry of a set with the default retention, in microseconds and as the datetime
+        # its event carries: the same for every such set of the batch, so worked out once, by
+        # the first (`default_expiry`).
+        self.default_expiry_at: tuple[int | None, datetime | None] | None = None
+
+    def default_expiry(self) -> tuple[int | None, datetime | None]:
+        """The expiry of a set with the default retention: (None, None) if it never expires."""
+        expiry = self.default_expiry_at
+        if expiry is None:
+            retention = _default_retention(self.config.default_retention_days)
+            if retention is None:
+                expiry = (None, None)
+            else:
+                micros, delta = retention
+                try:
+                    moment = self.recorded_at + delta
+                except OverflowError:  # past year 9999: fail as the conversion always did
+                    moment = from_micros(self.now + micros)
+                expiry = (self.now + micros, moment)
+            self.default_expiry_at = expiry
+        return expiry
 
     def add_views(self, scope_keys: dict[Scope, str], found: dict[str, ScopeRow]) -> None:
         """Views of the scopes the batch addresses, from their heads read all at once."""
@@ -196,6 +220,17 @@ def new_scope_row(scope: Scope, key: str) -> ScopeRow:
             map_index=scope.map_index,
         )
     return ScopeRow(scope_id=0, scope_key=key)
+
+
+@functools.lru_cache(maxsize=16)
+def _default_retention(days: float) -> tuple[int, timedelta] | None:
+    """StoreConfig.default_retention_days in microseconds and as a timedelta (None: never
+    expires), kept for the next batch."""
+    if days == 0:
+        return None
+    # timedelta rounds fractional days to the microsecond; float arithmetic truncates.
+    delta = timedelta(days=days)
+    return to_micros_delta(delta), delta
 
 
 def to_micros_delta(delta: timedelta) -> int:

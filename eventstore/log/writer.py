@@ -43,27 +43,43 @@ __all__ = ["GroupCommitWriter"]
 
 
 class _Batch:
-    """Appends committed together, the event their callers wait on, and the turn of its head.
+    """Appends committed together, the events their callers wait on, and the turn of its head.
 
     The head is the caller that opened the batch (index 0); it waits on `turn`, set when the
     lead is handed to it or when its batch was committed by someone else. The other callers
-    wait on `done`.
+    wait on `done`. Each event is made by the first caller that waits on it: a lone writer
+    leads its own batch and waits on neither, so it makes none.
     """
 
-    __slots__ = ("done", "handed", "head_gone", "requests", "results", "turn")
+    __slots__ = ("committed", "done", "handed", "head_gone", "requests", "results", "turn")
 
     def __init__(self) -> None:
         self.requests: list[AppendRequest] = []
         self.results: list[AppendResult | BaseException] = []
-        self.done = anyio.Event()
-        self.turn = anyio.Event()
+        self.committed = False  # results are in: every caller may read its own
+        self.done: anyio.Event | None = None
+        self.turn: anyio.Event | None = None
         self.handed = False  # the lead was handed to the head: it must commit this batch
         self.head_gone = False  # the head was cancelled before its turn: it leads nothing
 
     def finish(self, results: list[AppendResult | BaseException]) -> None:
         self.results = results
-        self.done.set()
-        self.turn.set()
+        self.committed = True
+        if self.done is not None:
+            self.done.set()
+        if self.turn is not None:
+            self.turn.set()
+
+    def hand_lead(self) -> None:
+        self.handed = True
+        if self.turn is not None:
+            self.turn.set()
+
+    async def wait_turn(self) -> None:
+        if not (self.committed or self.handed):
+            if self.turn is None:
+                self.turn = anyio.Event()
+            await self.turn.wait()
 
 
 class GroupCommitWriter:
@@ -83,7 +99,9 @@ class GroupCommitWriter:
         # True from the moment a caller takes the lead until the queue is empty: while batches
         # are queued, one caller is leading or has been handed the lead.
         self._leading = False
-        self._room = anyio.Event()  # set when queued appends were taken off the queue
+        # Set when queued appends were taken off the queue; made by the first caller that
+        # waits for room, so a queue that never fills makes none.
+        self._room: anyio.Event | None = None
         self._closing = False  # no new appends; the leaders commit what is queued
         self._idle: anyio.Event | None = None  # made by aclose; set when the last leader is done
 
@@ -95,6 +113,8 @@ class GroupCommitWriter:
     async def append(self, request: AppendRequest) -> AppendResult:
         while self._queued >= self._config.max_pending and not self._closing:
             room = self._room
+            if room is None:
+                room = self._room = anyio.Event()
             await room.wait()
         if self._closing:
             raise StoreClosedError()
@@ -108,16 +128,16 @@ class GroupCommitWriter:
         batch.requests.append(request)
         self._queued += 1
         if not self._leading:
-            # Nobody is committing, so the queue held nothing before this write: lead. First
-            # let the tasks ready to run queue their writes too: a commit that does not yield
-            # (SQLite's, on the loop thread) would otherwise leave each of them a batch of one.
+            # Nobody is committing, so the queue held nothing before this write: lead.
             self._leading = True
-            await anyio.lowlevel.cancel_shielded_checkpoint()
-            await self._lead(batch)
+            await self._lead(batch, first=True)
         elif index == 0:
             await self._wait_for_turn(batch)
         else:
-            await batch.done.wait()
+            done = batch.done
+            if done is None:
+                done = batch.done = anyio.Event()
+            await done.wait()
         result = batch.results[index]
         if isinstance(result, BaseException):
             raise result
@@ -126,19 +146,19 @@ class GroupCommitWriter:
     async def _wait_for_turn(self, batch: _Batch) -> None:
         """The head of a batch: wait until the batch is committed or the lead comes to it."""
         try:
-            await batch.turn.wait()
+            await batch.wait_turn()
         except BaseException:
             # Cancelled. The head only leaves when no one is counting on it: a turn already
             # handed to it is taken (shielded), else the leader before it commits the batch.
-            if batch.handed and not batch.done.is_set():
+            if batch.handed and not batch.committed:
                 await self._lead(batch)
             else:
                 batch.head_gone = True
             raise
-        if not batch.done.is_set():
+        if not batch.committed:
             await self._lead(batch)
 
-    async def _lead(self, batch: _Batch) -> None:
+    async def _lead(self, batch: _Batch, *, first: bool = False) -> None:
         """Commit `batch` (the oldest queued), then hand the lead to the next batch's head.
 
         Shielded throughout: a commit in flight finishes even when its caller is cancelled, so
@@ -146,12 +166,17 @@ class GroupCommitWriter:
         """
         batches = self._batches
         with anyio.CancelScope(shield=True):
+            if first:
+                # A leader that was not handed the lead first lets the tasks ready to run queue
+                # their writes too: a commit that does not yield (SQLite's, on the loop thread)
+                # would otherwise leave each of them a batch of one. Inside the shield, as the
+                # commit: one cancel scope for both.
+                await anyio.lowlevel.checkpoint()
             while True:
                 assert batches[0] is batch, "the lead commits the oldest batch"
                 batches.popleft()
                 self._queued -= len(batch.requests)
-                self._room.set()
-                self._room = anyio.Event()
+                self._make_room()
                 await self._commit(batch)
                 if not batches:
                     self._leading = False
@@ -160,8 +185,7 @@ class GroupCommitWriter:
                     return
                 batch = batches[0]
                 if not batch.head_gone:
-                    batch.handed = True
-                    batch.turn.set()
+                    batch.hand_lead()
                     return
                 # Its head was cancelled before its turn: commit this batch too, after letting
                 # the callers just woken queue their next writes into it.
@@ -182,6 +206,13 @@ class GroupCommitWriter:
             raise
         batch.finish(results)
 
+    def _make_room(self) -> None:
+        """Wake the callers waiting for room in the queue, if any."""
+        room = self._room
+        if room is not None:
+            self._room = None
+            room.set()
+
     def _stop(self, batch: _Batch, error: BaseException) -> None:
         """Fail the batch being committed with `error`, and everything queued behind it."""
         self._closing = True
@@ -191,7 +222,7 @@ class GroupCommitWriter:
             queued.finish([StoreClosedError() for _ in queued.requests])
         self._queued = 0
         self._leading = False
-        self._room.set()
+        self._make_room()
         if self._idle is not None:
             self._idle.set()
 
@@ -202,7 +233,7 @@ class GroupCommitWriter:
         be called from any task, also while another task is closing.
         """
         self._closing = True
-        self._room.set()
+        self._make_room()
         if self._leading:
             if self._idle is None:
                 self._idle = anyio.Event()
