@@ -71,12 +71,12 @@ RELEASE: Final = f"SELECT pg_advisory_unlock({_LEASE})"
 RELEASE_ALL: Final = "SELECT pg_advisory_unlock_all()"
 # How the statement that applies a batch ends. It takes the handover lock (joined, so before the
 # row is updated), updates log_head, records this transaction's id in the session for the next
-# TAKE_AND_CHECK, and, when it is the batch's last statement outside a transaction block ($32),
+# TAKE_AND_CHECK, and, when it is the batch's last statement outside a transaction block ($12),
 # gives the lease up: the handover lock is held until its commit.
 STAMP: Final = (
     f"FROM (SELECT pg_advisory_xact_lock({_HANDOVER})) AS handover WHERE id = 1 "
     "RETURNING set_config('tasktrail.head_xmin', xmin::text, false), "
-    f"CASE WHEN $32::boolean THEN pg_advisory_unlock({_LEASE}) END"
+    f"CASE WHEN $12::boolean THEN pg_advisory_unlock({_LEASE}) END"
 )
 
 # Bounds on what is kept, so a writer of many scopes does not grow without end: the oldest
