@@ -37,6 +37,7 @@ __all__ = [
     "BEGIN",
     "COMMIT_AND_RELEASE",
     "KEPT",
+    "PREPARE_TAKE",
     "RELEASE",
     "RELEASE_ALL",
     "STAMP",
@@ -54,12 +55,17 @@ _HANDOVER: Final = "1953655928, hashtext(current_schema())"
 # (waiting for the writer holding it), wait for the commit of the statement that gave it up,
 # then, with a snapshot taken after, compare the committed row's xmin with this session's last
 # transaction. The status of the last statement says which: "SELECT 1" when the heads kept are
-# current.
-TAKE_AND_CHECK: Final = (
-    f"SELECT pg_advisory_lock({_LEASE}); "
-    f"SELECT pg_advisory_xact_lock_shared({_HANDOVER}); "
-    "SELECT 1 FROM log_head WHERE id = 1 "
+# current. Three statements because each must see what the one before waited for; each is
+# prepared once on the writer's connection (`PREPARE_TAKE`), so the server plans them once per
+# session, not once per batch.
+PREPARE_TAKE: Final = (
+    f"PREPARE tasktrail_lease AS SELECT pg_advisory_lock({_LEASE}); "
+    f"PREPARE tasktrail_handover AS SELECT pg_advisory_xact_lock_shared({_HANDOVER}); "
+    "PREPARE tasktrail_check AS SELECT 1 FROM log_head WHERE id = 1 "
     "AND xmin::text = current_setting('tasktrail.head_xmin', true)"
+)
+TAKE_AND_CHECK: Final = (
+    "EXECUTE tasktrail_lease; EXECUTE tasktrail_handover; EXECUTE tasktrail_check"
 )
 KEPT: Final = "SELECT 1"
 # A batch that writes more than its one statement (a new scope, deletes, compaction) runs in a
