@@ -20,6 +20,7 @@ from eventstore.log.backends.postgres.heads import RELEASE, TAKE_AND_CHECK
 from eventstore.log.backends.postgres.transaction import PostgresTransaction
 from eventstore.log.backends.rows import CurrentRow, Insert, LogHead
 from eventstore.log.envelope import is_sensitive
+from eventstore.log.errors import StorageError
 from eventstore.log.scopes import TaskScope, scope_key
 
 
@@ -268,3 +269,26 @@ async def test_a_writer_cancelled_while_it_waits_for_the_lease_leaves_it_free(
     finally:
         await other.aclose()
     assert await _lease_waiters(dsn) == 0
+
+
+async def test_a_writer_whose_connection_was_lost_takes_the_lease_on_a_new_one(
+    backend: PostgresBackend,
+) -> None:
+    keys = _keys("t0")
+    async with backend.write() as tx:
+        head, _ = await tx.select_head_and_scopes(keys)
+    lost = _pg_writer(backend)
+    with pytest.raises(StorageError):  # the batch whose connection is lost fails, and says so
+        async with backend.write() as tx:
+            await _pg(tx).conn.execute("SELECT pg_terminate_backend(pg_backend_pid())")
+    # The next one gets a connection of its own, takes the lease there and writes.
+    async with backend.write() as tx:
+        moved, _ = await tx.select_head_and_scopes(keys)
+        await tx.insert(Insert(head=LogHead(moved.last_seq + 1, moved.last_recorded_at + 1)))
+    async with backend.write() as tx:
+        after, _ = await tx.select_head_and_scopes(keys)
+    assert _pg_writer(backend) is not lost
+    assert (after.last_seq, after.last_recorded_at) == (
+        head.last_seq + 1,
+        head.last_recorded_at + 1,
+    )

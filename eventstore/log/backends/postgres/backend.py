@@ -38,6 +38,7 @@ from eventstore.log.backends.postgres.driver import (
     encode,
     event_row,
     keep_session,
+    lost,
     quote_ident,
     scope_row,
     split_url,
@@ -162,10 +163,10 @@ class PostgresBackend(LogBackend):
             pool = self._open_pool()
             with translated(self._where):
                 conn = self._writer
-                if conn is None or conn.is_closed():
+                if conn is None or lost(conn):
                     self._heads.heads = None
                     self._writer = None
-                    if conn is not None:  # lost: the pool replaces it
+                    if conn is not None:  # the pool replaces it (a no-op if released already)
                         await pool.release(conn)
                     conn = self._writer = await _writer_connection(pool)
                 try:

@@ -25,6 +25,7 @@ from eventstore.log.backends.postgres import statements as sql
 from eventstore.log.backends.postgres.driver import (
     DRIVER_ERRORS,
     encode,
+    lost,
     scope_row,
 )
 from eventstore.log.backends.postgres.heads import (
@@ -370,7 +371,8 @@ async def rollback(conn: PoolConnectionProxy[asyncpg.Record]) -> None:
             await conn.execute("ROLLBACK")
         await conn.execute(RELEASE_ALL)
     except DRIVER_ERRORS:
-        conn.terminate()
+        if not lost(conn):  # a lost one is closed already
+            conn.terminate()
 
 
 # What a batch writes of a scope's row (the scope head): scope_id, version, max_try, updated_at.
