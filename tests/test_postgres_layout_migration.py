@@ -11,7 +11,10 @@ import asyncpg
 import pytest
 from conftest import postgres_schema_url
 
-from eventstore.log.backends.postgres.backend import SCHEMA_VERSION, split_url
+from eventstore import StoreConfig
+from eventstore.log.backends.postgres.backend import SCHEMA_VERSION, PostgresBackend, split_url
+from eventstore.log.backends.postgres.statements import TRY_COLUMNS
+from eventstore.log.backends.rows import CurrentRow, EventRow, IdempotentRow
 from tests.migrated_log import TRIES, check_every_history_question
 
 # Made by tests/fixtures/make_schema_4_tries.py with tasktrail at main bb1f6ef: the
@@ -51,3 +54,45 @@ async def test_a_schema_4_database_answers_every_history_question_after_the_migr
     assert version == SCHEMA_VERSION
     assert "events_by_scope_time" not in indexes
     assert [tuple(r) for r in tries] == TRIES
+
+
+# The write statement sends each table's rows as an array of the table's row type, every row a
+# tuple of its Struct's fields: the row type's columns must be those fields, in that order.
+ROW_TYPES: Final = {
+    "events": list(EventRow.__struct_fields__),
+    "current": list(CurrentRow.__struct_fields__),
+    "idempotency": list(IdempotentRow.__struct_fields__),
+    "tries": TRY_COLUMNS.split(", "),
+}
+
+
+async def _row_types(dsn: str, schema: str) -> dict[str, list[str]]:
+    conn = await asyncpg.connect(dsn)
+    try:
+        found = {}
+        for table in ROW_TYPES:
+            rows = await conn.fetch(
+                "SELECT a.attname FROM pg_attribute AS a JOIN pg_class AS c ON c.oid = a.attrelid "
+                "JOIN pg_namespace AS n ON n.oid = c.relnamespace WHERE n.nspname = $1 "
+                "AND c.relname = $2 AND a.attnum > 0 AND NOT a.attisdropped ORDER BY a.attnum",
+                schema,
+                table,
+            )
+            found[table] = [r[0] for r in rows]
+        return found
+    finally:
+        await conn.close()
+
+
+async def test_the_rows_a_batch_sends_have_the_columns_of_the_tables_row_types(
+    old_schema: tuple[str, str, str],
+) -> None:
+    url, dsn, migrated = old_schema
+    with postgres_schema_url() as fresh_url:
+        _, fresh = split_url(fresh_url)
+        assert fresh is not None
+        for opened in (url, fresh_url):  # migrated from schema 4, and made new
+            backend = await PostgresBackend.connect(opened, StoreConfig())
+            await backend.aclose()
+        assert await _row_types(dsn, migrated) == ROW_TYPES
+        assert await _row_types(dsn, fresh) == ROW_TYPES

@@ -17,9 +17,11 @@ from eventstore import StoreConfig, open_store
 from eventstore.log.backends.base import WriteTransaction
 from eventstore.log.backends.postgres.backend import PostgresBackend, split_url
 from eventstore.log.backends.postgres.heads import RELEASE, TAKE_AND_CHECK
+from eventstore.log.backends.postgres.statements import APPLY
 from eventstore.log.backends.postgres.transaction import PostgresTransaction
-from eventstore.log.backends.rows import CurrentRow, Insert, LogHead
+from eventstore.log.backends.rows import CurrentRow, EventRow, Insert, LogHead
 from eventstore.log.envelope import is_sensitive
+from eventstore.log.errors import StorageError
 from eventstore.log.scopes import TaskScope, scope_key
 
 
@@ -268,3 +270,51 @@ async def test_a_writer_cancelled_while_it_waits_for_the_lease_leaves_it_free(
     finally:
         await other.aclose()
     assert await _lease_waiters(dsn) == 0
+
+
+async def test_a_writer_whose_connection_was_lost_takes_the_lease_on_a_new_one(
+    backend: PostgresBackend,
+) -> None:
+    keys = _keys("t0")
+    async with backend.write() as tx:
+        head, _ = await tx.select_head_and_scopes(keys)
+    lost = _pg_writer(backend)
+    with pytest.raises(StorageError):  # the batch whose connection is lost fails, and says so
+        async with backend.write() as tx:
+            await _pg(tx).conn.execute("SELECT pg_terminate_backend(pg_backend_pid())")
+    # The next one gets a connection of its own, takes the lease there and writes.
+    async with backend.write() as tx:
+        moved, _ = await tx.select_head_and_scopes(keys)
+        await tx.insert(Insert(head=LogHead(moved.last_seq + 1, moved.last_recorded_at + 1)))
+    async with backend.write() as tx:
+        after, _ = await tx.select_head_and_scopes(keys)
+    assert _pg_writer(backend) is not lost
+    assert (after.last_seq, after.last_recorded_at) == (
+        head.last_seq + 1,
+        head.last_recorded_at + 1,
+    )
+
+
+async def test_a_usual_batch_after_this_writers_own_commit_is_two_round_trips(
+    backend: PostgresBackend,
+) -> None:
+    keys = _keys("t0")
+    async with backend.write() as tx:  # a new writer knows nothing yet: it reads, and keeps
+        head, scopes = await tx.select_head_and_scopes(keys)
+        await tx.insert(Insert(head=LogHead(head.last_seq, head.last_recorded_at + 1)))
+    async with _statements(_pg_writer(backend)) as seen, backend.write() as tx:
+        head, scopes = await tx.select_head_and_scopes(keys)
+        row = scopes[keys[0]]
+        row.version += 1
+        seq, now = head.last_seq + 1, head.last_recorded_at + 1
+        event = EventRow(seq, row.scope_id, row.version, "set", "k", None, now, None, "a", b"{}")
+        current = CurrentRow(row.scope_id, "k", b"\x00\x002", None, row.version, seq, now)
+        await tx.insert(
+            Insert(events=[event], current=[current], scopes=[row], head=LogHead(seq, now))
+        )
+    # The lease and the check; then every write, the commit and the lease given up.
+    assert seen == [TAKE_AND_CHECK, APPLY]
+    async with backend.write() as tx:
+        head, scopes = await tx.select_head_and_scopes(keys)
+        heads = await _heads(tx, row.scope_id, ["k"])
+    assert (head.last_seq, scopes[keys[0]].version, heads) == (seq, row.version, {"k": b"\x00\x00"})

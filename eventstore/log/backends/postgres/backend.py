@@ -38,12 +38,13 @@ from eventstore.log.backends.postgres.driver import (
     encode,
     event_row,
     keep_session,
+    lost,
     quote_ident,
     scope_row,
     split_url,
     translated,
 )
-from eventstore.log.backends.postgres.heads import HeadsHolder
+from eventstore.log.backends.postgres.heads import PREPARE_TAKE, HeadsHolder
 from eventstore.log.backends.postgres.schema import (
     HAS_SCHEMA_VERSION,
     MIGRATION_LOCK,
@@ -162,12 +163,12 @@ class PostgresBackend(LogBackend):
             pool = self._open_pool()
             with translated(self._where):
                 conn = self._writer
-                if conn is None or conn.is_closed():
+                if conn is None or lost(conn):
                     self._heads.heads = None
                     self._writer = None
-                    if conn is not None:  # lost: the pool replaces it
+                    if conn is not None:  # the pool replaces it (a no-op if released already)
                         await pool.release(conn)
-                    conn = self._writer = await pool.acquire()
+                    conn = self._writer = await _writer_connection(pool)
                 try:
                     transaction = PostgresTransaction(conn, self._heads)
                     await transaction.begin()  # the lease is held for the whole block
@@ -292,6 +293,20 @@ class PostgresBackend(LogBackend):
                 if writer is not None:
                     await pool.release(writer)
                 await pool.close()
+
+
+async def _writer_connection(pool: asyncpg.Pool) -> PoolConnectionProxy[asyncpg.Record]:
+    """A pooled connection made the writer's: the statements that take the lease prepared on it.
+    One that cannot be is closed, so that no connection goes back to the pool half prepared."""
+    conn: PoolConnectionProxy[asyncpg.Record] = await pool.acquire()
+    try:
+        await conn.execute(PREPARE_TAKE)
+    except BaseException:
+        conn.terminate()
+        with anyio.CancelScope(shield=True):
+            await pool.release(conn)
+        raise
+    return conn
 
 
 async def _unlock_compaction(conn: PoolConnectionProxy[asyncpg.Record]) -> None:

@@ -14,6 +14,7 @@ from typing import Any, Final
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 import asyncpg
+from asyncpg.pool import PoolConnectionProxy
 
 from eventstore.log.backends.migrations import columns
 from eventstore.log.backends.rows import CurrentRow, EventRow, IdempotentRow, ScopeRow
@@ -35,6 +36,7 @@ __all__ = [
     "encode",
     "event_row",
     "keep_session",
+    "lost",
     "quote_ident",
     "scope_row",
     "split_url",
@@ -77,6 +79,16 @@ async def keep_session(conn: asyncpg.Connection) -> None:
     """
 
 
+def lost(conn: PoolConnectionProxy[asyncpg.Record]) -> bool:
+    """Whether a pooled connection closed. Once it has, the driver may have released it to the
+    pool itself, and the released proxy answers nothing but an error."""
+    try:
+        closed: bool = conn.is_closed()
+    except asyncpg.InterfaceError:
+        return True
+    return closed
+
+
 def quote_ident(name: str) -> str:
     """A name as a quoted SQL identifier: an identifier cannot be a parameter, and quoting makes
     any name (spaces, quotes, capitals) safe and exact."""
@@ -115,8 +127,14 @@ def scope_row(r: asyncpg.Record | tuple[Any, ...]) -> ScopeRow:
     )
 
 
-# What the driver raises: the server's errors, its own, and the network's.
-DRIVER_ERRORS: Final = (OSError, asyncpg.PostgresError, asyncpg.InterfaceError)
+# What the driver raises: the server's errors, its own (misuse and its internal state, e.g. a
+# statement sent on a connection that was lost mid-statement), and the network's.
+DRIVER_ERRORS: Final = (
+    OSError,
+    asyncpg.PostgresError,
+    asyncpg.InterfaceError,
+    asyncpg.InternalClientError,
+)
 
 
 @contextmanager

@@ -36,6 +36,7 @@ __all__ = [
     "BEGIN",
     "COMMIT_AND_RELEASE",
     "KEPT",
+    "PREPARE_TAKE",
     "RELEASE",
     "RELEASE_ALL",
     "STAMP",
@@ -53,12 +54,17 @@ _HANDOVER: Final = "1953655928, hashtext(current_schema())"
 # (waiting for the writer holding it), wait for the commit of the statement that gave it up,
 # then, with a snapshot taken after, compare the committed row's xmin with this session's last
 # transaction. The status of the last statement says which: "SELECT 1" when the heads kept are
-# current.
-TAKE_AND_CHECK: Final = (
-    f"SELECT pg_advisory_lock({_LEASE}); "
-    f"SELECT pg_advisory_xact_lock_shared({_HANDOVER}); "
-    "SELECT 1 FROM log_head WHERE id = 1 "
+# current. Three statements because each must see what the one before waited for; each is
+# prepared once on the writer's connection (`PREPARE_TAKE`), so the server plans them once per
+# session, not once per batch.
+PREPARE_TAKE: Final = (
+    f"PREPARE tasktrail_lease AS SELECT pg_advisory_lock({_LEASE}); "
+    f"PREPARE tasktrail_handover AS SELECT pg_advisory_xact_lock_shared({_HANDOVER}); "
+    "PREPARE tasktrail_check AS SELECT 1 FROM log_head WHERE id = 1 "
     "AND xmin::text = current_setting('tasktrail.head_xmin', true)"
+)
+TAKE_AND_CHECK: Final = (
+    "EXECUTE tasktrail_lease; EXECUTE tasktrail_handover; EXECUTE tasktrail_check"
 )
 KEPT: Final = "SELECT 1"
 # A batch that writes more than its one statement (a new scope, deletes, compaction) runs in a
@@ -70,12 +76,12 @@ RELEASE: Final = f"SELECT pg_advisory_unlock({_LEASE})"
 RELEASE_ALL: Final = "SELECT pg_advisory_unlock_all()"
 # How the statement that applies a batch ends. It takes the handover lock (joined, so before the
 # row is updated), updates log_head, records this transaction's id in the session for the next
-# TAKE_AND_CHECK, and, when it is the batch's last statement outside a transaction block ($32),
+# TAKE_AND_CHECK, and, when it is the batch's last statement outside a transaction block ($12),
 # gives the lease up: the handover lock is held until its commit.
 STAMP: Final = (
     f"FROM (SELECT pg_advisory_xact_lock({_HANDOVER})) AS handover WHERE id = 1 "
     "RETURNING set_config('tasktrail.head_xmin', xmin::text, false), "
-    f"CASE WHEN $32::boolean THEN pg_advisory_unlock({_LEASE}) END"
+    f"CASE WHEN $12::boolean THEN pg_advisory_unlock({_LEASE}) END"
 )
 
 

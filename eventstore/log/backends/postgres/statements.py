@@ -26,7 +26,6 @@ __all__ = [
     "DELETE_IDEMPOTENT",
     "HEADS_READ",
     "INSERT_SCOPE",
-    "SCOPE_HEAD_COLUMNS",
     "SELECT_CURRENT_HEADS",
     "SELECT_HEAD",
     "SELECT_HEAD_AND_SCOPES",
@@ -34,6 +33,7 @@ __all__ = [
     "SELECT_LIVE_HEADS",
     "SELECT_SCOPES",
     "SELECT_TASK_SCOPES",
+    "TRY_COLUMNS",
     "UPDATE_CURRENT_VALUES",
     "UPDATE_PAYLOADS",
 ]
@@ -57,31 +57,35 @@ SELECT_HEAD_AND_SCOPES: Final = (
     "WHERE scope_id = s.scope_id ORDER BY key LIMIT $2) AS f) AS c ON true WHERE h.id = 1"
 )
 
+# The columns of `tries`, in the order of its row type.
+TRY_COLUMNS: Final = "scope_id, try_number, first_version"
+
 # A batch's writes to the log, the projection's upserts, the scope heads, the idempotency table,
-# the starts of new tries and the head travel as arrays in this one statement (one round trip):
-# each data-modifying WITH runs exactly once, and they touch different tables, so their order
-# does not matter.
+# the starts of new tries and the head travel in this one statement (one round trip): each
+# data-modifying WITH runs exactly once, and they touch different tables, so their order does not
+# matter. The rows of a table go as one array of its row type, each row a tuple in the order of
+# its columns (`driver.EVENT_COLUMNS` …, the order of the table's row type too; a test holds them
+# equal): the driver encodes a tuple per row, not a value per column and row, and the server
+# unnests one array instead of zipping one per column.
 APPLY: Final = (
-    f"WITH new_events AS (INSERT INTO events ({EVENT_COLUMNS}) SELECT * FROM unnest("
-    "$1::bigint[], $2::bigint[], $3::bigint[], $4::text[], $5::bytea[], $6::bigint[], "
-    "$7::bigint[], $8::bigint[], $9::text[], $10::bytea[])), "
-    f"new_current AS (INSERT INTO current ({CURRENT_COLUMNS}) SELECT * FROM unnest("
-    "$11::bigint[], $12::bytea[], $13::bytea[], $14::bigint[], $15::bigint[], $16::bigint[], "
-    "$17::bigint[]) "
+    f"WITH new_events AS (INSERT INTO events ({EVENT_COLUMNS}) "
+    f"SELECT {EVENT_COLUMNS} FROM unnest($1::events[])), "
+    f"new_current AS (INSERT INTO current ({CURRENT_COLUMNS}) "
+    f"SELECT {CURRENT_COLUMNS} FROM unnest($2::current[]) "
     "ON CONFLICT (scope_id, key) DO UPDATE SET value = excluded.value, "
     "expires_at = excluded.expires_at, version = excluded.version, seq = excluded.seq, "
     "updated_at = excluded.updated_at), "
     "scope_heads AS (UPDATE scopes AS s SET version = u.version, max_try = u.max_try, "
     "updated_at = u.updated_at "
-    "FROM unnest($18::bigint[], $19::bigint[], $20::bigint[], $21::bigint[]) "
+    "FROM unnest($3::bigint[], $4::bigint[], $5::bigint[], $6::bigint[]) "
     "AS u (scope_id, version, max_try, updated_at) WHERE s.scope_id = u.scope_id), "
-    f"new_idempotent AS (INSERT INTO idempotency ({IDEMPOTENT_COLUMNS}) SELECT * FROM "
-    "unnest($22::bigint[], $23::bytea[], $24::bytea[], $25::bigint[])), "
-    "new_tries AS (INSERT INTO tries (scope_id, try_number, first_version) SELECT * FROM "
-    "unnest($29::bigint[], $30::bigint[], $31::bigint[]) ON CONFLICT DO NOTHING) "
+    f"new_idempotent AS (INSERT INTO idempotency ({IDEMPOTENT_COLUMNS}) "
+    f"SELECT {IDEMPOTENT_COLUMNS} FROM unnest($7::idempotency[])), "
+    f"new_tries AS (INSERT INTO tries ({TRY_COLUMNS}) "
+    f"SELECT {TRY_COLUMNS} FROM unnest($8::tries[]) ON CONFLICT DO NOTHING) "
     # Always: the row's new xmin tells every writer that this transaction changed the database.
-    "UPDATE log_head SET last_seq = CASE WHEN $28::boolean THEN $26 ELSE last_seq END, "
-    "last_recorded_at = CASE WHEN $28::boolean THEN $27 ELSE last_recorded_at END "
+    "UPDATE log_head SET last_seq = CASE WHEN $11::boolean THEN $9 ELSE last_seq END, "
+    "last_recorded_at = CASE WHEN $11::boolean THEN $10 ELSE last_recorded_at END "
     f"{STAMP}"
 )
 DELETE_CURRENT: Final = (
@@ -143,10 +147,4 @@ SELECT_CURRENT_HEADS: Final = (
 SELECT_LIVE_HEADS: Final = (
     "SELECT key, substring(value FROM 1 FOR 2) FROM current "
     "WHERE scope_id = $1 AND (expires_at IS NULL OR expires_at > $2)"
-)
-
-# The columns of `scopes` a batch updates: the scope head, by position in ScopeRow.
-SCOPE_HEAD_COLUMNS: Final = tuple(
-    ScopeRow.__struct_fields__.index(name)
-    for name in ("scope_id", "version", "max_try", "updated_at")
 )

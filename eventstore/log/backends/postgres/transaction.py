@@ -10,8 +10,8 @@ the batch's at once); a new scope, or any write beyond the one statement, a tran
 
 from __future__ import annotations
 
-from collections.abc import Collection, Sequence
-from typing import Any
+from collections.abc import Collection, Iterable, Sequence
+from typing import Any, Final
 
 import anyio
 import asyncpg
@@ -25,6 +25,7 @@ from eventstore.log.backends.postgres import statements as sql
 from eventstore.log.backends.postgres.driver import (
     DRIVER_ERRORS,
     encode,
+    lost,
     scope_row,
 )
 from eventstore.log.backends.postgres.heads import (
@@ -78,7 +79,7 @@ class PostgresTransaction(WriteTransaction):
         self._block = False  # in a transaction block (BEGIN sent)
         self._events: list[EventRow] = []
         self._current: dict[tuple[int, str], CurrentRow] = {}
-        self._scopes: dict[int, ScopeRow] = {}
+        self._scopes: dict[int, _ScopeHead] = {}  # by scope_id
         self._idempotent: list[shape.IdempotentRow] = []
         self._tries: dict[tuple[int, int], int] = {}
         self._new_head: LogHead | None = None
@@ -134,23 +135,20 @@ class PostgresTransaction(WriteTransaction):
             return False
         if not last:
             await self._in_block()
-        events, current = self._events, list(self._current.values())
-        scopes, idempotent = list(self._scopes.values()), self._idempotent
+        events, current, idempotent = self._events, self._current.values(), self._idempotent
         tries = kept.new_tries(self._tries)
         head = self._new_head or kept.head or LogHead()
-        scope_heads = _columns(scopes, ScopeRow)
+        scope_heads = _columns(self._scopes.values(), 4)
         await self.conn.execute(
             sql.APPLY,
-            *_columns(events, EventRow, text="key"),
-            *_columns(current, CurrentRow, text="key"),
-            *(scope_heads[i] for i in sql.SCOPE_HEAD_COLUMNS),
-            *_columns(idempotent, shape.IdempotentRow, text="idempotency_id"),
+            _records(events, _EVENT_KEY),
+            _records(current, _CURRENT_KEY),
+            *scope_heads,
+            _records(idempotent, _IDEMPOTENCY_ID),
+            [(scope_id, try_number, first) for (scope_id, try_number), first in tries.items()],
             head.last_seq,
             head.last_recorded_at,
             self._new_head is not None,
-            [pair[0] for pair in tries],
-            [pair[1] for pair in tries],
-            list(tries.values()),
             last and not self._block,
         )
         self._stamped = self._changed = True
@@ -271,13 +269,9 @@ class PostgresTransaction(WriteTransaction):
             kept.set_value(current.scope_id, current.key, current.value[:2])
         for row in batch.scopes:
             if row.scope_id:
-                self._scopes[row.scope_id] = ScopeRow(
-                    scope_id=row.scope_id,
-                    scope_key=row.scope_key,
-                    version=row.version,
-                    max_try=row.max_try,
-                    updated_at=row.updated_at,
-                )
+                # A copy: the batch goes on changing the row as it plans.
+                scope_head = (row.scope_id, row.version, row.max_try, row.updated_at)
+                self._scopes[row.scope_id] = scope_head
                 kept.keep_scope(row)
         self._idempotent.extend(batch.idempotent)
         if batch.head is not None:
@@ -377,19 +371,33 @@ async def rollback(conn: PoolConnectionProxy[asyncpg.Record]) -> None:
             await conn.execute("ROLLBACK")
         await conn.execute(RELEASE_ALL)
     except DRIVER_ERRORS:
-        conn.terminate()
+        if not lost(conn):  # a lost one is closed already
+            conn.terminate()
 
 
-def _columns(
-    rows: Sequence[Struct], kind: type[Struct], text: str | None = None
-) -> list[list[Any]]:
-    """The rows as one list per field, in field order (each goes to the server as an array);
-    the field `text` as UTF-8 bytes."""
-    fields = kind.__struct_fields__
+# What a batch writes of a scope's row (the scope head): scope_id, version, max_try, updated_at.
+_ScopeHead = tuple[int, int, int | None, int]
+
+# Where the text that goes as UTF-8 bytes is, in each row type's tuple.
+_EVENT_KEY: Final = EventRow.__struct_fields__.index("key")
+_CURRENT_KEY: Final = CurrentRow.__struct_fields__.index("key")
+_IDEMPOTENCY_ID: Final = shape.IdempotentRow.__struct_fields__.index("idempotency_id")
+
+
+def _records(rows: Iterable[Struct], text: int) -> list[tuple[Any, ...]]:
+    """The rows as tuples in field order (the order of their table's columns), the field at
+    `text` as UTF-8 bytes: an array of the table's row type, for the server to unnest."""
+    records = []
+    for record in map(astuple, rows):
+        value = record[text]
+        if value is not None:
+            record = (*record[:text], value.encode(), *record[text + 1 :])
+        records.append(record)
+    return records
+
+
+def _columns(rows: Collection[tuple[Any, ...]], width: int) -> list[list[Any]]:
+    """Rows of `width` values as one list per column (each goes to the server as an array)."""
     if not rows:
-        return [[] for _ in fields]
-    columns = [list(column) for column in zip(*map(astuple, rows), strict=True)]
-    if text is not None:
-        at = fields.index(text)
-        columns[at] = [encode(value) for value in columns[at]]
-    return columns
+        return [[] for _ in range(width)]
+    return [list(column) for column in zip(*rows, strict=True)]
