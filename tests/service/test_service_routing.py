@@ -62,3 +62,22 @@ def test_head_on_a_key_answers_without_a_body(service: Service, dag: str) -> Non
     assert service.call("PUT", task_path(dag, "k"), {"value": 1}, token=token).status == 200
     head = service.call("HEAD", task_path(dag, "k"), token=token)
     assert (head.status, head.body) == (200, b"")
+
+
+@pytest.mark.parametrize("map_index", ["1.5", "+1", "-", "--1", "1-", "0x1", "%D9%A1", "%C2%B2"])
+def test_a_map_index_that_is_not_an_integer_matches_no_route(
+    service: Service, dag: str, map_index: str
+) -> None:
+    # %D9%A1 and %C2%B2 are digits to str.isdigit (Arabic-Indic one, superscript two).
+    got = service.call("GET", f"/api/v1/tasks/{dag}/r/t/{map_index}/store", token=service.token())
+    assert (got.status, got.reason) == (404, "not_found"), got
+
+
+@pytest.mark.parametrize(("map_index", "read"), [("-1", -1), ("007", 7), ("-0", 0)])
+def test_a_map_index_is_read_as_the_integer_it_spells(
+    service: Service, dag: str, map_index: str, read: int
+) -> None:
+    path = f"/api/v1/tasks/{dag}/r/t/{map_index}/store/k"
+    assert service.call("PUT", path, {"value": 1}, token=service.token()).status == 200
+    got = service.call("GET", task_path(dag, "k", map_index=read), token=service.token())
+    assert (got.status, got.json()["value"]) == (200, 1), got
