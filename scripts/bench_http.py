@@ -29,7 +29,7 @@ import sys
 import tempfile
 import time
 import uuid
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -63,9 +63,9 @@ def bare_operation() -> Any:
     return Operation("PUT", "/bench/noop", "bench_noop", "Nothing", noop, "bench")
 
 
-def serve(db: str, port: int, profile: str | None = None) -> None:
-    """The server side: the service app plus a route that does nothing (and, with `profile`,
-    a profiler: see `bench_http_profile`)."""
+def serve(db: str, port: int, profile: str | None = None, extra: Sequence[Any] = ()) -> None:
+    """The server side: the service app plus a route that does nothing and the `extra`
+    operations (and, with `profile`, a profiler: see `bench_http_profile`)."""
     if profile:
         from bench_http_profile import profile_on_signals
 
@@ -73,7 +73,7 @@ def serve(db: str, port: int, profile: str | None = None) -> None:
     from eventstore.service.app import create_app
     from eventstore.service.app import serve as run
 
-    app = create_app(db, secret=SECRET, extra_operations=[bare_operation()])
+    app = create_app(db, secret=SECRET, extra_operations=[bare_operation(), *extra])
     run(app, "127.0.0.1", port, log_level="warning")
 
 

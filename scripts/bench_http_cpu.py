@@ -2,6 +2,7 @@
 
     .venv/bin/python scripts/bench_http_cpu.py [--db sqlite|memory] [--requests 3200]
         [--callgrind] [--top set]
+    .venv/bin/python scripts/bench_http_cpu.py --server [--db sqlite|memory] [--requests 1280]
 
 Wall-clock CPU on a shared machine moves by tens of percent from run to run; these counts do
 not. In this process, without sockets or uvicorn, 64 concurrent tasks call the service's ASGI
@@ -11,6 +12,12 @@ the store's accessor (what the store itself does for it). The service's own work
 set - bare - store. Prints Python function calls per request (cProfile: the same on every run,
 but for a group commit's batch sizes) and with `--callgrind` instructions per request (the
 script runs itself under valgrind's callgrind, which dumps its counts between the workloads).
+
+With `--server`, the whole server instead: bench_http's (uvicorn, one worker) runs under
+callgrind, and this process drives it over loopback with the client as bench_http does, 64
+requests at once, for bare, set and get; a request to `PUT /bench/mark` between two workloads
+makes the server dump its counts. Its instructions per set over per bare request are bench_http's
+"server CPU per set / per bare request" without the kernel's share, and without the noise.
 """
 
 from __future__ import annotations
@@ -220,6 +227,106 @@ def count_instructions(db: str, requests: int) -> dict[str, float]:
     return {name: n / requests for name, n in zip(WORKLOADS, counts, strict=True)}
 
 
+def mark_operation() -> Any:
+    """`PUT /bench/mark`: a line between two workloads in the server's callgrind counts."""
+    from starlette.responses import Response
+
+    from eventstore.service.operation import Call, Operation
+    from eventstore.service.responses import json_response
+
+    async def mark(call: Call) -> Response:
+        os.getpgid(0)
+        return json_response({})
+
+    return Operation("PUT", "/bench/mark", "bench_mark", "Mark", mark, "bench")
+
+
+SERVER_WORKLOADS = ("bare", "set", "get")
+
+
+async def _drive_server(base: str, requests: int) -> None:
+    import aiohttp
+
+    from eventstore.client import connect
+
+    async with aiohttp.ClientSession() as session:
+        deadline = time.monotonic() + 600  # callgrind takes a minute or two to start Python
+        while not await _answers(session, base + "/healthz"):
+            if time.monotonic() > deadline:
+                raise SystemExit("the server under callgrind did not start")
+            await asyncio.sleep(0.5)
+    async with connect(base, token=make_token(SECRET, "admin"), request_timeout=600) as remote:
+        session = remote._session
+        stores = [remote.task_store(f"bench{w}", "run", "task") for w in range(CONCURRENCY)]
+        body = b'{"value":{"offset":1200,"rows":5}}'
+
+        async def bare(w: int, n: int) -> None:
+            async with session.put(base + "/bench/noop", data=body) as response:
+                await response.read()
+
+        async def service_set(w: int, n: int) -> None:
+            await stores[w].set(f"k{n % 100}", {"offset": n, "rows": 5})
+
+        async def service_get(w: int, n: int) -> None:
+            await stores[w].get(f"k{n % 100}")
+
+        async def mark() -> None:
+            async with session.put(base + "/bench/mark") as response:
+                assert response.status == 200, response.status
+
+        ops: dict[str, Op] = {"bare": bare, "set": service_set, "get": service_get}
+        for name in SERVER_WORKLOADS:
+            await _drive(ops[name], CONCURRENCY * 4)
+        for name in SERVER_WORKLOADS:
+            await mark()
+            await _drive(ops[name], requests)
+        await mark()
+
+
+async def _answers(session: Any, url: str) -> bool:
+    import aiohttp
+
+    try:
+        async with session.get(url) as response:
+            return bool(response.status == 200)
+    except aiohttp.ClientConnectionError:
+        return False
+
+
+def count_server_instructions(db: str, requests: int) -> dict[str, float]:
+    """Per workload: the server's instructions per request, the server under callgrind."""
+    from bench_http import free_port
+
+    if shutil.which("valgrind") is None:
+        raise SystemExit("--server needs valgrind")
+    port = free_port()
+    with tempfile.TemporaryDirectory(prefix="tasktrail-callgrind-") as work:
+        out = Path(work) / "callgrind.out"
+        server = subprocess.Popen(
+            [
+                "valgrind",
+                "--tool=callgrind",
+                f"--callgrind-out-file={out}",
+                f"--dump-before={_MARK}",
+                sys.executable,
+                __file__,
+                "--serve",
+                _url(db, work),
+                "--port",
+                str(port),
+            ],
+            stderr=subprocess.DEVNULL,
+        )
+        try:
+            asyncio.run(_drive_server(f"http://127.0.0.1:{port}", requests))
+        finally:
+            server.terminate()
+            server.wait(120)
+        # Dump 1 is the start and the warm-up, then one per workload in order.
+        counts = [_total(Path(f"{out}.{i}")) for i in range(2, 2 + len(SERVER_WORKLOADS))]
+    return {name: n / requests for name, n in zip(SERVER_WORKLOADS, counts, strict=True)}
+
+
 def _total(dump: Path) -> int:
     found = re.search(r"^summary: (\d+)", dump.read_text(), re.MULTILINE)
     if found is None:
@@ -237,10 +344,29 @@ def main() -> None:
     parser.add_argument("--requests", type=int, default=3200, help="per workload")
     parser.add_argument("--callgrind", action="store_true", help="count instructions too")
     parser.add_argument("--top", choices=WORKLOADS, help="list this workload's functions")
+    parser.add_argument(
+        "--server", action="store_true", help="count the whole server's instructions instead"
+    )
     parser.add_argument("--marked-run", metavar="DIR", help=argparse.SUPPRESS)
+    parser.add_argument("--serve", metavar="DB_URL", help=argparse.SUPPRESS)
+    parser.add_argument("--port", type=int, default=0, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.marked_run:  # under callgrind: mark the lines between the workloads
         _run(_url(args.db, args.marked_run), args.requests, lambda _: os.getpgid(0))
+        return
+    if args.serve:  # under callgrind: bench_http's server, with the mark
+        from bench_http import serve
+
+        serve(args.serve, args.port, extra=[mark_operation()])
+        return
+    if args.server:
+        server = count_server_instructions(args.db, args.requests)
+        print(f"{args.requests} requests per workload, {CONCURRENCY} at once, {args.db}, server")
+        for name, n in server.items():
+            print(f"{name:<10}{n:>12,.0f} instructions per request")
+        print(
+            f"server instructions per set / per bare request: {server['set'] / server['bare']:.2f}"
+        )
         return
     gc.collect()
     with tempfile.TemporaryDirectory(prefix="tasktrail-bench-") as work:
