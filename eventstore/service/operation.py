@@ -174,9 +174,9 @@ class Call:
         return self.scope
 
     def accessor(self) -> TaskStore | AssetStore:
-        claims = self.claims
-        assert claims is not None
-        scope = self.the_scope()
+        claims, scope = self.claims, self.scope
+        assert claims is not None, self.op.name
+        assert scope is not None, self.op.name
         try_number = self.try_number() if isinstance(scope, TaskScope) else None
         return self.state.scopes.accessor(self.store, scope, try_number, claims)
 
