@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pytest
+from starlette.convertors import IntegerConvertor
 from starlette.responses import Response
 
 from eventstore.service.routing import Router
@@ -47,6 +48,14 @@ def test_router_matches_segments_and_the_rest_of_the_path() -> None:
     assert router.match("DELETE", "/a/one/store") == ["GET"]
     assert router.match("GET", "/a//store") is None
     assert router.match("GET", "/b/one/store") is None
+
+
+def test_router_reads_a_parameter_by_its_convertors_regex_without_a_read_of_its_own() -> None:
+    router = Router(_nothing, _not_allowed, {"int": IntegerConvertor()})
+    router.add("GET", "/a/{n:int}/store", _endpoint)
+    assert router.match("GET", "/a/12/store") == (_endpoint, {"n": 12})
+    assert router.match("GET", "/a/-1/store") is None
+    assert router.match("GET", "/a/1x/store") is None
 
 
 def test_wrong_method_on_a_task_route_answers_405_naming_the_methods(
