@@ -29,8 +29,9 @@ import sys
 import tempfile
 import time
 import uuid
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from pathlib import Path
+from typing import Any
 
 import aiohttp
 
@@ -46,17 +47,12 @@ from eventstore.service.auth import make_token  # noqa: E402
 SECRET = b"bench-secret-0123456789abcdef"
 
 
-def serve(db: str, port: int, profile: str | None = None) -> None:
-    """The server side: the service app plus a route that does nothing (and, with `profile`,
-    a profiler: see `bench_http_profile`)."""
-    if profile:
-        from bench_http_profile import profile_on_signals
-
-        profile_on_signals(profile)
+def bare_operation() -> Any:
+    """`PUT /bench/noop`: routed and wrapped as the API's operations are (the same router, the
+    same per-request metrics, the same JSON answer), with no token to check and nothing to do:
+    the least a request costs this server."""
     from starlette.responses import Response
 
-    from eventstore.service.app import create_app
-    from eventstore.service.app import serve as run
     from eventstore.service.operation import Call, Operation
     from eventstore.service.responses import json_response
 
@@ -64,11 +60,20 @@ def serve(db: str, port: int, profile: str | None = None) -> None:
         await call.raw_body()
         return json_response({})
 
-    # Routed and wrapped as the API's operations are (the same router, the same per-request
-    # metrics, the same JSON answer), with no token to check and nothing to do: the least a
-    # request costs this server.
-    bare = Operation("PUT", "/bench/noop", "bench_noop", "Nothing", noop, "bench")
-    app = create_app(db, secret=SECRET, extra_operations=[bare])
+    return Operation("PUT", "/bench/noop", "bench_noop", "Nothing", noop, "bench")
+
+
+def serve(db: str, port: int, profile: str | None = None, extra: Sequence[Any] = ()) -> None:
+    """The server side: the service app plus a route that does nothing and the `extra`
+    operations (and, with `profile`, a profiler: see `bench_http_profile`)."""
+    if profile:
+        from bench_http_profile import profile_on_signals
+
+        profile_on_signals(profile)
+    from eventstore.service.app import create_app
+    from eventstore.service.app import serve as run
+
+    app = create_app(db, secret=SECRET, extra_operations=[bare_operation(), *extra])
     run(app, "127.0.0.1", port, log_level="warning")
 
 

@@ -69,6 +69,13 @@ class _MapIndex(Convertor[int]):
             return MAX_MAP_INDEX + 1
         return int(value)
 
+    def read(self, value: str) -> int | None:
+        """`convert` where the regex matches, else None (`routing.Router` matches by this)."""
+        digits = value[1:] if value[:1] == "-" else value
+        if not (digits.isascii() and digits.isdigit()):
+            return None
+        return MAX_MAP_INDEX + 1 if len(digits) > 10 else int(value)
+
     def to_string(self, value: int) -> str:
         return str(value)
 

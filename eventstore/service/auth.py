@@ -177,7 +177,20 @@ class TokenVerifier:
     def __init__(self, secret: bytes, *, cache_size: int = 4096) -> None:
         self._key = signing_key(secret)
         self._cache: dict[str, Claims] = {}
+        self._headers: dict[bytes, Claims] = {}
         self._cache_size = cache_size
+
+    def known_header(self, header: bytes, now: float) -> Claims | None:
+        """The claims of an Authorization header whose token was verified before and has not
+        expired; None: read the header and `verify` its token (which says what is wrong)."""
+        claims = self._headers.get(header)
+        return claims if claims is not None and claims.exp > now else None
+
+    def remember_header(self, header: bytes, claims: Claims) -> None:
+        """`header` carries the token of `claims`, just verified: next time `known_header`."""
+        if len(self._headers) >= self._cache_size:
+            self._headers.clear()
+        self._headers[header] = claims
 
     def verify(self, token: str, now: float) -> Claims:
         claims = self._cache.get(token)

@@ -26,11 +26,6 @@ class _Histogram:
         self.count = 0
         self.total = 0.0
 
-    def observe(self, seconds: float) -> None:
-        self.counts[bisect_left(BUCKETS, seconds)] += 1
-        self.count += 1
-        self.total += seconds
-
 
 class Metrics:
     """Requests by route/method/status, their latencies, appends by outcome, compactions (runs,
@@ -56,7 +51,9 @@ class Metrics:
         histogram = self.latency.get((route, method))
         if histogram is None:
             histogram = self.latency[(route, method)] = _Histogram()
-        histogram.observe(seconds)
+        histogram.counts[bisect_left(BUCKETS, seconds)] += 1
+        histogram.count += 1
+        histogram.total += seconds
 
     def append(self, scope_kind: str, outcome: str, events: int = 0) -> None:
         key = (scope_kind, outcome)

@@ -58,26 +58,27 @@ class ScopeCache:
 
     def __init__(self, size: int = 4096) -> None:
         self._scopes: dict[tuple[object, ...], Scope] = {}
-        self._accessors: dict[tuple[Scope, int | None, str], TaskStore | AssetStore] = {}
+        self._accessors: dict[tuple[Scope, int | None, Claims], TaskStore | AssetStore] = {}
         self._size = size
 
     def accessor(
-        self, store: Store, scope: Scope, try_number: int | None, actor: str
+        self, store: Store, scope: Scope, try_number: int | None, claims: Claims
     ) -> TaskStore | AssetStore:
-        key = (scope, try_number, actor)
+        # By the claims, which hash in C, rather than the actor they name (made anew each time).
+        key = (scope, try_number, claims)
         accessor = self._accessors.get(key)
         if accessor is None or accessor.store is not store:
             if isinstance(scope, TaskScope):
-                accessor = store.open_task(scope, try_number, actor)
+                accessor = store.open_task(scope, try_number, claims.actor)
             else:
-                accessor = store.open_asset(scope, actor)
+                accessor = store.open_asset(scope, claims.actor)
             if len(self._accessors) >= self._size:
                 self._accessors.clear()
             self._accessors[key] = accessor
         return accessor
 
     def scope(self, kind: ScopeKind, request: Request) -> Scope:
-        params = request.path_params
+        params = request.scope["path_params"]
         if kind == "task":
             named: tuple[object, ...] = (
                 params["dag_id"],
@@ -173,11 +174,11 @@ class Call:
         return self.scope
 
     def accessor(self) -> TaskStore | AssetStore:
-        claims = self.claims
-        assert claims is not None
-        scope = self.the_scope()
+        claims, scope = self.claims, self.scope
+        assert claims is not None, self.op.name
+        assert scope is not None, self.op.name
         try_number = self.try_number() if isinstance(scope, TaskScope) else None
-        return self.state.scopes.accessor(self.store, scope, try_number, claims.actor)
+        return self.state.scopes.accessor(self.store, scope, try_number, claims)
 
     def try_number(self) -> int | None:
         """The try a task write is stamped with: a task token's own; an admin's says it.
@@ -187,13 +188,14 @@ class Call:
         """
         claims = self.claims
         assert claims is not None
-        said = header_of(self.headers, b"tasktrail-try")
-        if claims.role == "admin" and said is not None and said.isascii() and said.isdigit():
+        said = self.headers.get(b"tasktrail-try")
+        # bytes.isdigit: ASCII digits only.
+        if claims.role == "admin" and said is not None and said.isdigit():
             return int(said)
         return claims.try_number
 
     def key(self) -> str:
-        return check_key(self.request.path_params["key"])
+        return check_key(self.request.scope["path_params"]["key"])
 
     def header(self, name: str) -> str | None:
         """A request header by its lower-case name."""
@@ -205,12 +207,12 @@ class Call:
 
     async def body(self, kind: type[Any]) -> Any:
         limit = self.state.max_body_bytes
-        declared = header_of(self.headers, b"content-length") or ""
+        declared = self.headers.get(b"content-length")
         # A declared length over the limit is refused before reading; a lying one once the
         # body read passes the limit.
-        if declared.isascii() and declared.isdigit() and int(declared) > limit:
+        if declared is not None and declared.isdigit() and int(declared) > limit:
             raise too_large(f"{int(declared)} bytes", limit)
-        raw = await self.raw_body()
+        raw = await read_body(self.request.receive, limit)
         if len(raw) <= INLINE_BODY_BYTES:
             return decode_body(raw, kind)
         # Decoding many megabytes takes longer than any request may hold the event loop; in a
@@ -218,9 +220,10 @@ class Call:
         return await anyio.to_thread.run_sync(decode_body, raw, kind)
 
     def expected_version(self) -> int | None:
-        header = header_of(self.headers, b"if-match")
-        if header is None:
+        raw = self.headers.get(b"if-match")
+        if raw is None:
             return None
+        header = raw.decode("latin-1")
         text = header.strip().removeprefix("W/").strip('"')
         if not (text.isascii() and text.isdigit()) or len(text) > 18:
             raise HTTPProblem(
@@ -231,10 +234,12 @@ class Call:
         return int(text)
 
     def idempotency_id(self) -> str | None:
-        header = header_of(self.headers, b"idempotency-key")
-        if header is not None and not 0 < len(header) <= 200:
+        raw = self.headers.get(b"idempotency-key")
+        if raw is None:
+            return None
+        if not 0 < len(raw) <= 200:
             raise HTTPProblem(422, "bad_header", "Idempotency-Key must be 1 to 200 characters")
-        return header
+        return raw.decode("latin-1")
 
     def query_int(self, name: str, default: int | None, low: int, high: int) -> int | None:
         text = self.request.query_params.get(name)

@@ -57,7 +57,7 @@ def decode_body(raw: bytes, kind: type[Any]) -> Any:
     """
     try:
         body = msgspec.json.decode(raw, type=kind)
-        repeated = _repeated_name(raw)
+        repeated = _repeated_name(raw, body)
     except msgspec.ValidationError as error:
         raise _invalid(str(error)) from None
     except msgspec.DecodeError as error:
@@ -128,16 +128,20 @@ def _no_repeats(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
     return found
 
 
-def _repeated_name(raw: bytes) -> str | None:
-    """A field name some object of the (valid JSON) body repeats, or None.
+def _repeated_name(raw: bytes, body: object) -> str | None:
+    """A field name some object of the (valid JSON) `raw` repeats, or None; `body` is what it
+    decoded to.
 
     Decoding keeps one field per name. So a body that is exactly the compact encoding of what
-    it decodes to repeats none (what msgspec, JSON.stringify and most clients send: a decode and
-    an encode, in C). Else a body without escapes whose field names all differ, across all its
+    it decodes to repeats none (what msgspec, JSON.stringify and most clients send): first as
+    the route decoded it (one encode, in C), then as plain JSON (a retention of 3600 decodes to
+    3600.0). Else a body without escapes whose field names all differ, across all its
     objects, repeats none (one regex scan). Else the body repeats a name exactly when its
     decoded form, encoded again, has fewer field names than the body (two regex scans). Only
     when it does is the body parsed again in Python, to name the field.
     """
+    if _encode_plain(body) == raw:
+        return None
     plain = _encode_plain(_decode_plain(raw))
     if plain == raw:
         return None

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import msgspec
 from starlette.responses import Response
+from starlette.types import Receive, Scope, Send
 
 from eventstore.log.envelope import enc_hook
 from eventstore.service.errors import ErrorBody, HTTPProblem
@@ -33,6 +34,18 @@ class _JSONResponse(Response):
                 (name.lower().encode("latin-1"), value.encode("latin-1"))
                 for name, value in headers.items()
             ]
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        # Starlette's, without what a JSON answer never has (a websocket denial, a background
+        # task): this runs for every request.
+        await send(
+            {
+                "type": "http.response.start",
+                "status": self.status_code,
+                "headers": self.raw_headers,
+            }
+        )
+        await send({"type": "http.response.body", "body": self.body})
 
 
 def json_response(

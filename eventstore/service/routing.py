@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Awaitable, Callable, Iterable
+from functools import partial
 from typing import Any, Final
 from urllib.parse import unquote
 
@@ -64,13 +65,21 @@ _PARAM: Final = re.compile(r"\{(\w+)(?::(\w+))?\}")
 class _Param:
     """A one-segment parameter: its name, and how to read it (None: the text as it is)."""
 
-    __slots__ = ("convert", "name", "node", "pattern")
+    __slots__ = ("name", "node", "read")
 
     def __init__(self, name: str, convertor: Convertor[Any] | None) -> None:
         self.name = name
-        self.pattern = None if convertor is None else re.compile(convertor.regex).fullmatch
-        self.convert = None if convertor is None else convertor.convert
         self.node = _Node()
+        self.read: Callable[[str], object] | None = None
+        if convertor is not None:
+            # A convertor's own `read` (the value, or None where its regex would not match)
+            # spares each request a regex match and a second call.
+            read = getattr(convertor, "read", None)
+            self.read = read if read is not None else partial(_by_regex, convertor)
+
+
+def _by_regex(convertor: Convertor[Any], segment: str) -> object:
+    return convertor.convert(segment) if re.fullmatch(convertor.regex, segment) else None
 
 
 class _Node:
@@ -151,12 +160,13 @@ class Router:
                 continue
             param = node.param
             if param is not None and segment:
-                if param.pattern is None:
+                if param.read is None:
                     params[param.name] = segment
-                elif param.pattern(segment) is None:
-                    return None
                 else:
-                    params[param.name] = param.convert(segment)  # type: ignore[misc]
+                    value = param.read(segment)
+                    if value is None:
+                        return None
+                    params[param.name] = value
                 node = param.node
                 continue
             if node.rest is not None:
@@ -174,7 +184,9 @@ class Router:
 
     async def __call__(self, scope: ASGIScope, receive: Receive, send: Send) -> None:
         if scope["type"] == "http" and not scope.get("root_path"):
-            path = raw_scope_path(scope)
+            # Without an escape the raw path is the path (the usual request: nothing to put back).
+            raw_path = scope.get("raw_path")
+            path = raw_scope_path(scope) if raw_path is None or b"%" in raw_path else scope["path"]
             found = self.match(scope["method"], path)
             scope["path"] = path
             if isinstance(found, tuple):

@@ -91,11 +91,6 @@ def _entry(call: Call, row: CurrentRow) -> KeyEntry | None:
     )
 
 
-def _flag(sensitive: bool | UnsetType) -> bool | None:
-    """A body's `sensitive`: said (True, False) or not (None: the key keeps its flag)."""
-    return None if sensitive is UNSET else bool(sensitive)
-
-
 def _retention(value: str | float) -> timedelta | NeverExpire | None:
     if value == "default":
         return None
@@ -134,11 +129,13 @@ async def get_key(call: Call) -> Response:
 def _stamps(
     expected_version: int | None, idempotency_id: str | None, sensitive: bool | UnsetType
 ) -> dict[str, Any]:
-    """What every write of a request carries besides its values, as the accessors take it."""
+    """What every write of a request carries besides its values, as the accessors take it.
+
+    A body's `sensitive` is said (True, False) or not (None: the key keeps its flag)."""
     return {
         "expected_version": expected_version,
         "idempotency_id": idempotency_id,
-        "sensitive": _flag(sensitive),
+        "sensitive": None if sensitive is UNSET else bool(sensitive),
     }
 
 
@@ -161,13 +158,14 @@ async def _write_body(
     (a task's; asset entries never expire) and the stamps."""
     accessor = call.accessor()
     expected, idempotency = call.expected_version(), call.idempotency_id()
-    options: dict[str, Any] = {}
     if isinstance(accessor, TaskStore):
         body: Any = await call.body(task_kind)
-        options = _expiry(body)
+        options = _stamps(expected, idempotency, body.sensitive)
+        options.update(_expiry(body))
     else:
         body = await call.body(asset_kind)
-    return accessor, body, {**options, **_stamps(expected, idempotency, body.sensitive)}
+        options = _stamps(expected, idempotency, body.sensitive)
+    return accessor, body, options
 
 
 async def put_key(call: Call) -> Response:

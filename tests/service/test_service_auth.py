@@ -4,12 +4,15 @@ from __future__ import annotations
 
 import http.client
 import json
+import time
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 
 import pytest
 
+from eventstore.service import create_app, serve_in_thread
 from eventstore.service.auth import make_token
-from service.service_helpers import SECRET, Service, task_path
+from service.service_helpers import SECRET, FakeClock, Service, task_path
 
 # (operation, method, path suffix, body): every store operation of a task instance.
 OPERATIONS = [
@@ -141,6 +144,22 @@ def test_expired_token_is_401(service: Service, dag: str) -> None:
     got = service.call("GET", _path(dag, ""), token=token)
     assert (got.status, got.reason) == (401, "bad_token")
     assert "expired" in got.json()["message"]
+
+
+def test_a_token_accepted_before_is_401_once_it_expires(tmp_path: Path) -> None:
+    # The service remembers the claims of an Authorization header it has checked; the expiry
+    # is still compared with its clock on every request.
+    app = create_app(f"sqlite:///{tmp_path / 'trail.db'}", secret=SECRET)
+    with serve_in_thread(app) as base_url:
+        service = Service(base_url, FakeClock())
+        token = make_token(SECRET, "admin", ttl=timedelta(minutes=5))
+        path = task_path("expiring", "k")
+        assert service.call("PUT", path, {"value": 1}, token=token).status == 200
+        state = app.state.tasktrail
+        state.wall = lambda: time.time() + 600
+        got = service.call("PUT", path, {"value": 2}, token=token)
+        assert (got.status, got.reason) == (401, "bad_token"), got
+        assert "expired" in got.json()["message"]
 
 
 def test_tampered_claims_are_401(service: Service, dag: str) -> None:
