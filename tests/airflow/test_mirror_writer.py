@@ -156,3 +156,14 @@ def test_a_stale_write_raises_and_queues_nothing(trail_url: str, db: AirflowData
     with pytest.raises(StaleAttemptError), db.session() as session:
         backend.set(INGEST, "offset", "1", session=session)
     assert rows(db) == {"offset": ("2", None)}
+
+
+def test_the_watermark_moves_forward_only(db: AirflowDatabase) -> None:
+    """Several API servers share it: one that is behind never takes it back."""
+    from eventstore.airflow.catchup import read_watermark, write_watermark
+
+    assert read_watermark(db.engine) is None
+    for through in (10, 30, 20):
+        with db.engine.begin() as connection:
+            write_watermark(connection, through)
+    assert read_watermark(db.engine) == 30
