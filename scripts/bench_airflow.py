@@ -144,12 +144,63 @@ def _nothing() -> None:
     pass
 
 
+def profile(backends: dict[str, Any], tis: dict[str, list[UUID]], keys: int, top: int) -> None:
+    """cProfile of each backend's requests, one at a time: on the calling thread, on the bridge's
+    event loop (the log's writes and reads) and in the mirror writer's batches (worker threads)."""
+    import cProfile
+    import pstats
+
+    from eventstore.airflow.loop import PROCESS_LOOP
+    from eventstore.airflow.writer import MirrorWriter
+
+    write_batch = MirrorWriter._write
+    mirror = cProfile.Profile()
+
+    def profiled(writer: MirrorWriter, batch: list[Any], through: int) -> None:
+        mirror.enable()
+        try:
+            write_batch(writer, batch, through)
+        finally:
+            mirror.disable()
+
+    MirrorWriter._write = profiled  # type: ignore[method-assign]
+    for name, backend in backends.items():
+        finish = TasktrailBackend.wait_for_mirror if name == "tasktrail" else _nothing
+        for calls in phases(backend, tis[name], keys).values():
+            rate(calls, 1, finish)  # unmeasured: connections opened, statements cached
+        for op, calls in phases(backend, tis[name], keys).items():
+            caller, loop, mirror = cProfile.Profile(), cProfile.Profile(), cProfile.Profile()
+            bridge = PROCESS_LOOP._bridge if name == "tasktrail" else None
+            if bridge is not None:
+                bridge.portal.call(loop.enable)
+            caller.enable()
+            rate(calls, 1, finish)
+            caller.disable()
+            if bridge is not None:
+                bridge.portal.call(loop.disable)
+            parts = {"caller": caller, "loop": loop, "mirror": mirror}
+            per = {k: sum(e.callcount for e in p.getstats()) / len(calls) for k, p in parts.items()}
+            counts = " ".join(f"{k} {v:.0f}" for k, v in per.items())
+            print(f"{name} {op}: function calls per request: {counts}, all {sum(per.values()):.0f}")
+            for part, stats in parts.items():
+                if top and stats.getstats():
+                    print(f"-- {name} {op}, {part}")
+                    pstats.Stats(stats).sort_stats("cumulative").print_stats(top)
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--tis", type=int, default=50, help="task instances (default 50)")
     parser.add_argument("--keys", type=int, default=10, help="keys per task instance")
     parser.add_argument("--rounds", type=int, default=5, help="alternating rounds (default 5)")
     parser.add_argument("--threads", type=int, default=32, help="concurrent requests")
+    parser.add_argument(
+        "--profile",
+        type=int,
+        metavar="TOP",
+        help="instead: profile one round of requests one at a time (after one unmeasured) and "
+        "print function calls per request, and the TOP functions by cumulative time",
+    )
     args = parser.parse_args()
     import_all_models()
     Base.metadata.create_all(engine)
@@ -158,6 +209,9 @@ def main() -> int:
         "tasktrail": TasktrailBackend(f"sqlite:///{Path(HOME) / 'trail.db'}"),
     }
     scopes = {name: prepare(name, args.tis) for name in backends}
+    if args.profile is not None:
+        profile(backends, scopes, args.keys, args.profile)
+        return 0
     results: dict[tuple[str, str, int], list[float]] = {}
     for concurrency in (1, args.threads):
         for number in range(args.rounds):
