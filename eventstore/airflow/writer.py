@@ -3,8 +3,8 @@
 A write returns once the log has committed it; what it changes in Airflow's tables is queued
 here, and written in log order, a batch per transaction, on the writer's own connection (so 32
 concurrent requests share one commit of Airflow's database, and a request one at a time does not
-wait for it). A batch gathers for up to `LINGER` after its first change, so that requests one at
-a time share commits too. Paths that read the mirror (`check_mirror`, `cleanup`, the plugin's
+wait for it). A change queued alone waits up to `LINGER` for others, so that requests one at a
+time share commits too. Paths that read the mirror (`check_mirror`, `cleanup`, the plugin's
 REST routes) call `drain` first, which writes the batch at once: they see every write that has
 returned.
 
@@ -45,7 +45,7 @@ logger = logging.getLogger("tasktrail.airflow")
 
 REPAIR = "python -m eventstore.airflow mirror --repair"
 
-# How long a batch's first change waits for more before the batch is written, unless someone
+# How long a change queued alone waits for more before the batch is written, unless someone
 # waits for the queue (`drain`) or the writer stops. Requests one at a time then share a commit
 # of Airflow's database too, instead of each paying a transaction, the watermark and an fsync
 # for its one row; a row still reaches Airflow's tables within milliseconds.
@@ -179,8 +179,9 @@ class MirrorWriter:
                     await self._wake.wait()
                     self._wake = anyio.Event()
                     continue
-                with anyio.move_on_after(LINGER):
-                    await self._flush.wait()
+                if len(self._pending) == 1:  # more queued meanwhile: a batch is there already
+                    with anyio.move_on_after(LINGER):
+                        await self._flush.wait()
                 self._flush = anyio.Event()
                 batch, self._pending = self._pending, []
                 through = min([*self._inflight.values(), self.now()])
