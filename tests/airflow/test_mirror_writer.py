@@ -187,6 +187,9 @@ def test_requests_one_at_a_time_share_a_commit_of_airflows_database(
     monkeypatch.setattr(writer, "LINGER", 3600.0)
     monkeypatch.setattr(writer.MirrorWriter, "_write", counted)
     backend = TasktrailBackend(trail_url)
+    write(backend, db, "a", "0")  # the writer started, and its catch-up done
+    assert rows(db) == {"a": ("0", None)}
+    batches.clear()
     for key in ("a", "b", "c"):
         write(backend, db, key, "1")
     assert rows(db) == dict.fromkeys(("a", "b", "c"), ("1", None))
