@@ -13,6 +13,7 @@ loop, newest first, then stops the thread.
 
 from __future__ import annotations
 
+import asyncio
 import threading
 from collections.abc import Awaitable, Callable
 from concurrent.futures import Future
@@ -36,11 +37,11 @@ class Bridge:
     """
 
     def __init__(self, name: str = "tasktrail-bridge") -> None:
-        ready: Future[BlockingPortal] = Future()
+        ready: Future[tuple[BlockingPortal, asyncio.AbstractEventLoop]] = Future()
 
         async def serve() -> None:
             async with BlockingPortal() as portal:
-                ready.set_result(portal)
+                ready.set_result((portal, asyncio.get_running_loop()))
                 await portal.sleep_until_stopped()
 
         def run() -> None:
@@ -55,13 +56,18 @@ class Bridge:
         # its finalizer waits for a thread the interpreter no longer runs.
         self._thread = threading.Thread(target=run, name=name, daemon=True)
         self._thread.start()
-        self.portal = ready.result()
+        self.portal, self._loop = ready.result()
         self._opened: list[AbstractContextManager[Any]] = []
         self._closed = False
 
     def call(self, func: Callable[..., Awaitable[T]], *args: Any) -> T:
         """Run `func(*args)` on the bridge's loop and wait for its result."""
-        return self.portal.call(func, *args)
+        if threading.get_ident() == self._thread.ident:
+            raise RuntimeError("Bridge.call from the bridge's own thread would wait for itself")
+        # A task of the loop's own, not the portal's: the portal makes a cancel scope and a task
+        # in its task group per call, about as much work as the hand-off between the threads,
+        # which a sync caller (Airflow's backend) pays on every request.
+        return asyncio.run_coroutine_threadsafe(_awaited(func, args), self._loop).result()
 
     def enter(self, resource: AbstractAsyncContextManager[T]) -> T:
         """Enter an async context manager on the bridge's loop; it is exited by `close()`."""
@@ -81,3 +87,7 @@ class Bridge:
         finally:
             self.portal.call(self.portal.stop)
             self._thread.join()
+
+
+async def _awaited(func: Callable[..., Awaitable[T]], args: tuple[Any, ...]) -> T:
+    return await func(*args)

@@ -6,7 +6,8 @@ Run it in the Airflow environment the tests use:
     PYTHONPATH=. ~/.cache/tasktrail/airflow-3.3.2/bin/python scripts/bench_airflow.py
 
 Each request is what the execution API does for a task's store call: one session of Airflow's
-database, the task instance looked up, the backend called, the session committed. Both backends
+database, the task instance loaded by its id (`session.get`, which joins its DagRun) to name the
+scope, the backend called, the session committed. Both backends
 write the same SQLite metadata database (their own DagRun each, so their rows never collide);
 tasktrail also writes its log, in its own SQLite file, and mirrors into Airflow's table: each
 timed phase ends once tasktrail's mirror writer has written every row (the mirror is inside the
@@ -30,6 +31,7 @@ from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
+from uuid import UUID
 
 HOME = tempfile.mkdtemp(prefix="tasktrail-bench-airflow-")
 os.environ["AIRFLOW_HOME"] = HOME
@@ -51,7 +53,8 @@ from eventstore.airflow import TasktrailBackend  # noqa: E402
 DAG = "bench"
 
 
-def prepare(run_id: str, tis: int) -> list[TaskScope]:
+def prepare(run_id: str, tis: int) -> list[UUID]:
+    """A DagRun and its task instances; their ids, as the execution API's URLs carry them."""
     moment = datetime(2026, 1, 1, tzinfo=UTC)
     with create_session() as session:
         session.add(
@@ -75,44 +78,41 @@ def prepare(run_id: str, tis: int) -> list[TaskScope]:
                     pool="default_pool",
                 )
             )
-    return [TaskScope(DAG, run_id, f"t{n}") for n in range(tis)]
+        t = TaskInstance
+        found = session.execute(select(t.task_id, t.id).where(t.dag_id == DAG, t.run_id == run_id))
+        ids = dict(found.tuples().all())
+    return [ids[f"t{n}"] for n in range(tis)]
 
 
-def request(call: Callable[[Any], object], scope: TaskScope) -> None:
-    """One execution API request: a session, the task instance looked up, the call, commit."""
-    t = TaskInstance
+def request(call: Callable[[Any, TaskScope], object], ti_id: UUID) -> None:
+    """One execution API request, as its task state store routes make it: a session, the task
+    instance loaded by its id to name the scope, the call, commit."""
     with create_session() as session:
-        session.scalar(
-            select(t.id).where(
-                t.dag_id == scope.dag_id,
-                t.run_id == scope.run_id,
-                t.task_id == scope.task_id,
-                t.map_index == scope.map_index,
-            )
-        )
-        call(session)
+        ti = session.get(TaskInstance, ti_id)
+        assert ti is not None
+        call(session, TaskScope(ti.dag_id, ti.run_id, ti.task_id, ti.map_index))
 
 
-def phases(backend: Any, scopes: list[TaskScope], keys: int) -> dict[str, list[Callable[[], None]]]:
+def phases(backend: Any, tis: list[UUID], keys: int) -> dict[str, list[Callable[[], None]]]:
     expires = datetime.now(UTC) + timedelta(days=30)
 
-    def set_(scope: TaskScope, key: str, value: int) -> Callable[[], None]:
+    def set_(ti: UUID, key: str, value: int) -> Callable[[], None]:
         text = json.dumps({"offset": value, "rows": [value] * 4})
         return lambda: request(
-            lambda s: backend.set(scope, key, text, expires_at=expires, session=s), scope
+            lambda s, scope: backend.set(scope, key, text, expires_at=expires, session=s), ti
         )
 
-    def get(scope: TaskScope, key: str) -> Callable[[], None]:
-        return lambda: request(lambda s: backend.get(scope, key, session=s), scope)
+    def get(ti: UUID, key: str) -> Callable[[], None]:
+        return lambda: request(lambda s, scope: backend.get(scope, key, session=s), ti)
 
-    def clear(scope: TaskScope) -> Callable[[], None]:
-        return lambda: request(lambda s: backend.clear(scope, session=s), scope)
+    def clear(ti: UUID) -> Callable[[], None]:
+        return lambda: request(lambda s, scope: backend.clear(scope, session=s), ti)
 
-    pairs = [(scope, f"k{k}") for scope in scopes for k in range(keys)]
+    pairs = [(ti, f"k{k}") for ti in tis for k in range(keys)]
     return {
-        "set": [set_(scope, key, n) for n, (scope, key) in enumerate(pairs)],
-        "get": [get(scope, key) for scope, key in pairs],
-        "clear": [clear(scope) for scope in scopes],
+        "set": [set_(ti, key, n) for n, (ti, key) in enumerate(pairs)],
+        "get": [get(ti, key) for ti, key in pairs],
+        "clear": [clear(ti) for ti in tis],
     }
 
 
@@ -144,12 +144,63 @@ def _nothing() -> None:
     pass
 
 
+def profile(backends: dict[str, Any], tis: dict[str, list[UUID]], keys: int, top: int) -> None:
+    """cProfile of each backend's requests, one at a time: on the calling thread, on the bridge's
+    event loop (the log's writes and reads) and in the mirror writer's batches (worker threads)."""
+    import cProfile
+    import pstats
+
+    from eventstore.airflow.loop import PROCESS_LOOP
+    from eventstore.airflow.writer import MirrorWriter
+
+    write_batch = MirrorWriter._write
+    mirror = cProfile.Profile()
+
+    def profiled(writer: MirrorWriter, batch: list[Any], through: int) -> None:
+        mirror.enable()
+        try:
+            write_batch(writer, batch, through)
+        finally:
+            mirror.disable()
+
+    MirrorWriter._write = profiled  # type: ignore[method-assign]
+    for name, backend in backends.items():
+        finish = TasktrailBackend.wait_for_mirror if name == "tasktrail" else _nothing
+        for calls in phases(backend, tis[name], keys).values():
+            rate(calls, 1, finish)  # unmeasured: connections opened, statements cached
+        for op, calls in phases(backend, tis[name], keys).items():
+            caller, loop, mirror = cProfile.Profile(), cProfile.Profile(), cProfile.Profile()
+            bridge = PROCESS_LOOP._bridge if name == "tasktrail" else None
+            if bridge is not None:
+                bridge.portal.call(loop.enable)
+            caller.enable()
+            rate(calls, 1, finish)
+            caller.disable()
+            if bridge is not None:
+                bridge.portal.call(loop.disable)
+            parts = {"caller": caller, "loop": loop, "mirror": mirror}
+            per = {k: sum(e.callcount for e in p.getstats()) / len(calls) for k, p in parts.items()}
+            counts = " ".join(f"{k} {v:.0f}" for k, v in per.items())
+            print(f"{name} {op}: function calls per request: {counts}, all {sum(per.values()):.0f}")
+            for part, stats in parts.items():
+                if top and stats.getstats():
+                    print(f"-- {name} {op}, {part}")
+                    pstats.Stats(stats).sort_stats("cumulative").print_stats(top)
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--tis", type=int, default=50, help="task instances (default 50)")
     parser.add_argument("--keys", type=int, default=10, help="keys per task instance")
     parser.add_argument("--rounds", type=int, default=5, help="alternating rounds (default 5)")
     parser.add_argument("--threads", type=int, default=32, help="concurrent requests")
+    parser.add_argument(
+        "--profile",
+        type=int,
+        metavar="TOP",
+        help="instead: profile one round of requests one at a time (after one unmeasured) and "
+        "print function calls per request, and the TOP functions by cumulative time",
+    )
     args = parser.parse_args()
     import_all_models()
     Base.metadata.create_all(engine)
@@ -158,6 +209,9 @@ def main() -> int:
         "tasktrail": TasktrailBackend(f"sqlite:///{Path(HOME) / 'trail.db'}"),
     }
     scopes = {name: prepare(name, args.tis) for name in backends}
+    if args.profile is not None:
+        profile(backends, scopes, args.keys, args.profile)
+        return 0
     results: dict[tuple[str, str, int], list[float]] = {}
     for concurrency in (1, args.threads):
         for number in range(args.rounds):

@@ -62,3 +62,19 @@ def test_a_bridge_left_open_does_not_hold_the_interpreter_at_exit() -> None:
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
     assert done.returncode == 0, done.stderr
     assert done.stdout.strip() == "open"
+
+
+def test_a_call_from_the_bridges_own_thread_is_refused_instead_of_waiting_for_itself() -> None:
+    bridge = Bridge()
+    try:
+
+        async def noop() -> None:
+            pass
+
+        async def nested() -> None:
+            bridge.call(noop)
+
+        with pytest.raises(RuntimeError, match="own thread"):
+            bridge.call(nested)
+    finally:
+        bridge.close()

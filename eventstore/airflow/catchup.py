@@ -9,6 +9,7 @@ since (`ScopeFilter(since=...)`), before it writes anything else.
 
 from __future__ import annotations
 
+import functools
 from typing import TYPE_CHECKING, Any
 
 import anyio
@@ -39,27 +40,33 @@ WATERMARK = Table(
 
 def write_watermark(connection: Connection, through: int) -> None:
     """Advance the watermark to `through` (never back), in the caller's transaction."""
+    connection.execute(
+        _advance_statement(connection.dialect.name), {"name": _NAME, "through": through}
+    )
+
+
+@functools.cache
+def _advance_statement(dialect: str) -> Any:
+    """The upsert that moves the watermark forward only, built once per dialect: each batch
+    binds its time to it instead of building and compiling a statement."""
     table = WATERMARK
-    values = {"name": _NAME, "through": through}
-    statement: Any
-    if connection.dialect.name == "mysql":
+    if dialect == "mysql":
         from sqlalchemy import func
         from sqlalchemy.dialects.mysql import insert as mysql_insert
 
-        statement = mysql_insert(table).values(**values)
-        statement = statement.on_duplicate_key_update(
-            through=func.greatest(table.c.through, statement.inserted.through)
+        mysql = mysql_insert(table)
+        return mysql.on_duplicate_key_update(
+            through=func.greatest(table.c.through, mysql.inserted.through)
         )
+    if dialect == "postgresql":
+        from sqlalchemy.dialects.postgresql import insert
     else:
-        if connection.dialect.name == "postgresql":
-            from sqlalchemy.dialects.postgresql import insert
-        else:
-            from sqlalchemy.dialects.sqlite import insert
-        statement = insert(table).values(**values)
-        statement = statement.on_conflict_do_update(
-            index_elements=["name"], set_={"through": through}, where=table.c.through < through
-        )
-    connection.execute(statement)
+        from sqlalchemy.dialects.sqlite import insert
+    statement = insert(table)
+    newer = statement.excluded.through
+    return statement.on_conflict_do_update(
+        index_elements=["name"], set_={"through": newer}, where=table.c.through < newer
+    )
 
 
 def read_watermark(engine: Engine) -> int | None:

@@ -7,7 +7,7 @@ from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager, contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Final
 
 from eventstore.airflow import statements
 from eventstore.airflow.scopes import Writer, asset_id_of, aware
@@ -63,7 +63,10 @@ class Place:
         cls, session: Session, scope: object, target: Scope, *, need_run: bool = True
     ) -> Place:
         if isinstance(target, TaskScope):
-            return cls._task(target, session.execute(*task_query(target)).one_or_none(), need_run)
+            found = loaded_task(session, target)
+            if found is None:
+                found = session.execute(*task_query(target)).one_or_none()
+            return cls._task(target, found, need_run)
         asset_id = asset_id_of(scope)
         if asset_id is None:
             asset_id = session.scalar(asset_query(target))
@@ -74,7 +77,9 @@ class Place:
         cls, session: AsyncSession, scope: object, target: Scope, *, need_run: bool = True
     ) -> Place:
         if isinstance(target, TaskScope):
-            found = (await session.execute(*task_query(target))).one_or_none()
+            found = loaded_task(session.sync_session, target)
+            if found is None:
+                found = (await session.execute(*task_query(target))).one_or_none()
             return cls._task(target, found, need_run)
         asset_id = asset_id_of(scope)
         if asset_id is None:
@@ -221,6 +226,40 @@ def asset_query(scope: Scope) -> Any:
 def no_dag_run(scope: TaskScope) -> ValueError:
     # Airflow's own message, which its execution API turns into a 404.
     return ValueError(f"No DagRun found for dag_id={scope.dag_id!r} run_id={scope.run_id!r}")
+
+
+def loaded_task(session: Session, scope: TaskScope) -> tuple[int, int] | None:
+    """What `task_query` answers (the DagRun's id, the running try), read from the scope's task
+    instance if the session holds it loaded with its DagRun; else None.
+
+    Airflow's execution API loads the task instance to name the scope it passes (`session.get`,
+    which joins the DagRun), in the transaction the backend is called in: asking the database
+    again would cost a query per request for the same answer."""
+    identity_map = session.identity_map
+    if len(identity_map) > _SEARCHED:
+        return None
+    from airflow.models.taskinstance import TaskInstance
+
+    wanted = (scope.dag_id, scope.run_id, scope.task_id, scope.map_index)
+    for instance in identity_map.values():
+        if not isinstance(instance, TaskInstance):
+            continue
+        # Loaded attributes only (the instance's __dict__): reading an expired one would load it.
+        loaded = instance.__dict__
+        if tuple(loaded.get(name) for name in _TASK_FIELDS) != wanted:
+            continue
+        run = loaded.get("dag_run")
+        run_id = None if run is None else run.__dict__.get("id")
+        try_number = loaded.get("try_number")
+        if run_id is None or try_number is None:
+            return None
+        return run_id, try_number
+    return None
+
+
+# A session holding more instances than this is not one request's: it is not searched.
+_SEARCHED: Final = 16
+_TASK_FIELDS: Final = ("dag_id", "run_id", "task_id", "map_index")
 
 
 def task_query(scope: TaskScope) -> tuple[Any, dict[str, Any]]:

@@ -14,12 +14,15 @@ from typing import Any
 
 import anyio
 import pytest
+from airflow.models.task_state_store import TaskStateStoreModel
+from airflow.models.taskinstance import TaskInstance
 from airflow.sdk.state import AssetScope as SdkAssetScope
 from airflow.sdk.state import TaskScope as SdkTaskScope
 from airflow.state import AssetScope, BaseStoreBackend, TaskScope, resolve_state_backend
 from airflow_support import DAG_ID, RUN_ID, AirflowDatabase
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from sqlalchemy import event, select
 from sqlalchemy.ext.asyncio import AsyncSession, create_async_engine
 
 from eventstore import AssetScope as TrailAsset
@@ -332,6 +335,63 @@ def test_every_write_carries_the_running_try_and_the_airflow_actor(
         ("clear", 2),
     ]
     assert {e.actor for e in events} == {actor}
+
+
+def ti_id_of(airflow_db: AirflowDatabase, task_id: str) -> Any:
+    with airflow_db.session() as session:
+        return session.scalar(select(TaskInstance.id).where(TaskInstance.task_id == task_id))
+
+
+def test_a_request_that_loaded_its_task_instance_is_asked_nothing_more(
+    trail_url: str, airflow_db: AirflowDatabase
+) -> None:
+    """As the execution API calls the backend: its route loads the task instance by id (its
+    DagRun joined) to name the scope. The try and the DagRun come from there, with no query."""
+    airflow_db.add_task_instance("ingest", try_number=3)
+    ti_id = ti_id_of(airflow_db, "ingest")
+    backend = TasktrailBackend(trail_url)
+    statements: list[str] = []
+    with airflow_db.session() as session:
+        ti = session.get(TaskInstance, ti_id)
+        assert ti is not None
+        connection = session.connection()
+        event.listen(connection, "before_cursor_execute", lambda *a: statements.append(a[2]))
+        backend.set(INGEST, "offset", "7", session=session)
+        backend.set(INGEST, "job", "1", session=session)
+        backend.delete(INGEST, "offset", session=session)
+        backend.clear(INGEST, session=session)
+        backend.set(INGEST, "last", "2", session=session)
+        session.commit()
+        run_id = ti.dag_run.id
+    assert statements == []
+    events = events_of(trail_url)
+    assert [(e.kind, e.try_number) for e in events] == [
+        ("set", 3),
+        ("set", 3),
+        ("delete", 3),
+        ("clear", 3),
+        ("set", 3),
+    ]
+    TasktrailBackend.wait_for_mirror()
+    t = TaskStateStoreModel
+    with airflow_db.session() as session:
+        assert session.execute(select(t.key, t.dag_run_id)).all() == [("last", run_id)]
+
+
+def test_a_task_instance_the_session_no_longer_holds_loaded_is_looked_up(
+    trail_url: str, airflow_db: AirflowDatabase
+) -> None:
+    airflow_db.add_task_instance("ingest", try_number=1)
+    ti_id = ti_id_of(airflow_db, "ingest")
+    backend = TasktrailBackend(trail_url)
+    with airflow_db.session() as session:
+        ti = session.get(TaskInstance, ti_id)
+        assert ti is not None
+        session.expire(ti)  # what it held is stale now: the next try has started
+        airflow_db.set_try("ingest", 2)
+        backend.set(INGEST, "offset", "2", session=session)
+    [event] = events_of(trail_url)
+    assert event.try_number == 2
 
 
 def test_a_write_of_an_older_try_is_refused_once_a_newer_try_wrote(

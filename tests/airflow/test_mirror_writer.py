@@ -12,6 +12,7 @@ import subprocess
 import sys
 from datetime import datetime
 from pathlib import Path
+from typing import Any
 
 import pytest
 from airflow.models.task_state_store import TaskStateStoreModel
@@ -156,3 +157,65 @@ def test_a_stale_write_raises_and_queues_nothing(trail_url: str, db: AirflowData
     with pytest.raises(StaleAttemptError), db.session() as session:
         backend.set(INGEST, "offset", "1", session=session)
     assert rows(db) == {"offset": ("2", None)}
+
+
+def test_the_watermark_moves_forward_only(db: AirflowDatabase) -> None:
+    """Several API servers share it: one that is behind never takes it back."""
+    from eventstore.airflow.catchup import read_watermark, write_watermark
+
+    assert read_watermark(db.engine) is None
+    for through in (10, 30, 20):
+        with db.engine.begin() as connection:
+            write_watermark(connection, through)
+    assert read_watermark(db.engine) == 30
+
+
+def test_requests_one_at_a_time_share_a_commit_of_airflows_database(
+    trail_url: str, db: AirflowDatabase, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A batch gathers for a while after its first change; waiting for the mirror writes it at
+    once (with this linger of an hour, a wait that did not would not return)."""
+    from eventstore.airflow import writer
+
+    batches: list[int] = []
+    write_batch = writer.MirrorWriter._write
+
+    def counted(self: writer.MirrorWriter, batch: list[Any], through: int) -> None:
+        batches.append(len(batch))
+        write_batch(self, batch, through)
+
+    monkeypatch.setattr(writer, "LINGER", 3600.0)
+    monkeypatch.setattr(writer.MirrorWriter, "_write", counted)
+    backend = TasktrailBackend(trail_url)
+    write(backend, db, "a", "0")  # the writer started, and its catch-up done
+    assert rows(db) == {"a": ("0", None)}
+    batches.clear()
+    for key in ("a", "b", "c"):
+        write(backend, db, key, "1")
+    assert rows(db) == dict.fromkeys(("a", "b", "c"), ("1", None))
+    assert batches == [3]
+
+
+def test_a_process_that_exits_writes_the_batch_it_was_gathering(
+    trail_url: str, db: AirflowDatabase
+) -> None:
+    script = f"""
+from airflow.state import TaskScope
+from sqlalchemy import create_engine
+from sqlalchemy.orm import Session
+from eventstore.airflow import TasktrailBackend, writer
+
+writer.LINGER = 3600.0
+engine = create_engine({db.url!r})
+backend = TasktrailBackend({trail_url!r})
+with Session(engine) as session:
+    backend.set(TaskScope({DAG_ID!r}, {RUN_ID!r}, "ingest"), "a", "1", session=session)
+    session.commit()
+"""
+    done = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, timeout=120
+    )
+    assert done.returncode == 0, done.stderr
+    t = TaskStateStoreModel
+    with db.session() as session:
+        assert session.execute(select(t.key, t.value)).all() == [("a", "1")]
