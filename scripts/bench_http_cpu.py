@@ -198,6 +198,19 @@ def _print_top(stats: dict[Any, tuple[Any, ...]], requests: int, top: int = 40) 
         print(f"{entry[1] / requests:>10.2f}{entry[2] / total:>7.1%}  {function} ({where})")
 
 
+def _under_callgrind(out: Path, *args: str) -> list[str]:
+    """The command that runs this script with `args` under callgrind, dumping at each mark."""
+    return [
+        "valgrind",
+        "--tool=callgrind",
+        f"--callgrind-out-file={out}",
+        f"--dump-before={_MARK}",
+        sys.executable,
+        __file__,
+        *args,
+    ]
+
+
 def count_instructions(db: str, requests: int) -> dict[str, float]:
     """Per workload: instructions per request, this script run under callgrind."""
     if shutil.which("valgrind") is None:
@@ -205,20 +218,7 @@ def count_instructions(db: str, requests: int) -> dict[str, float]:
     with tempfile.TemporaryDirectory(prefix="tasktrail-callgrind-") as work:
         out = Path(work) / "callgrind.out"
         subprocess.run(
-            [
-                "valgrind",
-                "--tool=callgrind",
-                f"--callgrind-out-file={out}",
-                f"--dump-before={_MARK}",
-                sys.executable,
-                __file__,
-                "--db",
-                db,
-                "--requests",
-                str(requests),
-                "--marked-run",
-                work,
-            ],
+            _under_callgrind(out, "--db", db, "--requests", str(requests), "--marked-run", work),
             check=True,
             stderr=subprocess.DEVNULL,
         )
@@ -303,18 +303,7 @@ def count_server_instructions(db: str, requests: int) -> dict[str, float]:
     with tempfile.TemporaryDirectory(prefix="tasktrail-callgrind-") as work:
         out = Path(work) / "callgrind.out"
         server = subprocess.Popen(
-            [
-                "valgrind",
-                "--tool=callgrind",
-                f"--callgrind-out-file={out}",
-                f"--dump-before={_MARK}",
-                sys.executable,
-                __file__,
-                "--serve",
-                _url(db, work),
-                "--port",
-                str(port),
-            ],
+            _under_callgrind(out, "--serve", _url(db, work), "--port", str(port)),
             stderr=subprocess.DEVNULL,
         )
         try:
