@@ -1,9 +1,10 @@
-"""The one sync bridge: an event loop in a thread, entered through anyio's blocking portal.
+"""The one sync bridge: an event loop in a thread, which calls reach as tasks of its own.
 
 Code without an event loop runs the store's coroutines here: the blocking facade
 (`eventstore.blocking`) and the Airflow backend's sync methods. A `Bridge` owns its thread and
-the async resources opened on it (a store, a service connection); `close()` closes them on that
-loop, newest first, then stops the thread.
+the async resources opened on it, through anyio's blocking portal (a store, a service
+connection); `close()` closes them on that loop, newest first, then stops the thread. A call still
+running when the loop stops is cancelled: its caller gets `concurrent.futures.CancelledError`.
 
     bridge = Bridge()
     store = bridge.enter(open_store(url))       # open on the bridge's loop, kept till close()
