@@ -48,8 +48,9 @@ REPAIR = "python -m eventstore.airflow mirror --repair"
 # How long a change queued alone waits for more before the batch is written, unless someone
 # waits for the queue (`drain`) or the writer stops. Requests one at a time then share a commit
 # of Airflow's database too, instead of each paying a transaction, the watermark and an fsync
-# for its one row; a row still reaches Airflow's tables within milliseconds.
-LINGER = 0.002
+# for its one row. 10 ms: requests one at a time come 1.5–3 ms apart (bench_airflow), so a
+# batch gathers several; a row still reaches Airflow's tables within milliseconds.
+LINGER = 0.01
 
 
 class MirrorOp(NamedTuple):
