@@ -312,19 +312,12 @@ class PostgresTransaction(WriteTransaction):
     ) -> None:
         if not (every or scope_ids or keys or keys_at):
             return
-        kept = await self._begin()
         if every:
             await self._run(sql.DELETE_ALL_CURRENT)
-            kept.values.clear()
         if scope_ids:
             await self._run(sql.CLEAR_CURRENT, list(scope_ids))
-            for scope_id in scope_ids:
-                if scope_id in kept.values:
-                    kept.values[scope_id] = {}
         if keys:
             await self._run(sql.DELETE_CURRENT, [p[0] for p in keys], [p[1].encode() for p in keys])
-            for scope_id, key in keys:
-                kept.values.get(scope_id, {}).pop(key, None)
         if keys_at:
             await self._run(
                 sql.DELETE_CURRENT_AT,
@@ -332,8 +325,8 @@ class PostgresTransaction(WriteTransaction):
                 [r[1].encode() for r in keys_at],
                 [r[2] for r in keys_at],
             )
-            for r in keys_at:  # only while still that seq's: what is left is not known
-                kept.values.pop(r[0], None)
+        kept = await self._begin()
+        kept.deleted_current(keys, keys_at=keys_at, scope_ids=scope_ids, every=every)
 
     async def delete_idempotent(self, *, recorded_before: int, limit: int) -> int:
         status = await self._run(sql.DELETE_IDEMPOTENT, recorded_before, limit)
